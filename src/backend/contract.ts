@@ -1,0 +1,119 @@
+/**
+ * The one contract every backend implements (gce, ec2, docker, ssh, local,
+ * fake). The job pipeline only ever talks to these interfaces; backends
+ * import this file and helpers from `src/`, never the other way round.
+ *
+ * Lifecycle of one job on a backend:
+ *   backend.start(attrs, opts)    -> Instance (the machine exists and has an address)
+ *   instance.upload(script, opts) -> waits for the machine to accept it, writes it
+ *   instance.run(opts)            -> runs it, streaming output, to its exit
+ *   instance.destroy()            -> always, on every path; idempotent
+ */
+import type { Writable } from 'node:stream';
+import type { Logger } from '../log.js';
+import type { SettingsSchema } from '../settings.js';
+
+/** What a job asks of its machine, derived from the payload and the worker's defaults. */
+export interface StartAttributes {
+  jobId: number;
+  /** Repository slug, `owner/name`; for labels and logs. */
+  repository: string;
+  language: string;
+  dist: string;
+  arch: string;
+  group: string;
+  os: string;
+  osxImage?: string;
+  /** An explicit image the job asked for (`config.image_name`). */
+  imageName?: string;
+  /** `default` or `premium`. */
+  vmType: string;
+  /** e.g. `medium`, `large`, `gpu-medium`; empty when the job did not ask. */
+  vmSize?: string;
+  vmConfig: { gpuCount?: number; gpuType?: string; zone?: string };
+  /** The job's hard limit in milliseconds: backends use it for leases and self-destruct timers. */
+  hardTimeoutMs: number;
+  warmer: boolean;
+}
+
+export interface StartOptions {
+  /** Aborts on startup timeout, cancel and shutdown: stop booting and release what was made. */
+  signal: AbortSignal;
+  /** A line for the job's log saying what the backend is doing (user-facing). */
+  progress: (line: string) => void;
+  /** A logger already carrying the job id, processor and backend. */
+  logger: Logger;
+}
+
+export interface UploadOptions {
+  /** Aborts on the upload timeout, cancel and shutdown. */
+  signal: AbortSignal;
+}
+
+export interface RunOptions {
+  /** Script output (stdout and stderr as one stream) goes here; honour its backpressure. */
+  output: Writable;
+  /** Aborts on hard timeout, log silence, max log length, cancel and shutdown: stop the script at once. */
+  signal: AbortSignal;
+}
+
+/** How the script ended. */
+export interface RunResult {
+  /** The exit status, or null when the script was killed by a signal. */
+  exitCode: number | null;
+  /** The signal that killed the script, if any (e.g. `KILL`). */
+  signal?: string;
+}
+
+export interface Instance {
+  /** The backend's id for it (cloud instance name, host name, container id, directory). */
+  readonly id: string;
+  /** The image it was booted from, for the worker-info fold. */
+  readonly imageName: string;
+  /** How long `start` took, in milliseconds. */
+  readonly startupMs: number;
+  /**
+   * Put the build script on the instance, waiting for it to accept connections.
+   * Throws `StaleVmError` when a script is already there, `UploadError`,
+   * `SshUnreachableError` or `UploadTimeoutError` otherwise.
+   */
+  upload(script: Buffer, options: UploadOptions): Promise<void>;
+  /**
+   * Run the uploaded script under a terminal and resolve when it exits.
+   * Throws `ConnectionLostError` when the outcome can't be known. When
+   * `signal` aborts, stops the script and settles promptly (either way).
+   */
+  run(options: RunOptions): Promise<RunResult>;
+  /** Release everything the instance holds. Idempotent; safe after a failed start or upload. */
+  destroy(): Promise<void>;
+}
+
+export interface Backend {
+  /**
+   * Make a machine for one job. Resolves once it exists and can be reached
+   * (an address is known). Throws a requeueing `MayflyError` on failure; if
+   * `signal` aborts, rejects after releasing anything half-made.
+   */
+  start(attributes: StartAttributes, options: StartOptions): Promise<Instance>;
+  /** Release backend-wide resources (clients, pools) at worker shutdown. */
+  close(): Promise<void>;
+}
+
+export interface BackendContext {
+  logger: Logger;
+  /** This worker's host name (`TRAVIS_WORKER_HOSTNAME`), for labels. */
+  hostname: string;
+}
+
+/**
+ * What each folder under `backends/` exports. Its settings are read from
+ * `TRAVIS_WORKER_<NAME>_<KEY>` (name upper-cased), declared in `settings`.
+ */
+export interface BackendDefinition<Settings = Record<string, unknown>> {
+  /** `TRAVIS_WORKER_PROVIDER_NAME` value, lower case. */
+  name: string;
+  /** One line for `--list-backend-providers`. */
+  description: string;
+  settings: SettingsSchema<Settings>;
+  create(settings: Settings, context: BackendContext): Backend;
+}

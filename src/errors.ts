@@ -1,0 +1,125 @@
+/**
+ * Every error mayfly raises on purpose. Each has a stable `code` (for logs,
+ * metrics and tests) and says whether the job it happened to should be
+ * requeued (`reset`: the infrastructure failed, not the job) or ended.
+ */
+
+export type ErrorCode =
+  | 'E_CONFIG'
+  | 'E_PAYLOAD_INVALID'
+  | 'E_SCRIPT_REJECTED'
+  | 'E_SCRIPT_UNAVAILABLE'
+  | 'E_INSTANCE_START'
+  | 'E_STARTUP_TIMEOUT'
+  | 'E_SSH_UNREACHABLE'
+  | 'E_UPLOAD'
+  | 'E_UPLOAD_TIMEOUT'
+  | 'E_STALE_VM'
+  | 'E_CONNECTION_LOST'
+  | 'E_NO_CAPACITY';
+
+export interface MayflyErrorOptions {
+  cause?: unknown;
+  /** Text for the job's log, shown to the user; internal detail stays in `message`. */
+  userMessage?: string;
+}
+
+export abstract class MayflyError extends Error {
+  abstract readonly code: ErrorCode;
+  /** True when the job should run again elsewhere (publish `reset`). */
+  abstract readonly requeue: boolean;
+  readonly userMessage: string | undefined;
+
+  constructor(message: string, options: MayflyErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.userMessage = options.userMessage;
+  }
+}
+
+/** A setting is missing, unknown or has a bad value; startup stops. */
+export class ConfigError extends MayflyError {
+  readonly code = 'E_CONFIG';
+  readonly requeue = false;
+}
+
+/** A job payload that can't be run as it is; names the offending field. */
+export class PayloadError extends MayflyError {
+  readonly code = 'E_PAYLOAD_INVALID';
+  readonly requeue = false;
+  constructor(
+    readonly field: string,
+    problem: string,
+  ) {
+    super(`invalid job payload: ${field}: ${problem}`);
+  }
+}
+
+/** The build API refused the job (4xx): running it again would not help. */
+export class ScriptRejectedError extends MayflyError {
+  readonly code = 'E_SCRIPT_REJECTED';
+  readonly requeue = false;
+}
+
+/** The build API could not be reached or kept failing (network, 5xx). */
+export class ScriptUnavailableError extends MayflyError {
+  readonly code = 'E_SCRIPT_UNAVAILABLE';
+  readonly requeue = true;
+}
+
+/** The backend could not start an instance. */
+export class InstanceStartError extends MayflyError {
+  readonly code = 'E_INSTANCE_START';
+  readonly requeue = true;
+}
+
+/** The backend has no room for another instance right now (quota, capacity, no free host). */
+export class NoCapacityError extends MayflyError {
+  readonly code = 'E_NO_CAPACITY';
+  readonly requeue = true;
+}
+
+/** The instance was not ready within `TRAVIS_WORKER_STARTUP_TIMEOUT`. */
+export class StartupTimeoutError extends MayflyError {
+  readonly code = 'E_STARTUP_TIMEOUT';
+  readonly requeue = true;
+}
+
+/** SSH never accepted a connection. */
+export class SshUnreachableError extends MayflyError {
+  readonly code = 'E_SSH_UNREACHABLE';
+  readonly requeue = true;
+}
+
+/** The script could not be uploaded. */
+export class UploadError extends MayflyError {
+  readonly code = 'E_UPLOAD';
+  readonly requeue = true;
+}
+
+/** The upload did not finish within `TRAVIS_WORKER_SCRIPT_UPLOAD_TIMEOUT`. */
+export class UploadTimeoutError extends MayflyError {
+  readonly code = 'E_UPLOAD_TIMEOUT';
+  readonly requeue = true;
+}
+
+/** The instance already had a build script: it ran a job before and must not run another. */
+export class StaleVmError extends MayflyError {
+  readonly code = 'E_STALE_VM';
+  readonly requeue = true;
+}
+
+/** The connection to the instance dropped while the script ran; its outcome is unknown. */
+export class ConnectionLostError extends MayflyError {
+  readonly code = 'E_CONNECTION_LOST';
+  readonly requeue = true;
+}
+
+export function isMayflyError(err: unknown): err is MayflyError {
+  return err instanceof MayflyError;
+}
+
+/** The message of any thrown value, for log lines. */
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
