@@ -48,8 +48,11 @@ export interface JobTimes {
 
 /**
  * One delivery of one job, from receipt to acknowledgement. Each state is
- * reported at most once, in order; `finish` and `requeue` also settle the
- * delivery (ack), so exactly one of them ends every job.
+ * reported at most once, in order, and exactly one of `finish` or `requeue`
+ * ends every job. The delivery is acknowledged separately, last: after the
+ * instance is destroyed, so a worker that dies before that leaves the job
+ * to be redelivered, and the redelivered run's lower `state_update_count`
+ * tells consumers its updates are stale.
  */
 export interface QueuedJob {
   readonly payload: JobPayload;
@@ -57,10 +60,12 @@ export interface QueuedJob {
   received(): Promise<void>;
   /** Publish `started`; `instanceId` goes into the state's meta. */
   started(instanceId: string): Promise<void>;
-  /** Publish the terminal state, then acknowledge the delivery. */
+  /** Publish the terminal state (confirmed by the broker before it resolves). */
   finish(state: TerminalState): Promise<void>;
-  /** Publish `reset` (run it again elsewhere), then acknowledge the delivery. */
+  /** Publish `reset` (run it again elsewhere), confirmed. */
   requeue(): Promise<void>;
+  /** Acknowledge the delivery: the job is done with, whatever its outcome. */
+  acknowledge(): Promise<void>;
   /** Where this job's log parts go. */
   readonly log: LogSink;
   /**

@@ -1,0 +1,51 @@
+/**
+ * `fake`: instances that exist only in memory and "run" a script by writing
+ * configured output, for tests and benchmarks. Each failure travis' fake
+ * could only approximate (`ERROR`) can be switched on by itself.
+ */
+import type { Backend, BackendDefinition, Instance, StartOptions } from '../../src/backend/contract.js';
+import { InstanceStartError } from '../../src/errors.js';
+import { abortableSleep } from '../../src/util/abort.js';
+import { FakeInstance } from './instance.js';
+
+export interface FakeSettings {
+  logOutput: string;
+  logRepeat: number;
+  runSleep: number;
+  startupDuration: number;
+  exitCode: number;
+  error: boolean;
+  failStart: boolean;
+  failUpload: boolean;
+}
+
+class FakeBackend implements Backend {
+  private started = 0;
+
+  constructor(private readonly settings: FakeSettings) {}
+
+  async start(attributes: { jobId: number }, { signal }: StartOptions): Promise<Instance> {
+    await abortableSleep(this.settings.startupDuration, signal);
+    if (this.settings.failStart) throw new InstanceStartError('the fake backend is set to fail every start (TRAVIS_WORKER_FAKE_FAIL_START)');
+    this.started++;
+    return new FakeInstance(`fake-${attributes.jobId}-${this.started}`, this.settings);
+  }
+
+  async close(): Promise<void> {}
+}
+
+export const definition: BackendDefinition<FakeSettings> = {
+  name: 'fake',
+  description: 'pretends to run jobs, writing configured output (tests and benchmarks)',
+  settings: {
+    logOutput: { doc: 'what every job prints', format: String, default: 'Hello from the fake backend\n' },
+    logRepeat: { doc: 'how many times the output is printed', format: 'nat', default: 1 },
+    runSleep: { doc: 'how long each job runs after printing (Go duration)', format: 'duration', default: 0 },
+    startupDuration: { doc: 'how long an instance takes to start (Go duration)', format: 'duration', default: 0 },
+    exitCode: { doc: 'the exit status every job ends with', format: 'int', default: 0 },
+    error: { doc: 'every run loses its connection, so every job is requeued (requeue storms)', format: Boolean, default: false },
+    failStart: { doc: 'every instance fails to start', format: Boolean, default: false },
+    failUpload: { doc: 'every script upload fails', format: Boolean, default: false },
+  },
+  create: (settings) => new FakeBackend(settings),
+};

@@ -1,0 +1,11 @@
+/**
+ * Every backend mayfly ships. Only the composition root (src/main.ts) and
+ * tests import this list: the engine in src/ knows backends only through
+ * the contract.
+ */
+import type { BackendDefinition } from '../src/backend/contract.js';
+import { definition as fake } from './fake/index.js';
+import { definition as local } from './local/index.js';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- each backend has its own settings type
+export const backends: readonly BackendDefinition<any>[] = [local, fake];

@@ -1,0 +1,224 @@
+/**
+ * One job, start to end: the step pipeline of PROTOCOL.md and issue #2.
+ *
+ *   received -> script -> start instance -> upload -> started -> worker info
+ *   -> run under a PTY -> terminal state -> instance destroyed -> ack
+ *
+ * Every step runs under the job's stop signal (shutdown, cancel, hard
+ * timeout, log silence, max log length) and its own timeout. Whatever
+ * happens, exactly one of finish/requeue is published (unless the delivery
+ * itself is lost), the instance is destroyed, and the delivery is settled.
+ */
+import type { Backend, Instance } from '../backend/contract.js';
+import type { WorkerConfig } from '../config.js';
+import {
+  StartupTimeoutError,
+  UploadTimeoutError,
+  errorMessage,
+  isMayflyError,
+} from '../errors.js';
+import type { Logger } from '../log.js';
+import { LogWriter, fold } from '../logs/writer.js';
+import type { QueuedJob, TerminalState } from '../queue/contract.js';
+import { destroyInstance } from '../backend/destroy.js';
+import type { CancelRegistry } from './cancels.js';
+import type { ScriptGenerator } from './script.js';
+import { startAttributesOf } from './start-attributes.js';
+import { JobStopController, outcomeOf, stepSignal, type StopReason } from './stop.js';
+import { abortableSleep } from '../util/abort.js';
+
+export interface JobRunnerDeps {
+  config: WorkerConfig;
+  backend: Backend;
+  scripts: ScriptGenerator;
+  cancels: CancelRegistry;
+  /** Aborts when the worker stops: running jobs are requeued. */
+  shutdown: AbortSignal;
+  logger: Logger;
+  /** `mayfly <version>`, for the worker-info fold. */
+  version: string;
+  /** How the job came in (`amqp`, `file`), for the worker-info fold. */
+  queueType: string;
+}
+
+/** How a job ended, for the processor's bookkeeping and the worker log. */
+export type JobResult =
+  | { outcome: 'finished'; state: TerminalState }
+  | { outcome: 'requeued'; reason: string }
+  | { outcome: 'abandoned'; reason: string };
+
+/** Exit status -> state, as travis: 0 passed, 1 failed, anything else (or a signal) errored. */
+export function stateOfExit(exitCode: number | null): TerminalState {
+  if (exitCode === 0) return 'passed';
+  if (exitCode === 1) return 'failed';
+  return 'errored';
+}
+
+function describeStop(reason: StopReason): string {
+  return reason.kind === 'cancelled' ? `cancelled: ${reason.reason}` : reason.kind;
+}
+
+export async function runJob(job: QueuedJob, processorId: string, deps: JobRunnerDeps): Promise<JobResult> {
+  const { config, backend } = deps;
+  const payload = job.payload;
+  const logger = deps.logger.child({
+    job_id: payload.jobId,
+    processor: processorId,
+    backend: config.providerName,
+    repository: payload.repositorySlug,
+  });
+  const hardTimeoutMs = payload.hardLimitMs ?? config.timeouts.hardMs;
+  const silenceMs = payload.logSilenceMs ?? config.timeouts.logSilenceMs;
+
+  const stop = new JobStopController();
+  const unlinkShutdown = stop.stopWhen(deps.shutdown, { kind: 'shutdown' });
+  const unlinkLost = stop.stopWhen(job.lost, { kind: 'delivery-lost' });
+  const unsubscribeCancel = deps.cancels.subscribe(payload.jobId, (command) =>
+    stop.stop({ kind: 'cancelled', reason: command.reason }),
+  );
+  const log = new LogWriter({
+    sink: job.log,
+    maxLogBytes: config.maxLogLength,
+    silenceTimeoutMs: silenceMs,
+    onSilence: () => stop.stop({ kind: 'log-silence', limitMs: silenceMs }),
+    onMaxLength: () => stop.stop({ kind: 'max-log-length', limitBytes: config.maxLogLength }),
+  });
+
+  let instance: Instance | undefined;
+  let result: JobResult;
+  logger.info('job received');
+  try {
+    await job.received();
+    result = await runSteps();
+  } catch (err) {
+    result = await endAfterError(err);
+  } finally {
+    stop.dispose();
+    unlinkShutdown();
+    unlinkLost();
+    unsubscribeCancel();
+  }
+  if (instance) await destroyInstance(instance, logger);
+  if (result.outcome !== 'abandoned') {
+    await job.acknowledge().catch((err: unknown) => {
+      logger.error({ err: errorMessage(err) }, 'could not acknowledge the delivery; the broker will redeliver it');
+    });
+  }
+  logger.info({ ...result }, 'job done');
+  return result;
+
+  async function runSteps(): Promise<JobResult> {
+    if (payload.invalid) {
+      logger.error({ err: payload.invalid.message }, 'job payload is invalid');
+      return finish('errored', `\nThe job could not be run: ${payload.invalid.message}\n`);
+    }
+    throwIfStopped();
+    await abortableSleep(config.timeouts.initialSleepMs, stop.signal);
+    const script = await deps.scripts.generate(payload, stop.signal);
+
+    const attributes = startAttributesOf(payload, config.defaults, hardTimeoutMs);
+    const startup = stepSignal(stop.signal, config.timeouts.startupMs, () =>
+      new StartupTimeoutError(`instance not ready within the startup timeout`, {
+        userMessage: `The instance did not start within ${config.timeouts.startupMs / 1000}s.`,
+      }),
+    );
+    try {
+      instance = await backend.start(attributes, {
+        signal: startup.signal,
+        progress: (line) => void log.write(`${line}\r\n`),
+        logger,
+      });
+    } catch (err) {
+      throw startup.signal.aborted ? startup.signal.reason : err;
+    } finally {
+      startup.dispose();
+    }
+    logger.info({ instance: instance.id, startup_ms: instance.startupMs }, 'instance started');
+
+    const upload = stepSignal(stop.signal, config.timeouts.scriptUploadMs, () =>
+      new UploadTimeoutError('script upload did not finish within the upload timeout'),
+    );
+    try {
+      await instance.upload(script, { signal: upload.signal });
+    } catch (err) {
+      throw upload.signal.aborted ? upload.signal.reason : err;
+    } finally {
+      upload.dispose();
+    }
+    throwIfStopped();
+
+    await job.started(instance.id);
+    log.setStartedMeta({
+      ...(payload.queuedAt ? { queued_at: payload.queuedAt.toISOString().replace(/\.\d{3}Z$/, 'Z') } : {}),
+      repo: payload.repositorySlug,
+      ...(payload.queue ? { queue: payload.queue } : {}),
+      infra: config.infra,
+    });
+    await log.write(workerInfo(instance));
+
+    stop.startHardTimeout(hardTimeoutMs);
+    log.watchSilence(true);
+    const run = await instance.run({ output: log.stream, signal: stop.signal }).finally(() => log.watchSilence(false));
+    throwIfStopped();
+    logger.info({ exit_code: run.exitCode, signal: run.signal }, 'script exited');
+    return finish(stateOfExit(run.exitCode));
+  }
+
+  function throwIfStopped(): void {
+    if (stop.signal.aborted) throw stop.signal.reason;
+  }
+
+  async function finish(state: TerminalState, trailer?: string): Promise<JobResult> {
+    await log.close(trailer);
+    await job.finish(state);
+    return { outcome: 'finished', state };
+  }
+
+  async function requeue(reason: string): Promise<JobResult> {
+    // The parts written so far stay published; a final part is not, since
+    // this run is not the job's last.
+    await log.flush().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'could not flush the log'));
+    await job.requeue();
+    return { outcome: 'requeued', reason };
+  }
+
+  /** Decide the job's end from a stop reason (which wins) or the error thrown. */
+  async function endAfterError(err: unknown): Promise<JobResult> {
+    const reason = stop.reason;
+    try {
+      if (reason) {
+        const outcome = outcomeOf(reason);
+        logger.info({ stop: describeStop(reason) }, 'job stopped');
+        if (outcome.action === 'finish') return await finish(outcome.state, outcome.logLine);
+        if (outcome.action === 'requeue') return await requeue(reason.kind);
+        return { outcome: 'abandoned', reason: reason.kind };
+      }
+      if (isMayflyError(err) && !err.requeue) {
+        logger.error({ err: err.message, code: err.code }, 'job failed');
+        return await finish('errored', `\n${err.userMessage ?? err.message}\n`);
+      }
+      // Infrastructure failures, known or not, are not the job's fault: run it again.
+      const code = isMayflyError(err) ? err.code : 'E_UNEXPECTED';
+      logger.error({ err: errorMessage(err), code, stack: isMayflyError(err) ? undefined : (err as Error)?.stack }, 'job failed on infrastructure, requeueing');
+      return await requeue(code);
+    } catch (publishErr) {
+      // Neither state could be published (broker gone): leave the delivery
+      // unacknowledged so the broker hands the job out again.
+      logger.error({ err: errorMessage(publishErr) }, 'could not report the job; leaving it to be redelivered');
+      return { outcome: 'abandoned', reason: 'report failed' };
+    }
+  }
+
+  function workerInfo(started: Instance): string {
+    return fold(
+      'worker_info',
+      [
+        '\x1b[33;1mWorker information\x1b[0m',
+        `hostname: ${processorId}`,
+        `version: ${deps.version}`,
+        `instance: ${started.id} ${started.imageName} (via ${deps.queueType})`,
+        `startup: ${(started.startupMs / 1000).toFixed(3)}s`,
+      ].join('\r\n'),
+    );
+  }
+}

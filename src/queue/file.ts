@@ -1,0 +1,234 @@
+/**
+ * The `file` job queue, the embedded default (PROTOCOL.md, "File queue"):
+ * `<base>/<queue>/{10-created.d,30-received.d,50-started.d,70-finished.d}`,
+ * a job being a `<id>.json` payload moved from stage to stage. The log of a
+ * job is written to `<base>/<queue>/log/<id>.log` (as travis does) and its
+ * terminal state to `70-finished.d/<id>.state`.
+ *
+ * Several processors (and several workers) can share the directories: a job
+ * is claimed by renaming it out of `10-created.d`, which only one can do.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { mkdir, open, readFile, readdir, rename, writeFile, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { FileQueueConfig } from '../config.js';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import { parseJobPayload, type JobPayload } from '../job/payload.js';
+import { abortableSleep } from '../util/abort.js';
+import type { CancelCommand, JobQueue, JobSource, LogPart, LogSink, QueuedJob, TerminalState } from './contract.js';
+
+export const STAGES = {
+  created: '10-created.d',
+  received: '30-received.d',
+  started: '50-started.d',
+  finished: '70-finished.d',
+} as const;
+type Stage = keyof typeof STAGES;
+
+export interface FileQueueOptions {
+  config: FileQueueConfig;
+  queueName: string;
+  logger: Logger;
+  payloadMaxBytes: number;
+}
+
+export class FileJobQueue implements JobQueue {
+  readonly name = 'file';
+  readonly root: string;
+  private watcher: FSWatcher | undefined;
+  /** Resolvers of sources waiting for a new file to appear. */
+  private waiters = new Set<() => void>();
+
+  constructor(readonly options: FileQueueOptions) {
+    this.root = join(options.config.baseDir, options.queueName);
+  }
+
+  dir(stage: Stage | 'log'): string {
+    return join(this.root, stage === 'log' ? 'log' : STAGES[stage]);
+  }
+
+  async open(): Promise<void> {
+    for (const stage of [...Object.keys(STAGES), 'log'] as (Stage | 'log')[]) {
+      await mkdir(this.dir(stage), { recursive: true });
+    }
+    // A watch wakes idle processors at once; the polling interval is the
+    // fallback for file systems where watching is not reliable (NFS).
+    this.watcher = watch(this.dir('created'), () => this.wake());
+    this.watcher.on('error', (err) => this.options.logger.warn({ err: errorMessage(err) }, 'file queue watch failed; polling only'));
+    this.watcher.unref();
+  }
+
+  async openSource(processorId: string): Promise<JobSource> {
+    return new FileJobSource(this, processorId);
+  }
+
+  onCancel(_listener: (command: CancelCommand) => void): void {
+    // The file queue has no command channel.
+  }
+
+  async close(): Promise<void> {
+    this.watcher?.close();
+    this.wake();
+  }
+
+  /** Wait until a file may have appeared in `10-created.d` (or the polling interval passed). */
+  async waitForWork(signal: AbortSignal): Promise<void> {
+    let wake!: () => void;
+    const woken = new Promise<void>((resolve) => (wake = resolve));
+    this.waiters.add(wake);
+    try {
+      await Promise.race([woken, abortableSleep(this.options.config.pollingIntervalMs, signal)]);
+    } finally {
+      this.waiters.delete(wake);
+    }
+  }
+
+  private wake(): void {
+    for (const wake of this.waiters) wake();
+  }
+}
+
+class FileJobSource implements JobSource {
+  private readonly closed = new AbortController();
+
+  constructor(
+    private readonly queue: FileJobQueue,
+    private readonly processorId: string,
+  ) {}
+
+  async next(signal: AbortSignal): Promise<QueuedJob | undefined> {
+    const stop = AbortSignal.any([signal, this.closed.signal]);
+    while (!stop.aborted) {
+      const job = await this.claimOne();
+      if (job) return job;
+      await this.queue.waitForWork(stop).catch(() => undefined);
+    }
+    return undefined;
+  }
+
+  async close(): Promise<void> {
+    this.closed.abort();
+  }
+
+  /** Claim the oldest-named job file by moving it to `30-received.d`. */
+  private async claimOne(): Promise<QueuedJob | undefined> {
+    const names = (await readdir(this.queue.dir('created')))
+      .filter((name) => name.endsWith('.json'))
+      .sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
+    for (const name of names) {
+      try {
+        await rename(join(this.queue.dir('created'), name), join(this.queue.dir('received'), name));
+      } catch {
+        continue; // another processor claimed it first
+      }
+      const body = await readFile(join(this.queue.dir('received'), name));
+      const parsed = parseJobPayload(body, this.queue.options.payloadMaxBytes);
+      if (parsed.kind === 'rejected') {
+        await this.reject(name, parsed.reason);
+        continue;
+      }
+      return new FileJob(this.queue, name, parsed.payload);
+    }
+    return undefined;
+  }
+
+  /** A file that is not a job: set it aside in `70-finished.d` with the reason beside it. */
+  private async reject(name: string, reason: string): Promise<void> {
+    this.queue.options.logger.error({ file: name, processor: this.processorId, reason }, 'rejected job file');
+    await rename(join(this.queue.dir('received'), name), join(this.queue.dir('finished'), name));
+    await writeFile(join(this.queue.dir('finished'), name.replace(/\.json$/, '.error')), `${reason}\n`);
+  }
+}
+
+class FileJob implements QueuedJob {
+  private stage: Stage = 'received';
+  readonly log: FileLogSink;
+  /** Files don't get lost like deliveries do. */
+  readonly lost = new AbortController().signal;
+
+  constructor(
+    private readonly queue: FileJobQueue,
+    private readonly name: string,
+    readonly payload: JobPayload,
+  ) {
+    const logFile = join(queue.dir('log'), name.replace(/\.json$/, '.log'));
+    this.log = new FileLogSink(logFile, queue.options.config.echoLogs ? queue.options.logger.child({ job_id: payload.jobId }) : undefined);
+  }
+
+  async received(): Promise<void> {
+    // Claiming the file already moved it to 30-received.d.
+  }
+
+  async started(_instanceId: string): Promise<void> {
+    await this.moveTo('started');
+  }
+
+  async finish(state: TerminalState): Promise<void> {
+    await this.moveTo('finished');
+    await writeFile(join(this.queue.dir('finished'), this.name.replace(/\.json$/, '.state')), state);
+  }
+
+  async requeue(): Promise<void> {
+    await this.log.close();
+    await this.moveTo('created');
+  }
+
+  async acknowledge(): Promise<void> {
+    await this.log.close();
+  }
+
+  private async moveTo(stage: Stage): Promise<void> {
+    await rename(join(this.queue.dir(this.stage), this.name), join(this.queue.dir(stage), this.name));
+    this.stage = stage;
+  }
+}
+
+/** Appends a job's log parts to its log file, and echoes whole lines to the worker log when asked. */
+class FileLogSink implements LogSink {
+  private file: Promise<FileHandle> | undefined;
+  private writes: Promise<unknown> = Promise.resolve();
+  private partialLine = '';
+
+  constructor(
+    private readonly path: string,
+    private readonly echo: Logger | undefined,
+  ) {}
+
+  publish(part: LogPart): Promise<void> {
+    // Part 0 starts a run: a requeued job's new run starts a fresh log.
+    if (part.number === 0 || !this.file) {
+      const previous = this.file;
+      this.file = (async () => {
+        await (await previous)?.close();
+        return open(this.path, part.number === 0 ? 'w' : 'a');
+      })();
+    }
+    const file = this.file;
+    const write = this.writes.then(async () => (await file).write(part.content));
+    this.writes = write;
+    this.echoLines(part);
+    return write.then(() => undefined);
+  }
+
+  flushed(): Promise<void> {
+    return this.writes.then(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    await this.writes;
+    const file = this.file;
+    this.file = undefined;
+    await (await file)?.close();
+  }
+
+  private echoLines(part: LogPart): void {
+    if (!this.echo) return;
+    const lines = (this.partialLine + part.content).split('\n');
+    this.partialLine = part.final ? '' : (lines.pop() ?? '');
+    for (const line of lines) {
+      const text = line.replace(/\r$/, '').replace(/^.*\r(?!$)/, '');
+      if (text !== '' || !part.final) this.echo.info({ stream: 'job-log' }, text);
+    }
+  }
+}
