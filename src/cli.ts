@@ -1,0 +1,85 @@
+#!/usr/bin/env node
+/**
+ * `mayfly`: the executable. Parses flags, loads the configuration (stopping
+ * with a message that names the variable when it is wrong), starts the
+ * worker and stops it on SIGTERM/SIGINT.
+ */
+import { parseArgs } from 'node:util';
+import { backends } from '../backends/index.js';
+import { echoConfig, listBackendProviders, loadConfig } from './config.js';
+import { errorMessage, isMayflyError } from './errors.js';
+import { createLogger } from './log.js';
+import { startWorker } from './main.js';
+import { VERSION } from './version.js';
+
+const USAGE = `Usage: mayfly [--echo-config] [--list-backend-providers] [--version] [--help]
+
+Runs CI jobs from a queue, each on a fresh instance of a backend.
+Every setting is an environment variable (TRAVIS_WORKER_*): see config.example.env.
+
+  --echo-config              print the effective configuration as export lines (secrets masked) and exit
+  --list-backend-providers   list the backends and their settings and exit
+  --version                  print the version and exit
+`;
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      'echo-config': { type: 'boolean' },
+      'list-backend-providers': { type: 'boolean' },
+      version: { type: 'boolean', short: 'v' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (values.version) {
+    process.stdout.write(`mayfly ${VERSION}\n`);
+    return 0;
+  }
+  if (values['list-backend-providers']) {
+    process.stdout.write(listBackendProviders(backends));
+    return 0;
+  }
+  const config = loadConfig(backends);
+  if (values['echo-config']) {
+    process.stdout.write(echoConfig(config, backends));
+    return 0;
+  }
+
+  const logger = createLogger({ level: config.logLevel });
+  if (config.ignoredSettings.length > 0) {
+    logger.warn({ settings: config.ignoredSettings }, 'these travis-ci/worker settings are accepted but have no effect in mayfly');
+  }
+  const worker = await startWorker(config, backends, logger);
+  const onSignal = (signal: NodeJS.Signals): void => {
+    logger.info({ signal }, 'signal received');
+    void worker.stop();
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  try {
+    await worker.stopped;
+    return 0;
+  } catch {
+    return 1;
+  } finally {
+    logger.flush();
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+    // Everything is closed by now; if some handle still holds the event
+    // loop, don't let it hold the host's process manager too.
+    setTimeout(() => process.exit(code), 10_000).unref();
+  },
+  (err: unknown) => {
+    // Config errors name the variable; anything else is a startup failure.
+    process.stderr.write(`mayfly: ${isMayflyError(err) ? err.message : errorMessage(err)}\n`);
+    process.exitCode = 2;
+  },
+);
