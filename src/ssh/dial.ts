@@ -1,0 +1,133 @@
+/**
+ * Connecting to a machine that may still be booting: one attempt is bounded
+ * by a dial timeout, attempts are repeated after a pause until one succeeds,
+ * the attempts run out, or the caller's signal aborts.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import ssh2 from 'ssh2';
+import type { ConnectConfig } from 'ssh2';
+import { SshUnreachableError, errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import { SshConnection } from './connection.js';
+import { describeTarget, type SshTarget } from './target.js';
+
+/** Per connection attempt, in ms (travis-ci/worker `SSH_DIAL_TIMEOUT`, 5s). */
+export const DEFAULT_DIAL_TIMEOUT_MS = 5_000;
+/** Pause between attempts, in ms (travis-ci/worker `UPLOAD_RETRY_SLEEP`, 1s). */
+export const DEFAULT_RETRY_SLEEP_MS = 1_000;
+/** Attempts before giving up (travis-ci/worker `UPLOAD_RETRIES`, 120). */
+export const DEFAULT_MAX_ATTEMPTS = 120;
+/**
+ * Keepalives on an established connection: a machine that vanishes without
+ * closing TCP (host crash, network partition) is noticed after about
+ * 30 s instead of when the job's log-silence timeout fires.
+ */
+const KEEPALIVE_INTERVAL_MS = 10_000;
+const KEEPALIVE_COUNT_MAX = 3;
+
+export interface ConnectOptions {
+  signal: AbortSignal;
+  /** Bound on TCP connect plus SSH handshake plus authentication, in ms. */
+  timeoutMs: number;
+}
+
+export interface DialOptions {
+  signal: AbortSignal;
+  /** Per attempt, in ms; default 5000. */
+  dialTimeoutMs?: number;
+  /** Between attempts, in ms; default 1000. */
+  retrySleepMs?: number;
+  /** Attempts in all; default 120. The signal bounds the total time too. */
+  maxAttempts?: number;
+  logger: Logger;
+}
+
+function connectConfig(target: SshTarget, timeoutMs: number): ConnectConfig {
+  const config: ConnectConfig = {
+    host: target.host,
+    port: target.port,
+    username: target.username,
+    readyTimeout: timeoutMs,
+    keepaliveInterval: KEEPALIVE_INTERVAL_MS,
+    keepaliveCountMax: KEEPALIVE_COUNT_MAX,
+    // Job VMs are fresh with host keys nobody could know in advance, and the
+    // persistent hosts are reached on the operator's network: like
+    // travis-ci/worker, don't pin host keys.
+    hostVerifier: () => true,
+  };
+  if (target.privateKey !== undefined) config.privateKey = target.privateKey;
+  if (target.password !== undefined) config.password = target.password;
+  return config;
+}
+
+/** One connection attempt; resolves with an authenticated connection. */
+export function connectOnce(target: SshTarget, options: ConnectOptions): Promise<SshConnection> {
+  const { signal } = options;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  const client = new ssh2.Client();
+  return new Promise<SshConnection>((resolve, reject) => {
+    const cleanup = (): void => {
+      signal.removeEventListener('abort', onAbort);
+      client.off('ready', onReady).off('error', onError).off('close', onClose);
+    };
+    const fail = (err: unknown): void => {
+      cleanup();
+      // Errors after this point (a late socket error) must not be unhandled.
+      client.on('error', () => {});
+      client.destroy();
+      reject(err);
+    };
+    const onAbort = (): void => fail(signal.reason);
+    const onError = (err: Error): void => fail(err);
+    const onClose = (): void => fail(new Error('connection closed during the SSH handshake'));
+    const onReady = (): void => {
+      cleanup();
+      // The owner listens for 'close'; an 'error' always precedes it and must not crash the process.
+      client.on('error', () => {});
+      resolve(new SshConnection(client));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    client.on('ready', onReady).on('error', onError).on('close', onClose);
+    try {
+      client.connect(connectConfig(target, options.timeoutMs));
+    } catch (err) {
+      // Thrown synchronously only for bad settings (an unparseable key): retrying would not help.
+      fail(new SshUnreachableError(`cannot connect to ${describeTarget(target)}: ${errorMessage(err)}`, { cause: err }));
+    }
+  });
+}
+
+/**
+ * Connect, retrying until it works. Throws `signal.reason` when the signal
+ * aborts, `SshUnreachableError` when the attempts run out.
+ */
+export async function dial(target: SshTarget, options: DialOptions): Promise<SshConnection> {
+  const { signal, logger } = options;
+  const maxAttempts = Math.max(1, options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
+  const timeoutMs = options.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
+  const retrySleepMs = options.retrySleepMs ?? DEFAULT_RETRY_SLEEP_MS;
+  const where = describeTarget(target);
+  let lastError: unknown;
+  for (let attempt = 1; attempt <= maxAttempts; attempt += 1) {
+    if (signal.aborted) throw signal.reason;
+    try {
+      return await connectOnce(target, { signal, timeoutMs });
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      if (err instanceof SshUnreachableError) throw err;
+      lastError = err;
+      logger.debug({ target: where, attempt, maxAttempts, err: errorMessage(err) }, 'ssh connection attempt failed');
+    }
+    if (attempt < maxAttempts) {
+      try {
+        await sleep(retrySleepMs, undefined, { signal });
+      } catch {
+        throw signal.reason;
+      }
+    }
+  }
+  throw new SshUnreachableError(
+    `could not connect to ${where} after ${maxAttempts} attempts: ${errorMessage(lastError)}`,
+    { cause: lastError, userMessage: 'The build machine could not be reached over SSH.' },
+  );
+}

@@ -1,0 +1,116 @@
+/**
+ * Running a command under a terminal over an open connection and streaming
+ * its output, with backpressure: when the output stream is full the channel
+ * is paused, ssh2 stops widening the SSH window, and the remote side blocks
+ * in write(2). Memory held here is bounded by the channel window (2 MiB).
+ */
+import type { Writable } from 'node:stream';
+import type { Client, ClientChannel, PseudoTtyOptions } from 'ssh2';
+import type { RunResult } from '../backend/contract.js';
+import { ConnectionLostError, errorMessage } from '../errors.js';
+
+/** The terminal travis-ci/worker gives build scripts (`xterm`, 40 rows by 80 columns). */
+export const BUILD_PTY: PseudoTtyOptions = { term: 'xterm', rows: 40, cols: 80 };
+
+export interface RunCommandOptions {
+  /** Receives stdout and stderr; never ended here (the caller owns it). */
+  output: Writable;
+  /** Aborting kills the command (SIGKILL to its process group), closes the connection and rejects with the reason. */
+  signal: AbortSignal;
+  /** Terminal to allocate, `BUILD_PTY` by default; `false` for none (housekeeping commands). */
+  pty?: PseudoTtyOptions | false;
+}
+
+/** ssh2 names signals `SIGKILL`; the contract (and RFC 4254) says `KILL`. */
+function signalName(name: string): string {
+  return name.startsWith('SIG') ? name.slice(3) : name;
+}
+
+function lost(message: string, cause?: unknown): ConnectionLostError {
+  return new ConnectionLostError(message, {
+    cause,
+    userMessage: 'The connection to the build machine was lost; the job will be run again.',
+  });
+}
+
+/**
+ * Run `command` on the machine behind `client` and resolve with how it
+ * ended. Rejects with `ConnectionLostError` when the channel closes without an
+ * exit status (the connection dropped: the outcome is unknown).
+ */
+export function runCommand(client: Client, command: string, options: RunCommandOptions): Promise<RunResult> {
+  const { output, signal } = options;
+  return new Promise<RunResult>((resolve, reject) => {
+    let channel: ClientChannel | undefined;
+    let settled = false;
+    let exit: RunResult | undefined;
+
+    const settle = (outcome: () => void): void => {
+      if (settled) return;
+      settled = true;
+      signal.removeEventListener('abort', onAbort);
+      output.off('error', onOutputError);
+      outcome();
+    };
+    /** Stop the command now: its result no longer matters. */
+    const kill = (): void => {
+      if (channel !== undefined) {
+        channel.unpipe(output);
+        channel.stderr.unpipe(output);
+        // killpg() on the session's process group; the connection's end then hangs up the terminal.
+        channel.signal('KILL');
+        channel.close();
+      }
+      client.end();
+    };
+    const onAbort = (): void => {
+      kill();
+      settle(() => reject(signal.reason));
+    };
+    const onOutputError = (err: Error): void => {
+      kill();
+      settle(() => reject(err));
+    };
+
+    if (signal.aborted) {
+      onAbort();
+      return;
+    }
+    signal.addEventListener('abort', onAbort, { once: true });
+    output.on('error', onOutputError);
+
+    const onChannel = (err: Error | undefined, opened: ClientChannel): void => {
+      if (err) {
+        settle(() => reject(lost(`could not start the script: ${err.message}`, err)));
+        return;
+      }
+      if (settled) {
+        opened.close(); // aborted while the channel was opening
+        return;
+      }
+      channel = opened;
+      opened.on('exit', (code: number | null, name?: string) => {
+        exit = name === undefined || code !== null ? { exitCode: code } : { exitCode: null, signal: signalName(name) };
+      });
+      // 'close' comes after 'end', i.e. after every byte went to `output`.
+      opened.on('close', () => {
+        if (exit !== undefined) {
+          const result = exit;
+          settle(() => resolve(result));
+        } else {
+          settle(() => reject(lost('the connection closed before the script reported an exit status')));
+        }
+      });
+      // A terminal merges stderr into stdout; without one, stderr goes to the same log.
+      opened.pipe(output, { end: false });
+      opened.stderr.pipe(output, { end: false });
+    };
+
+    try {
+      const pty = options.pty ?? BUILD_PTY;
+      client.exec(command, pty === false ? {} : { pty }, onChannel);
+    } catch (err) {
+      settle(() => reject(lost(`could not start the script: ${errorMessage(err)}`, err)));
+    }
+  });
+}

@@ -1,0 +1,282 @@
+/**
+ * Real OpenSSH servers standing in for VMs in integration tests. Each target
+ * listens on its own loopback address with its own home directory, so tests
+ * running in parallel (and the jobs inside one test) never see each other's
+ * files. Everything a target starts or writes is gone after `stop()`.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import ssh2 from 'ssh2';
+
+const SSHD = '/usr/sbin/sshd';
+const SSH_KEYGEN = '/usr/bin/ssh-keygen';
+/** sshd's privilege-separation directory; Debian's package creates it only at boot. */
+const PRIVSEP_DIR = '/run/sshd';
+/** How long a fresh sshd may take to listen; it takes about 20 ms when the machine is idle. */
+const LISTEN_TIMEOUT_MS = 10_000;
+/** Rounds of freezing newly forked processes before killing a tree; a tree settles in one or two. */
+const FREEZE_ROUNDS = 20;
+
+export interface SshdTarget {
+  /** The loopback address sshd listens on (127.x.y.z, never 127.0.0.1). */
+  host: string;
+  port: number;
+  /** The user to log in as (the test process's user: root here). */
+  username: string;
+  /** This target's home directory: `$HOME` of its sessions and the SFTP start directory. */
+  home: string;
+  /** The listener's pid. */
+  pid: number;
+  /** Kill sshd and everything it started, and remove the target's files. Idempotent. */
+  stop(): Promise<void>;
+  /** Kill every process serving a connection (not the listener): clients see their connection drop. */
+  dropConnections(): Promise<void>;
+}
+
+export interface StartSshdOptions {
+  /** Public keys (OpenSSH `authorized_keys` lines) allowed to log in. */
+  authorizedKeys: string[];
+  /** Address to listen on; a fresh loopback address by default. */
+  host?: string;
+}
+
+/** A client key pair: ed25519, private key in OpenSSH format, public key as an authorized_keys line. */
+export function generateClientKey(): { privateKey: string; publicKey: string } {
+  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'mayfly-test' });
+  return { privateKey: pair.private, publicKey: pair.public };
+}
+
+let hostKeyText: string | undefined;
+
+/**
+ * One ed25519 host key per test process, made by ssh-keygen (as a real host
+ * would have) and kept in memory: the file ssh-keygen wrote is removed at once.
+ */
+function hostKey(): string {
+  if (hostKeyText === undefined) {
+    const dir = mkdtempSync(join(tmpdir(), 'mayfly-hostkey-'));
+    try {
+      execFileSync(SSH_KEYGEN, ['-q', '-t', 'ed25519', '-N', '', '-C', 'mayfly-test-host', '-f', join(dir, 'key')]);
+      hostKeyText = readFileSync(join(dir, 'key'), 'utf8');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return hostKeyText;
+}
+
+let addressCounter = 0;
+
+/**
+ * A loopback address unique to this process and call: 127.<pid bits>.<n>.
+ * The whole 127/8 is routed to `lo` on Linux, so no setup is needed.
+ */
+function nextLoopbackAddress(): string {
+  addressCounter += 1;
+  const second = (process.pid >> 8) & 0xff || 0xff; // never 127.0.x.x: keeps clear of 127.0.0.1
+  const third = process.pid & 0xff;
+  const fourth = ((addressCounter - 1) % 254) + 1;
+  return `127.${second}.${third}.${fourth}`;
+}
+
+/** A port nothing listens on at `host` right now (the kernel picks it). */
+async function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const address = server.address();
+      server.close(() => {
+        if (address !== null && typeof address === 'object') resolve(address.port);
+        else reject(new Error('no port'));
+      });
+    });
+  });
+}
+
+/** Parent pid of every live process, read from /proc/<pid>/stat. */
+function parentPids(): Map<number, number> {
+  const parents = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited while we looked
+    }
+    // The command name (field 2) is in parentheses and may hold spaces: read after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    parents.set(Number(entry), Number(fields[1]));
+  }
+  return parents;
+}
+
+/** Every descendant of `root` (not `root` itself). */
+function descendants(root: number): Set<number> {
+  const children = new Map<number, number[]>();
+  for (const [pid, ppid] of parentPids()) {
+    const list = children.get(ppid) ?? [];
+    list.push(pid);
+    children.set(ppid, list);
+  }
+  const found = new Set<number>();
+  const stack = [root];
+  while (stack.length > 0) {
+    for (const child of children.get(stack.pop() as number) ?? []) {
+      if (!found.has(child)) {
+        found.add(child);
+        stack.push(child);
+      }
+    }
+  }
+  return found;
+}
+
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch {
+    // already gone
+  }
+}
+
+/**
+ * SIGKILL every descendant of `root`. They are frozen first (SIGSTOP) until
+ * the tree stops growing, so nothing forked mid-kill escapes by being
+ * re-parented to init.
+ */
+function killDescendants(root: number): void {
+  const frozen = new Set<number>();
+  for (let round = 0; round < FREEZE_ROUNDS; round += 1) {
+    const fresh = [...descendants(root)].filter((pid) => !frozen.has(pid));
+    if (fresh.length === 0) break;
+    for (const pid of fresh) {
+      signal(pid, 'SIGSTOP');
+      frozen.add(pid);
+    }
+  }
+  for (const pid of frozen) signal(pid, 'SIGKILL');
+}
+
+function writeConfig(dir: string, host: string, port: number, home: string): string {
+  const config = join(dir, 'sshd_config');
+  writeFileSync(
+    config,
+    [
+      `ListenAddress ${host}`,
+      `Port ${port}`,
+      `HostKey ${join(dir, 'host_key')}`,
+      `PidFile ${join(dir, 'sshd.pid')}`,
+      `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+      'UsePAM no',
+      'StrictModes no',
+      'PermitRootLogin prohibit-password',
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      // Each target has its own home: sshd sets HOME from the passwd entry,
+      // and SetEnv (applied after it) overrides it, so `bash ~/build.sh` and
+      // `rm -f ~/build.sh` resolve here. SFTP starts here too (-d).
+      `Subsystem sftp internal-sftp -d ${home}`,
+      `SetEnv HOME=${home}`,
+      'LogLevel INFO',
+      '',
+    ].join('\n'),
+  );
+  return config;
+}
+
+/** Resolves when sshd says it listens; rejects with its stderr if it exits or stays silent. */
+function waitForListening(child: ChildProcess, stderrLines: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    const timer = setTimeout(() => {
+      finish(new Error(`sshd did not listen within ${LISTEN_TIMEOUT_MS} ms:\n${stderrLines.join('\n')}`));
+    }, LISTEN_TIMEOUT_MS);
+    const onData = (chunk: Buffer): void => {
+      buffered += chunk.toString('utf8');
+      const lines = buffered.split('\n');
+      buffered = lines.pop() ?? '';
+      for (const line of lines) {
+        stderrLines.push(line);
+        if (line.startsWith('Server listening on')) finish();
+      }
+    };
+    const onExit = (code: number | null, sig: string | null): void => {
+      finish(new Error(`sshd exited (${code ?? sig}) before listening:\n${[...stderrLines, buffered].join('\n')}`));
+    };
+    const finish = (err?: Error): void => {
+      clearTimeout(timer);
+      child.stderr?.off('data', onData);
+      child.off('exit', onExit);
+      // Keep draining stderr so sshd never blocks on a full pipe; keep the last lines for diagnostics.
+      child.stderr?.on('data', (more: Buffer) => {
+        stderrLines.push(more.toString('utf8'));
+        if (stderrLines.length > 200) stderrLines.splice(0, stderrLines.length - 200);
+      });
+      if (err) reject(err);
+      else resolve();
+    };
+    child.stderr?.on('data', onData);
+    child.once('exit', onExit);
+  });
+}
+
+/** Start a real sshd on loopback that accepts `authorizedKeys` for the current user. */
+export async function startSshd(options: StartSshdOptions): Promise<SshdTarget> {
+  if (!existsSync(SSHD)) {
+    throw new Error(`${SSHD} not found: install OpenSSH server (apt-get install openssh-server)`);
+  }
+  mkdirSync(PRIVSEP_DIR, { recursive: true, mode: 0o755 });
+  const host = options.host ?? nextLoopbackAddress();
+  const port = await freePort(host);
+  const dir = mkdtempSync(join(tmpdir(), 'mayfly-sshd-'));
+  const home = join(dir, 'home');
+  mkdirSync(home);
+  writeFileSync(join(dir, 'host_key'), hostKey(), { mode: 0o600 });
+  writeFileSync(join(dir, 'authorized_keys'), options.authorizedKeys.map((key) => `${key.trim()}\n`).join(''));
+  const config = writeConfig(dir, host, port, home);
+
+  const child = spawn(SSHD, ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stderrLines: string[] = [];
+  const pid = child.pid;
+  const removeFiles = (): void => rmSync(dir, { recursive: true, force: true });
+  if (pid === undefined) {
+    removeFiles();
+    throw new Error(`could not spawn ${SSHD}`);
+  }
+  try {
+    await waitForListening(child, stderrLines);
+  } catch (err) {
+    child.kill('SIGKILL');
+    await exited;
+    removeFiles();
+    throw err;
+  }
+
+  let stopped = false;
+  return {
+    host,
+    port,
+    username: userInfo().username,
+    home,
+    pid,
+    async dropConnections() {
+      if (!stopped) killDescendants(pid);
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      signal(pid, 'SIGSTOP'); // no new connections while the tree is collected
+      killDescendants(pid);
+      signal(pid, 'SIGKILL');
+      await exited;
+      child.stderr?.destroy();
+      removeFiles();
+    },
+  };
+}
