@@ -3,21 +3,34 @@
  * The only module that knows every part; `startWorker` is also what the
  * end-to-end tests run, in-process.
  */
+import { EventEmitter } from 'node:events';
 import type { BackendDefinition } from './backend/contract.js';
 import type { WorkerConfig } from './config.js';
 import { ConfigError, errorMessage } from './errors.js';
 import type { Logger } from './log.js';
 import { AmqpJobQueue } from './amqp/queue.js';
 import { CancelRegistry } from './job/cancels.js';
-import { runJob } from './job/run-job.js';
+import { runJob, type JobResult } from './job/run-job.js';
 import { createScriptGenerator } from './job/script.js';
 import { ProcessorPool } from './pool.js';
 import type { JobQueue } from './queue/contract.js';
 import { FileJobQueue } from './queue/file.js';
 import { VERSION } from './version.js';
 
+/** Emitted after each job is settled (its delivery acknowledged or abandoned). */
+export interface JobDone {
+  jobId: number;
+  processorId: string;
+  result: JobResult;
+}
+
+export interface WorkerEvents {
+  'job-done': [JobDone];
+}
+
 export interface Worker {
   readonly pool: ProcessorPool;
+  readonly events: EventEmitter<WorkerEvents>;
   readonly cancels: CancelRegistry;
   /** Stop taking jobs, requeue the running ones, release everything. Idempotent. */
   stop(): Promise<void>;
@@ -75,10 +88,11 @@ export async function startWorker(
   });
 
   const scripts = createScriptGenerator(config.buildApi, logger);
+  const events = new EventEmitter<WorkerEvents>();
   const pool = new ProcessorPool(
     queue,
-    (job, processorId) =>
-      runJob(job, processorId, {
+    async (job, processorId) => {
+      const result = await runJob(job, processorId, {
         config,
         backend,
         scripts,
@@ -87,7 +101,10 @@ export async function startWorker(
         logger,
         version: `mayfly ${VERSION}`,
         queueType: queue.name,
-      }),
+      });
+      events.emit('job-done', { jobId: job.payload.jobId, processorId, result });
+      return result;
+    },
     logger,
     config.hostname,
   );
@@ -112,5 +129,5 @@ export async function startWorker(
     return stopping;
   }
 
-  return { pool, cancels, stop, stopped };
+  return { pool, events, cancels, stop, stopped };
 }

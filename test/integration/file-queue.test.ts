@@ -1,0 +1,189 @@
+/**
+ * The embedded defaults end to end: file queue, local backend, built-in
+ * script generator. Each job's outcome is read back from the queue's
+ * directories, as an operator would.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { STAGES } from '../../src/queue/file.js';
+import { fileAppears } from '../helpers/files.js';
+import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+
+let base: string;
+let worker: TestWorker | undefined;
+
+beforeEach(async () => {
+  base = await mkdtemp(join(tmpdir(), 'mayfly-file-queue-'));
+});
+afterEach(async () => {
+  await worker?.stop();
+  worker = undefined;
+  await rm(base, { recursive: true, force: true });
+});
+
+const queueDir = (stage: keyof typeof STAGES | 'log'): string => join(base, 'builds', stage === 'log' ? 'log' : STAGES[stage]);
+
+async function start(env: Record<string, string> = {}): Promise<TestWorker> {
+  worker = await startTestWorker({
+    TRAVIS_WORKER_QUEUE_TYPE: 'file',
+    TRAVIS_WORKER_BASE_DIR: base,
+    TRAVIS_WORKER_PROVIDER_NAME: 'local',
+    TRAVIS_WORKER_LOCAL_SCRIPTS_DIR: join(base, 'scripts'),
+    ...env,
+  });
+  return worker;
+}
+
+interface JobSpec {
+  id: number;
+  script: string | string[];
+  timeouts?: { hard_limit?: number; log_silence?: number };
+  extra?: Record<string, unknown>;
+}
+
+async function enqueue({ id, script, timeouts, extra }: JobSpec): Promise<void> {
+  const payload = {
+    type: 'test',
+    job: { id, number: `${id}.1`, queued_at: '2026-11-22T10:00:00Z' },
+    repository: { id: 1, slug: 'octo/repo' },
+    config: { language: 'shell', script },
+    timeouts: timeouts ?? {},
+    ...extra,
+  };
+  await writeFile(join(queueDir('created'), `${id}.json`), JSON.stringify(payload));
+}
+
+const stateOf = (id: number): string => readFileSync(join(queueDir('finished'), `${id}.state`), 'utf8');
+const logOf = (id: number): string => readFileSync(join(queueDir('log'), `${id}.log`), 'utf8');
+
+describe('file queue with the local backend', () => {
+  it.each([
+    [0, 'passed'],
+    [1, 'failed'],
+    [3, 'errored'],
+  ])('a script exiting %i ends %s, with its output and the worker information in the log', async (code, state) => {
+    const w = await start();
+    const done = w.jobDone(10 + code);
+    await enqueue({ id: 10 + code, script: [`echo "job says hi"`, `exit ${code}`] });
+    expect((await done).result).toEqual({ outcome: 'finished', state });
+    expect(stateOf(10 + code)).toBe(state);
+    const log = logOf(10 + code);
+    expect(log).toContain('travis_fold:start:worker_info');
+    expect(log).toContain('job says hi');
+    expect(log.indexOf('worker_info')).toBeLessThan(log.indexOf('job says hi'));
+    expect(await readdir(queueDir('created'))).toEqual([]);
+  });
+
+  it('stops a job at its hard limit and says so in the log', async () => {
+    const w = await start();
+    const done = w.jobDone(20);
+    await enqueue({ id: 20, script: 'echo started; sleep 60', timeouts: { hard_limit: 1 } });
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
+    expect(logOf(20)).toMatch(/started[\s\S]*exceeded the maximum time limit for jobs \(1s\)/);
+  });
+
+  it('stops a job that is silent for longer than its log silence limit', async () => {
+    const w = await start();
+    const done = w.jobDone(21);
+    await enqueue({ id: 21, script: 'echo talking; sleep 60', timeouts: { log_silence: 1 } });
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
+    expect(logOf(21)).toContain('No output has been received in the last 1s');
+  });
+
+  it('stops a job whose log passes the maximum length, keeping exactly that much of it', async () => {
+    const w = await start({ TRAVIS_WORKER_MAX_LOG_LENGTH: '5000' });
+    const done = w.jobDone(22);
+    await enqueue({ id: 22, script: 'while true; do echo 0123456789; done' });
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
+    const log = logOf(22);
+    const [output] = log.split('\n\nThe job exceeded the maximum log length (5000 bytes)');
+    expect(Buffer.byteLength(output as string)).toBe(5000);
+  });
+
+  it('cancels a running job: its script stops and the log says why', async () => {
+    const w = await start();
+    const done = w.jobDone(23);
+    await enqueue({ id: 23, script: 'echo waiting; sleep 60' });
+    // The cancel arrives while the job runs (after received).
+    await fileAppears(join(queueDir('started'), '23.json'));
+    w.worker.cancels.cancel({ jobId: 23, reason: 'cancelled by octocat', source: 'api' });
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'cancelled' });
+    expect(logOf(23)).toContain('Done: Job Cancelled\n\ncancelled by octocat');
+  });
+
+  it('cancels a job that was cancelled before it arrived, without running it', async () => {
+    const w = await start();
+    w.worker.cancels.cancel({ jobId: 24, reason: 'cancelled while queued', source: 'api' });
+    const done = w.jobDone(24);
+    await enqueue({ id: 24, script: `touch ${join(base, 'ran')}` });
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'cancelled' });
+    expect(existsSync(join(base, 'ran'))).toBe(false);
+    expect(logOf(24)).toContain('cancelled while queued');
+  });
+
+  it('sets aside a file that is not a job, with the reason, and runs the next job', async () => {
+    const w = await start();
+    await writeFile(join(queueDir('created'), '30.json'), '{"job": not json');
+    const done = w.jobDone(31);
+    await enqueue({ id: 31, script: 'true' });
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    expect(readFileSync(join(queueDir('finished'), '30.error'), 'utf8')).toMatch(/not JSON/);
+  });
+
+  it('ends a job with a mistyped field as errored, naming the field in its log', async () => {
+    const w = await start();
+    const done = w.jobDone(32);
+    await enqueue({ id: 32, script: 'true', extra: { timeouts: { hard_limit: 'ten minutes' } } });
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
+    expect(logOf(32)).toContain('timeouts.hard_limit');
+  });
+
+  it('ends a job without a script (built-in generator) as errored, naming config.script', async () => {
+    const w = await start();
+    const done = w.jobDone(33);
+    await enqueue({ id: 33, script: 'true', extra: { config: { language: 'shell' } } });
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
+    expect(logOf(33)).toContain('config.script');
+  });
+});
+
+describe('file queue with the fake backend', () => {
+  it('requeues a job whose instance does not start within the startup timeout', async () => {
+    const w = await start({
+      TRAVIS_WORKER_PROVIDER_NAME: 'fake',
+      TRAVIS_WORKER_STARTUP_TIMEOUT: '100ms',
+      TRAVIS_WORKER_FAKE_STARTUP_DURATION: '1m',
+    });
+    const done = w.jobDone(40);
+    await enqueue({ id: 40, script: 'true' });
+    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'E_STARTUP_TIMEOUT' });
+  });
+
+  it('requeues a job whose script upload fails', async () => {
+    const w = await start({ TRAVIS_WORKER_PROVIDER_NAME: 'fake', TRAVIS_WORKER_FAKE_FAIL_UPLOAD: 'true' });
+    const done = w.jobDone(41);
+    await enqueue({ id: 41, script: 'true' });
+    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'E_UPLOAD' });
+  });
+
+  it('requeues a job whose connection is lost mid-script', async () => {
+    const w = await start({ TRAVIS_WORKER_PROVIDER_NAME: 'fake', TRAVIS_WORKER_FAKE_ERROR: 'true' });
+    const done = w.jobDone(42);
+    await enqueue({ id: 42, script: 'true' });
+    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'E_CONNECTION_LOST' });
+  });
+
+  it('requeues the running job when the worker stops', async () => {
+    const w = await start({ TRAVIS_WORKER_PROVIDER_NAME: 'fake', TRAVIS_WORKER_FAKE_RUN_SLEEP: '1m' });
+    const done = w.jobDone(43);
+    await enqueue({ id: 43, script: 'true' });
+    await fileAppears(join(queueDir('started'), '43.json'));
+    const stopping = w.stop();
+    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'shutdown' });
+    await stopping;
+    expect(await readdir(queueDir('created'))).toEqual(['43.json']);
+  });
+});
