@@ -1,0 +1,119 @@
+/**
+ * A publisher-confirm channel opened on first use and opened again after
+ * it closed (a channel dies on e.g. a publish to a missing exchange; the
+ * next job should not inherit that). Every publish returns whether the
+ * channel's buffer took it without going over its high-water mark, and a
+ * promise of the broker's confirm.
+ */
+import type { ChannelModel, ConfirmChannel, Options } from 'amqplib';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import { BrokerError } from './errors.js';
+
+export interface PublishResult {
+  /** False when the channel's write buffer is full: wait for `drained()` before publishing more. */
+  written: boolean;
+  /** Resolves on the broker's ack; rejects (BrokerError) on a nack or when the channel closes first. Always handle it. */
+  confirmed: Promise<void>;
+  /** Resolves when the channel's buffer drained; rejects (BrokerError) if the channel closed first. */
+  drained(): Promise<void>;
+}
+
+/** What publishers need: the seam unit tests replace with an in-memory fake. */
+export interface ConfirmPublisher {
+  publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish): Promise<PublishResult>;
+}
+
+export class ConfirmChannelSlot implements ConfirmPublisher {
+  private channel: ConfirmChannel | undefined;
+  private opening: Promise<ConfirmChannel> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly connection: () => ChannelModel,
+    private readonly logger: Logger,
+    /** For log lines: what the channel carries (`states`, `logs`). */
+    private readonly purpose: string,
+  ) {}
+
+  async publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish): Promise<PublishResult> {
+    const channel = await this.get();
+    let confirm!: (err: unknown) => void;
+    const confirmed = new Promise<void>((resolve, reject) => {
+      confirm = (err) => {
+        if (err === null || err === undefined) resolve();
+        else if (errorMessage(err) === 'message nacked') {
+          reject(new BrokerError(`the broker refused a ${this.purpose} message (nack)`, 'nacked', { cause: err }));
+        } else {
+          reject(new BrokerError(`the ${this.purpose} channel closed before the broker confirmed a message`, 'closed', { cause: err }));
+        }
+      };
+    });
+    let written: boolean;
+    try {
+      written = channel.publish(exchange, routingKey, content, options, (err) => confirm(err));
+    } catch (err) {
+      // amqplib throws synchronously once the channel is closing or closed.
+      throw new BrokerError(`could not publish on the ${this.purpose} channel: ${errorMessage(err)}`, 'closed', { cause: err });
+    }
+    return { written, confirmed, drained: () => drained(channel, this.purpose) };
+  }
+
+  /** Close the channel (if open); later publishes fail. Never throws. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const channel = this.channel ?? (await this.opening?.catch(() => undefined));
+    this.channel = undefined;
+    if (!channel) return;
+    try {
+      await channel.close();
+    } catch (err) {
+      this.logger.debug({ channel: this.purpose, err: errorMessage(err) }, 'closing a channel failed (already closed)');
+    }
+  }
+
+  private get(): Promise<ConfirmChannel> {
+    if (this.closed) return Promise.reject(new BrokerError(`the ${this.purpose} channel is closed`, 'closed'));
+    if (this.channel) return Promise.resolve(this.channel);
+    this.opening ??= this.open().finally(() => {
+      this.opening = undefined;
+    });
+    return this.opening;
+  }
+
+  private async open(): Promise<ConfirmChannel> {
+    let channel: ConfirmChannel;
+    try {
+      channel = await this.connection().createConfirmChannel();
+    } catch (err) {
+      throw new BrokerError(`could not open the ${this.purpose} channel: ${errorMessage(err)}`, 'closed', { cause: err });
+    }
+    channel.on('error', (err: Error) => {
+      this.logger.error({ channel: this.purpose, err: err.message }, 'AMQP channel error');
+    });
+    channel.on('close', () => {
+      if (this.channel === channel) this.channel = undefined;
+    });
+    if (this.closed) {
+      await channel.close().catch(() => undefined);
+      throw new BrokerError(`the ${this.purpose} channel is closed`, 'closed');
+    }
+    this.channel = channel;
+    return channel;
+  }
+}
+
+function drained(channel: ConfirmChannel, purpose: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onDrain = (): void => {
+      channel.off('close', onClose);
+      resolve();
+    };
+    const onClose = (): void => {
+      channel.off('drain', onDrain);
+      reject(new BrokerError(`the ${purpose} channel closed while its buffer was full`, 'closed'));
+    };
+    channel.once('drain', onDrain);
+    channel.once('close', onClose);
+  });
+}

@@ -1,0 +1,289 @@
+/**
+ * The jobs one processor takes: its own channel on the jobs connection with
+ * prefetch 1, consumer tag `build-job-consumer` and `x-priority`, manual
+ * acknowledgement (PROTOCOL.md, "Consumption"). Its state updates and log
+ * parts go on confirm channels of its own.
+ *
+ * If the channel closes while the connection lives (e.g. RabbitMQ's
+ * `consumer_timeout`), the job in flight is lost (the broker redelivers it)
+ * and the next `next()` opens a fresh channel and consumer.
+ */
+import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
+import { errorMessage } from '../errors.js';
+import { parseJobPayload, type JobPayload } from '../job/payload.js';
+import type { Logger } from '../log.js';
+import type { JobSource, QueuedJob } from '../queue/contract.js';
+import { ConfirmChannelSlot } from './confirm-channel.js';
+import { BrokerError, CONSUMER_TIMEOUT_ADVICE, isConsumerTimeout } from './errors.js';
+import { AmqpQueuedJob } from './job.js';
+
+/** Travis's consumer tag; amqplib needs tags unique per channel only, and each source has its own channel. */
+export const JOB_CONSUMER_TAG = 'build-job-consumer';
+
+/** How much of a rejected payload goes into the worker log: enough to recognise it, not the secrets further in. */
+const REJECTED_HEAD_CHARS = 200;
+
+export interface AmqpJobSourceOptions {
+  processorId: string;
+  queueName: string;
+  consumerPriority: number;
+  payloadMaxBytes: number;
+  sharding: boolean;
+  infra?: string;
+  /** The jobs connection (consumer and states). */
+  jobs: () => ChannelModel;
+  /** The logs connection (may be the jobs one). */
+  logs: () => ChannelModel;
+  logger: Logger;
+  /** Called once the source is closed, so the queue forgets it. */
+  onClosed: () => void;
+}
+
+interface Consumer {
+  channel: Channel;
+  tag: string;
+  /** Set when the channel closed or the broker cancelled the consumer. */
+  gone: boolean;
+}
+
+interface Ready {
+  message: ConsumeMessage;
+  payload: JobPayload;
+  consumer: Consumer;
+}
+
+export class AmqpJobSource implements JobSource {
+  private readonly logger: Logger;
+  private readonly states: ConfirmChannelSlot;
+  private readonly logs: ConfirmChannelSlot;
+  private consumer: Consumer | undefined;
+  private starting: Promise<Consumer> | undefined;
+  /** Parsed deliveries not yet handed out (at most one with prefetch 1). */
+  private ready: Ready[] = [];
+  /** Woken on a delivery, a lost consumer, or close. */
+  private wakers = new Set<() => void>();
+  /** Jobs handed out and not yet settled. */
+  private readonly inFlight = new Set<AmqpQueuedJob>();
+  private allSettled: (() => void) | undefined;
+  /** Channels whose consumer the broker cancelled, closed once no job in flight needs them. */
+  private readonly retired = new Set<Channel>();
+  private closing: Promise<void> | undefined;
+
+  constructor(private readonly options: AmqpJobSourceOptions) {
+    this.logger = options.logger.child({ processor: options.processorId });
+    this.states = new ConfirmChannelSlot(options.jobs, this.logger, 'states');
+    this.logs = new ConfirmChannelSlot(options.logs, this.logger, 'logs');
+  }
+
+  /** Open the channel and start consuming; `openSource` awaits this so a bad queue fails early. */
+  async start(): Promise<void> {
+    await this.ensureConsumer();
+  }
+
+  async next(signal: AbortSignal): Promise<QueuedJob | undefined> {
+    for (;;) {
+      if (this.closing || signal.aborted) return undefined;
+      const ready = this.ready.shift();
+      if (ready) return this.handOut(ready);
+      const consumer = await this.ensureConsumer();
+      if (this.ready.length > 0 || consumer.gone) continue;
+      await this.wake(signal);
+    }
+  }
+
+  /**
+   * Stop taking jobs (cancel the consumer), wait until the job in flight is
+   * settled, then close the channels. Deliveries not yet handed out go back
+   * to the queue. Waits as long as the job in flight runs.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutDown();
+    return this.closing;
+  }
+
+  private async shutDown(): Promise<void> {
+    this.wakeAll();
+    const consumer = await this.starting?.catch(() => undefined) ?? this.consumer;
+    if (consumer && !consumer.gone) {
+      try {
+        await consumer.channel.cancel(consumer.tag);
+      } catch (err) {
+        this.logger.debug({ err: errorMessage(err) }, 'cancelling the job consumer failed (channel gone)');
+      }
+    }
+    for (const { message, consumer: from } of this.ready.splice(0)) nackQuietly(from, message, this.logger);
+    if (this.inFlight.size > 0) {
+      this.logger.info({ jobs: [...this.inFlight].map((job) => job.payload.jobId) }, 'job source closing after the job in flight');
+      await new Promise<void>((resolve) => (this.allSettled = resolve));
+    }
+    this.closeRetired();
+    if (consumer && !consumer.gone) {
+      try {
+        await consumer.channel.close();
+      } catch (err) {
+        this.logger.debug({ err: errorMessage(err) }, 'closing the job channel failed (already closed)');
+      }
+    }
+    await Promise.all([this.states.close(), this.logs.close()]);
+    this.options.onClosed();
+  }
+
+  private handOut({ message, payload, consumer }: Ready): QueuedJob {
+    const job: AmqpQueuedJob = new AmqpQueuedJob({
+      payload,
+      message,
+      channel: consumer.channel,
+      states: this.states,
+      logs: this.logs,
+      sharding: this.options.sharding,
+      ...(this.options.infra === undefined ? {} : { infra: this.options.infra }),
+      logger: this.logger,
+      onSettled: () => {
+        this.inFlight.delete(job);
+        this.closeRetired();
+        if (this.inFlight.size === 0) this.allSettled?.();
+      },
+    });
+    this.inFlight.add(job);
+    this.logger.info({ job_id: payload.jobId, redelivered: message.fields.redelivered }, 'received amqp delivery');
+    return job;
+  }
+
+  private ensureConsumer(): Promise<Consumer> {
+    if (this.consumer && !this.consumer.gone) return Promise.resolve(this.consumer);
+    this.starting ??= this.startConsumer().finally(() => {
+      this.starting = undefined;
+    });
+    return this.starting;
+  }
+
+  private async startConsumer(): Promise<Consumer> {
+    const { queueName, consumerPriority } = this.options;
+    let channel: Channel;
+    try {
+      channel = await this.options.jobs().createChannel();
+    } catch (err) {
+      throw new BrokerError(`could not open a job channel: ${errorMessage(err)}`, 'closed', { cause: err });
+    }
+    const consumer: Consumer = { channel, tag: JOB_CONSUMER_TAG, gone: false };
+    let closeError: unknown;
+    channel.on('error', (err: Error) => {
+      closeError = err;
+      if (isConsumerTimeout(err)) {
+        const jobs = [...this.inFlight].map((job) => job.payload.jobId);
+        this.logger.error({ job_id: jobs[0], jobs, err: err.message }, CONSUMER_TIMEOUT_ADVICE);
+      } else {
+        this.logger.error({ err: err.message }, 'job channel error');
+      }
+    });
+    channel.on('close', () => this.consumerGone(consumer, closeError));
+    try {
+      await channel.prefetch(1);
+      await channel.consume(queueName, (message) => this.onDelivery(consumer, message), {
+        consumerTag: JOB_CONSUMER_TAG,
+        noAck: false,
+        arguments: { 'x-priority': consumerPriority },
+      });
+    } catch (err) {
+      await channel.close().catch(() => undefined);
+      throw new BrokerError(`could not consume the job queue ${queueName}: ${errorMessage(err)}`, 'closed', { cause: err });
+    }
+    this.consumer = consumer;
+    return consumer;
+  }
+
+  private onDelivery(consumer: Consumer, message: ConsumeMessage | null): void {
+    if (message === null) {
+      // basic.cancel from the broker: the queue was deleted, or its node went down.
+      this.logger.error({ queue: this.options.queueName }, 'the broker cancelled the job consumer; consuming again');
+      consumer.gone = true;
+      // The job in flight can still be acknowledged on this channel: keep it open until that job is settled.
+      this.retired.add(consumer.channel);
+      this.closeRetired();
+      this.wakeAll();
+      return;
+    }
+    try {
+      const parsed = parseJobPayload(message.content, this.options.payloadMaxBytes);
+      if (parsed.kind === 'rejected') {
+        this.reject(consumer, message, parsed.reason);
+        return;
+      }
+      if (this.closing) {
+        nackQuietly(consumer, message, this.logger);
+        return;
+      }
+      this.ready.push({ message, payload: parsed.payload, consumer });
+      this.wakeAll();
+    } catch (err) {
+      // Never let one delivery take the consumer down; give it back for another try.
+      this.logger.error({ err: errorMessage(err) }, 'handling a job delivery failed');
+      nackQuietly(consumer, message, this.logger);
+    }
+  }
+
+  /** Not a job at all: drop it to the dead-letter route (nack, no requeue); the reason goes to the worker log. */
+  private reject(consumer: Consumer, message: ConsumeMessage, reason: string): void {
+    const head = JSON.stringify(message.content.subarray(0, REJECTED_HEAD_CHARS * 4).toString('utf8').slice(0, REJECTED_HEAD_CHARS));
+    this.logger.error(
+      { reason, bytes: message.content.byteLength, head, delivery_tag: message.fields.deliveryTag, redelivered: message.fields.redelivered },
+      'rejected a job delivery that is not a job; dropped to the dead-letter route if the queue has one',
+    );
+    try {
+      consumer.channel.nack(message, false, false);
+    } catch (err) {
+      this.logger.warn({ err: errorMessage(err) }, 'could not reject the delivery; the broker will redeliver it');
+    }
+  }
+
+  private consumerGone(consumer: Consumer, cause: unknown): void {
+    consumer.gone = true;
+    this.ready = this.ready.filter((ready) => ready.consumer !== consumer);
+    const timeout = isConsumerTimeout(cause);
+    for (const job of [...this.inFlight]) {
+      const reason = new BrokerError(
+        timeout
+          ? `job ${job.payload.jobId} was lost: ${CONSUMER_TIMEOUT_ADVICE}`
+          : `job ${job.payload.jobId} was lost: its channel closed (${cause === undefined ? 'connection closed' : errorMessage(cause)}); the broker will redeliver it`,
+        timeout ? 'consumer-timeout' : 'closed',
+        { cause },
+      );
+      job.markLost(reason);
+    }
+    this.wakeAll();
+  }
+
+  private closeRetired(): void {
+    const busy = new Set([...this.inFlight].map((job) => job.channel));
+    for (const channel of this.retired) {
+      if (busy.has(channel)) continue;
+      this.retired.delete(channel);
+      channel.close().catch((err: unknown) => this.logger.debug({ err: errorMessage(err) }, 'closing a retired job channel failed'));
+    }
+  }
+
+  private wake(signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        this.wakers.delete(done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.wakers.add(done);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  private wakeAll(): void {
+    for (const wake of [...this.wakers]) wake();
+  }
+}
+
+function nackQuietly(consumer: Consumer, message: ConsumeMessage, logger: Logger): void {
+  if (consumer.gone) return;
+  try {
+    consumer.channel.nack(message, false, true);
+  } catch (err) {
+    logger.debug({ err: errorMessage(err) }, 'nack failed; the channel is gone and the broker requeues the delivery itself');
+  }
+}
