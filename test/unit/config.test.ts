@@ -1,0 +1,567 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Backend, BackendDefinition } from '../../src/backend/contract.js';
+import {
+  CORE_SETTINGS,
+  IGNORED_SETTINGS,
+  echoConfig,
+  listBackendProviders,
+  loadConfig,
+  maskUrl,
+  type WorkerConfig,
+} from '../../src/config.js';
+import { ConfigError } from '../../src/errors.js';
+import { DEFAULT_MAX_PAYLOAD_BYTES } from '../../src/job/payload.js';
+
+/** Backends in these tests are never started: only their settings matter. */
+function notStarted(): Backend {
+  throw new Error('not used in config tests');
+}
+
+const local: BackendDefinition = {
+  name: 'local',
+  description: 'Runs each job on this machine',
+  settings: {
+    scriptsDir: { doc: 'Where build scripts are written', format: String, default: './var/local' },
+  },
+  create: notStarted,
+};
+
+interface CloudSettings {
+  projectId: string;
+  zone: string;
+  apiToken: string;
+  bootTimeout: number;
+  preemptible: boolean;
+  maxInstances: number;
+  mode: string;
+  ssh: { keyPath: string };
+}
+
+const cloud: BackendDefinition<CloudSettings> = {
+  name: 'testcloud',
+  description: 'A cloud that exists only in these tests',
+  settings: {
+    projectId: { doc: 'Project to start machines in', format: String, default: null },
+    zone: { doc: 'Zone of the machines', format: String, default: 'us-central1-b' },
+    apiToken: { doc: 'API token', format: String, default: 'default-token-value', sensitive: true },
+    bootTimeout: { doc: 'Longest a boot may take', format: 'duration', default: '2m' },
+    preemptible: { doc: 'Use preemptible machines', format: Boolean, default: false },
+    maxInstances: { doc: 'Most machines at once', format: 'nat', default: 10 },
+    mode: { doc: 'How to boot', format: ['fast', 'safe'], default: 'safe' },
+    ssh: { keyPath: { doc: 'SSH key file', format: String, default: '/etc/mayfly/key' } },
+  },
+  create: notStarted,
+};
+
+const BACKENDS = [local, cloud];
+
+/** Loads and expects a ConfigError; returns its message. */
+function configErrorOf(env: NodeJS.ProcessEnv, backends: readonly BackendDefinition<never>[] = BACKENDS): string {
+  let thrown: unknown;
+  try {
+    loadConfig(backends, env);
+  } catch (err) {
+    thrown = err;
+  }
+  expect(thrown).toBeInstanceOf(ConfigError);
+  return (thrown as ConfigError).message;
+}
+
+/** Reads `export NAME="value"` lines back into an environment. */
+function parseExports(text: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const match = /^export (\w+)="((?:[^"\\]|\\.)*)"$/.exec(line);
+    if (match) env[match[1] as string] = (match[2] as string).replace(/\\(.)/g, '$1');
+  }
+  return env;
+}
+
+describe('loadConfig defaults', () => {
+  it('gives travis-ci/worker defaults, with the embedded local backend and file queue', () => {
+    const config = loadConfig(BACKENDS, {});
+    expect(config).toEqual<WorkerConfig>({
+      providerName: 'local',
+      queueType: 'file',
+      queueName: 'builds',
+      poolSize: 1,
+      hostname: hostname(),
+      infra: '',
+      amqp: { uri: 'amqp://', heartbeatMs: 10_000, consumerPriority: 0, insecure: false, sharding: false },
+      file: { baseDir: './var/file-queue', pollingIntervalMs: 5_000, echoLogs: true },
+      buildApi: {
+        insecureSkipVerify: false,
+        timeoutMs: 120_000,
+        options: {
+          paranoid: false,
+          fixResolvConf: false,
+          fixEtcHosts: false,
+          cacheFetchTimeoutS: 300,
+          cachePushTimeoutS: 300,
+          cacheS3: {},
+        },
+      },
+      timeouts: { hardMs: 3_000_000, logSilenceMs: 600_000, startupMs: 240_000, scriptUploadMs: 210_000, initialSleepMs: 1_000 },
+      maxLogLength: 4_500_000,
+      payloadMaxBytes: DEFAULT_MAX_PAYLOAD_BYTES,
+      defaults: { language: 'default', dist: 'xenial', arch: 'amd64', group: 'stable', os: 'linux' },
+      logLevel: 'info',
+      backendSettings: { scriptsDir: './var/local' },
+      ignoredSettings: [],
+    });
+  });
+
+  it('ignores variables without the TRAVIS_WORKER_ prefix', () => {
+    const config = loadConfig(BACKENDS, { PATH: '/bin', POOL_SIZE: 'lots', TRAVIS_WORKERS: 'x' });
+    expect(config.poolSize).toBe(1);
+  });
+
+  it('maps each setting into WorkerConfig', () => {
+    const config = loadConfig(BACKENDS, {
+      TRAVIS_WORKER_QUEUE_TYPE: 'amqp',
+      TRAVIS_WORKER_QUEUE_NAME: 'builds.gce',
+      TRAVIS_WORKER_POOL_SIZE: '12',
+      TRAVIS_WORKER_HOSTNAME: 'worker-7',
+      TRAVIS_WORKER_INFRA: 'gce',
+      TRAVIS_WORKER_DEBUG: 'true',
+      TRAVIS_WORKER_AMQP_URI: 'amqps://worker:pw@rabbit.example.com/ci',
+      TRAVIS_WORKER_LOGS_AMQP_URI: 'amqp://logs.example.com',
+      TRAVIS_WORKER_AMQP_HEARTBEAT: '30s',
+      TRAVIS_WORKER_AMQP_CONSUMER_PRIORITY: '-5',
+      TRAVIS_WORKER_AMQP_INSECURE: 'yes',
+      TRAVIS_WORKER_RABBITMQ_SHARDING: '1',
+      TRAVIS_WORKER_BASE_DIR: '/srv/queue',
+      TRAVIS_WORKER_FILE_POLLING_INTERVAL: '250ms',
+      TRAVIS_WORKER_FILE_ECHO_LOGS: 'no',
+      TRAVIS_WORKER_BUILD_API_URI: 'https://tok@build.example.com/script',
+      TRAVIS_WORKER_BUILD_API_INSECURE_SKIP_VERIFY: 'TRUE',
+      TRAVIS_WORKER_BUILD_API_TIMEOUT: '90s',
+      TRAVIS_WORKER_LOG_TIMEOUT: '20m',
+      TRAVIS_WORKER_STARTUP_TIMEOUT: '8m',
+      TRAVIS_WORKER_INITIAL_SLEEP: '0',
+      TRAVIS_WORKER_MAX_LOG_LENGTH: '1000',
+      TRAVIS_WORKER_PAYLOAD_MAX_SIZE: '2048',
+      TRAVIS_WORKER_DEFAULT_LANGUAGE: 'ruby',
+      TRAVIS_WORKER_DEFAULT_DIST: 'focal',
+      TRAVIS_WORKER_DEFAULT_ARCH: 'arm64',
+      TRAVIS_WORKER_DEFAULT_GROUP: 'edge',
+      TRAVIS_WORKER_DEFAULT_OS: 'osx',
+      TRAVIS_WORKER_BUILD_APT_CACHE: 'http://apt.example.com',
+      TRAVIS_WORKER_BUILD_NPM_CACHE: 'http://npm.example.com',
+      TRAVIS_WORKER_BUILD_PARANOID: 'true',
+      TRAVIS_WORKER_BUILD_FIX_RESOLV_CONF: 'true',
+      TRAVIS_WORKER_BUILD_FIX_ETC_HOSTS: 'true',
+      TRAVIS_WORKER_BUILD_CACHE_TYPE: 's3',
+      TRAVIS_WORKER_BUILD_CACHE_FETCH_TIMEOUT: '1m30.9s',
+      TRAVIS_WORKER_BUILD_CACHE_PUSH_TIMEOUT: '10m',
+      TRAVIS_WORKER_BUILD_CACHE_S3_SCHEME: 'https',
+      TRAVIS_WORKER_BUILD_CACHE_S3_REGION: 'us-east-1',
+      TRAVIS_WORKER_BUILD_CACHE_S3_BUCKET: 'cache',
+      TRAVIS_WORKER_BUILD_CACHE_S3_ACCESS_KEY_ID: 'AKIA',
+      TRAVIS_WORKER_BUILD_CACHE_S3_SECRET_ACCESS_KEY: 'shh',
+    });
+    expect(config).toMatchObject({
+      queueType: 'amqp',
+      queueName: 'builds.gce',
+      poolSize: 12,
+      hostname: 'worker-7',
+      infra: 'gce',
+      logLevel: 'debug',
+      amqp: {
+        uri: 'amqps://worker:pw@rabbit.example.com/ci',
+        logsUri: 'amqp://logs.example.com',
+        heartbeatMs: 30_000,
+        consumerPriority: -5,
+        insecure: true,
+        sharding: true,
+      },
+      file: { baseDir: '/srv/queue', pollingIntervalMs: 250, echoLogs: false },
+      buildApi: {
+        uri: 'https://tok@build.example.com/script',
+        insecureSkipVerify: true,
+        timeoutMs: 90_000,
+        options: {
+          aptCache: 'http://apt.example.com',
+          npmCache: 'http://npm.example.com',
+          paranoid: true,
+          fixResolvConf: true,
+          fixEtcHosts: true,
+          cacheType: 's3',
+          cacheFetchTimeoutS: 90,
+          cachePushTimeoutS: 600,
+          cacheS3: { scheme: 'https', region: 'us-east-1', bucket: 'cache', accessKeyId: 'AKIA', secretAccessKey: 'shh' },
+        },
+      },
+      timeouts: { logSilenceMs: 1_200_000, startupMs: 480_000, initialSleepMs: 0 },
+      maxLogLength: 1000,
+      payloadMaxBytes: 2048,
+      defaults: { language: 'ruby', dist: 'focal', arch: 'arm64', group: 'edge', os: 'osx' },
+    });
+  });
+
+  it("uses this machine's host name when HOSTNAME is empty", () => {
+    expect(loadConfig(BACKENDS, { TRAVIS_WORKER_HOSTNAME: '' }).hostname).toBe(hostname());
+  });
+});
+
+describe('Go durations', () => {
+  it.each([
+    ['50m', 3_000_000],
+    ['3m30s', 210_000],
+    ['500ms', 500],
+    ['1h2m3.5s', 3_723_500],
+    ['0', 0],
+  ])('reads %s as %d ms', (text, ms) => {
+    expect(loadConfig(BACKENDS, { TRAVIS_WORKER_HARD_TIMEOUT: text }).timeouts.hardMs).toBe(ms);
+  });
+
+  it.each(['30', '5x', '', '-1s', '1 h'])('rejects %j, naming the variable', (text) => {
+    expect(configErrorOf({ TRAVIS_WORKER_HARD_TIMEOUT: text })).toMatch(/TRAVIS_WORKER_HARD_TIMEOUT: .*duration/);
+  });
+});
+
+describe('bad values', () => {
+  it('names an unknown variable and suggests the closest known one', () => {
+    const message = configErrorOf({ TRAVIS_WORKER_POOLSIZE: '3' });
+    expect(message).toContain('TRAVIS_WORKER_POOLSIZE: unknown setting');
+    expect(message).toContain('did you mean TRAVIS_WORKER_POOL_SIZE?');
+  });
+
+  it('suggests nothing when no known name is close', () => {
+    const message = configErrorOf({ TRAVIS_WORKER_FROBNICATE: '1' });
+    expect(message).toContain('TRAVIS_WORKER_FROBNICATE: unknown setting');
+    expect(message).not.toContain('did you mean');
+  });
+
+  it.each([
+    ['TRAVIS_WORKER_POOL_SIZE', 'abc'],
+    ['TRAVIS_WORKER_POOL_SIZE', '2.5'],
+    ['TRAVIS_WORKER_POOL_SIZE', '0'],
+    ['TRAVIS_WORKER_POOL_SIZE', '12abc'],
+    ['TRAVIS_WORKER_POOL_SIZE', ''],
+    ['TRAVIS_WORKER_MAX_LOG_LENGTH', '-1'],
+    ['TRAVIS_WORKER_AMQP_CONSUMER_PRIORITY', '1.5'],
+    ['TRAVIS_WORKER_PAYLOAD_MAX_SIZE', '1MB'],
+  ])('rejects %s=%j as a whole number', (variable, value) => {
+    expect(configErrorOf({ [variable]: value })).toContain(`${variable}: `);
+  });
+
+  it.each([
+    ['true', true],
+    ['TRUE', true],
+    ['1', true],
+    ['yes', true],
+    ['Yes', true],
+    ['false', false],
+    ['0', false],
+    ['no', false],
+    ['NO', false],
+    ['', false],
+  ])('reads the boolean %j as %s', (text, value) => {
+    expect(loadConfig(BACKENDS, { TRAVIS_WORKER_AMQP_INSECURE: text }).amqp.insecure).toBe(value);
+  });
+
+  it.each(['maybe', 'on', '2'])('rejects the boolean %j, naming the variable', (text) => {
+    expect(configErrorOf({ TRAVIS_WORKER_BUILD_PARANOID: text })).toMatch(/TRAVIS_WORKER_BUILD_PARANOID: must be true or false/);
+  });
+
+  it.each([
+    ['TRAVIS_WORKER_AMQP_URI', 'http://rabbit.example.com'],
+    ['TRAVIS_WORKER_AMQP_URI', 'not a url'],
+    ['TRAVIS_WORKER_AMQP_URI', ''],
+    ['TRAVIS_WORKER_LOGS_AMQP_URI', 'https://logs.example.com'],
+    ['TRAVIS_WORKER_BUILD_API_URI', 'ftp://build.example.com/script'],
+    ['TRAVIS_WORKER_BUILD_API_URI', 'build.example.com/script'],
+  ])('rejects %s=%j as a URL of the wrong kind', (variable, value) => {
+    expect(configErrorOf({ [variable]: value })).toMatch(new RegExp(`${variable}: must be a URL starting with`));
+  });
+
+  it('accepts amqps brokers and http build APIs', () => {
+    const config = loadConfig(BACKENDS, {
+      TRAVIS_WORKER_AMQP_URI: 'amqps://u:p@rabbit:5671/vhost',
+      TRAVIS_WORKER_BUILD_API_URI: 'http://127.0.0.1:4000/script',
+    });
+    expect(config.amqp.uri).toBe('amqps://u:p@rabbit:5671/vhost');
+    expect(config.buildApi.uri).toBe('http://127.0.0.1:4000/script');
+  });
+
+  it('never repeats a password from a rejected URL', () => {
+    const message = configErrorOf({ TRAVIS_WORKER_AMQP_URI: 'http://guest:hunter2@rabbit.example.com' });
+    expect(message).toContain('TRAVIS_WORKER_AMQP_URI');
+    expect(message).not.toContain('hunter2');
+  });
+
+  it('says the http queue type is not supported', () => {
+    expect(configErrorOf({ TRAVIS_WORKER_QUEUE_TYPE: 'http' })).toMatch(/TRAVIS_WORKER_QUEUE_TYPE: the http queue type .* not supported/);
+    expect(configErrorOf({ TRAVIS_WORKER_QUEUE_TYPE: 'sqs' })).toMatch(/TRAVIS_WORKER_QUEUE_TYPE: must be amqp or file/);
+  });
+
+  it('names an unknown provider and the known ones', () => {
+    expect(configErrorOf({ TRAVIS_WORKER_PROVIDER_NAME: 'gce' })).toContain(
+      'TRAVIS_WORKER_PROVIDER_NAME: unknown provider "gce" (known: local, testcloud)',
+    );
+  });
+
+  it('reports every problem at once', () => {
+    const message = configErrorOf({
+      TRAVIS_WORKER_POOL_SIZE: 'x',
+      TRAVIS_WORKER_HARD_TIMEOUT: '30',
+      TRAVIS_WORKER_NOPE: '1',
+      TRAVIS_WORKER_PROVIDER_NAME: 'gce',
+    });
+    expect(message).toContain('4 problems');
+    for (const variable of ['POOL_SIZE', 'HARD_TIMEOUT', 'NOPE', 'PROVIDER_NAME']) {
+      expect(message).toContain(`TRAVIS_WORKER_${variable}: `);
+    }
+  });
+
+  it('asks for the command-line flag when a travis CLI flag is set in the environment', () => {
+    expect(configErrorOf({ TRAVIS_WORKER_ECHO_CONFIG: 'true' })).toContain('TRAVIS_WORKER_ECHO_CONFIG: is not read from the environment');
+  });
+});
+
+describe('certificates', () => {
+  let dir: string | undefined;
+  afterEach(() => {
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  it('reads AMQP_TLS_CERT_PATH at load and keeps an inline AMQP_TLS_CERT too', () => {
+    dir = mkdtempSync(join(tmpdir(), 'mayfly-config-'));
+    const path = join(dir, 'ca.pem');
+    writeFileSync(path, 'FILE-PEM\n');
+    const config = loadConfig(BACKENDS, {
+      TRAVIS_WORKER_AMQP_TLS_CERT: 'INLINE-PEM',
+      TRAVIS_WORKER_AMQP_TLS_CERT_PATH: path,
+      TRAVIS_WORKER_LOGS_AMQP_TLS_CERT_PATH: path,
+    });
+    expect(config.amqp.tlsCert).toBe('INLINE-PEM\nFILE-PEM\n');
+    expect(config.amqp.logsTlsCert).toBe('FILE-PEM\n');
+  });
+
+  it('names the variable when the certificate file is unreadable', () => {
+    dir = mkdtempSync(join(tmpdir(), 'mayfly-config-'));
+    const message = configErrorOf({ TRAVIS_WORKER_LOGS_AMQP_TLS_CERT_PATH: join(dir, 'missing.pem') });
+    expect(message).toContain('TRAVIS_WORKER_LOGS_AMQP_TLS_CERT_PATH: cannot read');
+  });
+});
+
+describe('ignored travis settings', () => {
+  it('accepts them and lists the ones set', () => {
+    const config = loadConfig(BACKENDS, {
+      TRAVIS_WORKER_SENTRY_DSN: 'https://key@sentry.example.com/1',
+      TRAVIS_WORKER_LIBRATO_TOKEN: 'tok',
+      TRAVIS_WORKER_STATE_UPDATE_POOL_SIZE: 'not even a number',
+    });
+    expect(config.ignoredSettings).toEqual([
+      'TRAVIS_WORKER_LIBRATO_TOKEN',
+      'TRAVIS_WORKER_SENTRY_DSN',
+      'TRAVIS_WORKER_STATE_UPDATE_POOL_SIZE',
+    ]);
+  });
+
+  it('marks their secrets sensitive', () => {
+    const sensitive = IGNORED_SETTINGS.filter((setting) => setting.sensitive === true).map((setting) => setting.env);
+    expect(sensitive).toEqual(expect.arrayContaining(['TRAVIS_WORKER_LIBRATO_TOKEN', 'TRAVIS_WORKER_SENTRY_DSN']));
+  });
+
+  it('does not overlap the core settings', () => {
+    const core = new Set(Object.values(CORE_SETTINGS).map((setting) => setting.env));
+    expect(IGNORED_SETTINGS.filter((setting) => core.has(setting.env))).toEqual([]);
+  });
+});
+
+describe('backend settings', () => {
+  const base = { TRAVIS_WORKER_PROVIDER_NAME: 'testcloud', TRAVIS_WORKER_TESTCLOUD_PROJECT_ID: 'ci-project' };
+
+  it('reads the selected backend from TRAVIS_WORKER_<NAME>_<KEY>', () => {
+    const config = loadConfig(BACKENDS, {
+      ...base,
+      TRAVIS_WORKER_TESTCLOUD_BOOT_TIMEOUT: '90s',
+      TRAVIS_WORKER_TESTCLOUD_PREEMPTIBLE: 'yes',
+      TRAVIS_WORKER_TESTCLOUD_MAX_INSTANCES: '3',
+      TRAVIS_WORKER_TESTCLOUD_SSH_KEY_PATH: '/keys/id',
+    });
+    expect(config.providerName).toBe('testcloud');
+    expect(config.backendSettings).toEqual({
+      projectId: 'ci-project',
+      zone: 'us-central1-b',
+      apiToken: 'default-token-value',
+      bootTimeout: 90_000,
+      preemptible: true,
+      maxInstances: 3,
+      mode: 'safe',
+      ssh: { keyPath: '/keys/id' },
+    });
+  });
+
+  it('accepts the provider name in any case', () => {
+    expect(loadConfig(BACKENDS, { ...base, TRAVIS_WORKER_PROVIDER_NAME: 'TestCloud' }).providerName).toBe('testcloud');
+  });
+
+  it('names a required setting that is missing or empty', () => {
+    expect(configErrorOf({ TRAVIS_WORKER_PROVIDER_NAME: 'testcloud' })).toContain(
+      'TRAVIS_WORKER_TESTCLOUD_PROJECT_ID: is required',
+    );
+    expect(configErrorOf({ ...base, TRAVIS_WORKER_TESTCLOUD_PROJECT_ID: ' ' })).toContain(
+      'TRAVIS_WORKER_TESTCLOUD_PROJECT_ID: is required',
+    );
+  });
+
+  it.each([
+    ['TRAVIS_WORKER_TESTCLOUD_BOOT_TIMEOUT', '120'],
+    ['TRAVIS_WORKER_TESTCLOUD_PREEMPTIBLE', 'sometimes'],
+    ['TRAVIS_WORKER_TESTCLOUD_MAX_INSTANCES', '-2'],
+    ['TRAVIS_WORKER_TESTCLOUD_MAX_INSTANCES', 'ten'],
+    ['TRAVIS_WORKER_TESTCLOUD_MODE', 'reckless'],
+  ])('names the variable of a bad value: %s=%j', (variable, value) => {
+    const message = configErrorOf({ ...base, [variable]: value });
+    expect(message).toContain(`${variable}: `);
+  });
+
+  it("rewrites convict's messages to name the variable, not the schema key", () => {
+    const message = configErrorOf({ ...base, TRAVIS_WORKER_TESTCLOUD_MODE: 'reckless' });
+    expect(message).toBe(
+      'invalid configuration: TRAVIS_WORKER_TESTCLOUD_MODE: must be one of the possible values: ["fast","safe"] (got "reckless")',
+    );
+  });
+
+  it('suggests the right name for a misspelt backend setting', () => {
+    expect(configErrorOf({ ...base, TRAVIS_WORKER_TESTCLOUD_ZONES: 'a' })).toContain(
+      'TRAVIS_WORKER_TESTCLOUD_ZONES: unknown setting (did you mean TRAVIS_WORKER_TESTCLOUD_ZONE?)',
+    );
+  });
+
+  it("accepts another known backend's variables without validating them", () => {
+    const config = loadConfig(BACKENDS, {
+      TRAVIS_WORKER_PROVIDER_NAME: 'local',
+      TRAVIS_WORKER_TESTCLOUD_MAX_INSTANCES: 'not a number',
+      TRAVIS_WORKER_TESTCLOUD_ZONE: 'europe-west1-b',
+    });
+    expect(config.backendSettings).toEqual({ scriptsDir: './var/local' });
+  });
+
+  it('does not quote the value of a sensitive setting in an error', () => {
+    const secretive: BackendDefinition = {
+      name: 'secretive',
+      description: 'has a structured secret',
+      settings: { credentials: { doc: 'JSON credentials', format: Object, default: {}, sensitive: true } },
+      create: notStarted,
+    };
+    const message = configErrorOf(
+      { TRAVIS_WORKER_PROVIDER_NAME: 'secretive', TRAVIS_WORKER_SECRETIVE_CREDENTIALS: '{"key": topsecret' },
+      [secretive],
+    );
+    expect(message).toContain('TRAVIS_WORKER_SECRETIVE_CREDENTIALS');
+    expect(message).not.toContain('topsecret');
+  });
+});
+
+describe('echoConfig', () => {
+  const secrets = {
+    TRAVIS_WORKER_PROVIDER_NAME: 'testcloud',
+    TRAVIS_WORKER_TESTCLOUD_PROJECT_ID: 'ci-project',
+    TRAVIS_WORKER_TESTCLOUD_API_TOKEN: 'backend-token-s3cr3t',
+    TRAVIS_WORKER_AMQP_URI: 'amqp://guest:amqp-pw-s3cr3t@rabbit.example.com/vhost',
+    TRAVIS_WORKER_LOGS_AMQP_URI: 'amqps://logger:logs-pw-s3cr3t@logs.example.com',
+    TRAVIS_WORKER_BUILD_API_URI: 'https://build-token-s3cr3t@build.example.com/script',
+    TRAVIS_WORKER_BUILD_CACHE_S3_SECRET_ACCESS_KEY: 's3-key-s3cr3t',
+    TRAVIS_WORKER_AMQP_TLS_CERT: '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n',
+    TRAVIS_WORKER_HARD_TIMEOUT: '1h2m3.5s',
+  };
+
+  it('masks every secret and never prints one', () => {
+    const text = echoConfig(loadConfig(BACKENDS, secrets), BACKENDS);
+    expect(text).not.toMatch(/s3cr3t/);
+    expect(text).not.toContain('MIIB');
+    expect(text).toContain('export TRAVIS_WORKER_AMQP_URI="amqp://guest:****@rabbit.example.com/vhost"\n');
+    expect(text).toContain('export TRAVIS_WORKER_LOGS_AMQP_URI="amqps://logger:****@logs.example.com"\n');
+    expect(text).toContain('export TRAVIS_WORKER_BUILD_API_URI="https://****@build.example.com/script"\n');
+    expect(text).toContain('export TRAVIS_WORKER_BUILD_CACHE_S3_SECRET_ACCESS_KEY="********"\n');
+    expect(text).toContain('export TRAVIS_WORKER_TESTCLOUD_API_TOKEN="********"\n');
+    const pemLength = secrets.TRAVIS_WORKER_AMQP_TLS_CERT.length;
+    expect(text).toContain(`# TRAVIS_WORKER_AMQP_TLS_CERT: ${pemLength} characters of PEM (not shown)\n`);
+  });
+
+  it('leaves an empty secret empty', () => {
+    const text = echoConfig(loadConfig(BACKENDS, { ...secrets, TRAVIS_WORKER_TESTCLOUD_API_TOKEN: '' }), BACKENDS);
+    expect(text).toContain('export TRAVIS_WORKER_TESTCLOUD_API_TOKEN=""\n');
+    expect(text).toContain('export TRAVIS_WORKER_BUILD_CACHE_S3_ACCESS_KEY_ID=""\n');
+  });
+
+  it('prints durations the Go way, core settings sorted, then the provider settings', () => {
+    const text = echoConfig(loadConfig(BACKENDS, secrets), BACKENDS);
+    expect(text).toContain('export TRAVIS_WORKER_HARD_TIMEOUT="1h2m3.5s"\n');
+    expect(text).toContain('export TRAVIS_WORKER_SCRIPT_UPLOAD_TIMEOUT="3m30s"\n');
+    expect(text).toContain('export TRAVIS_WORKER_TESTCLOUD_BOOT_TIMEOUT="2m0s"\n');
+    const [core, provider] = text.split('# provider settings (testcloud)\n') as [string, string];
+    const coreNames = Object.keys(parseExports(core));
+    expect(coreNames).toEqual([...coreNames].sort());
+    expect(coreNames.every((name) => !name.startsWith('TRAVIS_WORKER_TESTCLOUD_'))).toBe(true);
+    expect(Object.keys(parseExports(provider))).toEqual([
+      'TRAVIS_WORKER_TESTCLOUD_API_TOKEN',
+      'TRAVIS_WORKER_TESTCLOUD_BOOT_TIMEOUT',
+      'TRAVIS_WORKER_TESTCLOUD_MAX_INSTANCES',
+      'TRAVIS_WORKER_TESTCLOUD_MODE',
+      'TRAVIS_WORKER_TESTCLOUD_PREEMPTIBLE',
+      'TRAVIS_WORKER_TESTCLOUD_PROJECT_ID',
+      'TRAVIS_WORKER_TESTCLOUD_SSH_KEY_PATH',
+      'TRAVIS_WORKER_TESTCLOUD_ZONE',
+    ]);
+  });
+
+  it('mentions ignored settings by name only', () => {
+    const text = echoConfig(loadConfig(BACKENDS, { TRAVIS_WORKER_LIBRATO_TOKEN: 'librato-s3cr3t' }), BACKENDS);
+    expect(text).toContain('TRAVIS_WORKER_LIBRATO_TOKEN');
+    expect(text).not.toContain('librato-s3cr3t');
+  });
+
+  it('prints what loads back to the same configuration', () => {
+    const env = {
+      TRAVIS_WORKER_PROVIDER_NAME: 'testcloud',
+      TRAVIS_WORKER_TESTCLOUD_PROJECT_ID: 'a "quoted" $project `name` \\ here',
+      TRAVIS_WORKER_TESTCLOUD_API_TOKEN: '',
+      TRAVIS_WORKER_QUEUE_TYPE: 'amqp',
+      TRAVIS_WORKER_AMQP_URI: 'amqp://rabbit.example.com',
+      TRAVIS_WORKER_POOL_SIZE: '4',
+      TRAVIS_WORKER_DEBUG: 'yes',
+      TRAVIS_WORKER_INITIAL_SLEEP: '250ms',
+      TRAVIS_WORKER_BUILD_CACHE_TYPE: 's3',
+    };
+    const config = loadConfig(BACKENDS, env);
+    expect(loadConfig(BACKENDS, parseExports(echoConfig(config, BACKENDS)))).toEqual(config);
+  });
+});
+
+describe('maskUrl', () => {
+  it.each([
+    ['amqp://guest:guest@localhost:5672/', false, 'amqp://guest:****@localhost:5672/'],
+    ['amqp://', false, 'amqp://'],
+    ['https://token@build.example.com/script', true, 'https://****@build.example.com/script'],
+    ['https://x:token@build.example.com/script', true, 'https://****:****@build.example.com/script'],
+    ['not a url at all', false, '********'],
+    ['', true, ''],
+  ])('%s -> %s', (text, maskUser, masked) => {
+    expect(maskUrl(text, maskUser)).toBe(masked);
+  });
+});
+
+describe('listBackendProviders', () => {
+  it('lists each backend with its variables, defaults and docs, secrets masked', () => {
+    const text = listBackendProviders(BACKENDS);
+    expect(text).toContain('local: Runs each job on this machine\n');
+    expect(text).toContain('  TRAVIS_WORKER_LOCAL_SCRIPTS_DIR (default "./var/local")\n      Where build scripts are written\n');
+    expect(text).toContain('testcloud: A cloud that exists only in these tests\n');
+    expect(text).toContain('  TRAVIS_WORKER_TESTCLOUD_PROJECT_ID (required)\n      Project to start machines in\n');
+    expect(text).toContain('  TRAVIS_WORKER_TESTCLOUD_ZONE (default "us-central1-b")\n');
+    expect(text).toContain('  TRAVIS_WORKER_TESTCLOUD_BOOT_TIMEOUT (default "2m")\n');
+    expect(text).toContain('  TRAVIS_WORKER_TESTCLOUD_MAX_INSTANCES (default "10")\n');
+    expect(text).toContain('  TRAVIS_WORKER_TESTCLOUD_SSH_KEY_PATH (default "/etc/mayfly/key")\n');
+    expect(text).toContain('  TRAVIS_WORKER_TESTCLOUD_API_TOKEN (default "********")\n');
+    expect(text).not.toContain('default-token-value');
+  });
+});
