@@ -1,0 +1,119 @@
+/**
+ * Settings of the `ssh` backend (`TRAVIS_WORKER_SSH_<KEY>`), and turning the
+ * operator's text (host list, key file) into what the backend uses.
+ */
+import { readFileSync } from 'node:fs';
+import { ConfigError, errorMessage } from '../../src/errors.js';
+import type { SettingsSchema } from '../../src/settings.js';
+import type { SshTarget } from '../../src/ssh/target.js';
+
+export interface SshBackendSettings {
+  /** `host` or `host:port` (`[v6]:port`) entries; port 22 when omitted. Required. */
+  hosts: string[];
+  /** User to log in as; default `travis`. */
+  user: string;
+  /** Path of a private key file; empty = none. */
+  keyPath: string;
+  /** Private key text; empty = none. */
+  key: string;
+  /** Password; empty = none. */
+  password: string;
+  /** Command run on the host after each job (e.g. restore a snapshot); empty = none. */
+  resetCommand: string;
+  /** Consecutive infrastructure failures before a host is taken out of rotation; default 3. */
+  maxFailures: number;
+  /** How long a host stays out of rotation, in ms; default 10 minutes. */
+  quarantine: number;
+  /** Per connection attempt, in ms; default 5 s. */
+  dialTimeout: number;
+  /** Connection attempts for an upload; default 3 (a persistent host is either up or not). */
+  uploadRetries: number;
+  /** Pause between connection attempts, in ms; default 1 s. */
+  uploadRetrySleep: number;
+}
+
+export const HOSTS_VARIABLE = 'TRAVIS_WORKER_SSH_HOSTS';
+const DEFAULT_SSH_PORT = 22;
+
+export const settingsSchema: SettingsSchema<SshBackendSettings> = {
+  hosts: {
+    doc: 'comma-separated hosts to run jobs on, one job per host at a time (host or host:port)',
+    format: 'list',
+    default: null,
+  },
+  user: { doc: 'user to log in as on every host', format: String, default: 'travis' },
+  keyPath: { doc: 'private key file to log in with', format: String, default: '' },
+  key: { doc: 'private key (text) to log in with', format: String, default: '', sensitive: true },
+  password: { doc: 'password to log in with', format: String, default: '', sensitive: true },
+  resetCommand: {
+    doc: 'command run on a host after each job, e.g. to restore a snapshot; if it fails the host counts as failed',
+    format: String,
+    default: '',
+  },
+  maxFailures: {
+    doc: 'consecutive infrastructure failures (unreachable, upload, connection lost, reset) before a host is taken out of rotation',
+    format: 'nat',
+    default: 3,
+  },
+  quarantine: { doc: 'how long a failing host stays out of rotation', format: 'duration', default: 10 * 60_000 },
+  dialTimeout: { doc: 'time allowed for one SSH connection attempt', format: 'duration', default: 5_000 },
+  uploadRetries: { doc: 'SSH connection attempts before a host counts as unreachable', format: 'nat', default: 3 },
+  uploadRetrySleep: { doc: 'pause between SSH connection attempts', format: 'duration', default: 1_000 },
+};
+
+/** One host of the rotation. */
+export interface HostAddress {
+  /** As the operator wrote it, for logs and the job log. */
+  label: string;
+  host: string;
+  port: number;
+}
+
+/** Parse `host`, `host:port` or `[v6 address]:port`. Throws `ConfigError` naming the variable. */
+export function parseHost(entry: string): HostAddress {
+  const bad = (why: string): ConfigError => new ConfigError(`${HOSTS_VARIABLE}: "${entry}" ${why}`);
+  const match = /^\[([^\]]+)\](?::(\d+))?$/.exec(entry) ?? /^([^:[\]]+)(?::(\d+))?$/.exec(entry);
+  if (match === null) throw bad('is not host or host:port');
+  const port = match[2] === undefined ? DEFAULT_SSH_PORT : Number(match[2]);
+  if (!Number.isInteger(port) || port < 1 || port > 65_535) throw bad('has a port outside 1-65535');
+  return { label: entry, host: match[1] as string, port };
+}
+
+/** The host list, validated: non-empty, each entry parseable, no duplicates. */
+export function parseHosts(hosts: readonly string[] | null | undefined): HostAddress[] {
+  const entries = (hosts ?? []).map((entry) => entry.trim()).filter((entry) => entry !== '');
+  if (entries.length === 0) {
+    throw new ConfigError(`${HOSTS_VARIABLE} is required by the ssh backend: name at least one host (host or host:port)`);
+  }
+  const parsed = entries.map(parseHost);
+  const seen = new Set<string>();
+  for (const address of parsed) {
+    const key = `${address.host}:${address.port}`;
+    if (seen.has(key)) throw new ConfigError(`${HOSTS_VARIABLE}: ${address.label} is listed twice`);
+    seen.add(key);
+  }
+  return parsed;
+}
+
+/** How to log in, from `key`, `keyPath` and `password`; at least one must be set. */
+export function credentials(settings: SshBackendSettings): Pick<SshTarget, 'privateKey' | 'password'> {
+  const result: Pick<SshTarget, 'privateKey' | 'password'> = {};
+  if (settings.key.trim() !== '') {
+    result.privateKey = settings.key;
+  } else if (settings.keyPath !== '') {
+    try {
+      result.privateKey = readFileSync(settings.keyPath);
+    } catch (err) {
+      throw new ConfigError(`TRAVIS_WORKER_SSH_KEY_PATH: cannot read ${settings.keyPath}: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+  }
+  if (settings.password !== '') result.password = settings.password;
+  if (result.privateKey === undefined && result.password === undefined) {
+    throw new ConfigError(
+      'the ssh backend needs credentials: set TRAVIS_WORKER_SSH_KEY_PATH, TRAVIS_WORKER_SSH_KEY or TRAVIS_WORKER_SSH_PASSWORD',
+    );
+  }
+  return result;
+}
