@@ -9,11 +9,13 @@ import {
   echoConfig,
   listBackendProviders,
   loadConfig,
+  type AnyBackendDefinition,
   maskUrl,
   type WorkerConfig,
 } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES } from '../../src/job/payload.js';
+import { parseGoDuration } from '../../src/settings.js';
 
 /** Backends in these tests are never started: only their settings matter. */
 function notStarted(): Backend {
@@ -47,7 +49,7 @@ const cloud: BackendDefinition<CloudSettings> = {
     projectId: { doc: 'Project to start machines in', format: String, default: null },
     zone: { doc: 'Zone of the machines', format: String, default: 'us-central1-b' },
     apiToken: { doc: 'API token', format: String, default: 'default-token-value', sensitive: true },
-    bootTimeout: { doc: 'Longest a boot may take', format: 'duration', default: '2m' },
+    bootTimeout: { doc: 'Longest a boot may take', format: 'duration', default: parseGoDuration('2m') },
     preemptible: { doc: 'Use preemptible machines', format: Boolean, default: false },
     maxInstances: { doc: 'Most machines at once', format: 'nat', default: 10 },
     mode: { doc: 'How to boot', format: ['fast', 'safe'], default: 'safe' },
@@ -59,7 +61,7 @@ const cloud: BackendDefinition<CloudSettings> = {
 const BACKENDS = [local, cloud];
 
 /** Loads and expects a ConfigError; returns its message. */
-function configErrorOf(env: NodeJS.ProcessEnv, backends: readonly BackendDefinition<never>[] = BACKENDS): string {
+function configErrorOf(env: NodeJS.ProcessEnv, backends: readonly AnyBackendDefinition[] = BACKENDS): string {
   let thrown: unknown;
   try {
     loadConfig(backends, env);
@@ -558,7 +560,7 @@ describe('listBackendProviders', () => {
     expect(text).toContain('testcloud: A cloud that exists only in these tests\n');
     expect(text).toContain('  TRAVIS_WORKER_TESTCLOUD_PROJECT_ID (required)\n      Project to start machines in\n');
     expect(text).toContain('  TRAVIS_WORKER_TESTCLOUD_ZONE (default "us-central1-b")\n');
-    expect(text).toContain('  TRAVIS_WORKER_TESTCLOUD_BOOT_TIMEOUT (default "2m")\n');
+    expect(text).toContain('  TRAVIS_WORKER_TESTCLOUD_BOOT_TIMEOUT (default "2m0s")\n');
     expect(text).toContain('  TRAVIS_WORKER_TESTCLOUD_MAX_INSTANCES (default "10")\n');
     expect(text).toContain('  TRAVIS_WORKER_TESTCLOUD_SSH_KEY_PATH (default "/etc/mayfly/key")\n');
     expect(text).toContain('  TRAVIS_WORKER_TESTCLOUD_API_TOKEN (default "********")\n');
