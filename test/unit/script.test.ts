@@ -1,7 +1,9 @@
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -316,6 +318,44 @@ describe('build API failures', () => {
       .catch((err: unknown) => err);
     expect(error).toBe(reason);
     expect(server.requests).toHaveLength(0);
+  });
+});
+
+describe('build API over TLS', () => {
+  async function selfSignedServer(): Promise<string> {
+    const dir = await mkdtemp(join(tmpdir(), 'mayfly-tls-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const key = join(dir, 'key.pem');
+    const cert = join(dir, 'cert.pem');
+    await promisify(execFile)('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1',
+    ]);
+    const server = createHttpsServer({ key: readFileSync(key), cert: readFileSync(cert) }, (_req, res) => {
+      res.end('echo over tls');
+    });
+    const sockets = new Set<Socket>();
+    server.on('secureConnection', (socket) => {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    });
+    return `https://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+  }
+
+  it('accepts a self-signed certificate only with insecureSkipVerify', async () => {
+    const uri = await selfSignedServer();
+    const insecure = createScriptGenerator(apiConfig(uri, { insecureSkipVerify: true }), silentLogger);
+    expect((await insecure.generate(payloadOf(), never)).toString()).toBe('echo over tls');
+
+    const verifying = new HttpScriptGenerator({ ...apiConfig(undefined, { timeoutMs: 300 }), uri }, silentLogger, { retryMinTimeoutMs: 5 });
+    const error = await verifying.generate(payloadOf(), never).catch((err: unknown) => err);
+    expect(error).toBeInstanceOf(ScriptUnavailableError);
+    expect((error as Error).message).toMatch(/certificate/i);
   });
 });
 
