@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
+import { threadId } from 'node:worker_threads';
 import ssh2 from 'ssh2';
 
 const SSHD = '/usr/sbin/sshd';
@@ -70,14 +71,21 @@ function hostKey(): string {
 
 let addressCounter = 0;
 
+/** Targets not stopped yet: killed at process exit should a test forget one, so no sshd outlives its tests. */
+const running = new Set<() => void>();
+process.once('exit', () => {
+  for (const kill of running) kill();
+});
+
 /**
- * A loopback address unique to this process and call: 127.<pid bits>.<n>.
- * The whole 127/8 is routed to `lo` on Linux, so no setup is needed.
+ * A loopback address unique to this process (and worker thread) and call:
+ * 127.<pid bits>.<n>. The whole 127/8 is routed to `lo` on Linux, so no
+ * setup is needed. Should two test processes still collide, the ports differ.
  */
 function nextLoopbackAddress(): string {
   addressCounter += 1;
   const second = (process.pid >> 8) & 0xff || 0xff; // never 127.0.x.x: keeps clear of 127.0.0.1
-  const third = process.pid & 0xff;
+  const third = (process.pid + threadId * 97) & 0xff;
   const fourth = ((addressCounter - 1) % 254) + 1;
   return `127.${second}.${third}.${fourth}`;
 }
@@ -259,6 +267,13 @@ export async function startSshd(options: StartSshdOptions): Promise<SshdTarget> 
   }
 
   let stopped = false;
+  const killNow = (): void => {
+    signal(pid, 'SIGSTOP'); // no new connections while the tree is collected
+    killDescendants(pid);
+    signal(pid, 'SIGKILL');
+    removeFiles();
+  };
+  running.add(killNow);
   return {
     host,
     port,
@@ -271,12 +286,10 @@ export async function startSshd(options: StartSshdOptions): Promise<SshdTarget> 
     async stop() {
       if (stopped) return;
       stopped = true;
-      signal(pid, 'SIGSTOP'); // no new connections while the tree is collected
-      killDescendants(pid);
-      signal(pid, 'SIGKILL');
+      running.delete(killNow);
+      killNow();
       await exited;
       child.stderr?.destroy();
-      removeFiles();
     },
   };
 }
