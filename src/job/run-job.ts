@@ -125,7 +125,8 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     try {
       instance = await backend.start(attributes, {
         signal: startup.signal,
-        progress: (line) => void log.write(`${line}\r\n`),
+        // A failed sink also fails the close that follows; no need to hear of it twice.
+        progress: (line) => log.write(`${line}\r\n`).catch(() => {}),
         logger,
       });
     } catch (err) {

@@ -39,6 +39,8 @@ export class FileJobQueue implements JobQueue {
   private watcher: FSWatcher | undefined;
   /** Resolvers of sources waiting for a new file to appear. */
   private waiters = new Set<() => void>();
+  /** Counts wake-ups, so a change seen while a source was busy claiming is not lost. */
+  generation = 0;
 
   constructor(readonly options: FileQueueOptions) {
     this.root = join(options.config.baseDir, options.queueName);
@@ -72,8 +74,12 @@ export class FileJobQueue implements JobQueue {
     this.wake();
   }
 
-  /** Wait until a file may have appeared in `10-created.d` (or the polling interval passed). */
-  async waitForWork(signal: AbortSignal): Promise<void> {
+  /**
+   * Wait until a file may have appeared in `10-created.d` since `seenGeneration`
+   * (or the polling interval passed).
+   */
+  async waitForWork(signal: AbortSignal, seenGeneration: number): Promise<void> {
+    if (this.generation !== seenGeneration) return;
     let wake!: () => void;
     const woken = new Promise<void>((resolve) => (wake = resolve));
     this.waiters.add(wake);
@@ -85,6 +91,7 @@ export class FileJobQueue implements JobQueue {
   }
 
   private wake(): void {
+    this.generation++;
     for (const wake of this.waiters) wake();
   }
 }
@@ -100,9 +107,10 @@ class FileJobSource implements JobSource {
   async next(signal: AbortSignal): Promise<QueuedJob | undefined> {
     const stop = AbortSignal.any([signal, this.closed.signal]);
     while (!stop.aborted) {
+      const seen = this.queue.generation;
       const job = await this.claimOne();
       if (job) return job;
-      await this.queue.waitForWork(stop).catch(() => undefined);
+      await this.queue.waitForWork(stop, seen).catch(() => undefined);
     }
     return undefined;
   }
