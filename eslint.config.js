@@ -11,5 +11,9 @@ export default tseslint.config(
       'no-console': 'error',
     },
   },
+  {
+    files: ['scripts/**/*.mjs'],
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
+  },
   { files: ['scripts/**', 'test/**', 'bench/**'], rules: { 'no-console': 'off' } },
 );
