@@ -13,6 +13,12 @@ export interface BrokerConnection {
   readonly model: ChannelModel;
   /** True once the connection closed, expectedly or not. */
   readonly closed: boolean;
+  /**
+   * The last error the connection reported. Some refusals close the whole
+   * connection (e.g. 503 COMMAND_INVALID for an unknown exchange type), and
+   * the call that caused them only sees "channel ended".
+   */
+  readonly lastError: unknown;
   /** Close cleanly; an unexpected close is no longer reported afterwards. Never throws. */
   close(): Promise<void>;
 }
@@ -63,6 +69,9 @@ export async function openConnection(options: OpenConnectionOptions): Promise<Br
     model,
     get closed() {
       return closed;
+    },
+    get lastError() {
+      return lastError;
     },
     async close() {
       if (closing || closed) return;

@@ -4,6 +4,7 @@
  * with other attributes would fail with 406 PRECONDITION_FAILED).
  */
 import type { Channel, ChannelModel } from 'amqplib';
+import type { BrokerConnection } from './connection.js';
 import { ConfigError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { isUnknownExchangeType } from './errors.js';
@@ -27,17 +28,18 @@ export async function declareJobObjects(connection: ChannelModel, queueName: str
  * sharding, the `x-modulus-hash` exchange (a sharding policy matching its
  * name makes it sharded, as travis expects the operator to set up).
  */
-export async function declareLogObjects(connection: ChannelModel, sharding: boolean, logger: Logger): Promise<void> {
-  await withChannel(connection, logger, async (channel) => {
+export async function declareLogObjects(connection: BrokerConnection, sharding: boolean, logger: Logger): Promise<void> {
+  await withChannel(connection.model, logger, async (channel) => {
     if (sharding) {
       try {
         await channel.assertExchange(SHARDED_LOG_EXCHANGE, 'x-modulus-hash', DURABLE_EXCHANGE);
       } catch (err) {
-        if (isUnknownExchangeType(err)) {
+        // RabbitMQ refuses an unknown exchange type by closing the whole connection (503).
+        if (isUnknownExchangeType(err) || isUnknownExchangeType(connection.lastError)) {
           throw new ConfigError(
             `TRAVIS_WORKER_RABBITMQ_SHARDING=true needs the exchange type x-modulus-hash, which the broker does not know: ` +
               `enable its sharding plugin with \`rabbitmq-plugins enable rabbitmq_sharding\` (or turn sharding off)`,
-            { cause: err },
+            { cause: connection.lastError ?? err },
           );
         }
         throw err;

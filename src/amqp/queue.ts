@@ -86,7 +86,7 @@ export class AmqpJobQueue implements JobQueue {
         });
       }
       await declareJobObjects(this.jobs.model, this.options.queueName, this.logger);
-      await declareLogObjects(this.logsModel(), config.sharding, this.logger);
+      await declareLogObjects(this.logs ?? this.jobs, config.sharding, this.logger);
       // Like travis: a worker that can't hear cancel commands still runs jobs.
       await this.startCommands().catch((err: unknown) => {
         this.logger.error({ err: errorMessage(err) }, 'could not subscribe to cancel commands; cancels are ignored until restart');
