@@ -13,7 +13,7 @@ import { CancelRegistry } from './job/cancels.js';
 import { runJob, type JobResult } from './job/run-job.js';
 import { createScriptGenerator } from './job/script.js';
 import { ProcessorPool } from './pool.js';
-import type { JobQueue } from './queue/contract.js';
+import type { CancelCommand, JobQueue } from './queue/contract.js';
 import { FileJobQueue } from './queue/file.js';
 import { VERSION } from './version.js';
 
@@ -26,6 +26,8 @@ export interface JobDone {
 
 export interface WorkerEvents {
   'job-done': [JobDone];
+  /** A cancel command arrived: delivered to a running job or remembered for later. */
+  cancel: [CancelCommand, 'delivered' | 'remembered'];
 }
 
 export interface Worker {
@@ -82,13 +84,14 @@ export async function startWorker(
   await queue.open();
   const backend = definition.create(config.backendSettings, { logger: logger.child({ backend: definition.name }), hostname: config.hostname });
   const cancels = new CancelRegistry();
+  const events = new EventEmitter<WorkerEvents>();
   queue.onCancel((command) => {
     const outcome = cancels.cancel(command);
     logger.info({ job_id: command.jobId, source: command.source, outcome }, 'cancel command');
+    events.emit('cancel', command, outcome);
   });
 
   const scripts = createScriptGenerator(config.buildApi, logger);
-  const events = new EventEmitter<WorkerEvents>();
   const pool = new ProcessorPool(
     queue,
     async (job, processorId) => {

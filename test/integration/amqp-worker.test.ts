@@ -1,0 +1,287 @@
+/**
+ * The whole worker against the real broker and real sshd "VMs": jobs
+ * published by hand in travis' format, and what comes out on
+ * `reporting.jobs.builds` and `reporting.jobs.logs`, checked message by
+ * message against PROTOCOL.md.
+ */
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { CancelCommand } from '../../src/queue/contract.js';
+import { createVhost, drain, messageCount, publishRaw, purge, type DrainedMessage, type TestVhost } from '../helpers/rabbitmq.js';
+import { generateClientKey, startSshd, type SshdTarget } from '../helpers/sshd.js';
+import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+
+const QUEUE = 'builds.test';
+let vhost: TestVhost;
+let key: { privateKey: string; publicKey: string };
+let target: SshdTarget;
+let buildApi: Server;
+let buildApiUri: string;
+const buildRequests: { url: string; authorization: string | undefined; body: Record<string, unknown> }[] = [];
+/** What the fake build API answers for a job id (a bash script). */
+const scripts = new Map<number, string>();
+let worker: TestWorker | undefined;
+
+async function readBody(request: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of request) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+beforeAll(async () => {
+  vhost = await createVhost();
+  key = generateClientKey();
+  target = await startSshd({ authorizedKeys: [key.publicKey] });
+  buildApi = createServer((request, response) => {
+    void readBody(request).then((text) => {
+      const body = JSON.parse(text) as Record<string, unknown>;
+      buildRequests.push({ url: request.url ?? '', authorization: request.headers.authorization, body });
+      const jobId = Number(new URL(request.url ?? '/', 'http://x').searchParams.get('job_id'));
+      response.end(scripts.get(jobId) ?? 'echo no script for this job; exit 2');
+    });
+  });
+  buildApi.listen(0, '127.0.0.1');
+  await once(buildApi, 'listening');
+  buildApiUri = `http://s3cr3t-token@127.0.0.1:${(buildApi.address() as AddressInfo).port}/script`;
+});
+
+afterAll(async () => {
+  buildApi?.close();
+  await target?.stop();
+  await vhost?.delete();
+});
+
+afterEach(async () => {
+  await worker?.stop();
+  worker = undefined;
+  await purge(vhost.uri, QUEUE, 'reporting.jobs.builds', 'reporting.jobs.logs');
+});
+
+async function start(env: Record<string, string> = {}): Promise<TestWorker> {
+  worker = await startTestWorker({
+    TRAVIS_WORKER_QUEUE_TYPE: 'amqp',
+    TRAVIS_WORKER_AMQP_URI: vhost.uri,
+    TRAVIS_WORKER_QUEUE_NAME: QUEUE,
+    TRAVIS_WORKER_BUILD_API_URI: buildApiUri,
+    TRAVIS_WORKER_PROVIDER_NAME: 'ssh',
+    TRAVIS_WORKER_SSH_HOSTS: `${target.host}:${target.port}`,
+    TRAVIS_WORKER_SSH_USER: target.username,
+    TRAVIS_WORKER_SSH_KEY: key.privateKey,
+    TRAVIS_WORKER_INFRA: 'test-infra',
+    ...env,
+  });
+  return worker;
+}
+
+/** A payload in the shape of a real one (PROTOCOL.md's example), for job `id`. */
+function travisPayload(id: number, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    type: 'test',
+    vm_type: 'default',
+    queue: 'builds.test',
+    uuid: `uuid-${id}`,
+    config: { language: 'ruby', script: 'echo Hello World', os: 'linux', group: 'stable', dist: 'trusty' },
+    env_vars: [],
+    job: { id, number: '445.1', commit: 'fad82cc7', branch: 'master', pull_request: false, queued_at: '2018-05-14T14:26:50Z' },
+    source: { id: 721269, number: '445', event_type: 'push' },
+    repository: { id: 44461, slug: 'octo/hello-world' },
+    ssh_key: null,
+    timeouts: { hard_limit: 3000, log_silence: null },
+    ...extra,
+  };
+}
+
+async function publishJob(payload: Record<string, unknown> | string): Promise<void> {
+  await publishRaw(vhost.uri, '', QUEUE, typeof payload === 'string' ? payload : JSON.stringify(payload));
+}
+
+const timeout = (): AbortSignal => AbortSignal.timeout(20_000);
+
+/** Every message now in a reporting queue (the worker publishes with confirms before it settles a job). */
+async function drainAll(queue: string): Promise<DrainedMessage[]> {
+  return drain(vhost.uri, queue, await messageCount(vhost.uri, queue), timeout());
+}
+
+/** Consume log parts until their text contains `text`; returns the parts consumed. */
+async function logPartsUntil(text: string): Promise<DrainedMessage[]> {
+  const parts: DrainedMessage[] = [];
+  const signal = timeout();
+  while (!logTextOf(parts).includes(text)) parts.push(...(await drain(vhost.uri, 'reporting.jobs.logs', 1, signal)));
+  return parts;
+}
+
+const statesOf = (messages: DrainedMessage[]): string[] => messages.map((m) => (m.body as { state: string }).state);
+const logTextOf = (messages: DrainedMessage[]): string => messages.map((m) => (m.body as { log: string }).log).join('');
+
+describe('amqp worker on ssh hosts', () => {
+  it('turns a travis payload into exactly the state updates and log parts of the protocol', async () => {
+    const w = await start();
+    const jobId = 721270;
+    scripts.set(jobId, 'echo Hello World; exit 0');
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId, { meta: { state_update_count: 2 } }));
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+
+    // The build API got the raw payload plus the worker's settings, with the token as a header.
+    const request = buildRequests.find((r) => r.url.includes(`job_id=${jobId}`));
+    expect(request?.url).toBe(`/script?job_id=${jobId}&source=worker`);
+    expect(request?.authorization).toBe('token s3cr3t-token');
+    expect(request?.body).toMatchObject({ ...travisPayload(jobId, { meta: { state_update_count: 2 } }), paranoid: false, fix_resolv_conf: false, fix_etc_hosts: false });
+
+    const states = await drainAll('reporting.jobs.builds');
+    expect(statesOf(states)).toEqual(['received', 'started', 'passed']);
+    expect(states.map((m) => m.properties.type)).toEqual(['job:test:receive', 'job:test:start', 'job:test:finish']);
+    for (const message of states) {
+      expect(message.properties.contentType).toBe('application/json');
+      expect(message.properties.deliveryMode).toBe(2);
+      expect(typeof message.properties.timestamp).toBe('number');
+      expect(message.fields.exchange).toBe('');
+      expect(message.fields.routingKey).toBe('reporting.jobs.builds');
+    }
+    const rfc3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/;
+    const [received, started, passed] = states.map((m) => m.body as Record<string, unknown>);
+    expect(received).toEqual({
+      id: jobId,
+      state: 'received',
+      meta: { state_update_count: 2, uuid: `uuid-${jobId}` },
+      queued_at: '2018-05-14T14:26:50Z',
+      received_at: expect.stringMatching(rfc3339),
+    });
+    expect(started).toEqual({
+      id: jobId,
+      state: 'started',
+      meta: { state_update_count: 3, uuid: `uuid-${jobId}`, instance_id: expect.any(String) },
+      queued_at: '2018-05-14T14:26:50Z',
+      received_at: received?.received_at,
+      started_at: expect.stringMatching(rfc3339),
+    });
+    expect(passed).toEqual({
+      id: jobId,
+      state: 'passed',
+      meta: { state_update_count: 4, uuid: `uuid-${jobId}`, instance_id: expect.any(String) },
+      queued_at: '2018-05-14T14:26:50Z',
+      received_at: received?.received_at,
+      started_at: started?.started_at,
+      finished_at: expect.stringMatching(rfc3339),
+    });
+
+    const parts = await drainAll('reporting.jobs.logs');
+    expect(parts.length).toBeGreaterThanOrEqual(2);
+    expect(parts.map((m) => (m.body as { number: number }).number)).toEqual(parts.map((_m, i) => i));
+    for (const [i, message] of parts.entries()) {
+      const part = message.body as Record<string, unknown>;
+      const last = i === parts.length - 1;
+      expect(message.properties.type).toBe('job:test:log');
+      expect(message.properties.deliveryMode).toBe(2);
+      expect(message.properties.contentType).toBe('application/json');
+      expect(message.fields.exchange).toBe('reporting');
+      expect(message.fields.routingKey).toBe('reporting.jobs.logs');
+      expect(part.id).toBe(jobId);
+      expect(part.uuid).toBe(`uuid-${jobId}`);
+      expect(part.final).toBe(last);
+      expect(Buffer.byteLength(part.log as string)).toBeLessThanOrEqual(1653);
+      if (last) expect(part.log).toBe('');
+    }
+    // The first part after `started` carries the meta; the key order is travis'.
+    expect(Object.keys(parts[0]?.body as object)).toEqual(['id', 'log', 'number', 'uuid', 'final', 'meta']);
+    expect((parts[0]?.body as { meta: unknown }).meta).toEqual({
+      queued_at: '2018-05-14T14:26:50Z',
+      repo: 'octo/hello-world',
+      queue: 'builds.test',
+      infra: 'test-infra',
+    });
+    expect(parts.slice(1).every((m) => !('meta' in (m.body as object)))).toBe(true);
+    const log = logTextOf(parts);
+    expect(log).toContain('travis_fold:start:worker_info');
+    expect(log).toContain('Hello World\r\n');
+
+    // Acknowledged: nothing left in the job queue, nothing redelivered.
+    expect(await messageCount(vhost.uri, QUEUE)).toBe(0);
+  });
+
+  it.each([
+    [1, 'failed'],
+    [5, 'errored'],
+  ])('reports exit status %i as %s', async (code, state) => {
+    const w = await start();
+    const jobId = 800 + code;
+    scripts.set(jobId, `echo bye; exit ${code}`);
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId));
+    expect((await done).result).toEqual({ outcome: 'finished', state });
+    expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'started', state]);
+  });
+
+  it('requeues (reset) a job whose SSH connection drops mid-script, and acknowledges it', async () => {
+    const w = await start();
+    const jobId = 900;
+    scripts.set(jobId, 'echo running; sleep 60');
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId));
+    // Drop the connection once the script runs (its output is in the log).
+    await logPartsUntil('running');
+    await target.dropConnections();
+    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'E_CONNECTION_LOST' });
+    const states = await drainAll('reporting.jobs.builds');
+    expect(statesOf(states)).toEqual(['received', 'started', 'reset']);
+    expect(states[2]?.properties.type).toBe('job:test:reset');
+    expect((states[2]?.body as { meta: { state_update_count: number } }).meta.state_update_count).toBe(2);
+    expect(await messageCount(vhost.uri, QUEUE)).toBe(0);
+  });
+
+  it('requeues a job whose host never accepts the upload within the upload timeout', async () => {
+    const w = await start({ TRAVIS_WORKER_SSH_HOSTS: '127.0.0.1:1', TRAVIS_WORKER_SCRIPT_UPLOAD_TIMEOUT: '300ms' });
+    const jobId = 901;
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId));
+    const { result } = await done;
+    expect(result.outcome).toBe('requeued');
+    expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'reset']);
+  });
+
+  it('cancels a running job on a cancel command from worker.commands', async () => {
+    const w = await start();
+    const jobId = 902;
+    scripts.set(jobId, 'echo running; sleep 60');
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId));
+    await logPartsUntil('running');
+    await publishRaw(vhost.uri, 'worker.commands', '', JSON.stringify({ type: 'cancel_job', job_id: jobId, source: 'api', reason: 'stop it' }));
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'cancelled' });
+    expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'started', 'cancelled']);
+    const parts = await drainAll('reporting.jobs.logs');
+    expect(logTextOf(parts)).toContain('Done: Job Cancelled\n\nstop it');
+    expect((parts.at(-1)?.body as { final: boolean }).final).toBe(true);
+  });
+
+  it('cancels a job whose cancel command came while it was still queued', async () => {
+    const w = await start();
+    const jobId = 903;
+    scripts.set(jobId, 'echo this must not run; exit 0');
+    const heard = once(w.worker.events, 'cancel') as Promise<[CancelCommand, string]>;
+    await publishRaw(vhost.uri, 'worker.commands', '', JSON.stringify({ type: 'cancel_job', job_id: jobId, source: 'api', reason: 'never mind' }));
+    expect((await heard)[1]).toBe('remembered');
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId));
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'cancelled' });
+    expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'cancelled']);
+    const log = logTextOf(await drainAll('reporting.jobs.logs'));
+    expect(log).toContain('never mind');
+    expect(log).not.toContain('this must not run');
+  });
+
+  it('drops a payload that is not a job without stalling, and runs the next one', async () => {
+    const w = await start();
+    const jobId = 904;
+    scripts.set(jobId, 'exit 0');
+    const done = w.jobDone(jobId);
+    await publishJob('this is not json');
+    await publishJob(JSON.stringify({ job: {} }));
+    await publishJob(travisPayload(jobId));
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'started', 'passed']);
+    expect(await messageCount(vhost.uri, QUEUE)).toBe(0);
+  });
+});
