@@ -4,10 +4,11 @@
  * worker. An unexpected close is reported once through `onLost`.
  */
 import { connect, type ChannelModel } from 'amqplib';
+import { maskUrl } from '../config.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { BrokerError } from './errors.js';
-import { connectTarget, maskUri, type ConnectSettings } from './uri.js';
+import { connectTarget, type ConnectSettings } from './uri.js';
 
 export interface BrokerConnection {
   readonly model: ChannelModel;
@@ -34,7 +35,7 @@ export interface OpenConnectionOptions extends ConnectSettings {
 
 export async function openConnection(options: OpenConnectionOptions): Promise<BrokerConnection> {
   const { uri, role, logger } = options;
-  const masked = maskUri(uri);
+  const masked = maskUrl(uri);
   const target = connectTarget(uri, options);
   let model: ChannelModel;
   try {

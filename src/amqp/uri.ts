@@ -1,23 +1,8 @@
 /**
- * Broker URIs: masking them for logs, and turning one plus the settings
- * into what amqplib's `connect` takes.
+ * A broker URI plus the settings, turned into what amqplib's `connect`
+ * takes. (Masking a URI for logs is `maskUrl` in src/config.ts.)
  */
 import type { SocketOptions } from 'amqplib';
-
-/**
- * The URI with its password replaced by `***`, for logs and error messages.
- * Never throws: text that is not a URI is masked by pattern.
- */
-export function maskUri(uri: string): string {
-  try {
-    const url = new URL(uri);
-    if (url.password === '') return uri;
-    url.password = '***';
-    return url.toString();
-  } catch {
-    return uri.replace(/\/\/([^:/@]*):[^@/]*@/, '//$1:***@');
-  }
-}
 
 /** How long the TCP (and TLS) handshake plus the AMQP opening may take. */
 export const CONNECT_TIMEOUT_MS = 30_000;
