@@ -21,8 +21,12 @@ export type BrokerErrorKind =
 
 export class BrokerError extends Error {
   readonly code = 'E_BROKER';
-  /** The broker redelivers an unacknowledged job on its own; the worker never publishes `reset` for this. */
-  readonly requeue = false;
+  /**
+   * The infrastructure failed, not the job: run it again (`reset`). A job
+   * whose delivery is lost is redelivered by the broker anyway; the
+   * pipeline sees that through `QueuedJob.lost`, not through this flag.
+   */
+  readonly requeue = true;
 
   constructor(
     message: string,

@@ -108,7 +108,7 @@ describe('broker error classification', () => {
   it('keeps code and cause', () => {
     const cause = new Error('x');
     const err = new BrokerError('lost', 'closed', { cause });
-    expect(err).toMatchObject({ code: 'E_BROKER', kind: 'closed', requeue: false, cause });
+    expect(err).toMatchObject({ code: 'E_BROKER', kind: 'closed', requeue: true, cause });
   });
 });
 
