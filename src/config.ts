@@ -16,7 +16,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import convict from 'convict';
-import type { BackendDefinition } from './backend/contract.js';
+import type { BackendDefinition, SettingFamily } from './backend/contract.js';
 import { ConfigError, errorMessage } from './errors.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES } from './job/payload.js';
 import { parseGoDuration } from './settings.js';
@@ -24,6 +24,7 @@ import {
   ENV_PREFIX,
   MASK,
   backendEnvName,
+  familyEnvPrefix,
   closestName,
   exportLine,
   formatSettingValue,
@@ -405,6 +406,40 @@ function trustedCerts(inline: string, path: string, pathVariable: string, proble
 
 type Owner = { kind: 'core' | 'ignored' } | { kind: 'backend'; backend: string };
 
+/** A family variable's backend, family key and name (lower case), if `variable` is one. */
+function familyMember(
+  variable: string,
+  backends: readonly AnyBackendDefinition[],
+): { backend: string; family: string; name: string } | undefined {
+  for (const backend of backends) {
+    for (const [family, { prefix }] of Object.entries(backend.settingFamilies ?? {}) as [string, SettingFamily][]) {
+      const start = familyEnvPrefix(backend.name, prefix);
+      if (variable.startsWith(start) && variable.length > start.length) {
+        return { backend: backend.name, family, name: variable.slice(start.length).toLowerCase() };
+      }
+    }
+  }
+  return undefined;
+}
+
+/** The selected backend's family settings from `env`, e.g. `{ images: { ruby: '...' } }`. */
+function readFamilies(
+  backend: AnyBackendDefinition,
+  backends: readonly AnyBackendDefinition[],
+  known: Map<string, Owner>,
+  env: NodeJS.ProcessEnv,
+): Record<string, Record<string, string>> {
+  const families: Record<string, Record<string, string>> = Object.fromEntries(
+    Object.keys(backend.settingFamilies ?? {}).map((family) => [family, {}]),
+  );
+  for (const [variable, value] of Object.entries(env)) {
+    if (value === undefined || known.has(variable)) continue;
+    const member = familyMember(variable, backends);
+    if (member?.backend === backend.name) (families[member.family] as Record<string, string>)[member.name] = value;
+  }
+  return families;
+}
+
 /** Which variables exist: core, ignored, and every declared setting of every backend. */
 function knownVariables(backends: readonly AnyBackendDefinition[]): Map<string, Owner> {
   const known = new Map<string, Owner>();
@@ -439,7 +474,7 @@ export function loadConfig(backends: readonly AnyBackendDefinition[], env: NodeJ
     if (!variable.startsWith(ENV_PREFIX) || value === undefined) continue;
     const owner = known.get(variable);
     if (owner?.kind === 'ignored') ignoredSettings.push(variable);
-    if (owner !== undefined) continue;
+    if (owner !== undefined || familyMember(variable, backends) !== undefined) continue;
     if (COMMAND_LINE_ONLY.has(variable)) {
       problems.add(variable, 'is not read from the environment by mayfly: pass the command-line flag instead');
       continue;
@@ -458,7 +493,8 @@ export function loadConfig(backends: readonly AnyBackendDefinition[], env: NodeJ
     const names = backends.map((candidate) => candidate.name).sort();
     problems.add(ENV.providerName, `unknown provider ${JSON.stringify(providerName)} (known: ${names.join(', ') || 'none'})`);
   } else {
-    backendSettings = readSettings(backend.settings, (leaf) => backendEnvName(backend.name, leaf.parts), env, problems);
+    const declared = readSettings(backend.settings, (leaf) => backendEnvName(backend.name, leaf.parts), env, problems);
+    if (declared !== undefined) backendSettings = { ...declared, ...readFamilies(backend, backends, known, env) };
   }
 
   const tlsCert = core && trustedCerts(core.amqpTlsCert, core.amqpTlsCertPath, ENV.amqpTlsCertPath, problems);
@@ -663,13 +699,22 @@ export function echoConfig(config: WorkerConfig, backends: readonly AnyBackendDe
       : schemaLeaves(backend.settings)
           .map((leaf) => ({ leaf, variable: backendEnvName(backend.name, leaf.parts) }))
           .sort((a, b) => byCodeUnits(a.variable, b.variable))
-          .map(({ leaf, variable }) => exportLine(variable, formatSettingValue(leaf.node, valueAt(config.backendSettings, leaf.parts))));
+          .map(({ leaf, variable }) => exportLine(variable, formatSettingValue(leaf.node, valueAt(config.backendSettings, leaf.parts))))
+          .concat(echoFamilies(backend, config.backendSettings));
 
   const lines = ['# mayfly effective configuration (secrets masked)', ...core, '', `# provider settings (${config.providerName})`, ...provider];
   if (config.ignoredSettings.length > 0) {
     lines.push('', `# set but not used by mayfly: ${config.ignoredSettings.join(' ')}`);
   }
   return `${lines.join('\n')}\n`;
+}
+
+function echoFamilies(backend: AnyBackendDefinition, settings: Record<string, unknown>): string[] {
+  return (Object.entries(backend.settingFamilies ?? {}) as [string, SettingFamily][]).flatMap(([family, { prefix, sensitive }]) =>
+    Object.entries((settings[family] ?? {}) as Record<string, string>)
+      .map(([name, value]) => exportLine(`${familyEnvPrefix(backend.name, prefix)}${name.toUpperCase()}`, sensitive && value !== '' ? MASK : value))
+      .sort(byCodeUnits),
+  );
 }
 
 function valueAt(settings: Record<string, unknown>, parts: readonly string[]): unknown {
@@ -697,12 +742,16 @@ export function listBackendProviders(backends: readonly AnyBackendDefinition[]):
     .sort((a, b) => a.name.localeCompare(b.name))
     .map((backend) => {
       const leaves = schemaLeaves(backend.settings);
-      const settings = leaves.length === 0
+      const families = (Object.values(backend.settingFamilies ?? {}) as SettingFamily[]).flatMap(({ prefix, doc }) => [
+        `  ${familyEnvPrefix(backend.name, prefix)}<NAME>`,
+        `      ${doc}`,
+      ]);
+      const settings = leaves.length === 0 && families.length === 0
         ? ['  (no settings)']
         : leaves.flatMap((leaf) => {
             const doc = typeof leaf.node.doc === 'string' && leaf.node.doc !== '' ? [`      ${leaf.node.doc}`] : [];
             return [`  ${backendEnvName(backend.name, leaf.parts)} ${describeDefault(leaf.node)}`, ...doc];
-          });
+          }).concat(families);
       return [`${backend.name}: ${backend.description}`, ...settings].join('\n');
     });
   return `${sections.join('\n\n')}\n`;

@@ -61,6 +61,11 @@ export function backendEnvName(backendName: string, parts: readonly string[]): s
   return `${ENV_PREFIX}${upperSnake(backendName)}_${parts.map(upperSnake).join('_')}`;
 }
 
+/** The start of a setting family's variables: `TRAVIS_WORKER_<BACKEND>_<PREFIX>_` (then a free-form name). */
+export function familyEnvPrefix(backendName: string, prefix: string): string {
+  return `${ENV_PREFIX}${upperSnake(backendName)}_${prefix}_`;
+}
+
 /** What the text of a variable must look like before convict sees it. */
 type TextKind = 'boolean' | 'integer' | 'number' | 'text';
 

@@ -7,7 +7,7 @@
 import { mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Backend, BackendDefinition, Instance, StartAttributes } from '../../src/backend/contract.js';
+import type { Backend, BackendDefinition, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
 import { LocalInstance } from './instance.js';
 
 export interface LocalSettings {
@@ -17,7 +17,8 @@ export interface LocalSettings {
 class LocalBackend implements Backend {
   constructor(private readonly settings: LocalSettings) {}
 
-  async start(attributes: StartAttributes): Promise<Instance> {
+  async start(attributes: StartAttributes, { signal }: StartOptions): Promise<Instance> {
+    signal.throwIfAborted();
     const started = Date.now();
     await mkdir(this.settings.scriptsDir, { recursive: true });
     const dir = await mkdtemp(join(this.settings.scriptsDir, `job-${attributes.jobId}-`));

@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
 import { access, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Instance, RunOptions, RunResult } from '../../src/backend/contract.js';
+import type { Instance, RunOptions, RunResult, UploadOptions } from '../../src/backend/contract.js';
 import { StaleVmError, UploadError } from '../../src/errors.js';
 import { killProcessGroup, killProcessTree } from '../../src/util/process-tree.js';
+import { outputFlushed } from '../../src/util/streams.js';
 
 const SCRIPT_NAME = 'build.sh';
 
@@ -35,7 +36,8 @@ export class LocalInstance implements Instance {
     return this.dir;
   }
 
-  async upload(script: Buffer): Promise<void> {
+  async upload(script: Buffer, { signal }: UploadOptions): Promise<void> {
+    signal.throwIfAborted();
     const path = join(this.dir, SCRIPT_NAME);
     const exists = await access(path).then(
       () => true,
@@ -70,7 +72,8 @@ export class LocalInstance implements Instance {
       const settle = (): void => {
         if (openStreams > 0 || !exit) return;
         signal.removeEventListener('abort', onAbort);
-        resolve(exit);
+        const result = exit;
+        void outputFlushed(output).then(() => resolve(result));
       };
       for (const stream of [child.stdout, child.stderr]) {
         stream.pipe(output, { end: false });

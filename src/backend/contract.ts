@@ -36,6 +36,13 @@ export interface StartAttributes {
   warmer: boolean;
 }
 
+/**
+ * The steps of bringing an instance up, timed for metrics: the create call
+ * returned, the instance runs, its address is known, SSH accepts, the script
+ * is uploaded.
+ */
+export type BootPhase = 'create' | 'running' | 'ip' | 'ssh-ready' | 'upload';
+
 export interface StartOptions {
   /** Aborts on startup timeout, cancel and shutdown: stop booting and release what was made. */
   signal: AbortSignal;
@@ -43,6 +50,8 @@ export interface StartOptions {
   progress: (line: string) => void;
   /** A logger already carrying the job id, processor and backend. */
   logger: Logger;
+  /** Report how long a boot phase took, in milliseconds (also from the instance, later, for `ssh-ready` and `upload`). */
+  recordPhase: (phase: BootPhase, durationMs: number) => void;
 }
 
 export interface UploadOptions {
@@ -79,9 +88,11 @@ export interface Instance {
    */
   upload(script: Buffer, options: UploadOptions): Promise<void>;
   /**
-   * Run the uploaded script under a terminal and resolve when it exits.
-   * Throws `ConnectionLostError` when the outcome can't be known. When
-   * `signal` aborts, stops the script and settles promptly (either way).
+   * Run the uploaded script under a terminal and resolve when it has exited
+   * and every byte of its output has been processed by `output` (see
+   * `outputFlushed`). Throws `ConnectionLostError` when the outcome can't be
+   * known. When `signal` aborts, stops the script and settles promptly
+   * (either way).
    */
   run(options: RunOptions): Promise<RunResult>;
   /** Release everything the instance holds. Idempotent; safe after a failed start or upload. */
@@ -106,14 +117,30 @@ export interface BackendContext {
 }
 
 /**
+ * A family of settings whose names end in a free-form part, such as
+ * travis' `TRAVIS_WORKER_GCE_IMAGE_<LANGUAGE>`. Every variable
+ * `TRAVIS_WORKER_<BACKEND>_<PREFIX>_<NAME>` that is not a declared setting
+ * lands in `settings[<family key>][<name, lower case>]` as text.
+ */
+export interface SettingFamily {
+  /** The part after the backend name, upper snake case, e.g. `IMAGE`. */
+  prefix: string;
+  doc: string;
+  sensitive?: boolean;
+}
+
+/**
  * What each folder under `backends/` exports. Its settings are read from
  * `TRAVIS_WORKER_<NAME>_<KEY>` (name upper-cased), declared in `settings`.
  */
-export interface BackendDefinition<Settings = Record<string, unknown>> {
+export interface BackendDefinition<Settings = Record<string, unknown>, Families extends keyof Settings & string = never> {
   /** `TRAVIS_WORKER_PROVIDER_NAME` value, lower case. */
   name: string;
   /** One line for `--list-backend-providers`. */
   description: string;
-  settings: SettingsSchema<Settings>;
+  /** The declared settings; the families' properties are filled by the loader. */
+  settings: SettingsSchema<Omit<Settings, Families>>;
+  /** Free-form setting families, keyed by the property of `Settings` that receives them (a `Record<string, string>`). */
+  settingFamilies?: Record<Families, SettingFamily>;
   create(settings: Settings, context: BackendContext): Backend;
 }

@@ -128,6 +128,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
         // A failed sink also fails the close that follows; no need to hear of it twice.
         progress: (line) => log.write(`${line}\r\n`).catch(() => {}),
         logger,
+        recordPhase: (phase, durationMs) => logger.debug({ phase, duration_ms: durationMs }, 'boot phase'),
       });
     } catch (err) {
       throw startup.signal.aborted ? startup.signal.reason : err;

@@ -36,6 +36,8 @@ export class SshConnection {
   /** Close the connection and wait until the socket is gone. Idempotent. */
   async close(): Promise<void> {
     if (this.#open) {
+      // Not open from now on: nobody may start a command on a closing connection.
+      this.#open = false;
       this.client.end();
       const timer = setTimeout(() => this.client.destroy(), CLOSE_GRACE_MS);
       timer.unref();

@@ -128,7 +128,7 @@ export class SshInstance implements Instance {
         userMessage: 'The connection to the build machine was lost; the job will be run again.',
       });
     }
-    return runCommand(connection.client, this.#options.runCommand ?? DEFAULT_RUN_COMMAND, {
+    return runCommand(connection, this.#options.runCommand ?? DEFAULT_RUN_COMMAND, {
       output: options.output,
       signal: options.signal,
     });
@@ -143,7 +143,7 @@ export class SshInstance implements Instance {
   async exec(command: string, options: ExecOptions): Promise<ExecResult> {
     const connection = await this.#connect(options.signal, options.maxAttempts ?? 1);
     const capture = new BoundedCapture(EXEC_OUTPUT_LIMIT_BYTES);
-    const result = await runCommand(connection.client, command, {
+    const result = await runCommand(connection, command, {
       output: capture,
       signal: options.signal,
       pty: false,

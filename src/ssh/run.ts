@@ -5,9 +5,11 @@
  * in write(2). Memory held here is bounded by the channel window (2 MiB).
  */
 import type { Writable } from 'node:stream';
-import type { Client, ClientChannel, PseudoTtyOptions } from 'ssh2';
+import type { ClientChannel, PseudoTtyOptions } from 'ssh2';
 import type { RunResult } from '../backend/contract.js';
 import { ConnectionLostError, errorMessage } from '../errors.js';
+import { outputFlushed } from '../util/streams.js';
+import type { SshConnection } from './connection.js';
 
 /** The terminal travis-ci/worker gives build scripts (`xterm`, 40 rows by 80 columns). */
 export const BUILD_PTY: PseudoTtyOptions = { term: 'xterm', rows: 40, cols: 80 };
@@ -34,12 +36,13 @@ function lost(message: string, cause?: unknown): ConnectionLostError {
 }
 
 /**
- * Run `command` on the machine behind `client` and resolve with how it
+ * Run `command` on the machine behind `connection` and resolve with how it
  * ended. Rejects with `ConnectionLostError` when the channel closes without an
  * exit status (the connection dropped: the outcome is unknown).
  */
-export function runCommand(client: Client, command: string, options: RunCommandOptions): Promise<RunResult> {
+export function runCommand(connection: SshConnection, command: string, options: RunCommandOptions): Promise<RunResult> {
   const { output, signal } = options;
+  const { client } = connection;
   return new Promise<RunResult>((resolve, reject) => {
     let channel: ClientChannel | undefined;
     let settled = false;
@@ -61,7 +64,7 @@ export function runCommand(client: Client, command: string, options: RunCommandO
         channel.signal('KILL');
         channel.close();
       }
-      client.end();
+      void connection.close();
     };
     const onAbort = (): void => {
       kill();
@@ -92,11 +95,11 @@ export function runCommand(client: Client, command: string, options: RunCommandO
       opened.on('exit', (code: number | null, name?: string) => {
         exit = name === undefined || code !== null ? { exitCode: code } : { exitCode: null, signal: signalName(name) };
       });
-      // 'close' comes after 'end', i.e. after every byte went to `output`.
+      // 'close' comes after 'end', i.e. after every byte was handed to `output`.
       opened.on('close', () => {
         if (exit !== undefined) {
           const result = exit;
-          settle(() => resolve(result));
+          void outputFlushed(output).then(() => settle(() => resolve(result)));
         } else {
           settle(() => reject(lost('the connection closed before the script reported an exit status')));
         }

@@ -37,7 +37,7 @@ afterAll(async () => {
 });
 
 async function startWith(script: string): Promise<Instance> {
-  const instance = await backend.start(attributes, { signal: never, progress: () => {}, logger: silentLogger });
+  const instance = await backend.start(attributes, { signal: never, progress: () => {}, logger: silentLogger, recordPhase: () => {} });
   await instance.upload(Buffer.from(script), { signal: never });
   return instance;
 }
@@ -72,7 +72,7 @@ describe('local backend', () => {
     const output = new CollectingWritable();
     const stop = new AbortController();
     const running = instance.run({ output, signal: stop.signal });
-    await vi.waitFor(() => expect(output.text).toContain('ready'));
+    await output.until('ready');
     const pids = ['bg.pid', 'sid.pid'].map((f) => Number(readFileSync(join(instance.id, f), 'utf8')));
     expect(pids.every(isAlive)).toBe(true);
     stop.abort(new Error('cancelled'));

@@ -90,7 +90,7 @@ interface Job {
 
 async function startJob(backend: Backend, signal = new AbortController().signal): Promise<Job> {
   const progress: string[] = [];
-  const instance = await backend.start(attributes, { signal, progress: (line) => progress.push(line), logger: silentLogger });
+  const instance = await backend.start(attributes, { signal, progress: (line) => progress.push(line), logger: silentLogger, recordPhase: () => {} });
   cleanups.push(() => instance.destroy());
   return {
     instance,

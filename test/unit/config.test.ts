@@ -463,6 +463,57 @@ describe('backend settings', () => {
   });
 });
 
+describe('backend setting families', () => {
+  interface ImageSettings {
+    imageDefault: string;
+    images: Record<string, string>;
+    tokens: Record<string, string>;
+  }
+  const imaged: BackendDefinition<ImageSettings, 'images' | 'tokens'> = {
+    name: 'imaged',
+    description: 'picks an image per language',
+    settings: { imageDefault: { doc: 'image when no other matches', format: String, default: 'base' } },
+    settingFamilies: {
+      images: { prefix: 'IMAGE', doc: 'image for jobs of language <NAME>' },
+      tokens: { prefix: 'TOKEN', doc: 'a token per tenant', sensitive: true },
+    },
+    create: notStarted,
+  };
+  const backends = [local, imaged];
+
+  it('collects TRAVIS_WORKER_<BACKEND>_<PREFIX>_<NAME> into a map keyed by the lower-case name, next to declared settings', () => {
+    const config = loadConfig(backends, {
+      TRAVIS_WORKER_PROVIDER_NAME: 'imaged',
+      TRAVIS_WORKER_IMAGED_IMAGE_DEFAULT: 'travis-default',
+      TRAVIS_WORKER_IMAGED_IMAGE_RUBY: 'travis-ruby',
+      TRAVIS_WORKER_IMAGED_IMAGE_NODE_JS: 'travis-node',
+    });
+    expect(config.backendSettings).toEqual({
+      imageDefault: 'travis-default',
+      images: { ruby: 'travis-ruby', node_js: 'travis-node' },
+      tokens: {},
+    });
+  });
+
+  it("accepts another backend's family variables and still rejects unknown ones", () => {
+    expect(loadConfig(backends, { TRAVIS_WORKER_IMAGED_IMAGE_GO: 'x' }).backendSettings).toEqual({ scriptsDir: './var/local' });
+    expect(configErrorOf({ TRAVIS_WORKER_IMAGED_IMAGES_GO: 'x' }, backends)).toContain('TRAVIS_WORKER_IMAGED_IMAGES_GO: unknown setting');
+  });
+
+  it('echoes family members, masking sensitive ones, and lists the family', () => {
+    const config = loadConfig(backends, {
+      TRAVIS_WORKER_PROVIDER_NAME: 'imaged',
+      TRAVIS_WORKER_IMAGED_IMAGE_RUBY: 'travis-ruby',
+      TRAVIS_WORKER_IMAGED_TOKEN_ACME: 'acme-s3cr3t',
+    });
+    const echoed = echoConfig(config, backends);
+    expect(echoed).toContain('export TRAVIS_WORKER_IMAGED_IMAGE_RUBY="travis-ruby"');
+    expect(echoed).toContain('export TRAVIS_WORKER_IMAGED_TOKEN_ACME="********"');
+    expect(echoed).not.toContain('acme-s3cr3t');
+    expect(listBackendProviders(backends)).toContain('TRAVIS_WORKER_IMAGED_IMAGE_<NAME>\n      image for jobs of language <NAME>');
+  });
+});
+
 describe('echoConfig', () => {
   const secrets = {
     TRAVIS_WORKER_PROVIDER_NAME: 'testcloud',
