@@ -16,7 +16,8 @@ export type ErrorCode =
   | 'E_UPLOAD_TIMEOUT'
   | 'E_STALE_VM'
   | 'E_CONNECTION_LOST'
-  | 'E_NO_CAPACITY';
+  | 'E_NO_CAPACITY'
+  | 'E_BROKER';
 
 export interface MayflyErrorOptions {
   cause?: unknown;
@@ -113,6 +114,37 @@ export class StaleVmError extends MayflyError {
 export class ConnectionLostError extends MayflyError {
   readonly code = 'E_CONNECTION_LOST';
   readonly requeue = true;
+}
+
+/** What went wrong between the worker and the broker. */
+export type BrokerErrorKind =
+  /** A channel or connection closed while something still needed it. */
+  | 'closed'
+  /** The broker refused a published message (basic.nack). */
+  | 'nacked'
+  /** The broker closed the job's channel because the delivery stayed unacknowledged past `consumer_timeout`. */
+  | 'consumer-timeout'
+  /** The broker cancelled the job consumer (the queue was deleted, or the node went down). */
+  | 'consumer-cancelled'
+  /** The job was already reported, acknowledged or lost: a programming error of the caller. */
+  | 'settled';
+
+/**
+ * The broker connection or a channel failed. The infrastructure failed, not
+ * the job: run it again. (A job whose delivery is lost is redelivered by the
+ * broker anyway; the pipeline sees that through `QueuedJob.lost`.)
+ */
+export class BrokerError extends MayflyError {
+  readonly code = 'E_BROKER';
+  readonly requeue = true;
+
+  constructor(
+    message: string,
+    readonly kind: BrokerErrorKind,
+    options: MayflyErrorOptions = {},
+  ) {
+    super(message, options);
+  }
 }
 
 export function isMayflyError(err: unknown): err is MayflyError {

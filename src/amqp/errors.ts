@@ -1,42 +1,9 @@
 /**
- * Broker failures, and how to recognise the ones an operator must act on.
- *
- * `BrokerError` stands in for a class src/errors.ts does not have yet (see
- * the report of the amqp queue): it keeps the same shape as `MayflyError`
- * (`code`, `cause`, `requeue`) so callers can treat both alike.
+ * Broker failures (`BrokerError`, re-exported from src/errors.ts), and how to
+ * recognise the ones an operator must act on.
  */
 
-/** What went wrong between the worker and the broker. */
-export type BrokerErrorKind =
-  /** A channel or connection closed while something still needed it. */
-  | 'closed'
-  /** The broker refused a published message (basic.nack). */
-  | 'nacked'
-  /** The broker closed the job's channel because the delivery stayed unacknowledged past `consumer_timeout`. */
-  | 'consumer-timeout'
-  /** The broker cancelled the job consumer (the queue was deleted, or the node went down). */
-  | 'consumer-cancelled'
-  /** The job was already reported, acknowledged or lost: a programming error of the caller. */
-  | 'settled';
-
-export class BrokerError extends Error {
-  readonly code = 'E_BROKER';
-  /**
-   * The infrastructure failed, not the job: run it again (`reset`). A job
-   * whose delivery is lost is redelivered by the broker anyway; the
-   * pipeline sees that through `QueuedJob.lost`, not through this flag.
-   */
-  readonly requeue = true;
-
-  constructor(
-    message: string,
-    readonly kind: BrokerErrorKind,
-    options: { cause?: unknown } = {},
-  ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = 'BrokerError';
-  }
-}
+export { BrokerError, type BrokerErrorKind } from '../errors.js';
 
 /** AMQP reply codes amqplib puts in `err.code` when the server closes a channel or connection. */
 const PRECONDITION_FAILED = 406;
