@@ -1,8 +1,8 @@
 /**
  * Killing a whole process tree on Linux. A process group kill misses
  * children that called setsid (daemons, `setsid sleep`), so the tree is also
- * walked through /proc before anything is killed (a killed parent's children
- * are re-parented and can't be found afterwards).
+ * walked through /proc and frozen before anything is killed (a killed
+ * parent's children are re-parented and can't be found afterwards).
  */
 import { readFileSync, readdirSync } from 'node:fs';
 
@@ -43,7 +43,11 @@ export function descendantsOf(root: number): number[] {
   return found;
 }
 
-function killQuietly(pid: number, signal: NodeJS.Signals): void {
+/** Rounds of freezing newly forked processes before killing a tree; a tree settles in one or two. */
+const FREEZE_ROUNDS = 20;
+
+/** Send `signal` to `pid` (a negative pid: its process group), ignoring a process that is gone. */
+export function signalQuietly(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(pid, signal);
   } catch {
@@ -52,12 +56,35 @@ function killQuietly(pid: number, signal: NodeJS.Signals): void {
 }
 
 /**
+ * Freeze (SIGSTOP) every descendant of `root` until the tree stops growing,
+ * so that nothing forked while we look escapes by being re-parented.
+ * Returns the frozen pids.
+ */
+function freezeDescendants(root: number): number[] {
+  const frozen = new Set<number>();
+  for (let round = 0; round < FREEZE_ROUNDS; round++) {
+    const fresh = descendantsOf(root).filter((pid) => !frozen.has(pid));
+    if (fresh.length === 0) break;
+    for (const pid of fresh) {
+      signalQuietly(pid, 'SIGSTOP');
+      frozen.add(pid);
+    }
+  }
+  return [...frozen];
+}
+
+/** SIGKILL every descendant of `root`, but not `root`. */
+export function killDescendants(root: number): void {
+  for (const pid of freezeDescendants(root)) signalQuietly(pid, 'SIGKILL');
+}
+
+/**
  * SIGKILL what is left of a process group whose leader has exited (its
  * background children). The leader's pid itself may be reused by now, so
  * only the group is signalled, which can't be reused while it has members.
  */
 export function killProcessGroup(pgid: number): void {
-  killQuietly(-pgid, 'SIGKILL');
+  signalQuietly(-pgid, 'SIGKILL');
 }
 
 /**
@@ -65,8 +92,8 @@ export function killProcessGroup(pgid: number): void {
  * `detached: true`) and every descendant, wherever they moved.
  */
 export function killProcessTree(root: number): void {
-  const descendants = descendantsOf(root);
-  killQuietly(-root, 'SIGKILL');
-  killQuietly(root, 'SIGKILL');
-  for (const pid of descendants) killQuietly(pid, 'SIGKILL');
+  const descendants = freezeDescendants(root);
+  signalQuietly(-root, 'SIGKILL');
+  signalQuietly(root, 'SIGKILL');
+  for (const pid of descendants) signalQuietly(pid, 'SIGKILL');
 }

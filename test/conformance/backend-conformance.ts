@@ -8,10 +8,11 @@
  */
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
+import type { Backend, Instance, StartOptions } from '../../src/backend/contract.js';
 import { StaleVmError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { CollectingWritable } from '../helpers/collect.js';
+import { testAttributes } from '../helpers/attributes.js';
 
 export interface ConformanceTarget {
   backend: Backend;
@@ -21,19 +22,7 @@ export interface ConformanceTarget {
   close(): Promise<void>;
 }
 
-export const conformanceAttributes: StartAttributes = {
-  jobId: 4242,
-  repository: 'octo/conformance',
-  language: 'default',
-  dist: 'xenial',
-  arch: 'amd64',
-  group: 'stable',
-  os: 'linux',
-  vmType: 'default',
-  vmConfig: {},
-  hardTimeoutMs: 10 * 60_000,
-  warmer: false,
-};
+export const conformanceAttributes = testAttributes();
 
 const never = new AbortController().signal;
 

@@ -5,11 +5,12 @@
  * files. Everything a target starts or writes is gone after `stop()`.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { threadId } from 'node:worker_threads';
+import { killDescendants, signalQuietly } from '../../src/util/process-tree.js';
 import ssh2 from 'ssh2';
 
 const SSHD = '/usr/sbin/sshd';
@@ -18,8 +19,6 @@ const SSH_KEYGEN = '/usr/bin/ssh-keygen';
 const PRIVSEP_DIR = '/run/sshd';
 /** How long a fresh sshd may take to listen; it takes about 20 ms when the machine is idle. */
 const LISTEN_TIMEOUT_MS = 10_000;
-/** Rounds of freezing newly forked processes before killing a tree; a tree settles in one or two. */
-const FREEZE_ROUNDS = 20;
 
 export interface SshdTarget {
   /** The loopback address sshd listens on (127.x.y.z, never 127.0.0.1). */
@@ -103,71 +102,6 @@ async function freePort(host: string): Promise<number> {
       });
     });
   });
-}
-
-/** Parent pid of every live process, read from /proc/<pid>/stat. */
-function parentPids(): Map<number, number> {
-  const parents = new Map<number, number>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue; // exited while we looked
-    }
-    // The command name (field 2) is in parentheses and may hold spaces: read after the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    parents.set(Number(entry), Number(fields[1]));
-  }
-  return parents;
-}
-
-/** Every descendant of `root` (not `root` itself). */
-function descendants(root: number): Set<number> {
-  const children = new Map<number, number[]>();
-  for (const [pid, ppid] of parentPids()) {
-    const list = children.get(ppid) ?? [];
-    list.push(pid);
-    children.set(ppid, list);
-  }
-  const found = new Set<number>();
-  const stack = [root];
-  while (stack.length > 0) {
-    for (const child of children.get(stack.pop() as number) ?? []) {
-      if (!found.has(child)) {
-        found.add(child);
-        stack.push(child);
-      }
-    }
-  }
-  return found;
-}
-
-function signal(pid: number, name: NodeJS.Signals): void {
-  try {
-    process.kill(pid, name);
-  } catch {
-    // already gone
-  }
-}
-
-/**
- * SIGKILL every descendant of `root`. They are frozen first (SIGSTOP) until
- * the tree stops growing, so nothing forked mid-kill escapes by being
- * re-parented to init.
- */
-function killDescendants(root: number): void {
-  const frozen = new Set<number>();
-  for (let round = 0; round < FREEZE_ROUNDS; round += 1) {
-    const fresh = [...descendants(root)].filter((pid) => !frozen.has(pid));
-    if (fresh.length === 0) break;
-    for (const pid of fresh) {
-      signal(pid, 'SIGSTOP');
-      frozen.add(pid);
-    }
-  }
-  for (const pid of frozen) signal(pid, 'SIGKILL');
 }
 
 function writeConfig(dir: string, host: string, port: number, home: string): string {
@@ -268,9 +202,9 @@ export async function startSshd(options: StartSshdOptions): Promise<SshdTarget> 
 
   let stopped = false;
   const killNow = (): void => {
-    signal(pid, 'SIGSTOP'); // no new connections while the tree is collected
+    signalQuietly(pid, 'SIGSTOP'); // no new connections while the tree is collected
     killDescendants(pid);
-    signal(pid, 'SIGKILL');
+    signalQuietly(pid, 'SIGKILL');
     removeFiles();
   };
   running.add(killNow);

@@ -4,24 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { definition as local } from '../../backends/local/index.js';
-import type { Backend, Instance, StartAttributes } from '../../src/backend/contract.js';
+import type { Backend, Instance } from '../../src/backend/contract.js';
 import { StaleVmError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { CollectingWritable } from '../helpers/collect.js';
+import { testAttributes } from '../helpers/attributes.js';
 
-const attributes: StartAttributes = {
-  jobId: 42,
-  repository: 'octo/repo',
-  language: 'default',
-  dist: 'xenial',
-  arch: 'amd64',
-  group: 'stable',
-  os: 'linux',
-  vmType: 'default',
-  vmConfig: {},
-  hardTimeoutMs: 60_000,
-  warmer: false,
-};
+const attributes = testAttributes();
 
 let scriptsDir: string;
 let backend: Backend;

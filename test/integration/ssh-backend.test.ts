@@ -3,10 +3,11 @@ import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { definition, type SshBackendSettings } from '../../backends/ssh/index.js';
-import type { Backend, Instance, RunResult, StartAttributes } from '../../src/backend/contract.js';
+import type { Backend, Instance, RunResult } from '../../src/backend/contract.js';
 import { NoCapacityError, SshUnreachableError } from '../../src/errors.js';
 import { createLogger, silentLogger, type Logger } from '../../src/log.js';
 import { generateClientKey, startSshd, type SshdTarget } from '../helpers/sshd.js';
+import { testAttributes } from '../helpers/attributes.js';
 
 const key = generateClientKey();
 const cleanups: (() => Promise<void>)[] = [];
@@ -15,19 +16,7 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-const attributes: StartAttributes = {
-  jobId: 1,
-  repository: 'owner/repo',
-  language: 'shell',
-  dist: 'jammy',
-  arch: 'amd64',
-  group: 'stable',
-  os: 'linux',
-  vmType: 'default',
-  vmConfig: {},
-  hardTimeoutMs: 60_000,
-  warmer: false,
-};
+const attributes = testAttributes();
 
 async function target(): Promise<SshdTarget> {
   const started = await startSshd({ authorizedKeys: [key.publicKey] });
