@@ -82,7 +82,11 @@ export async function startWorker(
     void stop();
   });
   await queue.open();
-  const backend = definition.create(config.backendSettings, { logger: logger.child({ backend: definition.name }), hostname: config.hostname });
+  const backend = definition.create(config.backendSettings, {
+    logger: logger.child({ backend: definition.name }),
+    hostname: config.hostname,
+    metrics: { apiCall: () => {} },
+  });
   const cancels = new CancelRegistry();
   const events = new EventEmitter<WorkerEvents>();
   queue.onCancel((command) => {

@@ -110,10 +110,20 @@ export interface Backend {
   close(): Promise<void>;
 }
 
+/** How one call to a backend's API ended, for metrics. */
+export type ApiCallOutcome = 'ok' | 'throttled' | 'error';
+
+/** What backends report to the worker's metrics (besides boot phases, see `StartOptions.recordPhase`). */
+export interface BackendMetrics {
+  /** One call to the backend's API (e.g. `instances.insert`), its outcome and duration in ms. */
+  apiCall(operation: string, outcome: ApiCallOutcome, durationMs: number): void;
+}
+
 export interface BackendContext {
   logger: Logger;
   /** This worker's host name (`TRAVIS_WORKER_HOSTNAME`), for labels. */
   hostname: string;
+  metrics: BackendMetrics;
 }
 
 /**

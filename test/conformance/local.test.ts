@@ -2,13 +2,13 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { definition as local } from '../../backends/local/index.js';
-import { silentLogger } from '../../src/log.js';
 import { describeBackendConformance } from './backend-conformance.js';
+import { testBackendContext } from '../helpers/backend-context.js';
 
 describeBackendConformance('local', async () => {
   const scriptsDir = await mkdtemp(join(tmpdir(), 'mayfly-conformance-local-'));
   return {
-    backend: local.create({ scriptsDir }, { logger: silentLogger, hostname: 'conformance' }),
+    backend: local.create({ scriptsDir }, testBackendContext()),
     liveInstances: async () => (await readdir(scriptsDir)).length,
     close: () => rm(scriptsDir, { recursive: true, force: true }),
   };

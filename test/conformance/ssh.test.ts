@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { definition as ssh } from '../../backends/ssh/index.js';
-import { silentLogger } from '../../src/log.js';
 import { parseGoDuration } from '../../src/settings.js';
 import { generateClientKey, startSshd } from '../helpers/sshd.js';
 import { describeBackendConformance } from './backend-conformance.js';
+import { testBackendContext } from '../helpers/backend-context.js';
 
 describeBackendConformance('ssh', async () => {
   const key = generateClientKey();
@@ -23,7 +23,7 @@ describeBackendConformance('ssh', async () => {
       uploadRetries: 3,
       uploadRetrySleep: parseGoDuration('100ms'),
     },
-    { logger: silentLogger, hostname: 'conformance' },
+    testBackendContext(),
   );
   return {
     backend,

@@ -9,6 +9,7 @@ import { StaleVmError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { CollectingWritable } from '../helpers/collect.js';
 import { testAttributes } from '../helpers/attributes.js';
+import { testBackendContext } from '../helpers/backend-context.js';
 
 const attributes = testAttributes();
 
@@ -18,7 +19,7 @@ const never = new AbortController().signal;
 
 beforeAll(async () => {
   scriptsDir = await mkdtemp(join(tmpdir(), 'mayfly-local-test-'));
-  backend = local.create({ scriptsDir }, { logger: silentLogger, hostname: 'test' });
+  backend = local.create({ scriptsDir }, testBackendContext());
 });
 afterAll(async () => {
   await backend.close();

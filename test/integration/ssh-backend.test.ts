@@ -8,6 +8,7 @@ import { NoCapacityError, SshUnreachableError } from '../../src/errors.js';
 import { createLogger, silentLogger, type Logger } from '../../src/log.js';
 import { generateClientKey, startSshd, type SshdTarget } from '../helpers/sshd.js';
 import { testAttributes } from '../helpers/attributes.js';
+import { testBackendContext } from '../helpers/backend-context.js';
 
 const key = generateClientKey();
 const cleanups: (() => Promise<void>)[] = [];
@@ -64,7 +65,7 @@ function backendFor(hosts: SshdTarget[], overrides: Partial<SshBackendSettings> 
       uploadRetrySleep: 10,
       ...overrides,
     },
-    { logger, hostname: 'test-worker' },
+    testBackendContext({ logger }),
   );
   cleanups.push(() => backend.close());
   return backend;

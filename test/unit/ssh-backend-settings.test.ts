@@ -4,6 +4,7 @@ import { HostPool } from '../../backends/ssh/pool.js';
 import { parseHost, parseHosts, type SshBackendSettings } from '../../backends/ssh/settings.js';
 import { ConfigError, NoCapacityError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
+import { testBackendContext } from '../helpers/backend-context.js';
 
 const settings: SshBackendSettings = {
   hosts: ['mini-1'],
@@ -18,7 +19,7 @@ const settings: SshBackendSettings = {
   uploadRetries: 3,
   uploadRetrySleep: 1_000,
 };
-const context = { logger: silentLogger, hostname: 'worker' };
+const context = testBackendContext();
 
 describe('ssh backend settings', () => {
   it('parses host, host:port and [v6]:port', () => {

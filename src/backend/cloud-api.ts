@@ -1,0 +1,125 @@
+/**
+ * The one way a cloud backend calls its API: rate limited per backend
+ * (travis' `RATE_LIMIT_MAX_CALLS` per `RATE_LIMIT_DURATION`), retried with
+ * exponential backoff and full jitter on throttling, 5xx and transient
+ * network errors, abortable, and counted in metrics by operation and outcome.
+ * Quota and capacity errors are not retried here: the job is requeued
+ * (another worker or a later try may have room), and the error says which.
+ */
+import pRetry, { AbortError } from 'p-retry';
+import pThrottle from 'p-throttle';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { BackendMetrics } from './contract.js';
+
+/** What a failed call means; each backend classifies its SDK's errors into these. */
+export type CloudErrorKind =
+  /** Rate limited by the API (429, RequestLimitExceeded, rateLimitExceeded): retry later. */
+  | 'throttled'
+  /** 5xx, connection reset, timeout: retry. */
+  | 'transient'
+  /** Quota exhausted: no retry here, requeue the job. */
+  | 'quota'
+  /** The zone/region has no capacity for this machine type: try elsewhere, or requeue. */
+  | 'capacity'
+  /** The resource does not exist (deleting what is gone is success for a destroy). */
+  | 'not-found'
+  /** Anything else: a bad request, bad credentials; retrying won't help. */
+  | 'fatal';
+
+export interface CloudApiOptions {
+  /** Backend name, for logs. */
+  backend: string;
+  /** At most this many calls per `intervalMs` (0 = no limit). */
+  maxCalls: number;
+  intervalMs: number;
+  classify(err: unknown): CloudErrorKind;
+  metrics: BackendMetrics;
+  logger: Logger;
+  /** Retries after the first attempt; default 8 (with the delays below, about two minutes at most). */
+  retries?: number;
+  /** First retry delay; it doubles each time, with full jitter. Default 500 ms. */
+  minDelayMs?: number;
+  /** Longest single delay. Default 30 s. */
+  maxDelayMs?: number;
+}
+
+/** A call that failed for good, with what kind of failure it was. */
+export class CloudCallError extends Error {
+  constructor(
+    readonly operation: string,
+    readonly kind: CloudErrorKind,
+    cause: unknown,
+  ) {
+    super(`${operation} failed (${kind}): ${errorMessage(cause)}`, { cause });
+    this.name = 'CloudCallError';
+  }
+}
+
+const RETRIED: ReadonlySet<CloudErrorKind> = new Set(['throttled', 'transient']);
+
+/** Resolve `promise`, or reject with `signal.reason` as soon as the signal aborts. */
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+export class CloudApi {
+  private readonly slot: () => Promise<void>;
+
+  constructor(private readonly options: CloudApiOptions) {
+    const throttle =
+      options.maxCalls > 0 ? pThrottle({ limit: options.maxCalls, interval: options.intervalMs }) : undefined;
+    this.slot = throttle ? throttle(async () => {}) : async () => {};
+  }
+
+  /**
+   * Call `operation` (an API method name, e.g. `instances.insert`) through
+   * `fn`, which gets the signal to pass to the SDK. Throws the signal's
+   * reason when it aborts, else a `CloudCallError` naming the kind of failure.
+   */
+  async call<T>(operation: string, fn: (signal: AbortSignal) => Promise<T>, signal: AbortSignal): Promise<T> {
+    const { classify, metrics, logger } = this.options;
+    try {
+      return await pRetry(
+        async () => {
+          await raceAbort(this.slot(), signal);
+          const started = Date.now();
+          try {
+            const result = await fn(signal);
+            metrics.apiCall(operation, 'ok', Date.now() - started);
+            return result;
+          } catch (err) {
+            if (signal.aborted) throw new AbortError(signal.reason as Error);
+            const kind = classify(err);
+            metrics.apiCall(operation, kind === 'throttled' ? 'throttled' : 'error', Date.now() - started);
+            const failure = new CloudCallError(operation, kind, err);
+            if (!RETRIED.has(kind)) throw new AbortError(failure);
+            throw failure;
+          }
+        },
+        {
+          retries: this.options.retries ?? 8,
+          minTimeout: this.options.minDelayMs ?? 500,
+          maxTimeout: this.options.maxDelayMs ?? 30_000,
+          factor: 2,
+          randomize: true,
+          signal,
+          onFailedAttempt: (error) => {
+            logger.warn(
+              { backend: this.options.backend, operation, attempt: error.attemptNumber, retries_left: error.retriesLeft, err: error.message },
+              'cloud API call failed, retrying',
+            );
+          },
+        },
+      );
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      throw err;
+    }
+  }
+}
