@@ -176,6 +176,16 @@ describe('file queue with the fake backend', () => {
     expect((await done).result).toEqual({ outcome: 'requeued', reason: 'E_CONNECTION_LOST' });
   });
 
+  it('runs POOL_SIZE jobs at once, one per processor', async () => {
+    const w = await start({ TRAVIS_WORKER_PROVIDER_NAME: 'fake', TRAVIS_WORKER_FAKE_RUN_SLEEP: '1m', TRAVIS_WORKER_POOL_SIZE: '3' });
+    for (const id of [50, 51, 52, 53]) await enqueue({ id, script: 'true' });
+    await Promise.all([50, 51, 52].map((id) => fileAppears(join(queueDir('started'), `${id}.json`))));
+    const busy = w.worker.pool.status().filter((p) => p.state === 'processing');
+    expect(busy.map((p) => p.jobId).sort()).toEqual([50, 51, 52]);
+    expect(new Set(busy.map((p) => p.id)).size).toBe(3);
+    expect(await readdir(queueDir('created'))).toEqual(['53.json']);
+  });
+
   it('requeues the running job when the worker stops', async () => {
     const w = await start({ TRAVIS_WORKER_PROVIDER_NAME: 'fake', TRAVIS_WORKER_FAKE_RUN_SLEEP: '1m' });
     const done = w.jobDone(43);
