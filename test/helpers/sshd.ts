@@ -39,8 +39,10 @@ export interface SshdTarget {
 export interface StartSshdOptions {
   /** Public keys (OpenSSH `authorized_keys` lines) allowed to log in. */
   authorizedKeys: string[];
-  /** Address to listen on; a fresh loopback address by default. */
+  /** Address to listen on; a fresh loopback address by default (see `nextLoopbackAddress`). */
   host?: string;
+  /** Port to listen on (e.g. 22, as a cloud VM would); a free port the kernel picks by default. */
+  port?: number;
 }
 
 /** A client key pair: ed25519, private key in OpenSSH format, public key as an authorized_keys line. */
@@ -81,7 +83,7 @@ process.once('exit', () => {
  * 127.<pid bits>.<n>. The whole 127/8 is routed to `lo` on Linux, so no
  * setup is needed. Should two test processes still collide, the ports differ.
  */
-function nextLoopbackAddress(): string {
+export function nextLoopbackAddress(): string {
   addressCounter += 1;
   const second = (process.pid >> 8) & 0xff || 0xff; // never 127.0.x.x: keeps clear of 127.0.0.1
   const third = (process.pid + threadId * 97) & 0xff;
@@ -174,7 +176,7 @@ export async function startSshd(options: StartSshdOptions): Promise<SshdTarget> 
   }
   mkdirSync(PRIVSEP_DIR, { recursive: true, mode: 0o755 });
   const host = options.host ?? nextLoopbackAddress();
-  const port = await freePort(host);
+  const port = options.port ?? (await freePort(host));
   const dir = mkdtempSync(join(tmpdir(), 'mayfly-sshd-'));
   const home = join(dir, 'home');
   mkdirSync(home);
