@@ -100,6 +100,12 @@ export interface WorkerConfig {
     startupMs: number;
     scriptUploadMs: number;
     initialSleepMs: number;
+    /**
+     * `TRAVIS_WORKER_SHUTDOWN_TIMEOUT`: how long a drain (SIGTERM, SIGINT,
+     * `DELETE /worker`, heartbeat `down`) lets running jobs go on before
+     * they are requeued, in ms.
+     */
+    shutdownMs: number;
   };
   /** Bytes of log a job may write before it is stopped. */
   maxLogLength: number;
@@ -114,6 +120,53 @@ export interface WorkerConfig {
    * (`IGNORED_SETTINGS`), sorted; main warns about them.
    */
   ignoredSettings: string[];
+  /** The control API (`TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR`); undefined = not served. */
+  control?: ListenConfig;
+  /**
+   * `user:password` for basic auth (`TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH`) on
+   * the control API and on a debug port that is not on loopback; undefined =
+   * the control API answers only /healthz and /ready.
+   */
+  remoteAuth?: string;
+  /** The debug (profiler) port (`TRAVIS_WORKER_PPROF_PORT`, `_PPROF_ADDR`); undefined = not served. Port 0 = any free port. */
+  debug?: ListenConfig;
+  /** Commands run before taking jobs and before exiting (`TRAVIS_WORKER_START_HOOK`, `_STOP_HOOK`): split on spaces, no shell. */
+  hooks: { start?: string; stop?: string };
+  /** `TRAVIS_WORKER_HEARTBEAT_URL` and its token (read from the file when given as `file://path`). */
+  heartbeat?: { url: string; authToken?: string };
+  /** OpenTelemetry: traces go over OTLP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. */
+  telemetry: { otlpEndpoint?: string };
+}
+
+/** Where an HTTP listener binds. */
+export interface ListenConfig {
+  /** An IP address or host name; 127.0.0.1 unless configured. */
+  host: string;
+  /** TCP port; 0 picks a free one (tests). */
+  port: number;
+}
+
+/** Loopback addresses: listeners there are reachable from this host only. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/**
+ * `host:port`, `:port` or `[v6]:port`, as Go's net.Listen takes it; a
+ * missing host means 127.0.0.1 (Go would listen on every interface: write
+ * `0.0.0.0:8080` for that).
+ */
+export function parseListenAddress(text: string): ListenConfig {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]*)):(\d{1,5})$/.exec(text.trim());
+  const port = Number(match?.[3]);
+  if (!match || port > 65535) throw new Error('must be host:port, e.g. 127.0.0.1:8080 (or :8080 for 127.0.0.1)');
+  const host = match[1] ?? match[2] ?? '';
+  return { host: host === '' ? '127.0.0.1' : host, port };
+}
+
+/** The text of a listen address as an operator writes it. */
+function formatListenAddress({ host, port }: ListenConfig): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 /** A backend of any settings type: the loader sees only its schema. */
@@ -238,6 +291,45 @@ export const CORE_SETTINGS = {
   buildCacheS3Bucket: text('TRAVIS_WORKER_BUILD_CACHE_S3_BUCKET', '', 'Build cache S3 bucket'),
   buildCacheS3AccessKeyId: text('TRAVIS_WORKER_BUILD_CACHE_S3_ACCESS_KEY_ID', '', 'Build cache S3 access key id'),
   buildCacheS3SecretAccessKey: text('TRAVIS_WORKER_BUILD_CACHE_S3_SECRET_ACCESS_KEY', '', 'Build cache S3 secret access key', true),
+
+  // Operating the worker (issue #6). The default drain leaves 5 minutes of a
+  // 50-minute stop budget (systemd/mayfly.service) for requeueing, destroying
+  // instances and closing; a job that needs longer than 45 minutes is
+  // requeued and runs again elsewhere from the start.
+  shutdownTimeout: duration('TRAVIS_WORKER_SHUTDOWN_TIMEOUT', '45m', 'On SIGTERM or SIGINT, how long running jobs may go on before they are requeued (mayfly only)'),
+  remoteControllerAddr: {
+    env: 'TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR',
+    doc: 'host:port of the control API (/healthz, /ready, /worker, /pool, /metrics); :port means 127.0.0.1 (empty: off)',
+    default: '',
+    format(value: unknown) {
+      if (typeof value !== 'string') throw new Error('must be host:port');
+      if (value !== '') parseListenAddress(value);
+    },
+  } satisfies CoreSettingSchema<string>,
+  remoteControllerAuth: {
+    env: 'TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH',
+    doc: 'user:password the control API asks for (basic auth); empty: only /healthz and /ready answer',
+    default: '',
+    sensitive: true,
+    format(value: unknown) {
+      if (typeof value !== 'string' || (value !== '' && !/^[^:]+:.+$/.test(value))) throw new Error('must be user:password');
+    },
+  } satisfies CoreSettingSchema<string>,
+  pprofPort: {
+    env: 'TRAVIS_WORKER_PPROF_PORT',
+    doc: 'Port of the debug listener (CPU and heap profiles for go tool pprof, heap snapshot, stack dump, /metrics); empty: off (mayfly only)',
+    default: '',
+    format(value: unknown) {
+      if (typeof value !== 'string' || (value.trim() !== '' && !(/^\d{1,5}$/.test(value.trim()) && Number(value) <= 65535))) {
+        throw new Error('must be a port number (0-65535) or empty');
+      }
+    },
+  } satisfies CoreSettingSchema<string>,
+  pprofAddr: text('TRAVIS_WORKER_PPROF_ADDR', '127.0.0.1', 'Address the debug listener binds; any but loopback requires REMOTE_CONTROLLER_AUTH, which then protects it (mayfly only)'),
+  startHook: text('TRAVIS_WORKER_START_HOOK', '', 'Command run before the worker takes jobs (split on spaces, no shell); a failure is logged'),
+  stopHook: text('TRAVIS_WORKER_STOP_HOOK', '', 'Command run just before the worker exits (split on spaces, no shell); a failure is logged'),
+  heartbeatUrl: url('TRAVIS_WORKER_HEARTBEAT_URL', '', 'URL polled every 5 minutes; an answer of {"state":"down"} drains the worker (empty: off)', ['http', 'https'], true),
+  heartbeatUrlAuthToken: text('TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN', '', 'Sent to HEARTBEAT_URL as "Authorization: token <value>"; file:///path reads it from that file', true),
 };
 
 type CoreSettings = {
@@ -499,11 +591,31 @@ export function loadConfig(backends: readonly AnyBackendDefinition[], env: NodeJ
 
   const tlsCert = core && trustedCerts(core.amqpTlsCert, core.amqpTlsCertPath, ENV.amqpTlsCertPath, problems);
   const logsTlsCert = core && trustedCerts(core.logsAmqpTlsCert, core.logsAmqpTlsCertPath, ENV.logsAmqpTlsCertPath, problems);
+  const heartbeatToken = core && heartbeatAuthToken(core.heartbeatUrlAuthToken, problems);
+  if (core && core.pprofPort.trim() !== '' && !isLoopback(core.pprofAddr.trim()) && core.remoteControllerAuth === '') {
+    problems.add(ENV.pprofAddr, 'is not a loopback address, so the profiler needs TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH to protect it');
+  }
+  const otlpEndpoint = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim() || undefined;
 
   if (problems.count > 0 || core === undefined || backend === undefined || backendSettings === undefined) {
     throw problems.toError();
   }
-  return toWorkerConfig(core, backend.name, backendSettings, { tlsCert, logsTlsCert }, ignoredSettings.sort());
+  const config = toWorkerConfig(core, backend.name, backendSettings, { tlsCert, logsTlsCert }, ignoredSettings.sort());
+  if (heartbeatToken !== undefined && config.heartbeat) config.heartbeat.authToken = heartbeatToken;
+  if (otlpEndpoint !== undefined) config.telemetry.otlpEndpoint = otlpEndpoint;
+  return config;
+}
+
+/** The heartbeat token: the text itself, or the file's content for `file://path` (as travis reads it), trimmed. */
+function heartbeatAuthToken(value: string, problems: Problems): string | undefined {
+  if (!value.startsWith('file://')) return value.trim() === '' ? undefined : value.trim();
+  try {
+    const token = readFileSync(value.slice('file://'.length), 'utf8').trim();
+    return token === '' ? undefined : token;
+  } catch (err) {
+    problems.add(ENV.heartbeatUrlAuthToken, `cannot read the token file: ${errorMessage(err)}`);
+    return undefined;
+  }
 }
 
 /** `''` means "not set" for optional text settings. */
@@ -571,6 +683,7 @@ function toWorkerConfig(
       startupMs: core.startupTimeout,
       scriptUploadMs: core.scriptUploadTimeout,
       initialSleepMs: core.initialSleep,
+      shutdownMs: core.shutdownTimeout,
     },
     maxLogLength: core.maxLogLength,
     payloadMaxBytes: core.payloadMaxSize,
@@ -584,6 +697,19 @@ function toWorkerConfig(
     logLevel: core.debug ? 'debug' : 'info',
     backendSettings,
     ignoredSettings,
+    ...(core.remoteControllerAddr === ''
+      ? {}
+      : {
+          control: parseListenAddress(core.remoteControllerAddr),
+        }),
+    ...(core.remoteControllerAuth === '' ? {} : { remoteAuth: core.remoteControllerAuth }),
+    ...(core.pprofPort.trim() === '' ? {} : { debug: { host: core.pprofAddr.trim(), port: Number(core.pprofPort.trim()) } }),
+    hooks: {
+      ...(core.startHook.trim() === '' ? {} : { start: core.startHook.trim() }),
+      ...(core.stopHook.trim() === '' ? {} : { stop: core.stopHook.trim() }),
+    },
+    ...(core.heartbeatUrl === '' ? {} : { heartbeat: { url: core.heartbeatUrl } }),
+    telemetry: {},
   };
 }
 
@@ -622,6 +748,7 @@ function coreValues(config: WorkerConfig): Omit<CoreSettings, 'amqpTlsCertPath' 
     startupTimeout: timeouts.startupMs,
     scriptUploadTimeout: timeouts.scriptUploadMs,
     initialSleep: timeouts.initialSleepMs,
+    shutdownTimeout: timeouts.shutdownMs,
     maxLogLength: config.maxLogLength,
     payloadMaxSize: config.payloadMaxBytes,
     defaultLanguage: defaults.language,
@@ -642,6 +769,14 @@ function coreValues(config: WorkerConfig): Omit<CoreSettings, 'amqpTlsCertPath' 
     buildCacheS3Bucket: options.cacheS3.bucket ?? '',
     buildCacheS3AccessKeyId: options.cacheS3.accessKeyId ?? '',
     buildCacheS3SecretAccessKey: options.cacheS3.secretAccessKey ?? '',
+    remoteControllerAddr: config.control ? formatListenAddress(config.control) : '',
+    remoteControllerAuth: config.remoteAuth ?? '',
+    pprofPort: config.debug ? String(config.debug.port) : '',
+    pprofAddr: config.debug?.host ?? '127.0.0.1',
+    startHook: config.hooks.start ?? '',
+    stopHook: config.hooks.stop ?? '',
+    heartbeatUrl: config.heartbeat?.url ?? '',
+    heartbeatUrlAuthToken: config.heartbeat?.authToken ?? '',
   };
 }
 

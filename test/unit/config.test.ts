@@ -106,13 +106,15 @@ describe('loadConfig defaults', () => {
           cacheS3: {},
         },
       },
-      timeouts: { hardMs: 3_000_000, logSilenceMs: 600_000, startupMs: 240_000, scriptUploadMs: 210_000, initialSleepMs: 1_000 },
+      timeouts: { hardMs: 3_000_000, logSilenceMs: 600_000, startupMs: 240_000, scriptUploadMs: 210_000, initialSleepMs: 1_000, shutdownMs: 2_700_000 },
       maxLogLength: 4_500_000,
       payloadMaxBytes: DEFAULT_MAX_PAYLOAD_BYTES,
       defaults: { language: 'default', dist: 'xenial', arch: 'amd64', group: 'stable', os: 'linux' },
       logLevel: 'info',
       backendSettings: { scriptsDir: './var/local' },
       ignoredSettings: [],
+      hooks: {},
+      telemetry: {},
     });
   });
 
