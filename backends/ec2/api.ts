@@ -1,0 +1,127 @@
+/**
+ * The four EC2 calls the backend makes, each through `CloudApi` (rate
+ * limit, retries with backoff, metrics) with the SDK's own retries off, so
+ * one place decides when to try again and every attempt is counted.
+ */
+import {
+  DescribeImagesCommand,
+  DescribeInstancesCommand,
+  EC2Client,
+  RunInstancesCommand,
+  TerminateInstancesCommand,
+  type DescribeImagesRequest,
+  type Filter,
+  type Image,
+  type Instance as Ec2InstanceDescription,
+  type InstanceStateChange,
+  type RunInstancesRequest,
+} from '@aws-sdk/client-ec2';
+import { CloudApi } from '../../src/backend/cloud-api.js';
+import type { BackendContext } from '../../src/backend/contract.js';
+import { classifyEc2Error } from './classify.js';
+import type { Ec2Settings } from './settings.js';
+
+/**
+ * One HTTP request to EC2 may take this long before it counts as a transient
+ * failure and is retried; the SDK has no default timeout, and a call that
+ * hangs would otherwise hold a job (or a termination) forever.
+ */
+export const API_CALL_TIMEOUT_MS = 30_000;
+
+export type { Ec2InstanceDescription };
+
+export class Ec2Api {
+  readonly #client: EC2Client;
+  readonly #cloud: CloudApi;
+
+  constructor(settings: Ec2Settings, context: BackendContext) {
+    this.#client = new EC2Client({
+      region: settings.region,
+      // CloudApi retries (with jitter, counted); the SDK must not retry underneath it.
+      maxAttempts: 1,
+      ...(settings.endpoint === '' ? {} : { endpoint: settings.endpoint }),
+      ...(settings.awsAccessKeyId === ''
+        ? {}
+        : { credentials: { accessKeyId: settings.awsAccessKeyId, secretAccessKey: settings.awsSecretAccessKey } }),
+    });
+    this.#cloud = new CloudApi({
+      backend: 'ec2',
+      maxCalls: settings.rateLimitMaxCalls,
+      intervalMs: settings.rateLimitDuration,
+      classify: classifyEc2Error,
+      metrics: context.metrics,
+      logger: context.logger,
+    });
+  }
+
+  /** The signal for one HTTP request: the caller's, bounded by `API_CALL_TIMEOUT_MS`. */
+  static #requestSignal(signal: AbortSignal): AbortSignal {
+    return AbortSignal.any([signal, AbortSignal.timeout(API_CALL_TIMEOUT_MS)]);
+  }
+
+  /**
+   * Launch one instance. `onSent` is called each time a request is handed to
+   * the SDK: from then on an instance may exist even if no answer comes.
+   */
+  async runInstances(request: RunInstancesRequest, signal: AbortSignal, onSent: () => void = () => {}): Promise<Ec2InstanceDescription> {
+    const output = await this.#cloud.call(
+      'RunInstances',
+      (attempt) => {
+        onSent();
+        return this.#client.send(new RunInstancesCommand(request), { abortSignal: Ec2Api.#requestSignal(attempt) });
+      },
+      signal,
+    );
+    const instance = output.Instances?.[0];
+    if (instance?.InstanceId === undefined) throw new Error('RunInstances answered without an instance');
+    return instance;
+  }
+
+  /** The instances with these ids and/or matching these filters (every page). */
+  async describeInstances(input: { ids?: string[]; filters?: Filter[] }, signal: AbortSignal): Promise<Ec2InstanceDescription[]> {
+    const found: Ec2InstanceDescription[] = [];
+    let nextToken: string | undefined;
+    do {
+      const token = nextToken;
+      const output = await this.#cloud.call(
+        'DescribeInstances',
+        (attempt) =>
+          this.#client.send(
+            new DescribeInstancesCommand({
+              ...(input.ids ? { InstanceIds: input.ids } : {}),
+              ...(input.filters ? { Filters: input.filters } : {}),
+              ...(token === undefined ? {} : { NextToken: token }),
+            }),
+            { abortSignal: Ec2Api.#requestSignal(attempt) },
+          ),
+        signal,
+      );
+      for (const reservation of output.Reservations ?? []) found.push(...(reservation.Instances ?? []));
+      nextToken = output.NextToken === '' ? undefined : output.NextToken;
+    } while (nextToken !== undefined);
+    return found;
+  }
+
+  async terminateInstances(ids: string[], signal: AbortSignal): Promise<InstanceStateChange[]> {
+    const output = await this.#cloud.call(
+      'TerminateInstances',
+      (attempt) =>
+        this.#client.send(new TerminateInstancesCommand({ InstanceIds: ids }), { abortSignal: Ec2Api.#requestSignal(attempt) }),
+      signal,
+    );
+    return output.TerminatingInstances ?? [];
+  }
+
+  async describeImages(input: DescribeImagesRequest, signal: AbortSignal): Promise<Image[]> {
+    const output = await this.#cloud.call(
+      'DescribeImages',
+      (attempt) => this.#client.send(new DescribeImagesCommand(input), { abortSignal: Ec2Api.#requestSignal(attempt) }),
+      signal,
+    );
+    return output.Images ?? [];
+  }
+
+  close(): void {
+    this.#client.destroy();
+  }
+}

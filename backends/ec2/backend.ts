@@ -1,0 +1,255 @@
+/**
+ * The `ec2` backend: one fresh EC2 instance per job, reached over SSH with a
+ * key made for that job alone, terminated on every path.
+ *
+ *   DescribeImages -> RunInstances (tags, user data, client token)
+ *   -> DescribeInstances until running -> address -> SshInstance
+ *
+ * If start() fails or is aborted after RunInstances was sent, whatever it
+ * launched is terminated before start() rejects, even when the RunInstances
+ * answer never arrived (found again by its client token).
+ */
+import { randomUUID } from 'node:crypto';
+import type { RunInstancesRequest } from '@aws-sdk/client-ec2';
+import type { Backend, BackendContext, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
+import { CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api.js';
+import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
+import type { Logger } from '../../src/log.js';
+import { SshInstance } from '../../src/ssh/instance.js';
+import { generateJobKeyPair } from '../../src/ssh/keys.js';
+import { abortableSleep } from '../../src/util/abort.js';
+import { Ec2Api, type Ec2InstanceDescription } from './api.js';
+import { ec2ErrorCode } from './classify.js';
+import { imageSetting, resolveImage } from './images.js';
+import { Ec2Instance } from './instance.js';
+import { instanceTypeFor, launchRequest } from './launch.js';
+import { decodeUserData, parseCustomTags, validateSettings, type Ec2Settings, type Tag } from './settings.js';
+import { jobTags, LEASE_MARGIN_MS } from './tags.js';
+import { terminateInstance, terminateLostLaunch } from './terminate.js';
+import { buildUserData } from './user-data.js';
+
+/** travis' images run sshd on the standard port. */
+const SSH_PORT = 22;
+/** While an instance boots, a progress line at least this often (and on every state change). */
+const PROGRESS_EVERY_MS = 10_000;
+/**
+ * Terminating what a job made gets its own deadline, independent of the
+ * job's (already aborted) signal: long enough for throttling retries and
+ * the state checks, short enough that a broken API can't hold a worker.
+ */
+const CLEANUP_TIMEOUT_MS = 5 * 60_000;
+/** State reasons of an instance that ended while pending for lack of capacity. */
+const CAPACITY_STATE_REASONS = new Set(['Server.InsufficientInstanceCapacity', 'Server.SpotInstanceTermination']);
+
+/** A failed call's kind, or undefined when it was no API failure (a bug, an abort). */
+const kindOf = (err: unknown): CloudErrorKind | undefined => (err instanceof CloudCallError ? err.kind : undefined);
+
+/** The error start() throws for a failure: quota and capacity say which; everything requeues. */
+function startError(err: unknown): Error {
+  if (isMayflyError(err)) return err;
+  const kind = kindOf(err);
+  const code = err instanceof CloudCallError ? ec2ErrorCode(err.cause) : undefined;
+  const detail = err instanceof CloudCallError ? errorMessage(err.cause) : errorMessage(err);
+  if (kind === 'quota') {
+    return new NoCapacityError(`EC2 quota exhausted (${code}): ${detail}`, {
+      cause: err,
+      userMessage: 'The EC2 account has reached its instance quota; the job will be run again.',
+    });
+  }
+  if (kind === 'capacity') {
+    return new NoCapacityError(`EC2 has no capacity for this instance (${code}): ${detail}`, {
+      cause: err,
+      userMessage: 'EC2 has no capacity for this instance type right now; the job will be run again.',
+    });
+  }
+  return new InstanceStartError(`could not start an EC2 instance: ${errorMessage(err)}`, { cause: err });
+}
+
+export class Ec2Backend implements Backend {
+  readonly #settings: Ec2Settings;
+  readonly #context: BackendContext;
+  readonly #api: Ec2Api;
+  readonly #customTags: Tag[];
+  readonly #extraUserData: string;
+
+  /** Throws `ConfigError` for settings that can't work. */
+  constructor(settings: Ec2Settings, context: BackendContext) {
+    validateSettings(settings);
+    this.#settings = settings;
+    this.#context = context;
+    this.#customTags = parseCustomTags(settings.customTags);
+    this.#extraUserData = decodeUserData(settings.userData);
+    this.#api = new Ec2Api(settings, context);
+  }
+
+  async start(attributes: StartAttributes, options: StartOptions): Promise<Instance> {
+    const { signal, progress, recordPhase } = options;
+    const logger = options.logger.child({ backend: 'ec2' });
+    signal.throwIfAborted();
+    const began = Date.now();
+    const settings = this.#settings;
+
+    let request: RunInstancesRequest;
+    let imageName: string;
+    let keys: ReturnType<typeof generateJobKeyPair>;
+    try {
+      const image = await resolveImage(imageSetting(attributes, settings.images, settings.imageDefault), this.#api, settings.imageOwners, signal);
+      imageName = image.name;
+      // Made here, held in memory only: its public half goes in the user data, its private half to SshInstance.
+      keys = generateJobKeyPair();
+      const clientToken = randomUUID();
+      const instanceType = instanceTypeFor(attributes, settings.instanceType);
+      request = launchRequest({
+        settings,
+        image,
+        instanceType,
+        clientToken,
+        userData: buildUserData({
+          publicKey: keys.publicKey,
+          user: settings.sshUser,
+          extra: this.#extraUserData,
+          ...(settings.autoImplode
+            ? { implodeAfterMinutes: Math.ceil((attributes.hardTimeoutMs + LEASE_MARGIN_MS) / 60_000) }
+            : {}),
+        }),
+        tags: jobTags({
+          name: `travis-job-${clientToken}`,
+          attributes,
+          hostname: this.#context.hostname,
+          createdAt: Date.now(),
+          custom: this.#customTags,
+        }),
+      });
+      progress(`Starting an EC2 ${instanceType}${settings.spot ? ' spot' : ''} instance from ${image.name} (${image.imageId}) in ${settings.region}`);
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      throw startError(err);
+    }
+
+    let sent = 0;
+    let launched: Ec2InstanceDescription | undefined;
+    try {
+      const createStarted = Date.now();
+      launched = await this.#api.runInstances(request, signal, () => {
+        sent += 1;
+      });
+      const id = launched.InstanceId as string;
+      const created = Date.now();
+      recordPhase('create', created - createStarted);
+      logger.info({ instance: id, image: request.ImageId, instance_type: request.InstanceType }, 'instance launched');
+      progress(`Instance ${id} created, waiting for it to run`);
+
+      const running = await this.#waitUntilRunning(id, signal, progress, logger);
+      const isRunning = Date.now();
+      recordPhase('running', isRunning - created);
+      const host = this.#address(running);
+      recordPhase('ip', Date.now() - isRunning);
+      const startupMs = Date.now() - began;
+      progress(`Instance ${id} is running at ${host} (${(startupMs / 1000).toFixed(1)}s); waiting for SSH`);
+
+      const api = this.#api;
+      const pollMs = settings.bootPollSleep;
+      const ssh = new SshInstance({
+        id,
+        imageName,
+        startupMs,
+        target: { host, port: SSH_PORT, username: settings.sshUser, privateKey: keys.privateKey },
+        dialTimeoutMs: settings.sshDialTimeout,
+        retrySleepMs: settings.uploadRetrySleep,
+        maxAttempts: settings.uploadRetries,
+        logger,
+        release: () => terminateInstance(id, { api, pollMs, logger, signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) }),
+      });
+      return new Ec2Instance({
+        ssh,
+        api,
+        uploadRetries: settings.uploadRetries,
+        interruptionPollMs: settings.interruptionPollSleep,
+        recordPhase,
+        logger,
+      });
+    } catch (err) {
+      await this.#cleanUp(request, launched, sent, err, logger);
+      if (signal.aborted) throw signal.reason;
+      throw startError(err);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#api.close();
+  }
+
+  /**
+   * Terminate what a failed start launched, found by id or, when the
+   * RunInstances answer never came, by client token.
+   */
+  async #cleanUp(
+    request: RunInstancesRequest,
+    launched: Ec2InstanceDescription | undefined,
+    sent: number,
+    err: unknown,
+    logger: Logger,
+  ): Promise<void> {
+    const options = { api: this.#api, pollMs: this.#settings.bootPollSleep, logger, signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) };
+    if (launched?.InstanceId !== undefined) {
+      await terminateInstance(launched.InstanceId, options).catch((terminateErr: unknown) => {
+        logger.error(
+          { instance: launched.InstanceId, err: errorMessage(terminateErr) },
+          'could not terminate the instance of a failed start: it may still be running, terminate it by hand',
+        );
+      });
+      return;
+    }
+    // One attempt answered with an error launched nothing. An abort, a
+    // transient failure, or several attempts (an earlier one may have
+    // launched what a later error hides) leave the outcome unknown.
+    const kind = kindOf(err);
+    const outcomeUnknown = kind === undefined || kind === 'transient' || sent > 1;
+    if (sent > 0 && outcomeUnknown) await terminateLostLaunch(request, options);
+  }
+
+  /** Poll until the instance runs; throws if it ends instead (capacity, or anything else). */
+  async #waitUntilRunning(
+    id: string,
+    signal: AbortSignal,
+    progress: (line: string) => void,
+    logger: Logger,
+  ): Promise<Ec2InstanceDescription> {
+    const began = Date.now();
+    let lastState = 'pending';
+    let lastProgress = began;
+    for (;;) {
+      await abortableSleep(this.#settings.bootPollSleep, signal);
+      let found: Ec2InstanceDescription | undefined;
+      try {
+        [found] = await this.#api.describeInstances({ ids: [id] }, signal);
+      } catch (err) {
+        // Just launched: EC2 may not list it yet (eventual consistency).
+        if (kindOf(err) !== 'not-found') throw err;
+      }
+      const state = found?.State?.Name ?? 'pending';
+      if (state === 'running' && found !== undefined) return found;
+      if (state !== 'pending') {
+        const reason = found?.StateReason;
+        logger.warn({ instance: id, state, reason: reason?.Code }, 'instance ended while booting');
+        const message = `instance ${id} is ${state} instead of running (${reason?.Code ?? 'no reason given'}: ${reason?.Message ?? ''})`;
+        if (reason?.Code !== undefined && CAPACITY_STATE_REASONS.has(reason.Code)) throw new NoCapacityError(message);
+        throw new InstanceStartError(message);
+      }
+      const now = Date.now();
+      if (state !== lastState || now - lastProgress >= PROGRESS_EVERY_MS) {
+        progress(`Instance ${id} is ${state} (${((now - began) / 1000).toFixed(0)}s)`);
+        lastState = state;
+        lastProgress = now;
+      }
+    }
+  }
+
+  /** Where to connect: the public IP with PUBLIC_IP_CONNECT when there is one, else the private IP (as travis). */
+  #address(instance: Ec2InstanceDescription): string {
+    const address =
+      (this.#settings.publicIpConnect ? instance.PublicIpAddress : undefined) ?? instance.PrivateIpAddress ?? '';
+    if (address === '') throw new InstanceStartError(`instance ${instance.InstanceId} runs but has no IP address`);
+    return address;
+  }
+}

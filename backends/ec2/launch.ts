@@ -1,0 +1,86 @@
+/**
+ * The RunInstances request for one job: image, instance type, disk,
+ * network, spot options, user data and tags, all in the one call so that no
+ * instance ever exists untagged, and a client token that makes the call
+ * idempotent (a retry after a lost answer returns the same instance instead
+ * of launching a second one).
+ */
+import type { RunInstancesRequest } from '@aws-sdk/client-ec2';
+import type { StartAttributes } from '../../src/backend/contract.js';
+import type { SelectedImage } from './images.js';
+import type { Ec2Settings, Tag } from './settings.js';
+
+/**
+ * `vm_size` -> instance type, the one place this mapping lives. travis maps
+ * these sizes to Graviton m6g types whatever the arch; an amd64 AMI can't
+ * boot on those, so amd64 jobs get the same sizes of m6i.
+ */
+export const VM_SIZE_INSTANCE_TYPES: Readonly<Record<'amd64' | 'arm64', Readonly<Record<string, string>>>> = {
+  amd64: { medium: 'm6i.large', large: 'm6i.xlarge', 'x-large': 'm6i.2xlarge', '2x-large': 'm6i.4xlarge' },
+  arm64: { medium: 'm6g.large', large: 'm6g.xlarge', 'x-large': 'm6g.2xlarge', '2x-large': 'm6g.4xlarge' },
+};
+
+export function instanceTypeFor(attributes: Pick<StartAttributes, 'vmSize' | 'arch'>, fallback: string): string {
+  if (!attributes.vmSize) return fallback;
+  const table = attributes.arch.startsWith('arm64') ? VM_SIZE_INSTANCE_TYPES.arm64 : VM_SIZE_INSTANCE_TYPES.amd64;
+  return table[attributes.vmSize] ?? fallback;
+}
+
+export interface LaunchInput {
+  settings: Ec2Settings;
+  image: SelectedImage;
+  instanceType: string;
+  /** Idempotency token, also how a launch whose answer was lost is found again (at most 64 ASCII characters). */
+  clientToken: string;
+  /** User data text (before base64). */
+  userData: string;
+  tags: Tag[];
+}
+
+export function launchRequest({ settings, image, instanceType, clientToken, userData, tags }: LaunchInput): RunInstancesRequest {
+  const request: RunInstancesRequest = {
+    ImageId: image.imageId,
+    InstanceType: instanceType as RunInstancesRequest['InstanceType'],
+    MinCount: 1,
+    MaxCount: 1,
+    ClientToken: clientToken,
+    UserData: Buffer.from(userData, 'utf8').toString('base64'),
+    EbsOptimized: settings.ebsOptimized,
+    // A power-off from inside (AUTO_IMPLODE, a job running `poweroff`) ends
+    // the instance instead of leaving a stopped one that still costs storage.
+    InstanceInitiatedShutdownBehavior: 'terminate',
+    BlockDeviceMappings: [
+      { DeviceName: image.rootDeviceName, Ebs: { VolumeSize: settings.diskSize, DeleteOnTermination: true } },
+    ],
+    TagSpecifications: [
+      { ResourceType: 'instance', Tags: tags },
+      { ResourceType: 'volume', Tags: tags },
+    ],
+  };
+  if (settings.subnetId !== '') {
+    // Only an explicit network interface can say yes or no to a public IP;
+    // its groups then go on the interface.
+    request.NetworkInterfaces = [
+      {
+        DeviceIndex: 0,
+        SubnetId: settings.subnetId,
+        AssociatePublicIpAddress: settings.publicIp,
+        DeleteOnTermination: true,
+        ...(settings.securityGroupIds.length > 0 ? { Groups: settings.securityGroupIds } : {}),
+      },
+    ];
+  } else if (settings.securityGroupIds.length > 0) {
+    request.SecurityGroupIds = settings.securityGroupIds;
+  }
+  if (settings.spot) {
+    request.InstanceMarketOptions = {
+      MarketType: 'spot',
+      SpotOptions: {
+        SpotInstanceType: 'one-time',
+        InstanceInterruptionBehavior: 'terminate',
+        ...(settings.spotMaxPrice === '' ? {} : { MaxPrice: settings.spotMaxPrice }),
+      },
+    };
+  }
+  return request;
+}
