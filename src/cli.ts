@@ -2,13 +2,17 @@
 /**
  * `mayfly`: the executable. Parses flags, loads the configuration (stopping
  * with a message that names the variable when it is wrong), starts the
- * worker and stops it on SIGTERM/SIGINT.
+ * worker and hands it the signals (src/lifecycle/signals.ts: SIGTERM and
+ * SIGINT drain, a second one stops at once; SIGUSR1/2, SIGTTIN/TTOU).
+ * Exits 0 after a drain or stop, 1 when the worker stopped on a fatal
+ * error (lost broker), 2 when it could not start.
  */
 import { parseArgs } from 'node:util';
 import { backends } from '../backends/index.js';
 import { echoConfig, listBackendProviders, loadConfig } from './config.js';
 import { errorMessage, isMayflyError } from './errors.js';
 import { createLogger } from './log.js';
+import { handleSignals } from './lifecycle/signals.js';
 import { startWorker } from './main.js';
 import { VERSION } from './version.js';
 
@@ -54,18 +58,14 @@ async function main(): Promise<number> {
     logger.warn({ settings: config.ignoredSettings }, 'these travis-ci/worker settings are accepted but have no effect in mayfly');
   }
   const worker = await startWorker(config, backends, logger);
-  const onSignal = (signal: NodeJS.Signals): void => {
-    logger.info({ signal }, 'signal received');
-    void worker.stop();
-  };
-  process.once('SIGTERM', onSignal);
-  process.once('SIGINT', onSignal);
+  const stopHandling = handleSignals(worker, logger);
   try {
     await worker.stopped;
     return 0;
   } catch {
     return 1;
   } finally {
+    stopHandling();
     logger.flush();
   }
 }

@@ -1,20 +1,36 @@
 /**
- * The composition root: config -> queue -> backend -> pool -> signals.
- * The only module that knows every part; `startWorker` is also what the
- * end-to-end tests run, in-process.
+ * The composition root: config -> telemetry -> queue -> backend ->
+ * listeners -> start hook -> pool -> heartbeat. The only module that knows
+ * every part; `startWorker` is also what the end-to-end tests run,
+ * in-process. Signals are wired by the CLI (`handleSignals`), so tests can
+ * call the same `drain`/`pause`/... directly.
+ *
+ * Everything started is registered as a releaser and released last-in
+ * first-out when the worker stops, or at once if startup fails halfway.
  */
 import { EventEmitter } from 'node:events';
+import type { Tracer } from '@opentelemetry/api';
 import type { BackendDefinition } from './backend/contract.js';
 import type { WorkerConfig } from './config.js';
 import { ConfigError, errorMessage } from './errors.js';
 import type { Logger } from './log.js';
 import { AmqpJobQueue } from './amqp/queue.js';
+import type { HttpListener } from './control/http.js';
+import { startControlServer, type WorkerControl } from './control/routes.js';
+import { startDebugServer } from './debug/server.js';
 import { CancelRegistry } from './job/cancels.js';
 import { runJob, type JobResult } from './job/run-job.js';
 import { createScriptGenerator } from './job/script.js';
+import { watchHeartbeat } from './lifecycle/heartbeat.js';
+import { runHook } from './lifecycle/hooks.js';
+import type { SignalControl } from './lifecycle/signals.js';
+import { Lifecycle, type WorkerState } from './lifecycle/state.js';
+import { buildStatus, type WorkerStatus } from './lifecycle/status.js';
 import { ProcessorPool } from './pool.js';
 import type { CancelCommand, JobQueue } from './queue/contract.js';
 import { FileJobQueue } from './queue/file.js';
+import { createPrometheusMetrics, noopMetrics, type WorkerMetrics } from './telemetry/metrics.js';
+import { startTracing, type Tracing } from './telemetry/tracing.js';
 import { VERSION } from './version.js';
 
 /** Emitted after each job is settled (its delivery acknowledged or abandoned). */
@@ -28,16 +44,38 @@ export interface WorkerEvents {
   'job-done': [JobDone];
   /** A cancel command arrived: delivered to a running job or remembered for later. */
   cancel: [CancelCommand, 'delivered' | 'remembered'];
+  /** The lifecycle moved (RUNNING -> PAUSED, ...). */
+  state: [to: WorkerState, from: WorkerState];
 }
 
-export interface Worker {
+export interface Worker extends WorkerControl, SignalControl {
   readonly pool: ProcessorPool;
   readonly events: EventEmitter<WorkerEvents>;
   readonly cancels: CancelRegistry;
+  readonly state: WorkerState;
+  readonly metrics: WorkerMetrics;
+  /** The control API's base URL (`http://127.0.0.1:8080`), when it is served. */
+  readonly controlUrl: string | undefined;
+  /** The debug port's base URL, when it is served. */
+  readonly debugUrl: string | undefined;
+  /**
+   * Stop taking jobs; running ones get `TRAVIS_WORKER_SHUTDOWN_TIMEOUT` to
+   * finish, then what still runs is requeued and the worker stops. Calling
+   * it again changes nothing; `stop` skips the rest of the wait.
+   */
+  drain(reason?: string): void;
   /** Stop taking jobs, requeue the running ones, release everything. Idempotent. */
-  stop(): Promise<void>;
-  /** Resolves when the worker has stopped, by `stop()` or by a fatal error (rejects then). */
+  stop(reason?: string): Promise<void>;
+  /** Resolves when the worker has stopped, by `stop()`/`drain()` or by a fatal error (rejects then). */
   readonly stopped: Promise<void>;
+}
+
+/** What tests (and embedders) may supply instead of what the config would make. */
+export interface StartWorkerOptions {
+  /** A tracer for the jobs' spans (tests pass one with an in-memory exporter); else OTLP per config, or none. */
+  tracer?: Tracer;
+  /** Metrics to record into; else Prometheus metrics when a listener serves them, or none. */
+  metrics?: WorkerMetrics;
 }
 
 function createQueue(config: WorkerConfig, logger: Logger, onFatal: (err: Error) => void): JobQueue {
@@ -63,78 +101,249 @@ export async function startWorker(
   config: WorkerConfig,
   backends: readonly BackendDefinition<any>[], // eslint-disable-line @typescript-eslint/no-explicit-any
   logger: Logger,
+  options: StartWorkerOptions = {},
 ): Promise<Worker> {
   const definition = backends.find((b) => b.name === config.providerName);
   if (!definition) throw new ConfigError(`TRAVIS_WORKER_PROVIDER_NAME: unknown backend "${config.providerName}"`);
 
+  const lifecycle = new Lifecycle();
+  const events = new EventEmitter<WorkerEvents>();
+  lifecycle.on('change', (to, from) => {
+    logger.info({ state: to, from }, 'worker state');
+    events.emit('state', to, from);
+  });
+  /** Aborts when running jobs must stop (and be requeued). */
   const shutdown = new AbortController();
+  /** Aborts when the worker stops: background loops (heartbeat, hooks) end. */
+  const background = new AbortController();
+  const releasers: Array<{ name: string; release: () => Promise<void> }> = [];
+  async function releaseAll(): Promise<void> {
+    for (const { name, release } of releasers.splice(0).reverse()) {
+      await release().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, `releasing ${name} failed`));
+    }
+  }
+
   let fail!: (err: Error) => void;
   let finish!: () => void;
   const stopped = new Promise<void>((resolve, reject) => {
     finish = resolve;
     fail = reject;
   });
+  // A caller that only awaits stop() must not get an unhandled rejection from `stopped`.
+  stopped.catch(() => undefined);
   let fatal: Error | undefined;
+  let brokerUp = false;
 
-  const queue = createQueue(config, logger, (err) => {
-    fatal = err;
-    logger.fatal({ err: err.message }, 'lost the job queue; stopping');
-    void stop();
-  });
-  await queue.open();
-  const backend = definition.create(config.backendSettings, {
-    logger: logger.child({ backend: definition.name }),
-    hostname: config.hostname,
-    metrics: { apiCall: () => {} },
-  });
-  const cancels = new CancelRegistry();
-  const events = new EventEmitter<WorkerEvents>();
-  queue.onCancel((command) => {
-    const outcome = cancels.cancel(command);
-    logger.info({ job_id: command.jobId, source: command.source, outcome }, 'cancel command');
-    events.emit('cancel', command, outcome);
-  });
+  let worker: Worker | undefined;
+  try {
+    const tracing: Tracing | undefined = options.tracer ? undefined : await startTracing(config.telemetry.otlpEndpoint, logger);
+    if (tracing) releasers.push({ name: 'tracing', release: () => tracing.shutdown() });
+    const tracer = options.tracer ?? (tracing as Tracing).tracer;
+    const served = config.control !== undefined || config.debug !== undefined;
+    const metrics = options.metrics ?? (served ? createPrometheusMetrics({ backend: definition.name, queue: config.queueType }) : noopMetrics);
+    releasers.push({ name: 'metrics', release: () => metrics.shutdown() });
 
-  const scripts = createScriptGenerator(config.buildApi, logger);
-  const pool = new ProcessorPool(
-    queue,
-    async (job, processorId) => {
-      const result = await runJob(job, processorId, {
-        config,
-        backend,
-        scripts,
-        cancels,
-        shutdown: shutdown.signal,
-        logger,
-        version: `mayfly ${VERSION}`,
-        queueType: queue.name,
+    const queue = createQueue(config, logger, (err) => {
+      fatal = err;
+      brokerUp = false;
+      logger.fatal({ err: err.message }, 'lost the job queue; stopping');
+      void worker?.stop('lost the job queue');
+    });
+    await queue.open();
+    brokerUp = true;
+    releasers.push({ name: 'the queue', release: () => queue.close() });
+
+    const backend = definition.create(config.backendSettings, {
+      logger: logger.child({ backend: definition.name }),
+      hostname: config.hostname,
+      metrics: metrics.backend,
+    });
+    releasers.push({ name: 'the backend', release: () => backend.close() });
+
+    const cancels = new CancelRegistry();
+    queue.onCancel((command) => {
+      const outcome = cancels.cancel(command);
+      logger.info({ job_id: command.jobId, source: command.source, outcome }, 'cancel command');
+      events.emit('cancel', command, outcome);
+    });
+
+    const scripts = createScriptGenerator(config.buildApi, logger);
+    const pool = new ProcessorPool(
+      queue,
+      async (job, processorId) => {
+        const result = await runJob(job, processorId, {
+          config,
+          backend,
+          scripts,
+          cancels,
+          shutdown: shutdown.signal,
+          logger,
+          version: `mayfly ${VERSION}`,
+          queueType: queue.name,
+          metrics,
+          tracer,
+        });
+        events.emit('job-done', { jobId: job.payload.jobId, processorId, result });
+        return result;
+      },
+      logger,
+      config.hostname,
+    );
+    // Released first on stop: stop taking jobs and let every job settle before anything else closes.
+    releasers.push({ name: 'the pool', release: () => pool.stop() });
+
+    let drainTimer: NodeJS.Timeout | undefined;
+    let stopping: Promise<void> | undefined;
+
+    const status = (): WorkerStatus =>
+      buildStatus({
+        version: VERSION,
+        startedAt: lifecycle.startedAt,
+        state: lifecycle.state,
+        expectedPoolSize: pool.size,
+        totalProcessed: pool.processed,
+        processors: pool.status(),
       });
-      events.emit('job-done', { jobId: job.payload.jobId, processorId, result });
-      return result;
-    },
-    logger,
-    config.hostname,
-  );
-  await pool.grow(config.poolSize);
-  logger.info(
-    { version: VERSION, queue: `${queue.name}:${config.queueName}`, backend: definition.name, pool_size: config.poolSize },
-    'worker started',
-  );
 
-  let stopping: Promise<void> | undefined;
-  function stop(): Promise<void> {
-    stopping ??= (async () => {
-      logger.info('stopping: no new jobs; running jobs are requeued');
-      shutdown.abort();
-      await pool.stop();
-      await backend.close().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'closing the backend failed'));
-      await queue.close().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'closing the queue failed'));
-      logger.info('worker stopped');
-      if (fatal) fail(fatal);
-      else finish();
-    })();
-    return stopping;
+    const self: Worker = {
+      pool,
+      events,
+      cancels,
+      metrics,
+      stopped,
+      controlUrl: undefined,
+      debugUrl: undefined,
+      get state() {
+        return lifecycle.state;
+      },
+      status,
+      ready: () => lifecycle.state === 'RUNNING' && brokerUp && pool.size > 0,
+      pause() {
+        if (lifecycle.state === 'PAUSED') return;
+        lifecycle.transition('PAUSED');
+        pool.pause();
+      },
+      resume() {
+        if (lifecycle.state === 'RUNNING') return;
+        lifecycle.transition('RUNNING');
+        pool.resume();
+      },
+      togglePause() {
+        if (lifecycle.state === 'PAUSED') self.resume();
+        else self.pause();
+      },
+      async resize(size) {
+        lifecycle.assertActive('resize the pool');
+        await pool.resize(size);
+      },
+      async increment() {
+        lifecycle.assertActive('grow the pool');
+        await pool.grow(1);
+      },
+      decrement() {
+        lifecycle.assertActive('shrink the pool');
+        if (pool.shrink(1) === 0) logger.info('the pool is already empty');
+      },
+      drain(reason = 'drain') {
+        if (lifecycle.state !== 'RUNNING' && lifecycle.state !== 'PAUSED') {
+          logger.info({ state: lifecycle.state, reason }, 'already stopping');
+          return;
+        }
+        lifecycle.transition('DRAINING');
+        const running = pool.status().filter((p) => p.jobId !== undefined).map((p) => p.jobId);
+        logger.info(
+          { reason, running_jobs: running, shutdown_timeout_ms: config.timeouts.shutdownMs },
+          'draining: taking no more jobs; running jobs may finish within the shutdown timeout, then are requeued',
+        );
+        pool.stopTaking();
+        drainTimer = setTimeout(() => {
+          logger.warn({ shutdown_timeout_ms: config.timeouts.shutdownMs }, 'shutdown timeout passed: requeueing the jobs still running');
+          void self.stop('shutdown timeout');
+        }, config.timeouts.shutdownMs);
+        void pool.settled().then(() => self.stop('drained'));
+      },
+      stop(reason = 'stop') {
+        stopping ??= (async () => {
+          clearTimeout(drainTimer);
+          if (lifecycle.state !== 'STOPPING') lifecycle.transition('STOPPING');
+          const running = pool.status().filter((p) => p.jobId !== undefined).map((p) => p.jobId);
+          logger.info({ reason, requeued_jobs: running }, running.length > 0 ? 'stopping: requeueing running jobs' : 'stopping');
+          shutdown.abort();
+          background.abort();
+          await releaseAll();
+          if (config.hooks.stop) await runHook('stop', config.hooks.stop, logger);
+          lifecycle.transition('STOPPED');
+          self.logStatus('worker stopped');
+          if (fatal) fail(fatal);
+          else finish();
+        })();
+        return stopping;
+      },
+      logStatus(message) {
+        const current = status();
+        logger.info(
+          {
+            version: current.version,
+            state: current.state,
+            uptime_s: current.uptimeSeconds,
+            pool_size: current.expectedPoolSize,
+            processed: current.totalProcessed,
+            processors: current.processors.map((p) => ({ id: p.id, state: p.status, job_id: p.currentJobId ?? null, processed: p.processed })),
+          },
+          message,
+        );
+      },
+    };
+    worker = self;
+    metrics.observe({
+      state: () => lifecycle.state,
+      poolSize: () => pool.size,
+      processors: () => pool.counts(),
+      brokerConnected: () => brokerUp,
+    });
+
+    const listeners: { control?: HttpListener; debug?: HttpListener } = {};
+    if (config.control) {
+      const control = await startControlServer({
+        host: config.control.host,
+        port: config.control.port,
+        auth: config.remoteAuth,
+        worker: self,
+        metrics: metrics.handle,
+        logger,
+      });
+      listeners.control = control;
+      // Closed last: /healthz answers while the worker drains.
+      releasers.splice(0, 0, { name: 'the control API', release: () => control.close() });
+    }
+    if (config.debug) {
+      const debug = await startDebugServer({ ...config.debug, auth: config.remoteAuth, metrics: metrics.handle, logger });
+      listeners.debug = debug;
+      releasers.splice(0, 0, { name: 'the debug port', release: () => debug.close() });
+    }
+    Object.assign(self, { controlUrl: listeners.control?.url, debugUrl: listeners.debug?.url });
+
+    if (config.hooks.start) await runHook('start', config.hooks.start, logger, background.signal);
+    await pool.grow(config.poolSize);
+    lifecycle.transition('RUNNING');
+    logger.info(
+      { version: VERSION, queue: `${queue.name}:${config.queueName}`, backend: definition.name, pool_size: config.poolSize },
+      'worker started',
+    );
+    if (config.heartbeat) {
+      void watchHeartbeat({
+        ...config.heartbeat,
+        logger,
+        signal: background.signal,
+        onDown: () => self.drain('heartbeat says down'),
+      });
+    }
+    return self;
+  } catch (err) {
+    // Startup failed halfway: release what was made, newest first.
+    shutdown.abort();
+    background.abort();
+    await releaseAll();
+    throw err;
   }
-
-  return { pool, events, cancels, stop, stopped };
 }

@@ -2,43 +2,117 @@
  * The processor pool: `TRAVIS_WORKER_POOL_SIZE` processors, each taking one
  * job at a time from its own source (its own AMQP channel with prefetch 1,
  * as travis does) and running it to the end.
+ *
+ * A processor that must stop taking jobs (pause, drain, pool decrement)
+ * closes its source at once rather than just not calling `next()`: with
+ * prefetch 1 the broker may already have pushed it a delivery, and closing
+ * the source hands that delivery back to the queue (nack, requeue) instead
+ * of leaving it unacknowledged on a worker that will not run it. The job in
+ * hand, if any, runs on; its channel stays open until it is settled. On
+ * resume each processor opens a fresh source.
  */
 import { errorMessage } from './errors.js';
 import type { Logger } from './log.js';
 import type { JobQueue, JobSource, QueuedJob } from './queue/contract.js';
 import type { JobResult } from './job/run-job.js';
 
-export type ProcessorState = 'waiting' | 'processing' | 'stopped';
+/**
+ * - `starting`: opening its job source
+ * - `waiting`: idle, ready for a job
+ * - `processing`: running a job
+ * - `paused`: not taking jobs until resumed (its source is closed)
+ * - `stopping`: removed from the pool (decrement, drain): finishing its job, then gone
+ * - `stopped`: done
+ */
+export type ProcessorState = 'starting' | 'waiting' | 'processing' | 'paused' | 'stopping' | 'stopped';
 
 export interface ProcessorStatus {
   id: string;
   state: ProcessorState;
   /** The job being processed, if any. */
   jobId?: number;
+  /** The last job this processor took, if any (travis' `lastJobId`). */
+  lastJobId?: number;
+  /** Jobs this processor has settled. */
   processed: number;
 }
 
 export type RunJob = (job: QueuedJob, processorId: string) => Promise<JobResult>;
 
+/** Resolves once; `wait` gives the same promise to every caller. */
+class Gate {
+  private opened = false;
+  private resolvers: Array<() => void> = [];
+
+  open(): void {
+    this.opened = true;
+    for (const resolve of this.resolvers.splice(0)) resolve();
+  }
+
+  wait(): Promise<void> {
+    return this.opened ? Promise.resolve() : new Promise((resolve) => this.resolvers.push(resolve));
+  }
+}
+
 class Processor {
-  state: ProcessorState = 'waiting';
+  state: ProcessorState = 'starting';
   jobId: number | undefined;
+  lastJobId: number | undefined;
   processed = 0;
-  private readonly stopTaking = new AbortController();
+  private source: JobSource | undefined;
+  private closingSource: Promise<void> | undefined;
+  /** Aborts the current `next()` when the processor must stop taking jobs. */
+  private take = new AbortController();
+  private paused: boolean;
+  private retired = false;
+  /** Opened to end a pause (or to let a retired paused processor finish). */
+  private unpause = new Gate();
+  /** Opened once the processor is past its first source opening (or paused, or stopped). */
+  private readonly settledIn = new Gate();
   readonly done: Promise<void>;
 
   constructor(
     readonly id: string,
-    private readonly source: JobSource,
+    private readonly queue: JobQueue,
     private readonly runJob: RunJob,
     private readonly logger: Logger,
+    paused: boolean,
+    private readonly onStopped: (processor: Processor) => void,
   ) {
+    this.paused = paused;
     this.done = this.loop();
   }
 
-  /** Stop taking jobs; the job in hand (if any) runs on. */
-  stop(): void {
-    this.stopTaking.abort();
+  /** Stop taking jobs until `resume`; the job in hand runs on. */
+  pause(): void {
+    if (this.retired || this.paused) return;
+    this.paused = true;
+    this.unpause = new Gate();
+    this.stopTaking();
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.unpause.open();
+  }
+
+  /** Leave the pool: finish the job in hand, take no other. */
+  retire(): void {
+    if (this.retired) return;
+    this.retired = true;
+    if (this.state !== 'stopped') this.state = this.state === 'processing' ? 'stopping' : this.state;
+    this.stopTaking();
+    this.unpause.open();
+  }
+
+  /** Resolves once the processor has opened its first source, is paused, or has stopped. */
+  get started(): Promise<void> {
+    return this.settledIn.wait();
+  }
+
+  get isRetired(): boolean {
+    return this.retired;
   }
 
   status(): ProcessorStatus {
@@ -47,41 +121,94 @@ class Processor {
       state: this.state,
       processed: this.processed,
       ...(this.jobId === undefined ? {} : { jobId: this.jobId }),
+      ...(this.lastJobId === undefined ? {} : { lastJobId: this.lastJobId }),
     };
+  }
+
+  private stopTaking(): void {
+    this.take.abort();
+    // Closing now (not after the job in hand) cancels the consumer at once,
+    // so nothing more is prefetched for a processor that won't run it.
+    this.closeSource();
+  }
+
+  private closeSource(): Promise<void> {
+    const source = this.source;
+    if (!source) return this.closingSource ?? Promise.resolve();
+    this.source = undefined;
+    this.closingSource = source.close().catch((err: unknown) => {
+      this.logger.warn({ processor: this.id, err: errorMessage(err) }, 'closing job source failed');
+    });
+    return this.closingSource;
   }
 
   private async loop(): Promise<void> {
     try {
       for (;;) {
-        const job = await this.source.next(this.stopTaking.signal);
-        if (!job) break;
-        this.state = 'processing';
-        this.jobId = job.payload.jobId;
-        try {
-          await this.runJob(job, this.id);
-        } catch (err) {
-          // runJob settles every job itself; reaching here is a bug, but one
-          // job's bug must not take the processor down with it.
-          this.logger.error({ processor: this.id, job_id: this.jobId, err: errorMessage(err) }, 'job runner threw');
+        if (this.retired) break;
+        if (this.paused) {
+          await this.closeSource();
+          this.state = 'paused';
+          this.settledIn.open();
+          await this.unpause.wait();
+          continue;
         }
-        this.processed++;
+        if (!this.source) {
+          await this.closingSource;
+          this.take = new AbortController();
+          this.state = 'starting';
+          const source = await this.queue.openSource(this.id);
+          this.source = source;
+          this.settledIn.open();
+          // Paused or retired while opening: give it back at once.
+          if (this.paused || this.retired) continue;
+        }
         this.state = 'waiting';
-        this.jobId = undefined;
+        const job = await this.source.next(this.take.signal);
+        if (!job) continue;
+        await this.process(job);
       }
     } catch (err) {
       this.logger.error({ processor: this.id, err: errorMessage(err) }, 'processor stopped: its job source failed');
     } finally {
+      await this.closeSource();
       this.state = 'stopped';
-      await this.source.close().catch((err: unknown) => {
-        this.logger.warn({ processor: this.id, err: errorMessage(err) }, 'closing job source failed');
-      });
+      this.settledIn.open();
+      this.onStopped(this);
     }
   }
+
+  private async process(job: QueuedJob): Promise<void> {
+    this.state = this.retired ? 'stopping' : 'processing';
+    this.jobId = job.payload.jobId;
+    this.lastJobId = this.jobId;
+    try {
+      await this.runJob(job, this.id);
+    } catch (err) {
+      // runJob settles every job itself; reaching here is a bug, but one
+      // job's bug must not take the processor down with it.
+      this.logger.error({ processor: this.id, job_id: this.jobId, err: errorMessage(err) }, 'job runner threw');
+    }
+    this.processed++;
+    this.jobId = undefined;
+    this.state = this.retired ? 'stopping' : this.paused ? 'paused' : 'waiting';
+  }
+}
+
+/** Counts of processors by what they are doing, for metrics. */
+export interface PoolCounts {
+  busy: number;
+  idle: number;
+  paused: number;
 }
 
 export class ProcessorPool {
   private readonly processors: Processor[] = [];
   private nextId = 1;
+  private paused = false;
+  private closed = false;
+  /** Settled jobs of processors that have left the pool. */
+  private processedByGone = 0;
 
   constructor(
     private readonly queue: JobQueue,
@@ -90,27 +217,126 @@ export class ProcessorPool {
     private readonly hostname: string,
   ) {}
 
-  /** Add `count` processors, each with its own source. */
+  /** Add `count` processors, each with its own source; resolves once their sources are open. */
   async grow(count: number): Promise<void> {
+    if (this.closed) throw new Error('the pool is stopping: it cannot grow');
+    const added: Processor[] = [];
     for (let i = 0; i < count; i++) {
       const id = `${this.hostname}:${this.nextId++}`;
-      const source = await this.queue.openSource(id);
-      this.processors.push(new Processor(id, source, this.runJob, this.logger));
+      const processor = new Processor(id, this.queue, this.runJob, this.logger, this.paused, (p) => this.forget(p));
+      this.processors.push(processor);
+      added.push(processor);
     }
+    // A source that fails to open stops its processor; wait until each has left `starting`.
+    await Promise.all(added.map((p) => p.started));
     this.logger.info({ pool_size: this.size }, 'processors started');
   }
 
+  /**
+   * Remove `count` processors: idle or paused ones first, then the newest
+   * busy ones, which finish their job and stop. Resolves at once; the
+   * removed processors' `done` is awaited by `stop`.
+   */
+  shrink(count: number): number {
+    const candidates = this.active()
+      .slice()
+      .reverse()
+      .sort((a, b) => rank(a) - rank(b));
+    const removed = candidates.slice(0, Math.max(0, count));
+    for (const processor of removed) processor.retire();
+    if (removed.length > 0) this.logger.info({ pool_size: this.size, removed: removed.map((p) => p.id) }, 'processors removed');
+    return removed.length;
+  }
+
+  /** Grow or shrink to `size` processors (not counting the ones finishing their last job). */
+  async resize(size: number): Promise<void> {
+    const difference = size - this.size;
+    if (difference > 0) await this.grow(difference);
+    else if (difference < 0) this.shrink(-difference);
+  }
+
+  /** Processors in the pool (not counting removed ones finishing their last job). */
   get size(): number {
-    return this.processors.filter((p) => p.state !== 'stopped').length;
+    return this.active().length;
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** Jobs settled by every processor this pool has had. */
+  get processed(): number {
+    return this.processedByGone + this.processors.reduce((sum, p) => sum + p.processed, 0);
   }
 
   status(): ProcessorStatus[] {
     return this.processors.map((p) => p.status());
   }
 
+  counts(): PoolCounts {
+    const counts: PoolCounts = { busy: 0, idle: 0, paused: 0 };
+    for (const processor of this.processors) {
+      if (processor.state === 'processing' || processor.state === 'stopping') counts.busy++;
+      else if (processor.state === 'paused') counts.paused++;
+      else if (processor.state === 'waiting' || processor.state === 'starting') counts.idle++;
+    }
+    return counts;
+  }
+
+  /** Every processor stops taking jobs (closing its source) until `resume`; running jobs go on. */
+  pause(): void {
+    this.paused = true;
+    for (const processor of this.processors) processor.pause();
+    this.logger.info('paused: not taking jobs');
+  }
+
+  /** Take jobs again, each processor on a fresh source. */
+  resume(): void {
+    this.paused = false;
+    for (const processor of this.processors) processor.resume();
+    this.logger.info('resumed: taking jobs');
+  }
+
+  /** Stop taking jobs for good; running jobs go on. Resolves at once. */
+  stopTaking(): void {
+    this.closed = true;
+    for (const processor of this.processors) processor.retire();
+  }
+
   /** Stop taking jobs and wait for every processor's job in hand to settle. */
   async stop(): Promise<void> {
-    for (const processor of this.processors) processor.stop();
+    this.stopTaking();
     await Promise.all(this.processors.map((p) => p.done));
+  }
+
+  /** Resolves when every processor has stopped (after `stopTaking`). */
+  async settled(): Promise<void> {
+    await Promise.all(this.processors.map((p) => p.done));
+  }
+
+  private active(): Processor[] {
+    return this.processors.filter((p) => !p.isRetired && p.state !== 'stopped');
+  }
+
+  private forget(processor: Processor): void {
+    // Removed processors leave the list, their count stays in `processed`;
+    // processors stopped by the pool's own stop stay for the final status.
+    if (this.closed) return;
+    const index = this.processors.indexOf(processor);
+    if (index >= 0) this.processors.splice(index, 1);
+    this.processedByGone += processor.processed;
+  }
+}
+
+/** Which processors a decrement takes first: idle, then paused, then busy ones. */
+function rank(processor: Processor): number {
+  switch (processor.state) {
+    case 'waiting':
+    case 'starting':
+      return 0;
+    case 'paused':
+      return 1;
+    default:
+      return 2;
   }
 }

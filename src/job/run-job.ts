@@ -8,7 +8,12 @@
  * timeout, log silence, max log length) and its own timeout. Whatever
  * happens, exactly one of finish/requeue is published (unless the delivery
  * itself is lost), the instance is destroyed, and the delivery is settled.
+ *
+ * Each job is one trace (a `job` span with a child span per step: received,
+ * script, start, upload, started, run, finish or requeue, destroy) and feeds
+ * the worker's metrics; both are no-ops unless the worker turned them on.
  */
+import { context, trace, SpanStatusCode, type Attributes, type Tracer } from '@opentelemetry/api';
 import type { Backend, Instance } from '../backend/contract.js';
 import type { WorkerConfig } from '../config.js';
 import {
@@ -26,6 +31,8 @@ import type { ScriptGenerator } from './script.js';
 import { startAttributesOf } from './start-attributes.js';
 import { JobStopController, outcomeOf, stepSignal, type StopReason } from './stop.js';
 import { abortableSleep } from '../util/abort.js';
+import { noopMetrics, type JobMetrics } from '../telemetry/metrics.js';
+import { noopTracer } from '../telemetry/tracing.js';
 
 export interface JobRunnerDeps {
   config: WorkerConfig;
@@ -39,6 +46,10 @@ export interface JobRunnerDeps {
   version: string;
   /** How the job came in (`amqp`, `file`), for the worker-info fold. */
   queueType: string;
+  /** Where the job's metrics go; nothing is recorded when absent. */
+  metrics?: JobMetrics;
+  /** Makes the job's trace; spans are dropped when absent. */
+  tracer?: Tracer;
 }
 
 /** How a job ended, for the processor's bookkeeping and the worker log. */
@@ -69,6 +80,39 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
   });
   const hardTimeoutMs = payload.hardLimitMs ?? config.timeouts.hardMs;
   const silenceMs = payload.logSilenceMs ?? config.timeouts.logSilenceMs;
+  const metrics = deps.metrics ?? noopMetrics;
+  const tracer = deps.tracer ?? noopTracer;
+  const takenAt = Date.now();
+  if (payload.queuedAt) metrics.queueWait(takenAt - payload.queuedAt.getTime());
+  const jobAttributes: Attributes = {
+    'job.id': payload.jobId,
+    'job.repository': payload.repositorySlug,
+    'worker.backend': config.providerName,
+    'worker.processor': processorId,
+  };
+  const root = tracer.startSpan('job', { attributes: jobAttributes });
+  const traceContext = trace.setSpan(context.active(), root);
+  /** Run one step of the job under a span of its own. */
+  async function step<T>(name: string, work: () => Promise<T>): Promise<T> {
+    const span = tracer.startSpan(name, { attributes: jobAttributes }, traceContext);
+    try {
+      return await work();
+    } catch (err) {
+      span.recordException(err instanceof Error ? err : new Error(errorMessage(err)));
+      span.setStatus({ code: SpanStatusCode.ERROR, message: errorMessage(err) });
+      throw err;
+    } finally {
+      span.end();
+    }
+  }
+  // Counted at the sink, so parts of every kind (final, requeue flush) are seen once.
+  const countedSink = {
+    publish: async (part: Parameters<typeof job.log.publish>[0]) => {
+      await job.log.publish(part);
+      metrics.logPart(Buffer.byteLength(part.content));
+    },
+    flushed: () => job.log.flushed(),
+  };
 
   const stop = new JobStopController();
   const unlinkShutdown = stop.stopWhen(deps.shutdown, { kind: 'shutdown' });
@@ -77,7 +121,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     stop.stop({ kind: 'cancelled', reason: command.reason }),
   );
   const log = new LogWriter({
-    sink: job.log,
+    sink: countedSink,
     maxLogBytes: config.maxLogLength,
     silenceTimeoutMs: silenceMs,
     onSilence: () => stop.stop({ kind: 'log-silence', limitMs: silenceMs }),
@@ -88,7 +132,8 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
   let result: JobResult;
   logger.info('job received');
   try {
-    await job.received();
+    await step('received', () => job.received());
+    metrics.timeToReceived(Date.now() - takenAt);
     result = await runSteps();
   } catch (err) {
     result = await endAfterError(err);
@@ -98,12 +143,17 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     unlinkLost();
     unsubscribeCancel();
   }
-  if (instance) await destroyInstance(instance, logger);
+  const started = instance;
+  if (started) await step('destroy', () => destroyInstance(started, logger));
   if (result.outcome !== 'abandoned') {
     await job.acknowledge().catch((err: unknown) => {
       logger.error({ err: errorMessage(err) }, 'could not acknowledge the delivery; the broker will redeliver it');
     });
   }
+  metrics.jobEnded(result.outcome === 'finished' ? result.state : result.outcome === 'requeued' ? 'reset' : 'abandoned');
+  root.setAttributes(result.outcome === 'finished' ? { 'job.outcome': result.outcome, 'job.state': result.state } : { 'job.outcome': result.outcome, 'job.reason': result.reason });
+  if (result.outcome !== 'finished') root.setStatus({ code: SpanStatusCode.ERROR, message: `${result.outcome}: ${result.reason}` });
+  root.end();
   logger.info({ ...result }, 'job done');
   return result;
 
@@ -114,7 +164,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     }
     throwIfStopped();
     await abortableSleep(config.timeouts.initialSleepMs, stop.signal);
-    const script = await deps.scripts.generate(payload, stop.signal);
+    const script = await step('script', () => deps.scripts.generate(payload, stop.signal));
 
     const attributes = startAttributesOf(payload, config.defaults, hardTimeoutMs);
     const startup = stepSignal(stop.signal, config.timeouts.startupMs, () =>
@@ -123,13 +173,19 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
       }),
     );
     try {
-      instance = await backend.start(attributes, {
-        signal: startup.signal,
-        // A failed sink also fails the close that follows; no need to hear of it twice.
-        progress: (line) => log.write(`${line}\r\n`).catch(() => {}),
-        logger,
-        recordPhase: (phase, durationMs) => logger.debug({ phase, duration_ms: durationMs }, 'boot phase'),
-      });
+      instance = await step('start', () =>
+        backend.start(attributes, {
+          signal: startup.signal,
+          // A failed sink also fails the close that follows; no need to hear of it twice.
+          progress: (line) => log.write(`${line}\r\n`).catch(() => {}),
+          logger,
+          recordPhase: (phase, durationMs) => {
+            metrics.bootPhase(phase, durationMs);
+            logger.debug({ phase, duration_ms: durationMs }, 'boot phase');
+          },
+        }),
+      );
+      root.setAttribute('instance.id', instance.id);
     } catch (err) {
       throw startup.signal.aborted ? startup.signal.reason : err;
     } finally {
@@ -141,7 +197,8 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
       new UploadTimeoutError('script upload did not finish within the upload timeout'),
     );
     try {
-      await instance.upload(script, { signal: upload.signal });
+      const target = instance;
+      await step('upload', () => target.upload(script, { signal: upload.signal }));
     } catch (err) {
       throw upload.signal.aborted ? upload.signal.reason : err;
     } finally {
@@ -149,7 +206,9 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     }
     throwIfStopped();
 
-    await job.started(instance.id);
+    const ready = instance;
+    await step('started', () => job.started(ready.id));
+    metrics.timeToStarted(Date.now() - takenAt);
     log.setStartedMeta({
       ...(payload.queuedAt ? { queued_at: payload.queuedAt.toISOString().replace(/\.\d{3}Z$/, 'Z') } : {}),
       repo: payload.repositorySlug,
@@ -160,7 +219,11 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
 
     stop.startHardTimeout(hardTimeoutMs);
     log.watchSilence(true);
-    const run = await instance.run({ output: log.stream, signal: stop.signal }).finally(() => log.watchSilence(false));
+    const scriptStart = Date.now();
+    const run = await step('run', () => ready.run({ output: log.stream, signal: stop.signal })).finally(() => {
+      log.watchSilence(false);
+      metrics.scriptRun(Date.now() - scriptStart);
+    });
     throwIfStopped();
     logger.info({ exit_code: run.exitCode, signal: run.signal }, 'script exited');
     return finish(stateOfExit(run.exitCode));
@@ -171,17 +234,22 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
   }
 
   async function finish(state: TerminalState, trailer?: string): Promise<JobResult> {
-    await log.close(trailer);
-    await job.finish(state);
-    return { outcome: 'finished', state };
+    return step('finish', async () => {
+      await log.close(trailer);
+      await job.finish(state);
+      return { outcome: 'finished', state };
+    });
   }
 
   async function requeue(reason: string): Promise<JobResult> {
     // The parts written so far stay published; a final part is not, since
     // this run is not the job's last.
-    await log.flush().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'could not flush the log'));
-    await job.requeue();
-    return { outcome: 'requeued', reason };
+    return step('requeue', async () => {
+      await log.flush().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'could not flush the log'));
+      await job.requeue();
+      metrics.requeued(reason);
+      return { outcome: 'requeued', reason };
+    });
   }
 
   /** Decide the job's end from a stop reason (which wins) or the error thrown. */

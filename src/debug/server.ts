@@ -1,0 +1,181 @@
+/**
+ * The debug port (`TRAVIS_WORKER_PPROF_PORT`): profile a running worker
+ * without restarting it. The pprof paths are Go's, so
+ * `go tool pprof http://host:6060/debug/pprof/profile` works as it did for
+ * the Go worker:
+ *
+ *   /debug/pprof/profile?seconds=N  CPU (wall-clock) profile, gzipped pprof protobuf (default 30 s)
+ *   /debug/pprof/heap               sampled heap profile, gzipped pprof protobuf
+ *   /debug/heapsnapshot             V8 heap snapshot (open in Chrome DevTools' Memory tab)
+ *   /debug/report                   Node's diagnostic report: JS stack, native stack,
+ *                                   libuv handles (sockets, timers) and active resources
+ *   /metrics                        Prometheus text
+ *
+ * Profiles come from @datadog/pprof (Datadog's maintained fork of Google's
+ * node pprof), whose encoder writes the gzipped protobuf Go's tooling reads.
+ * On loopback the port needs no credentials (as Go's net/http/pprof); on any
+ * other address it asks for `TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH`.
+ */
+import { getHeapSnapshot } from 'node:v8';
+import { pipeline } from 'node:stream/promises';
+import { encode, heap, time } from '@datadog/pprof';
+import { isLoopback } from '../config.js';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import { HttpError, intParam, listen, sendJson, sendText, type HttpListener, type Route, type RouteContext } from '../control/http.js';
+
+/** Go's default profile length. */
+const DEFAULT_PROFILE_SECONDS = 30;
+/** Longer profiles are refused: a forgotten `seconds=86400` would pin the profiler for a day. */
+const MAX_PROFILE_SECONDS = 600;
+/** 100 samples a second, Go's rate: enough detail, negligible overhead. */
+const PROFILE_INTERVAL_MICROS = 10_000;
+/** One heap sample per 512 KiB allocated on average (Go's default rate), 64 frames deep. */
+const HEAP_SAMPLE_INTERVAL_BYTES = 512 * 1024;
+const HEAP_STACK_DEPTH = 64;
+
+let heapSamplerUsers = 0;
+
+/** Start V8's sampling heap profiler (shared by every debug server in the process); returns its release. */
+function startHeapSampler(): () => void {
+  if (heapSamplerUsers++ === 0) heap.start(HEAP_SAMPLE_INTERVAL_BYTES, HEAP_STACK_DEPTH);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    if (--heapSamplerUsers === 0) heap.stop();
+  };
+}
+
+export interface DebugServerOptions {
+  host: string;
+  port: number;
+  /** `user:password`; required (by config) when `host` is not loopback. */
+  auth: string | undefined;
+  metrics: ((request: RouteContext['request'], response: RouteContext['response']) => void) | undefined;
+  logger: Logger;
+}
+
+export type DebugServer = HttpListener;
+
+function sendProfile(response: RouteContext['response'], body: Buffer, name: string): void {
+  response.writeHead(200, {
+    'content-type': 'application/octet-stream',
+    'content-disposition': `attachment; filename="${name}"`,
+    'content-length': body.byteLength,
+  });
+  response.end(body);
+}
+
+/** Wait `ms`, ending early when `signal` aborts. */
+function waitFor(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+export async function startDebugServer(options: DebugServerOptions): Promise<DebugServer> {
+  const logger = options.logger.child({ listener: 'debug' });
+  const releaseHeap = startHeapSampler();
+  /** Aborted on close, so a profile in progress ends instead of holding the process. */
+  const closing = new AbortController();
+  let profiling = false;
+
+  const routes: Route[] = [
+    {
+      method: 'GET',
+      path: '/debug/pprof/',
+      auth: true,
+      handler: ({ response }) =>
+        sendText(response, 200, ['profile?seconds=N  CPU (wall) profile', 'heap  heap profile', '', '/debug/heapsnapshot', '/debug/report', '/metrics', ''].join('\n')),
+    },
+    {
+      method: 'GET',
+      path: '/debug/pprof/profile',
+      auth: true,
+      async handler({ response, url }) {
+        const seconds = intParam(url, 'seconds', DEFAULT_PROFILE_SECONDS, MAX_PROFILE_SECONDS);
+        // V8 has one profiler per isolate.
+        if (profiling) throw new HttpError(409, 'a CPU profile is already being taken; try again when it is done');
+        profiling = true;
+        const gone = new AbortController();
+        const onClose = (): void => gone.abort();
+        response.once('close', onClose);
+        try {
+          logger.info({ seconds }, 'taking a CPU profile');
+          time.start({ durationMillis: seconds * 1000, intervalMicros: PROFILE_INTERVAL_MICROS });
+          await waitFor(seconds * 1000, AbortSignal.any([gone.signal, closing.signal]));
+          const profile = time.stop();
+          if (gone.signal.aborted) return;
+          sendProfile(response, await encode(profile), 'profile.pb.gz');
+        } finally {
+          profiling = false;
+          response.off('close', onClose);
+        }
+      },
+    },
+    {
+      method: 'GET',
+      path: '/debug/pprof/heap',
+      auth: true,
+      handler: async ({ response }) => sendProfile(response, await encode(heap.profile()), 'heap.pb.gz'),
+    },
+    {
+      method: 'GET',
+      path: '/debug/heapsnapshot',
+      auth: true,
+      async handler({ response }) {
+        logger.info('writing a heap snapshot (the worker pauses while V8 walks the heap)');
+        response.writeHead(200, {
+          'content-type': 'application/json',
+          'content-disposition': `attachment; filename="mayfly-${process.pid}-${Date.now()}.heapsnapshot"`,
+        });
+        await pipeline(getHeapSnapshot(), response);
+      },
+    },
+    {
+      method: 'GET',
+      path: '/debug/report',
+      auth: true,
+      handler: ({ response }) =>
+        sendJson(response, 200, {
+          activeResources: process.getActiveResourcesInfo(),
+          report: process.report.getReport(),
+        }),
+    },
+  ];
+  if (options.metrics) {
+    const metrics = options.metrics;
+    routes.push({ method: 'GET', path: '/metrics', auth: true, handler: ({ request, response }) => metrics(request, response) });
+  }
+
+  let listener: HttpListener;
+  try {
+    listener = await listen(options.host, options.port, {
+      name: 'debug',
+      routes,
+      auth: options.auth,
+      enforceAuth: !isLoopback(options.host),
+      logger,
+    });
+  } catch (err) {
+    releaseHeap();
+    throw err;
+  }
+  logger.info({ pprof: `${listener.url}/debug/pprof/profile` }, 'profiler ready (go tool pprof <url>)');
+  return {
+    url: listener.url,
+    address: listener.address,
+    async close() {
+      closing.abort();
+      await listener.close().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'closing the debug listener failed'));
+      releaseHeap();
+    },
+  };
+}

@@ -1,0 +1,69 @@
+/**
+ * `TRAVIS_WORKER_HEARTBEAT_URL`: a supervisor's say on whether this worker
+ * should run. Polled at once and then every 5 minutes (travis' interval)
+ * with `Authorization: token <TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN>`; an
+ * answer of `{"state":"down"}` drains the worker. A failed poll is logged
+ * and retried sooner; it never drains (an unreachable supervisor must not
+ * take a fleet down).
+ */
+import { z } from 'zod';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import { abortableSleep } from '../util/abort.js';
+
+/** travis polls every 5 minutes after a good answer... */
+export const HEARTBEAT_INTERVAL_MS = 5 * 60_000;
+/** ...and 30 seconds after a failed one. */
+export const HEARTBEAT_ERROR_INTERVAL_MS = 30_000;
+/** One poll may take this long before it counts as failed. */
+const HEARTBEAT_REQUEST_TIMEOUT_MS = 10_000;
+
+const HeartbeatAnswer = z.object({ state: z.string().optional() });
+
+export interface HeartbeatOptions {
+  url: string;
+  authToken?: string;
+  logger: Logger;
+  /** Called when the supervisor answers `down`. */
+  onDown: () => void;
+  /** Stops the polling. */
+  signal: AbortSignal;
+  intervalMs?: number;
+  errorIntervalMs?: number;
+}
+
+/** One poll: the state the supervisor answered (`up`, `down`, ...), or undefined if it said none. Throws on failure. */
+export async function pollHeartbeat(url: string, authToken: string | undefined, signal: AbortSignal): Promise<string | undefined> {
+  const response = await fetch(url, {
+    headers: authToken === undefined ? {} : { authorization: `token ${authToken}` },
+    signal: AbortSignal.any([signal, AbortSignal.timeout(HEARTBEAT_REQUEST_TIMEOUT_MS)]),
+  });
+  if (response.status > 299) {
+    await response.body?.cancel();
+    throw new Error(`unhappy status code ${response.status}`);
+  }
+  return HeartbeatAnswer.parse(await response.json()).state;
+}
+
+/** Poll until `signal` aborts or the supervisor says `down` (then `onDown` runs and polling ends). */
+export async function watchHeartbeat(options: HeartbeatOptions): Promise<void> {
+  const { url, authToken, logger, signal } = options;
+  const masked = url.replace(/\/\/[^/@]*@/, '//****@');
+  logger.info({ heartbeat_url: masked }, 'starting heartbeat loop');
+  while (!signal.aborted) {
+    let wait = options.intervalMs ?? HEARTBEAT_INTERVAL_MS;
+    try {
+      const state = await pollHeartbeat(url, authToken, signal);
+      if (state === 'down') {
+        logger.info({ heartbeat_state: state }, 'the heartbeat URL says down: draining');
+        options.onDown();
+        return;
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      logger.warn({ heartbeat_url: masked, err: errorMessage(err) }, 'failed to get heartbeat');
+      wait = options.errorIntervalMs ?? HEARTBEAT_ERROR_INTERVAL_MS;
+    }
+    await abortableSleep(wait, signal).catch(() => undefined);
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * The worker's status as `GET /worker` answers it and SIGUSR1 logs it:
+ * travis-ci/worker's `workerInfo` fields (remote_controller.go) so existing
+ * tooling keeps reading them, plus the lifecycle state.
+ */
+import { formatGoDuration } from '../settings.js';
+import type { ProcessorStatus } from '../pool.js';
+import type { WorkerState } from './state.js';
+
+export interface ProcessorInfo {
+  id: string;
+  processed: number;
+  /** The processor's state: starting, waiting, processing, paused, stopping, stopped. */
+  status: string;
+  /** The last job it took (0 before the first, as travis). */
+  lastJobId: number;
+  /** The job it is running now, if any. */
+  currentJobId?: number;
+}
+
+export interface WorkerStatus {
+  version: string;
+  /** Since the worker started, the Go way (`1h2m3.5s`), as travis. */
+  uptime: string;
+  uptimeSeconds: number;
+  state: WorkerState;
+  /** Processors alive, including removed ones finishing their last job (travis' `poolSize`). */
+  poolSize: number;
+  /** Processors the pool is meant to have (travis' `expectedPoolSize`). */
+  expectedPoolSize: number;
+  totalProcessed: number;
+  processors: ProcessorInfo[];
+}
+
+export function buildStatus(input: {
+  version: string;
+  startedAt: number;
+  state: WorkerState;
+  expectedPoolSize: number;
+  totalProcessed: number;
+  processors: ProcessorStatus[];
+}): WorkerStatus {
+  const uptimeMs = Date.now() - input.startedAt;
+  return {
+    version: input.version,
+    uptime: formatGoDuration(uptimeMs),
+    uptimeSeconds: Math.floor(uptimeMs / 1000),
+    state: input.state,
+    poolSize: input.processors.filter((p) => p.state !== 'stopped').length,
+    expectedPoolSize: input.expectedPoolSize,
+    totalProcessed: input.totalProcessed,
+    processors: input.processors.map((p) => ({
+      id: p.id,
+      processed: p.processed,
+      status: p.state,
+      lastJobId: p.lastJobId ?? 0,
+      ...(p.jobId === undefined ? {} : { currentJobId: p.jobId }),
+    })),
+  };
+}

@@ -1,0 +1,145 @@
+/**
+ * The worker's metrics, served as Prometheus text at `/metrics` on the
+ * control and debug listeners. Recorded through OpenTelemetry's metrics SDK
+ * and read by its Prometheus exporter (no server of its own: our listeners
+ * call its request handler). With no listener configured nothing would ever
+ * read them, so `noopMetrics` is used and recording costs nothing.
+ *
+ * Names follow Prometheus conventions: `mayfly_` prefix, `_seconds` and
+ * `_bytes` units, counters end in `_total` (the exporter adds it).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Attributes, Meter } from '@opentelemetry/api';
+import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import type { ApiCallOutcome, BackendMetrics, BootPhase } from '../backend/contract.js';
+import type { WorkerState } from '../lifecycle/state.js';
+import type { PoolCounts } from '../pool.js';
+
+/** How a job ended, as counted: a terminal state, `reset` (requeued) or `abandoned` (left to the broker). */
+export type JobEnd = 'passed' | 'failed' | 'errored' | 'cancelled' | 'reset' | 'abandoned';
+
+/** What the job pipeline records (durations in milliseconds). */
+export interface JobMetrics {
+  jobEnded(end: JobEnd): void;
+  requeued(reason: string): void;
+  /** From the job's `queued_at` to the worker taking it. */
+  queueWait(ms: number): void;
+  /** From taking the job to `received` published. */
+  timeToReceived(ms: number): void;
+  /** From taking the job to `started` published (script, boot, upload). */
+  timeToStarted(ms: number): void;
+  bootPhase(phase: BootPhase, ms: number): void;
+  /** From the script's start to its exit. */
+  scriptRun(ms: number): void;
+  /** One log part published, `bytes` of UTF-8 content. */
+  logPart(bytes: number): void;
+}
+
+/** What the worker's gauges read when scraped. */
+export interface WorkerGauges {
+  state(): WorkerState;
+  poolSize(): number;
+  processors(): PoolCounts;
+  /** 1 while the broker connection is up (always 1 for the file queue). */
+  brokerConnected(): boolean;
+}
+
+export interface WorkerMetrics extends JobMetrics {
+  /** The metrics hook a backend reports its API calls to. */
+  readonly backend: BackendMetrics;
+  /** Start reporting the gauges (once the worker parts exist). */
+  observe(gauges: WorkerGauges): void;
+  /** Answer a scrape with the Prometheus text; undefined when metrics are off. */
+  readonly handle: ((request: IncomingMessage, response: ServerResponse) => void) | undefined;
+  shutdown(): Promise<void>;
+}
+
+/** Seconds: boot phases and script runs span from milliseconds to the 50-minute hard limit. */
+const DURATION_BUCKETS_S = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3000];
+/** Seconds: cloud API calls are mostly sub-second, retries and waits can take a minute. */
+const API_BUCKETS_S = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+const WORKER_STATES: readonly WorkerState[] = ['STARTING', 'RUNNING', 'PAUSED', 'DRAINING', 'STOPPING', 'STOPPED'];
+
+/** Metrics that go nowhere: when no listener would serve them. */
+export const noopMetrics: WorkerMetrics = {
+  jobEnded() {},
+  requeued() {},
+  queueWait() {},
+  timeToReceived() {},
+  timeToStarted() {},
+  bootPhase() {},
+  scriptRun() {},
+  logPart() {},
+  backend: { apiCall() {} },
+  observe() {},
+  handle: undefined,
+  async shutdown() {},
+};
+
+/** Metrics recorded with the OpenTelemetry SDK and served in Prometheus format; `backend` labels every series. */
+export function createPrometheusMetrics(labels: { backend: string; queue: string }): WorkerMetrics {
+  const exporter = new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true });
+  const provider = new MeterProvider({ readers: [exporter] });
+  const meter: Meter = provider.getMeter('mayfly');
+  const base: Attributes = { backend: labels.backend };
+  const seconds = (name: string, description: string, buckets = DURATION_BUCKETS_S) =>
+    meter.createHistogram(name, { description, unit: 's', advice: { explicitBucketBoundaries: buckets } });
+
+  const jobs = meter.createCounter('mayfly_jobs', { description: 'Jobs that ended, by how: terminal state, reset (requeued) or abandoned' });
+  const requeues = meter.createCounter('mayfly_job_requeues', { description: 'Jobs requeued (reset), by reason (an error code or shutdown)' });
+  const queueWait = seconds('mayfly_job_queue_wait_seconds', "From the job's queued_at to the worker taking it");
+  const toReceived = seconds('mayfly_job_time_to_received_seconds', 'From taking the job to its received state being published');
+  const toStarted = seconds('mayfly_job_time_to_started_seconds', 'From taking the job to its started state being published (script, boot, upload)');
+  const boot = seconds('mayfly_boot_phase_seconds', 'Duration of each phase of bringing an instance up');
+  const script = seconds('mayfly_script_run_seconds', "From the script's start to its exit");
+  const logBytes = meter.createCounter('mayfly_log_bytes', { description: 'Bytes of job log published', unit: 'By' });
+  const logParts = meter.createCounter('mayfly_log_parts', { description: 'Job log parts published' });
+  const apiCalls = meter.createCounter('mayfly_cloud_api_calls', { description: 'Calls to the backend API, by operation and outcome' });
+  const apiThrottles = meter.createCounter('mayfly_cloud_api_throttles', { description: 'Calls to the backend API refused for rate or quota, by operation' });
+  const apiDuration = seconds('mayfly_cloud_api_call_seconds', 'Duration of calls to the backend API', API_BUCKETS_S);
+
+  return {
+    jobEnded: (end) => jobs.add(1, { ...base, state: end }),
+    requeued: (reason) => requeues.add(1, { ...base, reason }),
+    queueWait: (ms) => queueWait.record(Math.max(0, ms) / 1000, base),
+    timeToReceived: (ms) => toReceived.record(ms / 1000, base),
+    timeToStarted: (ms) => toStarted.record(ms / 1000, base),
+    bootPhase: (phase, ms) => boot.record(ms / 1000, { ...base, phase }),
+    scriptRun: (ms) => script.record(ms / 1000, base),
+    logPart(bytes) {
+      logParts.add(1, base);
+      logBytes.add(bytes, base);
+    },
+    backend: {
+      apiCall(operation: string, outcome: ApiCallOutcome, durationMs: number) {
+        apiCalls.add(1, { ...base, operation, outcome });
+        apiDuration.record(durationMs / 1000, { ...base, operation });
+        if (outcome === 'throttled') apiThrottles.add(1, { ...base, operation });
+      },
+    },
+    observe(gauges) {
+      meter
+        .createObservableGauge('mayfly_processors', { description: 'Processors by what they do: busy (running a job), idle, paused' })
+        .addCallback((result) => {
+          const counts = gauges.processors();
+          for (const [state, value] of Object.entries(counts)) result.observe(value, { state });
+        });
+      meter
+        .createObservableGauge('mayfly_pool_size', { description: 'Processors in the pool (TRAVIS_WORKER_POOL_SIZE, as resized)' })
+        .addCallback((result) => result.observe(gauges.poolSize()));
+      meter
+        .createObservableGauge('mayfly_broker_connected', { description: '1 while the job broker connection is up' })
+        .addCallback((result) => result.observe(gauges.brokerConnected() ? 1 : 0, { queue: labels.queue }));
+      meter
+        .createObservableGauge('mayfly_worker_state', { description: '1 for the state the worker is in, 0 for the others' })
+        .addCallback((result) => {
+          const current = gauges.state();
+          for (const state of WORKER_STATES) result.observe(state === current ? 1 : 0, { state });
+        });
+    },
+    handle: (request, response) => exporter.getMetricsRequestHandler(request, response),
+    shutdown: () => provider.shutdown(),
+  };
+}
