@@ -1,0 +1,144 @@
+/**
+ * The Compute API calls the backend makes, each through `CloudApi` (rate
+ * limit, retries with backoff on throttling/5xx, metrics), on the REST
+ * transport of `@google-cloud/compute`. SDK-level retries are off so every
+ * attempt is seen (and counted) by `CloudApi`.
+ */
+import { ImagesClient, InstancesClient, ZoneOperationsClient, type protos } from '@google-cloud/compute';
+import type { JWT } from 'google-auth-library';
+import { CloudApi } from '../../src/backend/cloud-api.js';
+import type { BackendMetrics } from '../../src/backend/contract.js';
+import { ConfigError } from '../../src/errors.js';
+import type { Logger } from '../../src/log.js';
+import { COMPUTE_SCOPE } from './auth.js';
+import { classifyGceError } from './errors.js';
+
+export type GceInstanceResource = protos.google.cloud.compute.v1.IInstance;
+export type GceOperation = protos.google.cloud.compute.v1.IOperation;
+export type GceImage = protos.google.cloud.compute.v1.IImage;
+
+/** One HTTP request to the API; the SDK's own default is 10 minutes. */
+const CALL_TIMEOUT_MS = 60_000;
+/** What every call passes to the SDK: no SDK retries (CloudApi retries), a bounded wait. */
+const CALL_OPTIONS = { timeout: CALL_TIMEOUT_MS, maxRetries: 0 };
+
+export interface GceApiOptions {
+  /** e.g. `https://compute.googleapis.com` or `http://127.0.0.1:8080`. */
+  endpoint: string;
+  authClient: JWT | undefined;
+  maxCalls: number;
+  intervalMs: number;
+  metrics: BackendMetrics;
+  logger: Logger;
+}
+
+/** `apiEndpoint`, `port` and `protocol` client options from a base URL. */
+export function endpointOptions(endpoint: string): { apiEndpoint: string; port: number; protocol: string } {
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    throw new ConfigError(`TRAVIS_WORKER_GCE_API_ENDPOINT: "${endpoint}" is not a URL (e.g. https://compute.googleapis.com)`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new ConfigError(`TRAVIS_WORKER_GCE_API_ENDPOINT: "${endpoint}" must be http or https`);
+  }
+  const protocol = url.protocol.slice(0, -1);
+  return { apiEndpoint: url.hostname, port: url.port === '' ? (protocol === 'https' ? 443 : 80) : Number(url.port), protocol };
+}
+
+type ClientOptions = NonNullable<ConstructorParameters<typeof InstancesClient>[0]>;
+
+export class GceApi {
+  readonly #instances: InstancesClient;
+  readonly #operations: ZoneOperationsClient;
+  readonly #images: ImagesClient;
+  readonly #cloud: CloudApi;
+
+  constructor(options: GceApiOptions) {
+    const clientOptions: ClientOptions = {
+      ...endpointOptions(options.endpoint),
+      fallback: true,
+      scopes: [COMPUTE_SCOPE],
+    };
+    // google-gax types its own copy of google-auth-library; at run time it only calls the client's fetch().
+    if (options.authClient !== undefined) clientOptions.authClient = options.authClient as unknown as NonNullable<ClientOptions['authClient']>;
+    this.#instances = new InstancesClient(clientOptions);
+    this.#operations = new ZoneOperationsClient(clientOptions);
+    this.#images = new ImagesClient(clientOptions);
+    this.#cloud = new CloudApi({
+      backend: 'gce',
+      maxCalls: options.maxCalls,
+      intervalMs: options.intervalMs,
+      classify: classifyGceError,
+      metrics: options.metrics,
+      logger: options.logger,
+    });
+  }
+
+  /**
+   * Insert an instance; resolves with its insert operation. `onSent` gets
+   * the SDK's promise of each attempt, so a caller that gives up can still
+   * wait for a request already on the wire before deleting what it made.
+   */
+  insertInstance(
+    project: string,
+    zone: string,
+    instance: GceInstanceResource,
+    signal: AbortSignal,
+    onSent: (attempt: Promise<unknown>) => void,
+  ): Promise<GceOperation> {
+    return this.#cloud.call(
+      'instances.insert',
+      async () => {
+        const attempt = this.#instances.insert({ project, zone, instanceResource: instance }, CALL_OPTIONS);
+        onSent(attempt);
+        const [operation] = await attempt;
+        return operation.latestResponse as GceOperation;
+      },
+      signal,
+    );
+  }
+
+  getInstance(project: string, zone: string, name: string, signal: AbortSignal): Promise<GceInstanceResource> {
+    return this.#cloud.call(
+      'instances.get',
+      async () => (await this.#instances.get({ project, zone, instance: name }, CALL_OPTIONS))[0],
+      signal,
+    );
+  }
+
+  deleteInstance(project: string, zone: string, name: string, signal: AbortSignal): Promise<GceOperation> {
+    return this.#cloud.call(
+      'instances.delete',
+      async () => (await this.#instances.delete({ project, zone, instance: name }, CALL_OPTIONS))[0].latestResponse as GceOperation,
+      signal,
+    );
+  }
+
+  /** Instances of a zone matching a filter such as `labels.travis-job-id = "42"`. */
+  listInstances(project: string, zone: string, filter: string, signal: AbortSignal): Promise<GceInstanceResource[]> {
+    return this.#cloud.call(
+      'instances.list',
+      async () => (await this.#instances.list({ project, zone, filter }, CALL_OPTIONS))[0],
+      signal,
+    );
+  }
+
+  getOperation(project: string, zone: string, operation: string, signal: AbortSignal): Promise<GceOperation> {
+    return this.#cloud.call(
+      'zoneOperations.get',
+      async () => (await this.#operations.get({ project, zone, operation }, CALL_OPTIONS))[0],
+      signal,
+    );
+  }
+
+  /** Images of `project` matching a filter such as `name eq ^travis-ci.+`, every page. */
+  listImages(project: string, filter: string, signal: AbortSignal): Promise<GceImage[]> {
+    return this.#cloud.call('images.list', async () => (await this.#images.list({ project, filter }, CALL_OPTIONS))[0], signal);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.#instances.close(), this.#operations.close(), this.#images.close()]);
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * Credentials for the Compute API: the service-account key of
+ * `ACCOUNT_JSON` (a path or the JSON text), else application default
+ * credentials (the worker VM's own service account on GCE).
+ */
+import { readFileSync } from 'node:fs';
+import { JWT } from 'google-auth-library';
+import { ConfigError, errorMessage } from '../../src/errors.js';
+
+export const COMPUTE_SCOPE = 'https://www.googleapis.com/auth/compute';
+const VARIABLE = 'TRAVIS_WORKER_GCE_ACCOUNT_JSON';
+
+interface ServiceAccountKey {
+  client_email: string;
+  private_key: string;
+  private_key_id?: string;
+}
+
+/** The key's JSON text: `value` itself when it looks like JSON, else the file it names. */
+function keyText(value: string): string {
+  if (value.trim().startsWith('{')) return value;
+  try {
+    return readFileSync(value, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`${VARIABLE}: cannot read ${value}: ${errorMessage(err)}`, { cause: err });
+  }
+}
+
+export function parseAccountJson(value: string): ServiceAccountKey {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(keyText(value));
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(`${VARIABLE} is not valid JSON: ${errorMessage(err)}`, { cause: err });
+  }
+  const key = parsed as Partial<ServiceAccountKey> | null;
+  if (typeof key?.client_email !== 'string' || typeof key.private_key !== 'string') {
+    throw new ConfigError(`${VARIABLE} is not a service-account key (client_email and private_key are required)`);
+  }
+  return { client_email: key.client_email, private_key: key.private_key, ...(typeof key.private_key_id === 'string' ? { private_key_id: key.private_key_id } : {}) };
+}
+
+/**
+ * A JWT client that signs its own short-lived tokens with the key, scoped to
+ * Compute (Google's "self-signed JWT with scope"): no round trip to the
+ * OAuth token endpoint before the first call, and no dependency on it
+ * being reachable. Undefined when `ACCOUNT_JSON` is empty (the SDK then
+ * uses application default credentials).
+ */
+export function authClientFor(accountJson: string): JWT | undefined {
+  if (accountJson.trim() === '') return undefined;
+  const key = parseAccountJson(accountJson);
+  const client = new JWT({
+    email: key.client_email,
+    key: key.private_key,
+    ...(key.private_key_id === undefined ? {} : { keyId: key.private_key_id }),
+    scopes: [COMPUTE_SCOPE],
+  });
+  client.useJWTAccessWithScope = true;
+  return client;
+}

@@ -1,0 +1,336 @@
+/**
+ * The `gce` backend: a fresh Compute Engine VM per job, booted in the
+ * first zone with room, reached over SSH with a key made for the job, and
+ * deleted on every path (including a start that is aborted mid-way).
+ */
+import { CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api.js';
+import type { Backend, BackendContext, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
+import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
+import type { Logger } from '../../src/log.js';
+import { SshInstance } from '../../src/ssh/instance.js';
+import { generateJobKeyPair } from '../../src/ssh/keys.js';
+import { abortableSleep } from '../../src/util/abort.js';
+import { GceApi, type GceInstanceResource, type GceOperation } from './api.js';
+import { authClientFor } from './auth.js';
+import { GceOperationError, classifyGceError } from './errors.js';
+import { ImageResolver, checkAliases, imagePattern } from './images.js';
+import { GceInstance } from './instance.js';
+import { instanceName, instanceSpec, regionOf } from './instance-spec.js';
+import { machineFor } from './machine.js';
+import { resolvePlacement, type GcePlacement } from './metadata.js';
+import type { GceSettings } from './settings.js';
+
+/** Job VMs listen for SSH where every image does. */
+const SSH_PORT = 22;
+/** Attempts to delete a VM that is still there after a delete reported done (a lost delete). */
+export const DELETE_ATTEMPTS = 3;
+/** A deletion (all attempts) gives up after this, in ms; the VM's lease label and auto-implode remain. */
+const DELETE_DEADLINE_MS = 5 * 60_000;
+/** Asking whether a VM was preempted, in ms. */
+const PREEMPTION_CHECK_MS = 30_000;
+/** Instance states of a VM that no longer runs (preempted, stopped by someone). */
+const STOPPED_STATES = new Set(['STOPPING', 'STOPPED', 'TERMINATED', 'SUSPENDING', 'SUSPENDED']);
+
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)}s`;
+const kindOf = (err: unknown): CloudErrorKind => (err instanceof CloudCallError ? err.kind : classifyGceError(err));
+const isGone = (err: unknown): boolean => kindOf(err) === 'not-found';
+
+/** Resolve `promise`, or reject with the signal's reason as soon as it aborts. */
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+/** The operation's errors as an exception, if it finished with any. */
+function operationFailure(operation: GceOperation): GceOperationError | undefined {
+  const errors = operation.error?.errors ?? [];
+  if (errors.length === 0) return undefined;
+  return new GceOperationError(
+    String(operation.name ?? ''),
+    errors.map((e) => String(e.code ?? '')),
+    errors.map((e) => `${e.code ?? 'UNKNOWN'}: ${e.message ?? ''}`).join('; '),
+  );
+}
+
+/** The address SSH is reached on: the external one when asked and present, else the internal one. */
+export function addressOf(instance: GceInstanceResource, usePublic: boolean): string | undefined {
+  const interfaces = instance.networkInterfaces ?? [];
+  if (usePublic) {
+    for (const nic of interfaces) {
+      for (const access of nic.accessConfigs ?? []) if (access.natIP) return access.natIP;
+    }
+  }
+  return interfaces.find((nic) => nic.networkIP)?.networkIP ?? undefined;
+}
+
+/** Where one start sent an insert: the zone, and the SDK promises of the attempts on the wire. */
+interface InsertSent {
+  zone: string;
+  attempts: Promise<unknown>[];
+}
+
+export class GceBackend implements Backend {
+  readonly #settings: GceSettings;
+  readonly #context: BackendContext;
+  readonly #api: GceApi;
+  readonly #images: ImageResolver;
+  readonly #closing = new AbortController();
+  #placement: Promise<GcePlacement> | undefined;
+  #project = '';
+  /** Round-robin start zone, so load spreads over ZONES while each start still tries them all. */
+  #nextZone = 0;
+
+  /** Throws `ConfigError` for unreadable credentials, a bad endpoint or an alias without its image. */
+  constructor(settings: GceSettings, context: BackendContext) {
+    checkAliases(settings.imageAliases, settings.images);
+    this.#settings = settings;
+    this.#context = context;
+    this.#api = new GceApi({
+      endpoint: settings.apiEndpoint,
+      authClient: authClientFor(settings.accountJson),
+      maxCalls: settings.rateLimitMaxCalls,
+      intervalMs: settings.rateLimitDuration,
+      metrics: context.metrics,
+      logger: context.logger,
+    });
+    this.#images = new ImageResolver(this.#api, () => this.#imageProject());
+  }
+
+  /**
+   * Project, zones and network, settled once (the metadata server is asked
+   * at most once). Throws `ConfigError` when there is no project.
+   */
+  placement(): Promise<GcePlacement> {
+    this.#placement ??= resolvePlacement(this.#settings, this.#context.logger, this.#closing.signal).then((placement) => {
+      this.#project = placement.projectId;
+      return placement;
+    });
+    return this.#placement;
+  }
+
+  #imageProject(): string {
+    return this.#settings.imageProjectId.trim() || this.#project;
+  }
+
+  #zoneOrder(zones: readonly string[]): string[] {
+    const first = this.#nextZone++ % zones.length;
+    return [...zones.slice(first), ...zones.slice(0, first)];
+  }
+
+  async start(attributes: StartAttributes, options: StartOptions): Promise<Instance> {
+    const began = Date.now();
+    const { signal, progress, recordPhase } = options;
+    signal.throwIfAborted();
+    const settings = this.#settings;
+    const placement = await raceAbort(this.placement(), signal);
+    const image = await this.#images.resolve(imagePattern(attributes, settings.images, settings.imageDefault), signal);
+    progress(`Using image ${image.name}`);
+
+    const name = instanceName();
+    const logger = options.logger.child({ instance: name });
+    const keys = generateJobKeyPair();
+    const machine = machineFor(attributes, settings);
+    const pinned = attributes.vmConfig.zone?.trim();
+    const zones = pinned ? [pinned] : this.#zoneOrder(placement.zones);
+    const sent: InsertSent[] = [];
+    try {
+      const failures: string[] = [];
+      let zone: string | undefined;
+      let inserted = 0;
+      for (const [index, candidate] of zones.entries()) {
+        progress(`Starting instance ${name} in ${candidate}`);
+        const insert: InsertSent = { zone: candidate, attempts: [] };
+        sent.push(insert);
+        const calling = Date.now();
+        try {
+          const spec = instanceSpec({
+            name,
+            zone: candidate,
+            projectId: placement.projectId,
+            network: placement.network,
+            subnetwork: settings.subnetwork.trim(),
+            region: settings.region.trim() || regionOf(candidate),
+            machine,
+            sourceImage: String(image.selfLink),
+            attributes,
+            workerHost: this.#context.hostname,
+            sshUser: settings.sshUser,
+            publicKey: keys.publicKey,
+            preemptible: settings.preemptible,
+            publicIp: settings.publicIp,
+            autoImplode: settings.autoImplode,
+            now: Date.now(),
+          });
+          const operation = await this.#api.insertInstance(placement.projectId, candidate, spec, signal, (attempt) => {
+            insert.attempts.push(attempt);
+          });
+          inserted = Date.now();
+          recordPhase('create', inserted - calling);
+          const done = await this.#awaitOperation(candidate, operation, settings.bootPrePollSleep, settings.bootPollSleep, signal);
+          const failure = operationFailure(done);
+          if (failure) throw failure;
+          zone = candidate;
+          break;
+        } catch (err) {
+          if (signal.aborted) throw err;
+          const kind = kindOf(err);
+          if (kind !== 'quota' && kind !== 'capacity') throw err;
+          const what = kind === 'quota' ? 'quota' : 'capacity';
+          failures.push(`${candidate}: no ${what} (${errorMessage(err)})`);
+          logger.warn({ zone: candidate, kind, err: errorMessage(err) }, 'zone refused the instance');
+          const next = zones[index + 1];
+          progress(next === undefined ? `No ${what} in ${candidate}` : `No ${what} in ${candidate}; trying ${next}`);
+        }
+      }
+      if (zone === undefined) {
+        throw new NoCapacityError(`no zone could take instance ${name}: ${failures.join('; ')}`, {
+          userMessage: `No GCE zone had ${failures.some((f) => f.includes('no quota')) ? 'quota' : 'capacity'} for the build VM; the job will be run again.`,
+        });
+      }
+
+      const { instance, runningAt } = await this.#awaitRunning(zone, name, signal);
+      recordPhase('running', runningAt - inserted);
+      progress(`instance running after ${seconds(runningAt - began)}`);
+      const usePublic = settings.publicIp && settings.publicIpConnect;
+      let address = addressOf(instance, usePublic);
+      while (address === undefined) {
+        await abortableSleep(settings.bootPollSleep, signal);
+        address = addressOf(await this.#api.getInstance(placement.projectId, zone, name, signal), usePublic);
+      }
+      recordPhase('ip', Date.now() - runningAt);
+      const vmZone = zone;
+      logger.info({ zone, address, image: image.name }, 'instance running');
+      return new GceInstance({
+        ssh: new SshInstance({
+          id: name,
+          imageName: String(image.name),
+          startupMs: Date.now() - began,
+          target: { host: address, port: SSH_PORT, username: settings.sshUser, privateKey: keys.privateKey },
+          dialTimeoutMs: settings.sshDialTimeout,
+          retrySleepMs: settings.uploadRetrySleep,
+          maxAttempts: settings.uploadRetries,
+          logger,
+        }),
+        address,
+        sshAttempts: settings.uploadRetries,
+        preemptible: settings.preemptible,
+        wasPreempted: () => this.#wasPreempted(vmZone, name, logger),
+        delete: () => this.#deleteEverywhere(name, [vmZone], logger),
+        progress,
+        recordPhase,
+        logger,
+      });
+    } catch (err) {
+      // Nothing half-made stays: wait for inserts still on the wire, then delete in every zone tried.
+      await Promise.allSettled(sent.flatMap((insert) => insert.attempts));
+      await this.#deleteEverywhere(
+        name,
+        sent.map((insert) => insert.zone),
+        logger,
+      ).catch((deleteErr: unknown) => logger.error({ err: errorMessage(deleteErr) }, 'could not delete a half-started instance'));
+      if (signal.aborted) throw signal.reason;
+      throw this.#startError(name, err);
+    }
+  }
+
+  #startError(name: string, err: unknown): Error {
+    if (isMayflyError(err)) return err;
+    const kind = kindOf(err);
+    if (kind === 'quota' || kind === 'capacity') {
+      return new NoCapacityError(`instance ${name}: no ${kind}: ${errorMessage(err)}`, {
+        cause: err,
+        userMessage: `GCE had no ${kind} for the build VM; the job will be run again.`,
+      });
+    }
+    return new InstanceStartError(`could not start instance ${name}: ${errorMessage(err)}`, {
+      cause: err,
+      userMessage: 'The build VM could not be started; the job will be run again.',
+    });
+  }
+
+  /** Poll a zone operation (travis: sleep, then get every poll interval) until it is DONE. */
+  async #awaitOperation(zone: string, operation: GceOperation, preSleepMs: number, pollMs: number, signal: AbortSignal): Promise<GceOperation> {
+    let current = operation;
+    if (current.status !== 'DONE') await abortableSleep(preSleepMs, signal);
+    while (current.status !== 'DONE') {
+      current = await this.#api.getOperation(this.#project, zone, String(operation.name), signal);
+      if (current.status !== 'DONE') await abortableSleep(pollMs, signal);
+    }
+    return current;
+  }
+
+  async #awaitRunning(zone: string, name: string, signal: AbortSignal): Promise<{ instance: GceInstanceResource; runningAt: number }> {
+    for (;;) {
+      const instance = await this.#api.getInstance(this.#project, zone, name, signal);
+      if (instance.status === 'RUNNING') return { instance, runningAt: Date.now() };
+      if (STOPPED_STATES.has(String(instance.status))) {
+        throw new InstanceStartError(`instance ${name} stopped while booting (${instance.status})`, {
+          userMessage: 'The build VM stopped while booting; the job will be run again.',
+        });
+      }
+      await abortableSleep(this.#settings.bootPollSleep, signal);
+    }
+  }
+
+  async #wasPreempted(zone: string, name: string, logger: Logger): Promise<boolean> {
+    try {
+      const instance = await this.#api.getInstance(this.#project, zone, name, AbortSignal.timeout(PREEMPTION_CHECK_MS));
+      return STOPPED_STATES.has(String(instance.status));
+    } catch (err) {
+      if (isGone(err)) return true;
+      logger.warn({ err: errorMessage(err) }, 'could not tell whether the instance was preempted');
+      return false;
+    }
+  }
+
+  /** Delete `name` in each zone; throws when it may still exist somewhere. */
+  async #deleteEverywhere(name: string, zones: readonly string[], logger: Logger): Promise<void> {
+    const signal = AbortSignal.timeout(DELETE_DEADLINE_MS);
+    const results = await Promise.allSettled([...new Set(zones)].map((zone) => this.#deleteInZone(zone, name, logger, signal)));
+    const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /**
+   * Delete, wait for the operation, and check the VM is really gone: a
+   * delete that reported done while the VM stayed is sent again.
+   */
+  async #deleteInZone(zone: string, name: string, logger: Logger, signal: AbortSignal): Promise<void> {
+    const settings = this.#settings;
+    for (let attempt = 1; attempt <= DELETE_ATTEMPTS; attempt++) {
+      let operation: GceOperation;
+      try {
+        operation = await this.#api.deleteInstance(this.#project, zone, name, signal);
+      } catch (err) {
+        if (isGone(err)) return;
+        throw err;
+      }
+      if (settings.skipStopPoll) return;
+      const done = await this.#awaitOperation(zone, operation, settings.stopPrePollSleep, settings.stopPollSleep, signal);
+      const failure = operationFailure(done);
+      try {
+        const still = await this.#api.getInstance(this.#project, zone, name, signal);
+        logger.warn(
+          { zone, attempt, status: still.status, err: failure ? errorMessage(failure) : undefined },
+          'instance still exists after its deletion finished; deleting again',
+        );
+      } catch (err) {
+        if (isGone(err)) {
+          logger.debug({ zone }, 'instance deleted');
+          return;
+        }
+        throw err;
+      }
+    }
+    throw new Error(`instance ${name} in ${zone} still exists after ${DELETE_ATTEMPTS} deletions`);
+  }
+
+  async close(): Promise<void> {
+    this.#closing.abort(new Error('gce backend closed'));
+    await this.#api.close();
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * Which image a job boots: a name pattern chosen from the `IMAGE_<KEY>`
+ * settings the way travis-ci/worker's env selector chooses (most specific
+ * key first: dist+group+language, dist+language, ..., os), then the newest
+ * image whose name fully matches that regular expression.
+ */
+import type { StartAttributes } from '../../src/backend/contract.js';
+import { ConfigError, InstanceStartError } from '../../src/errors.js';
+import type { GceApi, GceImage } from './api.js';
+
+/** Images are published now and then; a pattern's answer is reused this long, in ms. */
+const IMAGE_CACHE_MS = 5 * 60_000;
+
+type SelectAttributes = Pick<StartAttributes, 'language' | 'dist' | 'group' | 'os' | 'osxImage' | 'imageName'>;
+
+/** Lookup keys, most specific first (travis-ci/worker image/env_selector.go). */
+export function candidateKeys(attributes: SelectAttributes): string[] {
+  const { language: lang, dist, group, os, osxImage } = attributes;
+  const keys: string[] = [];
+  if (os === 'osx' && osxImage) {
+    if (lang) keys.push(`osx_image_${osxImage}_${lang}`);
+    keys.push(`osx_image_${osxImage}`);
+  }
+  if (dist && group && lang) keys.push(`dist_${dist}_group_${group}_${lang}`, `${dist}_${group}_${lang}`);
+  if (dist && lang) keys.push(`dist_${dist}_${lang}`, `${dist}_${lang}`);
+  if (group && lang) keys.push(`group_${group}_${lang}`, `${group}_${lang}`);
+  if (os && lang) keys.push(`os_${os}_${lang}`, `${os}_${lang}`);
+  if (dist) keys.push(`default_dist_${dist}`, `dist_${dist}`, dist);
+  if (group) keys.push(`default_group_${group}`, `group_${group}`, group);
+  if (lang) keys.push(`language_${lang}`, lang);
+  if (os) keys.push(`default_os_${os}`, `os_${os}`, os);
+  return keys.map((key) => key.toLowerCase());
+}
+
+/** Operators write `+` as `%2B` in env files (as travis documents); accept both. */
+export function decodePattern(pattern: string): string {
+  try {
+    return decodeURIComponent(pattern);
+  } catch {
+    return pattern;
+  }
+}
+
+/**
+ * The image name pattern for a job: its explicit `image_name`, else the
+ * first `IMAGE_<KEY>` that matches, else `IMAGE_DEFAULT`; a value naming
+ * another key (an alias) is followed once.
+ */
+export function imagePattern(attributes: SelectAttributes, images: Readonly<Record<string, string>>, imageDefault: string): string {
+  let chosen = attributes.imageName?.trim() || undefined;
+  if (chosen === undefined) {
+    for (const key of candidateKeys(attributes)) {
+      const value = images[key];
+      if (value !== undefined && value !== '') {
+        chosen = value;
+        break;
+      }
+    }
+  }
+  chosen ??= 'default';
+  chosen = images[chosen.toLowerCase()] ?? chosen;
+  return decodePattern(chosen === 'default' ? imageDefault : chosen);
+}
+
+/** Every alias of `IMAGE_ALIASES` must name an `IMAGE_<ALIAS>` setting. */
+export function checkAliases(aliases: readonly string[], images: Readonly<Record<string, string>>): void {
+  for (const alias of aliases) {
+    const key = alias.trim().toLowerCase().replace(/[^a-z0-9]/g, '_');
+    if (key !== '' && images[key] === undefined) {
+      throw new ConfigError(`TRAVIS_WORKER_GCE_IMAGE_ALIASES names ${alias}, but TRAVIS_WORKER_GCE_IMAGE_${key.toUpperCase()} is not set`);
+    }
+  }
+}
+
+const created = (image: GceImage): number => Date.parse(image.creationTimestamp ?? '') || 0;
+
+/** The newest image (creation time, then name, as travis' names end in a timestamp) among `images`. */
+export function newestImage(images: readonly GceImage[]): GceImage | undefined {
+  return images
+    .filter((image) => image.status === undefined || image.status === null || image.status === 'READY')
+    .filter((image) => !['DEPRECATED', 'OBSOLETE', 'DELETED'].includes(String(image.deprecated?.state ?? '')))
+    .reduce<GceImage | undefined>((best, image) => {
+      if (best === undefined) return image;
+      const order = created(image) - created(best) || String(image.name ?? '').localeCompare(String(best.name ?? ''));
+      return order > 0 ? image : best;
+    }, undefined);
+}
+
+/** Resolves patterns to images through the API, remembering answers for a while. */
+export class ImageResolver {
+  readonly #cache = new Map<string, { image: GceImage; until: number }>();
+
+  constructor(
+    private readonly api: GceApi,
+    private readonly project: () => string,
+  ) {}
+
+  async resolve(pattern: string, signal: AbortSignal): Promise<GceImage> {
+    const cached = this.#cache.get(pattern);
+    if (cached !== undefined && cached.until > Date.now()) return cached.image;
+    // The API matches `name eq <re2>` against the whole name.
+    const images = await this.api.listImages(this.project(), `name eq ${pattern}`, signal);
+    const image = newestImage(images);
+    if (image === undefined || !image.selfLink) {
+      throw new InstanceStartError(`no image in project ${this.project()} matches ${pattern}`, {
+        userMessage: `No build image matches "${pattern}".`,
+      });
+    }
+    this.#cache.set(pattern, { image, until: Date.now() + IMAGE_CACHE_MS });
+    return image;
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * The Compute `Instance` resource of one job's VM: name, labels, machine,
+ * boot disk, network, scheduling, and the metadata that carries the job's
+ * SSH key and the self-destruct timer.
+ */
+import { randomUUID } from 'node:crypto';
+import type { StartAttributes } from '../../src/backend/contract.js';
+import type { GceInstanceResource } from './api.js';
+import type { Machine } from './machine.js';
+
+/**
+ * How long past the job's hard limit its VM may live: the worker needs a
+ * moment to report and delete it; travis-ci/worker powers off after the
+ * hard limit plus 10 minutes.
+ */
+export const LEASE_MARGIN_MS = 10 * 60_000;
+/** GCE label keys and values: at most 63 characters (cloud.google.com/compute/docs/labeling-resources). */
+const LABEL_MAX = 63;
+
+/** `travis-job-<uuid>`: unique per start, a valid instance name (lower case, starts with a letter, <= 63 chars). */
+export function instanceName(): string {
+  return `travis-job-${randomUUID()}`;
+}
+
+/** A label value: lower case letters, digits, `_` and `-` only, at most 63 characters. */
+export function labelValue(text: string): string {
+  return text
+    .toLowerCase()
+    .replace(/[^a-z0-9_-]+/g, '-')
+    .slice(0, LABEL_MAX);
+}
+
+export interface InstanceSpecInput {
+  name: string;
+  zone: string;
+  projectId: string;
+  network: string;
+  /** Empty = none. */
+  subnetwork: string;
+  region: string;
+  machine: Machine;
+  /** `selfLink` of the boot image. */
+  sourceImage: string;
+  attributes: Pick<StartAttributes, 'jobId' | 'repository' | 'language' | 'hardTimeoutMs'>;
+  workerHost: string;
+  /** `<user>:<public key>` line for the `ssh-keys` metadata. */
+  sshUser: string;
+  publicKey: string;
+  preemptible: boolean;
+  publicIp: boolean;
+  autoImplode: boolean;
+  /** When the VM is being created (ms since the epoch), for the lease label. */
+  now: number;
+}
+
+/** Region of a zone: `us-central1-b` -> `us-central1`. */
+export function regionOf(zone: string): string {
+  return zone.replace(/-[a-z]$/, '');
+}
+
+const networkUrl = (projectId: string, network: string): string =>
+  network.includes('/') ? network : `projects/${projectId}/global/networks/${network}`;
+const subnetworkUrl = (projectId: string, region: string, subnetwork: string): string =>
+  subnetwork.includes('/') ? subnetwork : `projects/${projectId}/regions/${region}/subnetworks/${subnetwork}`;
+
+/**
+ * A startup script that powers the VM off once the job can no longer be
+ * running, whatever happened to the worker: `shutdown` schedules it with
+ * systemd, `at` is travis' way on images without it.
+ */
+export function autoImplodeScript(hardTimeoutMs: number): string {
+  const minutes = Math.ceil((hardTimeoutMs + LEASE_MARGIN_MS) / 60_000);
+  return [
+    '#!/bin/sh',
+    `# mayfly: power off ${minutes} minutes from boot (the job's hard limit plus a margin), even if the worker is gone`,
+    `shutdown -P +${minutes} 'mayfly: job lease expired' || echo poweroff | at now + ${minutes} minutes`,
+    '',
+  ].join('\n');
+}
+
+export function instanceSpec(input: InstanceSpecInput): GceInstanceResource {
+  const { machine, zone } = input;
+  const leaseExpiry = Math.ceil((input.now + input.attributes.hardTimeoutMs + LEASE_MARGIN_MS) / 1000);
+  const items = [
+    { key: 'ssh-keys', value: `${input.sshUser}:${input.publicKey.trim()}` },
+    // Only the job's key: keys set project-wide must not open this VM.
+    { key: 'block-project-ssh-keys', value: 'true' },
+  ];
+  if (input.autoImplode) items.push({ key: 'startup-script', value: autoImplodeScript(input.attributes.hardTimeoutMs) });
+  const gpu = machine.gpu;
+  return {
+    name: input.name,
+    description: `Travis CI ${input.attributes.language} test VM`,
+    machineType: `zones/${zone}/machineTypes/${machine.machineType}`,
+    labels: {
+      'travis-job-id': String(input.attributes.jobId),
+      'travis-repository': labelValue(input.attributes.repository),
+      'travis-worker': labelValue(input.workerHost),
+      // Seconds since the epoch: a janitor deletes VMs whose lease has passed.
+      'travis-lease-expiry': String(leaseExpiry),
+    },
+    tags: { items: input.publicIp ? ['testing'] : ['testing', 'no-ip'] },
+    metadata: { items },
+    disks: [
+      {
+        type: 'PERSISTENT',
+        mode: 'READ_WRITE',
+        boot: true,
+        autoDelete: true,
+        initializeParams: {
+          sourceImage: input.sourceImage,
+          diskType: `zones/${zone}/diskTypes/pd-ssd`,
+          diskSizeGb: machine.diskSizeGb,
+        },
+      },
+    ],
+    networkInterfaces: [
+      {
+        network: networkUrl(input.projectId, input.network),
+        ...(input.subnetwork === '' ? {} : { subnetwork: subnetworkUrl(input.projectId, input.region, input.subnetwork) }),
+        ...(input.publicIp ? { accessConfigs: [{ name: 'External NAT', type: 'ONE_TO_ONE_NAT' }] } : {}),
+      },
+    ],
+    scheduling: {
+      preemptible: input.preemptible,
+      automaticRestart: false,
+      // GPUs can't live-migrate, and preemptible VMs must terminate on maintenance.
+      onHostMaintenance: gpu !== undefined || input.preemptible ? 'TERMINATE' : 'MIGRATE',
+    },
+    guestAccelerators:
+      gpu === undefined
+        ? []
+        : [{ acceleratorCount: gpu.count, acceleratorType: `projects/${input.projectId}/zones/${zone}/acceleratorTypes/${gpu.type}` }],
+  };
+}

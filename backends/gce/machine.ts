@@ -1,0 +1,61 @@
+/**
+ * What machine a job gets: `vm_type`, `vm_size` and `vm_config` turned into
+ * a machine type, GPUs and disk size. The one table of sizes lives here.
+ */
+import type { StartAttributes } from '../../src/backend/contract.js';
+
+/** GPUs attached to a VM. */
+export interface GpuConfig {
+  count: number;
+  /** Accelerator type name, e.g. `nvidia-tesla-t4`. */
+  type: string;
+}
+
+interface SizeEntry {
+  machineType: string;
+  gpu?: GpuConfig;
+  /** Boot disk in GB, when the size needs more than `DISK_SIZE` (GPU images carry drivers and toolkits). */
+  diskSizeGb?: number;
+}
+
+/** `vm_size` -> machine, as travis-ci/worker maps them (backend/gce.go `gceVMSizeMapping`, `GpuMapping`). */
+export const VM_SIZES: Readonly<Record<string, SizeEntry>> = {
+  medium: { machineType: 'n2-standard-2' },
+  large: { machineType: 'n2-standard-4' },
+  'x-large': { machineType: 'n2-standard-8' },
+  '2x-large': { machineType: 'n2-standard-16' },
+  'gpu-medium': { machineType: 'n1-standard-8', gpu: { count: 1, type: 'nvidia-tesla-t4' }, diskSizeGb: 300 },
+  'gpu-xlarge': { machineType: 'n1-standard-8', gpu: { count: 1, type: 'nvidia-tesla-v100' }, diskSizeGb: 300 },
+};
+
+export interface MachineDefaults {
+  machineType: string;
+  premiumMachineType: string;
+  diskSize: number;
+  gpuCount: number;
+  gpuType: string;
+}
+
+export interface Machine {
+  machineType: string;
+  /** Absent when the VM gets no GPU. */
+  gpu?: GpuConfig;
+  diskSizeGb: number;
+}
+
+/**
+ * Premium jobs get the premium machine type; otherwise a known `vm_size`
+ * picks the type (and GPUs); `vm_config.gpu_count` overrides the GPUs; the
+ * worker's `GPU_COUNT` applies to jobs that asked for none.
+ */
+export function machineFor(attributes: Pick<StartAttributes, 'vmType' | 'vmSize' | 'vmConfig'>, defaults: MachineDefaults): Machine {
+  const size = attributes.vmSize === undefined ? undefined : VM_SIZES[attributes.vmSize];
+  const premium = attributes.vmType === 'premium';
+  const machineType = premium ? defaults.premiumMachineType : (size?.machineType ?? defaults.machineType);
+  let gpu: GpuConfig | undefined = premium ? undefined : size?.gpu;
+  const asked = attributes.vmConfig.gpuCount ?? 0;
+  if (asked > 0) gpu = { count: asked, type: attributes.vmConfig.gpuType ?? gpu?.type ?? defaults.gpuType };
+  else if (gpu === undefined && defaults.gpuCount > 0) gpu = { count: defaults.gpuCount, type: defaults.gpuType };
+  const diskSizeGb = Math.max(defaults.diskSize, premium ? 0 : (size?.diskSizeGb ?? 0));
+  return gpu === undefined ? { machineType, diskSizeGb } : { machineType, gpu, diskSizeGb };
+}

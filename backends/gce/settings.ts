@@ -1,0 +1,138 @@
+/**
+ * Settings of the `gce` backend (`TRAVIS_WORKER_GCE_<KEY>`), named and
+ * defaulted as travis-ci/worker's backend/gce.go names them, plus the
+ * endpoints that let an operator (or a test) point the backend elsewhere.
+ */
+import type { SettingFamily } from '../../src/backend/contract.js';
+import type { SettingsSchema } from '../../src/settings.js';
+
+export interface GceSettings {
+  /** Project the job VMs live in; default: the metadata server's project when running on GCE. */
+  projectId: string;
+  /** Service-account key: a file path or the JSON text; empty = application default credentials. */
+  accountJson: string;
+  /** Zones to boot in, tried in turn on capacity/quota errors; default: this VM's zone on GCE, else `us-central1-a`. */
+  zones: string[];
+  /** Deprecated single zone (travis `ZONE`); `zones` wins. */
+  zone: string;
+  /** Region of `subnetwork`; default: the zone's region. */
+  region: string;
+  /** Network name or URL; default: this VM's network on GCE, else `default`. */
+  network: string;
+  /** Subnetwork name or URL; empty = the network's default for the region. */
+  subnetwork: string;
+  machineType: string;
+  /** Machine type of `vm_type: premium` jobs. */
+  premiumMachineType: string;
+  /** Boot disk size, in GB. */
+  diskSize: number;
+  /** Project the images are listed from; empty = `projectId`. */
+  imageProjectId: string;
+  /** Regular expression of the default image name (URL-escaped allowed, e.g. `travis-ci-garnet-trusty.%2B`). */
+  imageDefault: string;
+  /** Names of `IMAGE_<ALIAS>` settings that are stable aliases (each must be set). */
+  imageAliases: string[];
+  /** `IMAGE_<KEY>` overrides (language, dist, group, os, alias), keys lower case. */
+  images: Record<string, string>;
+  preemptible: boolean;
+  /** Give each VM an external address (`false` for NAT setups). */
+  publicIp: boolean;
+  /** Connect to the external address (when `publicIp`), else to the internal one. */
+  publicIpConnect: boolean;
+  /** Before the first poll of the insert operation, in ms. */
+  bootPrePollSleep: number;
+  /** Between polls of the insert operation and the instance, in ms. */
+  bootPollSleep: number;
+  /** Before the first poll of the delete operation, in ms. */
+  stopPrePollSleep: number;
+  /** Between polls of the delete operation, in ms. */
+  stopPollSleep: number;
+  /** Return as soon as the delete request is accepted, without waiting for it. */
+  skipStopPoll: boolean;
+  /** SSH connection attempts before the VM counts as unreachable. */
+  uploadRetries: number;
+  /** Pause between SSH connection attempts, in ms. */
+  uploadRetrySleep: number;
+  /** One SSH connection attempt, in ms. */
+  sshDialTimeout: number;
+  /** User the job logs in as (put in the `ssh-keys` metadata with the job's key). */
+  sshUser: string;
+  /** The VM powers itself off after the job's hard limit plus a margin, even if the worker is gone. */
+  autoImplode: boolean;
+  /** GPUs for every job that asks for none through `vm_size`/`vm_config` (0 = none). */
+  gpuCount: number;
+  gpuType: string;
+  /** API calls per `rateLimitDuration` (0 = unlimited). */
+  rateLimitMaxCalls: number;
+  /** In ms. */
+  rateLimitDuration: number;
+  /** Compute API base URL (scheme, host, optional port). */
+  apiEndpoint: string;
+  /** Metadata server `host[:port]`; empty = `$GCE_METADATA_HOST`, else `metadata.google.internal`. */
+  metadataHost: string;
+}
+
+/** Keys filled by the config loader from `TRAVIS_WORKER_GCE_IMAGE_<NAME>`. */
+export type GceFamilies = 'images';
+
+export const DEFAULT_ZONE = 'us-central1-a';
+export const DEFAULT_NETWORK = 'default';
+
+export const settingsSchema: SettingsSchema<Omit<GceSettings, GceFamilies>> = {
+  projectId: { doc: 'project the job VMs live in (default: the metadata server\'s project, when running on GCE)', format: String, default: '' },
+  accountJson: {
+    doc: 'service-account key, a file path or the JSON text (default: application default credentials)',
+    format: String,
+    default: '',
+    sensitive: true,
+  },
+  zones: {
+    doc: `comma-separated zones, tried in turn when one has no capacity or quota (default: this VM's zone on GCE, else ${DEFAULT_ZONE})`,
+    format: 'list',
+    default: [],
+  },
+  zone: { doc: 'deprecated: use ZONES', format: String, default: '' },
+  region: { doc: 'region of SUBNETWORK (default: the zone\'s region)', format: String, default: '' },
+  network: { doc: `network of the job VMs (default: this VM's network on GCE, else ${DEFAULT_NETWORK})`, format: String, default: '' },
+  subnetwork: { doc: 'subnetwork of the job VMs (default: none named)', format: String, default: '' },
+  machineType: { doc: 'machine type of a job VM', format: String, default: 'n1-standard-2' },
+  premiumMachineType: { doc: 'machine type of a vm_type: premium job', format: String, default: 'n1-standard-4' },
+  diskSize: { doc: 'boot disk size in GB', format: 'nat', default: 20 },
+  imageProjectId: { doc: 'project the images are listed from (default: PROJECT_ID)', format: String, default: '' },
+  imageDefault: {
+    doc: 'regular expression of the default image name, URL-escaped if needed (travis-ci-garnet-trusty.%2B); the newest match wins',
+    format: String,
+    default: 'travis-ci.+',
+  },
+  imageAliases: { doc: 'comma-separated aliases, each naming an IMAGE_<ALIAS> setting', format: 'list', default: [] },
+  preemptible: { doc: 'boot preemptible VMs (a preempted job is requeued)', format: Boolean, default: false },
+  publicIp: { doc: 'give each VM an external address (false for NAT)', format: Boolean, default: true },
+  publicIpConnect: { doc: 'connect to the external address (if PUBLIC_IP), else the internal one', format: Boolean, default: true },
+  bootPrePollSleep: { doc: 'sleep before first checking the instance insert', format: 'duration', default: 15_000 },
+  bootPollSleep: { doc: 'sleep between checks of the instance insert', format: 'duration', default: 3_000 },
+  stopPrePollSleep: { doc: 'sleep before first checking the instance deletion', format: 'duration', default: 15_000 },
+  stopPollSleep: { doc: 'sleep between checks of the instance deletion', format: 'duration', default: 3_000 },
+  skipStopPoll: { doc: 'return as soon as the deletion is requested, without waiting for it', format: Boolean, default: false },
+  uploadRetries: { doc: 'SSH connection attempts before the VM counts as unreachable', format: 'nat', default: 120 },
+  uploadRetrySleep: { doc: 'sleep between SSH connection attempts', format: 'duration', default: 1_000 },
+  sshDialTimeout: { doc: 'time allowed for one SSH connection attempt', format: 'duration', default: 5_000 },
+  sshUser: { doc: 'user the job logs in as (its key goes into the ssh-keys metadata)', format: String, default: 'travis' },
+  autoImplode: { doc: 'VMs power themselves off after the job\'s hard limit plus a margin', format: Boolean, default: true },
+  gpuCount: { doc: 'GPUs for jobs that ask for none (vm_size, vm_config)', format: 'nat', default: 0 },
+  gpuType: { doc: 'GPU type for GPU_COUNT and for vm_config.gpu_count without a type', format: String, default: 'nvidia-tesla-p100' },
+  rateLimitMaxCalls: { doc: 'Compute API calls per RATE_LIMIT_DURATION (0 = unlimited)', format: 'nat', default: 10 },
+  rateLimitDuration: { doc: 'interval of RATE_LIMIT_MAX_CALLS', format: 'duration', default: 1_000 },
+  apiEndpoint: { doc: 'Compute API base URL', format: String, default: 'https://compute.googleapis.com' },
+  metadataHost: {
+    doc: 'metadata server host[:port] (default: $GCE_METADATA_HOST, else metadata.google.internal)',
+    format: String,
+    default: '',
+  },
+};
+
+export const settingFamilies: Record<GceFamilies, SettingFamily> = {
+  images: {
+    prefix: 'IMAGE',
+    doc: 'image name regular expression for jobs whose language, dist, group, os or alias is <NAME> (e.g. IMAGE_RUBY, IMAGE_DIST_XENIAL_RUBY)',
+  },
+};
