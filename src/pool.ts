@@ -11,6 +11,7 @@
  * hand, if any, runs on; its channel stays open until it is settled. On
  * resume each processor opens a fresh source.
  */
+import { EventEmitter, once } from 'node:events';
 import { errorMessage } from './errors.js';
 import type { Logger } from './log.js';
 import type { JobQueue, JobSource, QueuedJob } from './queue/contract.js';
@@ -55,7 +56,7 @@ class Gate {
 }
 
 class Processor {
-  state: ProcessorState = 'starting';
+  private current: ProcessorState = 'starting';
   jobId: number | undefined;
   lastJobId: number | undefined;
   processed = 0;
@@ -78,9 +79,20 @@ class Processor {
     private readonly logger: Logger,
     paused: boolean,
     private readonly onStopped: (processor: Processor) => void,
+    private readonly onChange: (processor: Processor) => void,
   ) {
     this.paused = paused;
     this.done = this.loop();
+  }
+
+  get state(): ProcessorState {
+    return this.current;
+  }
+
+  set state(state: ProcessorState) {
+    if (state === this.current) return;
+    this.current = state;
+    this.onChange(this);
   }
 
   /** Stop taking jobs until `resume`; the job in hand runs on. */
@@ -202,7 +214,12 @@ export interface PoolCounts {
   paused: number;
 }
 
-export class ProcessorPool {
+export interface PoolEvents {
+  /** A processor changed state (or left the pool: `stopped`). */
+  change: [ProcessorStatus];
+}
+
+export class ProcessorPool extends EventEmitter<PoolEvents> {
   private readonly processors: Processor[] = [];
   private nextId = 1;
   private paused = false;
@@ -215,7 +232,9 @@ export class ProcessorPool {
     private readonly runJob: RunJob,
     private readonly logger: Logger,
     private readonly hostname: string,
-  ) {}
+  ) {
+    super();
+  }
 
   /** Add `count` processors, each with its own source; resolves once their sources are open. */
   async grow(count: number): Promise<void> {
@@ -223,7 +242,15 @@ export class ProcessorPool {
     const added: Processor[] = [];
     for (let i = 0; i < count; i++) {
       const id = `${this.hostname}:${this.nextId++}`;
-      const processor = new Processor(id, this.queue, this.runJob, this.logger, this.paused, (p) => this.forget(p));
+      const processor = new Processor(
+        id,
+        this.queue,
+        this.runJob,
+        this.logger,
+        this.paused,
+        (p) => this.forget(p),
+        (p) => this.emit('change', p.status()),
+      );
       this.processors.push(processor);
       added.push(processor);
     }
@@ -325,6 +352,15 @@ export class ProcessorPool {
     const index = this.processors.indexOf(processor);
     if (index >= 0) this.processors.splice(index, 1);
     this.processedByGone += processor.processed;
+    this.emit('change', processor.status());
+  }
+
+  /** Resolves once `predicate(status())` holds, checked on every processor change. */
+  async until(predicate: (processors: ProcessorStatus[]) => boolean, signal?: AbortSignal): Promise<void> {
+    while (!predicate(this.status())) {
+      signal?.throwIfAborted();
+      await once(this, 'change', signal ? { signal } : {});
+    }
   }
 }
 
