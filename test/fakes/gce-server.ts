@@ -1,0 +1,560 @@
+/**
+ * A fake Google Compute Engine for tests: a loopback HTTP server speaking
+ * the Compute REST v1 wire format exactly as `@google-cloud/compute` sends
+ * it with `fallback: true` (logged first, then implemented):
+ *
+ *   POST   /compute/v1/projects/P/zones/Z/instances            insert -> operation
+ *   GET    /compute/v1/projects/P/zones/Z/instances/NAME       get
+ *   DELETE /compute/v1/projects/P/zones/Z/instances/NAME       delete -> operation
+ *   GET    /compute/v1/projects/P/zones/Z/instances?filter=... list (labels.K = "V")
+ *   GET    /compute/v1/projects/P/zones/Z/operations/OP        get
+ *   POST   /compute/v1/projects/P/zones/Z/operations/OP/wait   wait
+ *   GET    /compute/v1/projects/P/global/images?filter=...     list (name eq RE)
+ *   GET    /computeMetadata/v1/...                              the metadata server
+ *
+ * Requests must carry a bearer JWT signed with the key of `accountJson`
+ * (the backend signs its own, "self-signed JWT with scope"). Errors come in
+ * the API's JSON shape. Each inserted instance gets a real sshd on its own
+ * 127.x address, port 22, that accepts only the keys of its `ssh-keys`
+ * metadata; deleting the instance stops it. Faults can be injected, and
+ * `record` keeps every instance ever created with its final state.
+ */
+import { createVerify, generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
+import { EventEmitter, once } from 'node:events';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { startSshd, type SshdTarget } from '../helpers/sshd.js';
+
+export type FakeGceOperationName =
+  | 'instances.insert'
+  | 'instances.get'
+  | 'instances.delete'
+  | 'instances.list'
+  | 'zoneOperations.get'
+  | 'zoneOperations.wait'
+  | 'images.list';
+
+/** An error a request can be answered with instead of its result. */
+export type FakeGceFault = 'throttled' | 'server' | 'quota' | 'reset';
+
+export interface FakeImage {
+  name: string;
+  /** RFC 3339, as the API writes it. */
+  creationTimestamp: string;
+  status?: 'READY' | 'PENDING' | 'FAILED';
+  /** Default: the fake's project. */
+  project?: string;
+}
+
+export interface FakeInstanceRecord {
+  name: string;
+  zone: string;
+  status: 'PROVISIONING' | 'STAGING' | 'RUNNING' | 'STOPPING' | 'TERMINATED';
+  /** True once a delete really removed it. */
+  deleted: boolean;
+  preempted: boolean;
+  deleteRequests: number;
+  labels: Record<string, string>;
+  /** `metadata.items` as a map. */
+  metadata: Record<string, string>;
+  /** The resource as the client sent it. */
+  resource: Record<string, unknown>;
+  /** The instance's own loopback address (internal and external), once its sshd listens. */
+  address?: string;
+  createdAt: number;
+}
+
+export interface FakeGceOptions {
+  /** Default `mayfly-test`. */
+  project?: string;
+  /** How long an insert takes to reach DONE / RUNNING, in ms (besides starting sshd). Default 0. */
+  bootMs?: number;
+  images?: FakeImage[];
+}
+
+export interface FakeMetadata {
+  projectId: string;
+  /** A bare zone name; served as `projects/NUM/zones/ZONE` like the real server. */
+  zone: string;
+  network: string;
+}
+
+interface FakeOperation {
+  name: string;
+  zone: string;
+  type: 'insert' | 'delete';
+  target: string;
+  status: 'PENDING' | 'RUNNING' | 'DONE';
+  error?: { code: string; message: string };
+  done: Promise<void>;
+  finish(): void;
+}
+
+interface LiveInstance {
+  record: FakeInstanceRecord;
+  sshd?: SshdTarget;
+  /** Resolves once sshd is up (or failed to start). */
+  sshdStarted: Promise<void>;
+  bootTimer?: NodeJS.Timeout;
+}
+
+interface InjectedFault {
+  operation: FakeGceOperationName;
+  zone?: string;
+  remaining: number;
+  fault: FakeGceFault;
+}
+
+const ERRORS: Record<Exclude<FakeGceFault, 'reset'> | 'notFound' | 'unauthorized' | 'badRequest' | 'conflict', { code: number; reason: string; message: string }> = {
+  throttled: { code: 429, reason: 'rateLimitExceeded', message: 'Rate Limit Exceeded' },
+  server: { code: 503, reason: 'backendError', message: 'Internal error. Please try again or contact Google Support.' },
+  quota: { code: 403, reason: 'quotaExceeded', message: "Quota 'CPUS' exceeded.  Limit: 24.0 in region us-central1." },
+  notFound: { code: 404, reason: 'notFound', message: 'The resource was not found' },
+  unauthorized: { code: 401, reason: 'authError', message: 'Request is missing required authentication credential.' },
+  badRequest: { code: 400, reason: 'invalid', message: 'Invalid value' },
+  conflict: { code: 409, reason: 'alreadyExists', message: 'The resource already exists' },
+};
+
+/** What a zone answers every insert with. */
+export type ZoneFault = 'quota' | 'capacity';
+
+const INSTANCE_NAME = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
+/** How long `operations/OP/wait` holds a request before answering with the current state (the real API: up to 2 minutes). */
+const WAIT_CAP_MS = 2_000;
+
+function base64url(text: string): Buffer {
+  return Buffer.from(text.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+}
+
+export class FakeGce {
+  readonly project: string;
+  /** Every request, in order: which API operation, the status answered. */
+  readonly requests: { operation: string; method: string; path: string; status: number }[] = [];
+  /** `insert` (record) when an instance is created, `preempted` (record), `deleted` (record). */
+  readonly events = new EventEmitter();
+  /** Per insert, ms until DONE / RUNNING. */
+  bootMs: number;
+  images: FakeImage[];
+  /** What the metadata server says; undefined: it answers 404 (not on GCE). */
+  metadata: FakeMetadata | undefined;
+  /** Service-account key JSON (text) whose signatures this fake accepts. */
+  readonly accountJson: string;
+  /** Deletes still to be "lost": reported DONE while the instance stays. */
+  lostDeletes = 0;
+  readonly #publicKey: string;
+  readonly #clientEmail: string;
+  readonly #server: Server;
+  readonly #instances = new Map<string, LiveInstance>();
+  readonly #records: FakeInstanceRecord[] = [];
+  readonly #operations = new Map<string, FakeOperation>();
+  readonly #faults: InjectedFault[] = [];
+  readonly #zoneFaults = new Map<string, ZoneFault>();
+  #closed = false;
+
+  private constructor(server: Server, options: FakeGceOptions) {
+    this.#server = server;
+    this.project = options.project ?? 'mayfly-test';
+    this.bootMs = options.bootMs ?? 0;
+    this.images = options.images ?? [];
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', {
+      modulusLength: 2048,
+      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+    });
+    this.#publicKey = publicKey;
+    this.#clientEmail = `mayfly-worker@${this.project}.iam.gserviceaccount.com`;
+    this.accountJson = JSON.stringify({
+      type: 'service_account',
+      project_id: this.project,
+      private_key_id: randomBytes(20).toString('hex'),
+      private_key: privateKey,
+      client_email: this.#clientEmail,
+      client_id: '1234567890',
+      token_uri: 'https://oauth2.googleapis.com/token',
+    });
+  }
+
+  static async start(options: FakeGceOptions = {}): Promise<FakeGce> {
+    const server = createServer();
+    const fake = new FakeGce(server, options);
+    server.on('request', (request: IncomingMessage, response: ServerResponse) => fake.#handle(request, response));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return fake;
+  }
+
+  /** `http://127.0.0.1:PORT`: the API endpoint, and the metadata host. */
+  get endpoint(): string {
+    return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+  }
+
+  /** `127.0.0.1:PORT`, for `GCE_METADATA_HOST`-style settings. */
+  get host(): string {
+    return `127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+  }
+
+  /** Every instance ever created, with its state now. */
+  get record(): readonly FakeInstanceRecord[] {
+    return this.#records;
+  }
+
+  /** Instances that exist (running, booting or stopped but not deleted): what would still be billed. */
+  liveInstances(): FakeInstanceRecord[] {
+    return this.#records.filter((record) => !record.deleted);
+  }
+
+  /** Answer the next `times` requests of `operation` (in `zone`, if given) with `fault`. */
+  inject(operation: FakeGceOperationName, fault: FakeGceFault, times = 1, zone?: string): void {
+    this.#faults.push({ operation, fault, remaining: times, ...(zone === undefined ? {} : { zone }) });
+  }
+
+  /** Every insert into `zone` fails: `quota` at once (403), `capacity` in its operation (ZONE_RESOURCE_POOL_EXHAUSTED). */
+  zoneFault(zone: string, fault: ZoneFault | undefined): void {
+    if (fault === undefined) this.#zoneFaults.delete(zone);
+    else this.#zoneFaults.set(zone, fault);
+  }
+
+  /** Requests made of one API operation. */
+  count(operation: FakeGceOperationName): number {
+    return this.requests.filter((request) => request.operation === operation).length;
+  }
+
+  /** Preempt a running instance: it goes TERMINATED and its sshd (with every session) is stopped. */
+  async preempt(name: string): Promise<void> {
+    const live = [...this.#instances.values()].find((instance) => instance.record.name === name);
+    if (!live) throw new Error(`no instance ${name}`);
+    live.record.status = 'TERMINATED';
+    live.record.preempted = true;
+    await live.sshd?.stop();
+    this.events.emit('preempted', live.record);
+  }
+
+  /** Resolves with the next inserted instance's record. */
+  async nextInsert(): Promise<FakeInstanceRecord> {
+    const [record] = (await once(this.events, 'insert')) as [FakeInstanceRecord];
+    return record;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const operation of this.#operations.values()) operation.finish();
+    await Promise.all(
+      [...this.#instances.values()].map(async (live) => {
+        clearTimeout(live.bootTimer);
+        await live.sshdStarted;
+        await live.sshd?.stop();
+      }),
+    );
+    this.#server.closeAllConnections();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  #handle(request: IncomingMessage, response: ServerResponse): void {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      this.#route(request, response, body).catch((err: unknown) => {
+        this.#error(response, 'route', request, { code: 500, reason: 'internalError', message: String(err) });
+      });
+    });
+  }
+
+  async #route(request: IncomingMessage, response: ServerResponse, body: string): Promise<void> {
+    const url = new URL(request.url ?? '/', 'http://fake');
+    const method = request.method ?? 'GET';
+    const path = url.pathname;
+    if (path.startsWith('/computeMetadata/v1/')) return this.#metadataServer(request, response, path.slice('/computeMetadata/v1/'.length));
+
+    const zoned = /^\/compute\/v1\/projects\/([^/]+)\/zones\/([^/]+)\/(instances|operations)(?:\/([^/]+))?(\/wait)?$/.exec(path);
+    const images = /^\/compute\/v1\/projects\/([^/]+)\/global\/images$/.exec(path);
+    let operation: FakeGceOperationName | undefined;
+    if (zoned?.[3] === 'instances') {
+      if (method === 'POST' && zoned[4] === undefined) operation = 'instances.insert';
+      else if (method === 'GET' && zoned[4] === undefined) operation = 'instances.list';
+      else if (method === 'GET') operation = 'instances.get';
+      else if (method === 'DELETE') operation = 'instances.delete';
+    } else if (zoned?.[3] === 'operations' && zoned[4] !== undefined) {
+      if (method === 'GET' && zoned[5] === undefined) operation = 'zoneOperations.get';
+      else if (method === 'POST' && zoned[5] !== undefined) operation = 'zoneOperations.wait';
+    } else if (images && method === 'GET') {
+      operation = 'images.list';
+    }
+    if (operation === undefined) return this.#error(response, 'unknown', request, ERRORS.notFound);
+    if (!this.#authorized(request)) return this.#error(response, operation, request, ERRORS.unauthorized);
+
+    const zone = zoned?.[2];
+    const fault = this.#faults.find((f) => f.operation === operation && f.remaining > 0 && (f.zone === undefined || f.zone === zone));
+    if (fault) {
+      fault.remaining -= 1;
+      if (fault.fault === 'reset') {
+        this.requests.push({ operation, method, path, status: 0 });
+        request.socket.destroy();
+        return;
+      }
+      return this.#error(response, operation, request, ERRORS[fault.fault]);
+    }
+
+    const project = (zoned?.[1] ?? images?.[1]) as string;
+    const name = zoned?.[4];
+    switch (operation) {
+      case 'instances.insert':
+        return this.#insert(request, response, project, zone as string, body);
+      case 'instances.get': {
+        const live = this.#instances.get(`${zone}/${name}`);
+        if (!live || project !== this.project) return this.#error(response, operation, request, ERRORS.notFound);
+        return this.#json(response, operation, request, this.#instanceJson(live.record));
+      }
+      case 'instances.list': {
+        const matches = this.#labelFilter(url.searchParams.get('filter') ?? '');
+        const items = [...this.#instances.values()]
+          .filter((live) => live.record.zone === zone && matches(live.record.labels))
+          .map((live) => this.#instanceJson(live.record));
+        return this.#json(response, operation, request, { kind: 'compute#instanceList', items });
+      }
+      case 'instances.delete':
+        return this.#delete(request, response, zone as string, name as string);
+      case 'zoneOperations.get':
+      case 'zoneOperations.wait': {
+        const op = this.#operations.get(name as string);
+        if (!op || op.zone !== zone) return this.#error(response, operation, request, ERRORS.notFound);
+        if (operation === 'zoneOperations.wait' && op.status !== 'DONE') {
+          await Promise.race([op.done, new Promise((resolve) => setTimeout(resolve, WAIT_CAP_MS).unref())]);
+        }
+        return this.#json(response, operation, request, this.#operationJson(op));
+      }
+      case 'images.list': {
+        const filter = /^name\s+eq\s+(.+)$/.exec((url.searchParams.get('filter') ?? '').trim());
+        let pattern: RegExp | undefined;
+        try {
+          pattern = filter?.[1] === undefined ? undefined : new RegExp(`^(?:${filter[1]})$`);
+        } catch {
+          return this.#error(response, operation, request, ERRORS.badRequest);
+        }
+        const items = this.images
+          .filter((image) => (image.project ?? this.project) === project)
+          .filter((image) => pattern === undefined || pattern.test(image.name))
+          .map((image) => ({
+            kind: 'compute#image',
+            id: String(Math.abs(hash(image.name))),
+            name: image.name,
+            creationTimestamp: image.creationTimestamp,
+            status: image.status ?? 'READY',
+            selfLink: `https://www.googleapis.com/compute/v1/projects/${project}/global/images/${image.name}`,
+          }));
+        return this.#json(response, operation, request, { kind: 'compute#imageList', items });
+      }
+    }
+  }
+
+  #authorized(request: IncomingMessage): boolean {
+    const match = /^Bearer (.+)$/.exec(request.headers.authorization ?? '');
+    const parts = match?.[1]?.split('.');
+    if (parts?.length !== 3) return false;
+    const [header, payload, signature] = parts as [string, string, string];
+    const verifier = createVerify('RSA-SHA256');
+    verifier.update(`${header}.${payload}`);
+    if (!verifier.verify(this.#publicKey, base64url(signature))) return false;
+    const claims = JSON.parse(base64url(payload).toString('utf8')) as { iss?: string; exp?: number; scope?: string };
+    return claims.iss === this.#clientEmail && (claims.exp ?? 0) * 1000 > Date.now() && (claims.scope ?? '').includes('compute');
+  }
+
+  #metadataServer(request: IncomingMessage, response: ServerResponse, key: string): void {
+    if (request.headers['metadata-flavor'] !== 'Google') {
+      response.writeHead(403).end('Missing Metadata-Flavor:Google header.');
+      return;
+    }
+    const values: Record<string, string> | undefined = this.metadata && {
+      'project/project-id': this.metadata.projectId,
+      'instance/zone': `projects/123456789/zones/${this.metadata.zone}`,
+      'instance/network-interfaces/0/network': `projects/123456789/networks/${this.metadata.network}`,
+    };
+    const value = values?.[key];
+    this.requests.push({ operation: `metadata:${key}`, method: request.method ?? 'GET', path: key, status: value === undefined ? 404 : 200 });
+    response.writeHead(value === undefined ? 404 : 200, { 'Metadata-Flavor': 'Google', 'Content-Type': 'application/text' });
+    response.end(value ?? 'Not Found');
+  }
+
+  async #insert(request: IncomingMessage, response: ServerResponse, project: string, zone: string, body: string): Promise<void> {
+    const operationName: FakeGceOperationName = 'instances.insert';
+    const resource = JSON.parse(body || '{}') as Record<string, unknown>;
+    const name = String(resource['name'] ?? '');
+    if (project !== this.project || !INSTANCE_NAME.test(name)) return this.#error(response, operationName, request, ERRORS.badRequest);
+    if (this.#instances.has(`${zone}/${name}`)) return this.#error(response, operationName, request, ERRORS.conflict);
+    const zoneFault = this.#zoneFaults.get(zone);
+    if (zoneFault === 'quota') return this.#error(response, operationName, request, ERRORS.quota);
+
+    const op = this.#newOperation(zone, 'insert', name);
+    if (zoneFault === 'capacity') {
+      // As GCE: the insert is accepted, its operation fails, and no instance is left.
+      op.error = {
+        code: 'ZONE_RESOURCE_POOL_EXHAUSTED',
+        message: `The zone 'projects/${project}/zones/${zone}' does not have enough resources available to fulfill the request.`,
+      };
+      setTimeout(() => op.finish(), this.bootMs).unref();
+      return this.#json(response, operationName, request, this.#operationJson(op));
+    }
+
+    const items = ((resource['metadata'] as { items?: { key: string; value: string }[] } | undefined)?.items ?? []);
+    const metadata = Object.fromEntries(items.map((item) => [item.key, item.value]));
+    const record: FakeInstanceRecord = {
+      name,
+      zone,
+      status: 'PROVISIONING',
+      deleted: false,
+      preempted: false,
+      deleteRequests: 0,
+      labels: (resource['labels'] as Record<string, string> | undefined) ?? {},
+      metadata,
+      resource,
+      createdAt: Date.now(),
+    };
+    // Only the keys the worker handed over in metadata open the VM (`user:key` per line).
+    const authorizedKeys = (metadata['ssh-keys'] ?? '')
+      .split('\n')
+      .map((line) => line.slice(line.indexOf(':') + 1).trim())
+      .filter((key) => key !== '');
+    const live: LiveInstance = { record, sshdStarted: Promise.resolve() };
+    live.sshdStarted = startSshd({ authorizedKeys, port: 22 }).then(
+      async (sshd) => {
+        if (record.deleted || this.#closed) {
+          await sshd.stop();
+          return;
+        }
+        live.sshd = sshd;
+        record.address = sshd.host;
+        record.status = 'STAGING';
+      },
+      () => {
+        record.status = 'TERMINATED';
+      },
+    );
+    const booted = Date.now() + this.bootMs;
+    void live.sshdStarted.then(() => {
+      if (record.deleted || record.status === 'TERMINATED') return op.finish();
+      live.bootTimer = setTimeout(() => {
+        if (record.status === 'STAGING') record.status = 'RUNNING';
+        op.finish();
+      }, Math.max(0, booted - Date.now()));
+    });
+    this.#instances.set(`${zone}/${name}`, live);
+    this.#records.push(record);
+    this.events.emit('insert', record);
+    return this.#json(response, operationName, request, this.#operationJson(op));
+  }
+
+  async #delete(request: IncomingMessage, response: ServerResponse, zone: string, name: string): Promise<void> {
+    const operationName: FakeGceOperationName = 'instances.delete';
+    const live = this.#instances.get(`${zone}/${name}`);
+    if (!live) return this.#error(response, operationName, request, ERRORS.notFound);
+    live.record.deleteRequests += 1;
+    const op = this.#newOperation(zone, 'delete', name);
+    if (this.lostDeletes > 0) {
+      // Reported done; the instance stays as it was.
+      this.lostDeletes -= 1;
+      op.finish();
+      return this.#json(response, operationName, request, this.#operationJson(op));
+    }
+    live.record.status = 'STOPPING';
+    clearTimeout(live.bootTimer);
+    this.#instances.delete(`${zone}/${name}`);
+    void (async () => {
+      await live.sshdStarted;
+      await live.sshd?.stop();
+      live.record.status = 'TERMINATED';
+      live.record.deleted = true;
+      op.finish();
+      this.events.emit('deleted', live.record);
+    })();
+    return this.#json(response, operationName, request, this.#operationJson(op));
+  }
+
+  #newOperation(zone: string, type: 'insert' | 'delete', target: string): FakeOperation {
+    let finish!: () => void;
+    const done = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const op: FakeOperation = {
+      name: `operation-${Date.now()}-${randomUUID()}`,
+      zone,
+      type,
+      target,
+      status: 'RUNNING',
+      done,
+      finish: () => {
+        op.status = 'DONE';
+        finish();
+      },
+    };
+    this.#operations.set(op.name, op);
+    return op;
+  }
+
+  #operationJson(op: FakeOperation): Record<string, unknown> {
+    const zoneUrl = `https://www.googleapis.com/compute/v1/projects/${this.project}/zones/${op.zone}`;
+    return {
+      kind: 'compute#operation',
+      id: String(Math.abs(hash(op.name))),
+      name: op.name,
+      zone: zoneUrl,
+      operationType: op.type,
+      targetLink: `${zoneUrl}/instances/${op.target}`,
+      status: op.status,
+      progress: op.status === 'DONE' ? 100 : 0,
+      selfLink: `${zoneUrl}/operations/${op.name}`,
+      ...(op.status === 'DONE' && op.error ? { error: { errors: [op.error] } } : {}),
+    };
+  }
+
+  #instanceJson(record: FakeInstanceRecord): Record<string, unknown> {
+    const zoneUrl = `https://www.googleapis.com/compute/v1/projects/${this.project}/zones/${record.zone}`;
+    const nics = (record.resource['networkInterfaces'] as Record<string, unknown>[] | undefined) ?? [{}];
+    return {
+      ...record.resource,
+      kind: 'compute#instance',
+      id: String(Math.abs(hash(record.name))),
+      zone: zoneUrl,
+      status: record.status,
+      labels: record.labels,
+      creationTimestamp: new Date(record.createdAt).toISOString(),
+      selfLink: `${zoneUrl}/instances/${record.name}`,
+      networkInterfaces: nics.map((nic, index) => ({
+        ...nic,
+        name: `nic${index}`,
+        ...(record.address === undefined ? {} : { networkIP: record.address }),
+        accessConfigs: ((nic['accessConfigs'] as Record<string, unknown>[] | undefined) ?? []).map((access) => ({
+          ...access,
+          ...(record.address === undefined ? {} : { natIP: record.address }),
+        })),
+      })),
+    };
+  }
+
+  /** `labels.K = "V"` terms joined by AND (what the backend and tests send). */
+  #labelFilter(filter: string): (labels: Record<string, string>) => boolean {
+    const terms = [...filter.matchAll(/labels\.([a-z0-9_-]+)\s*=\s*"?([^"\s)]*)"?/g)].map((m) => [m[1] as string, m[2] as string] as const);
+    return (labels) => terms.every(([key, value]) => labels[key] === value);
+  }
+
+  #json(response: ServerResponse, operation: string, request: IncomingMessage, body: unknown): void {
+    this.requests.push({ operation, method: request.method ?? '', path: request.url ?? '', status: 200 });
+    response.writeHead(200, { 'Content-Type': 'application/json; charset=UTF-8' });
+    response.end(JSON.stringify(body));
+  }
+
+  #error(response: ServerResponse, operation: string, request: IncomingMessage, error: { code: number; reason: string; message: string }): void {
+    this.requests.push({ operation, method: request.method ?? '', path: request.url ?? '', status: error.code });
+    response.writeHead(error.code, { 'Content-Type': 'application/json; charset=UTF-8' });
+    response.end(
+      JSON.stringify({
+        error: { code: error.code, message: error.message, errors: [{ message: error.message, domain: 'global', reason: error.reason }] },
+      }),
+    );
+  }
+}
+
+function hash(text: string): number {
+  let h = 0;
+  for (const char of text) h = (Math.imul(h, 31) + char.charCodeAt(0)) | 0;
+  return h;
+}
