@@ -48,9 +48,10 @@ const ZONE_SUFFIX = 'a';
 const SSH_PORT = 22;
 
 /** An injectable failure, as EC2 answers it. */
-export type Ec2Fault = 'throttle' | 'server-error' | 'unavailable' | 'capacity' | 'quota' | 'vcpu-quota' | 'unsupported';
+export type Ec2Fault = 'throttle' | 'server-error' | 'unavailable' | 'capacity' | 'quota' | 'vcpu-quota' | 'unsupported' | 'drop';
 
-const FAULTS: Record<Ec2Fault, { status: number; code: string; message: string }> = {
+/** `drop`: the request is lost on the way: nothing happens and no answer comes. */
+const FAULTS: Record<Exclude<Ec2Fault, 'drop'>, { status: number; code: string; message: string }> = {
   // EC2 answers throttling with 503 and capacity with 500 (EC2 API reference, "Error codes").
   throttle: { status: 503, code: 'RequestLimitExceeded', message: 'Request limit exceeded.' },
   'server-error': { status: 500, code: 'InternalError', message: 'An internal error has occurred.' },
@@ -302,6 +303,7 @@ export class FakeEc2 extends EventEmitter {
     }
     if (params.get('Version') !== API_VERSION) throw new QueryError(400, 'InvalidParameterValue', `unsupported Version ${params.get('Version')}`);
     const fault = this.#faults.get(action)?.shift();
+    if (fault === 'drop') return undefined;
     if (fault !== undefined) {
       const { status, code, message } = FAULTS[fault];
       throw new QueryError(status, code, message);
