@@ -158,11 +158,11 @@ export class Ec2Backend implements Backend {
         retrySleepMs: settings.uploadRetrySleep,
         maxAttempts: settings.uploadRetries,
         logger,
-        release: () => terminateInstance(id, { api, pollMs, logger, signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) }),
       });
       return new Ec2Instance({
         ssh,
         api,
+        terminate: () => terminateInstance(id, { api, pollMs, logger, signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) }),
         uploadRetries: settings.uploadRetries,
         interruptionPollMs: settings.interruptionPollSleep,
         recordPhase,

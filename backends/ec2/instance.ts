@@ -18,8 +18,11 @@ const SPOT_TERMINATION = 'Server.SpotInstanceTermination';
 const LOST_CHECK_TIMEOUT_MS = 10_000;
 
 export interface Ec2InstanceOptions {
+  /** SSH to the instance; its `destroy` only closes the connection. */
   ssh: SshInstance;
   api: Ec2Api;
+  /** Terminates the instance (and makes sure it is going); may throw, and is then tried again by the next `destroy`. */
+  terminate: () => Promise<void>;
   /** SSH connection attempts for the upload. */
   uploadRetries: number;
   /** How often the state is checked while the script runs, in ms; 0 = never. */
@@ -47,6 +50,7 @@ export class Ec2Instance implements Instance {
   readonly imageName: string;
   readonly startupMs: number;
   readonly #options: Ec2InstanceOptions;
+  #destroyed: Promise<void> | undefined;
 
   constructor(options: Ec2InstanceOptions) {
     this.#options = options;
@@ -84,8 +88,16 @@ export class Ec2Instance implements Instance {
     }
   }
 
+  /** Close SSH, then terminate. Concurrent calls share one try; a failed try is made again by the next call. */
   destroy(): Promise<void> {
-    return this.#options.ssh.destroy();
+    this.#destroyed ??= (async () => {
+      await this.#options.ssh.destroy();
+      await this.#options.terminate();
+    })().catch((err: unknown) => {
+      this.#destroyed = undefined;
+      throw err;
+    });
+    return this.#destroyed;
   }
 
   /** Until `signal` aborts: check the state every poll, and abort `taken` once AWS has taken the instance. */
