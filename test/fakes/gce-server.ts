@@ -130,7 +130,7 @@ export class FakeGce {
   readonly project: string;
   /** Every request, in order: which API operation, the status answered. */
   readonly requests: { operation: string; method: string; path: string; status: number }[] = [];
-  /** `insert` (record) when an instance is created, `preempted` (record), `deleted` (record). */
+  /** `insert` (record) when an instance is created, `preempted` (record), `deleted` (record), `request` (each answered request). */
   readonly events = new EventEmitter();
   /** Per insert, ms until DONE / RUNNING. */
   bootMs: number;
@@ -235,6 +235,14 @@ export class FakeGce {
     return record;
   }
 
+  /** Resolves once a request of `operation` has been answered. */
+  async nextRequest(operation: FakeGceOperationName): Promise<void> {
+    for (;;) {
+      const [request] = (await once(this.events, 'request')) as [{ operation: string }];
+      if (request.operation === operation) return;
+    }
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     for (const operation of this.#operations.values()) operation.finish();
@@ -288,7 +296,7 @@ export class FakeGce {
     if (fault) {
       fault.remaining -= 1;
       if (fault.fault === 'reset') {
-        this.requests.push({ operation, method, path, status: 0 });
+        this.#log({ operation, method, path, status: 0 });
         request.socket.destroy();
         return;
       }
@@ -536,14 +544,19 @@ export class FakeGce {
     return (labels) => terms.every(([key, value]) => labels[key] === value);
   }
 
+  #log(entry: { operation: string; method: string; path: string; status: number }): void {
+    this.requests.push(entry);
+    this.events.emit('request', entry);
+  }
+
   #json(response: ServerResponse, operation: string, request: IncomingMessage, body: unknown): void {
-    this.requests.push({ operation, method: request.method ?? '', path: request.url ?? '', status: 200 });
+    this.#log({ operation, method: request.method ?? '', path: request.url ?? '', status: 200 });
     response.writeHead(200, { 'Content-Type': 'application/json; charset=UTF-8' });
     response.end(JSON.stringify(body));
   }
 
   #error(response: ServerResponse, operation: string, request: IncomingMessage, error: { code: number; reason: string; message: string }): void {
-    this.requests.push({ operation, method: request.method ?? '', path: request.url ?? '', status: error.code });
+    this.#log({ operation, method: request.method ?? '', path: request.url ?? '', status: error.code });
     response.writeHead(error.code, { 'Content-Type': 'application/json; charset=UTF-8' });
     response.end(
       JSON.stringify({
