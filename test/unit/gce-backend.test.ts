@@ -1,0 +1,104 @@
+import { describe, expect, it } from 'vitest';
+import { classifyGceError, GceOperationError } from '../../backends/gce/errors.js';
+import { candidateKeys, checkAliases, imagePattern, newestImage } from '../../backends/gce/images.js';
+import { autoImplodeScript, labelValue, regionOf } from '../../backends/gce/instance-spec.js';
+import { machineFor } from '../../backends/gce/machine.js';
+import { endpointOptions } from '../../backends/gce/api.js';
+import { ConfigError } from '../../src/errors.js';
+
+const defaults = { machineType: 'n1-standard-2', premiumMachineType: 'n1-standard-4', diskSize: 20, gpuCount: 0, gpuType: 'nvidia-tesla-p100' };
+
+describe('gce machine table', () => {
+  it.each([
+    [{ vmType: 'default', vmConfig: {} }, { machineType: 'n1-standard-2', diskSizeGb: 20 }],
+    [{ vmType: 'premium', vmSize: 'large', vmConfig: {} }, { machineType: 'n1-standard-4', diskSizeGb: 20 }],
+    [{ vmType: 'default', vmSize: 'x-large', vmConfig: {} }, { machineType: 'n2-standard-8', diskSizeGb: 20 }],
+    [{ vmType: 'default', vmSize: 'unknown', vmConfig: {} }, { machineType: 'n1-standard-2', diskSizeGb: 20 }],
+    [
+      { vmType: 'default', vmSize: 'gpu-xlarge', vmConfig: {} },
+      { machineType: 'n1-standard-8', gpu: { count: 1, type: 'nvidia-tesla-v100' }, diskSizeGb: 300 },
+    ],
+    [
+      { vmType: 'default', vmConfig: { gpuCount: 2, gpuType: 'nvidia-l4' } },
+      { machineType: 'n1-standard-2', gpu: { count: 2, type: 'nvidia-l4' }, diskSizeGb: 20 },
+    ],
+    [{ vmType: 'default', vmConfig: { gpuCount: 1 } }, { machineType: 'n1-standard-2', gpu: { count: 1, type: 'nvidia-tesla-p100' }, diskSizeGb: 20 }],
+  ])('maps %j', (attributes, machine) => {
+    expect(machineFor(attributes, defaults)).toEqual(machine);
+  });
+
+  it('gives GPU_COUNT GPUs to jobs that asked for none', () => {
+    expect(machineFor({ vmType: 'default', vmConfig: {} }, { ...defaults, gpuCount: 1 }).gpu).toEqual({ count: 1, type: 'nvidia-tesla-p100' });
+  });
+});
+
+describe('gce error classifier', () => {
+  const api = (code: number, reason: string): Error & { status: number } =>
+    Object.assign(new Error(JSON.stringify({ error: { code, message: 'x', errors: [{ reason }] } })), { status: code });
+
+  it.each([
+    [api(429, 'rateLimitExceeded'), 'throttled'],
+    [api(403, 'rateLimitExceeded'), 'throttled'],
+    [api(403, 'userRateLimitExceeded'), 'throttled'],
+    [api(403, 'quotaExceeded'), 'quota'],
+    [api(503, 'backendError'), 'transient'],
+    [api(500, 'internalError'), 'transient'],
+    [api(404, 'notFound'), 'not-found'],
+    [api(400, 'invalid'), 'fatal'],
+    [api(401, 'authError'), 'fatal'],
+    [Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }), 'transient'],
+    [new GceOperationError('op', ['ZONE_RESOURCE_POOL_EXHAUSTED'], 'no room'), 'capacity'],
+    [new GceOperationError('op', ['QUOTA_EXCEEDED'], 'no quota'), 'quota'],
+    [new GceOperationError('op', ['INVALID_FIELD_VALUE'], 'bad'), 'fatal'],
+  ])('%s -> %s', (error, kind) => {
+    expect(classifyGceError(error)).toBe(kind);
+  });
+});
+
+describe('gce images', () => {
+  const job = { language: 'ruby', dist: 'xenial', group: 'stable', os: 'linux' };
+
+  it('tries the most specific key first, as travis', () => {
+    expect(candidateKeys(job).slice(0, 4)).toEqual(['dist_xenial_group_stable_ruby', 'xenial_stable_ruby', 'dist_xenial_ruby', 'xenial_ruby']);
+    expect(candidateKeys(job).at(-1)).toBe('linux');
+  });
+
+  it('picks IMAGE_<KEY>, follows an alias once, falls back to the (URL-decoded) default, and honours image_name', () => {
+    expect(imagePattern(job, {}, 'travis-ci-garnet-trusty.%2B')).toBe('travis-ci-garnet-trusty.+');
+    expect(imagePattern(job, { ruby: 'ruby-img.+', xenial: 'xenial-img' }, 'd')).toBe('xenial-img');
+    expect(imagePattern(job, { ruby: 'stable_alias', stable_alias: 'pinned-1' }, 'd')).toBe('pinned-1');
+    expect(imagePattern({ ...job, imageName: 'explicit-1' }, { ruby: 'x' }, 'd')).toBe('explicit-1');
+  });
+
+  it('requires an IMAGE_<ALIAS> for each alias', () => {
+    expect(() => checkAliases(['stable-alias'], { stable_alias: 'x' })).not.toThrow();
+    expect(() => checkAliases(['missing'], {})).toThrow(ConfigError);
+  });
+
+  it('takes the newest ready image', () => {
+    const newest = newestImage([
+      { name: 'b', creationTimestamp: '2020-01-01T00:00:00Z' },
+      { name: 'a', creationTimestamp: '2021-01-01T00:00:00Z' },
+      { name: 'c', creationTimestamp: '2022-01-01T00:00:00Z', status: 'PENDING' },
+    ]);
+    expect(newest?.name).toBe('a');
+  });
+});
+
+describe('gce instance spec helpers', () => {
+  it('sanitises label values to GCE rules', () => {
+    expect(labelValue('Octo.Org/Hello_World')).toBe('octo-org-hello_world');
+    expect(labelValue('x'.repeat(80))).toHaveLength(63);
+  });
+
+  it('powers the VM off after the hard limit plus the margin', () => {
+    expect(autoImplodeScript(50 * 60_000)).toContain('shutdown -P +60 ');
+  });
+
+  it('knows a zone\'s region and parses the API endpoint', () => {
+    expect(regionOf('europe-west1-d')).toBe('europe-west1');
+    expect(endpointOptions('https://compute.googleapis.com')).toEqual({ apiEndpoint: 'compute.googleapis.com', port: 443, protocol: 'https' });
+    expect(endpointOptions('http://127.0.0.1:8080')).toEqual({ apiEndpoint: '127.0.0.1', port: 8080, protocol: 'http' });
+    expect(() => endpointOptions('not a url')).toThrow(ConfigError);
+  });
+});
