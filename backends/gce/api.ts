@@ -4,6 +4,7 @@
  * transport of `@google-cloud/compute`. SDK-level retries are off so every
  * attempt is seen (and counted) by `CloudApi`.
  */
+import { randomUUID } from 'node:crypto';
 import { ImagesClient, InstancesClient, ZoneOperationsClient, type protos } from '@google-cloud/compute';
 import type { JWT } from 'google-auth-library';
 import { CloudApi } from '../../src/backend/cloud-api.js';
@@ -88,10 +89,12 @@ export class GceApi {
     signal: AbortSignal,
     onSent: (attempt: Promise<unknown>) => void,
   ): Promise<GceOperation> {
+    // One request id for every attempt: the API runs a retried insert (whose answer was lost) once, not twice.
+    const requestId = randomUUID();
     return this.#cloud.call(
       'instances.insert',
       async () => {
-        const attempt = this.#instances.insert({ project, zone, instanceResource: instance }, CALL_OPTIONS);
+        const attempt = this.#instances.insert({ project, zone, requestId, instanceResource: instance }, CALL_OPTIONS);
         onSent(attempt);
         const [operation] = await attempt;
         return operation.latestResponse as GceOperation;

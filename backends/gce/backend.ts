@@ -98,6 +98,10 @@ export class GceBackend implements Backend {
       logger: context.logger,
     });
     this.#images = new ImageResolver(this.#api, () => this.#imageProject());
+    // Settle the placement now, so a worker without a project says so at startup, not at its first job.
+    this.placement().catch((err: unknown) => {
+      context.logger.error({ err: errorMessage(err) }, 'the gce backend cannot start VMs');
+    });
   }
 
   /**

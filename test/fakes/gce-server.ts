@@ -34,8 +34,12 @@ export type FakeGceOperationName =
   | 'zoneOperations.wait'
   | 'images.list';
 
-/** An error a request can be answered with instead of its result. */
-export type FakeGceFault = 'throttled' | 'server' | 'quota' | 'reset';
+/**
+ * An error a request can be answered with instead of its result: an API
+ * error, `reset` (the connection drops before the request is handled) or
+ * `drop` (the request is carried out, then the connection drops before the answer).
+ */
+export type FakeGceFault = 'throttled' | 'server' | 'quota' | 'reset' | 'drop';
 
 export interface FakeImage {
   name: string;
@@ -105,7 +109,7 @@ interface InjectedFault {
   fault: FakeGceFault;
 }
 
-const ERRORS: Record<Exclude<FakeGceFault, 'reset'> | 'notFound' | 'unauthorized' | 'badRequest' | 'conflict', { code: number; reason: string; message: string }> = {
+const ERRORS: Record<Exclude<FakeGceFault, 'reset' | 'drop'> | 'notFound' | 'unauthorized' | 'badRequest' | 'conflict', { code: number; reason: string; message: string }> = {
   throttled: { code: 429, reason: 'rateLimitExceeded', message: 'Rate Limit Exceeded' },
   server: { code: 503, reason: 'backendError', message: 'Internal error. Please try again or contact Google Support.' },
   quota: { code: 403, reason: 'quotaExceeded', message: "Quota 'CPUS' exceeded.  Limit: 24.0 in region us-central1." },
@@ -149,6 +153,10 @@ export class FakeGce {
   readonly #operations = new Map<string, FakeOperation>();
   readonly #faults: InjectedFault[] = [];
   readonly #zoneFaults = new Map<string, ZoneFault>();
+  /** Answers to drop (fault `drop`): the work is done, the client never hears. */
+  readonly #dropping = new WeakSet<ServerResponse>();
+  /** Insert operations by `requestId`: a repeated request gets the first one's operation, as the API does. */
+  readonly #byRequestId = new Map<string, FakeOperation>();
   #closed = false;
 
   private constructor(server: Server, options: FakeGceOptions) {
@@ -295,19 +303,25 @@ export class FakeGce {
     const fault = this.#faults.find((f) => f.operation === operation && f.remaining > 0 && (f.zone === undefined || f.zone === zone));
     if (fault) {
       fault.remaining -= 1;
-      if (fault.fault === 'reset') {
+      if (fault.fault === 'drop') {
+        this.#dropping.add(response);
+      } else if (fault.fault === 'reset') {
         this.#log({ operation, method, path, status: 0 });
         request.socket.destroy();
         return;
+      } else {
+        return this.#error(response, operation, request, ERRORS[fault.fault]);
       }
-      return this.#error(response, operation, request, ERRORS[fault.fault]);
     }
 
     const project = (zoned?.[1] ?? images?.[1]) as string;
     const name = zoned?.[4];
     switch (operation) {
-      case 'instances.insert':
-        return this.#insert(request, response, project, zone as string, body);
+      case 'instances.insert': {
+        const previous = this.#byRequestId.get(url.searchParams.get('requestId') ?? '');
+        if (previous) return this.#json(response, operation, request, this.#operationJson(previous));
+        return this.#insert(request, response, project, zone as string, body, url.searchParams.get('requestId'));
+      }
       case 'instances.get': {
         const live = this.#instances.get(`${zone}/${name}`);
         if (!live || project !== this.project) return this.#error(response, operation, request, ERRORS.notFound);
@@ -383,7 +397,14 @@ export class FakeGce {
     response.end(value ?? 'Not Found');
   }
 
-  async #insert(request: IncomingMessage, response: ServerResponse, project: string, zone: string, body: string): Promise<void> {
+  async #insert(
+    request: IncomingMessage,
+    response: ServerResponse,
+    project: string,
+    zone: string,
+    body: string,
+    requestId: string | null,
+  ): Promise<void> {
     const operationName: FakeGceOperationName = 'instances.insert';
     const resource = JSON.parse(body || '{}') as Record<string, unknown>;
     const name = String(resource['name'] ?? '');
@@ -393,6 +414,7 @@ export class FakeGce {
     if (zoneFault === 'quota') return this.#error(response, operationName, request, ERRORS.quota);
 
     const op = this.#newOperation(zone, 'insert', name);
+    if (requestId) this.#byRequestId.set(requestId, op);
     if (zoneFault === 'capacity') {
       // As GCE: the insert is accepted, its operation fails, and no instance is left.
       op.error = {
@@ -550,6 +572,11 @@ export class FakeGce {
   }
 
   #json(response: ServerResponse, operation: string, request: IncomingMessage, body: unknown): void {
+    if (this.#dropping.has(response)) {
+      this.#log({ operation, method: request.method ?? '', path: request.url ?? '', status: 0 });
+      request.socket.destroy();
+      return;
+    }
     this.#log({ operation, method: request.method ?? '', path: request.url ?? '', status: 200 });
     response.writeHead(200, { 'Content-Type': 'application/json; charset=UTF-8' });
     response.end(JSON.stringify(body));

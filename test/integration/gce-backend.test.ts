@@ -165,6 +165,15 @@ describe('gce backend against the fake GCE', () => {
     expect(fake.record).toHaveLength(1);
   });
 
+  it('makes one VM when an insert is carried out but its answer is lost (the retry reuses the request id)', async () => {
+    fake.inject('instances.insert', 'drop', 1);
+    const started = makeBackend();
+    const instance = await startOn(started);
+    expect(fake.count('instances.insert')).toBe(2);
+    expect(fake.record.map((record) => record.name)).toEqual([instance.id]);
+    expect(started.apiCalls.filter((c) => c.operation === 'instances.insert').map((c) => c.outcome)).toEqual(['error', 'ok']);
+  });
+
   it('deletes the VM when the start is aborted by the startup timeout while it boots', async () => {
     fake.bootMs = 10 * 60_000;
     const started = makeBackend();
