@@ -100,8 +100,8 @@ export function testDockerSettings(overrides: Partial<DockerSettings> = {}): Doc
     imageSelectorType: 'tag',
     pull: false,
     network: TEST_DOCKER_NETWORK,
-    // The test image's init is sshd, which stops at SIGTERM at once.
-    stopTimeout: 5_000,
+    // The test image's init is sshd, which stops at SIGTERM at once (a stop in its first milliseconds waits this long).
+    stopTimeout: 2_000,
     sshDialTimeout: 5_000,
     httpProxy: '',
     httpsProxy: '',
