@@ -13,6 +13,7 @@ import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { LABELS, containerName } from '../../backends/docker/backend.js';
 import type { DockerEngine } from '../../backends/docker/engine.js';
 import { z } from 'zod';
+import { DockerApiError } from '../../backends/docker/api.js';
 import { definition as docker } from '../../backends/docker/index.js';
 import { NoCapacityError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
@@ -254,5 +255,14 @@ describeWithDocker('docker backend through the worker (real engine, real broker)
     await engine.removeContainer(container?.Id ?? '', timeout());
     await instance.destroy();
     await backend.close();
+  });
+
+  it("reads the engine's error answers: status and message", async () => {
+    const failure = await engine
+      .createContainer(`mayfly-error-probe-${workerName}`, { Image: 'mayfly-no-such-image:1', Cmd: ['true'], Hostname: 'x', Domainname: '', Labels: { [LABELS.worker]: workerName }, HostConfig: { Binds: [], Privileged: false, Tmpfs: {} } }, timeout())
+      .then(() => undefined, (err: unknown) => err);
+    expect(failure).toBeInstanceOf(DockerApiError);
+    expect(failure).toMatchObject({ operation: 'containers.create', status: 404, engineMessage: expect.stringMatching(/no such image: mayfly-no-such-image:1/i) });
+    await expect(engine.startContainer('no-such-container', timeout())).rejects.toMatchObject({ status: 404, engineMessage: 'No such container: no-such-container' });
   });
 });
