@@ -84,6 +84,8 @@ export class SshInstance implements Instance {
   readonly #logger: Logger;
   #connection: SshConnection | undefined;
   #destroyed: Promise<void> | undefined;
+  /** Set by the first destroy(), for good: no new connection after it. */
+  #destroyRequested = false;
 
   constructor(options: SshInstanceOptions) {
     this.id = options.id;
@@ -151,20 +153,29 @@ export class SshInstance implements Instance {
     return { ...result, output: capture.text() };
   }
 
-  /** Close the connection, then let the backend release the machine. Idempotent. */
+  /**
+   * Close the connection, then let the backend release the machine.
+   * Idempotent once it succeeded; a failed release (a cloud delete that
+   * failed) is tried again by the next call, which is how destroyInstance's
+   * retries reach the cloud.
+   */
   destroy(): Promise<void> {
+    this.#destroyRequested = true;
     this.#destroyed ??= (async () => {
       const connection = this.#connection;
       this.#connection = undefined;
       await connection?.close();
       await this.#options.release?.();
-    })();
+    })().catch((err: unknown) => {
+      this.#destroyed = undefined;
+      throw err;
+    });
     return this.#destroyed;
   }
 
   /** The open connection, or a new one (replacing one that dropped). */
   async #connect(signal: AbortSignal, maxAttempts: number | undefined): Promise<SshConnection> {
-    if (this.#destroyed !== undefined) throw new UploadError(`instance ${this.id} is already destroyed`);
+    if (this.#destroyRequested) throw new UploadError(`instance ${this.id} is already destroyed`);
     if (this.#connection?.isOpen === true) return this.#connection;
     const options = this.#options;
     const connection = await dial(options.target, {
@@ -174,7 +185,7 @@ export class SshInstance implements Instance {
       ...(options.retrySleepMs === undefined ? {} : { retrySleepMs: options.retrySleepMs }),
       ...(maxAttempts === undefined ? {} : { maxAttempts }),
     });
-    if (this.#destroyed !== undefined) {
+    if (this.#destroyRequested) {
       // destroy() ran while we dialled: nobody would close this connection.
       await connection.close();
       throw new UploadError(`instance ${this.id} was destroyed while connecting`);
