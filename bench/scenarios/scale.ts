@@ -28,6 +28,16 @@ const TARGET_MB_PER_JOB = 0.5;
 const MiB = 2 ** 20;
 /** How often the FIFO is opened to let the waiting scripts go. */
 const RELEASE_POLL_MS = 100;
+/**
+ * Jobs are published in waves of this many, each once the previous wave is
+ * running: the sshd targets share the worker's two cores, and 500 SSH
+ * handshakes at once (sshd re-executes itself for each) would starve each
+ * other past the dial timeout. The measure is memory while running, not
+ * the start-up storm.
+ */
+const WAVE = 50;
+/** The targets share the CPU with everything else: be patient with a handshake. */
+const DIAL_TIMEOUT = '30s';
 
 /** Open and close the FIFO for writing: every script blocked opening it reads EOF. False when nobody waits on it. */
 function releaseWaiters(fifo: string): boolean {
@@ -84,6 +94,7 @@ async function measure(context: BenchContext, list: SshdTarget[], signal: AbortS
   await broker.declareJobQueue(queue);
   const worker = await startBenchWorker(context, `scale-${count}`, {
     ...sshEnv(context, list),
+    TRAVIS_WORKER_SSH_DIAL_TIMEOUT: DIAL_TIMEOUT,
     TRAVIS_WORKER_QUEUE_NAME: queue,
     TRAVIS_WORKER_POOL_SIZE: String(count),
   });
@@ -98,13 +109,15 @@ async function measure(context: BenchContext, list: SshdTarget[], signal: AbortS
       if (waiting.has(part.jobId) && part.log.includes('$ read')) waiting.delete(part.jobId);
     });
     try {
-      context.progress(`scale: ${count} jobs starting`);
-      for (const id of ids) broker.publishJob(queue, id, [`read -r _ < ${fifo} || true`]);
-      await broker.confirmed();
-      // Every script printed its first line: all sessions are live.
-      while (waiting.size > 0) {
-        signal.throwIfAborted();
-        await new Promise((resolve) => setTimeout(resolve, 100));
+      for (let first = 0; first < count; first += WAVE) {
+        const wave = ids.slice(first, first + WAVE);
+        for (const id of wave) broker.publishJob(queue, id, [`read -r _ < ${fifo} || true`]);
+        // Every script of the wave printed its first line: its session is live.
+        while (wave.some((id) => waiting.has(id))) {
+          signal.throwIfAborted();
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        context.progress(`scale: ${first + wave.length} of ${count} jobs running`);
       }
     } finally {
       stopListening();
