@@ -3,18 +3,14 @@
  * limit, retries with backoff, metrics) with the SDK's own retries off, so
  * one place decides when to try again and every attempt is counted.
  */
-import {
-  DescribeImagesCommand,
-  DescribeInstancesCommand,
+import type {
+  DescribeImagesRequest,
   EC2Client,
-  RunInstancesCommand,
-  TerminateInstancesCommand,
-  type DescribeImagesRequest,
-  type Filter,
-  type Image,
-  type Instance as Ec2InstanceDescription,
-  type InstanceStateChange,
-  type RunInstancesRequest,
+  Filter,
+  Image,
+  Instance as Ec2InstanceDescription,
+  InstanceStateChange,
+  RunInstancesRequest,
 } from '@aws-sdk/client-ec2';
 import { CloudApi } from '../../src/backend/cloud-api.js';
 import type { BackendContext } from '../../src/backend/contract.js';
@@ -30,20 +26,15 @@ export const API_CALL_TIMEOUT_MS = 30_000;
 
 export type { Ec2InstanceDescription };
 
+type Sdk = typeof import('@aws-sdk/client-ec2');
+
 export class Ec2Api {
-  readonly #client: EC2Client;
+  readonly #settings: Ec2Settings;
   readonly #cloud: CloudApi;
+  #sdk: Promise<{ sdk: Sdk; client: EC2Client }> | undefined;
 
   constructor(settings: Ec2Settings, context: BackendContext) {
-    this.#client = new EC2Client({
-      region: settings.region,
-      // CloudApi retries (with jitter, counted); the SDK must not retry underneath it.
-      maxAttempts: 1,
-      ...(settings.endpoint === '' ? {} : { endpoint: settings.endpoint }),
-      ...(settings.awsAccessKeyId === ''
-        ? {}
-        : { credentials: { accessKeyId: settings.awsAccessKeyId, secretAccessKey: settings.awsSecretAccessKey } }),
-    });
+    this.#settings = settings;
     this.#cloud = new CloudApi({
       backend: 'ec2',
       maxCalls: settings.rateLimitMaxCalls,
@@ -52,6 +43,28 @@ export class Ec2Api {
       metrics: context.metrics,
       logger: context.logger,
     });
+  }
+
+  /**
+   * The SDK and a client, loaded on first use: the EC2 SDK takes about a
+   * second and 40 MB of heap to load, which a worker on another backend
+   * (every backend is registered in the same binary) should not pay.
+   */
+  #load(): Promise<{ sdk: Sdk; client: EC2Client }> {
+    const settings = this.#settings;
+    this.#sdk ??= import('@aws-sdk/client-ec2').then((sdk) => ({
+      sdk,
+      client: new sdk.EC2Client({
+        region: settings.region,
+        // CloudApi retries (with jitter, counted); the SDK must not retry underneath it.
+        maxAttempts: 1,
+        ...(settings.endpoint === '' ? {} : { endpoint: settings.endpoint }),
+        ...(settings.awsAccessKeyId === ''
+          ? {}
+          : { credentials: { accessKeyId: settings.awsAccessKeyId, secretAccessKey: settings.awsSecretAccessKey } }),
+      }),
+    }));
+    return this.#sdk;
   }
 
   /** The signal for one HTTP request: the caller's, bounded by `API_CALL_TIMEOUT_MS`. */
@@ -64,11 +77,12 @@ export class Ec2Api {
    * the SDK: from then on an instance may exist even if no answer comes.
    */
   async runInstances(request: RunInstancesRequest, signal: AbortSignal, onSent: () => void = () => {}): Promise<Ec2InstanceDescription> {
+    const { sdk, client } = await this.#load();
     const output = await this.#cloud.call(
       'RunInstances',
       (attempt) => {
         onSent();
-        return this.#client.send(new RunInstancesCommand(request), { abortSignal: Ec2Api.#requestSignal(attempt) });
+        return client.send(new sdk.RunInstancesCommand(request), { abortSignal: Ec2Api.#requestSignal(attempt) });
       },
       signal,
     );
@@ -79,6 +93,7 @@ export class Ec2Api {
 
   /** The instances with these ids and/or matching these filters (every page). */
   async describeInstances(input: { ids?: string[]; filters?: Filter[] }, signal: AbortSignal): Promise<Ec2InstanceDescription[]> {
+    const { sdk, client } = await this.#load();
     const found: Ec2InstanceDescription[] = [];
     let nextToken: string | undefined;
     do {
@@ -86,8 +101,8 @@ export class Ec2Api {
       const output = await this.#cloud.call(
         'DescribeInstances',
         (attempt) =>
-          this.#client.send(
-            new DescribeInstancesCommand({
+          client.send(
+            new sdk.DescribeInstancesCommand({
               ...(input.ids ? { InstanceIds: input.ids } : {}),
               ...(input.filters ? { Filters: input.filters } : {}),
               ...(token === undefined ? {} : { NextToken: token }),
@@ -103,25 +118,28 @@ export class Ec2Api {
   }
 
   async terminateInstances(ids: string[], signal: AbortSignal): Promise<InstanceStateChange[]> {
+    const { sdk, client } = await this.#load();
     const output = await this.#cloud.call(
       'TerminateInstances',
       (attempt) =>
-        this.#client.send(new TerminateInstancesCommand({ InstanceIds: ids }), { abortSignal: Ec2Api.#requestSignal(attempt) }),
+        client.send(new sdk.TerminateInstancesCommand({ InstanceIds: ids }), { abortSignal: Ec2Api.#requestSignal(attempt) }),
       signal,
     );
     return output.TerminatingInstances ?? [];
   }
 
   async describeImages(input: DescribeImagesRequest, signal: AbortSignal): Promise<Image[]> {
+    const { sdk, client } = await this.#load();
     const output = await this.#cloud.call(
       'DescribeImages',
-      (attempt) => this.#client.send(new DescribeImagesCommand(input), { abortSignal: Ec2Api.#requestSignal(attempt) }),
+      (attempt) => client.send(new sdk.DescribeImagesCommand(input), { abortSignal: Ec2Api.#requestSignal(attempt) }),
       signal,
     );
     return output.Images ?? [];
   }
 
-  close(): void {
-    this.#client.destroy();
+  async close(): Promise<void> {
+    const loaded = await this.#sdk?.catch(() => undefined);
+    loaded?.client.destroy();
   }
 }

@@ -176,7 +176,7 @@ export class Ec2Backend implements Backend {
   }
 
   async close(): Promise<void> {
-    this.#api.close();
+    await this.#api.close();
   }
 
   /**
