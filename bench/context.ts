@@ -7,7 +7,7 @@ import { startTargets, type ClientKey, type Resources, type Targets } from './re
 import type { SshdTarget } from '../test/helpers/sshd.js';
 
 export interface BenchContext {
-  /** Reduced counts: validates the harness in well under a minute. */
+  /** Reduced counts: validates the harness in about a minute. */
   quick: boolean;
   /** Aborted on Ctrl-C / SIGTERM. */
   signal: AbortSignal;

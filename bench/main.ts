@@ -28,7 +28,7 @@ const DEFAULT_OUT = fileURLToPath(new URL('../../bench/results/latest.json', imp
 
 const USAGE = `usage: npm run bench -- [--quick] [--only NAME[,NAME...]] [--out FILE] [--keep-logs DIR] [--profile DIR]
 
-  --quick       reduced counts: checks the harness in well under a minute (figures are rough)
+  --quick       reduced counts: checks the harness in about a minute (figures are rough)
   --only        run only these scenarios
   --out         where the JSON goes (default bench/results/latest.json)
   --keep-logs   keep the workers' own logs (JSON lines) in DIR
