@@ -79,6 +79,8 @@ export class Ec2Backend implements Backend {
     this.#context = context;
     this.#customTags = parseCustomTags(settings.customTags);
     this.#extraUserData = decodeUserData(settings.userData);
+    // USER_DATA that can't be combined, or is too large, stops startup instead of failing every job.
+    buildUserData({ publicKey: generateJobKeyPair().publicKey, user: settings.sshUser, extra: this.#extraUserData, implodeAfterMinutes: 0 });
     this.#api = new Ec2Api(settings, context);
   }
 
