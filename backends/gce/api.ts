@@ -5,7 +5,7 @@
  * attempt is seen (and counted) by `CloudApi`.
  */
 import { randomUUID } from 'node:crypto';
-import { ImagesClient, InstancesClient, ZoneOperationsClient, type protos } from '@google-cloud/compute';
+import type { ImagesClient, InstancesClient, ZoneOperationsClient, protos } from '@google-cloud/compute';
 import type { JWT } from 'google-auth-library';
 import { CloudApi } from '../../src/backend/cloud-api.js';
 import type { BackendMetrics } from '../../src/backend/contract.js';
@@ -50,10 +50,20 @@ export function endpointOptions(endpoint: string): { apiEndpoint: string; port: 
 
 type ClientOptions = NonNullable<ConstructorParameters<typeof InstancesClient>[0]>;
 
+interface Clients {
+  instances: InstancesClient;
+  operations: ZoneOperationsClient;
+  images: ImagesClient;
+}
+
 export class GceApi {
-  readonly #instances: InstancesClient;
-  readonly #operations: ZoneOperationsClient;
-  readonly #images: ImagesClient;
+  /**
+   * The SDK is loaded on first use, not at worker startup: it costs about a
+   * second and tens of MB of heap (and makes heap snapshots slow), which
+   * workers on other backends should not pay.
+   */
+  #clients: Promise<Clients> | undefined;
+  readonly #clientOptions: ClientOptions;
   readonly #cloud: CloudApi;
 
   constructor(options: GceApiOptions) {
@@ -64,9 +74,7 @@ export class GceApi {
     };
     // google-gax types its own copy of google-auth-library; at run time it only calls the client's fetch().
     if (options.authClient !== undefined) clientOptions.authClient = options.authClient as unknown as NonNullable<ClientOptions['authClient']>;
-    this.#instances = new InstancesClient(clientOptions);
-    this.#operations = new ZoneOperationsClient(clientOptions);
-    this.#images = new ImagesClient(clientOptions);
+    this.#clientOptions = clientOptions;
     this.#cloud = new CloudApi({
       backend: 'gce',
       maxCalls: options.maxCalls,
@@ -94,7 +102,8 @@ export class GceApi {
     return this.#cloud.call(
       'instances.insert',
       async () => {
-        const attempt = this.#instances.insert({ project, zone, requestId, instanceResource: instance }, CALL_OPTIONS);
+        const { instances } = await this.#sdk();
+        const attempt = instances.insert({ project, zone, requestId, instanceResource: instance }, CALL_OPTIONS);
         onSent(attempt);
         const [operation] = await attempt;
         return operation.latestResponse as GceOperation;
@@ -106,7 +115,10 @@ export class GceApi {
   getInstance(project: string, zone: string, name: string, signal: AbortSignal): Promise<GceInstanceResource> {
     return this.#cloud.call(
       'instances.get',
-      async () => (await this.#instances.get({ project, zone, instance: name }, CALL_OPTIONS))[0],
+      async () => {
+        const { instances } = await this.#sdk();
+        return (await instances.get({ project, zone, instance: name }, CALL_OPTIONS))[0];
+      },
       signal,
     );
   }
@@ -114,7 +126,10 @@ export class GceApi {
   deleteInstance(project: string, zone: string, name: string, signal: AbortSignal): Promise<GceOperation> {
     return this.#cloud.call(
       'instances.delete',
-      async () => (await this.#instances.delete({ project, zone, instance: name }, CALL_OPTIONS))[0].latestResponse as GceOperation,
+      async () => {
+        const { instances } = await this.#sdk();
+        return (await instances.delete({ project, zone, instance: name }, CALL_OPTIONS))[0].latestResponse as GceOperation;
+      },
       signal,
     );
   }
@@ -123,7 +138,10 @@ export class GceApi {
   listInstances(project: string, zone: string, filter: string, signal: AbortSignal): Promise<GceInstanceResource[]> {
     return this.#cloud.call(
       'instances.list',
-      async () => (await this.#instances.list({ project, zone, filter }, CALL_OPTIONS))[0],
+      async () => {
+        const { instances } = await this.#sdk();
+        return (await instances.list({ project, zone, filter }, CALL_OPTIONS))[0];
+      },
       signal,
     );
   }
@@ -131,17 +149,38 @@ export class GceApi {
   getOperation(project: string, zone: string, operation: string, signal: AbortSignal): Promise<GceOperation> {
     return this.#cloud.call(
       'zoneOperations.get',
-      async () => (await this.#operations.get({ project, zone, operation }, CALL_OPTIONS))[0],
+      async () => {
+        const { operations } = await this.#sdk();
+        return (await operations.get({ project, zone, operation }, CALL_OPTIONS))[0];
+      },
       signal,
     );
   }
 
   /** Images of `project` matching a filter such as `name eq ^travis-ci.+`, every page. */
   listImages(project: string, filter: string, signal: AbortSignal): Promise<GceImage[]> {
-    return this.#cloud.call('images.list', async () => (await this.#images.list({ project, filter }, CALL_OPTIONS))[0], signal);
+    return this.#cloud.call(
+      'images.list',
+      async () => {
+        const { images } = await this.#sdk();
+        return (await images.list({ project, filter }, CALL_OPTIONS))[0];
+      },
+      signal,
+    );
+  }
+
+  #sdk(): Promise<Clients> {
+    this.#clients ??= import('@google-cloud/compute').then((sdk) => ({
+      instances: new sdk.InstancesClient(this.#clientOptions),
+      operations: new sdk.ZoneOperationsClient(this.#clientOptions),
+      images: new sdk.ImagesClient(this.#clientOptions),
+    }));
+    return this.#clients;
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.#instances.close(), this.#operations.close(), this.#images.close()]);
+    if (this.#clients === undefined) return;
+    const { instances, operations, images } = await this.#clients;
+    await Promise.all([instances.close(), operations.close(), images.close()]);
   }
 }
