@@ -26,7 +26,8 @@ const CALL_OPTIONS = { timeout: CALL_TIMEOUT_MS, maxRetries: 0 };
 export interface GceApiOptions {
   /** e.g. `https://compute.googleapis.com` or `http://127.0.0.1:8080`. */
   endpoint: string;
-  authClient: JWT | undefined;
+  /** Makes the credentials on first use; undefined = application default credentials. */
+  authClient: (() => Promise<JWT>) | undefined;
   maxCalls: number;
   intervalMs: number;
   metrics: BackendMetrics;
@@ -64,6 +65,7 @@ export class GceApi {
    */
   #clients: Promise<Clients> | undefined;
   readonly #clientOptions: ClientOptions;
+  readonly #makeAuthClient: (() => Promise<JWT>) | undefined;
   readonly #cloud: CloudApi;
 
   constructor(options: GceApiOptions) {
@@ -72,9 +74,8 @@ export class GceApi {
       fallback: true,
       scopes: [COMPUTE_SCOPE],
     };
-    // google-gax types its own copy of google-auth-library; at run time it only calls the client's fetch().
-    if (options.authClient !== undefined) clientOptions.authClient = options.authClient as unknown as NonNullable<ClientOptions['authClient']>;
     this.#clientOptions = clientOptions;
+    this.#makeAuthClient = options.authClient;
     this.#cloud = new CloudApi({
       backend: 'gce',
       maxCalls: options.maxCalls,
@@ -170,11 +171,17 @@ export class GceApi {
   }
 
   #sdk(): Promise<Clients> {
-    this.#clients ??= import('@google-cloud/compute').then((sdk) => ({
-      instances: new sdk.InstancesClient(this.#clientOptions),
-      operations: new sdk.ZoneOperationsClient(this.#clientOptions),
-      images: new sdk.ImagesClient(this.#clientOptions),
-    }));
+    this.#clients ??= (async () => {
+      const [sdk, authClient] = await Promise.all([import('@google-cloud/compute'), this.#makeAuthClient?.()]);
+      const options = { ...this.#clientOptions };
+      // google-gax types its own copy of google-auth-library; at run time it only calls the client's fetch().
+      if (authClient !== undefined) options.authClient = authClient as unknown as NonNullable<ClientOptions['authClient']>;
+      return {
+        instances: new sdk.InstancesClient(options),
+        operations: new sdk.ZoneOperationsClient(options),
+        images: new sdk.ImagesClient(options),
+      };
+    })();
     return this.#clients;
   }
 

@@ -4,7 +4,7 @@
  * credentials (the worker VM's own service account on GCE).
  */
 import { readFileSync } from 'node:fs';
-import { JWT } from 'google-auth-library';
+import type { JWT } from 'google-auth-library';
 import { ConfigError, errorMessage } from '../../src/errors.js';
 
 export const COMPUTE_SCOPE = 'https://www.googleapis.com/auth/compute';
@@ -46,17 +46,22 @@ export function parseAccountJson(value: string): ServiceAccountKey {
  * Compute (Google's "self-signed JWT with scope"): no round trip to the
  * OAuth token endpoint before the first call, and no dependency on it
  * being reachable. Undefined when `ACCOUNT_JSON` is empty (the SDK then
- * uses application default credentials).
+ * uses application default credentials). The key is checked at once (a bad
+ * one stops startup); the auth library itself is loaded on first use, like
+ * the SDK, so workers on other backends don't pay for it.
  */
-export function authClientFor(accountJson: string): JWT | undefined {
+export function authClientFor(accountJson: string): (() => Promise<JWT>) | undefined {
   if (accountJson.trim() === '') return undefined;
   const key = parseAccountJson(accountJson);
-  const client = new JWT({
-    email: key.client_email,
-    key: key.private_key,
-    ...(key.private_key_id === undefined ? {} : { keyId: key.private_key_id }),
-    scopes: [COMPUTE_SCOPE],
-  });
-  client.useJWTAccessWithScope = true;
-  return client;
+  return async () => {
+    const { JWT: JwtClient } = await import('google-auth-library');
+    const client = new JwtClient({
+      email: key.client_email,
+      key: key.private_key,
+      ...(key.private_key_id === undefined ? {} : { keyId: key.private_key_id }),
+      scopes: [COMPUTE_SCOPE],
+    });
+    client.useJWTAccessWithScope = true;
+    return client;
+  };
 }
