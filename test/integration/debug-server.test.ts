@@ -1,0 +1,104 @@
+/**
+ * The debug port of a running worker (file queue, fake backend): the CPU
+ * and heap profiles are pprof protobuf that decodes, the diagnostic report
+ * is what its readers expect, /metrics answers. (The heap snapshot is taken
+ * from the spawned CLI in cli-signals.test.ts: a test runner's heap is big.)
+ */
+import { pbkdf2Sync } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { decodePprof } from '../helpers/pprof.js';
+import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+
+let base: string;
+let worker: TestWorker | undefined;
+
+beforeEach(async () => {
+  base = await mkdtemp(join(tmpdir(), 'mayfly-debug-'));
+});
+afterEach(async () => {
+  await worker?.stop();
+  worker = undefined;
+  await rm(base, { recursive: true, force: true });
+});
+
+async function start(env: Record<string, string> = {}): Promise<string> {
+  worker = await startTestWorker({
+    TRAVIS_WORKER_QUEUE_TYPE: 'file',
+    TRAVIS_WORKER_BASE_DIR: base,
+    TRAVIS_WORKER_PROVIDER_NAME: 'fake',
+    TRAVIS_WORKER_PPROF_PORT: '0',
+    ...env,
+  });
+  const url = worker.worker.debugUrl;
+  if (url === undefined) throw new Error('no debug port');
+  return url;
+}
+
+async function bytes(response: Response): Promise<Buffer> {
+  return Buffer.from(await response.arrayBuffer());
+}
+
+describe('debug port', () => {
+  it('serves a CPU profile in gzipped pprof format, as go tool pprof fetches it', async () => {
+    const url = await start();
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    const fetching = fetch(`${url}/debug/pprof/profile?seconds=1`);
+    // Keep the profiled process busy so samples land in JS frames, whatever else runs.
+    let settled = false;
+    void fetching.finally(() => (settled = true));
+    while (!settled) {
+      pbkdf2Sync('password', 'salt', 2_000, 32, 'sha256');
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    const response = await fetching;
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toBe('application/octet-stream');
+    const body = await bytes(response);
+    expect([body[0], body[1]]).toEqual([0x1f, 0x8b]);
+    const profile = decodePprof(body);
+    expect(profile.stringTable[0]).toBe('');
+    expect(profile.sampleTypes).toContainEqual(['wall', 'nanoseconds']);
+    expect(profile.periodType).toEqual(['wall', 'nanoseconds']);
+    expect(profile.sampleCount).toBeGreaterThan(0);
+    expect(profile.functionNames).toContain('pbkdf2Sync');
+  });
+
+  it('refuses a profile length it would not take', async () => {
+    const url = await start();
+    const response = await fetch(`${url}/debug/pprof/profile?seconds=abc`);
+    expect(response.status).toBe(400);
+    expect(((await response.json()) as { error: string }).error).toMatch(/^seconds: /);
+  });
+
+  it('serves a heap profile in gzipped pprof format', async () => {
+    const url = await start();
+    const response = await fetch(`${url}/debug/pprof/heap`);
+    expect(response.status).toBe(200);
+    const profile = decodePprof(await bytes(response));
+    expect(profile.sampleTypes).toEqual([
+      ['inuse_objects', 'count'],
+      ['inuse_space', 'bytes'],
+    ]);
+  });
+
+  it('dumps stacks and async activity', async () => {
+    const url = await start();
+    const dump = (await (await fetch(`${url}/debug/report`)).json()) as {
+      activeResources: string[];
+      report: { javascriptStack: unknown; libuv: { type: string }[] };
+    };
+    expect(dump.report.javascriptStack).toBeDefined();
+    expect(dump.report.libuv.some((handle) => handle.type === 'tcp')).toBe(true);
+    expect(dump.activeResources.length).toBeGreaterThan(0);
+  });
+
+  it('serves /metrics without credentials on loopback', async () => {
+    const url = await start();
+    const text = await (await fetch(`${url}/metrics`)).text();
+    expect(text).toMatch(/^mayfly_pool_size 1$/m);
+    expect(text).toMatch(/^mayfly_broker_connected\{queue="file"\} 1$/m);
+  });
+});
