@@ -1,0 +1,53 @@
+/**
+ * The broker connection against the real broker: its socket writes are
+ * coalesced per tick (src/amqp/connection.ts), and a burst of messages
+ * published in one tick, far over the socket's write buffer, still
+ * arrives whole, in order, and confirmed.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { openConnection, type BrokerConnection } from '../../src/amqp/connection.js';
+import { silentLogger } from '../../src/log.js';
+import { createVhost, drain, type TestVhost } from '../helpers/rabbitmq.js';
+
+let vhost: TestVhost;
+
+beforeAll(async () => {
+  vhost = await createVhost();
+});
+
+afterAll(async () => {
+  await vhost.delete();
+});
+
+async function open(): Promise<BrokerConnection> {
+  return openConnection({
+    uri: vhost.uri,
+    role: 'logs',
+    logger: silentLogger,
+    heartbeatMs: 0,
+    insecure: false,
+    connectionName: `mayfly-test-${randomBytes(4).toString('hex')}`,
+    onLost: () => undefined,
+  });
+}
+
+it('coalesces the writes of a tick: a burst larger than the socket buffer arrives whole and in order', async () => {
+  const connection = await open();
+  try {
+    expect(connection.writesCoalesced).toBe(true);
+    const channel = await connection.model.createConfirmChannel();
+    const queue = `burst-${randomBytes(4).toString('hex')}`;
+    await channel.assertQueue(queue, { durable: false });
+    // 600 messages of 1.7 kB (about 1 MB) in one synchronous run: many socket buffers' worth, one tick.
+    const bodies = Array.from({ length: 600 }, (_, i) => Buffer.from(JSON.stringify({ n: i, pad: 'é'.repeat(850) })));
+    for (const body of bodies) channel.publish('', queue, body, { persistent: true });
+    await channel.waitForConfirms();
+    const drained = await drain(vhost.uri, queue, bodies.length, AbortSignal.timeout(30_000));
+    expect(drained.map((m) => m.text)).toEqual(bodies.map((b) => b.toString('utf8')));
+    await channel.deleteQueue(queue);
+    await channel.close();
+  } finally {
+    await connection.close();
+  }
+});
