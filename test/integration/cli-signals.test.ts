@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import { STAGES } from '../../src/queue/file.js';
 import { fileAppears } from '../helpers/files.js';
 
@@ -76,6 +76,9 @@ function startCli(env: Record<string, string>): Running {
   });
   child = proc;
   const lines: Record<string, unknown>[] = [];
+  onTestFailed(() => {
+    console.log(`mayfly's log lines:\n${lines.map((line) => JSON.stringify(line)).join('\n')}`);
+  });
   const waiters: Array<{ msg: RegExp; resolve: (line: Record<string, unknown>) => void }> = [];
   createInterface({ input: proc.stdout as NodeJS.ReadableStream }).on('line', (text) => {
     let line: Record<string, unknown>;
@@ -116,7 +119,9 @@ async function enqueue(id: number): Promise<void> {
   await writeFile(join(base, 'queue/builds', STAGES.created, `${id}.json`), JSON.stringify(payload));
 }
 
-describe('mayfly under signals', () => {
+// A cold start of the whole CLI (every backend's SDK loaded from disk) on a
+// busy two-core machine can take tens of seconds; the steps wait on events.
+describe('mayfly under signals', { timeout: 120_000 }, () => {
   it('drains on SIGTERM: the running job finishes, then it exits 0', async () => {
     const cli = startCli({});
     await cli.logLine(/^worker started$/);
