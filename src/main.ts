@@ -8,7 +8,7 @@
  * Everything started is registered as a releaser and released last-in
  * first-out when the worker stops, or at once if startup fails halfway.
  */
-import { EventEmitter } from 'node:events';
+import { EventEmitter, setMaxListeners } from 'node:events';
 import type { Tracer } from '@opentelemetry/api';
 import type { BackendDefinition } from './backend/contract.js';
 import type { WorkerConfig } from './config.js';
@@ -114,6 +114,8 @@ export async function startWorker(
   });
   /** Aborts when running jobs must stop (and be requeued). */
   const shutdown = new AbortController();
+  // Every running job listens on it (one listener a job, up to POOL_SIZE, which may be hundreds).
+  setMaxListeners(0, shutdown.signal);
   /** Aborts when the worker stops: background loops (heartbeat, hooks) end. */
   const background = new AbortController();
   const releasers: Array<{ name: string; release: () => Promise<void> }> = [];
