@@ -40,6 +40,8 @@ const DEFAULT_MAX_LOG = 4_500_000;
 /** A terminal turns each `\n` into `\r\n`. */
 const PTY_LINE_BYTES = LINE_BYTES + 1;
 const MB = 1e6;
+/** Lines the warm-up job prints (2 MB): enough for V8 to optimise the log path before the measured job. */
+const WARMUP_LINES = 20_000;
 
 interface Size {
   label: string;
@@ -138,8 +140,9 @@ async function measureWorker(context: BenchContext, worker: BenchChild, queue: s
   });
   try {
     // A first job pays for JIT and lazy initialisation; the measured one should not.
+    // It streams a log too: a worker that has run one job has its log path compiled.
     const [warmup] = jobIds(1) as [number];
-    context.broker.publishJob(queue, warmup, ['true']);
+    context.broker.publishJob(queue, warmup, [`${process.execPath} ${GENERATOR} ${WARMUP_LINES}`]);
     await context.broker.terminal(warmup, context.signal);
     const before = await worker.usage(context.signal);
     context.broker.publishJob(queue, id, [`${process.execPath} ${GENERATOR} ${size.lines}`]);
