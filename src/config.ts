@@ -136,6 +136,22 @@ export interface WorkerConfig {
   heartbeat?: { url: string; authToken?: string };
   /** OpenTelemetry: traces go over OTLP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. */
   telemetry: { otlpEndpoint?: string };
+  /** The circuit breaker against requeue storms (src/backend/breaker.ts). */
+  breaker: {
+    /** `TRAVIS_WORKER_BREAKER_THRESHOLD`: start failures in a row that stop the worker taking jobs; 0 = off. */
+    threshold: number;
+    /** `TRAVIS_WORKER_BREAKER_BACKOFF`: the first pause, in ms; it doubles on each further opening. */
+    backoffMs: number;
+    /** `TRAVIS_WORKER_BREAKER_MAX_BACKOFF`: the longest pause, in ms. */
+    maxBackoffMs: number;
+  };
+  /** The orphan reaper (src/reaper/). */
+  reaper: {
+    /** `TRAVIS_WORKER_REAPER_INTERVAL`: between passes, in ms; 0 = off. */
+    intervalMs: number;
+    /** `TRAVIS_WORKER_REAPER_GRACE`: an unclaimed instance of this worker younger than this is left alone, in ms. */
+    graceMs: number;
+  };
 }
 
 /** Where an HTTP listener binds. */
@@ -330,6 +346,16 @@ export const CORE_SETTINGS = {
   stopHook: text('TRAVIS_WORKER_STOP_HOOK', '', 'Command run just before the worker exits (split on spaces, no shell); a failure is logged'),
   heartbeatUrl: url('TRAVIS_WORKER_HEARTBEAT_URL', '', 'URL polled every 5 minutes; an answer of {"state":"down"} drains the worker (empty: off)', ['http', 'https'], true),
   heartbeatUrlAuthToken: text('TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN', '', 'Sent to HEARTBEAT_URL as "Authorization: token <value>"; file:///path reads it from that file', true),
+
+  // Reliability (issue #7). Five failed starts in a row, with none working in
+  // between, is far beyond the odd failed boot (a few percent of starts at
+  // worst: 5 in a row by chance is rarer than 1 in 10^7), yet stops a pool of
+  // any size within one round of starts instead of churning the whole queue.
+  breakerThreshold: wholeNumber('TRAVIS_WORKER_BREAKER_THRESHOLD', 5, 'After this many instance start failures in a row, take no jobs for a while (circuit breaker); 0: off (mayfly only)'),
+  breakerBackoff: duration('TRAVIS_WORKER_BREAKER_BACKOFF', '30s', 'How long the circuit breaker first holds jobs back before trying one; doubles on each opening that follows (mayfly only)'),
+  breakerMaxBackoff: duration('TRAVIS_WORKER_BREAKER_MAX_BACKOFF', '10m', 'The longest the circuit breaker holds jobs back before trying one (mayfly only)'),
+  reaperInterval: duration('TRAVIS_WORKER_REAPER_INTERVAL', '5m', 'How often to look for and destroy orphaned instances (expired lease, or left by an earlier run of this worker); 0: off (mayfly only)'),
+  reaperGrace: duration('TRAVIS_WORKER_REAPER_GRACE', '10m', 'An instance of this worker that no job here holds is destroyed only once it is older than this (mayfly only)'),
 };
 
 type CoreSettings = {
@@ -595,6 +621,12 @@ export function loadConfig(backends: readonly AnyBackendDefinition[], env: NodeJ
   if (core && core.pprofPort.trim() !== '' && !isLoopback(core.pprofAddr.trim()) && core.remoteControllerAuth === '') {
     problems.add(ENV.pprofAddr, 'is not a loopback address, so the profiler needs TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH to protect it');
   }
+  if (core && core.breakerThreshold > 0 && core.breakerBackoff <= 0) {
+    problems.add(ENV.breakerBackoff, 'must be longer than 0s while the circuit breaker is on (BREAKER_THRESHOLD > 0)');
+  }
+  if (core && core.breakerMaxBackoff < core.breakerBackoff) {
+    problems.add(ENV.breakerMaxBackoff, 'must be at least TRAVIS_WORKER_BREAKER_BACKOFF');
+  }
   const otlpEndpoint = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim() || undefined;
 
   if (problems.count > 0 || core === undefined || backend === undefined || backendSettings === undefined) {
@@ -710,6 +742,8 @@ function toWorkerConfig(
     },
     ...(core.heartbeatUrl === '' ? {} : { heartbeat: { url: core.heartbeatUrl } }),
     telemetry: {},
+    breaker: { threshold: core.breakerThreshold, backoffMs: core.breakerBackoff, maxBackoffMs: core.breakerMaxBackoff },
+    reaper: { intervalMs: core.reaperInterval, graceMs: core.reaperGrace },
   };
 }
 
@@ -777,6 +811,11 @@ function coreValues(config: WorkerConfig): Omit<CoreSettings, 'amqpTlsCertPath' 
     stopHook: config.hooks.stop ?? '',
     heartbeatUrl: config.heartbeat?.url ?? '',
     heartbeatUrlAuthToken: config.heartbeat?.authToken ?? '',
+    breakerThreshold: config.breaker.threshold,
+    breakerBackoff: config.breaker.backoffMs,
+    breakerMaxBackoff: config.breaker.maxBackoffMs,
+    reaperInterval: config.reaper.intervalMs,
+    reaperGrace: config.reaper.graceMs,
   };
 }
 

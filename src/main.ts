@@ -1,6 +1,6 @@
 /**
  * The composition root: config -> telemetry -> queue -> backend ->
- * listeners -> start hook -> pool -> heartbeat. The only module that knows
+ * reaper -> breaker -> listeners -> start hook -> pool -> heartbeat. The only module that knows
  * every part; `startWorker` is also what the end-to-end tests run,
  * in-process. Signals are wired by the CLI (`handleSignals`), so tests can
  * call the same `drain`/`pause`/... directly.
@@ -10,6 +10,7 @@
  */
 import { EventEmitter, setMaxListeners } from 'node:events';
 import type { Tracer } from '@opentelemetry/api';
+import { CircuitBreaker, isStartFailure } from './backend/breaker.js';
 import type { BackendDefinition } from './backend/contract.js';
 import type { WorkerConfig } from './config.js';
 import { ConfigError, errorMessage } from './errors.js';
@@ -27,6 +28,8 @@ import type { SignalControl } from './lifecycle/signals.js';
 import { Lifecycle, type WorkerState } from './lifecycle/state.js';
 import { buildStatus, type WorkerStatus } from './lifecycle/status.js';
 import { ProcessorPool } from './pool.js';
+import { HeldInstances } from './reaper/held.js';
+import { startReaper, type Reaper } from './reaper/reaper.js';
 import type { CancelCommand, JobQueue } from './queue/contract.js';
 import { FileJobQueue } from './queue/file.js';
 import { createPrometheusMetrics, noopMetrics, type WorkerMetrics } from './telemetry/metrics.js';
@@ -54,6 +57,10 @@ export interface Worker extends WorkerControl, SignalControl {
   readonly cancels: CancelRegistry;
   readonly state: WorkerState;
   readonly metrics: WorkerMetrics;
+  /** Holds jobs back while the backend keeps failing to start instances. */
+  readonly breaker: CircuitBreaker;
+  /** The orphan reaper, when it runs (a backend that can list its instances, a non-zero interval). */
+  readonly reaper: Reaper | undefined;
   /** The control API's base URL (`http://127.0.0.1:8080`), when it is served. */
   readonly controlUrl: string | undefined;
   /** The debug port's base URL, when it is served. */
@@ -155,12 +162,36 @@ export async function startWorker(
     brokerUp = true;
     releasers.push({ name: 'the queue', release: () => queue.close() });
 
-    const backend = definition.create(config.backendSettings, {
-      logger: logger.child({ backend: definition.name }),
-      hostname: config.hostname,
-      metrics: metrics.backend,
-    });
+    const held = new HeldInstances();
+    const backend = held.wrap(
+      definition.create(config.backendSettings, {
+        logger: logger.child({ backend: definition.name }),
+        hostname: config.hostname,
+        metrics: metrics.backend,
+      }),
+    );
     releasers.push({ name: 'the backend', release: () => backend.close() });
+
+    let reaper: Reaper | undefined;
+    const { listManaged, destroyManaged } = backend;
+    if (config.reaper.intervalMs > 0 && listManaged && destroyManaged) {
+      const running = startReaper({
+        backend: { listManaged, destroyManaged },
+        held,
+        hostname: config.hostname,
+        intervalMs: config.reaper.intervalMs,
+        graceMs: config.reaper.graceMs,
+        logger: logger.child({ backend: definition.name }),
+        metrics,
+      });
+      reaper = running;
+      // Released before the backend closes: no reaper call outlives its client.
+      releasers.push({ name: 'the reaper', release: () => running.stop() });
+    }
+
+    const breaker = new CircuitBreaker({ ...config.breaker, logger: logger.child({ backend: definition.name }) });
+    releasers.push({ name: 'the circuit breaker', release: async () => breaker.dispose() });
+    breaker.on('open', () => metrics.breakerOpened());
 
     const cancels = new CancelRegistry();
     queue.onCancel((command) => {
@@ -173,6 +204,7 @@ export async function startWorker(
     const pool = new ProcessorPool(
       queue,
       async (job, processorId) => {
+        let instanceReady = false;
         const result = await runJob(job, processorId, {
           config,
           backend,
@@ -184,7 +216,12 @@ export async function startWorker(
           queueType: queue.name,
           metrics,
           tracer,
+          onInstanceReady: () => {
+            instanceReady = true;
+            breaker.recordSuccess();
+          },
         });
+        if (!instanceReady && result.outcome === 'requeued' && isStartFailure(result.reason)) breaker.recordFailure(result.reason);
         events.emit('job-done', { jobId: job.payload.jobId, processorId, result });
         return result;
       },
@@ -193,6 +230,10 @@ export async function startWorker(
     );
     // Released first on stop: stop taking jobs and let every job settle before anything else closes.
     releasers.push({ name: 'the pool', release: () => pool.stop() });
+    // The breaker holds the pool with a pause of its own: an operator's pause outlives it.
+    breaker.on('open', () => pool.pause('breaker'));
+    breaker.on('half-open', () => pool.admitTrial());
+    breaker.on('close', () => pool.resume('breaker'));
 
     let drainTimer: NodeJS.Timeout | undefined;
     let stopping: Promise<void> | undefined;
@@ -212,6 +253,8 @@ export async function startWorker(
       events,
       cancels,
       metrics,
+      breaker,
+      reaper,
       stopped,
       controlUrl: undefined,
       debugUrl: undefined,
@@ -219,7 +262,8 @@ export async function startWorker(
         return lifecycle.state;
       },
       status,
-      ready: () => lifecycle.state === 'RUNNING' && brokerUp && pool.size > 0,
+      ready: () => lifecycle.state === 'RUNNING' && brokerUp && pool.size > 0 && breaker.state === 'closed',
+      notReadyReason: () => breaker.reason(),
       pause() {
         if (lifecycle.state === 'PAUSED') return;
         lifecycle.transition('PAUSED');
@@ -302,6 +346,7 @@ export async function startWorker(
       poolSize: () => pool.size,
       processors: () => pool.counts(),
       brokerConnected: () => brokerUp,
+      breakerOpen: () => breaker.state !== 'closed',
     });
 
     const listeners: { control?: HttpListener; debug?: HttpListener } = {};

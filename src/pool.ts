@@ -10,6 +10,12 @@
  * of leaving it unacknowledged on a worker that will not run it. The job in
  * hand, if any, runs on; its channel stays open until it is settled. On
  * resume each processor opens a fresh source.
+ *
+ * Two things pause the pool, each on its own: the operator (SIGUSR2,
+ * `PATCH /worker`) and the circuit breaker (src/backend/breaker.ts). The
+ * pool takes jobs only when neither holds it, so a worker the operator
+ * paused stays paused when the breaker closes. While the breaker is
+ * half-open one processor (the trial) takes jobs and the others stay paused.
  */
 import { EventEmitter, once } from 'node:events';
 import { errorMessage } from './errors.js';
@@ -39,6 +45,9 @@ export interface ProcessorStatus {
 }
 
 export type RunJob = (job: QueuedJob, processorId: string) => Promise<JobResult>;
+
+/** Who paused the pool: the operator, or the circuit breaker. */
+export type PauseReason = 'operator' | 'breaker';
 
 /** Resolves once; `wait` gives the same promise to every caller. */
 class Gate {
@@ -222,7 +231,11 @@ export interface PoolEvents {
 export class ProcessorPool extends EventEmitter<PoolEvents> {
   private readonly processors: Processor[] = [];
   private nextId = 1;
-  private paused = false;
+  /** What holds the pool paused; it takes jobs when this is empty. */
+  private readonly pauses = new Set<PauseReason>();
+  /** While the breaker holds the pool, let one processor (`trial`) take jobs. */
+  private trialWanted = false;
+  private trial: Processor | undefined;
   private closed = false;
   /** Settled jobs of processors that have left the pool. */
   private processedByGone = 0;
@@ -247,13 +260,14 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
         this.queue,
         this.runJob,
         this.logger,
-        this.paused,
+        this.isPaused,
         (p) => this.forget(p),
         (p) => this.emit('change', p.status()),
       );
       this.processors.push(processor);
       added.push(processor);
     }
+    this.apply();
     // A source that fails to open stops its processor; wait until each has left `starting`.
     await Promise.all(added.map((p) => p.started));
     this.logger.info({ pool_size: this.size }, 'processors started');
@@ -271,6 +285,7 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
       .sort((a, b) => rank(a) - rank(b));
     const removed = candidates.slice(0, Math.max(0, count));
     for (const processor of removed) processor.retire();
+    if (removed.includes(this.trial as Processor)) this.apply();
     if (removed.length > 0) this.logger.info({ pool_size: this.size, removed: removed.map((p) => p.id) }, 'processors removed');
     return removed.length;
   }
@@ -287,8 +302,14 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
     return this.active().length;
   }
 
+  /** True while the operator or the breaker holds the pool (even with a half-open trial running). */
   get isPaused(): boolean {
-    return this.paused;
+    return this.pauses.size > 0;
+  }
+
+  /** Whether `reason` holds the pool paused. */
+  pausedBy(reason: PauseReason): boolean {
+    return this.pauses.has(reason);
   }
 
   /** Jobs settled by every processor this pool has had. */
@@ -310,18 +331,55 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
     return counts;
   }
 
-  /** Every processor stops taking jobs (closing its source) until `resume`; running jobs go on. */
-  pause(): void {
-    this.paused = true;
-    for (const processor of this.processors) processor.pause();
-    this.logger.info('paused: not taking jobs');
+  /**
+   * Every processor stops taking jobs (closing its source) until `resume`
+   * with the same reason; running jobs go on. The breaker's pause also ends
+   * a half-open trial.
+   */
+  pause(reason: PauseReason = 'operator'): void {
+    this.pauses.add(reason);
+    if (reason === 'breaker') this.trialWanted = false;
+    this.apply();
+    // The breaker logs its own opening and closing.
+    if (reason === 'operator') this.logger.info('paused: not taking jobs');
   }
 
-  /** Take jobs again, each processor on a fresh source. */
-  resume(): void {
-    this.paused = false;
-    for (const processor of this.processors) processor.resume();
-    this.logger.info('resumed: taking jobs');
+  /** Lift `reason`'s pause; processors take jobs again (each on a fresh source) once nothing else holds them. */
+  resume(reason: PauseReason = 'operator'): void {
+    this.pauses.delete(reason);
+    if (reason === 'breaker') this.trialWanted = false;
+    this.apply();
+    if (reason === 'operator') {
+      this.logger.info(this.pauses.has('breaker') ? 'resumed by the operator; the circuit breaker still holds jobs back' : 'resumed: taking jobs');
+    }
+  }
+
+  /**
+   * Half-open: while the breaker holds the pool, one processor takes jobs
+   * (one at a time) until the breaker closes (`resume('breaker')`) or
+   * opens again (`pause('breaker')`).
+   */
+  admitTrial(): void {
+    if (!this.pauses.has('breaker')) return;
+    this.trialWanted = true;
+    this.apply();
+  }
+
+  /** Pause or resume each processor to match what holds the pool. */
+  private apply(): void {
+    const operator = this.pauses.has('operator');
+    const breaker = this.pauses.has('breaker');
+    if (operator || !breaker || !this.trialWanted) {
+      this.trial = undefined;
+    } else if (this.trial === undefined || this.trial.isRetired || this.trial.state === 'stopped') {
+      const active = this.active();
+      // An idle processor takes the trial job at once; a busy one only after its job.
+      this.trial = active.find((p) => p.state !== 'processing') ?? active[0];
+    }
+    for (const processor of this.processors) {
+      if (operator || (breaker && processor !== this.trial)) processor.pause();
+      else processor.resume();
+    }
   }
 
   /** Stop taking jobs for good; running jobs go on. Resolves at once. */
@@ -352,6 +410,7 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
     const index = this.processors.indexOf(processor);
     if (index >= 0) this.processors.splice(index, 1);
     this.processedByGone += processor.processed;
+    if (processor === this.trial) this.apply();
     this.emit('change', processor.status());
   }
 

@@ -16,17 +16,24 @@ export interface FakeSettings {
   exitCode: number;
   error: boolean;
   failStart: boolean;
+  failStartCount: number;
   failUpload: boolean;
 }
 
 class FakeBackend implements Backend {
   private started = 0;
+  /** Calls to start, failed ones included. */
+  private attempts = 0;
 
   constructor(private readonly settings: FakeSettings) {}
 
   async start(attributes: { jobId: number }, { signal }: StartOptions): Promise<Instance> {
     await abortableSleep(this.settings.startupDuration, signal);
     if (this.settings.failStart) throw new InstanceStartError('the fake backend is set to fail every start (TRAVIS_WORKER_FAKE_FAIL_START)');
+    this.attempts++;
+    if (this.attempts <= this.settings.failStartCount) {
+      throw new InstanceStartError(`the fake backend is set to fail its first ${this.settings.failStartCount} starts (TRAVIS_WORKER_FAKE_FAIL_START_COUNT); this was start ${this.attempts}`);
+    }
     this.started++;
     return new FakeInstance(`fake-${attributes.jobId}-${this.started}`, this.settings);
   }
@@ -45,6 +52,7 @@ export const definition: BackendDefinition<FakeSettings> = {
     exitCode: { doc: 'the exit status every job ends with', format: 'int', default: 0 },
     error: { doc: 'every run loses its connection, so every job is requeued (requeue storms)', format: Boolean, default: false },
     failStart: { doc: 'every instance fails to start', format: Boolean, default: false },
+    failStartCount: { doc: 'the first this many instances fail to start, the ones after start (a backend outage that ends)', format: 'nat', default: 0 },
     failUpload: { doc: 'every script upload fails', format: Boolean, default: false },
   },
   create: (settings) => new FakeBackend(settings),

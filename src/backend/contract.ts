@@ -99,6 +99,23 @@ export interface Instance {
   destroy(): Promise<void>;
 }
 
+/**
+ * An instance a backend made, as its labels/tags describe it: what the
+ * orphan reaper (src/reaper/) reads to decide whether it may go.
+ */
+export interface ManagedInstance {
+  /** The backend's id for it, the same as `Instance.id` of the job that made it, and what `destroyManaged` takes. */
+  id: string;
+  /** The job it was made for (its job-id label). */
+  jobId?: number;
+  /** The host name of the worker that made it (`TRAVIS_WORKER_HOSTNAME`, as `BackendContext.hostname` spells it). */
+  worker?: string;
+  /** After this the instance has outlived any job it could be running (its lease label). */
+  leaseExpiresAt?: Date;
+  /** When the cloud (or engine) created it. */
+  createdAt?: Date;
+}
+
 export interface Backend {
   /**
    * Make a machine for one job. Resolves once it exists and can be reached
@@ -108,6 +125,14 @@ export interface Backend {
   start(attributes: StartAttributes, options: StartOptions): Promise<Instance>;
   /** Release backend-wide resources (clients, pools) at worker shutdown. */
   close(): Promise<void>;
+  /**
+   * Optional (backends that make machines that can outlive the worker):
+   * every instance carrying this backend's own mayfly labels, made by any
+   * worker, never anything else. Calls are rate limited like every other.
+   */
+  listManaged?(signal: AbortSignal): Promise<ManagedInstance[]>;
+  /** Destroy one instance `listManaged` returned; resolves when it is gone (or was gone already). */
+  destroyManaged?(id: string, signal: AbortSignal): Promise<void>;
 }
 
 /** How one call to a backend's API ended, for metrics. */

@@ -4,7 +4,9 @@
  *
  *   GET    /healthz          200 "OK" while the process serves (no auth)
  *   GET    /ready            200 "OK" while taking jobs; 503 "Not Ready" while
- *                            starting, paused, draining or without a broker (no auth)
+ *                            starting, paused, draining or without a broker, and
+ *                            "Not Ready: <why>" while the circuit breaker holds
+ *                            jobs back (no auth)
  *   GET    /worker           JSON status
  *   PATCH  /worker           {"poolSize": n, "paused": bool}: resize, pause/resume (204)
  *   DELETE /worker           {"graceful": bool, "pause": bool}: drain (graceful),
@@ -27,6 +29,8 @@ export interface WorkerControl {
   status(): WorkerStatus;
   /** Taking jobs: running (not paused, draining or stopping), with a broker and at least one processor. */
   ready(): boolean;
+  /** Why the worker is not ready, when there is more to say than its state (the circuit breaker). */
+  notReadyReason?(): string | undefined;
   pause(): void;
   resume(): void;
   resize(size: number): Promise<void>;
@@ -88,7 +92,11 @@ export function controlRoutes(worker: WorkerControl, metrics: ControlServerOptio
       method: 'GET',
       path: '/ready',
       auth: false,
-      handler: ({ response }) => (worker.ready() ? sendText(response, 200, 'OK') : sendText(response, 503, 'Not Ready')),
+      handler: ({ response }) => {
+        if (worker.ready()) return sendText(response, 200, 'OK');
+        const reason = worker.notReadyReason?.();
+        return sendText(response, 503, reason === undefined ? 'Not Ready' : `Not Ready: ${reason}`);
+      },
     },
     { method: 'GET', path: '/worker', auth: true, handler: ({ response }) => sendJson(response, 200, worker.status()) },
     {

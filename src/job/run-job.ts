@@ -50,6 +50,8 @@ export interface JobRunnerDeps {
   metrics?: JobMetrics;
   /** Makes the job's trace; spans are dropped when absent. */
   tracer?: Tracer;
+  /** Called once the job's instance has started and taken its script: the circuit breaker counts it as a working start. */
+  onInstanceReady?: () => void;
 }
 
 /** How a job ended, for the processor's bookkeeping and the worker log. */
@@ -204,6 +206,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     } finally {
       upload.dispose();
     }
+    deps.onInstanceReady?.();
     throwIfStopped();
 
     const ready = instance;

@@ -43,13 +43,24 @@ export interface WorkerGauges {
   processors(): PoolCounts;
   /** 1 while the broker connection is up (always 1 for the file queue). */
   brokerConnected(): boolean;
+  /** True while the circuit breaker holds jobs back (open or half-open). */
+  breakerOpen(): boolean;
 }
+
+/** Why the reaper destroyed an instance: its lease expired, or this worker made it and no job here holds it. */
+export type ReapReason = 'lease-expired' | 'orphaned';
 
 export interface WorkerMetrics extends JobMetrics {
   /** The metrics hook a backend reports its API calls to. */
   readonly backend: BackendMetrics;
   /** Start reporting the gauges (once the worker parts exist). */
   observe(gauges: WorkerGauges): void;
+  /** The circuit breaker opened (or reopened after a failed trial). */
+  breakerOpened(): void;
+  /** The reaper destroyed an instance. */
+  reaped(reason: ReapReason): void;
+  /** The reaper could not list or destroy (`operation`) instances. */
+  reaperFailed(operation: 'list' | 'destroy'): void;
   /** Answer a scrape with the Prometheus text; undefined when metrics are off. */
   readonly handle: ((request: IncomingMessage, response: ServerResponse) => void) | undefined;
   shutdown(): Promise<void>;
@@ -74,6 +85,9 @@ export const noopMetrics: WorkerMetrics = {
   logPart() {},
   backend: { apiCall() {} },
   observe() {},
+  breakerOpened() {},
+  reaped() {},
+  reaperFailed() {},
   handle: undefined,
   async shutdown() {},
 };
@@ -99,6 +113,11 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
   const apiCalls = meter.createCounter('mayfly_cloud_api_calls', { description: 'Calls to the backend API, by operation and outcome' });
   const apiThrottles = meter.createCounter('mayfly_cloud_api_throttles', { description: 'Calls to the backend API refused for rate or quota, by operation' });
   const apiDuration = seconds('mayfly_cloud_api_call_seconds', 'Duration of calls to the backend API', API_BUCKETS_S);
+  const breakerOpenings = meter.createCounter('mayfly_breaker_openings', {
+    description: 'Times the circuit breaker stopped the worker taking jobs after failed instance starts',
+  });
+  const reaped = meter.createCounter('mayfly_reaped_instances', { description: 'Orphaned instances the reaper destroyed, by reason' });
+  const reaperFailures = meter.createCounter('mayfly_reaper_failures', { description: 'Reaper calls that failed, by operation (list, destroy)' });
 
   return {
     jobEnded: (end) => jobs.add(1, { ...base, state: end }),
@@ -119,7 +138,13 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
         if (outcome === 'throttled') apiThrottles.add(1, { ...base, operation });
       },
     },
+    breakerOpened: () => breakerOpenings.add(1, base),
+    reaped: (reason) => reaped.add(1, { ...base, reason }),
+    reaperFailed: (operation) => reaperFailures.add(1, { ...base, operation }),
     observe(gauges) {
+      meter
+        .createObservableGauge('mayfly_breaker_open', { description: '1 while the circuit breaker holds jobs back (open or half-open)' })
+        .addCallback((result) => result.observe(gauges.breakerOpen() ? 1 : 0, base));
       meter
         .createObservableGauge('mayfly_processors', { description: 'Processors by what they do: busy (running a job), idle, paused' })
         .addCallback((result) => {

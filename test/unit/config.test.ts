@@ -115,7 +115,26 @@ describe('loadConfig defaults', () => {
       ignoredSettings: [],
       hooks: {},
       telemetry: {},
+      breaker: { threshold: 5, backoffMs: 30_000, maxBackoffMs: 600_000 },
+      reaper: { intervalMs: 300_000, graceMs: 600_000 },
     });
+  });
+
+  it('reads the circuit breaker and reaper settings, and refuses a maximum backoff below the first', () => {
+    const config = loadConfig(BACKENDS, {
+      TRAVIS_WORKER_BREAKER_THRESHOLD: '3',
+      TRAVIS_WORKER_BREAKER_BACKOFF: '10s',
+      TRAVIS_WORKER_BREAKER_MAX_BACKOFF: '1h',
+      TRAVIS_WORKER_REAPER_INTERVAL: '0',
+      TRAVIS_WORKER_REAPER_GRACE: '15m',
+    });
+    expect([config.breaker, config.reaper]).toEqual([
+      { threshold: 3, backoffMs: 10_000, maxBackoffMs: 3_600_000 },
+      { intervalMs: 0, graceMs: 900_000 },
+    ]);
+    expect(configErrorOf({ TRAVIS_WORKER_BREAKER_BACKOFF: '5m', TRAVIS_WORKER_BREAKER_MAX_BACKOFF: '1m' })).toContain(
+      'TRAVIS_WORKER_BREAKER_MAX_BACKOFF: must be at least TRAVIS_WORKER_BREAKER_BACKOFF',
+    );
   });
 
   it('ignores variables without the TRAVIS_WORKER_ prefix', () => {
