@@ -6,14 +6,14 @@
  * instance; anything half-made is removed again when a step fails or the
  * start is aborted.
  */
-import type { Backend, BackendContext, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
+import type { Backend, BackendContext, Instance, ManagedInstance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
 import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { SshInstance } from '../../src/ssh/instance.js';
 import { generateJobKeyPair } from '../../src/ssh/keys.js';
 import { DockerApi, DockerApiError } from './api.js';
 import { CpuSetPool } from './cpusets.js';
-import { DockerEngine, type ContainerInfo, type ContainerSpec } from './engine.js';
+import { DockerEngine, type ContainerInfo, type ContainerSpec, type ContainerSummary } from './engine.js';
 import { selectImage, type ImageSettings, type SelectedImage } from './images.js';
 import { DockerInstance } from './instance.js';
 import { NATIVE_USER } from './native.js';
@@ -68,6 +68,8 @@ export class DockerBackend implements Backend {
   readonly #engine: DockerEngine;
   readonly #cpusets: CpuSetPool;
   readonly #images: ImageSettings;
+  /** Containers the last `listManaged` found: `destroyManaged` removes only these. */
+  #managed = new Set<string>();
 
   /** Throws `ConfigError` for settings that can't be used (bad sizes, endpoint, unreadable certificates). */
   constructor(settings: DockerSettings, context: BackendContext) {
@@ -153,6 +155,22 @@ export class DockerBackend implements Backend {
 
   async close(): Promise<void> {
     await this.#engine.api.close();
+  }
+
+  /** Every container on the engine with mayfly's labels (worker and lease), any worker's, running or not. */
+  async listManaged(signal: AbortSignal): Promise<ManagedInstance[]> {
+    const found = (await this.#engine.listContainers([LABELS.worker, LABELS.leaseExpiresAt], signal))
+      .map(managedContainer)
+      .filter((instance) => instance !== undefined);
+    this.#managed = new Set(found.map((instance) => instance.id));
+    return found;
+  }
+
+  /** Remove a container the last `listManaged` returned (and only such a container). */
+  async destroyManaged(id: string, signal: AbortSignal): Promise<void> {
+    if (!this.#managed.has(id)) throw new Error(`container ${id} was not listed as one of mayfly's: not removing it`);
+    await this.#engine.removeContainer(id, signal);
+    this.#managed.delete(id);
   }
 
   async #selectImage(attributes: StartAttributes, progress: (line: string) => void, signal: AbortSignal): Promise<SelectedImage> {
@@ -253,6 +271,21 @@ export class DockerBackend implements Backend {
       logger.error({ container: idOrName, err: errorMessage(err) }, 'could not remove the container of a failed start: remove it by hand');
     }
   }
+}
+
+/** A listed container as a managed instance (its id as `Instance.id` has it), or undefined without mayfly's labels. */
+function managedContainer(container: ContainerSummary): ManagedInstance | undefined {
+  const labels = container.Labels ?? {};
+  const worker = labels[LABELS.worker];
+  const lease = labels[LABELS.leaseExpiresAt];
+  if (worker === undefined || lease === undefined) return undefined;
+  const instance: ManagedInstance = { id: container.Id.slice(0, 12), worker };
+  const jobId = labels[LABELS.jobId];
+  if (jobId !== undefined && /^\d+$/.test(jobId)) instance.jobId = Number(jobId);
+  const expires = Date.parse(lease);
+  if (!Number.isNaN(expires)) instance.leaseExpiresAt = new Date(expires);
+  if (container.Created !== undefined) instance.createdAt = new Date(container.Created * 1000);
+  return instance;
 }
 
 function notRunning(name: string, info: ContainerInfo | undefined): InstanceStartError {

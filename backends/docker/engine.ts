@@ -37,7 +37,16 @@ export type ExecInfo = z.infer<typeof execSchema>;
 
 const waitSchema = z.object({ StatusCode: z.number().int() });
 
-const containerListSchema = z.array(z.object({ Id: z.string(), Names: z.array(z.string()).nullish(), State: z.string().optional() }));
+const containerListSchema = z.array(
+  z.object({
+    Id: z.string(),
+    Names: z.array(z.string()).nullish(),
+    State: z.string().optional(),
+    Labels: z.record(z.string(), z.string()).nullish(),
+    /** Seconds since the epoch. */
+    Created: z.number().optional(),
+  }),
+);
 export type ContainerSummary = z.infer<typeof containerListSchema>[number];
 
 /** One line of a pull's progress stream. */

@@ -11,7 +11,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { RunInstancesRequest } from '@aws-sdk/client-ec2';
-import type { Backend, BackendContext, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
+import type { Backend, BackendContext, Instance, ManagedInstance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
 import { CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api.js';
 import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
@@ -23,6 +23,7 @@ import { ec2ErrorCode } from './classify.js';
 import { imageSetting, resolveImage } from './images.js';
 import { Ec2Instance } from './instance.js';
 import { instanceTypeFor, launchRequest } from './launch.js';
+import { MANAGED_FILTERS, managedInstance } from './managed.js';
 import { decodeUserData, parseCustomTags, validateSettings, type Ec2Settings, type Tag } from './settings.js';
 import { jobTags, LEASE_MARGIN_MS } from './tags.js';
 import { terminateInstance, terminateLostLaunch } from './terminate.js';
@@ -71,6 +72,8 @@ export class Ec2Backend implements Backend {
   readonly #api: Ec2Api;
   readonly #customTags: Tag[];
   readonly #extraUserData: string;
+  /** Instances the last `listManaged` found: `destroyManaged` terminates only these. */
+  #managed = new Set<string>();
 
   /** Throws `ConfigError` for settings that can't work. */
   constructor(settings: Ec2Settings, context: BackendContext) {
@@ -179,6 +182,23 @@ export class Ec2Backend implements Backend {
 
   async close(): Promise<void> {
     await this.#api.close();
+  }
+
+  /** Every instance with mayfly's tags in the region, any worker's. */
+  async listManaged(signal: AbortSignal): Promise<ManagedInstance[]> {
+    const found = (await this.#api.describeInstances({ filters: MANAGED_FILTERS }, signal))
+      .map((description) => managedInstance(description))
+      .filter((instance) => instance !== undefined);
+    this.#managed = new Set(found.map((instance) => instance.id));
+    return found;
+  }
+
+  /** Terminate an instance the last `listManaged` returned (and only such an instance). */
+  async destroyManaged(id: string, signal: AbortSignal): Promise<void> {
+    if (!this.#managed.has(id)) throw new Error(`instance ${id} was not listed as one of mayfly's: not terminating it`);
+    const logger = this.#context.logger.child({ instance: id });
+    await terminateInstance(id, { api: this.#api, pollMs: this.#settings.bootPollSleep, logger, signal });
+    this.#managed.delete(id);
   }
 
   /**

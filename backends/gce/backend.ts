@@ -4,7 +4,7 @@
  * deleted on every path (including a start that is aborted mid-way).
  */
 import { CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api.js';
-import type { Backend, BackendContext, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
+import type { Backend, BackendContext, Instance, ManagedInstance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
 import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { SshInstance } from '../../src/ssh/instance.js';
@@ -17,6 +17,7 @@ import { ImageResolver, checkAliases, imagePattern } from './images.js';
 import { GceInstance } from './instance.js';
 import { instanceName, instanceSpec, regionOf } from './instance-spec.js';
 import { machineFor } from './machine.js';
+import { MANAGED_FILTER, managedInstance } from './managed.js';
 import { resolvePlacement, type GcePlacement } from './metadata.js';
 import type { GceSettings } from './settings.js';
 
@@ -83,6 +84,8 @@ export class GceBackend implements Backend {
   #project = '';
   /** Round-robin start zone, so load spreads over ZONES while each start still tries them all. */
   #nextZone = 0;
+  /** Zone of each VM the last `listManaged` found: `destroyManaged` deletes only these. */
+  readonly #managedZones = new Map<string, string>();
 
   /** Throws `ConfigError` for unreadable credentials, a bad endpoint or an alias without its image. */
   constructor(settings: GceSettings, context: BackendContext) {
@@ -331,6 +334,32 @@ export class GceBackend implements Backend {
       }
     }
     throw new Error(`instance ${name} in ${zone} still exists after ${DELETE_ATTEMPTS} deletions`);
+  }
+
+  /** Every VM with mayfly's labels in the zones this worker uses (ZONES, or the worker's own), any worker's. */
+  async listManaged(signal: AbortSignal): Promise<ManagedInstance[]> {
+    const placement = await raceAbort(this.placement(), signal);
+    const found: ManagedInstance[] = [];
+    const zones = new Map<string, string>();
+    for (const zone of placement.zones) {
+      for (const resource of await this.#api.listInstances(placement.projectId, zone, MANAGED_FILTER, signal)) {
+        const managed = managedInstance(resource, this.#context.hostname);
+        if (managed === undefined) continue;
+        found.push(managed);
+        zones.set(managed.id, zone);
+      }
+    }
+    this.#managedZones.clear();
+    for (const [name, zone] of zones) this.#managedZones.set(name, zone);
+    return found;
+  }
+
+  /** Delete a VM the last `listManaged` returned (and only such a VM). */
+  async destroyManaged(id: string, signal: AbortSignal): Promise<void> {
+    const zone = this.#managedZones.get(id);
+    if (zone === undefined) throw new Error(`instance ${id} was not listed as one of mayfly's: not deleting it`);
+    await this.#deleteInZone(zone, id, this.#context.logger.child({ instance: id }), signal);
+    this.#managedZones.delete(id);
   }
 
   async close(): Promise<void> {

@@ -14,6 +14,15 @@ import type { Machine } from './machine.js';
  * hard limit plus 10 minutes.
  */
 export const LEASE_MARGIN_MS = 10 * 60_000;
+/** The labels of a job VM; a VM carrying the job, worker and lease ones was made by mayfly (travis-ci/worker sets none). */
+export const LABELS = {
+  jobId: 'travis-job-id',
+  repository: 'travis-repository',
+  worker: 'travis-worker',
+  /** Seconds since the epoch. */
+  leaseExpiry: 'travis-lease-expiry',
+} as const;
+
 /** GCE label keys and values: at most 63 characters (cloud.google.com/compute/docs/labeling-resources). */
 const LABEL_MAX = 63;
 
@@ -93,11 +102,11 @@ export function instanceSpec(input: InstanceSpecInput): GceInstanceResource {
     description: `Travis CI ${input.attributes.language} test VM`,
     machineType: `zones/${zone}/machineTypes/${machine.machineType}`,
     labels: {
-      'travis-job-id': String(input.attributes.jobId),
-      'travis-repository': labelValue(input.attributes.repository),
-      'travis-worker': labelValue(input.workerHost),
-      // Seconds since the epoch: a janitor deletes VMs whose lease has passed.
-      'travis-lease-expiry': String(leaseExpiry),
+      [LABELS.jobId]: String(input.attributes.jobId),
+      [LABELS.repository]: labelValue(input.attributes.repository),
+      [LABELS.worker]: labelValue(input.workerHost),
+      // Seconds since the epoch: the reaper deletes VMs whose lease has passed.
+      [LABELS.leaseExpiry]: String(leaseExpiry),
     },
     tags: { items: input.publicIp ? ['testing'] : ['testing', 'no-ip'] },
     metadata: { items },

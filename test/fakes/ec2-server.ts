@@ -246,6 +246,36 @@ export class FakeEc2 extends EventEmitter {
     this.withholdRunInstances = false;
   }
 
+  /**
+   * An instance launched behind the worker's back (by another worker, an
+   * earlier run of this one, or by hand): running at once, with no sshd.
+   * `launchTime` lets it look old.
+   */
+  plant(options: { tags: Record<string, string>; launchTime?: Date }): FakeEc2Instance {
+    const instance: FakeEc2Instance = {
+      instanceId: hexId('i'),
+      reservationId: hexId('r'),
+      clientToken: '',
+      imageId: this.images[0]?.imageId ?? hexId('ami'),
+      instanceType: 'm1.small',
+      state: 'running',
+      tags: { ...options.tags },
+      volumeTags: {},
+      spot: false,
+      userData: '',
+      publicKey: undefined,
+      privateIp: nextLoopbackAddress(),
+      publicIp: undefined,
+      associatePublicIp: false,
+      launchTime: options.launchTime ?? new Date(),
+      params: {},
+      terminateRequests: 0,
+      sshd: undefined,
+    };
+    this.instances.push(instance);
+    return instance;
+  }
+
   /** AWS takes a running instance away: a spot interruption by default, or a stop. */
   async interrupt(id: string, options: InterruptOptions = {}): Promise<void> {
     const instance = this.instance(id);

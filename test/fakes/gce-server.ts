@@ -6,7 +6,7 @@
  *   POST   /compute/v1/projects/P/zones/Z/instances            insert -> operation
  *   GET    /compute/v1/projects/P/zones/Z/instances/NAME       get
  *   DELETE /compute/v1/projects/P/zones/Z/instances/NAME       delete -> operation
- *   GET    /compute/v1/projects/P/zones/Z/instances?filter=... list (labels.K = "V")
+ *   GET    /compute/v1/projects/P/zones/Z/instances?filter=... list (labels.K = "V", labels.K:*)
  *   GET    /compute/v1/projects/P/zones/Z/operations/OP        get
  *   POST   /compute/v1/projects/P/zones/Z/operations/OP/wait   wait
  *   GET    /compute/v1/projects/P/global/images?filter=...     list (name eq RE)
@@ -235,6 +235,30 @@ export class FakeGce {
     live.record.preempted = true;
     await live.sshd?.stop();
     this.events.emit('preempted', live.record);
+  }
+
+  /**
+   * An instance made behind the worker's back (by another worker, an earlier
+   * run of this one, or by hand): RUNNING at once, with no sshd. `createdAt`
+   * (ms since the epoch) lets it look old.
+   */
+  plant(options: { name: string; zone: string; labels: Record<string, string>; createdAt?: number }): FakeInstanceRecord {
+    if (this.#instances.has(`${options.zone}/${options.name}`)) throw new Error(`instance ${options.name} exists`);
+    const record: FakeInstanceRecord = {
+      name: options.name,
+      zone: options.zone,
+      status: 'RUNNING',
+      deleted: false,
+      preempted: false,
+      deleteRequests: 0,
+      labels: { ...options.labels },
+      metadata: {},
+      resource: { name: options.name, labels: { ...options.labels } },
+      createdAt: options.createdAt ?? Date.now(),
+    };
+    this.#instances.set(`${options.zone}/${options.name}`, { record, sshdStarted: Promise.resolve() });
+    this.#records.push(record);
+    return record;
   }
 
   /** Resolves with the next inserted instance's record. */
@@ -560,10 +584,11 @@ export class FakeGce {
     };
   }
 
-  /** `labels.K = "V"` terms joined by AND (what the backend and tests send). */
+  /** `labels.K = "V"` and `labels.K:*` (K is set) terms joined by AND (what the backend and tests send). */
   #labelFilter(filter: string): (labels: Record<string, string>) => boolean {
     const terms = [...filter.matchAll(/labels\.([a-z0-9_-]+)\s*=\s*"?([^"\s)]*)"?/g)].map((m) => [m[1] as string, m[2] as string] as const);
-    return (labels) => terms.every(([key, value]) => labels[key] === value);
+    const present = [...filter.matchAll(/labels\.([a-z0-9_-]+):\*/g)].map((m) => m[1] as string);
+    return (labels) => terms.every(([key, value]) => labels[key] === value) && present.every((key) => key in labels);
   }
 
   #log(entry: { operation: string; method: string; path: string; status: number }): void {
