@@ -3,12 +3,14 @@
  * by a dial timeout, attempts are repeated after a pause until one succeeds,
  * the attempts run out, or the caller's signal aborts.
  */
+import { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import ssh2 from 'ssh2';
 import type { ConnectConfig } from 'ssh2';
 import { SshUnreachableError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { SshConnection } from './connection.js';
+import { Semaphore } from './semaphore.js';
 import { describeTarget, type SshTarget } from './target.js';
 
 /** Per connection attempt, in ms (travis-ci/worker `SSH_DIAL_TIMEOUT`, 5s). */
@@ -25,9 +27,31 @@ export const DEFAULT_MAX_ATTEMPTS = 120;
 const KEEPALIVE_INTERVAL_MS = 10_000;
 const KEEPALIVE_COUNT_MAX = 3;
 
+/**
+ * SSH handshakes (key exchange plus authentication) in progress at once in
+ * this process; more wait their turn with their TCP connection open. A
+ * handshake costs the target far more CPU than the client (sshd re-executes
+ * itself), and without a cap a pool starting hundreds of jobs at once
+ * shares the CPU among all of them until every one outlives the dial
+ * timeout, again on every retry: 500 jobs on 500 loopback sshd on 2 cores
+ * lost 190 to "Timed out while waiting for handshake" (issue #3, bench
+ * scale). Measured there: 64 sshd on 2 cores complete about 64 handshakes/s
+ * whatever the concurrency; 16 at once reach 57/s at 0.26 s each, 64 at once
+ * 0.86 s each, so 500 at once would take about 8 s each. 16 keeps nearly the
+ * full rate with each handshake far inside the 5 s dial timeout; against
+ * remote VMs (about 0.4 s per handshake at 100 ms RTT) it still allows
+ * about 40 handshakes/s, faster than clouds boot VMs.
+ */
+export const MAX_CONCURRENT_HANDSHAKES = 16;
+const handshakes = new Semaphore(MAX_CONCURRENT_HANDSHAKES);
+
 export interface ConnectOptions {
   signal: AbortSignal;
-  /** Bound on TCP connect plus SSH handshake plus authentication, in ms. */
+  /**
+   * Bound on the TCP connect, in ms, and again on the SSH handshake plus
+   * authentication once its turn comes (MAX_CONCURRENT_HANDSHAKES); the
+   * wait for a turn is bounded by `signal` only.
+   */
   timeoutMs: number;
 }
 
@@ -60,10 +84,65 @@ function connectConfig(target: SshTarget, timeoutMs: number): ConnectConfig {
   return config;
 }
 
-/** One connection attempt; resolves with an authenticated connection. */
-export function connectOnce(target: SshTarget, options: ConnectOptions): Promise<SshConnection> {
+/** A TCP connection to `target`, within `timeoutMs`. */
+function connectTcp(target: SshTarget, options: ConnectOptions): Promise<Socket> {
   const { signal } = options;
   if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<Socket>((resolve, reject) => {
+    const socket = new Socket();
+    const done = (err: unknown): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      socket.off('connect', onConnect).off('error', done);
+      if (err === undefined) {
+        resolve(socket);
+      } else {
+        socket.destroy();
+        reject(err);
+      }
+    };
+    const onConnect = (): void => done(undefined);
+    const onAbort = (): void => done(signal.reason);
+    const timer = setTimeout(() => done(new Error(`TCP connect timed out after ${options.timeoutMs} ms`)), options.timeoutMs);
+    signal.addEventListener('abort', onAbort, { once: true });
+    socket.once('connect', onConnect).once('error', done);
+    socket.connect({ host: target.host, port: target.port });
+  });
+}
+
+/**
+ * One connection attempt; resolves with an authenticated connection. The
+ * TCP connect runs at once; the SSH handshake waits for one of
+ * MAX_CONCURRENT_HANDSHAKES turns.
+ */
+export async function connectOnce(target: SshTarget, options: ConnectOptions): Promise<SshConnection> {
+  const { signal } = options;
+  const config = connectConfig(target, options.timeoutMs);
+  const socket = await connectTcp(target, options);
+  // The target may hang up while this attempt waits for its turn.
+  let socketError: Error | undefined;
+  const onWaitError = (err: Error): void => {
+    socketError ??= err;
+  };
+  socket.on('error', onWaitError);
+  let release: () => void;
+  try {
+    release = await handshakes.acquire(signal);
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+  socket.off('error', onWaitError);
+  if (socketError !== undefined || socket.destroyed || !socket.readable) {
+    release();
+    socket.destroy();
+    throw socketError ?? new Error('the connection closed while waiting for its turn to handshake');
+  }
+  return handshake(target, socket, config, signal).finally(release);
+}
+
+/** The SSH handshake and authentication over a connected socket. */
+function handshake(target: SshTarget, socket: Socket, config: ConnectConfig, signal: AbortSignal): Promise<SshConnection> {
   const client = new ssh2.Client();
   return new Promise<SshConnection>((resolve, reject) => {
     const cleanup = (): void => {
@@ -75,6 +154,7 @@ export function connectOnce(target: SshTarget, options: ConnectOptions): Promise
       // Errors after this point (a late socket error) must not be unhandled.
       client.on('error', () => {});
       client.destroy();
+      socket.destroy();
       reject(err);
     };
     const onAbort = (): void => fail(signal.reason);
@@ -86,10 +166,14 @@ export function connectOnce(target: SshTarget, options: ConnectOptions): Promise
       client.on('error', () => {});
       resolve(new SshConnection(client));
     };
+    if (signal.aborted) {
+      onAbort();
+      return;
+    }
     signal.addEventListener('abort', onAbort, { once: true });
     client.on('ready', onReady).on('error', onError).on('close', onClose);
     try {
-      client.connect(connectConfig(target, options.timeoutMs));
+      client.connect({ ...config, sock: socket });
     } catch (err) {
       // Thrown synchronously only for bad settings (an unparseable key): retrying would not help.
       fail(new SshUnreachableError(`cannot connect to ${describeTarget(target)}: ${errorMessage(err)}`, { cause: err }));
