@@ -93,8 +93,9 @@ export interface RawRate {
  * `count` persistent messages published with confirms (pipelined) on one
  * connection while another consumes them (prefetch 1000, one ack each):
  * messages per second from the first publish to the last delivery.
+ * `body`: what each message carries (by default about a state update).
  */
-export async function rawPublishConsumeRate(context: BenchContext, count: number): Promise<RawRate> {
+export async function rawPublishConsumeRate(context: BenchContext, count: number, body: Buffer = BODY): Promise<RawRate> {
   const { amqpUri: uri, signal } = context;
   return withConnection(uri, (consumerModel) =>
     withConnection(uri, async (publisherModel) => {
@@ -120,7 +121,7 @@ export async function rawPublishConsumeRate(context: BenchContext, count: number
       const startUs = wallUs();
       for (let i = 0; i < count; i++) {
         signal.throwIfAborted();
-        if (!publisher.sendToQueue('bench.rate', BODY, PUBLISH)) await new Promise((resolve) => publisher.once('drain', resolve));
+        if (!publisher.sendToQueue('bench.rate', body, PUBLISH)) await new Promise((resolve) => publisher.once('drain', resolve));
         // Keep at most ~1000 unconfirmed, as a confirming publisher would.
         if (i % 1000 === 999) await publisher.waitForConfirms();
       }
