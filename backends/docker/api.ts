@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { CloudApi, CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api.js';
@@ -194,6 +194,44 @@ export class DockerApi {
   /** A call whose body the caller consumes (a stream). */
   call(operation: string, options: CallOptions): Promise<RawAnswer> {
     return this.#call(operation, options, true);
+  }
+
+  /**
+   * A call the engine answers by handing over the connection as a raw
+   * stream (exec start): the socket itself, with no HTTP parser between the
+   * stream and its reader. (Read as a close-delimited HTTP body instead,
+   * undici trips an assertion when the engine closes the stream while the
+   * reader applies backpressure.) A refusal has no readable status here.
+   */
+  async upgrade(operation: string, options: CallOptions): Promise<Duplex> {
+    const prefix = `/v${await this.version(options.signal)}`;
+    return this.#cloud
+      .call(
+        operation,
+        async (signal) => {
+          try {
+            // An Agent needs the origin of each request, and exec start takes a body; undici's upgrade types leave both out.
+            const request: Dispatcher.UpgradeOptions & { origin: string; body: string } = {
+              origin: this.#origin,
+              method: options.method,
+              path: prefix + options.path,
+              headers: { 'content-type': 'application/json' },
+              body: JSON.stringify(options.body ?? {}),
+              protocol: 'tcp',
+              signal,
+            };
+            const { socket } = await this.#dispatcher.upgrade(request);
+            return socket;
+          } catch (err) {
+            if (signal.aborted) throw err;
+            throw new DockerApiError(operation, 0, `the engine at ${this.label} did not hand over the stream: ${errorMessage(err)}`, { cause: err });
+          }
+        },
+        options.signal,
+      )
+      .catch((err: unknown) => {
+        throw err instanceof CloudCallError && err.cause instanceof DockerApiError ? err.cause : err;
+      });
   }
 
   async close(): Promise<void> {

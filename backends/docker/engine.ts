@@ -247,14 +247,12 @@ export class DockerEngine {
    * terminal, multiplexed (8-byte frame headers) without, until it exits.
    */
   async startExec(execId: string, tty: boolean, signal: AbortSignal): Promise<Readable> {
-    const answer = await this.api.call('exec.start', {
+    return this.api.upgrade('exec.start', {
       method: 'POST',
       path: `/exec/${execId}/start`,
       body: { Detach: false, Tty: tty },
       signal,
-      longLived: true,
     });
-    return answer.body;
   }
 
   async inspectExec(execId: string, signal: AbortSignal): Promise<ExecInfo> {
