@@ -7,6 +7,7 @@
  * filter (`*` and `?` wildcards) over IMAGE_OWNERS' available images, of
  * which the newest (by creation date) wins.
  */
+import { imageCandidateKeys } from '../../src/backend/image-keys.js';
 import type { Image } from '@aws-sdk/client-ec2';
 import type { StartAttributes } from '../../src/backend/contract.js';
 import { InstanceStartError } from '../../src/errors.js';
@@ -25,24 +26,6 @@ const AMI_ID = /^ami-[0-9a-f]{8,17}$/;
 /** travis' images (and most Ubuntu AMIs) use this; only used if EC2 does not say. */
 const DEFAULT_ROOT_DEVICE = '/dev/sda1';
 
-/** The family keys to look at, most specific first (travis' env selector order). */
-export function imageCandidateKeys(attributes: Pick<StartAttributes, 'language' | 'dist' | 'group' | 'os' | 'osxImage'>): string[] {
-  const { language: lang, dist, group, os, osxImage } = attributes;
-  const keys: string[] = [];
-  if (os === 'osx' && osxImage) {
-    if (lang) keys.push(`osx_image_${osxImage}_${lang}`);
-    keys.push(`osx_image_${osxImage}`);
-  }
-  if (dist && group && lang) keys.push(`dist_${dist}_group_${group}_${lang}`, `${dist}_${group}_${lang}`);
-  if (dist && lang) keys.push(`dist_${dist}_${lang}`, `${dist}_${lang}`);
-  if (group && lang) keys.push(`group_${group}_${lang}`, `${group}_${lang}`);
-  if (os && lang) keys.push(`os_${os}_${lang}`, `${os}_${lang}`);
-  if (dist) keys.push(`default_dist_${dist}`, `dist_${dist}`, dist);
-  if (group) keys.push(`default_group_${group}`, `group_${group}`, group);
-  if (lang) keys.push(`language_${lang}`, lang);
-  if (os) keys.push(`default_os_${os}`, `os_${os}`, os);
-  return keys.map((key) => key.toLowerCase());
-}
 
 /** The setting value (AMI id or name filter) for a job; throws `InstanceStartError` when nothing is configured. */
 export function imageSetting(attributes: StartAttributes, images: Record<string, string>, imageDefault: string): string {

@@ -3,6 +3,7 @@
  * first zone with room, reached over SSH with a key made for the job, and
  * deleted on every path (including a start that is aborted mid-way).
  */
+import { raceAbort } from '../../src/util/abort.js';
 import { CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api.js';
 import type { Backend, BackendContext, Instance, ManagedInstance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
 import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
@@ -36,15 +37,6 @@ const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)}s`;
 const kindOf = (err: unknown): CloudErrorKind => (err instanceof CloudCallError ? err.kind : classifyGceError(err));
 const isGone = (err: unknown): boolean => kindOf(err) === 'not-found';
 
-/** Resolve `promise`, or reject with the signal's reason as soon as it aborts. */
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
 
 /** The operation's errors as an exception, if it finished with any. */
 function operationFailure(operation: GceOperation): GceOperationError | undefined {

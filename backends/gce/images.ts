@@ -4,6 +4,7 @@
  * key first: dist+group+language, dist+language, ..., os), then the newest
  * image whose name fully matches that regular expression.
  */
+import { imageCandidateKeys } from '../../src/backend/image-keys.js';
 import type { StartAttributes } from '../../src/backend/contract.js';
 import { ConfigError, InstanceStartError } from '../../src/errors.js';
 import type { GceApi, GceImage } from './api.js';
@@ -13,24 +14,6 @@ const IMAGE_CACHE_MS = 5 * 60_000;
 
 type SelectAttributes = Pick<StartAttributes, 'language' | 'dist' | 'group' | 'os' | 'osxImage' | 'imageName'>;
 
-/** Lookup keys, most specific first (travis-ci/worker image/env_selector.go). */
-export function candidateKeys(attributes: SelectAttributes): string[] {
-  const { language: lang, dist, group, os, osxImage } = attributes;
-  const keys: string[] = [];
-  if (os === 'osx' && osxImage) {
-    if (lang) keys.push(`osx_image_${osxImage}_${lang}`);
-    keys.push(`osx_image_${osxImage}`);
-  }
-  if (dist && group && lang) keys.push(`dist_${dist}_group_${group}_${lang}`, `${dist}_${group}_${lang}`);
-  if (dist && lang) keys.push(`dist_${dist}_${lang}`, `${dist}_${lang}`);
-  if (group && lang) keys.push(`group_${group}_${lang}`, `${group}_${lang}`);
-  if (os && lang) keys.push(`os_${os}_${lang}`, `${os}_${lang}`);
-  if (dist) keys.push(`default_dist_${dist}`, `dist_${dist}`, dist);
-  if (group) keys.push(`default_group_${group}`, `group_${group}`, group);
-  if (lang) keys.push(`language_${lang}`, lang);
-  if (os) keys.push(`default_os_${os}`, `os_${os}`, os);
-  return keys.map((key) => key.toLowerCase());
-}
 
 /** Operators write `+` as `%2B` in env files (as travis documents); accept both. */
 export function decodePattern(pattern: string): string {
@@ -49,7 +32,7 @@ export function decodePattern(pattern: string): string {
 export function imagePattern(attributes: SelectAttributes, images: Readonly<Record<string, string>>, imageDefault: string): string {
   let chosen = attributes.imageName?.trim() || undefined;
   if (chosen === undefined) {
-    for (const key of candidateKeys(attributes)) {
+    for (const key of imageCandidateKeys(attributes)) {
       const value = images[key];
       if (value !== undefined && value !== '') {
         chosen = value;

@@ -6,6 +6,7 @@
  * Quota and capacity errors are not retried here: the job is requeued
  * (another worker or a later try may have room), and the error says which.
  */
+import { raceAbort } from '../util/abort.js';
 import pRetry, { AbortError } from 'p-retry';
 import pThrottle from 'p-throttle';
 import { errorMessage } from '../errors.js';
@@ -58,15 +59,6 @@ export class CloudCallError extends Error {
 
 const RETRIED: ReadonlySet<CloudErrorKind> = new Set(['throttled', 'transient']);
 
-/** Resolve `promise`, or reject with `signal.reason` as soon as the signal aborts. */
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
 
 export class CloudApi {
   private readonly slot: () => Promise<void>;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { classifyEc2Error } from '../../backends/ec2/classify.js';
 import { definition } from '../../backends/ec2/index.js';
-import { imageCandidateKeys, imageSetting } from '../../backends/ec2/images.js';
+import { imageSetting } from '../../backends/ec2/images.js';
 import { instanceTypeFor } from '../../backends/ec2/launch.js';
 import { decodeUserData, parseCustomTags } from '../../backends/ec2/settings.js';
 import { buildUserData } from '../../backends/ec2/user-data.js';
@@ -116,12 +116,6 @@ describe('settings', () => {
 });
 
 describe('image and instance type selection', () => {
-  it('tries travis env-selector keys, most specific first', () => {
-    const keys = imageCandidateKeys({ language: 'ruby', dist: 'xenial', group: 'stable', os: 'linux' });
-    expect(keys.slice(0, 4)).toEqual(['dist_xenial_group_stable_ruby', 'xenial_stable_ruby', 'dist_xenial_ruby', 'xenial_ruby']);
-    expect(keys.indexOf('ruby')).toBeLessThan(keys.indexOf('linux'));
-  });
-
   it('falls back to IMAGE_DEFAULT, follows one alias, and fails clearly when nothing is set', () => {
     const attributes = testAttributes({ language: 'ruby' });
     expect(imageSetting(attributes, { ruby: 'stable', stable: 'ami-1' }, '')).toBe('ami-1');

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { classifyGceError, GceOperationError } from '../../backends/gce/errors.js';
-import { candidateKeys, checkAliases, imagePattern, newestImage } from '../../backends/gce/images.js';
+import { checkAliases, imagePattern, newestImage } from '../../backends/gce/images.js';
 import { autoImplodeScript, labelValue, regionOf } from '../../backends/gce/instance-spec.js';
 import { machineFor } from '../../backends/gce/machine.js';
 import { endpointOptions } from '../../backends/gce/api.js';
@@ -57,11 +57,6 @@ describe('gce error classifier', () => {
 
 describe('gce images', () => {
   const job = { language: 'ruby', dist: 'xenial', group: 'stable', os: 'linux' };
-
-  it('tries the most specific key first, as travis', () => {
-    expect(candidateKeys(job).slice(0, 4)).toEqual(['dist_xenial_group_stable_ruby', 'xenial_stable_ruby', 'dist_xenial_ruby', 'xenial_ruby']);
-    expect(candidateKeys(job).at(-1)).toBe('linux');
-  });
 
   it('picks IMAGE_<KEY>, follows an alias once, falls back to the (URL-decoded) default, and honours image_name', () => {
     expect(imagePattern(job, {}, 'travis-ci-garnet-trusty.%2B')).toBe('travis-ci-garnet-trusty.+');

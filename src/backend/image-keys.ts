@@ -1,0 +1,25 @@
+import type { StartAttributes } from './contract.js';
+
+/**
+ * The keys under which an operator may name an image for a job
+ * (`TRAVIS_WORKER_<BACKEND>_IMAGE_<KEY>`), most specific first: travis-ci/
+ * worker's env image selector order, shared by every backend that selects
+ * images this way.
+ */
+export function imageCandidateKeys(attributes: Pick<StartAttributes, 'language' | 'dist' | 'group' | 'os' | 'osxImage'>): string[] {
+  const { language: lang, dist, group, os, osxImage } = attributes;
+  const keys: string[] = [];
+  if (os === 'osx' && osxImage) {
+    if (lang) keys.push(`osx_image_${osxImage}_${lang}`);
+    keys.push(`osx_image_${osxImage}`);
+  }
+  if (dist && group && lang) keys.push(`dist_${dist}_group_${group}_${lang}`, `${dist}_${group}_${lang}`);
+  if (dist && lang) keys.push(`dist_${dist}_${lang}`, `${dist}_${lang}`);
+  if (group && lang) keys.push(`group_${group}_${lang}`, `${group}_${lang}`);
+  if (os && lang) keys.push(`os_${os}_${lang}`, `${os}_${lang}`);
+  if (dist) keys.push(`default_dist_${dist}`, `dist_${dist}`, dist);
+  if (group) keys.push(`default_group_${group}`, `group_${group}`, group);
+  if (lang) keys.push(`language_${lang}`, lang);
+  if (os) keys.push(`default_os_${os}`, `os_${os}`, os);
+  return keys.map((key) => key.toLowerCase());
+}
