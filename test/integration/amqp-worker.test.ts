@@ -5,10 +5,9 @@
  * message against PROTOCOL.md.
  */
 import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { CancelCommand } from '../../src/queue/contract.js';
+import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
 import { createVhost, drain, messageCount, publishRaw, purge, type DrainedMessage, type TestVhost } from '../helpers/rabbitmq.js';
 import { generateClientKey, startSshd, type SshdTarget } from '../helpers/sshd.js';
 import { startTestWorker, type TestWorker } from '../helpers/worker.js';
@@ -17,34 +16,14 @@ const QUEUE = 'builds.test';
 let vhost: TestVhost;
 let key: { privateKey: string; publicKey: string };
 let target: SshdTarget;
-let buildApi: Server;
-let buildApiUri: string;
-const buildRequests: { url: string; authorization: string | undefined; body: Record<string, unknown> }[] = [];
-/** What the fake build API answers for a job id (a bash script). */
-const scripts = new Map<number, string>();
+let buildApi: FakeBuildApi;
 let worker: TestWorker | undefined;
-
-async function readBody(request: IncomingMessage): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of request) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
-}
 
 beforeAll(async () => {
   vhost = await createVhost();
   key = generateClientKey();
   target = await startSshd({ authorizedKeys: [key.publicKey] });
-  buildApi = createServer((request, response) => {
-    void readBody(request).then((text) => {
-      const body = JSON.parse(text) as Record<string, unknown>;
-      buildRequests.push({ url: request.url ?? '', authorization: request.headers.authorization, body });
-      const jobId = Number(new URL(request.url ?? '/', 'http://x').searchParams.get('job_id'));
-      response.end(scripts.get(jobId) ?? 'echo no script for this job; exit 2');
-    });
-  });
-  buildApi.listen(0, '127.0.0.1');
-  await once(buildApi, 'listening');
-  buildApiUri = `http://s3cr3t-token@127.0.0.1:${(buildApi.address() as AddressInfo).port}/script`;
+  buildApi = await startBuildApi('s3cr3t-token');
 });
 
 afterAll(async () => {
@@ -64,7 +43,7 @@ async function start(env: Record<string, string> = {}): Promise<TestWorker> {
     TRAVIS_WORKER_QUEUE_TYPE: 'amqp',
     TRAVIS_WORKER_AMQP_URI: vhost.uri,
     TRAVIS_WORKER_QUEUE_NAME: QUEUE,
-    TRAVIS_WORKER_BUILD_API_URI: buildApiUri,
+    TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
     TRAVIS_WORKER_PROVIDER_NAME: 'ssh',
     TRAVIS_WORKER_SSH_HOSTS: `${target.host}:${target.port}`,
     TRAVIS_WORKER_SSH_USER: target.username,
@@ -119,13 +98,13 @@ describe('amqp worker on ssh hosts', () => {
   it('turns a travis payload into exactly the state updates and log parts of the protocol', async () => {
     const w = await start();
     const jobId = 721270;
-    scripts.set(jobId, 'echo Hello World; exit 0');
+    buildApi.scripts.set(jobId, 'echo Hello World; exit 0');
     const done = w.jobDone(jobId);
     await publishJob(travisPayload(jobId, { meta: { state_update_count: 2 } }));
     expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
 
     // The build API got the raw payload plus the worker's settings, with the token as a header.
-    const request = buildRequests.find((r) => r.url.includes(`job_id=${jobId}`));
+    const request = buildApi.requests.find((r) => r.url.includes(`job_id=${jobId}`));
     expect(request?.url).toBe(`/script?job_id=${jobId}&source=worker`);
     expect(request?.authorization).toBe('token s3cr3t-token');
     expect(request?.body).toMatchObject({ ...travisPayload(jobId, { meta: { state_update_count: 2 } }), paranoid: false, fix_resolv_conf: false, fix_etc_hosts: false });
@@ -207,7 +186,7 @@ describe('amqp worker on ssh hosts', () => {
   ])('reports exit status %i as %s', async (code, state) => {
     const w = await start();
     const jobId = 800 + code;
-    scripts.set(jobId, `echo bye; exit ${code}`);
+    buildApi.scripts.set(jobId, `echo bye; exit ${code}`);
     const done = w.jobDone(jobId);
     await publishJob(travisPayload(jobId));
     expect((await done).result).toEqual({ outcome: 'finished', state });
@@ -217,7 +196,7 @@ describe('amqp worker on ssh hosts', () => {
   it('requeues (reset) a job whose SSH connection drops mid-script, and acknowledges it', async () => {
     const w = await start();
     const jobId = 900;
-    scripts.set(jobId, 'echo running; sleep 60');
+    buildApi.scripts.set(jobId, 'echo running; sleep 60');
     const done = w.jobDone(jobId);
     await publishJob(travisPayload(jobId));
     // Drop the connection once the script runs (its output is in the log).
@@ -244,7 +223,7 @@ describe('amqp worker on ssh hosts', () => {
   it('cancels a running job on a cancel command from worker.commands', async () => {
     const w = await start();
     const jobId = 902;
-    scripts.set(jobId, 'echo running; sleep 60');
+    buildApi.scripts.set(jobId, 'echo running; sleep 60');
     const done = w.jobDone(jobId);
     await publishJob(travisPayload(jobId));
     await logPartsUntil('running');
@@ -259,7 +238,7 @@ describe('amqp worker on ssh hosts', () => {
   it('cancels a job whose cancel command came while it was still queued', async () => {
     const w = await start();
     const jobId = 903;
-    scripts.set(jobId, 'echo this must not run; exit 0');
+    buildApi.scripts.set(jobId, 'echo this must not run; exit 0');
     const heard = once(w.worker.events, 'cancel') as Promise<[CancelCommand, string]>;
     await publishRaw(vhost.uri, 'worker.commands', '', JSON.stringify({ type: 'cancel_job', job_id: jobId, source: 'api', reason: 'never mind' }));
     expect((await heard)[1]).toBe('remembered');
@@ -275,7 +254,7 @@ describe('amqp worker on ssh hosts', () => {
   it('drops a payload that is not a job without stalling, and runs the next one', async () => {
     const w = await start();
     const jobId = 904;
-    scripts.set(jobId, 'exit 0');
+    buildApi.scripts.set(jobId, 'exit 0');
     const done = w.jobDone(jobId);
     await publishJob('this is not json');
     await publishJob(JSON.stringify({ job: {} }));

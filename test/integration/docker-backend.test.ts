@@ -6,9 +6,6 @@
  * container killed under a running script. After every test no container
  * of this file's worker is left (found by its labels).
  */
-import { once } from 'node:events';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { LABELS, containerName } from '../../backends/docker/backend.js';
 import type { DockerEngine } from '../../backends/docker/engine.js';
@@ -33,6 +30,7 @@ import {
 } from '../helpers/docker.js';
 import { createVhost, drain, messageCount, publishRaw, purge, type DrainedMessage, type TestVhost } from '../helpers/rabbitmq.js';
 import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
 
 const unavailable = await dockerUnavailable();
 
@@ -43,10 +41,7 @@ const workerName = testWorkerName();
 let nextJobId = 730_000 + Math.floor(Math.random() * 10_000) * 10;
 let vhost: TestVhost;
 let engine: DockerEngine;
-let buildApi: Server;
-let buildApiUri: string;
-/** What the fake build API answers for a job id. */
-const scripts = new Map<number, string>();
+let buildApi: FakeBuildApi;
 let worker: TestWorker | undefined;
 let log: CapturedLog;
 
@@ -61,15 +56,7 @@ describeWithDocker('docker backend through the worker (real engine, real broker)
   beforeAll(async () => {
     vhost = await createVhost();
     engine = testEngine();
-    buildApi = createServer((request, response) => {
-      request.resume().on('end', () => {
-        const jobId = Number(new URL(request.url ?? '/', 'http://x').searchParams.get('job_id'));
-        response.end(scripts.get(jobId) ?? 'echo no script for this job; exit 2');
-      });
-    });
-    buildApi.listen(0, '127.0.0.1');
-    await once(buildApi, 'listening');
-    buildApiUri = `http://token@127.0.0.1:${(buildApi.address() as AddressInfo).port}/script`;
+    buildApi = await startBuildApi();
   });
 
   afterAll(async () => {
@@ -96,7 +83,7 @@ describeWithDocker('docker backend through the worker (real engine, real broker)
         TRAVIS_WORKER_QUEUE_TYPE: 'amqp',
         TRAVIS_WORKER_AMQP_URI: vhost.uri,
         TRAVIS_WORKER_QUEUE_NAME: QUEUE,
-        TRAVIS_WORKER_BUILD_API_URI: buildApiUri,
+        TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
         TRAVIS_WORKER_HOSTNAME: workerName,
         TRAVIS_WORKER_PROVIDER_NAME: 'docker',
         TRAVIS_WORKER_DOCKER_ENDPOINT: `unix://${TEST_DOCKER_SOCKET}`,
@@ -131,7 +118,7 @@ describeWithDocker('docker backend through the worker (real engine, real broker)
 
   function job(script: string): number {
     nextJobId += 1;
-    scripts.set(nextJobId, script);
+    buildApi.scripts.set(nextJobId, script);
     return nextJobId;
   }
 

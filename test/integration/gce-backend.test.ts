@@ -7,7 +7,7 @@
  */
 import { once } from 'node:events';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +24,7 @@ import { testBackendContext, type RecordedApiCall } from '../helpers/backend-con
 import { CollectingWritable } from '../helpers/collect.js';
 import { createVhost, drain, messageCount, publishRaw, purge, type TestVhost } from '../helpers/rabbitmq.js';
 import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
 
 const never = new AbortController().signal;
 let fake: FakeGce;
@@ -301,20 +302,12 @@ describe('gce backend against the fake GCE', () => {
 describe('gce backend in a worker on RabbitMQ', () => {
   const QUEUE = 'builds.gce';
   let vhost: TestVhost;
-  let buildApi: Server;
-  let buildApiUri: string;
+  let buildApi: FakeBuildApi;
   let worker: TestWorker | undefined;
 
   beforeAll(async () => {
     vhost = await createVhost();
-    buildApi = createServer((request, response) => {
-      request.resume();
-      const jobId = Number(new URL(request.url ?? '/', 'http://x').searchParams.get('job_id'));
-      request.on('end', () => response.end(`echo "job ${jobId} on $(hostname)"; exit 0`));
-    });
-    buildApi.listen(0, '127.0.0.1');
-    await once(buildApi, 'listening');
-    buildApiUri = `http://token@127.0.0.1:${(buildApi.address() as AddressInfo).port}/script`;
+    buildApi = await startBuildApi('token', (jobId) => `echo "job ${jobId} on $(hostname)"; exit 0`);
   });
 
   afterAll(async () => {
@@ -333,7 +326,7 @@ describe('gce backend in a worker on RabbitMQ', () => {
       TRAVIS_WORKER_QUEUE_TYPE: 'amqp',
       TRAVIS_WORKER_AMQP_URI: vhost.uri,
       TRAVIS_WORKER_QUEUE_NAME: QUEUE,
-      TRAVIS_WORKER_BUILD_API_URI: buildApiUri,
+      TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
       ...gceEnv(fake, extra),
     });
     return worker;
