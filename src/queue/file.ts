@@ -9,7 +9,7 @@
  * is claimed by renaming it out of `10-created.d`, which only one can do.
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, writeFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FileQueueConfig } from '../config.js';
 import { errorMessage } from '../errors.js';
@@ -17,6 +17,15 @@ import type { Logger } from '../log.js';
 import { parseJobPayload, type JobPayload } from '../job/payload.js';
 import { abortableSleep } from '../util/abort.js';
 import type { CancelCommand, JobQueue, JobSource, LogPart, LogSink, QueuedJob, TerminalState } from './contract.js';
+
+/**
+ * A writer that does not write atomically (a temporary name, then a rename
+ * into `10-created.d`) may be caught mid-write: a payload that doesn't parse
+ * and was modified this recently is put back and read again later instead
+ * of being rejected. Two seconds outlast any write of a payload that fits
+ * the size limit.
+ */
+export const FILE_SETTLE_MS = 2000;
 
 export const STAGES = {
   created: '10-created.d',
@@ -90,6 +99,11 @@ export class FileJobQueue implements JobQueue {
     }
   }
 
+  /** Wake waiting sources after `ms` (to look again at a file that was still being written). */
+  wakeAfter(ms: number): void {
+    setTimeout(() => this.wake(), ms).unref();
+  }
+
   private wake(): void {
     this.generation++;
     for (const wake of this.waiters) wake();
@@ -133,12 +147,23 @@ class FileJobSource implements JobSource {
       const body = await readFile(join(this.queue.dir('received'), name));
       const parsed = parseJobPayload(body, this.queue.options.payloadMaxBytes);
       if (parsed.kind === 'rejected') {
+        if (await this.mayStillBeWritten(name)) {
+          this.queue.options.logger.debug({ file: name, processor: this.processorId }, 'job file is still being written; reading it again later');
+          await rename(join(this.queue.dir('received'), name), join(this.queue.dir('created'), name));
+          this.queue.wakeAfter(FILE_SETTLE_MS);
+          continue;
+        }
         await this.reject(name, parsed.reason);
         continue;
       }
       return new FileJob(this.queue, name, parsed.payload);
     }
     return undefined;
+  }
+
+  private async mayStillBeWritten(name: string): Promise<boolean> {
+    const { mtimeMs } = await stat(join(this.queue.dir('received'), name));
+    return Date.now() - mtimeMs < FILE_SETTLE_MS;
   }
 
   /** A file that is not a job: set it aside in `70-finished.d` with the reason beside it. */

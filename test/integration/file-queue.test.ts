@@ -4,12 +4,14 @@
  * directories, as an operator would.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rename, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { STAGES } from '../../src/queue/file.js';
+import { silentLogger, type Logger } from '../../src/log.js';
 import { fileAppears } from '../helpers/files.js';
+import { captureLog } from '../helpers/log-capture.js';
 import { startTestWorker, type TestWorker } from '../helpers/worker.js';
 
 let base: string;
@@ -26,14 +28,17 @@ afterEach(async () => {
 
 const queueDir = (stage: keyof typeof STAGES | 'log'): string => join(base, 'builds', stage === 'log' ? 'log' : STAGES[stage]);
 
-async function start(env: Record<string, string> = {}): Promise<TestWorker> {
-  worker = await startTestWorker({
-    TRAVIS_WORKER_QUEUE_TYPE: 'file',
-    TRAVIS_WORKER_BASE_DIR: base,
-    TRAVIS_WORKER_PROVIDER_NAME: 'local',
-    TRAVIS_WORKER_LOCAL_SCRIPTS_DIR: join(base, 'scripts'),
-    ...env,
-  });
+async function start(env: Record<string, string> = {}, logger: Logger = silentLogger): Promise<TestWorker> {
+  worker = await startTestWorker(
+    {
+      TRAVIS_WORKER_QUEUE_TYPE: 'file',
+      TRAVIS_WORKER_BASE_DIR: base,
+      TRAVIS_WORKER_PROVIDER_NAME: 'local',
+      TRAVIS_WORKER_LOCAL_SCRIPTS_DIR: join(base, 'scripts'),
+      ...env,
+    },
+    logger,
+  );
   return worker;
 }
 
@@ -126,11 +131,32 @@ describe('file queue with the local backend', () => {
 
   it('sets aside a file that is not a job, with the reason, and runs the next job', async () => {
     const w = await start();
-    await writeFile(join(queueDir('created'), '30.json'), '{"job": not json');
+    // Written a while ago (not a file still being written), then moved in.
+    const bad = join(base, '30.json');
+    await writeFile(bad, '{"job": not json');
+    const past = new Date(Date.now() - 60_000);
+    await utimes(bad, past, past);
+    await rename(bad, join(queueDir('created'), '30.json'));
     const done = w.jobDone(31);
     await enqueue({ id: 31, script: 'true' });
     expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
     expect(readFileSync(join(queueDir('finished'), '30.error'), 'utf8')).toMatch(/not JSON/);
+  });
+
+  it('does not reject a job file caught while it is still being written', async () => {
+    const log = captureLog();
+    const w = await start({}, log.logger);
+    const done = w.jobDone(34);
+    const path = join(queueDir('created'), '34.json');
+    const text = JSON.stringify({ job: { id: 34 }, repository: { slug: 'octo/repo' }, config: { script: 'true' } });
+    const file = await open(path, 'w');
+    await file.write(text.slice(0, 10));
+    // The worker has seen the half-written file and put it back before the rest arrives.
+    await log.waitFor((line) => line.msg === 'job file is still being written; reading it again later', AbortSignal.timeout(10_000));
+    await file.write(text.slice(10));
+    await file.close();
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    expect(existsSync(join(queueDir('finished'), '34.error'))).toBe(false);
   });
 
   it('ends a job with a mistyped field as errored, naming the field in its log', async () => {
