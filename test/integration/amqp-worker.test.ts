@@ -5,22 +5,21 @@
  * message against PROTOCOL.md.
  */
 import { once } from 'node:events';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CancelCommand } from '../../src/queue/contract.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
-import { createVhost, drain, messageCount, publishRaw, purge, type DrainedMessage, type TestVhost } from '../helpers/rabbitmq.js';
+import { useAmqpWorker } from '../helpers/amqp-worker.js';
+import { drain, messageCount, publishRaw, type DrainedMessage } from '../helpers/rabbitmq.js';
 import { generateClientKey, startSshd, type SshdTarget } from '../helpers/sshd.js';
-import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+import type { TestWorker } from '../helpers/worker.js';
 
 const QUEUE = 'builds.test';
-let vhost: TestVhost;
+const amqp = useAmqpWorker(QUEUE);
 let key: { privateKey: string; publicKey: string };
 let target: SshdTarget;
 let buildApi: FakeBuildApi;
-let worker: TestWorker | undefined;
 
 beforeAll(async () => {
-  vhost = await createVhost();
   key = generateClientKey();
   target = await startSshd({ authorizedKeys: [key.publicKey] });
   buildApi = await startBuildApi('s3cr3t-token');
@@ -29,20 +28,10 @@ beforeAll(async () => {
 afterAll(async () => {
   buildApi?.close();
   await target?.stop();
-  await vhost?.delete();
 });
 
-afterEach(async () => {
-  await worker?.stop();
-  worker = undefined;
-  await purge(vhost.uri, QUEUE, 'reporting.jobs.builds', 'reporting.jobs.logs');
-});
-
-async function start(env: Record<string, string> = {}): Promise<TestWorker> {
-  worker = await startTestWorker({
-    TRAVIS_WORKER_QUEUE_TYPE: 'amqp',
-    TRAVIS_WORKER_AMQP_URI: vhost.uri,
-    TRAVIS_WORKER_QUEUE_NAME: QUEUE,
+function start(env: Record<string, string> = {}): Promise<TestWorker> {
+  return amqp.start({
     TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
     TRAVIS_WORKER_PROVIDER_NAME: 'ssh',
     TRAVIS_WORKER_SSH_HOSTS: `${target.host}:${target.port}`,
@@ -51,7 +40,6 @@ async function start(env: Record<string, string> = {}): Promise<TestWorker> {
     TRAVIS_WORKER_INFRA: 'test-infra',
     ...env,
   });
-  return worker;
 }
 
 /** A payload in the shape of a real one (PROTOCOL.md's example), for job `id`. */
@@ -73,21 +61,21 @@ function travisPayload(id: number, extra: Record<string, unknown> = {}): Record<
 }
 
 async function publishJob(payload: Record<string, unknown> | string): Promise<void> {
-  await publishRaw(vhost.uri, '', QUEUE, typeof payload === 'string' ? payload : JSON.stringify(payload));
+  await publishRaw(amqp.vhost.uri, '', QUEUE, typeof payload === 'string' ? payload : JSON.stringify(payload));
 }
 
 const timeout = (): AbortSignal => AbortSignal.timeout(20_000);
 
 /** Every message now in a reporting queue (the worker publishes with confirms before it settles a job). */
 async function drainAll(queue: string): Promise<DrainedMessage[]> {
-  return drain(vhost.uri, queue, await messageCount(vhost.uri, queue), timeout());
+  return drain(amqp.vhost.uri, queue, await messageCount(amqp.vhost.uri, queue), timeout());
 }
 
 /** Consume log parts until their text contains `text`; returns the parts consumed. */
 async function logPartsUntil(text: string): Promise<DrainedMessage[]> {
   const parts: DrainedMessage[] = [];
   const signal = timeout();
-  while (!logTextOf(parts).includes(text)) parts.push(...(await drain(vhost.uri, 'reporting.jobs.logs', 1, signal)));
+  while (!logTextOf(parts).includes(text)) parts.push(...(await drain(amqp.vhost.uri, 'reporting.jobs.logs', 1, signal)));
   return parts;
 }
 
@@ -177,7 +165,7 @@ describe('amqp worker on ssh hosts', () => {
     expect(log).toContain('Hello World\r\n');
 
     // Acknowledged: nothing left in the job queue, nothing redelivered.
-    expect(await messageCount(vhost.uri, QUEUE)).toBe(0);
+    expect(await messageCount(amqp.vhost.uri, QUEUE)).toBe(0);
   });
 
   it.each([
@@ -207,7 +195,7 @@ describe('amqp worker on ssh hosts', () => {
     expect(statesOf(states)).toEqual(['received', 'started', 'reset']);
     expect(states[2]?.properties.type).toBe('job:test:reset');
     expect((states[2]?.body as { meta: { state_update_count: number } }).meta.state_update_count).toBe(2);
-    expect(await messageCount(vhost.uri, QUEUE)).toBe(0);
+    expect(await messageCount(amqp.vhost.uri, QUEUE)).toBe(0);
   });
 
   it('requeues a job whose host never accepts the upload within the upload timeout', async () => {
@@ -227,7 +215,7 @@ describe('amqp worker on ssh hosts', () => {
     const done = w.jobDone(jobId);
     await publishJob(travisPayload(jobId));
     await logPartsUntil('running');
-    await publishRaw(vhost.uri, 'worker.commands', '', JSON.stringify({ type: 'cancel_job', job_id: jobId, source: 'api', reason: 'stop it' }));
+    await publishRaw(amqp.vhost.uri, 'worker.commands', '', JSON.stringify({ type: 'cancel_job', job_id: jobId, source: 'api', reason: 'stop it' }));
     expect((await done).result).toEqual({ outcome: 'finished', state: 'cancelled' });
     expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'started', 'cancelled']);
     const parts = await drainAll('reporting.jobs.logs');
@@ -240,7 +228,7 @@ describe('amqp worker on ssh hosts', () => {
     const jobId = 903;
     buildApi.scripts.set(jobId, 'echo this must not run; exit 0');
     const heard = once(w.worker.events, 'cancel') as Promise<[CancelCommand, string]>;
-    await publishRaw(vhost.uri, 'worker.commands', '', JSON.stringify({ type: 'cancel_job', job_id: jobId, source: 'api', reason: 'never mind' }));
+    await publishRaw(amqp.vhost.uri, 'worker.commands', '', JSON.stringify({ type: 'cancel_job', job_id: jobId, source: 'api', reason: 'never mind' }));
     expect((await heard)[1]).toBe('remembered');
     const done = w.jobDone(jobId);
     await publishJob(travisPayload(jobId));
@@ -261,6 +249,6 @@ describe('amqp worker on ssh hosts', () => {
     await publishJob(travisPayload(jobId));
     expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
     expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'started', 'passed']);
-    expect(await messageCount(vhost.uri, QUEUE)).toBe(0);
+    expect(await messageCount(amqp.vhost.uri, QUEUE)).toBe(0);
   });
 });

@@ -28,9 +28,10 @@ import {
   testEngine,
   testWorkerName,
 } from '../helpers/docker.js';
-import { createVhost, drain, messageCount, publishRaw, purge, type DrainedMessage, type TestVhost } from '../helpers/rabbitmq.js';
-import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+import { drain, messageCount, publishRaw, type DrainedMessage } from '../helpers/rabbitmq.js';
+import type { TestWorker } from '../helpers/worker.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
+import { useAmqpWorker } from '../helpers/amqp-worker.js';
 
 const unavailable = await dockerUnavailable();
 
@@ -39,10 +40,8 @@ const REPOSITORY = 'octo/docker-it';
 const workerName = testWorkerName();
 /** Job ids of this file: distinct from every other file's, so container names never collide. */
 let nextJobId = 730_000 + Math.floor(Math.random() * 10_000) * 10;
-let vhost: TestVhost;
 let engine: DockerEngine;
 let buildApi: FakeBuildApi;
-let worker: TestWorker | undefined;
 let log: CapturedLog;
 
 const inspectSchema = z.object({
@@ -54,14 +53,12 @@ const timeout = (): AbortSignal => AbortSignal.timeout(25_000);
 
 describeWithDocker('docker backend through the worker (real engine, real broker)', unavailable, () => {
   beforeAll(async () => {
-    vhost = await createVhost();
     engine = testEngine();
     buildApi = await startBuildApi();
   });
 
   afterAll(async () => {
     buildApi?.close();
-    await vhost?.delete();
     if (engine !== undefined) {
       await removeContainersOf(engine, workerName);
       await engine.api.close();
@@ -69,20 +66,15 @@ describeWithDocker('docker backend through the worker (real engine, real broker)
   });
 
   afterEach(async () => {
-    await worker?.stop();
-    worker = undefined;
-    await purge(vhost.uri, QUEUE, 'reporting.jobs.builds', 'reporting.jobs.logs');
-    // Nothing left behind, whatever the test did.
+    // Nothing left behind, whatever the test did (runs after the worker is stopped: registered first).
     expect(await containersOf(engine, workerName)).toEqual([]);
   });
+  const amqp = useAmqpWorker(QUEUE);
 
-  async function start(env: Record<string, string> = {}): Promise<TestWorker> {
+  function start(env: Record<string, string> = {}): Promise<TestWorker> {
     log = captureLog();
-    worker = await startTestWorker(
+    return amqp.start(
       {
-        TRAVIS_WORKER_QUEUE_TYPE: 'amqp',
-        TRAVIS_WORKER_AMQP_URI: vhost.uri,
-        TRAVIS_WORKER_QUEUE_NAME: QUEUE,
         TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
         TRAVIS_WORKER_HOSTNAME: workerName,
         TRAVIS_WORKER_PROVIDER_NAME: 'docker',
@@ -97,7 +89,6 @@ describeWithDocker('docker backend through the worker (real engine, real broker)
       },
       log.logger,
     );
-    return worker;
   }
 
   function payload(id: number, config: Record<string, unknown> = {}): string {
@@ -122,16 +113,16 @@ describeWithDocker('docker backend through the worker (real engine, real broker)
     return nextJobId;
   }
 
-  const publish = (body: string): Promise<void> => publishRaw(vhost.uri, '', QUEUE, body);
+  const publish = (body: string): Promise<void> => publishRaw(amqp.vhost.uri, '', QUEUE, body);
   const statesOf = (messages: DrainedMessage[]): string[] => messages.map((m) => (m.body as { state: string }).state);
   const logTextOf = (messages: DrainedMessage[]): string => messages.map((m) => (m.body as { log: string }).log).join('');
-  const drainAll = async (queue: string): Promise<DrainedMessage[]> => drain(vhost.uri, queue, await messageCount(vhost.uri, queue), timeout());
+  const drainAll = async (queue: string): Promise<DrainedMessage[]> => drain(amqp.vhost.uri, queue, await messageCount(amqp.vhost.uri, queue), timeout());
 
   /** Consume log parts until their text contains `text`. */
   async function logUntil(text: string): Promise<string> {
     const parts: DrainedMessage[] = [];
     const signal = timeout();
-    while (!logTextOf(parts).includes(text)) parts.push(...(await drain(vhost.uri, 'reporting.jobs.logs', 1, signal)));
+    while (!logTextOf(parts).includes(text)) parts.push(...(await drain(amqp.vhost.uri, 'reporting.jobs.logs', 1, signal)));
     return logTextOf(parts);
   }
 
@@ -167,7 +158,7 @@ describeWithDocker('docker backend through the worker (real engine, real broker)
     // Only the holder's container exists.
     expect(await containersOf(engine, workerName)).toHaveLength(1);
 
-    await publishRaw(vhost.uri, 'worker.commands', '', JSON.stringify({ type: 'cancel_job', job_id: holder, source: 'api', reason: 'done holding' }));
+    await publishRaw(amqp.vhost.uri, 'worker.commands', '', JSON.stringify({ type: 'cancel_job', job_id: holder, source: 'api', reason: 'done holding' }));
     expect((await holderDone).result).toEqual({ outcome: 'finished', state: 'cancelled' });
 
     // Both cores are free again: a job that needs both runs.

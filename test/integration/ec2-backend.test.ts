@@ -20,8 +20,9 @@ import { ec2Env, ec2Settings, registerDefaultImage } from '../fakes/ec2-settings
 import { testAttributes } from '../helpers/attributes.js';
 import { testBackendContext, type RecordedApiCall } from '../helpers/backend-context.js';
 import { CollectingWritable } from '../helpers/collect.js';
-import { createVhost, drain, messageCount, publishRaw, purge, type DrainedMessage, type TestVhost } from '../helpers/rabbitmq.js';
-import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+import { drain, messageCount, publishRaw, type DrainedMessage } from '../helpers/rabbitmq.js';
+import type { TestWorker } from '../helpers/worker.js';
+import { useAmqpWorker } from '../helpers/amqp-worker.js';
 
 const never = new AbortController().signal;
 let fake: FakeEc2;
@@ -120,31 +121,10 @@ const launchedNow = (): Promise<FakeEc2Instance> => once(fake, 'launched').then(
 
 describe('ec2 backend on the worker (RabbitMQ -> EC2 -> SSH -> log -> state)', () => {
   const QUEUE = 'builds.ec2';
-  let vhost: TestVhost;
-  let worker: TestWorker | undefined;
+  const amqp = useAmqpWorker(QUEUE);
 
-  beforeAll(async () => {
-    vhost = await createVhost();
-  });
-  afterAll(async () => {
-    await vhost?.delete();
-  });
-  afterEach(async () => {
-    await worker?.stop();
-    worker = undefined;
-    await purge(vhost.uri, QUEUE, 'reporting.jobs.builds', 'reporting.jobs.logs');
-  });
-
-  async function start(env: Record<string, string> = {}): Promise<TestWorker> {
-    worker = await startTestWorker({
-      TRAVIS_WORKER_QUEUE_TYPE: 'amqp',
-      TRAVIS_WORKER_AMQP_URI: vhost.uri,
-      TRAVIS_WORKER_QUEUE_NAME: QUEUE,
-      TRAVIS_WORKER_PROVIDER_NAME: 'ec2',
-      ...ec2Env(fake),
-      ...env,
-    });
-    return worker;
+  function start(env: Record<string, string> = {}): Promise<TestWorker> {
+    return amqp.start({ TRAVIS_WORKER_PROVIDER_NAME: 'ec2', ...ec2Env(fake), ...env });
   }
 
   function payload(id: number, script: string): string {
@@ -165,7 +145,7 @@ describe('ec2 backend on the worker (RabbitMQ -> EC2 -> SSH -> log -> state)', (
   const statesOf = (messages: DrainedMessage[]): string[] => messages.map((m) => (m.body as { state: string }).state);
   const logOf = (messages: DrainedMessage[]): string => messages.map((m) => (m.body as { log: string }).log).join('');
   const drainAll = async (queue: string): Promise<DrainedMessage[]> =>
-    drain(vhost.uri, queue, await messageCount(vhost.uri, queue), timeout());
+    drain(amqp.vhost.uri, queue, await messageCount(amqp.vhost.uri, queue), timeout());
   const instanceOf = (jobId: number): FakeEc2Instance | undefined =>
     fake.instances.find((instance) => instance.tags['travis.job_id'] === String(jobId));
 
@@ -173,7 +153,7 @@ describe('ec2 backend on the worker (RabbitMQ -> EC2 -> SSH -> log -> state)', (
     const w = await start();
     const jobId = 94001;
     const done = w.jobDone(jobId);
-    await publishRaw(vhost.uri, '', QUEUE, payload(jobId, 'echo "Hello from $(hostname -I 2>/dev/null || echo ec2)"; echo Hello World'));
+    await publishRaw(amqp.vhost.uri, '', QUEUE, payload(jobId, 'echo "Hello from $(hostname -I 2>/dev/null || echo ec2)"; echo Hello World'));
     expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
 
     const states = await drainAll('reporting.jobs.builds');
@@ -193,7 +173,7 @@ describe('ec2 backend on the worker (RabbitMQ -> EC2 -> SSH -> log -> state)', (
     const w = await start({ TRAVIS_WORKER_STARTUP_TIMEOUT: '1s' });
     const jobId = 94002;
     const done = w.jobDone(jobId);
-    await publishRaw(vhost.uri, '', QUEUE, payload(jobId, 'echo never runs'));
+    await publishRaw(amqp.vhost.uri, '', QUEUE, payload(jobId, 'echo never runs'));
     expect((await done).result).toMatchObject({ outcome: 'requeued' });
     expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'reset']);
     expect(instanceOf(jobId)?.state).toBe('terminated');
@@ -203,10 +183,10 @@ describe('ec2 backend on the worker (RabbitMQ -> EC2 -> SSH -> log -> state)', (
     const w = await start({ TRAVIS_WORKER_EC2_SPOT: 'true' });
     const jobId = 94003;
     const done = w.jobDone(jobId);
-    await publishRaw(vhost.uri, '', QUEUE, payload(jobId, 'echo "script-$((40 + 2))"; sleep 600'));
+    await publishRaw(amqp.vhost.uri, '', QUEUE, payload(jobId, 'echo "script-$((40 + 2))"; sleep 600'));
     const parts: DrainedMessage[] = [];
     const signal = timeout();
-    while (!logOf(parts).includes('script-42')) parts.push(...(await drain(vhost.uri, 'reporting.jobs.logs', 1, signal)));
+    while (!logOf(parts).includes('script-42')) parts.push(...(await drain(amqp.vhost.uri, 'reporting.jobs.logs', 1, signal)));
 
     const instance = instanceOf(jobId) as FakeEc2Instance;
     expect(instance.spot).toBe(true);

@@ -22,9 +22,10 @@ import { gceEnv, gceSettings, travisImages } from '../fakes/gce-settings.js';
 import { testAttributes } from '../helpers/attributes.js';
 import { testBackendContext, type RecordedApiCall } from '../helpers/backend-context.js';
 import { CollectingWritable } from '../helpers/collect.js';
-import { createVhost, drain, messageCount, publishRaw, purge, type TestVhost } from '../helpers/rabbitmq.js';
-import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+import { drain, messageCount, publishRaw } from '../helpers/rabbitmq.js';
+import type { TestWorker } from '../helpers/worker.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
+import { useAmqpWorker } from '../helpers/amqp-worker.js';
 
 const never = new AbortController().signal;
 let fake: FakeGce;
@@ -301,35 +302,19 @@ describe('gce backend against the fake GCE', () => {
 
 describe('gce backend in a worker on RabbitMQ', () => {
   const QUEUE = 'builds.gce';
-  let vhost: TestVhost;
+  const amqp = useAmqpWorker(QUEUE);
   let buildApi: FakeBuildApi;
-  let worker: TestWorker | undefined;
 
   beforeAll(async () => {
-    vhost = await createVhost();
     buildApi = await startBuildApi('token', (jobId) => `echo "job ${jobId} on $(hostname)"; exit 0`);
   });
 
-  afterAll(async () => {
+  afterAll(() => {
     buildApi?.close();
-    await vhost?.delete();
   });
 
-  afterEach(async () => {
-    await worker?.stop();
-    worker = undefined;
-    await purge(vhost.uri, QUEUE, 'reporting.jobs.builds', 'reporting.jobs.logs');
-  });
-
-  async function start(extra: Record<string, string> = {}): Promise<TestWorker> {
-    worker = await startTestWorker({
-      TRAVIS_WORKER_QUEUE_TYPE: 'amqp',
-      TRAVIS_WORKER_AMQP_URI: vhost.uri,
-      TRAVIS_WORKER_QUEUE_NAME: QUEUE,
-      TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
-      ...gceEnv(fake, extra),
-    });
-    return worker;
+  function start(extra: Record<string, string> = {}): Promise<TestWorker> {
+    return amqp.start({ TRAVIS_WORKER_BUILD_API_URI: buildApi.uri, ...gceEnv(fake, extra) });
   }
 
   function payload(id: number, language = 'ruby'): string {
@@ -350,14 +335,14 @@ describe('gce backend in a worker on RabbitMQ', () => {
     fake.images.push({ name: 'travis-ci-ruby-xenial-7', creationTimestamp: '2001-01-01T00:00:00.000-07:00' });
     const w = await start({ TRAVIS_WORKER_GCE_IMAGE_RUBY: 'travis-ci-ruby-xenial.%2B' });
     const done = w.jobDone(9101);
-    await publishRaw(vhost.uri, '', QUEUE, payload(9101));
+    await publishRaw(amqp.vhost.uri, '', QUEUE, payload(9101));
     expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
-    const states = await drain(vhost.uri, 'reporting.jobs.builds', await messageCount(vhost.uri, 'reporting.jobs.builds'), AbortSignal.timeout(20_000));
+    const states = await drain(amqp.vhost.uri, 'reporting.jobs.builds', await messageCount(amqp.vhost.uri, 'reporting.jobs.builds'), AbortSignal.timeout(20_000));
     expect(states.map((m) => (m.body as { state: string }).state)).toEqual(['received', 'started', 'passed']);
     const [record] = fake.record;
     expect(record?.labels['travis-job-id']).toBe('9101');
     expect((record?.resource['disks'] as { initializeParams: { sourceImage: string } }[])[0]?.initializeParams.sourceImage).toMatch(/travis-ci-ruby-xenial-7$/);
-    const logs = await drain(vhost.uri, 'reporting.jobs.logs', await messageCount(vhost.uri, 'reporting.jobs.logs'), AbortSignal.timeout(20_000));
+    const logs = await drain(amqp.vhost.uri, 'reporting.jobs.logs', await messageCount(amqp.vhost.uri, 'reporting.jobs.logs'), AbortSignal.timeout(20_000));
     const text = logs.map((m) => (m.body as { log: string }).log).join('');
     expect(text).toContain(`Starting instance ${record?.name} in us-central1-a`);
     expect(text).toContain('job 9101 on ');
@@ -368,7 +353,7 @@ describe('gce backend in a worker on RabbitMQ', () => {
     fake.bootMs = 10 * 60_000;
     const w = await start({ TRAVIS_WORKER_STARTUP_TIMEOUT: '1s' });
     const done = w.jobDone(9102);
-    await publishRaw(vhost.uri, '', QUEUE, payload(9102));
+    await publishRaw(amqp.vhost.uri, '', QUEUE, payload(9102));
     expect((await done).result).toMatchObject({ outcome: 'requeued' });
     expect(fake.record).toHaveLength(1);
     expect(fake.record[0]?.deleted).toBe(true);
