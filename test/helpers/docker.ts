@@ -48,8 +48,9 @@ export async function dockerUnavailable(): Promise<string | undefined> {
 }
 
 /**
- * `describe`, when the test engine is up. Otherwise, in CI, one failing test
- * that says why; elsewhere a warning on the console and a skipped suite.
+ * `describe`, when the test engine is up. Otherwise one failing test that
+ * says why and how to start it: a missing engine fails, in CI and out of it
+ * (`npm test` starts one first, so it is only missing when that failed).
  */
 export function describeWithDocker(name: string, unavailable: string | undefined, body: () => void): void {
   if (unavailable === undefined) {
@@ -57,16 +58,11 @@ export function describeWithDocker(name: string, unavailable: string | undefined
     return;
   }
   const message = `no test Docker engine at ${TEST_DOCKER_SOCKET} (${unavailable}); scripts/test-prerequisites.sh starts one (as root)`;
-  if (process.env.CI === 'true') {
-    describe(name, () => {
-      it('needs the test Docker engine', () => {
-        throw new Error(message);
-      });
+  describe(name, () => {
+    it('needs the test Docker engine', () => {
+      throw new Error(message);
     });
-    return;
-  }
-  console.warn(`\n*** SKIPPING "${name}": ${message} ***\n`);
-  describe.skip(name, body);
+  });
 }
 
 /** A worker host name of its own per test file: containers are found by it, and never confused with another file's. */
