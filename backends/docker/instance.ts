@@ -89,12 +89,7 @@ export class DockerInstance implements Instance {
       recordPhase('upload', Date.now() - began);
       return;
     }
-    // A no-op command opens the connection `upload` reuses, so "sshd is up" is timed apart from the upload.
-    await ssh.exec('true', { signal: options.signal, maxAttempts: SSH_READY_ATTEMPTS });
-    const ready = Date.now();
-    recordPhase('ssh-ready', ready - began);
-    await ssh.upload(script, options);
-    recordPhase('upload', Date.now() - ready);
+    await ssh.timedUpload(script, { signal: options.signal, maxAttempts: SSH_READY_ATTEMPTS }, recordPhase);
   }
 
   async run(options: RunOptions): Promise<RunResult> {

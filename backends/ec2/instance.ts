@@ -61,14 +61,7 @@ export class Ec2Instance implements Instance {
 
   async upload(script: Buffer, options: UploadOptions): Promise<void> {
     const { ssh, uploadRetries, recordPhase } = this.#options;
-    const began = Date.now();
-    // A no-op command opens the connection `upload` then reuses: it tells
-    // "SSH came up" apart from "the script was written" in the timings.
-    await ssh.exec('true', { signal: options.signal, maxAttempts: uploadRetries });
-    const ready = Date.now();
-    recordPhase('ssh-ready', ready - began);
-    await ssh.upload(script, options);
-    recordPhase('upload', Date.now() - ready);
+    await ssh.timedUpload(script, { signal: options.signal, maxAttempts: uploadRetries }, recordPhase);
   }
 
   async run(options: RunOptions): Promise<RunResult> {

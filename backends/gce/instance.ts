@@ -43,15 +43,10 @@ export class GceInstance implements Instance {
   async upload(script: Buffer, options: UploadOptions): Promise<void> {
     const { ssh, progress, recordPhase } = this.#options;
     progress(`waiting for SSH on ${this.#options.address}`);
-    const waiting = Date.now();
-    // Connect first (the connection stays open for the upload and the run) so SSH readiness is timed on its own.
-    await ssh.exec('true', { signal: options.signal, maxAttempts: this.#options.sshAttempts });
-    const ready = Date.now() - waiting;
-    recordPhase('ssh-ready', ready);
-    progress(`SSH ready after ${seconds(ready)}`);
-    const uploading = Date.now();
-    await ssh.upload(script, options);
-    recordPhase('upload', Date.now() - uploading);
+    await ssh.timedUpload(script, { signal: options.signal, maxAttempts: this.#options.sshAttempts }, (phase, ms) => {
+      recordPhase(phase, ms);
+      if (phase === 'ssh-ready') progress(`SSH ready after ${seconds(ms)}`);
+    });
   }
 
   /**

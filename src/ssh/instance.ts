@@ -5,7 +5,7 @@
  * hands the machine back to the backend through `release`.
  */
 import { Writable } from 'node:stream';
-import type { Instance, RunOptions, RunResult, UploadOptions } from '../backend/contract.js';
+import type { BootPhase, Instance, RunOptions, RunResult, UploadOptions } from '../backend/contract.js';
 import { ConnectionLostError, UploadError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { SshConnection } from './connection.js';
@@ -134,6 +134,27 @@ export class SshInstance implements Instance {
       output: options.output,
       signal: options.signal,
     });
+  }
+
+  /**
+   * `upload`, timed in two boot phases for the metrics: until SSH accepts
+   * (`ssh-ready`, over up to `maxAttempts` connection attempts) and the
+   * upload itself (`upload`). Resolves with how long SSH took to come up, in ms.
+   */
+  async timedUpload(
+    script: Buffer,
+    options: UploadOptions & { maxAttempts?: number },
+    recordPhase: (phase: BootPhase, durationMs: number) => void,
+  ): Promise<number> {
+    const began = Date.now();
+    // A no-op command opens the connection that the upload (and the run) reuse.
+    await this.exec('true', { signal: options.signal, maxAttempts: options.maxAttempts ?? this.#options.maxAttempts ?? 1 });
+    const sshReadyMs = Date.now() - began;
+    recordPhase('ssh-ready', sshReadyMs);
+    const uploading = Date.now();
+    await this.upload(script, { signal: options.signal });
+    recordPhase('upload', Date.now() - uploading);
+    return sshReadyMs;
   }
 
   /**
