@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,10 +76,27 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
+/**
+ * Listen on a loopback port until the test's cleanup, which also cuts any
+ * connection still open (a server that never answers would hold close() up).
+ */
+async function listenUntilCleanup(server: Server | HttpsServer, connectionEvent: 'connection' | 'secureConnection'): Promise<number> {
+  const sockets = new Set<Socket>();
+  server.on(connectionEvent, (socket: Socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  });
+  return (server.address() as AddressInfo).port;
+}
+
 async function startServer(handler: Handler): Promise<TestServer> {
   const requests: Recorded[] = [];
   const waiters: Array<{ count: number; resolve: () => void }> = [];
-  const sockets = new Set<Socket>();
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -90,16 +107,7 @@ async function startServer(handler: Handler): Promise<TestServer> {
       handler(req, res, index);
     });
   });
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(async () => {
-    for (const socket of sockets) socket.destroy();
-    await new Promise((resolve) => server.close(resolve));
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenUntilCleanup(server, 'connection');
   return {
     base: `http://127.0.0.1:${port}`,
     port,
@@ -334,17 +342,7 @@ describe('build API over TLS', () => {
     const server = createHttpsServer({ key: readFileSync(key), cert: readFileSync(cert) }, (_req, res) => {
       res.end('echo over tls');
     });
-    const sockets = new Set<Socket>();
-    server.on('secureConnection', (socket) => {
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    cleanups.push(async () => {
-      for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    });
-    return `https://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    return `https://127.0.0.1:${await listenUntilCleanup(server, 'secureConnection')}/`;
   }
 
   it('accepts a self-signed certificate only with insecureSkipVerify', async () => {
