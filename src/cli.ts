@@ -4,8 +4,8 @@
  * with a message that names the variable when it is wrong), starts the
  * worker and hands it the signals (src/lifecycle/signals.ts: SIGTERM and
  * SIGINT drain, a second one stops at once; SIGUSR1/2, SIGTTIN/TTOU).
- * Exits 0 after a drain or stop, 1 when the worker stopped on a fatal
- * error (lost broker), 2 when it could not start.
+ * Exits 0 after a drain or stop, 2 when it could not start. A lost broker
+ * is not an exit: the worker reconnects.
  */
 import { parseArgs } from 'node:util';
 import { backends } from '../backends/index.js';
@@ -62,8 +62,6 @@ async function main(): Promise<number> {
   try {
     await worker.stopped;
     return 0;
-  } catch {
-    return 1;
   } finally {
     stopHandling();
     logger.flush();

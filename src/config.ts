@@ -73,6 +73,10 @@ export interface AmqpConfig {
   insecure: boolean;
   /** Publish log parts to `reporting.jobs.logs_sharded` (x-modulus-hash). */
   sharding: boolean;
+  /** Delays between attempts to reconnect a lost broker connection (`AMQP_RECONNECT_BACKOFF`, `AMQP_RECONNECT_MAX_BACKOFF`). */
+  reconnect: { initialMs: number; maxMs: number };
+  /** `TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT`: longest a log part or state update may go unconfirmed, retries included, before its job is requeued. */
+  logDeliveryTimeoutMs: number;
 }
 
 export interface FileQueueConfig {
@@ -271,6 +275,9 @@ export const CORE_SETTINGS = {
   logsAmqpTlsCert: text('TRAVIS_WORKER_LOGS_AMQP_TLS_CERT', '', 'PEM certificate to trust for the logs broker'),
   logsAmqpTlsCertPath: text('TRAVIS_WORKER_LOGS_AMQP_TLS_CERT_PATH', '', 'File holding a PEM certificate to trust for the logs broker'),
   rabbitmqSharding: flag('TRAVIS_WORKER_RABBITMQ_SHARDING', 'Publish log parts to the sharded logs exchange (reporting.jobs.logs_sharded)'),
+  amqpReconnectBackoff: duration('TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF', '1s', 'First pause before reconnecting a lost broker connection; doubles (with jitter) on each failed attempt (mayfly only)'),
+  amqpReconnectMaxBackoff: duration('TRAVIS_WORKER_AMQP_RECONNECT_MAX_BACKOFF', '30s', 'Longest pause between attempts to reconnect to the broker (mayfly only)'),
+  logDeliveryTimeout: duration('TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT', '2m', 'Longest a log part or state update may wait for the broker, reconnects included, before the job is requeued (mayfly only)'),
 
   baseDir: text('TRAVIS_WORKER_BASE_DIR', './var/file-queue', 'Directory of the file queue (QUEUE_TYPE=file); travis defaults to the working directory'),
   filePollingInterval: duration('TRAVIS_WORKER_FILE_POLLING_INTERVAL', '5s', 'How often the file queue looks for new jobs'),
@@ -627,6 +634,12 @@ export function loadConfig(backends: readonly AnyBackendDefinition[], env: NodeJ
   if (core && core.breakerMaxBackoff < core.breakerBackoff) {
     problems.add(ENV.breakerMaxBackoff, 'must be at least TRAVIS_WORKER_BREAKER_BACKOFF');
   }
+  // Zero would retry a refused connection in a tight loop.
+  if (core && core.amqpReconnectBackoff <= 0) problems.add(ENV.amqpReconnectBackoff, 'must be longer than 0s');
+  if (core && core.amqpReconnectMaxBackoff < core.amqpReconnectBackoff) {
+    problems.add(ENV.amqpReconnectMaxBackoff, 'must be at least TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF');
+  }
+  if (core && core.logDeliveryTimeout <= 0) problems.add(ENV.logDeliveryTimeout, 'must be longer than 0s');
   const otlpEndpoint = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim() || undefined;
 
   if (problems.count > 0 || core === undefined || backend === undefined || backendSettings === undefined) {
@@ -690,6 +703,8 @@ function toWorkerConfig(
       ...(certs.logsTlsCert === undefined ? {} : { logsTlsCert: certs.logsTlsCert }),
       insecure: core.amqpInsecure,
       sharding: core.rabbitmqSharding,
+      reconnect: { initialMs: core.amqpReconnectBackoff, maxMs: core.amqpReconnectMaxBackoff },
+      logDeliveryTimeoutMs: core.logDeliveryTimeout,
     },
     file: { baseDir: core.baseDir, pollingIntervalMs: core.filePollingInterval, echoLogs: core.fileEchoLogs },
     buildApi: {
@@ -771,6 +786,9 @@ function coreValues(config: WorkerConfig): Omit<CoreSettings, 'amqpTlsCertPath' 
     logsAmqpUri: amqp.logsUri ?? '',
     logsAmqpTlsCert: amqp.logsTlsCert ?? '',
     rabbitmqSharding: amqp.sharding,
+    amqpReconnectBackoff: amqp.reconnect.initialMs,
+    amqpReconnectMaxBackoff: amqp.reconnect.maxMs,
+    logDeliveryTimeout: amqp.logDeliveryTimeoutMs,
     baseDir: config.file.baseDir,
     filePollingInterval: config.file.pollingIntervalMs,
     fileEchoLogs: config.file.echoLogs,

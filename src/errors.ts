@@ -126,6 +126,8 @@ export type BrokerErrorKind =
   | 'consumer-timeout'
   /** The broker cancelled the job consumer (the queue was deleted, or the node went down). */
   | 'consumer-cancelled'
+  /** A log part stayed unconfirmed past `TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT`, retries included. */
+  | 'undeliverable'
   /** The job was already reported, acknowledged or lost: a programming error of the caller. */
   | 'settled';
 

@@ -73,7 +73,7 @@ export interface Worker extends WorkerControl, SignalControl {
   drain(reason?: string): void;
   /** Stop taking jobs, requeue the running ones, release everything. Idempotent. */
   stop(reason?: string): Promise<void>;
-  /** Resolves when the worker has stopped, by `stop()`/`drain()` or by a fatal error (rejects then). */
+  /** Resolves when the worker has stopped, by `stop()` or `drain()`. Losing the broker does not stop it: the queue reconnects. */
   readonly stopped: Promise<void>;
 }
 
@@ -85,7 +85,7 @@ export interface StartWorkerOptions {
   metrics?: WorkerMetrics;
 }
 
-function createQueue(config: WorkerConfig, logger: Logger, onFatal: (err: Error) => void): JobQueue {
+function createQueue(config: WorkerConfig, logger: Logger): JobQueue {
   if (config.queueType === 'file') {
     return new FileJobQueue({
       config: config.file,
@@ -100,7 +100,6 @@ function createQueue(config: WorkerConfig, logger: Logger, onFatal: (err: Error)
     logger,
     payloadMaxBytes: config.payloadMaxBytes,
     hostname: config.hostname,
-    onFatal,
   });
 }
 
@@ -132,18 +131,9 @@ export async function startWorker(
     }
   }
 
-  let fail!: (err: Error) => void;
   let finish!: () => void;
-  const stopped = new Promise<void>((resolve, reject) => {
-    finish = resolve;
-    fail = reject;
-  });
-  // A caller that only awaits stop() must not get an unhandled rejection from `stopped`.
-  stopped.catch(() => undefined);
-  let fatal: Error | undefined;
-  let brokerUp = false;
+  const stopped = new Promise<void>((resolve) => (finish = resolve));
 
-  let worker: Worker | undefined;
   try {
     const tracing: Tracing | undefined = options.tracer ? undefined : await startTracing(config.telemetry.otlpEndpoint, logger);
     if (tracing) releasers.push({ name: 'tracing', release: () => tracing.shutdown() });
@@ -152,14 +142,8 @@ export async function startWorker(
     const metrics = options.metrics ?? (served ? createPrometheusMetrics({ backend: definition.name, queue: config.queueType }) : noopMetrics);
     releasers.push({ name: 'metrics', release: () => metrics.shutdown() });
 
-    const queue = createQueue(config, logger, (err) => {
-      fatal = err;
-      brokerUp = false;
-      logger.fatal({ err: err.message }, 'lost the job queue; stopping');
-      void worker?.stop('lost the job queue');
-    });
+    const queue = createQueue(config, logger);
     await queue.open();
-    brokerUp = true;
     releasers.push({ name: 'the queue', release: () => queue.close() });
 
     const held = new HeldInstances();
@@ -262,8 +246,8 @@ export async function startWorker(
         return lifecycle.state;
       },
       status,
-      ready: () => lifecycle.state === 'RUNNING' && brokerUp && pool.size > 0 && breaker.state === 'closed',
-      notReadyReason: () => breaker.reason(),
+      ready: () => lifecycle.state === 'RUNNING' && queue.notReadyReason() === undefined && pool.size > 0 && breaker.state === 'closed',
+      notReadyReason: () => queue.notReadyReason() ?? breaker.reason(),
       pause() {
         if (lifecycle.state === 'PAUSED') return;
         lifecycle.transition('PAUSED');
@@ -320,8 +304,7 @@ export async function startWorker(
           if (config.hooks.stop) await runHook('stop', config.hooks.stop, logger);
           lifecycle.transition('STOPPED');
           self.logStatus('worker stopped');
-          if (fatal) fail(fatal);
-          else finish();
+          finish();
         })();
         return stopping;
       },
@@ -340,12 +323,11 @@ export async function startWorker(
         );
       },
     };
-    worker = self;
     metrics.observe({
       state: () => lifecycle.state,
       poolSize: () => pool.size,
       processors: () => pool.counts(),
-      brokerConnected: () => brokerUp,
+      brokerConnected: () => queue.notReadyReason() === undefined,
       breakerOpen: () => breaker.state !== 'closed',
     });
 

@@ -1,13 +1,15 @@
 /**
  * A publisher-confirm channel opened on first use and opened again after
- * it closed (a channel dies on e.g. a publish to a missing exchange; the
- * next job should not inherit that). Every publish returns whether the
- * channel's buffer took it without going over its high-water mark, and a
- * promise of the broker's confirm.
+ * it closed (a channel dies on e.g. a publish to a missing exchange, or
+ * with its connection; the next publish should not inherit that). While
+ * the connection is down, a publish waits for it to come back. Every
+ * publish returns whether the channel's buffer took it without going over
+ * its high-water mark, and a promise of the broker's confirm.
  */
 import type { ChannelModel, ConfirmChannel, Options } from 'amqplib';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import { raceAbort } from '../util/abort.js';
 import { BrokerError } from './errors.js';
 
 export interface PublishResult {
@@ -21,23 +23,27 @@ export interface PublishResult {
 
 /** What publishers need: the seam unit tests replace with an in-memory fake. */
 export interface ConfirmPublisher {
-  publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish): Promise<PublishResult>;
+  /** Hand a message to the channel; waits (until `signal` aborts) while the connection is down. */
+  publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish, signal: AbortSignal): Promise<PublishResult>;
 }
 
 export class ConfirmChannelSlot implements ConfirmPublisher {
   private channel: ConfirmChannel | undefined;
   private opening: Promise<ConfirmChannel> | undefined;
   private closed = false;
+  /** Aborts a wait for the connection when the slot closes. */
+  private readonly closing = new AbortController();
 
   constructor(
-    private readonly connection: () => ChannelModel,
+    /** The connection, once it is up (waits while it reconnects); rejects when the signal aborts. */
+    private readonly connection: (signal: AbortSignal) => Promise<ChannelModel>,
     private readonly logger: Logger,
     /** For log lines: what the channel carries (`states`, `logs`). */
     private readonly purpose: string,
   ) {}
 
-  async publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish): Promise<PublishResult> {
-    const channel = await this.get();
+  async publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish, signal: AbortSignal): Promise<PublishResult> {
+    const channel = await raceAbort(this.get(), signal);
     let confirm!: (err: unknown) => void;
     const confirmed = new Promise<void>((resolve, reject) => {
       confirm = (err) => {
@@ -62,6 +68,7 @@ export class ConfirmChannelSlot implements ConfirmPublisher {
   /** Close the channel (if open); later publishes fail. Never throws. */
   async close(): Promise<void> {
     this.closed = true;
+    this.closing.abort(new BrokerError(`the ${this.purpose} channel is closed`, 'closed'));
     const channel = this.channel ?? (await this.opening?.catch(() => undefined));
     this.channel = undefined;
     if (!channel) return;
@@ -84,7 +91,7 @@ export class ConfirmChannelSlot implements ConfirmPublisher {
   private async open(): Promise<ConfirmChannel> {
     let channel: ConfirmChannel;
     try {
-      channel = await this.connection().createConfirmChannel();
+      channel = await (await this.connection(this.closing.signal)).createConfirmChannel();
     } catch (err) {
       throw new BrokerError(`could not open the ${this.purpose} channel: ${errorMessage(err)}`, 'closed', { cause: err });
     }

@@ -10,6 +10,7 @@ import type { JobPayload } from '../job/payload.js';
 import type { Logger } from '../log.js';
 import type { JobState, QueuedJob, TerminalState } from '../queue/contract.js';
 import type { ConfirmPublisher } from './confirm-channel.js';
+import { abortableSleep, raceAbort } from '../util/abort.js';
 import { BrokerError } from './errors.js';
 import { AmqpLogSink } from './log-sink.js';
 import { STATE_EVENT, STATE_QUEUE, publishOptions, stateUpdateBody } from './messages.js';
@@ -24,11 +25,17 @@ export interface AmqpQueuedJobOptions {
   /** Confirm channel on the logs connection, for log parts. */
   logs: ConfirmPublisher;
   sharding: boolean;
+  /** How long a log part or state update may go unconfirmed, retries included (`TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT`). */
+  deliveryTimeoutMs: number;
   infra?: string;
   logger: Logger;
   /** Called once when the delivery is settled (acked, nacked) or lost. */
   onSettled: () => void;
 }
+
+/** Pauses between attempts to publish a state update again: 100 ms doubling to 5 s. */
+const STATE_RETRY_FIRST_PAUSE_MS = 100;
+const STATE_RETRY_MAX_PAUSE_MS = 5_000;
 
 /** Where a delivery is in its life; each step happens at most once, in this order. */
 type Phase = 'delivered' | 'received' | 'started' | 'reported' | 'settled';
@@ -57,6 +64,9 @@ export class AmqpQueuedJob implements QueuedJob {
       jobId: options.payload.jobId,
       uuid: this.uuid,
       sharding: options.sharding,
+      deliveryTimeoutMs: options.deliveryTimeoutMs,
+      lost: this.lostController.signal,
+      logger: options.logger,
       ...(options.infra === undefined ? {} : { infra: options.infra }),
     });
   }
@@ -184,8 +194,29 @@ export class AmqpQueuedJob implements QueuedJob {
       ...(this.startedAt === undefined ? {} : { startedAt: this.startedAt }),
       ...(this.finishedAt === undefined ? {} : { finishedAt: this.finishedAt }),
     });
-    const result = await this.options.states.publish('', STATE_QUEUE, body, publishOptions(STATE_EVENT[state]));
-    await result.confirmed;
+    await this.publishConfirmed(state, count, body);
     this.logger.debug({ state, state_update_count: count }, 'state update confirmed');
+  }
+
+  /**
+   * Publish a state update until the broker confirms it: a channel that died
+   * (or a nack) gets the same message again, same `state_update_count`, so
+   * a consumer can drop a duplicate. Gives up when the delivery is lost (the
+   * run is void then) or after the delivery timeout.
+   */
+  private async publishConfirmed(state: JobState, count: number, body: Buffer): Promise<void> {
+    const deadline = Date.now() + this.options.deliveryTimeoutMs;
+    for (let pause = STATE_RETRY_FIRST_PAUSE_MS; ; pause = Math.min(STATE_RETRY_MAX_PAUSE_MS, pause * 2)) {
+      try {
+        const result = await this.options.states.publish('', STATE_QUEUE, body, publishOptions(STATE_EVENT[state]), this.lost);
+        await raceAbort(result.confirmed, this.lost);
+        return;
+      } catch (err) {
+        if (this.lost.aborted) throw this.lost.reason;
+        if (Date.now() + pause > deadline) throw err;
+        this.logger.warn({ state, state_update_count: count, err: errorMessage(err) }, 'state update not confirmed; publishing it again');
+      }
+      await abortableSleep(pause, this.lost).catch(() => undefined);
+    }
   }
 }

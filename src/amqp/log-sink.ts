@@ -3,9 +3,20 @@
  * on a confirm channel, pipelined up to a window of unconfirmed parts.
  * Waiting for the window (and for the channel's buffer to drain) is the
  * backpressure that slows down the reading of the script's output when
- * the broker is slow.
+ * the broker is slow or away.
+ *
+ * A part is kept until the broker confirms it. When its channel or
+ * connection dies first, or the broker refuses it, every unconfirmed part
+ * is published again, in order and with its number, on the next channel
+ * (after a reconnect, if need be): a consumer drops the duplicates by
+ * number, and none go missing. A part still unconfirmed after the delivery
+ * timeout fails the sink (`failed` aborts), and the job is requeued rather
+ * than waiting on a broker without bound.
  */
 import type { LogPart, LogPartMeta, LogSink } from '../queue/contract.js';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import { abortableSleep } from '../util/abort.js';
 import type { ConfirmPublisher } from './confirm-channel.js';
 import { BrokerError } from './errors.js';
 import { LOG_EVENT, LOG_QUEUE, REPORTING_EXCHANGE, SHARDED_LOG_EXCHANGE, logPartBody, publishOptions } from './messages.js';
@@ -19,6 +30,10 @@ import { LOG_EVENT, LOG_QUEUE, REPORTING_EXCHANGE, SHARDED_LOG_EXCHANGE, logPart
  */
 export const LOG_PUBLISH_WINDOW = 64;
 
+/** Pauses between attempts to publish unconfirmed parts again: the first retry goes at once, then 100 ms doubling to 5 s. */
+const RESEND_FIRST_PAUSE_MS = 100;
+const RESEND_MAX_PAUSE_MS = 5_000;
+
 export interface AmqpLogSinkOptions {
   publisher: ConfirmPublisher;
   jobId: number;
@@ -26,29 +41,63 @@ export interface AmqpLogSinkOptions {
   uuid: string;
   /** Publish to `reporting.jobs.logs_sharded` with the job id as routing key. */
   sharding: boolean;
+  /** Longest a part may stay unconfirmed (`TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT`), retries included, before the sink fails. */
+  deliveryTimeoutMs: number;
+  /** Aborts when the job's delivery is lost: its parts are void, nothing more is sent. */
+  lost: AbortSignal;
+  logger: Logger;
   /** Fills `meta.infra` when a part's meta leaves it empty. */
   infra?: string;
   /** Parts unconfirmed at most before `publish` waits; `LOG_PUBLISH_WINDOW` by default. */
   window?: number;
 }
 
+/** A part handed to the broker and not yet confirmed. */
+interface Unconfirmed {
+  readonly number: number;
+  readonly body: Buffer;
+  /** When it was first published: the delivery timeout runs from here. */
+  readonly since: number;
+  /** Which attempt (`AmqpLogSink.attempts`) carried it last. */
+  attempt: number;
+}
+
 export class AmqpLogSink implements LogSink {
   private readonly exchange: string;
   private readonly routingKey: string;
   private readonly window: number;
+  private readonly logger: Logger;
   /** The last publish in line: publishes run one after another, so parts go out in call order. */
   private tail: Promise<void> = Promise.resolve();
-  /** Confirms still outstanding. */
-  private readonly pending = new Set<Promise<void>>();
-  /** Woken whenever a confirm settles. */
-  private confirmWaiters: Array<() => void> = [];
-  /** The first failure (nack, dead channel): sticky, since a log with a hole is broken anyway. */
-  private failure: Error | undefined;
+  /** In publishing order (a Map keeps insertion order), by number. */
+  private readonly unconfirmed = new Map<number, Unconfirmed>();
+  /** Woken whenever a part is confirmed or the sink fails. */
+  private waiters: Array<() => void> = [];
+  /** Aborts when nothing more can be sent: the delivery timeout passed, or the delivery was lost. */
+  private readonly failure = new AbortController();
+  /** Aborts only for the delivery timeout: a lost delivery is the job's `lost`, not a log failure. */
+  private readonly undeliverable = new AbortController();
+  /** Publishes made so far; the resend under way covers every attempt up to `resentFrom`. */
+  private attempts = 0;
+  private resentFrom = 0;
+  private resending: Promise<void> | undefined;
+  /** Set when a part failed while a resend was under way: go round once more. */
+  private resendAgain = false;
+  private deadline: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: AmqpLogSinkOptions) {
     this.exchange = options.sharding ? SHARDED_LOG_EXCHANGE : REPORTING_EXCHANGE;
     this.routingKey = options.sharding ? String(options.jobId) : LOG_QUEUE;
     this.window = options.window ?? LOG_PUBLISH_WINDOW;
+    this.logger = options.logger.child({ job_id: options.jobId });
+    const onLost = (): void => this.fail(options.lost.reason);
+    if (options.lost.aborted) onLost();
+    else options.lost.addEventListener('abort', onLost, { once: true });
+  }
+
+  /** Aborts, with the reason, once a part went unconfirmed past the delivery timeout. */
+  get failed(): AbortSignal {
+    return this.undeliverable.signal;
   }
 
   publish(part: LogPart): Promise<void> {
@@ -59,50 +108,131 @@ export class AmqpLogSink implements LogSink {
 
   async flushed(): Promise<void> {
     await this.tail;
-    await Promise.all([...this.pending]);
-    if (this.failure) throw this.failure;
+    await this.until(() => this.unconfirmed.size === 0);
   }
 
   private async send(part: LogPart): Promise<void> {
-    while (!this.failure && this.pending.size >= this.window) {
-      await new Promise<void>((resolve) => this.confirmWaiters.push(resolve));
-    }
-    if (this.failure) throw this.failure;
+    await this.until(() => this.unconfirmed.size < this.window);
+    // Parts being published again go out before new ones.
+    while (this.resending) await this.resending;
+    this.throwIfFailed();
     const body = logPartBody(this.options.jobId, this.options.uuid, this.withInfra(part));
+    const entry: Unconfirmed = { number: part.number, body, since: Date.now(), attempt: 0 };
+    this.unconfirmed.set(part.number, entry);
+    this.armDeadline();
+    // A part that could not be handed over stays unconfirmed: the resend carries it.
+    await this.transmit(entry);
+  }
+
+  /** Publish `entry` once; a failure (now, or of its confirm later) starts a resend. Resolves when the channel took it. */
+  private async transmit(entry: Unconfirmed): Promise<void> {
+    const attempt = ++this.attempts;
+    entry.attempt = attempt;
     let result;
     try {
-      result = await this.options.publisher.publish(this.exchange, this.routingKey, body, publishOptions(LOG_EVENT));
+      result = await this.options.publisher.publish(this.exchange, this.routingKey, entry.body, publishOptions(LOG_EVENT), this.failure.signal);
     } catch (err) {
-      throw this.fail(err);
+      this.partFailed(entry, attempt, err);
+      return;
     }
-    const confirmed: Promise<void> = result.confirmed.then(
-      () => this.settled(confirmed),
-      (err: unknown) => {
-        this.fail(err);
-        this.settled(confirmed);
-      },
+    result.confirmed.then(
+      () => this.confirmed(entry),
+      (err: unknown) => this.partFailed(entry, attempt, err),
     );
-    this.pending.add(confirmed);
-    if (!result.written) {
+    if (!result.written) await result.drained().catch((err: unknown) => this.partFailed(entry, attempt, err));
+  }
+
+  /** Any attempt's ack will do: the broker has the part either way. */
+  private confirmed(entry: Unconfirmed): void {
+    if (this.unconfirmed.get(entry.number) !== entry) return;
+    this.unconfirmed.delete(entry.number);
+    this.armDeadline();
+    this.wake();
+  }
+
+  private partFailed(entry: Unconfirmed, attempt: number, err: unknown): void {
+    if (this.failure.signal.aborted || this.unconfirmed.get(entry.number) !== entry) return;
+    // A later attempt carries the part already, or the resend under way will.
+    if (attempt < entry.attempt || (this.resending && attempt <= this.resentFrom)) return;
+    if (this.resending) {
+      this.resendAgain = true;
+      return;
+    }
+    this.logger.warn(
+      { part: entry.number, unconfirmed: this.unconfirmed.size, err: errorMessage(err) },
+      'log parts were not confirmed by the broker; publishing them again with their numbers',
+    );
+    this.resending = this.resend().finally(() => {
+      this.resending = undefined;
+      this.wake();
+    });
+  }
+
+  /** Publish every unconfirmed part again, in order, until each has been handed over once more (or the sink fails). */
+  private async resend(): Promise<void> {
+    let pause = 0;
+    for (;;) {
       try {
-        await result.drained();
-      } catch (err) {
-        throw this.fail(err);
+        await abortableSleep(pause, this.failure.signal);
+      } catch {
+        return;
       }
+      pause = Math.min(RESEND_MAX_PAUSE_MS, Math.max(RESEND_FIRST_PAUSE_MS, pause * 2));
+      this.resendAgain = false;
+      this.resentFrom = this.attempts;
+      for (const entry of [...this.unconfirmed.values()]) {
+        if (this.failure.signal.aborted) return;
+        await this.transmit(entry);
+      }
+      if (!this.resendAgain) return;
     }
   }
 
-  private settled(confirm: Promise<void>): void {
-    this.pending.delete(confirm);
-    const waiters = this.confirmWaiters;
-    this.confirmWaiters = [];
-    for (const wake of waiters) wake();
+  /** The oldest unconfirmed part sets the deadline; past it the sink fails. */
+  private armDeadline(): void {
+    clearTimeout(this.deadline);
+    this.deadline = undefined;
+    const oldest = this.unconfirmed.values().next();
+    if (oldest.done || this.failure.signal.aborted) return;
+    const part = oldest.value;
+    const remaining = part.since + this.options.deliveryTimeoutMs - Date.now();
+    this.deadline = setTimeout(() => {
+      const err = new BrokerError(
+        `log part ${part.number} of job ${this.options.jobId} was not confirmed by the broker within ${this.options.deliveryTimeoutMs} ms ` +
+          `(TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT); ${this.unconfirmed.size} parts undelivered`,
+        'undeliverable',
+      );
+      this.logger.error({ err: err.message }, 'log parts undeliverable; the job will be requeued');
+      this.fail(err);
+      this.undeliverable.abort(err);
+    }, Math.max(0, remaining));
   }
 
-  private fail(err: unknown): Error {
-    this.failure ??=
-      err instanceof Error ? err : new BrokerError(`log part of job ${this.options.jobId} not delivered: ${String(err)}`, 'closed');
-    return this.failure;
+  private fail(reason: unknown): void {
+    if (this.failure.signal.aborted) return;
+    clearTimeout(this.deadline);
+    this.deadline = undefined;
+    this.failure.abort(reason instanceof Error ? reason : new BrokerError(`log of job ${this.options.jobId} not delivered: ${String(reason)}`, 'closed'));
+    this.wake();
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure.signal.aborted) throw this.failure.signal.reason;
+  }
+
+  /** Resolves once `ready()` holds; rejects once the sink failed. */
+  private async until(ready: () => boolean): Promise<void> {
+    for (;;) {
+      this.throwIfFailed();
+      if (ready()) return;
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const wake of waiters) wake();
   }
 
   private withInfra(part: LogPart): LogPart {

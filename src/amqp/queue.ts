@@ -3,19 +3,22 @@
  * AMQPJobQueue, AMQPCanceller and AMQP log writer.
  *
  * Connections: one for jobs, states and cancel commands (`config.uri`), and
- * one for log parts when `config.logsUri` is set (else the jobs one).
- * Connection loss is fatal for now: see `AmqpQueueOptions.onFatal`.
+ * one for log parts when `config.logsUri` is set (else the jobs one). Each
+ * reconnects on its own when lost (src/amqp/reconnecting.ts): the jobs in
+ * flight on a lost jobs connection are lost (their `lost` signal aborts;
+ * the broker hands them out again), the processors wait for the broker
+ * and consume again, and `notReadyReason` says why meanwhile.
  */
 import { hostname as osHostname } from 'node:os';
-import type { Channel, ChannelModel } from 'amqplib';
+import type { Channel } from 'amqplib';
 import type { AmqpConfig } from '../config.js';
-import { errorMessage } from '../errors.js';
+import { errorMessage, type BrokerError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { CancelCommand, JobQueue, JobSource } from '../queue/contract.js';
 import { consumeCommands } from './canceller.js';
-import { openConnection, type BrokerConnection } from './connection.js';
+import { openConnection } from './connection.js';
 import { declareJobObjects, declareLogObjects } from './declare.js';
-import { BrokerError } from './errors.js';
+import { ReconnectingConnection } from './reconnecting.js';
 import { AmqpJobSource } from './source.js';
 
 export interface AmqpQueueOptions {
@@ -29,15 +32,6 @@ export interface AmqpQueueOptions {
   infra?: string;
   /** Shown in the broker's connection name; `os.hostname()` by default. */
   hostname?: string;
-  /**
-   * Called once when a connection (jobs or logs) closes without `close()`
-   * having been called: the broker went away, or an operator closed the
-   * connection. Every job in flight has had its `lost` signal aborted by
-   * then (the broker redelivers them). Reconnecting is not implemented yet:
-   * the composition root stops the worker (and its supervisor restarts it).
-   * Without a listener the error is only logged.
-   */
-  onFatal?: (err: BrokerError) => void;
 }
 
 type QueueState = 'new' | 'opening' | 'open' | 'closing' | 'closed';
@@ -45,12 +39,11 @@ type QueueState = 'new' | 'opening' | 'open' | 'closing' | 'closed';
 export class AmqpJobQueue implements JobQueue {
   readonly name = 'amqp';
   private state: QueueState = 'new';
-  private jobs: BrokerConnection | undefined;
-  private logs: BrokerConnection | undefined;
+  private jobs: ReconnectingConnection | undefined;
+  private logs: ReconnectingConnection | undefined;
   private commands: Channel | undefined;
   private readonly cancelListeners: Array<(command: CancelCommand) => void> = [];
   private readonly sources = new Set<AmqpJobSource>();
-  private fatal: BrokerError | undefined;
   private readonly logger: Logger;
 
   constructor(private readonly options: AmqpQueueOptions) {
@@ -60,48 +53,57 @@ export class AmqpJobQueue implements JobQueue {
   async open(): Promise<void> {
     if (this.state !== 'new') throw new Error(`AmqpJobQueue.open() called when ${this.state}`);
     this.state = 'opening';
-    const { config } = this.options;
+    const { config, queueName } = this.options;
     const connectionName = `mayfly ${this.options.hostname ?? osHostname()} ${process.pid}`;
-    try {
-      this.jobs = await openConnection({
-        uri: config.uri,
-        role: 'jobs',
-        heartbeatMs: config.heartbeatMs,
-        insecure: config.insecure,
-        ...(config.tlsCert === undefined ? {} : { tlsCert: config.tlsCert }),
-        connectionName,
-        logger: this.logger,
-        onLost: (err) => this.lost(err),
-      });
-      if (config.logsUri) {
-        this.logs = await openConnection({
-          uri: config.logsUri,
-          role: 'logs',
+    const connect = (role: 'jobs' | 'logs', uri: string, tlsCert: string | undefined) =>
+      (onLost: (err: BrokerError) => void) =>
+        openConnection({
+          uri,
+          role,
           heartbeatMs: config.heartbeatMs,
           insecure: config.insecure,
-          ...(config.logsTlsCert === undefined ? {} : { tlsCert: config.logsTlsCert }),
-          connectionName: `${connectionName} logs`,
+          ...(tlsCert === undefined ? {} : { tlsCert }),
+          connectionName: role === 'jobs' ? connectionName : `${connectionName} logs`,
           logger: this.logger,
-          onLost: (err) => this.lost(err),
+          onLost,
         });
-      }
-      await declareJobObjects(this.jobs.model, this.options.queueName, this.logger);
-      await declareLogObjects(this.logs ?? this.jobs, config.sharding, this.logger);
-      // Like travis: a worker that can't hear cancel commands still runs jobs.
-      await this.startCommands().catch((err: unknown) => {
-        this.logger.error({ err: errorMessage(err) }, 'could not subscribe to cancel commands; cancels are ignored until restart');
+    const separateLogs = config.logsUri !== undefined && config.logsUri !== '';
+    const jobs = new ReconnectingConnection({
+      role: 'jobs',
+      connect: connect('jobs', config.uri, config.tlsCert),
+      prepare: async (connection) => {
+        await declareJobObjects(connection.model, queueName, this.logger);
+        if (!separateLogs) await declareLogObjects(connection, config.sharding, this.logger);
+      },
+      backoff: config.reconnect,
+      logger: this.logger,
+    });
+    this.jobs = jobs;
+    if (separateLogs) {
+      this.logs = new ReconnectingConnection({
+        role: 'logs',
+        connect: connect('logs', config.logsUri as string, config.logsTlsCert),
+        prepare: (connection) => declareLogObjects(connection, config.sharding, this.logger),
+        backoff: config.reconnect,
+        logger: this.logger,
       });
+    }
+    try {
+      await jobs.start();
+      await this.logs?.start();
+      // Like travis: a worker that can't hear cancel commands still runs jobs.
+      await this.subscribeCommands();
     } catch (err) {
       await this.closeConnections();
       this.state = 'closed';
       throw err;
     }
+    jobs.on('restored', () => void this.subscribeCommands());
     this.state = 'open';
   }
 
   async openSource(processorId: string): Promise<JobSource> {
-    if (this.state !== 'open') throw new Error(`AmqpJobQueue.openSource() called when ${this.state}`);
-    if (this.fatal) throw this.fatal;
+    if (this.state !== 'open' || !this.jobs) throw new Error(`AmqpJobQueue.openSource() called when ${this.state}`);
     const { config } = this.options;
     const source: AmqpJobSource = new AmqpJobSource({
       processorId,
@@ -109,15 +111,22 @@ export class AmqpJobQueue implements JobQueue {
       consumerPriority: config.consumerPriority,
       payloadMaxBytes: this.options.payloadMaxBytes,
       sharding: config.sharding,
+      deliveryTimeoutMs: config.logDeliveryTimeoutMs,
       ...(this.options.infra === undefined ? {} : { infra: this.options.infra }),
-      jobs: () => this.jobsModel(),
-      logs: () => this.logsModel(),
+      jobs: this.jobs,
+      logs: this.logs ?? this.jobs,
       logger: this.logger,
       onClosed: () => this.sources.delete(source),
     });
     await source.start();
     this.sources.add(source);
     return source;
+  }
+
+  /** Why jobs can't flow now (a broker connection is down and reconnecting), or undefined when they can. */
+  notReadyReason(): string | undefined {
+    if (this.state !== 'open') return `the amqp queue is ${this.state}`;
+    return this.jobs?.unavailable ?? this.logs?.unavailable;
   }
 
   onCancel(listener: (command: CancelCommand) => void): void {
@@ -142,23 +151,22 @@ export class AmqpJobQueue implements JobQueue {
     this.state = 'closed';
   }
 
-  private jobsModel(): ChannelModel {
-    if (!this.jobs) throw new BrokerError('the amqp queue is not open', 'closed');
-    return this.jobs.model;
-  }
-
-  private logsModel(): ChannelModel {
-    return this.logs?.model ?? this.jobsModel();
-  }
-
   private async closeConnections(): Promise<void> {
     await this.logs?.close();
     await this.jobs?.close();
   }
 
+  /** Subscribe to cancel commands (again, after a reconnect); a failure is logged, not thrown. */
+  private async subscribeCommands(): Promise<void> {
+    await this.startCommands().catch((err: unknown) => {
+      this.logger.error({ err: errorMessage(err) }, 'could not subscribe to cancel commands; cancels are ignored until the next reconnect or restart');
+    });
+  }
+
   private async startCommands(): Promise<void> {
+    if (!this.jobs) return;
     const channel = await consumeCommands({
-      connection: this.jobsModel(),
+      connection: this.jobs.model(),
       logger: this.logger,
       dispatch: (command) => this.dispatch(command),
     });
@@ -167,10 +175,12 @@ export class AmqpJobQueue implements JobQueue {
       if (this.commands !== channel) return;
       this.commands = undefined;
       // Closed by the broker while the connection lives: subscribe again, once per close.
-      if (this.state !== 'open' || !this.jobs || this.jobs.closed) return;
-      this.logger.warn('the cancel command channel closed; subscribing again');
-      this.startCommands().catch((err: unknown) => {
-        this.logger.error({ err: errorMessage(err) }, 'could not subscribe to cancel commands again; cancels are ignored until restart');
+      // A lost connection closes its channels before it reports itself lost: look on the
+      // next turn, and leave it to the reconnect if the connection is gone.
+      setImmediate(() => {
+        if (this.state !== 'open' || !this.jobs?.up) return;
+        this.logger.warn('the cancel command channel closed; subscribing again');
+        void this.subscribeCommands();
       });
     });
   }
@@ -181,19 +191,6 @@ export class AmqpJobQueue implements JobQueue {
         listener(command);
       } catch (err) {
         this.logger.error({ job_id: command.jobId, err: errorMessage(err) }, 'a cancel listener threw');
-      }
-    }
-  }
-
-  private lost(err: BrokerError): void {
-    if (this.fatal) return;
-    this.fatal = err;
-    if (this.state === 'opening') return; // open() fails on its own
-    if (this.options.onFatal) {
-      try {
-        this.options.onFatal(err);
-      } catch (listenerErr) {
-        this.logger.error({ err: errorMessage(listenerErr) }, 'the onFatal listener threw');
       }
     }
   }

@@ -4,18 +4,21 @@
  * acknowledgement (PROTOCOL.md, "Consumption"). Its state updates and log
  * parts go on confirm channels of its own.
  *
- * If the channel closes while the connection lives (e.g. RabbitMQ's
- * `consumer_timeout`), the job in flight is lost (the broker redelivers it)
- * and the next `next()` opens a fresh channel and consumer.
+ * If the channel closes (e.g. RabbitMQ's `consumer_timeout`, or the
+ * connection is lost), the job in flight is lost (the broker redelivers it)
+ * and the next `next()` opens a fresh channel and consumer, once the
+ * connection is back.
  */
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import { errorMessage } from '../errors.js';
+import { raceAbort } from '../util/abort.js';
 import { parseJobPayload, type JobPayload } from '../job/payload.js';
 import type { Logger } from '../log.js';
 import type { JobSource, QueuedJob } from '../queue/contract.js';
 import { ConfirmChannelSlot } from './confirm-channel.js';
 import { BrokerError, CONSUMER_TIMEOUT_ADVICE, isConsumerTimeout } from './errors.js';
 import { AmqpQueuedJob } from './job.js';
+import type { BrokerLink } from './reconnecting.js';
 
 /** Travis's consumer tag; amqplib needs tags unique per channel only, and each source has its own channel. */
 export const JOB_CONSUMER_TAG = 'build-job-consumer';
@@ -29,11 +32,13 @@ export interface AmqpJobSourceOptions {
   consumerPriority: number;
   payloadMaxBytes: number;
   sharding: boolean;
+  /** `TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT`, for each job's log parts and state updates. */
+  deliveryTimeoutMs: number;
   infra?: string;
   /** The jobs connection (consumer and states). */
-  jobs: () => ChannelModel;
+  jobs: BrokerLink;
   /** The logs connection (may be the jobs one). */
-  logs: () => ChannelModel;
+  logs: BrokerLink;
   logger: Logger;
   /** Called once the source is closed, so the queue forgets it. */
   onClosed: () => void;
@@ -68,16 +73,22 @@ export class AmqpJobSource implements JobSource {
   /** Channels whose consumer the broker cancelled, closed once no job in flight needs them. */
   private readonly retired = new Set<Channel>();
   private closing: Promise<void> | undefined;
+  /** Aborts a wait for the connection when the source closes. */
+  private readonly closed = new AbortController();
 
   constructor(private readonly options: AmqpJobSourceOptions) {
     this.logger = options.logger.child({ processor: options.processorId });
-    this.states = new ConfirmChannelSlot(options.jobs, this.logger, 'states');
-    this.logs = new ConfirmChannelSlot(options.logs, this.logger, 'logs');
+    this.states = new ConfirmChannelSlot((signal) => options.jobs.connected(signal), this.logger, 'states');
+    this.logs = new ConfirmChannelSlot((signal) => options.logs.connected(signal), this.logger, 'logs');
   }
 
-  /** Open the channel and start consuming; `openSource` awaits this so a bad queue fails early. */
+  /**
+   * Open the channel and start consuming; `openSource` awaits this so a bad
+   * queue fails early. While the broker is away this returns at once, and
+   * `next()` waits for it.
+   */
   async start(): Promise<void> {
-    await this.ensureConsumer();
+    if (this.options.jobs.up) await this.ensureConsumer();
   }
 
   async next(signal: AbortSignal): Promise<QueuedJob | undefined> {
@@ -85,7 +96,13 @@ export class AmqpJobSource implements JobSource {
       if (this.closing || signal.aborted) return undefined;
       const ready = this.ready.shift();
       if (ready) return this.handOut(ready);
-      const consumer = await this.ensureConsumer();
+      let consumer: Consumer;
+      try {
+        consumer = await raceAbort(this.ensureConsumer(), signal);
+      } catch (err) {
+        if (this.closing || signal.aborted) return undefined;
+        throw err;
+      }
       if (this.ready.length > 0 || consumer.gone) continue;
       await this.wake(signal);
     }
@@ -102,6 +119,7 @@ export class AmqpJobSource implements JobSource {
   }
 
   private async shutDown(): Promise<void> {
+    this.closed.abort(new BrokerError('the job source is closed', 'closed'));
     this.wakeAll();
     const consumer = await this.starting?.catch(() => undefined) ?? this.consumer;
     if (consumer && !consumer.gone) {
@@ -136,6 +154,7 @@ export class AmqpJobSource implements JobSource {
       states: this.states,
       logs: this.logs,
       sharding: this.options.sharding,
+      deliveryTimeoutMs: this.options.deliveryTimeoutMs,
       ...(this.options.infra === undefined ? {} : { infra: this.options.infra }),
       logger: this.logger,
       onSettled: () => {
@@ -157,11 +176,28 @@ export class AmqpJobSource implements JobSource {
     return this.starting;
   }
 
+  /**
+   * A consumer on a fresh channel, once the connection is up. A failure
+   * because the connection went down meanwhile waits for it to come back;
+   * any other (the queue is missing, access refused) is thrown.
+   */
   private async startConsumer(): Promise<Consumer> {
+    for (;;) {
+      const connection = await this.options.jobs.connected(this.closed.signal);
+      try {
+        return await this.consumeOn(connection);
+      } catch (err) {
+        if (this.options.jobs.up || this.closed.signal.aborted) throw err;
+        this.logger.info({ err: errorMessage(err) }, 'the broker went away while the job consumer started; waiting for it');
+      }
+    }
+  }
+
+  private async consumeOn(connection: ChannelModel): Promise<Consumer> {
     const { queueName, consumerPriority } = this.options;
     let channel: Channel;
     try {
-      channel = await this.options.jobs().createChannel();
+      channel = await connection.createChannel();
     } catch (err) {
       throw new BrokerError(`could not open a job channel: ${errorMessage(err)}`, 'closed', { cause: err });
     }

@@ -119,6 +119,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
   const stop = new JobStopController();
   const unlinkShutdown = stop.stopWhen(deps.shutdown, { kind: 'shutdown' });
   const unlinkLost = stop.stopWhen(job.lost, { kind: 'delivery-lost' });
+  const unlinkLogFailed = job.log.failed ? stop.stopWhen(job.log.failed, { kind: 'log-undeliverable' }) : () => {};
   const unsubscribeCancel = deps.cancels.subscribe(payload.jobId, (command) =>
     stop.stop({ kind: 'cancelled', reason: command.reason }),
   );
@@ -143,6 +144,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     stop.dispose();
     unlinkShutdown();
     unlinkLost();
+    unlinkLogFailed();
     unsubscribeCancel();
   }
   const started = instance;

@@ -15,7 +15,9 @@ export type StopReason =
   /** The worker is shutting down: the job runs again elsewhere. */
   | { kind: 'shutdown' }
   /** The delivery can no longer be acknowledged; the broker redelivers it, so this run just stops. */
-  | { kind: 'delivery-lost' };
+  | { kind: 'delivery-lost' }
+  /** Log parts went unconfirmed past `TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT`: the log has a hole, so run the job again. */
+  | { kind: 'log-undeliverable' };
 
 /** The error a stopped job's signal carries, so code that rethrows `signal.reason` rethrows this. */
 export class JobStoppedError extends Error {
@@ -61,6 +63,7 @@ export function outcomeOf(reason: StopReason): StopOutcome {
         logLine: `\n\nThe job exceeded the maximum log length (${reason.limitBytes} bytes), and has been terminated.\n\n`,
       };
     case 'shutdown':
+    case 'log-undeliverable':
       return { action: 'requeue' };
     case 'delivery-lost':
       return { action: 'abandon' };

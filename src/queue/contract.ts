@@ -37,6 +37,12 @@ export interface LogSink {
   publish(part: LogPart): Promise<void>;
   /** Resolves when every part published so far is safely delivered (e.g. confirmed by the broker). */
   flushed(): Promise<void>;
+  /**
+   * Aborts, with the reason, when parts can no longer be delivered (a
+   * broker away longer than the delivery timeout): the job stops and is
+   * requeued. Sinks that cannot fail that way leave it out.
+   */
+  readonly failed?: AbortSignal;
 }
 
 /** Timestamps a job's state updates carry once they are known. */
@@ -103,6 +109,8 @@ export interface JobQueue {
   openSource(processorId: string): Promise<JobSource>;
   /** Cancel commands as they arrive; queue types without commands never call it. */
   onCancel(listener: (command: CancelCommand) => void): void;
+  /** Why jobs can't flow now (e.g. the broker is away and being reconnected to), or undefined when they can: `/ready` says it. */
+  notReadyReason(): string | undefined;
   /** Close every connection, after the sources are closed and jobs settled. */
   close(): Promise<void>;
 }

@@ -78,6 +78,11 @@ export class FileJobQueue implements JobQueue {
     // The file queue has no command channel.
   }
 
+  notReadyReason(): undefined {
+    // A directory on this machine: nothing to lose a connection to.
+    return undefined;
+  }
+
   async close(): Promise<void> {
     this.watcher?.close();
     this.wake();

@@ -62,34 +62,39 @@ afterEach(async () => {
 });
 
 function amqpConfig(overrides: Partial<AmqpConfig> = {}): AmqpConfig {
-  return { uri: vhost.uri, heartbeatMs: 10_000, consumerPriority: 3, insecure: false, sharding: false, ...overrides };
+  return {
+    uri: vhost.uri,
+    heartbeatMs: 10_000,
+    consumerPriority: 3,
+    insecure: false,
+    sharding: false,
+    reconnect: { initialMs: 50, maxMs: 500 },
+    logDeliveryTimeoutMs: 10_000,
+    ...overrides,
+  };
 }
 
 interface Harness {
   queue: AmqpJobQueue;
   queueName: string;
   log: CapturedLog;
-  fatal: Promise<BrokerError>;
 }
 
 /** An open queue on a job queue of its own, closed after the test. */
 async function openQueue(overrides: Partial<AmqpConfig> = {}, options: Partial<AmqpQueueOptions> = {}): Promise<Harness> {
   const queueName = `builds.test-${randomBytes(4).toString('hex')}`;
   const log = captureLog();
-  let onFatal!: (err: BrokerError) => void;
-  const fatal = new Promise<BrokerError>((resolve) => (onFatal = resolve));
   const queue = new AmqpJobQueue({
     config: amqpConfig(overrides),
     queueName,
     logger: log.logger,
     payloadMaxBytes: 1024 * 1024,
     hostname: 'test-host',
-    onFatal,
     ...options,
   });
   await queue.open();
   cleanups.push(() => queue.close());
-  return { queue, queueName, log, fatal };
+  return { queue, queueName, log };
 }
 
 async function openSource(harness: Harness, id = 'p1'): Promise<JobSource> {
@@ -365,28 +370,34 @@ describe('AmqpJobQueue', () => {
     expect(harness.log.lines).toContainEqual(expect.objectContaining({ level: 'error', msg: 'a cancel listener threw', job_id: 42 }));
   });
 
-  it('aborts lost and reports a fatal error when the broker closes the connection; the job is redelivered', async () => {
+  it('aborts lost when the broker closes the connection, reconnects, and the same source takes the redelivered job', async () => {
     const harness = await openQueue();
     const source = await openSource(harness);
     await enqueue(harness.queueName, payload(16));
     const job = await nextJob(source);
     await job.received();
     const lost = new Promise<unknown>((resolve) => job.lost.addEventListener('abort', () => resolve(job.lost.reason), { once: true }));
+    expect(harness.queue.notReadyReason()).toBeUndefined();
 
     expect(await closeConnections(vhost.name, 'mayfly test-host ')).toBe(1);
 
     const reason = await lost;
     expect(reason).toBeInstanceOf(BrokerError);
     expect((reason as BrokerError).message).toMatch(/job 16 was lost/);
-    const fatal = await harness.fatal;
-    expect(fatal.message).toMatch(/connection to the jobs broker closed/);
+    expect(harness.queue.notReadyReason()).toMatch(/^reconnecting to the jobs broker: the connection to the jobs broker closed/);
     await expect(job.finish('passed')).rejects.toBe(reason);
     await expect(job.acknowledge()).rejects.toBe(reason);
-    await expect(source.next(AbortSignal.timeout(10_000))).rejects.toThrow();
 
-    const [again] = await drain(vhost.uri, harness.queueName, 1, AbortSignal.timeout(10_000));
-    expect(again?.fields.redelivered).toBe(true);
-    expect((again?.body as { job: { id: number } }).job.id).toBe(16);
+    const again = await nextJob(source);
+    expect(again.payload.jobId).toBe(16);
+    expect(harness.queue.notReadyReason()).toBeUndefined();
+    await again.finish('passed');
+    await again.acknowledge();
+    const [state] = await drain(vhost.uri, 'reporting.jobs.builds', 2, AbortSignal.timeout(10_000)).then((states) => states.slice(-1));
+    expect(state?.body).toMatchObject({ id: 16, state: 'passed' });
+    expect(harness.log.lines.map((line) => line.msg)).toEqual(
+      expect.arrayContaining(['lost the broker connection; reconnecting', 'reconnected to the broker']),
+    );
   });
 
   it('names its connections, sets the heartbeat, and sends log parts on the logs connection when one is configured', async () => {

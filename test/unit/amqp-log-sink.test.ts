@@ -6,7 +6,8 @@ import { describe, expect, it } from 'vitest';
 import type { Options } from 'amqplib';
 import type { ConfirmPublisher, PublishResult } from '../../src/amqp/confirm-channel.js';
 import { BrokerError } from '../../src/amqp/errors.js';
-import { AmqpLogSink, LOG_PUBLISH_WINDOW } from '../../src/amqp/log-sink.js';
+import { AmqpLogSink, LOG_PUBLISH_WINDOW, type AmqpLogSinkOptions } from '../../src/amqp/log-sink.js';
+import { silentLogger } from '../../src/log.js';
 import type { LogPart } from '../../src/queue/contract.js';
 
 interface Sent {
@@ -24,7 +25,7 @@ class FakePublisher implements ConfirmPublisher {
   writable = true;
   private drainWaiters: Array<() => void> = [];
 
-  async publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish): Promise<PublishResult> {
+  async publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish, _signal: AbortSignal): Promise<PublishResult> {
     let ack!: () => void;
     let nack!: () => void;
     const confirmed = new Promise<void>((resolve, reject) => {
@@ -43,6 +44,20 @@ class FakePublisher implements ConfirmPublisher {
     this.writable = true;
     for (const wake of this.drainWaiters.splice(0)) wake();
   }
+}
+
+/** A sink as a job makes it, on `publisher`; `lost` (never aborted unless given) and a long delivery timeout by default. */
+function makeSink(publisher: ConfirmPublisher, options: Partial<AmqpLogSinkOptions> = {}): AmqpLogSink {
+  return new AmqpLogSink({
+    publisher,
+    jobId: 1,
+    uuid: 'u',
+    sharding: false,
+    deliveryTimeoutMs: 60_000,
+    lost: new AbortController().signal,
+    logger: silentLogger,
+    ...options,
+  });
 }
 
 function part(number: number, final = false): LogPart {
@@ -69,7 +84,7 @@ function track(promise: Promise<unknown>): { done: boolean; failed: unknown } {
 describe('AmqpLogSink', () => {
   it('publishes to reporting / reporting.jobs.logs with the job id and uuid', async () => {
     const publisher = new FakePublisher();
-    const sink = new AmqpLogSink({ publisher, jobId: 7, uuid: 'u-7', sharding: false });
+    const sink = makeSink(publisher, { jobId: 7, uuid: 'u-7', sharding: false });
     await sink.publish(part(0));
     expect(publisher.sent[0]).toMatchObject({
       exchange: 'reporting',
@@ -81,21 +96,21 @@ describe('AmqpLogSink', () => {
 
   it('routes by job id to the sharded exchange when sharding', async () => {
     const publisher = new FakePublisher();
-    const sink = new AmqpLogSink({ publisher, jobId: 721270, uuid: 'u', sharding: true });
+    const sink = makeSink(publisher, { jobId: 721270, uuid: 'u', sharding: true });
     await sink.publish(part(0));
     expect(publisher.sent[0]).toMatchObject({ exchange: 'reporting.jobs.logs_sharded', routingKey: '721270' });
   });
 
   it('fills an empty meta.infra from the queue setting', async () => {
     const publisher = new FakePublisher();
-    const sink = new AmqpLogSink({ publisher, jobId: 1, uuid: 'u', sharding: false, infra: 'gce' });
+    const sink = makeSink(publisher, { jobId: 1, uuid: 'u', sharding: false, infra: 'gce' });
     await sink.publish({ ...part(0), meta: { repo: 'o/r', infra: '' } });
     expect(publisher.sent[0]?.body.meta).toEqual({ repo: 'o/r', infra: 'gce' });
   });
 
   it(`hands parts over at once up to ${LOG_PUBLISH_WINDOW} unconfirmed, then waits for a confirm`, async () => {
     const publisher = new FakePublisher();
-    const sink = new AmqpLogSink({ publisher, jobId: 1, uuid: 'u', sharding: false });
+    const sink = makeSink(publisher);
     for (let n = 0; n < LOG_PUBLISH_WINDOW; n++) await sink.publish(part(n));
     const blocked = track(sink.publish(part(LOG_PUBLISH_WINDOW)));
     await settle();
@@ -111,7 +126,7 @@ describe('AmqpLogSink', () => {
   it('waits for the channel to drain when its buffer is full', async () => {
     const publisher = new FakePublisher();
     publisher.writable = false;
-    const sink = new AmqpLogSink({ publisher, jobId: 1, uuid: 'u', sharding: false });
+    const sink = makeSink(publisher);
     const first = track(sink.publish(part(0)));
     await settle();
     expect(first.done).toBe(false);
@@ -122,7 +137,7 @@ describe('AmqpLogSink', () => {
 
   it('keeps call order on the wire even when calls do not wait for each other', async () => {
     const publisher = new FakePublisher();
-    const sink = new AmqpLogSink({ publisher, jobId: 1, uuid: 'u', window: 2, sharding: false });
+    const sink = makeSink(publisher, { jobId: 1, uuid: 'u', window: 2, sharding: false });
     const calls = Array.from({ length: 10 }, (_, n) => sink.publish(part(n, n === 9)));
     const confirming = (async () => {
       while (publisher.sent.length < 10) {
@@ -138,7 +153,7 @@ describe('AmqpLogSink', () => {
 
   it('flushed() resolves only once every part so far is confirmed', async () => {
     const publisher = new FakePublisher();
-    const sink = new AmqpLogSink({ publisher, jobId: 1, uuid: 'u', sharding: false });
+    const sink = makeSink(publisher);
     await sink.publish(part(0));
     await sink.publish(part(1));
     const flushed = track(sink.flushed());
@@ -150,24 +165,60 @@ describe('AmqpLogSink', () => {
     expect(flushed).toEqual({ done: true, failed: undefined });
   });
 
-  it('flushed() and later publishes reject once a part was nacked', async () => {
+  it('publishes a nacked part again with its number, and flushed() waits for its confirm', async () => {
     const publisher = new FakePublisher();
-    const sink = new AmqpLogSink({ publisher, jobId: 1, uuid: 'u', sharding: false });
+    const sink = makeSink(publisher);
     await sink.publish(part(0));
     await sink.publish(part(1));
     publisher.sent[0]?.nack();
     publisher.sent[1]?.ack();
-    await expect(sink.flushed()).rejects.toMatchObject({ kind: 'nacked' });
-    await expect(sink.publish(part(2))).rejects.toMatchObject({ kind: 'nacked' });
-    expect(publisher.sent).toHaveLength(2);
+    const flushed = track(sink.flushed());
+    while (publisher.sent.length < 3) await settle();
+    expect(publisher.sent.map((sent) => sent.body.number)).toEqual([0, 1, 0]);
+    expect(flushed.done).toBe(false);
+    publisher.sent[2]?.ack();
+    await sink.flushed();
+    expect(sink.failed.aborted).toBe(false);
   });
 
-  it('rejects a publish the channel refuses, and flushed() with it', async () => {
+  it('after its channel dies, publishes every unconfirmed part again in order, before any new part', async () => {
+    const publisher = new FakePublisher();
+    const sink = makeSink(publisher);
+    for (let n = 0; n < 4; n++) await sink.publish(part(n));
+    publisher.sent[0]?.ack();
+    // The channel closes: amqplib rejects every outstanding confirm.
+    for (const sent of publisher.sent.slice(1)) sent.nack();
+    const next = sink.publish(part(4));
+    while (publisher.sent.length < 8) await settle();
+    await next;
+    expect(publisher.sent.map((sent) => sent.body.number)).toEqual([0, 1, 2, 3, 1, 2, 3, 4]);
+    for (const sent of publisher.sent.slice(4)) sent.ack();
+    await sink.flushed();
+  });
+
+  it('fails (failed aborts, flushed rejects) when a part stays unconfirmed past the delivery timeout', async () => {
     const publisher: ConfirmPublisher = {
       publish: () => Promise.reject(new BrokerError('channel closed', 'closed')),
     };
-    const sink = new AmqpLogSink({ publisher, jobId: 1, uuid: 'u', sharding: false });
-    await expect(sink.publish(part(0))).rejects.toMatchObject({ kind: 'closed' });
-    await expect(sink.flushed()).rejects.toMatchObject({ kind: 'closed' });
+    const sink = makeSink(publisher, { deliveryTimeoutMs: 20 });
+    await sink.publish(part(0));
+    await new Promise((resolve) => sink.failed.addEventListener('abort', resolve, { once: true }));
+    expect(sink.failed.reason).toMatchObject({ kind: 'undeliverable' });
+    expect((sink.failed.reason as Error).message).toMatch(/log part 0 of job 1 was not confirmed by the broker within 20 ms/);
+    await expect(sink.flushed()).rejects.toMatchObject({ kind: 'undeliverable' });
+    await expect(sink.publish(part(1))).rejects.toMatchObject({ kind: 'undeliverable' });
+  });
+
+  it('sends nothing more once the delivery is lost, and does not call that a log failure', async () => {
+    const publisher = new FakePublisher();
+    const lost = new AbortController();
+    const sink = makeSink(publisher, { lost: lost.signal });
+    await sink.publish(part(0));
+    lost.abort(new BrokerError('job 1 was lost', 'closed'));
+    publisher.sent[0]?.nack();
+    await expect(sink.publish(part(1))).rejects.toThrow('job 1 was lost');
+    await settle();
+    expect(publisher.sent).toHaveLength(1);
+    expect(sink.failed.aborted).toBe(false);
   });
 });

@@ -92,7 +92,15 @@ describe('loadConfig defaults', () => {
       poolSize: 1,
       hostname: hostname(),
       infra: '',
-      amqp: { uri: 'amqp://', heartbeatMs: 10_000, consumerPriority: 0, insecure: false, sharding: false },
+      amqp: {
+        uri: 'amqp://',
+        heartbeatMs: 10_000,
+        consumerPriority: 0,
+        insecure: false,
+        sharding: false,
+        reconnect: { initialMs: 1_000, maxMs: 30_000 },
+        logDeliveryTimeoutMs: 120_000,
+      },
       file: { baseDir: './var/file-queue', pollingIntervalMs: 5_000, echoLogs: true },
       buildApi: {
         insecureSkipVerify: false,
