@@ -1,0 +1,182 @@
+/**
+ * Faults between the worker and RabbitMQ, injected by a TCP proxy (test
+ * code) the worker's connections go through:
+ * - the jobs connection is cut, or stalls (only heartbeats notice), while a
+ *   script runs: the delivery is lost, so the run stops at once and its VM
+ *   is destroyed; `/ready` says why meanwhile; once the broker is back the
+ *   worker reconnects by itself and runs the redelivered job to the end;
+ * - the logs connection is cut while a script prints: the job goes on, the
+ *   unconfirmed log parts go out again with their numbers, none is lost;
+ * - the logs broker stays away past the log delivery timeout: the job is
+ *   requeued, and runs again once the broker is back.
+ * Read from the broker (the ledger) and the fake EC2 (no VM left).
+ */
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { TAG_JOB_ID } from '../../backends/ec2/tags.js';
+import { FakeEc2, type FakeEc2Instance } from '../fakes/ec2-server.js';
+import { ec2Env, registerDefaultImage } from '../fakes/ec2-settings.js';
+import type { Logger } from '../../src/log.js';
+import { useAmqpWorker } from '../helpers/amqp-worker.js';
+import { captureLog } from '../helpers/log-capture.js';
+import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
+import { ENDLESS_SCRIPT, FINISHING_LAST_LINE, FINISHING_SCRIPT, faultPayload } from '../helpers/fault-jobs.js';
+import { startLedger, type JobLedger } from '../helpers/job-ledger.js';
+import { BROKER, publishRaw } from '../helpers/rabbitmq.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
+import type { TestWorker } from '../helpers/worker.js';
+
+const QUEUE = 'builds.ec2';
+/** Lines printed 50 ms apart for about three seconds, then success: long enough to cut the broker in the middle. */
+const SLOW_SCRIPT = 'for i in $(seq 1 60); do echo "line $i"; sleep 0.05; done';
+const SLOW_LAST_LINE = 'line 60\r\n';
+/** More than heartbeats (8-byte frames) add up to while a part is on its way: a log part's publish is a few hundred bytes. */
+const LOG_PART_ON_THE_WIRE_BYTES = 200;
+
+describe('fault: the broker connection', () => {
+  const amqp = useAmqpWorker(QUEUE);
+  let fake: FakeEc2;
+  let buildApi: FakeBuildApi;
+  let proxy: TcpProxy;
+  let ledger: JobLedger | undefined;
+
+  beforeAll(async () => {
+    fake = await FakeEc2.start({ bootDelayMs: 20 });
+    registerDefaultImage(fake);
+    buildApi = await startBuildApi();
+  });
+  beforeEach(async () => {
+    const broker = new URL(BROKER);
+    proxy = await TcpProxy.start({ host: broker.hostname, port: Number(broker.port) });
+  });
+  afterEach(async () => {
+    await ledger?.close();
+    ledger = undefined;
+    await proxy.close();
+  });
+  afterAll(async () => {
+    buildApi?.close();
+    await fake?.close();
+  });
+
+  const payload = (id: number): string => faultPayload(QUEUE, id);
+  const instancesOf = (jobId: number): FakeEc2Instance[] => fake.instances.filter((instance) => instance.tags[TAG_JOB_ID] === String(jobId));
+
+  /** A worker on the fake EC2 whose connections are as `env` says, with a fast heartbeat and reconnect. */
+  function startWorker(env: Record<string, string>, logger?: Logger): Promise<TestWorker> {
+    return amqp.start(
+      {
+      TRAVIS_WORKER_PROVIDER_NAME: 'ec2',
+      ...ec2Env(fake),
+      TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
+      TRAVIS_WORKER_HOSTNAME: 'fault-broker-worker',
+      TRAVIS_WORKER_AMQP_HEARTBEAT: '1s',
+      TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF: '100ms',
+      TRAVIS_WORKER_AMQP_RECONNECT_MAX_BACKOFF: '500ms',
+      ...env,
+      },
+      logger,
+    );
+  }
+
+  /** The ledger, standing in for the hub: a `reset` puts the job back on the queue. */
+  async function openLedger(): Promise<JobLedger> {
+    ledger = await startLedger(amqp.vhost.uri, { onReset: (id) => publishRaw(amqp.vhost.uri, '', QUEUE, payload(id)) });
+    return ledger;
+  }
+
+  async function expectCleanReport(scenario: string, jobId: number): Promise<void> {
+    const report = (ledger as JobLedger).report(scenario, [jobId], { vmsLeaked: fake.live().length });
+    expect(report.problems).toEqual([]);
+    expect(report).toMatchObject({ jobsRun: 1, jobsLost: 0, partsLost: 0, duplicateTerminalStates: 0, vmsLeaked: 0 });
+  }
+
+  for (const fault of ['cut', 'stall'] as const) {
+    it(`jobs connection ${fault === 'cut' ? 'cut' : 'stalled'} mid-script: the run stops, its VM goes, /ready says why; after reconnecting the redelivered job passes`, async () => {
+      const jobId = fault === 'cut' ? 7301 : 7302;
+      const signal = AbortSignal.timeout(25_000);
+      const journal = await openLedger();
+      buildApi.scripts.set(jobId, ENDLESS_SCRIPT);
+      const worker = await startWorker({ TRAVIS_WORKER_AMQP_URI: proxy.uri(amqp.vhost.uri) });
+      const firstRun = worker.jobDone(jobId);
+      await publishRaw(amqp.vhost.uri, '', QUEUE, payload(jobId));
+      await journal.untilLogged(jobId, 'line 5\r\n', signal);
+      buildApi.scripts.set(jobId, FINISHING_SCRIPT);
+
+      // The broker is unreachable until the test says so.
+      proxy.refuse();
+      if (fault === 'cut') proxy.cut();
+      else proxy.stall();
+
+      expect((await firstRun).result).toEqual({ outcome: 'abandoned', reason: 'delivery-lost' });
+      expect(instancesOf(jobId).map((instance) => instance.state)).toEqual(['terminated']);
+      expect(worker.worker.ready()).toBe(false);
+      expect(worker.worker.notReadyReason()).toMatch(/^reconnecting to the jobs broker/);
+
+      const accepted = proxy.accepted;
+      if (fault === 'stall') proxy.cut();
+      proxy.resume();
+      await proxy.untilAccepted(accepted + 1, signal);
+      await journal.untilFinished([jobId], signal);
+      await journal.untilLogged(jobId, FINISHING_LAST_LINE, signal);
+      expect(worker.worker.ready()).toBe(true);
+      expect(journal.states(jobId)).toEqual(['received', 'started', 'received', 'started', 'passed']);
+      await worker.stop();
+      expect(instancesOf(jobId).map((instance) => instance.state)).toEqual(['terminated', 'terminated']);
+      await expectCleanReport(`jobs connection ${fault} mid-script`, jobId);
+    });
+  }
+
+  it('logs connection cut mid-script: the job goes on, unconfirmed parts go out again with their numbers, none is lost', async () => {
+    const jobId = 7303;
+    const signal = AbortSignal.timeout(25_000);
+    const journal = await openLedger();
+    buildApi.scripts.set(jobId, SLOW_SCRIPT);
+    const log = captureLog();
+    const worker = await startWorker({ TRAVIS_WORKER_LOGS_AMQP_URI: proxy.uri(amqp.vhost.uri) }, log.logger);
+    const done = worker.jobDone(jobId);
+    await publishRaw(amqp.vhost.uri, '', QUEUE, payload(jobId));
+    await journal.untilLogged(jobId, 'line 5\r\n', signal);
+    const accepted = proxy.accepted;
+
+    // A log part (a few hundred bytes with its frames) vanishes on the way, then the connection goes.
+    proxy.blackHole();
+    await proxy.untilSwallowed(LOG_PART_ON_THE_WIRE_BYTES, signal);
+    proxy.cut();
+    await proxy.untilAccepted(accepted + 1, signal);
+
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    await journal.untilFinished([jobId], signal);
+    await journal.untilLogged(jobId, SLOW_LAST_LINE, signal);
+    expect(journal.states(jobId)).toEqual(['received', 'started', 'passed']);
+    expect(log.lines.map((line) => line.msg)).toContain('log parts were not confirmed by the broker; publishing them again with their numbers');
+    await worker.stop();
+    await expectCleanReport('logs connection cut mid-script', jobId);
+  });
+
+  it('logs broker away past the delivery timeout: the job is requeued, and passes once the broker is back', async () => {
+    const jobId = 7304;
+    const signal = AbortSignal.timeout(25_000);
+    const journal = await openLedger();
+    buildApi.scripts.set(jobId, ENDLESS_SCRIPT);
+    const worker = await startWorker({
+      TRAVIS_WORKER_LOGS_AMQP_URI: proxy.uri(amqp.vhost.uri),
+      TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT: '1s',
+    });
+    const firstRun = worker.jobDone(jobId);
+    await publishRaw(amqp.vhost.uri, '', QUEUE, payload(jobId));
+    await journal.untilLogged(jobId, 'line 5\r\n', signal);
+    buildApi.scripts.set(jobId, FINISHING_SCRIPT);
+
+    proxy.refuse();
+    proxy.cut();
+    expect((await firstRun).result).toEqual({ outcome: 'requeued', reason: 'log-undeliverable' });
+    expect(worker.worker.notReadyReason()).toMatch(/^reconnecting to the logs broker/);
+    proxy.resume();
+
+    await journal.untilFinished([jobId], signal);
+    await journal.untilLogged(jobId, FINISHING_LAST_LINE, signal);
+    expect(journal.states(jobId)).toEqual(['received', 'started', 'reset', 'received', 'started', 'passed']);
+    await worker.stop();
+    await expectCleanReport('logs broker away past the delivery timeout', jobId);
+  });
+});
