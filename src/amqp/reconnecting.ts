@@ -12,7 +12,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { ChannelModel } from 'amqplib';
-import pRetry from 'p-retry';
+import pRetry, { AbortError } from 'p-retry';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { raceAbort } from '../util/abort.js';
@@ -136,6 +136,17 @@ export class ReconnectingConnection extends EventEmitter<ReconnectingConnectionE
     return connection;
   }
 
+  /** One reconnect attempt. */
+  private async attempt(): Promise<BrokerConnection> {
+    const opened = await this.openLive();
+    // Closed while this attempt was under way: p-retry has given up on it, so close what it opened.
+    if (this.state === 'closed') {
+      await opened.close();
+      throw new AbortError('the connection was closed while reconnecting');
+    }
+    return opened;
+  }
+
   /** `open`, failing when the connection closed again before it could be handed out (its loss went unheard). */
   private async openLive(): Promise<BrokerConnection> {
     const connection = await this.open();
@@ -161,7 +172,7 @@ export class ReconnectingConnection extends EventEmitter<ReconnectingConnectionE
     const startedAt = Date.now();
     let connection: BrokerConnection;
     try {
-      connection = await pRetry(() => this.openLive(), {
+      connection = await pRetry(() => this.attempt(), {
         forever: true,
         minTimeout: backoff.initialMs,
         maxTimeout: backoff.maxMs,

@@ -29,8 +29,8 @@ export interface WorkerControl {
   status(): WorkerStatus;
   /** Taking jobs: running (not paused, draining or stopping), with a broker and at least one processor. */
   ready(): boolean;
-  /** Why the worker is not ready, when there is more to say than its state (the circuit breaker). */
-  notReadyReason?(): string | undefined;
+  /** Why the worker is not ready, when there is more to say than its state (the broker is away, the circuit breaker is open). */
+  notReadyReason(): string | undefined;
   pause(): void;
   resume(): void;
   resize(size: number): Promise<void>;
@@ -94,7 +94,7 @@ export function controlRoutes(worker: WorkerControl, metrics: ControlServerOptio
       auth: false,
       handler: ({ response }) => {
         if (worker.ready()) return sendText(response, 200, 'OK');
-        const reason = worker.notReadyReason?.();
+        const reason = worker.notReadyReason();
         return sendText(response, 503, reason === undefined ? 'Not Ready' : `Not Ready: ${reason}`);
       },
     },

@@ -63,8 +63,7 @@ describe('fault: the broker connection', () => {
 
   /** A worker on the fake EC2 whose connections are as `env` says, with a fast heartbeat and reconnect. */
   function startWorker(env: Record<string, string>, logger?: Logger): Promise<TestWorker> {
-    return amqp.start(
-      {
+    const settings = {
       TRAVIS_WORKER_PROVIDER_NAME: 'ec2',
       ...ec2Env(fake),
       TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
@@ -72,10 +71,8 @@ describe('fault: the broker connection', () => {
       TRAVIS_WORKER_AMQP_HEARTBEAT: '1s',
       TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF: '100ms',
       TRAVIS_WORKER_AMQP_RECONNECT_MAX_BACKOFF: '500ms',
-      ...env,
-      },
-      logger,
-    );
+    };
+    return amqp.start({ ...settings, ...env }, logger);
   }
 
   /** The ledger, standing in for the hub: a `reset` puts the job back on the queue. */
@@ -96,7 +93,7 @@ describe('fault: the broker connection', () => {
       const signal = AbortSignal.timeout(25_000);
       const journal = await openLedger();
       buildApi.scripts.set(jobId, ENDLESS_SCRIPT);
-      const worker = await startWorker({ TRAVIS_WORKER_AMQP_URI: proxy.uri(amqp.vhost.uri) });
+      const worker = await startWorker({ TRAVIS_WORKER_AMQP_URI: proxy.uri(amqp.vhost.uri), TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: '127.0.0.1:0' });
       const firstRun = worker.jobDone(jobId);
       await publishRaw(amqp.vhost.uri, '', QUEUE, payload(jobId));
       await journal.untilLogged(jobId, 'line 5\r\n', signal);
@@ -109,8 +106,9 @@ describe('fault: the broker connection', () => {
 
       expect((await firstRun).result).toEqual({ outcome: 'abandoned', reason: 'delivery-lost' });
       expect(instancesOf(jobId).map((instance) => instance.state)).toEqual(['terminated']);
-      expect(worker.worker.ready()).toBe(false);
-      expect(worker.worker.notReadyReason()).toMatch(/^reconnecting to the jobs broker/);
+      const ready = await fetch(`${worker.worker.controlUrl}/ready`);
+      expect(ready.status).toBe(503);
+      expect(await ready.text()).toMatch(/^Not Ready: reconnecting to the jobs broker: the connection to the jobs broker closed/);
 
       const accepted = proxy.accepted;
       if (fault === 'stall') proxy.cut();
@@ -118,7 +116,7 @@ describe('fault: the broker connection', () => {
       await proxy.untilAccepted(accepted + 1, signal);
       await journal.untilFinished([jobId], signal);
       await journal.untilLogged(jobId, FINISHING_LAST_LINE, signal);
-      expect(worker.worker.ready()).toBe(true);
+      expect((await fetch(`${worker.worker.controlUrl}/ready`)).status).toBe(200);
       expect(journal.states(jobId)).toEqual(['received', 'started', 'received', 'started', 'passed']);
       await worker.stop();
       expect(instancesOf(jobId).map((instance) => instance.state)).toEqual(['terminated', 'terminated']);
@@ -178,5 +176,17 @@ describe('fault: the broker connection', () => {
     expect(journal.states(jobId)).toEqual(['received', 'started', 'reset', 'received', 'started', 'passed']);
     await worker.stop();
     await expectCleanReport('logs broker away past the delivery timeout', jobId);
+  });
+
+  it('stops cleanly while the broker is away: nothing waits for it', async () => {
+    const worker = await startWorker({ TRAVIS_WORKER_AMQP_URI: proxy.uri(amqp.vhost.uri) });
+    const accepted = proxy.accepted;
+    proxy.refuse();
+    proxy.cut();
+    await new Promise<void>((resolve) => proxy.onRefused(resolve));
+    expect(worker.worker.ready()).toBe(false);
+    await worker.stop();
+    expect(worker.worker.state).toBe('STOPPED');
+    expect(proxy.accepted).toBe(accepted);
   });
 });

@@ -23,6 +23,7 @@ export class TcpProxy {
   /** Bytes from the worker dropped by `blackHole`. */
   swallowed = 0;
   private waiters: Array<() => void> = [];
+  private refusedListeners: Array<() => void> = [];
 
   private constructor(
     private readonly server: Server,
@@ -93,6 +94,11 @@ export class TcpProxy {
     return this.until(() => this.swallowed >= bytes, signal);
   }
 
+  /** Call `listener` once, on the next connection refused. */
+  onRefused(listener: () => void): void {
+    this.refusedListeners.push(listener);
+  }
+
   /** Refuse new connections (reset at once) until `resume`. */
   refuse(): void {
     this.refusing = true;
@@ -118,6 +124,7 @@ export class TcpProxy {
   private onConnection(client: Socket): void {
     if (this.refusing) {
       client.resetAndDestroy();
+      for (const listener of this.refusedListeners.splice(0)) listener();
       return;
     }
     const upstream = connect(this.target.port, this.target.host);
