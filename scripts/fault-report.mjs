@@ -1,0 +1,30 @@
+// Prints the fault-injection suite's results as a markdown table (issue #7's
+// closing note). FILE holds one JSON line per scenario, appended by the job
+// ledger (test/helpers/job-ledger.ts) when the suite runs with
+// MAYFLY_FAULT_REPORT=FILE:
+//
+//   MAYFLY_FAULT_REPORT=/tmp/faults.jsonl npx vitest run test/fault
+//   node scripts/fault-report.mjs /tmp/faults.jsonl
+import { readFileSync } from 'node:fs';
+
+const file = process.argv[2];
+if (!file) {
+  console.error('usage: node scripts/fault-report.mjs FILE');
+  process.exit(2);
+}
+const reports = readFileSync(file, 'utf8')
+  .split('\n')
+  .filter((line) => line.trim() !== '')
+  .map((line) => JSON.parse(line));
+
+// VMs leaked is measured by the scenarios that run a reaper pass; the others show a dash.
+const leaked = (report) => (typeof report.vmsLeaked === 'number' ? String(report.vmsLeaked) : '-');
+const cell = (text) => String(text).replaceAll('|', '\\|');
+const sum = (key) => reports.reduce((total, report) => total + (typeof report[key] === 'number' ? report[key] : 0), 0);
+const rows = [
+  '| scenario | jobs run | jobs lost | log parts lost | VMs leaked |',
+  '|---|---:|---:|---:|---:|',
+  ...reports.map((r) => `| ${cell(r.scenario)} | ${r.jobsRun} | ${r.jobsLost} | ${r.partsLost} | ${leaked(r)} |`),
+  `| **${reports.length} scenarios** | ${sum('jobsRun')} | ${sum('jobsLost')} | ${sum('partsLost')} | ${sum('vmsLeaked')} |`,
+];
+console.log(rows.join('\n'));
