@@ -139,6 +139,12 @@ export class LogWriter {
         this.write(chunk).then(() => callback(), callback);
       },
     });
+    // A failed sink fails the stream too, which tells a run piping into it to
+    // stop. The run may have stopped already (the job's stop signal heard of
+    // the failure first) and taken its listener with it: an 'error' nobody
+    // listens to would crash the worker. `write`, `flush` and `close` report
+    // the failure to the job.
+    this.stream.on('error', () => {});
   }
 
   /** Bytes of output accepted into the log (at most `maxLogBytes`; the close trailer is not counted). */

@@ -7,10 +7,14 @@
  *   worker reconnects by itself and runs the redelivered job to the end;
  * - the logs connection is cut while a script prints: the job goes on, the
  *   unconfirmed log parts go out again with their numbers, none is lost;
- * - the logs broker stays away past the log delivery timeout: the job is
- *   requeued, and runs again once the broker is back.
+ * - the logs broker stays away past the log delivery timeout: the worker
+ *   stops reading the script's output meanwhile (memory stays bounded), the
+ *   job is requeued, and runs again once the broker is back.
  * Read from the broker (the ledger) and the fake EC2 (no VM left).
  */
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { TAG_JOB_ID } from '../../backends/ec2/tags.js';
 import { FakeEc2, type FakeEc2Instance } from '../fakes/ec2-server.js';
@@ -29,6 +33,29 @@ const QUEUE = 'builds.ec2';
 /** Lines printed 50 ms apart for about three seconds, then success: long enough to cut the broker in the middle. */
 const SLOW_SCRIPT = 'for i in $(seq 1 60); do echo "line $i"; sleep 0.05; done';
 const SLOW_LAST_LINE = 'line 60\r\n';
+/**
+ * The flood: 8 KiB lines as fast as the PTY takes them (tens of MB/s on
+ * loopback), counting them in a file the test reads (the fake's VMs run on
+ * this machine).
+ */
+const FLOOD_CHUNK_BYTES = 8 * 1024;
+const FLOOD_CHUNKS = 10_000;
+const floodScript = (progress: string): string =>
+  `chunk=$(head -c ${FLOOD_CHUNK_BYTES - 1} /dev/zero | tr '\\0' x); ` +
+  `for i in $(seq 1 ${FLOOD_CHUNKS}); do echo "$chunk"; echo $i > ${progress}; done`;
+/**
+ * What may sit between the script and the broker while it is away: the SSH
+ * channel window (2 MiB), the channel and log writer buffers (64 KiB each),
+ * the log sink's window (64 parts), the PTY's and sshd's buffers. Twice
+ * that, in round figures; unthrottled, two seconds of flood are 20 MB or more.
+ */
+const FLOOD_BOUND_BYTES = 5 * 1024 * 1024;
+
+async function chunksWritten(progress: string): Promise<number> {
+  const text = await readFile(progress, 'utf8').catch(() => '0');
+  return Number(text.trim() || '0');
+}
+
 /** More than heartbeats (8-byte frames) add up to while a part is on its way: a log part's publish is a few hundred bytes. */
 const LOG_PART_ON_THE_WIRE_BYTES = 200;
 
@@ -151,23 +178,30 @@ describe('fault: the broker connection', () => {
     await expectCleanReport('logs connection cut mid-script', jobId);
   });
 
-  it('logs broker away past the delivery timeout: the job is requeued, and passes once the broker is back', async () => {
+  it('logs broker away past the delivery timeout: reading the output pauses, the job is requeued, and passes once the broker is back', async () => {
     const jobId = 7304;
     const signal = AbortSignal.timeout(25_000);
     const journal = await openLedger();
-    buildApi.scripts.set(jobId, ENDLESS_SCRIPT);
+    const progress = join(await mkdtemp(join(tmpdir(), 'mayfly-flood-')), 'chunks');
+    buildApi.scripts.set(jobId, floodScript(progress));
     const worker = await startWorker({
       TRAVIS_WORKER_LOGS_AMQP_URI: proxy.uri(amqp.vhost.uri),
-      TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT: '1s',
+      TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT: '2s',
+      TRAVIS_WORKER_MAX_LOG_LENGTH: String(FLOOD_CHUNKS * FLOOD_CHUNK_BYTES * 2),
     });
     const firstRun = worker.jobDone(jobId);
     await publishRaw(amqp.vhost.uri, '', QUEUE, payload(jobId));
-    await journal.untilLogged(jobId, 'line 5\r\n', signal);
+    await journal.untilLogged(jobId, 'xxxx', signal);
     buildApi.scripts.set(jobId, FINISHING_SCRIPT);
 
     proxy.refuse();
     proxy.cut();
+    const writtenAtCut = await chunksWritten(progress);
     expect((await firstRun).result).toEqual({ outcome: 'requeued', reason: 'log-undeliverable' });
+    // While nothing could be delivered the script was held in write(2): what it wrote meanwhile is
+    // what the SSH window and the worker's bounded buffers hold, not the megabytes it could write.
+    const writtenWhileAway = (await chunksWritten(progress)) - writtenAtCut;
+    expect(writtenWhileAway * FLOOD_CHUNK_BYTES).toBeLessThan(FLOOD_BOUND_BYTES);
     expect(worker.worker.notReadyReason()).toMatch(/^reconnecting to the logs broker/);
     proxy.resume();
 

@@ -442,6 +442,18 @@ describe('LogWriter sink failure', () => {
     log.stream.write('y');
     expect(await errored).toBe(boom);
   });
+
+  it('does not throw an error nobody listens to when a write into the stream fails after its reader stopped listening', async () => {
+    const { sink, log } = harness();
+    const boom = new Error('broker gone');
+    sink.failPublish(boom);
+    await log.write('x');
+    await expect(log.flush()).rejects.toBe(boom);
+    // Without a listener of the writer's own, this 'error' would be an uncaught exception.
+    const written = new Promise((resolve) => log.stream.write('y', resolve));
+    expect(await written).toBe(boom);
+    expect(log.stream.errored).toBe(boom);
+  });
 });
 
 describe('fold', () => {
