@@ -10,6 +10,7 @@ import type { JobPayload } from '../job/payload.js';
 import type { Logger } from '../log.js';
 import type { JobState, QueuedJob, TerminalState } from '../queue/contract.js';
 import type { ConfirmPublisher } from './confirm-channel.js';
+import type { ReportedJobs } from './reported-jobs.js';
 import { abortableSleep, raceAbort } from '../util/abort.js';
 import { BrokerError } from './errors.js';
 import { AmqpLogSink } from './log-sink.js';
@@ -27,6 +28,8 @@ export interface AmqpQueuedJobOptions {
   sharding: boolean;
   /** How long a log part or state update may go unconfirmed, retries included (`TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT`). */
   deliveryTimeoutMs: number;
+  /** Where a confirmed final report is remembered until the delivery is acknowledged. */
+  reported: ReportedJobs;
   infra?: string;
   logger: Logger;
   /** Called once when the delivery is settled (acked, nacked) or lost. */
@@ -118,6 +121,7 @@ export class AmqpQueuedJob implements QueuedJob {
     if (this.phase === 'settled') return;
     try {
       this.options.channel.ack(this.options.message);
+      this.options.reported.forget(this.payload.jobId);
     } catch (err) {
       this.settle();
       throw new BrokerError(
@@ -177,6 +181,7 @@ export class AmqpQueuedJob implements QueuedJob {
       this.giveBack();
       throw err;
     }
+    this.options.reported.record(this.payload.jobId, state);
   }
 
   private async publishState(state: JobState): Promise<void> {

@@ -19,6 +19,7 @@ import { consumeCommands } from './canceller.js';
 import { openConnection } from './connection.js';
 import { declareJobObjects, declareLogObjects } from './declare.js';
 import { ReconnectingConnection } from './reconnecting.js';
+import { ReportedJobs } from './reported-jobs.js';
 import { AmqpJobSource } from './source.js';
 
 export interface AmqpQueueOptions {
@@ -44,6 +45,7 @@ export class AmqpJobQueue implements JobQueue {
   private commands: Channel | undefined;
   private readonly cancelListeners: Array<(command: CancelCommand) => void> = [];
   private readonly sources = new Set<AmqpJobSource>();
+  private readonly reported = new ReportedJobs();
   private readonly logger: Logger;
 
   constructor(private readonly options: AmqpQueueOptions) {
@@ -112,6 +114,7 @@ export class AmqpJobQueue implements JobQueue {
       payloadMaxBytes: this.options.payloadMaxBytes,
       sharding: config.sharding,
       deliveryTimeoutMs: config.logDeliveryTimeoutMs,
+      reported: this.reported,
       ...(this.options.infra === undefined ? {} : { infra: this.options.infra }),
       jobs: this.jobs,
       logs: this.logs ?? this.jobs,

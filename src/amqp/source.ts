@@ -19,6 +19,7 @@ import { ConfirmChannelSlot } from './confirm-channel.js';
 import { BrokerError, CONSUMER_TIMEOUT_ADVICE, isConsumerTimeout } from './errors.js';
 import { AmqpQueuedJob } from './job.js';
 import type { BrokerLink } from './reconnecting.js';
+import type { ReportedJobs } from './reported-jobs.js';
 
 /** Travis's consumer tag; amqplib needs tags unique per channel only, and each source has its own channel. */
 export const JOB_CONSUMER_TAG = 'build-job-consumer';
@@ -34,6 +35,8 @@ export interface AmqpJobSourceOptions {
   sharding: boolean;
   /** `TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT`, for each job's log parts and state updates. */
   deliveryTimeoutMs: number;
+  /** Final reports whose acknowledgement is still due, shared by the queue's sources. */
+  reported: ReportedJobs;
   infra?: string;
   /** The jobs connection (consumer and states). */
   jobs: BrokerLink;
@@ -155,6 +158,7 @@ export class AmqpJobSource implements JobSource {
       logs: this.logs,
       sharding: this.options.sharding,
       deliveryTimeoutMs: this.options.deliveryTimeoutMs,
+      reported: this.options.reported,
       ...(this.options.infra === undefined ? {} : { infra: this.options.infra }),
       logger: this.logger,
       onSettled: () => {
@@ -249,6 +253,7 @@ export class AmqpJobSource implements JobSource {
         nackQuietly(consumer, message, this.logger);
         return;
       }
+      if (message.fields.redelivered && this.settleReported(consumer, message, parsed.payload.jobId)) return;
       this.ready.push({ message, payload: parsed.payload, consumer });
       this.wakeAll();
     } catch (err) {
@@ -256,6 +261,28 @@ export class AmqpJobSource implements JobSource {
       this.logger.error({ err: errorMessage(err) }, 'handling a job delivery failed');
       nackQuietly(consumer, message, this.logger);
     }
+  }
+
+  /**
+   * A redelivery of a job this worker already reported (its ack was lost
+   * with the connection): acknowledge it without running it again. True
+   * when it was settled so.
+   */
+  private settleReported(consumer: Consumer, message: ConsumeMessage, jobId: number): boolean {
+    const state = this.options.reported.reportedState(jobId);
+    if (state === undefined) return false;
+    try {
+      consumer.channel.ack(message);
+    } catch (err) {
+      this.logger.warn({ job_id: jobId, err: errorMessage(err) }, 'could not acknowledge a redelivery of a job already reported; it comes back');
+      return true;
+    }
+    this.options.reported.forget(jobId);
+    this.logger.info(
+      { job_id: jobId, state },
+      'acknowledged a redelivery of a job this worker had already reported, without running it again (the first acknowledgement was lost with the connection)',
+    );
+    return true;
   }
 
   /** Not a job at all: drop it to the dead-letter route (nack, no requeue); the reason goes to the worker log. */

@@ -400,6 +400,34 @@ describe('AmqpJobQueue', () => {
     );
   });
 
+  it('acknowledges, without handing it out, a redelivery of a job it had reported when the ack was lost with the connection', async () => {
+    const harness = await openQueue();
+    const source = await openSource(harness);
+    await enqueue(harness.queueName, payload(21));
+    const job = await nextJob(source);
+    await job.finish('passed');
+    const lost = new Promise<void>((resolve) => job.lost.addEventListener('abort', () => resolve(), { once: true }));
+
+    expect(await closeConnections(vhost.name, 'mayfly test-host ')).toBe(1);
+    await lost;
+    await expect(job.acknowledge()).rejects.toThrow(/job 21 was lost/);
+    await enqueue(harness.queueName, payload(22));
+
+    const next = await nextJob(source);
+    expect(next.payload.jobId).toBe(22);
+    expect(harness.log.lines).toContainEqual(
+      expect.objectContaining({ msg: expect.stringMatching(/^acknowledged a redelivery of a job this worker had already reported/), job_id: 21, state: 'passed' }),
+    );
+    await next.finish('failed');
+    await next.acknowledge();
+    expect(await messageCount(vhost.uri, harness.queueName)).toBe(0);
+    const reported = await states(2);
+    expect(reported.map((m) => [(m.body as { id: number }).id, (m.body as { state: string }).state])).toEqual([
+      [21, 'passed'],
+      [22, 'failed'],
+    ]);
+  });
+
   it('names its connections, sets the heartbeat, and sends log parts on the logs connection when one is configured', async () => {
     const harness = await openQueue({ logsUri: vhost.uri });
     const rows = (await rabbitmqctl('list_connections', '-p', vhost.name, '--no-table-headers', 'timeout', 'client_properties'))
