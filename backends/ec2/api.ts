@@ -1,7 +1,10 @@
 /**
  * The four EC2 calls the backend makes, each through `CloudApi` (rate
  * limit, retries with backoff, metrics) with the SDK's own retries off, so
- * one place decides when to try again and every attempt is counted.
+ * one place decides when to try again and every attempt is counted. Every
+ * answer is checked (answers.ts) before it is returned: one that is garbled
+ * or of the wrong shape fails the call with a `MalformedAnswerError`
+ * saying what was wrong.
  */
 import type {
   DescribeImagesRequest,
@@ -12,8 +15,11 @@ import type {
   InstanceStateChange,
   RunInstancesRequest,
 } from '@aws-sdk/client-ec2';
+import type { z } from 'zod';
 import { CloudApi } from '../../src/backend/cloud-api.js';
 import type { BackendContext } from '../../src/backend/contract.js';
+import { checkAnswer } from '../../src/backend/malformed-answer.js';
+import { DESCRIBE_IMAGES, DESCRIBE_INSTANCES, RUN_INSTANCES, TERMINATE_INSTANCES, checkRawAnswer, unreadableAnswer } from './answers.js';
 import { classifyEc2Error } from './classify.js';
 import type { Ec2Settings } from './settings.js';
 
@@ -52,9 +58,8 @@ export class Ec2Api {
    */
   #load(): Promise<{ sdk: Sdk; client: EC2Client }> {
     const settings = this.#settings;
-    this.#sdk ??= import('@aws-sdk/client-ec2').then((sdk) => ({
-      sdk,
-      client: new sdk.EC2Client({
+    this.#sdk ??= import('@aws-sdk/client-ec2').then((sdk) => {
+      const client = new sdk.EC2Client({
         region: settings.region,
         // CloudApi retries (with jitter, counted); the SDK must not retry underneath it.
         maxAttempts: 1,
@@ -62,14 +67,43 @@ export class Ec2Api {
         ...(settings.awsAccessKeyId === ''
           ? {}
           : { credentials: { accessKeyId: settings.awsAccessKeyId, secretAccessKey: settings.awsSecretAccessKey } }),
-      }),
-    }));
+      });
+      // Low priority in the deserialize step: between the HTTP handler and the SDK's parser, so it sees the raw body.
+      client.middlewareStack.add((next, context) => async (args) => checkRawAnswer(await next(args), String(context.commandName).replace(/Command$/, '')), {
+        step: 'deserialize',
+        priority: 'low',
+        name: 'mayflyRawAnswerCheck',
+      });
+      return { sdk, client };
+    });
     return this.#sdk;
   }
 
-  /** The signal for one HTTP request: the caller's, bounded by `API_CALL_TIMEOUT_MS`. */
-  static #requestSignal(signal: AbortSignal): AbortSignal {
-    return AbortSignal.any([signal, AbortSignal.timeout(API_CALL_TIMEOUT_MS)]);
+  /**
+   * One call through `CloudApi`: `send` gets the signal for its HTTP
+   * request (the attempt's, bounded by `API_CALL_TIMEOUT_MS`), and its
+   * answer must fit `schema`.
+   */
+  #call<T, S extends z.ZodType>(
+    action: string,
+    send: (signal: AbortSignal) => Promise<T>,
+    schema: S,
+    what: string,
+    signal: AbortSignal,
+  ): Promise<T & z.output<S>> {
+    return this.#cloud.call(
+      action,
+      async (attempt) => {
+        let answer: T;
+        try {
+          answer = await send(AbortSignal.any([attempt, AbortSignal.timeout(API_CALL_TIMEOUT_MS)]));
+        } catch (err) {
+          throw unreadableAnswer(err);
+        }
+        return checkAnswer(schema, answer, what);
+      },
+      signal,
+    );
   }
 
   /**
@@ -78,17 +112,18 @@ export class Ec2Api {
    */
   async runInstances(request: RunInstancesRequest, signal: AbortSignal, onSent: () => void = () => {}): Promise<Ec2InstanceDescription> {
     const { sdk, client } = await this.#load();
-    const output = await this.#cloud.call(
+    const output = await this.#call(
       'RunInstances',
-      (attempt) => {
+      (requestSignal) => {
         onSent();
-        return client.send(new sdk.RunInstancesCommand(request), { abortSignal: Ec2Api.#requestSignal(attempt) });
+        return client.send(new sdk.RunInstancesCommand(request), { abortSignal: requestSignal });
       },
+      RUN_INSTANCES,
+      'the RunInstances answer',
       signal,
     );
-    const instance = output.Instances?.[0];
-    if (instance?.InstanceId === undefined) throw new Error('RunInstances answered without an instance');
-    return instance;
+    // RUN_INSTANCES checked there is one.
+    return output.Instances[0] as Ec2InstanceDescription;
   }
 
   /** The instances with these ids and/or matching these filters (every page). */
@@ -98,20 +133,22 @@ export class Ec2Api {
     let nextToken: string | undefined;
     do {
       const token = nextToken;
-      const output = await this.#cloud.call(
+      const output = await this.#call(
         'DescribeInstances',
-        (attempt) =>
+        (requestSignal) =>
           client.send(
             new sdk.DescribeInstancesCommand({
               ...(input.ids ? { InstanceIds: input.ids } : {}),
               ...(input.filters ? { Filters: input.filters } : {}),
               ...(token === undefined ? {} : { NextToken: token }),
             }),
-            { abortSignal: Ec2Api.#requestSignal(attempt) },
+            { abortSignal: requestSignal },
           ),
+        DESCRIBE_INSTANCES,
+        'the DescribeInstances answer',
         signal,
       );
-      for (const reservation of output.Reservations ?? []) found.push(...(reservation.Instances ?? []));
+      for (const reservation of output.Reservations) found.push(...(reservation.Instances ?? []));
       nextToken = output.NextToken === '' ? undefined : output.NextToken;
     } while (nextToken !== undefined);
     return found;
@@ -119,23 +156,26 @@ export class Ec2Api {
 
   async terminateInstances(ids: string[], signal: AbortSignal): Promise<InstanceStateChange[]> {
     const { sdk, client } = await this.#load();
-    const output = await this.#cloud.call(
+    const output = await this.#call(
       'TerminateInstances',
-      (attempt) =>
-        client.send(new sdk.TerminateInstancesCommand({ InstanceIds: ids }), { abortSignal: Ec2Api.#requestSignal(attempt) }),
+      (requestSignal) => client.send(new sdk.TerminateInstancesCommand({ InstanceIds: ids }), { abortSignal: requestSignal }),
+      TERMINATE_INSTANCES,
+      'the TerminateInstances answer',
       signal,
     );
-    return output.TerminatingInstances ?? [];
+    return output.TerminatingInstances;
   }
 
   async describeImages(input: DescribeImagesRequest, signal: AbortSignal): Promise<Image[]> {
     const { sdk, client } = await this.#load();
-    const output = await this.#cloud.call(
+    const output = await this.#call(
       'DescribeImages',
-      (attempt) => client.send(new sdk.DescribeImagesCommand(input), { abortSignal: Ec2Api.#requestSignal(attempt) }),
+      (requestSignal) => client.send(new sdk.DescribeImagesCommand(input), { abortSignal: requestSignal }),
+      DESCRIBE_IMAGES,
+      'the DescribeImages answer',
       signal,
     );
-    return output.Images ?? [];
+    return output.Images;
   }
 
   async close(): Promise<void> {

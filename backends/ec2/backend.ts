@@ -13,6 +13,7 @@ import { randomUUID } from 'node:crypto';
 import type { RunInstancesRequest } from '@aws-sdk/client-ec2';
 import type { Backend, BackendContext, Instance, ManagedInstance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
 import { CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api.js';
+import { MalformedAnswerError } from '../../src/backend/malformed-answer.js';
 import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { SshInstance } from '../../src/ssh/instance.js';
@@ -222,12 +223,12 @@ export class Ec2Backend implements Backend {
       });
       return;
     }
-    // One attempt answered with an error launched nothing. An abort, a
-    // transient failure, or several attempts (an earlier one may have
-    // launched what a later error hides) leave the outcome unknown.
-    const kind = kindOf(err);
-    const outcomeUnknown = kind === undefined || kind === 'transient' || sent > 1;
-    if (sent > 0 && outcomeUnknown) await terminateLostLaunch(request, options);
+    // One attempt answered with an EC2 error launched nothing. An abort, a
+    // transient failure, an answer that could not be used (EC2 may have
+    // launched what it failed to describe), or several attempts (an earlier
+    // one may have launched what a later error hides) leave the outcome unknown.
+    const refused = err instanceof CloudCallError && err.kind !== 'transient' && !(err.cause instanceof MalformedAnswerError);
+    if (sent > 0 && (!refused || sent > 1)) await terminateLostLaunch(request, options);
   }
 
   /** Poll until the instance runs; throws if it ends instead (capacity, or anything else). */
@@ -271,7 +272,7 @@ export class Ec2Backend implements Backend {
   #address(instance: Ec2InstanceDescription): string {
     const address =
       (this.#settings.publicIpConnect ? instance.PublicIpAddress : undefined) ?? instance.PrivateIpAddress ?? '';
-    if (address === '') throw new InstanceStartError(`instance ${instance.InstanceId} runs but has no IP address`);
+    if (address === '') throw new InstanceStartError(`DescribeInstances answered that instance ${instance.InstanceId} is running but has no IP address`);
     return address;
   }
 }

@@ -7,6 +7,7 @@
  */
 import type { RunInstancesRequest } from '@aws-sdk/client-ec2';
 import { CloudCallError } from '../../src/backend/cloud-api.js';
+import { MalformedAnswerError } from '../../src/backend/malformed-answer.js';
 import { errorMessage } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { abortableSleep } from '../../src/util/abort.js';
@@ -92,7 +93,8 @@ export async function terminateLostLaunch(request: RunInstancesRequest, options:
     if (ids.length === 0) {
       logger.info({ client_token: token }, 'no instance found for an unanswered launch; replaying it to learn its instance');
       const replayed = await api.runInstances(request, signal).catch((err: unknown) => {
-        // An answer that is an error means nothing was launched.
+        // An answer that could not be used says nothing; one that is an EC2 error means nothing was launched.
+        if (err instanceof CloudCallError && err.cause instanceof MalformedAnswerError) throw err;
         logger.info({ client_token: token, err: errorMessage(err) }, 'replayed launch failed: nothing was launched');
         return undefined;
       });

@@ -2,20 +2,26 @@
  * The Compute API calls the backend makes, each through `CloudApi` (rate
  * limit, retries with backoff on throttling/5xx, metrics), on the REST
  * transport of `@google-cloud/compute`. SDK-level retries are off so every
- * attempt is seen (and counted) by `CloudApi`.
+ * attempt is seen (and counted) by `CloudApi`. Every answer is checked
+ * (answers.ts) before it is returned: one that is garbled or of the wrong
+ * shape fails the call with a `MalformedAnswerError` saying what was wrong.
  */
 import { randomUUID } from 'node:crypto';
 import type { ImagesClient, InstancesClient, ZoneOperationsClient, protos } from '@google-cloud/compute';
 import type { JWT } from 'google-auth-library';
+import type { z } from 'zod';
 import { CloudApi } from '../../src/backend/cloud-api.js';
 import type { BackendMetrics } from '../../src/backend/contract.js';
+import { checkAnswer } from '../../src/backend/malformed-answer.js';
 import { ConfigError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
+import { IMAGES, INSTANCE, OPERATION, unreadableAnswer } from './answers.js';
 import { COMPUTE_SCOPE } from './auth.js';
 import { classifyGceError } from './errors.js';
 
 export type GceInstanceResource = protos.google.cloud.compute.v1.IInstance;
-export type GceOperation = protos.google.cloud.compute.v1.IOperation;
+/** An operation as the API answered it, with the name and status every answer was checked to have. */
+export type GceOperation = protos.google.cloud.compute.v1.IOperation & z.output<typeof OPERATION>;
 export type GceImage = protos.google.cloud.compute.v1.IImage;
 
 /** One HTTP request to the API; the SDK's own default is 10 minutes. */
@@ -32,6 +38,15 @@ export interface GceApiOptions {
   intervalMs: number;
   metrics: BackendMetrics;
   logger: Logger;
+}
+
+/** What the SDK answered, or, when its transport could not read the answer, the `MalformedAnswerError` that says why. */
+async function read<T>(answer: Promise<T>): Promise<T> {
+  try {
+    return await answer;
+  } catch (err) {
+    throw unreadableAnswer(err);
+  }
 }
 
 /** `apiEndpoint`, `port` and `protocol` client options from a base URL. */
@@ -106,8 +121,8 @@ export class GceApi {
         const { instances } = await this.#sdk();
         const attempt = instances.insert({ project, zone, requestId, instanceResource: instance }, CALL_OPTIONS);
         onSent(attempt);
-        const [operation] = await attempt;
-        return operation.latestResponse as GceOperation;
+        const [operation] = await read(attempt);
+        return checkAnswer(OPERATION, operation.latestResponse as protos.google.cloud.compute.v1.IOperation, 'the insert operation');
       },
       signal,
     );
@@ -118,7 +133,8 @@ export class GceApi {
       'instances.get',
       async () => {
         const { instances } = await this.#sdk();
-        return (await instances.get({ project, zone, instance: name }, CALL_OPTIONS))[0];
+        const [instance] = await read(instances.get({ project, zone, instance: name }, CALL_OPTIONS));
+        return checkAnswer(INSTANCE, instance, `instance ${name}`);
       },
       signal,
     );
@@ -129,7 +145,8 @@ export class GceApi {
       'instances.delete',
       async () => {
         const { instances } = await this.#sdk();
-        return (await instances.delete({ project, zone, instance: name }, CALL_OPTIONS))[0].latestResponse as GceOperation;
+        const [operation] = await read(instances.delete({ project, zone, instance: name }, CALL_OPTIONS));
+        return checkAnswer(OPERATION, operation.latestResponse as protos.google.cloud.compute.v1.IOperation, 'the delete operation');
       },
       signal,
     );
@@ -141,7 +158,7 @@ export class GceApi {
       'instances.list',
       async () => {
         const { instances } = await this.#sdk();
-        return (await instances.list({ project, zone, filter }, CALL_OPTIONS))[0];
+        return (await read(instances.list({ project, zone, filter }, CALL_OPTIONS)))[0];
       },
       signal,
     );
@@ -152,7 +169,8 @@ export class GceApi {
       'zoneOperations.get',
       async () => {
         const { operations } = await this.#sdk();
-        return (await operations.get({ project, zone, operation }, CALL_OPTIONS))[0];
+        const [answer] = await read(operations.get({ project, zone, operation }, CALL_OPTIONS));
+        return checkAnswer(OPERATION, answer, `operation ${operation}`);
       },
       signal,
     );
@@ -164,7 +182,8 @@ export class GceApi {
       'images.list',
       async () => {
         const { images } = await this.#sdk();
-        return (await images.list({ project, filter }, CALL_OPTIONS))[0];
+        const [list] = await read(images.list({ project, filter }, CALL_OPTIONS));
+        return checkAnswer(IMAGES, list, 'the image list');
       },
       signal,
     );

@@ -5,13 +5,14 @@
  */
 import { raceAbort } from '../../src/util/abort.js';
 import { CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api.js';
+import { MalformedAnswerError } from '../../src/backend/malformed-answer.js';
 import type { Backend, BackendContext, Instance, ManagedInstance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
 import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import { SshInstance } from '../../src/ssh/instance.js';
 import { generateJobKeyPair } from '../../src/ssh/keys.js';
 import { abortableSleep } from '../../src/util/abort.js';
-import { GceApi, type GceInstanceResource, type GceOperation } from './api.js';
+import { GceApi, type GceImage, type GceInstanceResource, type GceOperation } from './api.js';
 import { authClientFor } from './auth.js';
 import { GceOperationError, classifyGceError } from './errors.js';
 import { ImageResolver, checkAliases, imagePattern } from './images.js';
@@ -43,7 +44,7 @@ function operationFailure(operation: GceOperation): GceOperationError | undefine
   const errors = operation.error?.errors ?? [];
   if (errors.length === 0) return undefined;
   return new GceOperationError(
-    String(operation.name ?? ''),
+    operation.name,
     errors.map((e) => String(e.code ?? '')),
     errors.map((e) => `${e.code ?? 'UNKNOWN'}: ${e.message ?? ''}`).join('; '),
   );
@@ -126,10 +127,16 @@ export class GceBackend implements Backend {
     signal.throwIfAborted();
     const settings = this.#settings;
     const placement = await raceAbort(this.placement(), signal);
-    const image = await this.#images.resolve(imagePattern(attributes, settings.images, settings.imageDefault), signal);
+    const name = instanceName();
+    let image: GceImage;
+    try {
+      image = await this.#images.resolve(imagePattern(attributes, settings.images, settings.imageDefault), signal);
+    } catch (err) {
+      if (signal.aborted) throw err;
+      throw this.#startError(name, err);
+    }
     progress(`Using image ${image.name}`);
 
-    const name = instanceName();
     const logger = options.logger.child({ instance: name });
     const keys = generateJobKeyPair();
     const machine = machineFor(attributes, settings);
@@ -194,11 +201,10 @@ export class GceBackend implements Backend {
       const { instance, runningAt } = await this.#awaitRunning(zone, name, signal);
       recordPhase('running', runningAt - inserted);
       progress(`instance running after ${seconds(runningAt - began)}`);
-      const usePublic = settings.publicIp && settings.publicIpConnect;
-      let address = addressOf(instance, usePublic);
-      while (address === undefined) {
-        await abortableSleep(settings.bootPollSleep, signal);
-        address = addressOf(await this.#api.getInstance(placement.projectId, zone, name, signal), usePublic);
+      const address = addressOf(instance, settings.publicIp && settings.publicIpConnect);
+      // GCE gives a VM its internal IP when it creates it: a RUNNING one without any is a wrong answer, not one to wait out.
+      if (address === undefined) {
+        throw new MalformedAnswerError('wrong-shape', `instances.get answered that instance ${name} is RUNNING but has no IP address`);
       }
       recordPhase('ip', Date.now() - runningAt);
       const vmZone = zone;
@@ -256,7 +262,7 @@ export class GceBackend implements Backend {
     let current = operation;
     if (current.status !== 'DONE') await abortableSleep(preSleepMs, signal);
     while (current.status !== 'DONE') {
-      current = await this.#api.getOperation(this.#project, zone, String(operation.name), signal);
+      current = await this.#api.getOperation(this.#project, zone, operation.name, signal);
       if (current.status !== 'DONE') await abortableSleep(pollMs, signal);
     }
     return current;

@@ -2,7 +2,8 @@
  * The one way a cloud backend calls its API: rate limited per backend
  * (travis' `RATE_LIMIT_MAX_CALLS` per `RATE_LIMIT_DURATION`), retried with
  * exponential backoff and full jitter on throttling, 5xx and transient
- * network errors, abortable, and counted in metrics by operation and outcome.
+ * network errors (and, a few times only, on garbled answers), abortable,
+ * and counted in metrics by operation and outcome.
  * Quota and capacity errors are not retried here: the job is requeued
  * (another worker or a later try may have room), and the error says which.
  */
@@ -12,6 +13,7 @@ import pThrottle from 'p-throttle';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { BackendMetrics } from './contract.js';
+import { MalformedAnswerError } from './malformed-answer.js';
 
 /** What a failed call means; each backend classifies its SDK's errors into these. */
 export type CloudErrorKind =
@@ -19,6 +21,12 @@ export type CloudErrorKind =
   | 'throttled'
   /** 5xx, connection reset, timeout: retry. */
   | 'transient'
+  /**
+   * A success status whose body is not the API's whole answer (a proxy's
+   * error page, an answer cut short, an empty body; see malformed-answer.ts):
+   * retried `MALFORMED_RETRIES` times, as the next answer may come whole.
+   */
+  | 'malformed'
   /** Quota exhausted: no retry here, requeue the job. */
   | 'quota'
   /** The zone/region has no capacity for this machine type: try elsewhere, or requeue. */
@@ -34,6 +42,7 @@ export interface CloudApiOptions {
   /** At most this many calls per `intervalMs` (0 = no limit). */
   maxCalls: number;
   intervalMs: number;
+  /** What a failure of the SDK means; an answer the backend found malformed (`MalformedAnswerError`) says so itself. */
   classify(err: unknown): CloudErrorKind;
   metrics: BackendMetrics;
   logger: Logger;
@@ -57,7 +66,14 @@ export class CloudCallError extends Error {
   }
 }
 
-const RETRIED: ReadonlySet<CloudErrorKind> = new Set(['throttled', 'transient']);
+const RETRIED: ReadonlySet<CloudErrorKind> = new Set(['throttled', 'transient', 'malformed']);
+/**
+ * Retries of a call answered with garbage. One garbled answer is a blip
+ * (a proxy restarting, a connection cut mid-body); a proxy that keeps
+ * answering with its own page keeps doing so, and holding the job through
+ * the full 5xx backoff (about two minutes) would only delay its requeue.
+ */
+export const MALFORMED_RETRIES = 2;
 
 
 export class CloudApi {
@@ -76,6 +92,7 @@ export class CloudApi {
    */
   async call<T>(operation: string, fn: (signal: AbortSignal) => Promise<T>, signal: AbortSignal): Promise<T> {
     const { classify, metrics, logger } = this.options;
+    let malformed = 0;
     try {
       return await pRetry(
         async () => {
@@ -87,10 +104,10 @@ export class CloudApi {
             return result;
           } catch (err) {
             if (signal.aborted) throw new AbortError(signal.reason as Error);
-            const kind = classify(err);
+            const kind = err instanceof MalformedAnswerError ? err.kind : classify(err);
             metrics.apiCall(operation, kind === 'throttled' ? 'throttled' : 'error', Date.now() - started);
             const failure = new CloudCallError(operation, kind, err);
-            if (!RETRIED.has(kind)) throw new AbortError(failure);
+            if (!RETRIED.has(kind) || (kind === 'malformed' && ++malformed > MALFORMED_RETRIES)) throw new AbortError(failure);
             throw failure;
           }
         },

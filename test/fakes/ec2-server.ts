@@ -9,7 +9,8 @@
  * real sshd on port 22 of the instance's own 127.x address (its private and
  * public IP) that accepts only that key; TerminateInstances stops it.
  *
- * Faults can be injected per action (throttling, 5xx, capacity, quota),
+ * Faults can be injected per action (throttling, 5xx, capacity, quota,
+ * malformed answers),
  * terminations can be lost, RunInstances answers withheld, and running
  * instances interrupted (spot) or stopped. `instances` keeps every instance
  * ever launched with its final state, so a test can check none is left.
@@ -47,11 +48,29 @@ const OWNER_ID = '123456789012';
 const ZONE_SUFFIX = 'a';
 const SSH_PORT = 22;
 
-/** An injectable failure, as EC2 answers it. */
-export type Ec2Fault = 'throttle' | 'server-error' | 'unavailable' | 'capacity' | 'quota' | 'vcpu-quota' | 'unsupported' | 'drop';
+/** An injectable failure, as EC2 (or something between it and the worker) answers it. */
+export type Ec2Fault = 'throttle' | 'server-error' | 'unavailable' | 'capacity' | 'quota' | 'vcpu-quota' | 'unsupported' | 'drop' | MalformedEc2Answer;
+
+/**
+ * A 200 whose body is not what EC2 sends. `malformed-html`: a debugging
+ * proxy's error page (echoing the request's Authorization header), the
+ * request never reached EC2. The others are EC2's own answer, spoiled after
+ * the action was carried out: `malformed-truncated` (cut in half),
+ * `malformed-empty` (no body), `malformed-shape` (the action's result set,
+ * `instancesSet`/`reservationSet`/`imagesSet`, left out), `malformed-state`
+ * (instance states EC2 has no such name for), `malformed-address` (private
+ * and public IPs that are not IP addresses).
+ */
+export type MalformedEc2Answer =
+  | 'malformed-html'
+  | 'malformed-truncated'
+  | 'malformed-empty'
+  | 'malformed-shape'
+  | 'malformed-state'
+  | 'malformed-address';
 
 /** `drop`: the request is lost on the way: nothing happens and no answer comes. */
-const FAULTS: Record<Exclude<Ec2Fault, 'drop'>, { status: number; code: string; message: string }> = {
+const FAULTS: Record<Exclude<Ec2Fault, 'drop' | MalformedEc2Answer>, { status: number; code: string; message: string }> = {
   // EC2 answers throttling with 503 and capacity with 500 (EC2 API reference, "Error codes").
   throttle: { status: 503, code: 'RequestLimitExceeded', message: 'Request limit exceeded.' },
   'server-error': { status: 500, code: 'InternalError', message: 'An internal error has occurred.' },
@@ -123,6 +142,8 @@ export interface FakeEc2Call {
   params: Record<string, string>;
   status: number;
   errorCode?: string;
+  /** The malformed answer it got instead of EC2's. */
+  malformed?: MalformedEc2Answer;
 }
 
 export interface FakeEc2Options {
@@ -148,6 +169,16 @@ class QueryError extends Error {
     super(message);
   }
 }
+
+/** The result set of each action's answer, which `malformed-shape` leaves out. */
+const RESULT_SETS: Record<Ec2Action, string> = {
+  RunInstances: 'instancesSet',
+  DescribeInstances: 'reservationSet',
+  TerminateInstances: 'instancesSet',
+  DescribeImages: 'imagesSet',
+};
+
+const isMalformed = (fault: Ec2Fault): fault is MalformedEc2Answer => fault.startsWith('malformed-');
 
 const hexId = (prefix: string): string => `${prefix}-${randomBytes(9).toString('hex').slice(0, 17)}`;
 
@@ -313,8 +344,13 @@ export class FakeEc2 extends EventEmitter {
         this.emit('call', call);
         return;
       }
-      response.writeHead(200, { 'content-type': 'text/xml;charset=UTF-8' });
-      response.end(responseXml(action, requestId, body));
+      if (call.malformed === undefined) {
+        response.writeHead(200, { 'content-type': 'text/xml;charset=UTF-8' });
+        response.end(responseXml(action, requestId, body));
+      } else {
+        response.writeHead(200, { 'content-type': call.malformed === 'malformed-html' ? 'text/html' : 'text/xml;charset=UTF-8' });
+        response.end(spoiledAnswer(call.malformed, action as Ec2Action, requestId, body, request.headers.authorization ?? ''));
+      }
     } catch (err) {
       const failure = err instanceof QueryError ? err : new QueryError(500, 'InternalError', String(err));
       call.status = failure.status;
@@ -325,7 +361,7 @@ export class FakeEc2 extends EventEmitter {
     this.emit('call', call);
   }
 
-  async #dispatch(request: IncomingMessage, action: string, params: QueryParams, _call: FakeEc2Call): Promise<Record<string, XmlValue> | undefined> {
+  async #dispatch(request: IncomingMessage, action: string, params: QueryParams, call: FakeEc2Call): Promise<Record<string, XmlValue> | undefined> {
     if (request.method !== 'POST') throw new QueryError(400, 'InvalidAction', 'EC2 Query requests are POSTs here');
     const authorization = request.headers.authorization ?? '';
     if (!authorization.startsWith('AWS4-HMAC-SHA256 ') || !authorization.includes(`Credential=${this.accessKeyId}/`)) {
@@ -334,7 +370,11 @@ export class FakeEc2 extends EventEmitter {
     if (params.get('Version') !== API_VERSION) throw new QueryError(400, 'InvalidParameterValue', `unsupported Version ${params.get('Version')}`);
     const fault = this.#faults.get(action)?.shift();
     if (fault === 'drop') return undefined;
-    if (fault !== undefined) {
+    if (fault !== undefined && isMalformed(fault)) {
+      call.malformed = fault;
+      // The proxy answered: nothing reached EC2.
+      if (fault === 'malformed-html') return {};
+    } else if (fault !== undefined) {
       const { status, code, message } = FAULTS[fault];
       throw new QueryError(status, code, message);
     }
@@ -572,4 +612,34 @@ export class FakeEc2 extends EventEmitter {
       tagSet: Object.entries(instance.tags).map(([key, value]) => ({ key, value })),
     };
   }
+}
+
+/** What a `MalformedEc2Answer` makes of EC2's answer `body` to `action`. */
+function spoiledAnswer(fault: MalformedEc2Answer, action: Ec2Action, requestId: string, body: Record<string, XmlValue>, authorization: string): string {
+  switch (fault) {
+    case 'malformed-html':
+      return `<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1><hr><p>upstream went away while handling</p><pre>POST / HTTP/1.1\nAuthorization: ${authorization}</pre></body></html>`;
+    case 'malformed-empty':
+      return '';
+    case 'malformed-truncated': {
+      const text = responseXml(action, requestId, body);
+      return text.slice(0, Math.floor(text.length / 2));
+    }
+    case 'malformed-shape': {
+      const spoiled = { ...body };
+      delete spoiled[RESULT_SETS[action]];
+      return responseXml(action, requestId, spoiled);
+    }
+    case 'malformed-state':
+      return responseXml(action, requestId, rewrite(body, { instanceState: { code: 99, name: 'exploded' }, currentState: { code: 99, name: 'exploded' } }));
+    case 'malformed-address':
+      return responseXml(action, requestId, rewrite(body, { privateIpAddress: '10.0.0.256', ipAddress: 'localhost' }));
+  }
+}
+
+/** `value` with each of `fields` replaced wherever an element has it. */
+function rewrite<T extends XmlValue>(value: T, fields: Record<string, XmlValue>): T {
+  if (Array.isArray(value)) return value.map((item) => rewrite(item, fields)) as T;
+  if (typeof value !== 'object') return value;
+  return Object.fromEntries(Object.entries(value).map(([tag, child]) => [tag, tag in fields ? fields[tag] : rewrite(child, fields)])) as T;
 }

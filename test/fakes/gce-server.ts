@@ -36,10 +36,29 @@ export type FakeGceOperationName =
 
 /**
  * An error a request can be answered with instead of its result: an API
- * error, `reset` (the connection drops before the request is handled) or
- * `drop` (the request is carried out, then the connection drops before the answer).
+ * error, `reset` (the connection drops before the request is handled),
+ * `drop` (the request is carried out, then the connection drops before the
+ * answer), or a malformed 200 (see `MalformedGceAnswer`).
  */
-export type FakeGceFault = 'throttled' | 'server' | 'quota' | 'reset' | 'drop';
+export type FakeGceFault = 'throttled' | 'server' | 'quota' | 'reset' | 'drop' | MalformedGceAnswer;
+
+/**
+ * A 200 whose body is not what the API sends. `malformed-html`: a proxy's
+ * error page, the request never reached the API. The others are the API's
+ * own answer, spoiled after the request was carried out: `malformed-truncated`
+ * (cut in half), `malformed-empty` (no body), `malformed-shape` (an operation
+ * without `name` and `status`, an instance without network interfaces, a
+ * list whose `items` is not a list), `malformed-state` (an
+ * operation or instance status the API has no such value for),
+ * `malformed-address` (an instance whose IPs are not IP addresses).
+ */
+export type MalformedGceAnswer =
+  | 'malformed-html'
+  | 'malformed-truncated'
+  | 'malformed-empty'
+  | 'malformed-shape'
+  | 'malformed-state'
+  | 'malformed-address';
 
 export interface FakeImage {
   name: string;
@@ -109,7 +128,7 @@ interface InjectedFault {
   fault: FakeGceFault;
 }
 
-const ERRORS: Record<Exclude<FakeGceFault, 'reset' | 'drop'> | 'notFound' | 'unauthorized' | 'badRequest' | 'conflict', { code: number; reason: string; message: string }> = {
+const ERRORS: Record<Exclude<FakeGceFault, 'reset' | 'drop' | MalformedGceAnswer> | 'notFound' | 'unauthorized' | 'badRequest' | 'conflict', { code: number; reason: string; message: string }> = {
   throttled: { code: 429, reason: 'rateLimitExceeded', message: 'Rate Limit Exceeded' },
   server: { code: 503, reason: 'backendError', message: 'Internal error. Please try again or contact Google Support.' },
   quota: { code: 403, reason: 'quotaExceeded', message: "Quota 'CPUS' exceeded.  Limit: 24.0 in region us-central1." },
@@ -118,6 +137,9 @@ const ERRORS: Record<Exclude<FakeGceFault, 'reset' | 'drop'> | 'notFound' | 'una
   badRequest: { code: 400, reason: 'invalid', message: 'Invalid value' },
   conflict: { code: 409, reason: 'alreadyExists', message: 'The resource already exists' },
 };
+
+/** What a misconfigured proxy in front of the API answers, with a 200. */
+const PROXY_PAGE = '<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>';
 
 /** What a zone answers every insert with. */
 export type ZoneFault = 'quota' | 'capacity';
@@ -155,6 +177,8 @@ export class FakeGce {
   readonly #zoneFaults = new Map<string, ZoneFault>();
   /** Answers to drop (fault `drop`): the work is done, the client never hears. */
   readonly #dropping = new WeakSet<ServerResponse>();
+  /** Answers to spoil (a `malformed-*` fault other than `malformed-html`): the work is done, the client hears nonsense. */
+  readonly #spoiling = new WeakMap<ServerResponse, MalformedGceAnswer>();
   /** Insert operations by `requestId`: a repeated request gets the first one's operation, as the API does. */
   readonly #byRequestId = new Map<string, FakeOperation>();
   #closed = false;
@@ -333,6 +357,13 @@ export class FakeGce {
         this.#log({ operation, method, path, status: 0 });
         request.socket.destroy();
         return;
+      } else if (fault.fault === 'malformed-html') {
+        this.#log({ operation, method, path, status: 200 });
+        response.writeHead(200, { 'Content-Type': 'text/html' });
+        response.end(PROXY_PAGE);
+        return;
+      } else if (isMalformed(fault.fault)) {
+        this.#spoiling.set(response, fault.fault);
       } else {
         return this.#error(response, operation, request, ERRORS[fault.fault]);
       }
@@ -604,7 +635,10 @@ export class FakeGce {
     }
     this.#log({ operation, method: request.method ?? '', path: request.url ?? '', status: 200 });
     response.writeHead(200, { 'Content-Type': 'application/json; charset=UTF-8' });
-    response.end(JSON.stringify(body));
+    const spoiled = this.#spoiling.get(response);
+    const text = JSON.stringify(spoiled === undefined ? body : spoil(body as Record<string, unknown>, spoiled));
+    if (spoiled === 'malformed-truncated') response.end(text.slice(0, Math.floor(text.length / 2)));
+    else response.end(spoiled === 'malformed-empty' ? '' : text);
   }
 
   #error(response: ServerResponse, operation: string, request: IncomingMessage, error: { code: number; reason: string; message: string }): void {
@@ -616,6 +650,45 @@ export class FakeGce {
       }),
     );
   }
+}
+
+const isMalformed = (fault: FakeGceFault): fault is MalformedGceAnswer => fault.startsWith('malformed-');
+
+/** `body` (an operation, instance or list) as `fault` spoils it; truncation and emptiness are applied to the text. */
+function spoil(body: Record<string, unknown>, fault: MalformedGceAnswer): Record<string, unknown> {
+  const isList = String(body['kind']).endsWith('List');
+  const one = (item: Record<string, unknown>): Record<string, unknown> => {
+    const instance = item['kind'] === 'compute#instance';
+    switch (fault) {
+      case 'malformed-shape': {
+        const spoiled = { ...item };
+        if (instance) {
+          delete spoiled['networkInterfaces'];
+        } else {
+          delete spoiled['name'];
+          delete spoiled['status'];
+        }
+        return spoiled;
+      }
+      case 'malformed-state':
+        return instance || item['kind'] === 'compute#operation' ? { ...item, status: 'MELTING' } : item;
+      case 'malformed-address':
+        if (!instance) return item;
+        return {
+          ...item,
+          networkInterfaces: ((item['networkInterfaces'] as Record<string, unknown>[] | undefined) ?? []).map((nic) => ({
+            ...nic,
+            networkIP: 'localhost; rm -rf /',
+            accessConfigs: ((nic['accessConfigs'] as Record<string, unknown>[] | undefined) ?? []).map((access) => ({ ...access, natIP: '999.1.2.3' })),
+          })),
+        };
+      default:
+        return item;
+    }
+  };
+  if (!isList) return one(body);
+  if (fault === 'malformed-shape') return { ...body, items: { notA: 'list' } };
+  return { ...body, items: (body['items'] as Record<string, unknown>[]).map(one) };
 }
 
 function hash(text: string): number {
