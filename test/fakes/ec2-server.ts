@@ -30,6 +30,7 @@ import {
   type QueryParams,
   type XmlValue,
 } from './ec2-xml.js';
+import { isMalformed, type MalformedAnswer } from './malformed.js';
 
 export type Ec2Action = 'RunInstances' | 'DescribeInstances' | 'TerminateInstances' | 'DescribeImages';
 export type InstanceStateName = 'pending' | 'running' | 'shutting-down' | 'terminated' | 'stopping' | 'stopped';
@@ -61,13 +62,7 @@ export type Ec2Fault = 'throttle' | 'server-error' | 'unavailable' | 'capacity' 
  * (instance states EC2 has no such name for), `malformed-address` (private
  * and public IPs that are not IP addresses).
  */
-export type MalformedEc2Answer =
-  | 'malformed-html'
-  | 'malformed-truncated'
-  | 'malformed-empty'
-  | 'malformed-shape'
-  | 'malformed-state'
-  | 'malformed-address';
+export type MalformedEc2Answer = MalformedAnswer;
 
 /** `drop`: the request is lost on the way: nothing happens and no answer comes. */
 const FAULTS: Record<Exclude<Ec2Fault, 'drop' | MalformedEc2Answer>, { status: number; code: string; message: string }> = {
@@ -178,7 +173,6 @@ const RESULT_SETS: Record<Ec2Action, string> = {
   DescribeImages: 'imagesSet',
 };
 
-const isMalformed = (fault: Ec2Fault): fault is MalformedEc2Answer => fault.startsWith('malformed-');
 
 const hexId = (prefix: string): string => `${prefix}-${randomBytes(9).toString('hex').slice(0, 17)}`;
 

@@ -24,6 +24,7 @@ import { EventEmitter, once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startSshd, type SshdTarget } from '../helpers/sshd.js';
+import { isMalformed, type MalformedAnswer } from './malformed.js';
 
 export type FakeGceOperationName =
   | 'instances.insert'
@@ -52,13 +53,7 @@ export type FakeGceFault = 'throttled' | 'server' | 'quota' | 'reset' | 'drop' |
  * operation or instance status the API has no such value for),
  * `malformed-address` (an instance whose IPs are not IP addresses).
  */
-export type MalformedGceAnswer =
-  | 'malformed-html'
-  | 'malformed-truncated'
-  | 'malformed-empty'
-  | 'malformed-shape'
-  | 'malformed-state'
-  | 'malformed-address';
+export type MalformedGceAnswer = MalformedAnswer;
 
 export interface FakeImage {
   name: string;
@@ -652,7 +647,6 @@ export class FakeGce {
   }
 }
 
-const isMalformed = (fault: FakeGceFault): fault is MalformedGceAnswer => fault.startsWith('malformed-');
 
 /** `body` (an operation, instance or list) as `fault` spoils it; truncation and emptiness are applied to the text. */
 function spoil(body: Record<string, unknown>, fault: MalformedGceAnswer): Record<string, unknown> {
