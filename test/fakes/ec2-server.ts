@@ -200,6 +200,8 @@ export class FakeEc2 extends EventEmitter {
   readonly #bootTimers = new Map<string, NodeJS.Timeout>();
   readonly #booting = new Map<string, Promise<void>>();
   readonly #withheld = new Set<ServerResponse>();
+  /** Actions whose calls wait, not yet carried out, until released (`hold`). */
+  readonly #holds = new Map<string, Promise<void>>();
   #closed = false;
 
   private constructor(server: Server, options: FakeEc2Options) {
@@ -301,6 +303,31 @@ export class FakeEc2 extends EventEmitter {
     return instance;
   }
 
+  /**
+   * Calls of `action` from now on wait, not yet carried out, until `release`:
+   * a moment of the test's choosing in the middle of what the worker does.
+   * `arrived` resolves when the first such call comes in.
+   */
+  hold(action: Ec2Action): { arrived: Promise<void>; release: () => void } {
+    let release!: () => void;
+    this.#holds.set(action, new Promise<void>((resolve) => (release = resolve)));
+    const arrived = new Promise<void>((resolve) => {
+      const onCall = (call: FakeEc2Call): void => {
+        if (call.action !== action) return;
+        this.off('held', onCall);
+        resolve();
+      };
+      this.on('held', onCall);
+    });
+    return {
+      arrived,
+      release: () => {
+        this.#holds.delete(action);
+        release();
+      },
+    };
+  }
+
   /** AWS takes a running instance away: a spot interruption by default, or a stop. */
   async interrupt(id: string, options: InterruptOptions = {}): Promise<void> {
     const instance = this.instance(id);
@@ -329,6 +356,11 @@ export class FakeEc2 extends EventEmitter {
     const action = params.get('Action') ?? '';
     const call: FakeEc2Call = { action, params: Object.fromEntries(params), status: 200 };
     this.calls.push(call);
+    const held = this.#holds.get(action);
+    if (held) {
+      this.emit('held', call);
+      await held;
+    }
     try {
       const body = await this.#dispatch(request, action, params, call);
       if (body === undefined) {

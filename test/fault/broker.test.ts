@@ -5,6 +5,8 @@
  *   script runs: the delivery is lost, so the run stops at once and its VM
  *   is destroyed; `/ready` says why meanwhile; once the broker is back the
  *   worker reconnects by itself and runs the redelivered job to the end;
+ * - the jobs connection is cut after the terminal state was confirmed, before
+ *   the ack: the redelivery is acknowledged without a second run;
  * - the logs connection is cut while a script prints: the job goes on, the
  *   unconfirmed log parts go out again with their numbers, none is lost;
  * - the logs broker stays away past the log delivery timeout: the worker
@@ -25,7 +27,7 @@ import { captureLog } from '../helpers/log-capture.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
 import { ENDLESS_SCRIPT, FINISHING_LAST_LINE, FINISHING_SCRIPT, faultPayload } from '../helpers/fault-jobs.js';
 import { startLedger, type JobLedger } from '../helpers/job-ledger.js';
-import { BROKER, publishRaw } from '../helpers/rabbitmq.js';
+import { BROKER, messageCount, publishRaw } from '../helpers/rabbitmq.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import type { TestWorker } from '../helpers/worker.js';
 
@@ -150,6 +152,32 @@ describe('fault: the broker connection', () => {
       await expectCleanReport(`jobs connection ${fault} mid-script`, jobId);
     });
   }
+
+  it('jobs connection cut after the terminal state, before the ack: the redelivery is acknowledged unrun, no second terminal state', async () => {
+    const jobId = 7305;
+    const signal = AbortSignal.timeout(25_000);
+    const journal = await openLedger();
+    buildApi.scripts.set(jobId, FINISHING_SCRIPT);
+    const log = captureLog();
+    const worker = await startWorker({ TRAVIS_WORKER_AMQP_URI: proxy.uri(amqp.vhost.uri) }, log.logger);
+    const done = worker.jobDone(jobId);
+    // The job is destroying its VM: `passed` is confirmed, the ack comes next.
+    const termination = fake.hold('TerminateInstances');
+    await publishRaw(amqp.vhost.uri, '', QUEUE, payload(jobId));
+    await termination.arrived;
+
+    proxy.cut();
+    termination.release();
+
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    await log.waitFor((line) => line.job_id === jobId && /^acknowledged a redelivery of a job this worker had already reported/.test(line.msg ?? ''), signal);
+    await journal.untilFinished([jobId], signal);
+    expect(journal.states(jobId)).toEqual(['received', 'started', 'passed']);
+    expect(await messageCount(amqp.vhost.uri, QUEUE)).toBe(0);
+    await worker.stop();
+    expect(instancesOf(jobId)).toHaveLength(1);
+    await expectCleanReport('jobs connection cut after the terminal state, before the ack', jobId);
+  });
 
   it('logs connection cut mid-script: the job goes on, unconfirmed parts go out again with their numbers, none is lost', async () => {
     const jobId = 7303;
