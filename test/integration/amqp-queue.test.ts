@@ -400,6 +400,21 @@ describe('AmqpJobQueue', () => {
     );
   });
 
+  it('subscribes to cancel commands again after reconnecting', async () => {
+    const harness = await openQueue();
+    const received = new Promise<CancelCommand>((resolve) => harness.queue.onCancel(resolve));
+    const signal = AbortSignal.timeout(10_000);
+    await harness.log.waitFor((line) => line.msg === 'consuming cancel commands', signal);
+    const subscribedBefore = harness.log.lines.length;
+
+    expect(await closeConnections(vhost.name, 'mayfly test-host ')).toBe(1);
+    await harness.log.waitFor((line) => line.msg === 'reconnected to the broker', signal);
+    await harness.log.waitFor((line) => line.msg === 'consuming cancel commands' && harness.log.lines.indexOf(line) >= subscribedBefore, signal);
+    await publishRaw(vhost.uri, 'worker.commands', '', JSON.stringify({ type: 'cancel_job', job_id: 23, source: 'api', reason: 'after a reconnect' }));
+
+    expect(await received).toEqual({ jobId: 23, source: 'api', reason: 'after a reconnect' });
+  });
+
   it('acknowledges, without handing it out, a redelivery of a job it had reported when the ack was lost with the connection', async () => {
     const harness = await openQueue();
     const source = await openSource(harness);
