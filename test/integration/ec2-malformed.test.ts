@@ -10,86 +10,42 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { definition } from '../../backends/ec2/index.js';
 import { MALFORMED_RETRIES } from '../../src/backend/cloud-api.js';
-import type { Backend, StartOptions } from '../../src/backend/contract.js';
-import { InstanceStartError } from '../../src/errors.js';
 import { FakeEc2, type Ec2Action, type MalformedEc2Answer } from '../fakes/ec2-server.js';
 import { ec2Env, ec2Settings, registerDefaultImage } from '../fakes/ec2-settings.js';
 import { useAmqpWorker } from '../helpers/amqp-worker.js';
-import { testAttributes } from '../helpers/attributes.js';
-import { testBackendContext, type RecordedApiCall } from '../helpers/backend-context.js';
+import { BackendHarnesses, expectRequeuedThenPassed } from '../helpers/backend-harness.js';
 import { CollectingWritable } from '../helpers/collect.js';
-import { captureLog, type CapturedLog, type LogLine } from '../helpers/log-capture.js';
-import { drain, messageCount, publishRaw } from '../helpers/rabbitmq.js';
 
 const never = new AbortController().signal;
-const RETRYING = 'cloud API call failed, retrying';
 let fake: FakeEc2;
-const cleanups: (() => Promise<void>)[] = [];
-const logs: CapturedLog[] = [];
+let backends: BackendHarnesses<Ec2Action>;
 
 beforeEach(async () => {
   fake = await FakeEc2.start({ bootDelayMs: 50 });
   registerDefaultImage(fake);
+  backends = new BackendHarnesses((context) => definition.create(ec2Settings(fake), context));
 });
 
 afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  await backends.close();
   expect(fake.live().map((instance) => `${instance.instanceId} ${instance.state}`)).toEqual([]);
   // The proxy page echoed the signed request: none of it reached a log line.
-  const text = logs.splice(0).flatMap((log) => log.lines.map((line) => JSON.stringify(line))).join('\n');
+  const text = backends.loggedText();
   for (const secret of [fake.accessKeyId, fake.secretAccessKey, 'Signature=']) expect(text).not.toContain(secret);
   await fake.close();
 });
-
-interface Harness {
-  backend: Backend;
-  apiCalls: RecordedApiCall[];
-  log: CapturedLog;
-  options: StartOptions;
-}
-
-function makeBackend(): Harness {
-  const log = captureLog();
-  logs.push(log);
-  const context = testBackendContext({ logger: log.logger });
-  const backend = definition.create(ec2Settings(fake), context);
-  cleanups.push(() => backend.close());
-  return {
-    backend,
-    apiCalls: context.apiCalls,
-    log,
-    options: { signal: never, progress: () => {}, logger: log.logger, recordPhase: () => {} },
-  };
-}
-
-async function failedStart(harness: Harness): Promise<InstanceStartError> {
-  const error = await harness.backend.start(testAttributes(), harness.options).then(
-    (instance) => {
-      cleanups.push(() => instance.destroy());
-      throw new Error(`expected the start to fail, it started ${instance.id}`);
-    },
-    (err: unknown) => err,
-  );
-  expect(error).toBeInstanceOf(InstanceStartError);
-  expect((error as InstanceStartError).requeue).toBe(true);
-  return error as InstanceStartError;
-}
-
-const retriesOf = (log: CapturedLog, action: Ec2Action): LogLine[] => log.lines.filter((line) => line.msg === RETRYING && line['operation'] === action);
-const outcomes = (harness: Harness, action: Ec2Action): string[] => harness.apiCalls.filter((call) => call.operation === action).map((call) => call.outcome);
 
 describe('ec2 backend and malformed EC2 answers', () => {
   it('asks again after a proxy page, an answer cut short and an empty body, and launches one instance that runs the job', async () => {
     fake.failNext('DescribeImages', 1, 'malformed-html');
     fake.failNext('RunInstances', 1, 'malformed-truncated');
     fake.failNext('DescribeInstances', 1, 'malformed-empty');
-    const harness = makeBackend();
-    const instance = await harness.backend.start(testAttributes(), harness.options);
-    cleanups.push(() => instance.destroy());
+    const harness = backends.harness();
+    const instance = await harness.start();
     // The cut-short launch was carried out; its retry carried the same client token.
     expect(fake.instances.map((launched) => launched.instanceId)).toEqual([instance.id]);
-    for (const action of ['DescribeImages', 'RunInstances', 'DescribeInstances'] as const) expect(outcomes(harness, action).slice(0, 2)).toEqual(['error', 'ok']);
-    const said = (action: Ec2Action): unknown[] => retriesOf(harness.log, action).map((line) => line['err']);
+    for (const action of ['DescribeImages', 'RunInstances', 'DescribeInstances'] as const) expect(harness.outcomes(action).slice(0, 2)).toEqual(['error', 'ok']);
+    const said = (action: Ec2Action): unknown[] => harness.retries(action).map((line) => line['err']);
     expect(said('DescribeImages')).toEqual([
       expect.stringMatching(/^DescribeImages failed \(malformed\): the answer is an HTML page \(text\/html, \d+ bytes\) titled "502 Bad Gateway", not EC2's DescribeImages XML$/),
     ]);
@@ -106,16 +62,16 @@ describe('ec2 backend and malformed EC2 answers', () => {
     fake.failNext('TerminateInstances', 1, 'malformed-empty');
     await instance.destroy();
     expect(fake.instance(instance.id).state).toBe('terminated');
-    expect(outcomes(harness, 'TerminateInstances').slice(0, 2)).toEqual(['error', 'ok']);
+    expect(harness.outcomes('TerminateInstances').slice(0, 2)).toEqual(['error', 'ok']);
   });
 
   it(`gives up when RunInstances stays garbled for ${1 + MALFORMED_RETRIES} tries, and terminates what it launched, found by client token`, async () => {
     fake.failNext('RunInstances', 1 + MALFORMED_RETRIES, 'malformed-truncated');
-    const harness = makeBackend();
-    const error = await failedStart(harness);
+    const harness = backends.harness();
+    const error = await harness.failedStart();
     expect(error.message).toMatch(/^could not start an EC2 instance: RunInstances failed \(malformed\): the answer's XML breaks off or is broken \(.+\) after \d+ bytes$/);
     expect(fake.callsOf('RunInstances')).toHaveLength(1 + MALFORMED_RETRIES);
-    expect(retriesOf(harness.log, 'RunInstances')).toHaveLength(MALFORMED_RETRIES);
+    expect(harness.retries('RunInstances')).toHaveLength(MALFORMED_RETRIES);
     expect(fake.instances).toHaveLength(1);
     expect(fake.instances[0]?.state).toBe('terminated');
     expect(harness.log.lines.map((line) => line.msg)).toContain('terminating the instance of an unanswered launch');
@@ -123,12 +79,12 @@ describe('ec2 backend and malformed EC2 answers', () => {
 
   it('fails the start at once when RunInstances answers without its instancesSet, and terminates the instance it launched', async () => {
     fake.failNext('RunInstances', 1, 'malformed-shape');
-    const harness = makeBackend();
-    const error = await failedStart(harness);
+    const harness = backends.harness();
+    const error = await harness.failedStart();
     expect(error.message).toBe('could not start an EC2 instance: RunInstances failed (fatal): the RunInstances answer is not what the API sends: Instances: missing');
     // Not asked again: the only other RunInstances would be a replay, and the client token found the instance first.
     expect(fake.callsOf('RunInstances')).toHaveLength(1);
-    expect(retriesOf(harness.log, 'RunInstances')).toEqual([]);
+    expect(harness.retries('RunInstances')).toEqual([]);
     expect(fake.instances).toHaveLength(1);
     expect(fake.instances[0]?.state).toBe('terminated');
   });
@@ -142,11 +98,11 @@ describe('ec2 backend and malformed EC2 answers', () => {
     ],
   ])('fails the start at once when DescribeInstances answers %s while the instance boots, naming the field, and terminates it', async (fault, field) => {
     fake.failNext('DescribeInstances', 1, fault);
-    const harness = makeBackend();
-    const error = await failedStart(harness);
+    const harness = backends.harness();
+    const error = await harness.failedStart();
     expect(error.message).toMatch(/^could not start an EC2 instance: DescribeInstances failed \(fatal\): the DescribeInstances answer is not what the API sends: /);
     expect(error.message).toMatch(field);
-    expect(retriesOf(harness.log, 'DescribeInstances')).toEqual([]);
+    expect(harness.retries('DescribeInstances')).toEqual([]);
     expect(fake.instances).toHaveLength(1);
     expect(fake.instances[0]?.state).toBe('terminated');
   });
@@ -171,22 +127,10 @@ describe('ec2 backend in a worker meeting a malformed answer', () => {
   }
 
   it('requeues the job whose launch was answered with the wrong shape, terminates its instance, says why in the worker log, and runs the next job', async () => {
-    const log = captureLog();
-    logs.push(log);
+    const log = backends.captureLog();
     const w = await amqp.start({ TRAVIS_WORKER_PROVIDER_NAME: 'ec2', ...ec2Env(fake) }, log.logger);
     fake.failNext('RunInstances', 1, 'malformed-shape');
-    const first = w.jobDone(95001);
-    await publishRaw(amqp.vhost.uri, '', QUEUE, payload(95001));
-    expect((await first).result).toEqual({ outcome: 'requeued', reason: 'E_INSTANCE_START' });
-    const second = w.jobDone(95002);
-    await publishRaw(amqp.vhost.uri, '', QUEUE, payload(95002));
-    expect((await second).result).toEqual({ outcome: 'finished', state: 'passed' });
-
-    const updates = await drain(amqp.vhost.uri, 'reporting.jobs.builds', await messageCount(amqp.vhost.uri, 'reporting.jobs.builds'), AbortSignal.timeout(20_000));
-    const statesOf = (id: number): string[] =>
-      updates.map((m) => m.body as { id: number; state: string }).filter((body) => body.id === id).map((body) => body.state);
-    expect(statesOf(95001)).toEqual(['received', 'reset']);
-    expect(statesOf(95002)).toEqual(['received', 'started', 'passed']);
+    await expectRequeuedThenPassed(w, { uri: amqp.vhost.uri, queue: QUEUE, payload, requeued: 95001, passed: 95002 });
 
     const failure = log.lines.find((line) => line.msg === 'job failed on infrastructure, requeueing');
     expect(failure).toMatchObject({
