@@ -215,6 +215,16 @@ export async function startWorker(
     // Released first on stop: stop taking jobs and let every job settle before anything else closes.
     releasers.push({ name: 'the pool', release: () => pool.stop() });
     // The breaker holds the pool with a pause of its own: an operator's pause outlives it.
+    // While a broker is away a job taken could neither report nor log: take none (jobs running go on).
+    queue.onReadinessChange((reason) => {
+      if (reason === undefined) {
+        pool.resume('broker');
+        logger.info('the broker is back: taking jobs');
+      } else {
+        pool.pause('broker');
+        logger.warn({ reason }, 'not taking jobs until the broker is back');
+      }
+    });
     breaker.on('open', () => pool.pause('breaker'));
     breaker.on('half-open', () => pool.admitTrial());
     breaker.on('close', () => pool.resume('breaker'));

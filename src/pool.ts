@@ -11,9 +11,10 @@
  * hand, if any, runs on; its channel stays open until it is settled. On
  * resume each processor opens a fresh source.
  *
- * Two things pause the pool, each on its own: the operator (SIGUSR2,
- * `PATCH /worker`) and the circuit breaker (src/backend/breaker.ts). The
- * pool takes jobs only when neither holds it, so a worker the operator
+ * Three things pause the pool, each on its own: the operator (SIGUSR2,
+ * `PATCH /worker`), the circuit breaker (src/backend/breaker.ts) and a
+ * broker connection that is down (a job taken then could not report or log).
+ * The pool takes jobs only when none holds it, so a worker the operator
  * paused stays paused when the breaker closes. While the breaker is
  * half-open one processor (the trial) takes jobs and the others stay paused.
  */
@@ -46,8 +47,8 @@ export interface ProcessorStatus {
 
 export type RunJob = (job: QueuedJob, processorId: string) => Promise<JobResult>;
 
-/** Who paused the pool: the operator, or the circuit breaker. */
-export type PauseReason = 'operator' | 'breaker';
+/** Who paused the pool: the operator, the circuit breaker, or the queue while a broker is away. */
+export type PauseReason = 'operator' | 'breaker' | 'broker';
 
 /** Resolves once; `wait` gives the same promise to every caller. */
 class Gate {
@@ -340,7 +341,7 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
     this.pauses.add(reason);
     if (reason === 'breaker') this.trialWanted = false;
     this.apply();
-    // The breaker logs its own opening and closing.
+    // The breaker and the queue log their own reasons.
     if (reason === 'operator') this.logger.info('paused: not taking jobs');
   }
 
@@ -350,7 +351,8 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
     if (reason === 'breaker') this.trialWanted = false;
     this.apply();
     if (reason === 'operator') {
-      this.logger.info(this.pauses.has('breaker') ? 'resumed by the operator; the circuit breaker still holds jobs back' : 'resumed: taking jobs');
+      const still = [...this.pauses].map((held) => (held === 'breaker' ? 'the circuit breaker' : 'a broker connection that is down'));
+      this.logger.info(still.length > 0 ? `resumed by the operator; ${still.join(' and ')} still holds jobs back` : 'resumed: taking jobs');
     }
   }
 
@@ -367,9 +369,10 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
 
   /** Pause or resume each processor to match what holds the pool. */
   private apply(): void {
-    const operator = this.pauses.has('operator');
+    // The operator's pause and the broker's hold every processor, a half-open trial too.
+    const held = this.pauses.has('operator') || this.pauses.has('broker');
     const breaker = this.pauses.has('breaker');
-    if (operator || !breaker || !this.trialWanted) {
+    if (held || !breaker || !this.trialWanted) {
       this.trial = undefined;
     } else if (this.trial === undefined || this.trial.isRetired || this.trial.state === 'stopped') {
       const active = this.active();
@@ -377,7 +380,7 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
       this.trial = active.find((p) => p.state !== 'processing') ?? active[0];
     }
     for (const processor of this.processors) {
-      if (operator || (breaker && processor !== this.trial)) processor.pause();
+      if (held || (breaker && processor !== this.trial)) processor.pause();
       else processor.resume();
     }
   }

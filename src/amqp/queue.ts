@@ -46,6 +46,9 @@ export class AmqpJobQueue implements JobQueue {
   private readonly cancelListeners: Array<(command: CancelCommand) => void> = [];
   private readonly sources = new Set<AmqpJobSource>();
   private readonly reported = new ReportedJobs();
+  private readonly readinessListeners: Array<(notReadyReason: string | undefined) => void> = [];
+  /** Whether listeners last heard "ready", so they hear each change once. */
+  private toldReady = true;
   private readonly logger: Logger;
 
   constructor(private readonly options: AmqpQueueOptions) {
@@ -101,6 +104,10 @@ export class AmqpJobQueue implements JobQueue {
       throw err;
     }
     jobs.on('restored', () => void this.subscribeCommands());
+    for (const connection of [jobs, this.logs]) {
+      connection?.on('lost', () => this.readinessChanged());
+      connection?.on('restored', () => this.readinessChanged());
+    }
     this.state = 'open';
   }
 
@@ -130,6 +137,10 @@ export class AmqpJobQueue implements JobQueue {
   notReadyReason(): string | undefined {
     if (this.state !== 'open') return `the amqp queue is ${this.state}`;
     return this.jobs?.unavailable ?? this.logs?.unavailable;
+  }
+
+  onReadinessChange(listener: (notReadyReason: string | undefined) => void): void {
+    this.readinessListeners.push(listener);
   }
 
   onCancel(listener: (command: CancelCommand) => void): void {
@@ -186,6 +197,19 @@ export class AmqpJobQueue implements JobQueue {
         void this.subscribeCommands();
       });
     });
+  }
+
+  private readinessChanged(): void {
+    const reason = this.notReadyReason();
+    if ((reason === undefined) === this.toldReady) return;
+    this.toldReady = reason === undefined;
+    for (const listener of this.readinessListeners) {
+      try {
+        listener(reason);
+      } catch (err) {
+        this.logger.error({ err: errorMessage(err) }, 'a readiness listener threw');
+      }
+    }
   }
 
   private dispatch(command: CancelCommand): void {

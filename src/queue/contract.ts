@@ -111,6 +111,8 @@ export interface JobQueue {
   onCancel(listener: (command: CancelCommand) => void): void;
   /** Why jobs can't flow now (e.g. the broker is away and being reconnected to), or undefined when they can: `/ready` says it. */
   notReadyReason(): string | undefined;
+  /** Called with `notReadyReason()` each time it changes between "ready" and "not"; queues that are always ready never call it. */
+  onReadinessChange(listener: (notReadyReason: string | undefined) => void): void;
   /** Close every connection, after the sources are closed and jobs settled. */
   close(): Promise<void>;
 }

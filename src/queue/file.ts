@@ -83,6 +83,10 @@ export class FileJobQueue implements JobQueue {
     return undefined;
   }
 
+  onReadinessChange(_listener: (notReadyReason: string | undefined) => void): void {
+    // Always ready: nothing to report.
+  }
+
   async close(): Promise<void> {
     this.watcher?.close();
     this.wake();

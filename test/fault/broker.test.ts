@@ -134,6 +134,7 @@ describe('fault: the broker connection', () => {
       else proxy.stall();
 
       expect((await firstRun).result).toEqual({ outcome: 'abandoned', reason: 'delivery-lost' });
+      expect(worker.worker.pool.pausedBy('broker')).toBe(true);
       expect(instancesOf(jobId).map((instance) => instance.state)).toEqual(['terminated']);
       const ready = await fetch(`${worker.worker.controlUrl}/ready`);
       expect(ready.status).toBe(503);
@@ -146,6 +147,7 @@ describe('fault: the broker connection', () => {
       await journal.untilFinished([jobId], signal);
       await journal.untilLogged(jobId, FINISHING_LAST_LINE, signal);
       expect((await fetch(`${worker.worker.controlUrl}/ready`)).status).toBe(200);
+      expect(worker.worker.pool.pausedBy('broker')).toBe(false);
       expect(journal.states(jobId)).toEqual(['received', 'started', 'received', 'started', 'passed']);
       await worker.stop();
       expect(instancesOf(jobId).map((instance) => instance.state)).toEqual(['terminated', 'terminated']);
@@ -226,6 +228,9 @@ describe('fault: the broker connection', () => {
     proxy.cut();
     const writtenAtCut = await chunksWritten(progress);
     expect((await firstRun).result).toEqual({ outcome: 'requeued', reason: 'log-undeliverable' });
+    // Taking a job now would only end the same way: the pool waits for the broker.
+    await worker.worker.pool.until((processors) => processors.every((processor) => processor.state === 'paused'), signal);
+    expect(worker.worker.pool.pausedBy('broker')).toBe(true);
     // While nothing could be delivered the script was held in write(2): what it wrote meanwhile is
     // what the SSH window and the worker's bounded buffers hold, not the megabytes it could write.
     const writtenWhileAway = (await chunksWritten(progress)) - writtenAtCut;
