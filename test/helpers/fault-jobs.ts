@@ -7,13 +7,14 @@
 /**
  * A job payload for `queue` with no `uuid`: the worker then makes one per
  * delivery, which is how the ledger tells a job's runs apart. Its script
- * comes from the build API (`FakeBuildApi.scripts`).
+ * comes from the build API (`FakeBuildApi.scripts`), or from `config.script`
+ * when the worker has none.
  */
-export function faultPayload(queue: string, jobId: number): string {
+export function faultPayload(queue: string, jobId: number, config: Record<string, unknown> = { language: 'shell' }): string {
   return JSON.stringify({
     type: 'test',
     queue,
-    config: { language: 'shell', os: 'linux', dist: 'xenial' },
+    config: { os: 'linux', dist: 'xenial', ...config },
     job: { id: jobId, number: `${jobId}.1`, queued_at: '2026-01-01T00:00:00Z' },
     source: { id: 1, number: '1' },
     repository: { id: 2, slug: 'octo/fault' },

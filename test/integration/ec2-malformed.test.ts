@@ -13,6 +13,7 @@ import { MALFORMED_RETRIES } from '../../src/backend/cloud-api.js';
 import { FakeEc2, type Ec2Action, type MalformedEc2Answer } from '../fakes/ec2-server.js';
 import { ec2Env, ec2Settings, registerDefaultImage } from '../fakes/ec2-settings.js';
 import { useAmqpWorker } from '../helpers/amqp-worker.js';
+import { faultPayload } from '../helpers/fault-jobs.js';
 import { BackendHarnesses, expectRequeuedThenPassed } from '../helpers/backend-harness.js';
 import { CollectingWritable } from '../helpers/collect.js';
 
@@ -112,19 +113,7 @@ describe('ec2 backend in a worker meeting a malformed answer', () => {
   const QUEUE = 'builds.ec2-malformed';
   const amqp = useAmqpWorker(QUEUE);
 
-  function payload(id: number): string {
-    return JSON.stringify({
-      type: 'test',
-      vm_type: 'default',
-      queue: QUEUE,
-      uuid: `uuid-${id}`,
-      config: { language: 'ruby', script: `echo "job ${id} ran"`, os: 'linux', group: 'stable', dist: 'xenial' },
-      job: { id, number: '1.1', queued_at: '2026-11-22T10:00:00Z' },
-      source: { id: 1, number: '1' },
-      repository: { id: 2, slug: 'octo/ec2-malformed' },
-      timeouts: { hard_limit: 600, log_silence: null },
-    });
-  }
+  const payload = (id: number): string => faultPayload(QUEUE, id, { language: 'ruby', script: `echo "job ${id} ran"` });
 
   it('requeues the job whose launch was answered with the wrong shape, terminates its instance, says why in the worker log, and runs the next job', async () => {
     const log = backends.captureLog();

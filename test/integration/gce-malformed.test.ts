@@ -12,6 +12,7 @@ import { MALFORMED_RETRIES } from '../../src/backend/cloud-api.js';
 import { FakeGce, type FakeGceOperationName, type MalformedGceAnswer } from '../fakes/gce-server.js';
 import { gceEnv, gceSettings, travisImages } from '../fakes/gce-settings.js';
 import { useAmqpWorker } from '../helpers/amqp-worker.js';
+import { faultPayload } from '../helpers/fault-jobs.js';
 import { BackendHarnesses, expectRequeuedThenPassed } from '../helpers/backend-harness.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
 import { CollectingWritable } from '../helpers/collect.js';
@@ -112,19 +113,7 @@ describe('gce backend in a worker meeting a malformed answer', () => {
     buildApi?.close();
   });
 
-  function payload(id: number): string {
-    return JSON.stringify({
-      type: 'test',
-      vm_type: 'default',
-      queue: QUEUE,
-      uuid: `uuid-${id}`,
-      config: { language: 'ruby', os: 'linux', group: 'stable', dist: 'xenial' },
-      job: { id, number: '1.1', commit: 'abc', branch: 'main', pull_request: false, queued_at: '2024-01-01T00:00:00Z' },
-      source: { id: 1, number: '1', event_type: 'push' },
-      repository: { id: 9, slug: 'octo/gce-malformed' },
-      timeouts: { hard_limit: 600, log_silence: null },
-    });
-  }
+  const payload = (id: number): string => faultPayload(QUEUE, id);
 
   it('requeues the job whose insert was answered with the wrong shape, deletes its VM, says why in the worker log, and runs the next job', async () => {
     const log = backends.captureLog();
