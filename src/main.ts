@@ -222,6 +222,7 @@ export async function startWorker(
         logger.info('the broker is back: taking jobs');
       } else {
         pool.pause('broker');
+        metrics.brokerLost();
         logger.warn({ reason }, 'not taking jobs until the broker is back');
       }
     });

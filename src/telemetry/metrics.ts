@@ -57,6 +57,8 @@ export interface WorkerMetrics extends JobMetrics {
   observe(gauges: WorkerGauges): void;
   /** The circuit breaker opened (or reopened after a failed trial). */
   breakerOpened(): void;
+  /** A broker connection was lost: the worker stopped taking jobs until it is back. */
+  brokerLost(): void;
   /** The reaper destroyed an instance. */
   reaped(reason: ReapReason): void;
   /** The reaper could not list or destroy (`operation`) instances. */
@@ -86,6 +88,7 @@ export const noopMetrics: WorkerMetrics = {
   backend: { apiCall() {} },
   observe() {},
   breakerOpened() {},
+  brokerLost() {},
   reaped() {},
   reaperFailed() {},
   handle: undefined,
@@ -116,6 +119,9 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
   const breakerOpenings = meter.createCounter('mayfly_breaker_openings', {
     description: 'Times the circuit breaker stopped the worker taking jobs after failed instance starts',
   });
+  const brokerOutages = meter.createCounter('mayfly_broker_outages', {
+    description: 'Times a broker connection was lost and the worker stopped taking jobs until it reconnected',
+  });
   const reaped = meter.createCounter('mayfly_reaped_instances', { description: 'Orphaned instances the reaper destroyed, by reason' });
   const reaperFailures = meter.createCounter('mayfly_reaper_failures', { description: 'Reaper calls that failed, by operation (list, destroy)' });
 
@@ -139,6 +145,7 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
       },
     },
     breakerOpened: () => breakerOpenings.add(1, base),
+    brokerLost: () => brokerOutages.add(1, { queue: labels.queue }),
     reaped: (reason) => reaped.add(1, { ...base, reason }),
     reaperFailed: (operation) => reaperFailures.add(1, { ...base, operation }),
     observe(gauges) {
@@ -155,7 +162,7 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
         .createObservableGauge('mayfly_pool_size', { description: 'Processors in the pool (TRAVIS_WORKER_POOL_SIZE, as resized)' })
         .addCallback((result) => result.observe(gauges.poolSize()));
       meter
-        .createObservableGauge('mayfly_broker_connected', { description: '1 while the job broker connection is up' })
+        .createObservableGauge('mayfly_broker_connected', { description: '1 while every broker connection (jobs, and logs if separate) is up' })
         .addCallback((result) => result.observe(gauges.brokerConnected() ? 1 : 0, { queue: labels.queue }));
       meter
         .createObservableGauge('mayfly_worker_state', { description: '1 for the state the worker is in, 0 for the others' })

@@ -58,6 +58,9 @@ async function chunksWritten(progress: string): Promise<number> {
   return Number(text.trim() || '0');
 }
 
+const CONTROL_AUTH = 'operator:fault-suite';
+const basicAuth = (credentials: string): string => `Basic ${Buffer.from(credentials).toString('base64')}`;
+
 /** More than heartbeats (8-byte frames) add up to while a part is on its way: a log part's publish is a few hundred bytes. */
 const LOG_PART_ON_THE_WIRE_BYTES = 200;
 
@@ -122,7 +125,11 @@ describe('fault: the broker connection', () => {
       const signal = AbortSignal.timeout(25_000);
       const journal = await openLedger();
       buildApi.scripts.set(jobId, ENDLESS_SCRIPT);
-      const worker = await startWorker({ TRAVIS_WORKER_AMQP_URI: proxy.uri(amqp.vhost.uri), TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: '127.0.0.1:0' });
+      const worker = await startWorker({
+        TRAVIS_WORKER_AMQP_URI: proxy.uri(amqp.vhost.uri),
+        TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: '127.0.0.1:0',
+        TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: CONTROL_AUTH,
+      });
       const firstRun = worker.jobDone(jobId);
       await publishRaw(amqp.vhost.uri, '', QUEUE, payload(jobId));
       await journal.untilLogged(jobId, 'line 5\r\n', signal);
@@ -139,6 +146,9 @@ describe('fault: the broker connection', () => {
       const ready = await fetch(`${worker.worker.controlUrl}/ready`);
       expect(ready.status).toBe(503);
       expect(await ready.text()).toMatch(/^Not Ready: reconnecting to the jobs broker: the connection to the jobs broker closed/);
+      const metrics = await (await fetch(`${worker.worker.controlUrl}/metrics`, { headers: { authorization: basicAuth(CONTROL_AUTH) } })).text();
+      expect(metrics).toMatch(/^mayfly_broker_connected\{queue="amqp"\} 0$/m);
+      expect(metrics).toMatch(/^mayfly_broker_outages_total\{queue="amqp"\} 1$/m);
 
       const accepted = proxy.accepted;
       if (fault === 'stall') proxy.cut();
