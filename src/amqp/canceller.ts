@@ -10,6 +10,7 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { CancelCommand } from '../queue/contract.js';
 import { COMMANDS_EXCHANGE } from './messages.js';
+import { closeChannel } from './close-channel.js';
 
 const jobId = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
 
@@ -66,7 +67,7 @@ export async function consumeCommands(options: CommandConsumerOptions): Promise<
     await channel.consume(queue, (message) => handle(channel, message, options), { noAck: false, exclusive: true });
     logger.debug({ queue }, 'consuming cancel commands');
   } catch (err) {
-    await channel.close().catch(() => undefined);
+    await closeChannel(channel, logger, 'commands');
     throw err;
   }
   return channel;

@@ -11,6 +11,7 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { raceAbort } from '../util/abort.js';
 import { BrokerError } from './errors.js';
+import { closeChannel } from './close-channel.js';
 
 export interface PublishResult {
   /** False when the channel's write buffer is full: wait for `drained()` before publishing more. */
@@ -71,12 +72,7 @@ export class ConfirmChannelSlot implements ConfirmPublisher {
     this.closing.abort(new BrokerError(`the ${this.purpose} channel is closed`, 'closed'));
     const channel = this.channel ?? (await this.opening?.catch(() => undefined));
     this.channel = undefined;
-    if (!channel) return;
-    try {
-      await channel.close();
-    } catch (err) {
-      this.logger.debug({ channel: this.purpose, err: errorMessage(err) }, 'closing a channel failed (already closed)');
-    }
+    if (channel) await closeChannel(channel, this.logger, this.purpose);
   }
 
   private get(): Promise<ConfirmChannel> {
@@ -102,7 +98,7 @@ export class ConfirmChannelSlot implements ConfirmPublisher {
       if (this.channel === channel) this.channel = undefined;
     });
     if (this.closed) {
-      await channel.close().catch(() => undefined);
+      await closeChannel(channel, this.logger, this.purpose);
       throw new BrokerError(`the ${this.purpose} channel is closed`, 'closed');
     }
     this.channel = channel;

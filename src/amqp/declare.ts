@@ -5,10 +5,11 @@
  */
 import type { Channel, ChannelModel } from 'amqplib';
 import type { BrokerConnection } from './connection.js';
-import { ConfigError, errorMessage } from '../errors.js';
+import { ConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { isUnknownExchangeType } from './errors.js';
 import { LOG_QUEUE, REPORTING_EXCHANGE, SHARDED_LOG_EXCHANGE, STATE_QUEUE } from './messages.js';
+import { closeChannel } from './close-channel.js';
 
 const DURABLE_QUEUE = { durable: true, exclusive: false, autoDelete: false } as const;
 const DURABLE_EXCHANGE = { durable: true, autoDelete: false, internal: false } as const;
@@ -64,7 +65,7 @@ async function withChannel(connection: ChannelModel, logger: Logger, use: (chann
     await use(channel);
   } finally {
     if (!failed) {
-      await channel.close().catch((err: unknown) => logger.debug({ err: errorMessage(err) }, 'closing the declaration channel failed'));
+      await closeChannel(channel, logger, 'declarations');
     }
   }
 }

@@ -21,6 +21,7 @@ import { declareJobObjects, declareLogObjects } from './declare.js';
 import { ReconnectingConnection } from './reconnecting.js';
 import { ReportedJobs } from './reported-jobs.js';
 import { AmqpJobSource } from './source.js';
+import { closeChannel } from './close-channel.js';
 
 export interface AmqpQueueOptions {
   config: AmqpConfig;
@@ -160,7 +161,7 @@ export class AmqpJobQueue implements JobQueue {
     }
     const commands = this.commands;
     this.commands = undefined;
-    await commands?.close().catch((err: unknown) => this.logger.debug({ err: errorMessage(err) }, 'closing the command channel failed'));
+    if (commands) await closeChannel(commands, this.logger, 'commands');
     await this.closeConnections();
     this.state = 'closed';
   }

@@ -20,6 +20,7 @@ import { BrokerError, CONSUMER_TIMEOUT_ADVICE, isConsumerTimeout } from './error
 import { AmqpQueuedJob } from './job.js';
 import type { BrokerLink } from './reconnecting.js';
 import type { ReportedJobs } from './reported-jobs.js';
+import { closeChannel } from './close-channel.js';
 
 /** Travis's consumer tag; amqplib needs tags unique per channel only, and each source has its own channel. */
 export const JOB_CONSUMER_TAG = 'build-job-consumer';
@@ -138,13 +139,7 @@ export class AmqpJobSource implements JobSource {
       await new Promise<void>((resolve) => (this.allSettled = resolve));
     }
     this.closeRetired();
-    if (consumer && !consumer.gone) {
-      try {
-        await consumer.channel.close();
-      } catch (err) {
-        this.logger.debug({ err: errorMessage(err) }, 'closing the job channel failed (already closed)');
-      }
-    }
+    if (consumer && !consumer.gone) await closeChannel(consumer.channel, this.logger, 'jobs');
     await Promise.all([this.states.close(), this.logs.close()]);
     this.options.onClosed();
   }
@@ -225,7 +220,7 @@ export class AmqpJobSource implements JobSource {
         arguments: { 'x-priority': consumerPriority },
       });
     } catch (err) {
-      await channel.close().catch(() => undefined);
+      await closeChannel(channel, this.logger, 'jobs');
       throw new BrokerError(`could not consume the job queue ${queueName}: ${errorMessage(err)}`, 'closed', { cause: err });
     }
     this.consumer = consumer;
@@ -321,7 +316,7 @@ export class AmqpJobSource implements JobSource {
     for (const channel of this.retired) {
       if (busy.has(channel)) continue;
       this.retired.delete(channel);
-      channel.close().catch((err: unknown) => this.logger.debug({ err: errorMessage(err) }, 'closing a retired job channel failed'));
+      void closeChannel(channel, this.logger, 'retired jobs');
     }
   }
 

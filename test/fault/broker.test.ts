@@ -165,6 +165,27 @@ describe('fault: the broker connection', () => {
     });
   }
 
+  it('every connection cut with several jobs in flight (a broker restart): each job passes exactly once, no log part lost', async () => {
+    const jobIds = [7311, 7312, 7313, 7314];
+    const signal = AbortSignal.timeout(28_000);
+    const journal = await openLedger();
+    for (const jobId of jobIds) buildApi.scripts.set(jobId, SLOW_SCRIPT);
+    const uri = proxy.uri(amqp.vhost.uri);
+    const worker = await startWorker({ TRAVIS_WORKER_AMQP_URI: uri, TRAVIS_WORKER_LOGS_AMQP_URI: uri, TRAVIS_WORKER_POOL_SIZE: '2' });
+    for (const jobId of jobIds) await publishRaw(amqp.vhost.uri, '', QUEUE, payload(jobId));
+    await journal.untilLogged(jobIds[0] as number, 'line 5\r\n', signal);
+
+    proxy.cut();
+
+    await journal.untilFinished(jobIds, signal);
+    for (const jobId of jobIds) await journal.untilLogged(jobId, SLOW_LAST_LINE, signal);
+    await worker.stop();
+    const report = journal.report('every connection cut with four jobs queued or running', jobIds, { vmsLeaked: fake.live().length });
+    expect(report.problems).toEqual([]);
+    expect(report).toMatchObject({ jobsRun: 4, jobsLost: 0, partsLost: 0, duplicateTerminalStates: 0, vmsLeaked: 0 });
+    for (const jobId of jobIds) expect(journal.states(jobId).filter((state) => state === 'passed')).toEqual(['passed']);
+  });
+
   it('jobs connection cut after the terminal state, before the ack: the redelivery is acknowledged unrun, no second terminal state', async () => {
     const jobId = 7305;
     const signal = AbortSignal.timeout(25_000);

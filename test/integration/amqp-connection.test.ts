@@ -2,13 +2,16 @@
  * The broker connection against the real broker: its socket writes are
  * coalesced per tick (src/amqp/connection.ts), and a burst of messages
  * published in one tick, far over the socket's write buffer, still
- * arrives whole, in order, and confirmed.
+ * arrives whole, in order, and confirmed. And a channel closed just as its
+ * connection dies is closed, not waited on for ever (close-channel.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { closeChannel } from '../../src/amqp/close-channel.js';
 import { openConnection, type BrokerConnection } from '../../src/amqp/connection.js';
 import { silentLogger } from '../../src/log.js';
-import { createVhost, drain, type TestVhost } from '../helpers/rabbitmq.js';
+import { BROKER, createVhost, drain, type TestVhost } from '../helpers/rabbitmq.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 let vhost: TestVhost;
 
@@ -20,9 +23,9 @@ afterAll(async () => {
   await vhost.delete();
 });
 
-async function open(): Promise<BrokerConnection> {
+async function open(uri = vhost.uri): Promise<BrokerConnection> {
   return openConnection({
-    uri: vhost.uri,
+    uri,
     role: 'logs',
     logger: silentLogger,
     heartbeatMs: 0,
@@ -49,5 +52,25 @@ it('coalesces the writes of a tick: a burst larger than the socket buffer arrive
     await channel.close();
   } finally {
     await connection.close();
+  }
+});
+
+it('closes a channel whose connection dies before the broker answers the close (amqplib would wait for ever)', async () => {
+  const broker = new URL(BROKER);
+  const proxy = await TcpProxy.start({ host: broker.hostname, port: Number(broker.port) });
+  const connection = await open(proxy.uri(vhost.uri));
+  try {
+    const channel = await connection.model.createChannel();
+    const signal = AbortSignal.timeout(10_000);
+    // The Close frame goes into the hole: no CloseOk will come.
+    proxy.blackHole();
+    const closing = closeChannel(channel, silentLogger, 'test');
+    await proxy.untilSwallowed(1, signal);
+    proxy.cut();
+    await closing;
+    expect(connection.closed).toBe(true);
+  } finally {
+    await connection.close();
+    await proxy.close();
   }
 });
