@@ -44,7 +44,9 @@ export class ConfirmChannelSlot implements ConfirmPublisher {
   ) {}
 
   async publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish, signal: AbortSignal): Promise<PublishResult> {
-    const channel = await raceAbort(this.get(), signal);
+    signal.throwIfAborted();
+    // The channel is there for all but the first publish (or one after it died): no wait to race then.
+    const channel = this.channel ?? (await raceAbort(this.get(), signal));
     let confirm!: (err: unknown) => void;
     const confirmed = new Promise<void>((resolve, reject) => {
       confirm = (err) => {
