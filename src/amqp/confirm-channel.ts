@@ -13,6 +13,20 @@ import { raceAbort } from '../util/abort.js';
 import { BrokerError } from './errors.js';
 import { closeChannel } from './close-channel.js';
 
+/**
+ * Pauses between attempts to publish again what the broker did not confirm
+ * (log parts, state updates): 100 ms doubling to 5 s. Short enough that a
+ * reopened channel is used at once, long enough that a channel which keeps
+ * dying (a refused exchange) is not reopened in a tight loop.
+ */
+export const REPUBLISH_FIRST_PAUSE_MS = 100;
+const REPUBLISH_MAX_PAUSE_MS = 5_000;
+
+/** The pause after `pause` in the republish backoff. */
+export function nextRepublishPause(pause: number): number {
+  return Math.min(REPUBLISH_MAX_PAUSE_MS, Math.max(REPUBLISH_FIRST_PAUSE_MS, pause * 2));
+}
+
 export interface PublishResult {
   /** False when the channel's write buffer is full: wait for `drained()` before publishing more. */
   written: boolean;

@@ -9,7 +9,7 @@ import { errorMessage } from '../errors.js';
 import type { JobPayload } from '../job/payload.js';
 import type { Logger } from '../log.js';
 import type { JobState, QueuedJob, TerminalState } from '../queue/contract.js';
-import type { ConfirmPublisher } from './confirm-channel.js';
+import { REPUBLISH_FIRST_PAUSE_MS, nextRepublishPause, type ConfirmPublisher } from './confirm-channel.js';
 import type { ReportedJobs } from './reported-jobs.js';
 import { abortableSleep, raceAbort } from '../util/abort.js';
 import { BrokerError } from './errors.js';
@@ -35,10 +35,6 @@ export interface AmqpQueuedJobOptions {
   /** Called once when the delivery is settled (acked, nacked) or lost. */
   onSettled: () => void;
 }
-
-/** Pauses between attempts to publish a state update again: 100 ms doubling to 5 s. */
-const STATE_RETRY_FIRST_PAUSE_MS = 100;
-const STATE_RETRY_MAX_PAUSE_MS = 5_000;
 
 /** Where a delivery is in its life; each step happens at most once, in this order. */
 type Phase = 'delivered' | 'received' | 'started' | 'reported' | 'settled';
@@ -211,7 +207,7 @@ export class AmqpQueuedJob implements QueuedJob {
    */
   private async publishConfirmed(state: JobState, count: number, body: Buffer): Promise<void> {
     const deadline = Date.now() + this.options.deliveryTimeoutMs;
-    for (let pause = STATE_RETRY_FIRST_PAUSE_MS; ; pause = Math.min(STATE_RETRY_MAX_PAUSE_MS, pause * 2)) {
+    for (let pause = REPUBLISH_FIRST_PAUSE_MS; ; pause = nextRepublishPause(pause)) {
       try {
         const result = await this.options.states.publish('', STATE_QUEUE, body, publishOptions(STATE_EVENT[state]), this.lost);
         await raceAbort(result.confirmed, this.lost);

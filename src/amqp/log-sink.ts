@@ -17,7 +17,7 @@ import type { LogPart, LogPartMeta, LogSink } from '../queue/contract.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { abortableSleep } from '../util/abort.js';
-import type { ConfirmPublisher } from './confirm-channel.js';
+import { nextRepublishPause, type ConfirmPublisher } from './confirm-channel.js';
 import { BrokerError } from './errors.js';
 import { LOG_EVENT, LOG_QUEUE, REPORTING_EXCHANGE, SHARDED_LOG_EXCHANGE, logPartBody, publishOptions } from './messages.js';
 
@@ -30,9 +30,6 @@ import { LOG_EVENT, LOG_QUEUE, REPORTING_EXCHANGE, SHARDED_LOG_EXCHANGE, logPart
  */
 export const LOG_PUBLISH_WINDOW = 64;
 
-/** Pauses between attempts to publish unconfirmed parts again: the first retry goes at once, then 100 ms doubling to 5 s. */
-const RESEND_FIRST_PAUSE_MS = 100;
-const RESEND_MAX_PAUSE_MS = 5_000;
 
 export interface AmqpLogSinkOptions {
   publisher: ConfirmPublisher;
@@ -177,7 +174,8 @@ export class AmqpLogSink implements LogSink {
       } catch {
         return;
       }
-      pause = Math.min(RESEND_MAX_PAUSE_MS, Math.max(RESEND_FIRST_PAUSE_MS, pause * 2));
+      // The first resend goes at once; later ones back off.
+      pause = nextRepublishPause(pause);
       this.resendAgain = false;
       this.resentFrom = this.attempts;
       for (const entry of [...this.unconfirmed.values()]) {
