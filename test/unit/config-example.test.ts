@@ -10,6 +10,7 @@ import type { BackendDefinition } from '../../src/backend/contract.js';
 import { CORE_SETTINGS, loadConfig } from '../../src/config.js';
 
 const EXAMPLE = fileURLToPath(new URL('../../config.example.env', import.meta.url));
+const CONFIGURATION_PAGE = fileURLToPath(new URL('../../docs/configuration.md', import.meta.url));
 
 /** The embedded default backend, reduced to a name: the example configures no backend. */
 const local: BackendDefinition = {
@@ -76,5 +77,20 @@ describe('config.example.env', () => {
   it('loads, uncommented, to exactly the defaults', () => {
     const env = Object.fromEntries(settings.map((setting) => [setting.variable, setting.value]));
     expect(loadConfig([local], env)).toEqual(loadConfig([local], {}));
+  });
+});
+
+describe('docs/configuration.md', () => {
+  /** Its reference rows: `` | `VARIABLE` | default | meaning | ``, the default as `value` or `empty`. */
+  const rows = new Map(
+    [...readFileSync(CONFIGURATION_PAGE, 'utf8').matchAll(/^\| `(TRAVIS_WORKER_[A-Z0-9_]+)` \| (`[^`]*`|empty) \|/gm)].map((match) => [
+      match[1] as string,
+      match[2] === 'empty' ? '' : (match[2] as string).slice(1, -1),
+    ]),
+  );
+
+  it('lists every core setting with the default config.example.env shows', () => {
+    const { settings } = readExample();
+    expect(Object.fromEntries(rows)).toEqual(Object.fromEntries(settings.map((setting) => [setting.variable, setting.value])));
   });
 });

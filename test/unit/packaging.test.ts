@@ -124,10 +124,12 @@ describe('.ci/run', () => {
   });
 });
 
-describe('README', () => {
+describe('docs/operations.md', () => {
   it('shows how to install, start, check and follow the service', () => {
-    const readme = read('README.md');
-    const section = readme.slice(readme.indexOf('## Operating mayfly'));
+    const page = read('docs/operations.md');
+    const start = page.indexOf('## Install and run under systemd');
+    expect(start).toBeGreaterThanOrEqual(0);
+    const section = page.slice(start, page.indexOf('\n## ', start + 1));
     expect(section).toContain('systemctl enable --now mayfly');
     expect(section).toContain('systemctl status mayfly');
     expect(section).toContain('journalctl -u mayfly -f');
