@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # mayfly in a container: build with the dev dependencies, ship with the
-# production ones only, run as an unprivileged user. README, "Operating
-# mayfly", shows how to run it (give `docker stop` a long enough timeout:
+# production ones only, run as an unprivileged user. docs/operations.md,
+# "Run in a container", shows how to run it (give `docker stop` a long enough timeout:
 # the drain needs up to TRAVIS_WORKER_SHUTDOWN_TIMEOUT).
 ARG NODE_IMAGE=node:20-bookworm-slim
 

@@ -28,7 +28,7 @@ export interface ReceivedPart {
   receiptUs: number;
 }
 
-/** A trivial job in the shape of a real payload (PROTOCOL.md), running `script` with the built-in generator. */
+/** A trivial job in the shape of a real payload (docs/protocol.md), running `script` with the built-in generator. */
 export function jobPayload(id: number, script: string[], queue: string): Buffer {
   return Buffer.from(
     JSON.stringify({

@@ -1,6 +1,6 @@
 /**
  * The bench itself (started by bench/run.ts): measures each scenario of
- * issue #3 against the real broker and real sshd, with the machine's raw
+ * docs/benchmarks.md against the real broker and real sshd, with the machine's raw
  * figures beside the worker's, prints one table and writes it as JSON.
  *
  *   node dist/bench/run.js [--quick] [--only overhead,throughput,logs,scale]

@@ -19,7 +19,7 @@ export interface Row {
   worker: string;
   /** The machine's raw limit measured in the same run, formatted; `—` when there is none. */
   baseline: string;
-  /** The issue's target, in words; `—` when there is none. */
+  /** The target (docs/benchmarks.md, "Targets"), in words; `—` when there is none. */
   target: string;
   met: Verdict;
   /** A short comment on `met` (the overhead added, the share reached). */
@@ -75,7 +75,7 @@ function escapeCell(text: string): string {
   return text.replaceAll('|', '\\|').replaceAll('\n', ' ');
 }
 
-/** The rows as a Markdown table (what the README carries), with the machine underneath. */
+/** The rows as a Markdown table (what docs/benchmarks.md carries), with the machine underneath. */
 export function renderTable(results: Results): string {
   const header = ['scenario', 'metric', 'worker', 'baseline (this machine)', 'target', 'met?'];
   const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];

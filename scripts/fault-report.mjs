@@ -1,5 +1,5 @@
-// Prints the fault-injection suite's results as a markdown table (issue #7's
-// closing note). FILE holds one JSON line per scenario, appended by the job
+// Prints the fault-injection suite's results as a markdown table (see
+// docs/failure-modes.md). FILE holds one JSON line per scenario, appended by the job
 // ledger (test/helpers/job-ledger.ts) when the suite runs with
 // MAYFLY_FAULT_REPORT=FILE:
 //

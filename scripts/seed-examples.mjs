@@ -1,5 +1,5 @@
 // Puts the example jobs into the embedded default file queue, so that the
-// README's first command has something to run. Respects TRAVIS_WORKER_BASE_DIR
+// README's first command (`npm start`) has something to run. Respects TRAVIS_WORKER_BASE_DIR
 // and TRAVIS_WORKER_QUEUE_NAME when they are set; does nothing for amqp.
 import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';

@@ -34,7 +34,7 @@ import {
   type SettingLeaf,
 } from './settings-env.js';
 
-/** Settings of the build API request (PROTOCOL.md, "Build API"). */
+/** Settings of the build API request (docs/protocol.md, "The build API"). */
 export interface BuildApiConfig {
   /** `TRAVIS_WORKER_BUILD_API_URI`; undefined = use the built-in script generator. */
   uri?: string;
@@ -315,7 +315,7 @@ export const CORE_SETTINGS = {
   buildCacheS3AccessKeyId: text('TRAVIS_WORKER_BUILD_CACHE_S3_ACCESS_KEY_ID', '', 'Build cache S3 access key id'),
   buildCacheS3SecretAccessKey: text('TRAVIS_WORKER_BUILD_CACHE_S3_SECRET_ACCESS_KEY', '', 'Build cache S3 secret access key', true),
 
-  // Operating the worker (issue #6). The default drain leaves 5 minutes of a
+  // Operating the worker (docs/operations.md). The default drain leaves 5 minutes of a
   // 50-minute stop budget (systemd/mayfly.service) for requeueing, destroying
   // instances and closing; a job that needs longer than 45 minutes is
   // requeued and runs again elsewhere from the start.
@@ -354,7 +354,7 @@ export const CORE_SETTINGS = {
   heartbeatUrl: url('TRAVIS_WORKER_HEARTBEAT_URL', '', 'URL polled every 5 minutes; an answer of {"state":"down"} drains the worker (empty: off)', ['http', 'https'], true),
   heartbeatUrlAuthToken: text('TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN', '', 'Sent to HEARTBEAT_URL as "Authorization: token <value>"; file:///path reads it from that file', true),
 
-  // Reliability (issue #7). Five failed starts in a row, with none working in
+  // Reliability (docs/operations.md). Five failed starts in a row, with none working in
   // between, is far beyond the odd failed boot (a few percent of starts at
   // worst: 5 in a row by chance is rarer than 1 in 10^7), yet stops a pool of
   // any size within one round of starts instead of churning the whole queue.

@@ -1,7 +1,7 @@
 /**
  * `ec2`: a fresh EC2 instance per job (TRAVIS_WORKER_EC2_*), reached over
  * SSH with a key made for that job, tagged from the moment it exists and
- * terminated on every path. See README, "Backends", `ec2`.
+ * terminated on every path. See docs/backends.md, `ec2`.
  */
 import type { BackendDefinition } from '../../src/backend/contract.js';
 import { Ec2Backend } from './backend.js';

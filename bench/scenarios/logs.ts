@@ -32,7 +32,7 @@ import type { SshdTarget } from '../../test/helpers/sshd.js';
 
 const SCENARIO = 'logs';
 const GENERATOR = fileURLToPath(new URL('../log-generator.js', import.meta.url));
-/** travis' flush interval (src/logs/writer.ts LOG_FLUSH_INTERVAL_MS) + 50 ms: the issue's bound on p99 delay. */
+/** travis' flush interval (src/logs/writer.ts LOG_FLUSH_INTERVAL_MS) + 50 ms: the bound on p99 delay (docs/benchmarks.md). */
 const DELAY_TARGET_MS = 500 + 50;
 /** The worker should stream at least this share of the raw SSH rate. */
 const RATE_TARGET_SHARE = 0.5;

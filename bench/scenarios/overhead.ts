@@ -25,7 +25,7 @@ import { fixed, formatLatency, summarize, type Summary } from '../stats.js';
 import type { SshdTarget } from '../../test/helpers/sshd.js';
 
 const SCENARIO = 'overhead';
-/** The target: the worker adds under 5 ms (p50) to the baselines. */
+/** The target (docs/benchmarks.md): the worker adds under 5 ms (p50) to the baselines. */
 const ADDED_P50_TARGET_MS = 5;
 /** Jobs run and discarded first: connections, JIT, the first SFTP session. */
 const WARMUP_JOBS = 3;

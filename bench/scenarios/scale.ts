@@ -23,7 +23,7 @@ import { fixed } from '../stats.js';
 import type { SshdTarget } from '../../test/helpers/sshd.js';
 
 const SCENARIO = 'scale';
-/** The target: memory per concurrent job above the idle worker. */
+/** The target (docs/benchmarks.md): memory per concurrent job above the idle worker. */
 const TARGET_MB_PER_JOB = 0.5;
 const MiB = 2 ** 20;
 /** How often the FIFO is opened to let the waiting scripts go. */

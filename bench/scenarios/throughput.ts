@@ -15,7 +15,7 @@ import { failedRow } from '../context.js';
 
 const SCENARIO = 'throughput';
 const POOL_SIZES = [1, 30, 200] as const;
-/** The target at pool 200. */
+/** The target at pool 200 (docs/benchmarks.md). */
 const TARGET_JOBS_PER_SECOND = 500;
 const TARGET_POOL = 200;
 

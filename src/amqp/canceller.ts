@@ -1,6 +1,6 @@
 /**
- * Cancel commands from the `worker.commands` fanout exchange (PROTOCOL.md,
- * "Cancel command"): each worker binds its own server-named exclusive queue.
+ * Cancel commands from the `worker.commands` fanout exchange (docs/protocol.md,
+ * "Cancel commands"): each worker binds its own server-named exclusive queue.
  * A bad command is logged with the offending field and dropped; nothing a
  * command (or a listener) does can take the worker down.
  */

@@ -105,7 +105,7 @@ const WRITE_BUFFER_OPTIONS = { writableHighWaterMark: SOCKET_WRITE_HIGH_WATER_MA
 /**
  * amqplib writes each message to the socket on its own: one write(2) per
  * log part, measured at a third of the worker's busy CPU while a job
- * streams its log (issue #3). Cork the socket on the first write of a tick
+ * streams its log (`npm run bench`). Cork the socket on the first write of a tick
  * and uncork it on the next microtask turn, so everything amqplib's muxer
  * writes in one pass leaves in one writev(2). Nothing waits longer: the
  * bytes go out before the event loop moves on. Returns false (and changes

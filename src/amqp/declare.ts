@@ -1,5 +1,5 @@
 /**
- * The broker objects of PROTOCOL.md, declared exactly as travis-ci/worker
+ * The broker objects of docs/protocol.md, declared exactly as travis-ci/worker
  * declares them, so an existing installation's objects match (a declare
  * with other attributes would fail with 406 PRECONDITION_FAILED).
  */

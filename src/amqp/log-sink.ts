@@ -1,5 +1,5 @@
 /**
- * A job's log parts on AMQP (PROTOCOL.md, "Log part"): published in order
+ * A job's log parts on AMQP (docs/protocol.md, "Log parts"): published in order
  * on a confirm channel, pipelined up to a window of unconfirmed parts.
  * Waiting for the window (and for the channel's buffer to drain) is the
  * backpressure that slows down the reading of the script's output when

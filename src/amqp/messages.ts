@@ -1,6 +1,6 @@
 /**
  * The messages the worker publishes, byte for byte as travis-ci/worker
- * sends them (PROTOCOL.md, "State update" and "Log part").
+ * sends them (docs/protocol.md, "State updates" and "Log parts").
  */
 import type { Options } from 'amqplib';
 import type { JobState, LogPart } from '../queue/contract.js';

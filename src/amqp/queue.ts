@@ -1,5 +1,5 @@
 /**
- * The `amqp` job queue (PROTOCOL.md): a drop-in for travis-ci/worker's
+ * The `amqp` job queue (docs/protocol.md): a drop-in for travis-ci/worker's
  * AMQPJobQueue, AMQPCanceller and AMQP log writer.
  *
  * Connections: one for jobs, states and cancel commands (`config.uri`), and

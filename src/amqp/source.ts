@@ -1,7 +1,7 @@
 /**
  * The jobs one processor takes: its own channel on the jobs connection with
  * prefetch 1, consumer tag `build-job-consumer` and `x-priority`, manual
- * acknowledgement (PROTOCOL.md, "Consumption"). Its state updates and log
+ * acknowledgement (docs/protocol.md, "Consuming jobs"). Its state updates and log
  * parts go on confirm channels of its own.
  *
  * If the channel closes (e.g. RabbitMQ's `consumer_timeout`, or the

@@ -1,5 +1,5 @@
 /**
- * The circuit breaker against requeue storms (issue #7). A backend that
+ * The circuit breaker against requeue storms (docs/operations.md). A backend that
  * cannot start instances (quota gone, image deleted, API down) makes every
  * job fail within seconds and go back to the queue, where this worker takes
  * it again at once: thousands of requeues an hour, each one a cloud call and

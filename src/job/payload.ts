@@ -1,5 +1,5 @@
 /**
- * Job payload parsing (PROTOCOL.md, "Job payload"). Three outcomes:
+ * Job payload parsing (docs/protocol.md, "The job payload"). Three outcomes:
  * - rejected: not a job at all (not UTF-8, not JSON, not an object, no
  *   usable `job.id`, too large): it can't be reported, so the delivery is
  *   dropped to the dead-letter route with the reason in the worker log;

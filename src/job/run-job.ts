@@ -1,5 +1,5 @@
 /**
- * One job, start to end: the step pipeline of PROTOCOL.md and issue #2.
+ * One job, start to end (docs/failure-modes.md, "How a job runs").
  *
  *   received -> script -> start instance -> upload -> started -> worker info
  *   -> run under a PTY -> terminal state -> instance destroyed -> ack

@@ -1,5 +1,5 @@
 /**
- * The build script from the build API (PROTOCOL.md, "Build API"), as
+ * The build script from the build API (docs/protocol.md, "The build API"), as
  * travis-ci/worker's build_script_generator.go asks for it, plus what it
  * lacks: retries with backoff on network errors and 5xx, one deadline for
  * the whole exchange, and a cap on the answer's size.

@@ -1,6 +1,6 @@
 /**
  * One job run's log: bytes from the script (and the worker's own lines) in,
- * numbered parts out to a LogSink (PROTOCOL.md, "Log part").
+ * numbered parts out to a LogSink (docs/protocol.md, "Log parts").
  *
  * What this does that travis-ci/worker's amqp_log_writer.go does not:
  * - `close` publishes everything still buffered before the final part

@@ -1,15 +1,15 @@
 /**
  * Where jobs come from and where their states and logs go: one contract
- * for the `amqp` queue (PROTOCOL.md) and the `file` queue (the embedded
+ * for the `amqp` queue (docs/protocol.md) and the `file` queue (the embedded
  * default). The processor pool and the job pipeline see only these types.
  */
 import type { JobPayload } from '../job/payload.js';
 
-/** The states PROTOCOL.md defines, in the order a run passes through them. */
+/** The states of the wire protocol (docs/protocol.md), in the order a run passes through them. */
 export type JobState = 'received' | 'started' | 'passed' | 'failed' | 'errored' | 'cancelled' | 'reset';
 export type TerminalState = 'passed' | 'failed' | 'errored' | 'cancelled';
 
-/** Sent with the first log part after `started` (PROTOCOL.md, Log part). */
+/** Sent with the first log part after `started` (docs/protocol.md, "Log parts"). */
 export interface LogPartMeta {
   queued_at?: string;
   repo: string;

@@ -1,5 +1,5 @@
 /**
- * The `file` job queue, the embedded default (PROTOCOL.md, "File queue"):
+ * The `file` job queue, the embedded default (docs/protocol.md, "The file queue"):
  * `<base>/<queue>/{10-created.d,30-received.d,50-started.d,70-finished.d}`,
  * a job being a `<id>.json` payload moved from stage to stage. The log of a
  * job is written to `<base>/<queue>/log/<id>.log` (as travis does) and its

@@ -1,5 +1,5 @@
 /**
- * The orphan reaper (issue #7): now and then, list the instances carrying
+ * The orphan reaper (docs/operations.md, "Orphaned instances"): now and then, list the instances carrying
  * mayfly's labels (`Backend.listManaged`) and destroy those no job can be
  * using any more:
  *

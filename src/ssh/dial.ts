@@ -34,7 +34,7 @@ const KEEPALIVE_COUNT_MAX = 3;
  * itself), and without a cap a pool starting hundreds of jobs at once
  * shares the CPU among all of them until every one outlives the dial
  * timeout, again on every retry: 500 jobs on 500 loopback sshd on 2 cores
- * lost 190 to "Timed out while waiting for handshake" (issue #3, bench
+ * lost 190 to "Timed out while waiting for handshake" (`npm run bench`,
  * scale). Measured there: 64 sshd on 2 cores complete about 64 handshakes/s
  * whatever the concurrency; 16 at once reach 57/s at 0.26 s each, 64 at once
  * 0.86 s each, so 500 at once would take about 8 s each. 16 keeps nearly the

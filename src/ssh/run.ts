@@ -16,7 +16,7 @@ import type { SshConnection } from './connection.js';
  * window. ssh2 sets its channels' buffer to the whole window (2 MiB), so a
  * script faster than the log pipeline had up to 4 MiB (buffer + window)
  * between its print and the log writer: at 10 MB/s, 400 ms of delay on
- * every line (issue #3). 64 KiB is a few SSH packets (32 KiB each) and as
+ * every line (`npm run bench`, logs). 64 KiB is a few SSH packets (32 KiB each) and as
  * much as the log writer itself holds (LOG_HIGH_WATER_MARK_BYTES).
  */
 export const CHANNEL_BUFFER_BYTES = 64 * 1024;

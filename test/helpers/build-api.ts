@@ -1,5 +1,5 @@
 /**
- * A build API for tests (PROTOCOL.md, "Build API"), on loopback: answers
+ * A build API for tests (docs/protocol.md, "The build API"), on loopback: answers
  * each job's POST with the script set for its job id, and keeps every
  * request so tests can check what the worker sent.
  */

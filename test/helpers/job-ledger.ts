@@ -1,7 +1,7 @@
 /**
- * The fault-injection suite's ledger (issue #7): reads everything the
+ * The fault-injection suite's ledger (docs/failure-modes.md): reads everything the
  * worker publishes on `reporting.jobs.builds` and `reporting.jobs.logs`, as
- * travis' hub and log consumer would, and checks the issue's promises for a
+ * travis' hub and log consumer would, and checks the worker's promises for a
  * set of jobs: every job reaches exactly one terminal state (after any
  * number of runs that were requeued or abandoned), and the log of the run
  * that finished is complete. Runs are told apart by their `uuid` (state

@@ -2,7 +2,7 @@
  * The whole worker against the real broker and real sshd "VMs": jobs
  * published by hand in travis' format, and what comes out on
  * `reporting.jobs.builds` and `reporting.jobs.logs`, checked message by
- * message against PROTOCOL.md.
+ * message against the wire protocol (docs/protocol.md).
  */
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -42,7 +42,7 @@ function start(env: Record<string, string> = {}): Promise<TestWorker> {
   });
 }
 
-/** A payload in the shape of a real one (PROTOCOL.md's example), for job `id`. */
+/** A payload in the shape of a real one (docs/protocol.md's example), for job `id`. */
 function travisPayload(id: number, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     type: 'test',

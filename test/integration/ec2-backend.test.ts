@@ -2,7 +2,7 @@
  * The ec2 backend through the real AWS SDK against the fake EC2 (Query API,
  * XML), whose instances are real sshd processes on their own 127.x address:
  * the whole worker on RabbitMQ, then the backend alone for each failure the
- * issue names. After every test the fake's record shows no instance left.
+ * backend must survive (docs/failure-modes.md). After every test the fake's record shows no instance left.
  */
 import { once } from 'node:events';
 import { readdirSync, readFileSync, statSync } from 'node:fs';

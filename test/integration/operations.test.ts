@@ -148,7 +148,7 @@ describe('drain', () => {
     await w.stopped;
     expect(await statesOf(3, 3)).toEqual(['received', 'started', 'reset']);
     expect(await readdir(join(dir, 'instances'))).toEqual([]);
-    // Acknowledged: the reset state is how the job runs again (PROTOCOL.md).
+    // Acknowledged: the reset state is how the job runs again (docs/protocol.md).
     expect((await queueInfo()).messageCount).toBe(0);
   });
 
