@@ -11,6 +11,7 @@
  */
 import { z } from 'zod';
 import { PayloadError } from '../errors.js';
+import { MAX_TIMER_MS } from '../util/timers.js';
 
 /**
  * Twice the largest payloads seen in practice (a few hundred kB with big
@@ -50,7 +51,9 @@ export type ParsedDelivery =
   | { kind: 'rejected'; reason: string };
 
 const optionalString = z.string().nullish();
-const seconds = z.number().nonnegative().nullish();
+/** The longest payload timeout, in seconds: the worker turns it into a timer. */
+const MAX_TIMEOUT_SECONDS = MAX_TIMER_MS / 1000;
+const seconds = z.number().nonnegative().max(MAX_TIMEOUT_SECONDS, `must be at most ${MAX_TIMEOUT_SECONDS} seconds`).nullish();
 
 const jobIdSchema = z.object({
   job: z.object({ id: z.number().int().positive().max(Number.MAX_SAFE_INTEGER) }, 'must be an object'),

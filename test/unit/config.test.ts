@@ -252,6 +252,28 @@ describe('Go durations', () => {
   it.each(['30', '5x', '', '-1s', '1 h'])('rejects %j, naming the variable', (text) => {
     expect(configErrorOf({ TRAVIS_WORKER_HARD_TIMEOUT: text })).toMatch(/TRAVIS_WORKER_HARD_TIMEOUT: .*duration/);
   });
+
+  // Past 2^31-1 ms a Node.js timer fires after 1 ms: 720h would time out every job at once.
+  it.each(['TRAVIS_WORKER_HARD_TIMEOUT', 'TRAVIS_WORKER_SHUTDOWN_TIMEOUT', 'TRAVIS_WORKER_LOG_TIMEOUT'])(
+    'refuses %s=720h, longer than a timer can wait, naming the variable',
+    (variable) => {
+      expect(configErrorOf({ [variable]: '720h' })).toMatch(new RegExp(`${variable}: must be at most 596h31m23.647s`));
+    },
+  );
+
+  it('accepts the longest duration a timer can wait, in core and backend settings', () => {
+    const config = loadConfig(BACKENDS, {
+      TRAVIS_WORKER_PROVIDER_NAME: 'testcloud',
+      TRAVIS_WORKER_TESTCLOUD_PROJECT_ID: 'p',
+      TRAVIS_WORKER_HARD_TIMEOUT: '596h31m23.647s',
+      TRAVIS_WORKER_TESTCLOUD_BOOT_TIMEOUT: '596h31m23.647s',
+    });
+    expect(config.timeouts.hardMs).toBe(2 ** 31 - 1);
+    expect(config.backendSettings.bootTimeout).toBe(2 ** 31 - 1);
+    expect(configErrorOf({ TRAVIS_WORKER_PROVIDER_NAME: 'testcloud', TRAVIS_WORKER_TESTCLOUD_PROJECT_ID: 'p', TRAVIS_WORKER_TESTCLOUD_BOOT_TIMEOUT: '596h31m23.648s' })).toMatch(
+      /TRAVIS_WORKER_TESTCLOUD_BOOT_TIMEOUT: must be at most 596h31m23.647s/,
+    );
+  });
 });
 
 describe('bad values', () => {

@@ -64,6 +64,17 @@ describe('parseJobPayload', () => {
     expect(parsed.kind === 'rejected' && parsed.reason).toMatch(/over the 50-byte limit/);
   });
 
+  // 3 000 000 s in ms overflows a Node.js timer, which then fires after 1 ms: the job would be killed before its first line.
+  it.each(['hard_limit', 'log_silence'])('errors a job whose timeouts.%s is longer than a timer can wait, naming the field', (field) => {
+    const parsed = parseJobPayload(encode({ ...travisExample, timeouts: { [field]: 3_000_000 } }));
+    expect(parsed.kind).toBe('ok');
+    if (parsed.kind !== 'ok') return;
+    expect(parsed.payload.invalid?.field).toBe(`timeouts.${field}`);
+    expect(parsed.payload.invalid?.message).toMatch(new RegExp(`^invalid job payload: timeouts\\.${field}: must be at most 2147483.647 seconds`));
+    const longest = parseJobPayload(encode({ ...travisExample, timeouts: { [field]: 2_147_483 } }));
+    expect(longest.kind === 'ok' && longest.payload.invalid).toBe(undefined);
+  });
+
   it('names the mistyped field of a job it can still report', () => {
     const parsed = parseJobPayload(encode({ ...travisExample, timeouts: { hard_limit: 'soon' } }));
     expect(parsed.kind).toBe('ok');
