@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseJobPayload } from '../../src/job/payload.js';
+import { MAX_PAYLOAD_NESTING, parseJobPayload } from '../../src/job/payload.js';
 
 const encode = (value: unknown): Buffer => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value));
 
@@ -73,6 +73,18 @@ describe('parseJobPayload', () => {
     expect(parsed.payload.invalid?.message).toMatch(new RegExp(`^invalid job payload: timeouts\\.${field}: must be at most 2147483.647 seconds`));
     const longest = parseJobPayload(encode({ ...travisExample, timeouts: { [field]: 2_147_483 } }));
     expect(longest.kind === 'ok' && longest.payload.invalid).toBe(undefined);
+  });
+
+  // 4000 levels in 8 KB overflowed the stack once a build API was configured, and the job was requeued for ever.
+  it('rejects a payload nested deeper than MAX_PAYLOAD_NESTING, counting brackets outside strings only', () => {
+    const nested = (levels: number): string => `${'['.repeat(levels)}${']'.repeat(levels)}`;
+    const deep = Buffer.from(`{"job":{"id":1},"config":{"x":${nested(4000)}}}`);
+    expect(parseJobPayload(deep)).toEqual({ kind: 'rejected', reason: `payload nests deeper than ${MAX_PAYLOAD_NESTING} levels` });
+    // The payload object and `config` are two levels; the array fills the rest exactly.
+    const deepest = Buffer.from(`{"job":{"id":1},"config":{"x":${nested(MAX_PAYLOAD_NESTING - 2)}}}`);
+    expect(parseJobPayload(deepest).kind).toBe('ok');
+    const quoted = Buffer.from(`{"job":{"id":1},"config":{"x":"${'[{'.repeat(4000)}\\"["}}`);
+    expect(parseJobPayload(quoted).kind).toBe('ok');
   });
 
   it('names the mistyped field of a job it can still report', () => {
