@@ -19,6 +19,7 @@ import convict from 'convict';
 import type { BackendDefinition, SettingFamily } from './backend/contract.js';
 import { ConfigError, errorMessage } from './errors.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES } from './job/payload.js';
+import { DEFAULT_REQUEUE_LIMIT } from './job/requeues.js';
 import { parseGoDuration } from './settings.js';
 import {
   ENV_PREFIX,
@@ -149,6 +150,8 @@ export interface WorkerConfig {
     /** `TRAVIS_WORKER_BREAKER_MAX_BACKOFF`: the longest pause, in ms. */
     maxBackoffMs: number;
   };
+  /** `TRAVIS_WORKER_REQUEUE_LIMIT`: requeues of the same job in a row before it is errored instead; 0 = no limit. */
+  requeueLimit: number;
   /** The orphan reaper (src/reaper/). */
   reaper: {
     /** `TRAVIS_WORKER_REAPER_INTERVAL`: between passes, in ms; 0 = off. */
@@ -361,6 +364,7 @@ export const CORE_SETTINGS = {
   breakerThreshold: wholeNumber('TRAVIS_WORKER_BREAKER_THRESHOLD', 5, 'After this many instance start failures in a row, take no jobs for a while (circuit breaker); 0: off (mayfly only)'),
   breakerBackoff: duration('TRAVIS_WORKER_BREAKER_BACKOFF', '30s', 'How long the circuit breaker first holds jobs back before trying one; doubles on each opening that follows (mayfly only)'),
   breakerMaxBackoff: duration('TRAVIS_WORKER_BREAKER_MAX_BACKOFF', '10m', 'The longest the circuit breaker holds jobs back before trying one (mayfly only)'),
+  requeueLimit: wholeNumber('TRAVIS_WORKER_REQUEUE_LIMIT', DEFAULT_REQUEUE_LIMIT, 'After this many requeues of the same job in a row, end it errored instead of requeueing it again; 0: no limit (mayfly only)'),
   reaperInterval: duration('TRAVIS_WORKER_REAPER_INTERVAL', '5m', 'How often to look for and destroy orphaned instances (expired lease, or left by an earlier run of this worker); 0: off (mayfly only)'),
   reaperGrace: duration('TRAVIS_WORKER_REAPER_GRACE', '10m', 'An instance of this worker that no job here holds is destroyed only once it is older than this (mayfly only)'),
 };
@@ -758,6 +762,7 @@ function toWorkerConfig(
     ...(core.heartbeatUrl === '' ? {} : { heartbeat: { url: core.heartbeatUrl } }),
     telemetry: {},
     breaker: { threshold: core.breakerThreshold, backoffMs: core.breakerBackoff, maxBackoffMs: core.breakerMaxBackoff },
+    requeueLimit: core.requeueLimit,
     reaper: { intervalMs: core.reaperInterval, graceMs: core.reaperGrace },
   };
 }
@@ -832,6 +837,7 @@ function coreValues(config: WorkerConfig): Omit<CoreSettings, 'amqpTlsCertPath' 
     breakerThreshold: config.breaker.threshold,
     breakerBackoff: config.breaker.backoffMs,
     breakerMaxBackoff: config.breaker.maxBackoffMs,
+    requeueLimit: config.requeueLimit,
     reaperInterval: config.reaper.intervalMs,
     reaperGrace: config.reaper.graceMs,
   };

@@ -5,6 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, open, readdir, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -127,6 +128,27 @@ describe('file queue with the local backend', () => {
     expect((await done).result).toEqual({ outcome: 'finished', state: 'cancelled' });
     expect(existsSync(join(base, 'ran'))).toBe(false);
     expect(logOf(24)).toContain('cancelled while queued');
+  });
+
+  it('ends a job errored, saying why, once it was requeued TRAVIS_WORKER_REQUEUE_LIMIT times in a row', async () => {
+    // A build API that refuses connections: every attempt is an infrastructure failure, requeued.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const { port } = closed.address() as AddressInfo;
+    await new Promise((resolve) => closed.close(resolve));
+    const w = await start({ TRAVIS_WORKER_REQUEUE_LIMIT: '2', TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${port}/script`, TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms' });
+    const outcomes: string[] = [];
+    w.worker.events.on('job-done', ({ jobId, result }) => {
+      if (jobId === 25) outcomes.push(result.outcome === 'finished' ? result.state : result.outcome);
+    });
+    const done = (async () => {
+      for (;;) if ((await w.jobDone(25)).result.outcome !== 'requeued') return;
+    })();
+    await enqueue({ id: 25, script: 'echo never runs' });
+    await done;
+    expect(outcomes).toEqual(['requeued', 'requeued', 'errored']);
+    expect(stateOf(25)).toBe('errored');
+    expect(logOf(25)).toContain('The job was requeued 2 times in a row (the last time for E_SCRIPT_UNAVAILABLE) and has been errored instead of being requeued again.');
   });
 
   it('sets aside a file that is not a job, with the reason, and runs the next job', async () => {

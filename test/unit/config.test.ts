@@ -124,6 +124,7 @@ describe('loadConfig defaults', () => {
       hooks: {},
       telemetry: {},
       breaker: { threshold: 5, backoffMs: 30_000, maxBackoffMs: 600_000 },
+      requeueLimit: 10,
       reaper: { intervalMs: 300_000, graceMs: 600_000 },
     });
   });
