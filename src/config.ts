@@ -20,6 +20,7 @@ import type { BackendDefinition, SettingFamily } from './backend/contract.js';
 import { ConfigError, errorMessage } from './errors.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES } from './job/payload.js';
 import { DEFAULT_REQUEUE_LIMIT } from './job/requeues.js';
+import { LOG_TRAILER_RESERVE_BYTES } from './logs/writer.js';
 import { parseGoDuration } from './settings.js';
 import {
   ENV_PREFIX,
@@ -237,6 +238,9 @@ function url(env: string, defaultValue: string, doc: string, schemes: readonly s
   };
 }
 
+/** Room for some output beside the closing message kept back in every log (LOG_TRAILER_RESERVE_BYTES). */
+const MIN_MAX_LOG_LENGTH = 2 * LOG_TRAILER_RESERVE_BYTES;
+
 const QUEUE_TYPES = ['amqp', 'file'] as const;
 
 /**
@@ -295,7 +299,15 @@ export const CORE_SETTINGS = {
   startupTimeout: duration('TRAVIS_WORKER_STARTUP_TIMEOUT', '4m', "Longest a job's machine may take to be ready"),
   scriptUploadTimeout: duration('TRAVIS_WORKER_SCRIPT_UPLOAD_TIMEOUT', '3m30s', 'Longest the build script upload may take'),
   initialSleep: duration('TRAVIS_WORKER_INITIAL_SLEEP', '1s', 'Pause before a job starts, so its log opens in order'),
-  maxLogLength: wholeNumber('TRAVIS_WORKER_MAX_LOG_LENGTH', 4_500_000, 'Bytes of log a job may write before it is stopped'),
+  maxLogLength: {
+    env: 'TRAVIS_WORKER_MAX_LOG_LENGTH',
+    doc: 'Bytes of log a job may write before it is stopped',
+    default: 4_500_000,
+    format(value: unknown) {
+      // The worker's closing message takes its room from this too.
+      if (!Number.isInteger(value) || (value as number) < MIN_MAX_LOG_LENGTH) throw new Error(`must be a whole number of at least ${MIN_MAX_LOG_LENGTH}`);
+    },
+  } satisfies CoreSettingSchema<number>,
   payloadMaxSize: wholeNumber('TRAVIS_WORKER_PAYLOAD_MAX_SIZE', DEFAULT_MAX_PAYLOAD_BYTES, 'Job payloads larger than this many bytes are rejected unread (mayfly only)'),
 
   defaultLanguage: text('TRAVIS_WORKER_DEFAULT_LANGUAGE', 'default', 'language of a job that names none'),

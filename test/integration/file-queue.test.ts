@@ -9,6 +9,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LOG_TRAILER_RESERVE_BYTES } from '../../src/logs/writer.js';
 import { STAGES } from '../../src/queue/file.js';
 import { silentLogger, type Logger } from '../../src/log.js';
 import { fileAppears } from '../helpers/files.js';
@@ -99,14 +100,15 @@ describe('file queue with the local backend', () => {
     expect(logOf(21)).toContain('No output has been received in the last 1s');
   });
 
-  it('stops a job whose log passes the maximum length, keeping exactly that much of it', async () => {
+  it('stops a job whose log passes the maximum length, keeping the whole log, closing message included, within it', async () => {
     const w = await start({ TRAVIS_WORKER_MAX_LOG_LENGTH: '5000' });
     const done = w.jobDone(22);
     await enqueue({ id: 22, script: 'while true; do echo 0123456789; done' });
     expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
     const log = logOf(22);
     const [output] = log.split('\n\nThe job exceeded the maximum log length (5000 bytes)');
-    expect(Buffer.byteLength(output as string)).toBe(5000);
+    expect(Buffer.byteLength(output as string)).toBe(5000 - LOG_TRAILER_RESERVE_BYTES);
+    expect(Buffer.byteLength(log)).toBeLessThanOrEqual(5000);
   });
 
   it('cancels a running job: its script stops and the log says why', async () => {

@@ -174,7 +174,7 @@ describe('loadConfig defaults', () => {
       TRAVIS_WORKER_LOG_TIMEOUT: '20m',
       TRAVIS_WORKER_STARTUP_TIMEOUT: '8m',
       TRAVIS_WORKER_INITIAL_SLEEP: '0',
-      TRAVIS_WORKER_MAX_LOG_LENGTH: '1000',
+      TRAVIS_WORKER_MAX_LOG_LENGTH: '10000',
       TRAVIS_WORKER_PAYLOAD_MAX_SIZE: '2048',
       TRAVIS_WORKER_DEFAULT_LANGUAGE: 'ruby',
       TRAVIS_WORKER_DEFAULT_DIST: 'focal',
@@ -228,7 +228,7 @@ describe('loadConfig defaults', () => {
         },
       },
       timeouts: { logSilenceMs: 1_200_000, startupMs: 480_000, initialSleepMs: 0 },
-      maxLogLength: 1000,
+      maxLogLength: 10000,
       payloadMaxBytes: 2048,
       defaults: { language: 'ruby', dist: 'focal', arch: 'arm64', group: 'edge', os: 'osx' },
     });
@@ -297,6 +297,7 @@ describe('bad values', () => {
     ['TRAVIS_WORKER_POOL_SIZE', '12abc'],
     ['TRAVIS_WORKER_POOL_SIZE', ''],
     ['TRAVIS_WORKER_MAX_LOG_LENGTH', '-1'],
+    ['TRAVIS_WORKER_MAX_LOG_LENGTH', '4095'],
     ['TRAVIS_WORKER_AMQP_CONSUMER_PRIORITY', '1.5'],
     ['TRAVIS_WORKER_PAYLOAD_MAX_SIZE', '1MB'],
   ])('rejects %s=%j as a whole number', (variable, value) => {
