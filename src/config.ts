@@ -21,6 +21,7 @@ import { ConfigError, errorMessage } from './errors.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES } from './job/payload.js';
 import { DEFAULT_REQUEUE_LIMIT } from './job/requeues.js';
 import { LOG_TRAILER_RESERVE_BYTES } from './logs/writer.js';
+import { MAX_POOL_SIZE } from './pool.js';
 import { parseGoDuration } from './settings.js';
 import {
   ENV_PREFIX,
@@ -265,7 +266,9 @@ export const CORE_SETTINGS = {
     doc: 'How many jobs this worker runs at the same time',
     default: 1,
     format(value: unknown) {
-      if (!Number.isInteger(value) || (value as number) < 1) throw new Error('must be a whole number of at least 1');
+      if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > MAX_POOL_SIZE) {
+        throw new Error(`must be a whole number from 1 to ${MAX_POOL_SIZE}`);
+      }
     },
   } satisfies CoreSettingSchema<number>,
   hostname: text('TRAVIS_WORKER_HOSTNAME', osHostname(), "Names this worker in job logs and state updates (empty: this machine's host name)"),

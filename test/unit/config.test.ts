@@ -294,6 +294,7 @@ describe('bad values', () => {
     ['TRAVIS_WORKER_POOL_SIZE', 'abc'],
     ['TRAVIS_WORKER_POOL_SIZE', '2.5'],
     ['TRAVIS_WORKER_POOL_SIZE', '0'],
+    ['TRAVIS_WORKER_POOL_SIZE', '1001'],
     ['TRAVIS_WORKER_POOL_SIZE', '12abc'],
     ['TRAVIS_WORKER_POOL_SIZE', ''],
     ['TRAVIS_WORKER_MAX_LOG_LENGTH', '-1'],
