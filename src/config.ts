@@ -19,6 +19,9 @@ import convict from 'convict';
 import type { BackendDefinition, SettingFamily } from './backend/contract.js';
 import { ConfigError, errorMessage } from './errors.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES } from './job/payload.js';
+import { DEFAULT_REQUEUE_LIMIT } from './job/requeues.js';
+import { LOG_TRAILER_RESERVE_BYTES } from './logs/writer.js';
+import { MAX_POOL_SIZE } from './pool.js';
 import { parseGoDuration } from './settings.js';
 import {
   ENV_PREFIX,
@@ -149,6 +152,8 @@ export interface WorkerConfig {
     /** `TRAVIS_WORKER_BREAKER_MAX_BACKOFF`: the longest pause, in ms. */
     maxBackoffMs: number;
   };
+  /** `TRAVIS_WORKER_REQUEUE_LIMIT`: requeues of the same job in a row before it is errored instead; 0 = no limit. */
+  requeueLimit: number;
   /** The orphan reaper (src/reaper/). */
   reaper: {
     /** `TRAVIS_WORKER_REAPER_INTERVAL`: between passes, in ms; 0 = off. */
@@ -234,6 +239,9 @@ function url(env: string, defaultValue: string, doc: string, schemes: readonly s
   };
 }
 
+/** Room for some output beside the closing message kept back in every log (LOG_TRAILER_RESERVE_BYTES). */
+const MIN_MAX_LOG_LENGTH = 2 * LOG_TRAILER_RESERVE_BYTES;
+
 const QUEUE_TYPES = ['amqp', 'file'] as const;
 
 /**
@@ -258,7 +266,9 @@ export const CORE_SETTINGS = {
     doc: 'How many jobs this worker runs at the same time',
     default: 1,
     format(value: unknown) {
-      if (!Number.isInteger(value) || (value as number) < 1) throw new Error('must be a whole number of at least 1');
+      if (!Number.isInteger(value) || (value as number) < 1 || (value as number) > MAX_POOL_SIZE) {
+        throw new Error(`must be a whole number from 1 to ${MAX_POOL_SIZE}`);
+      }
     },
   } satisfies CoreSettingSchema<number>,
   hostname: text('TRAVIS_WORKER_HOSTNAME', osHostname(), "Names this worker in job logs and state updates (empty: this machine's host name)"),
@@ -292,7 +302,15 @@ export const CORE_SETTINGS = {
   startupTimeout: duration('TRAVIS_WORKER_STARTUP_TIMEOUT', '4m', "Longest a job's machine may take to be ready"),
   scriptUploadTimeout: duration('TRAVIS_WORKER_SCRIPT_UPLOAD_TIMEOUT', '3m30s', 'Longest the build script upload may take'),
   initialSleep: duration('TRAVIS_WORKER_INITIAL_SLEEP', '1s', 'Pause before a job starts, so its log opens in order'),
-  maxLogLength: wholeNumber('TRAVIS_WORKER_MAX_LOG_LENGTH', 4_500_000, 'Bytes of log a job may write before it is stopped'),
+  maxLogLength: {
+    env: 'TRAVIS_WORKER_MAX_LOG_LENGTH',
+    doc: 'Bytes of log a job may write before it is stopped',
+    default: 4_500_000,
+    format(value: unknown) {
+      // The worker's closing message takes its room from this too.
+      if (!Number.isInteger(value) || (value as number) < MIN_MAX_LOG_LENGTH) throw new Error(`must be a whole number of at least ${MIN_MAX_LOG_LENGTH}`);
+    },
+  } satisfies CoreSettingSchema<number>,
   payloadMaxSize: wholeNumber('TRAVIS_WORKER_PAYLOAD_MAX_SIZE', DEFAULT_MAX_PAYLOAD_BYTES, 'Job payloads larger than this many bytes are rejected unread (mayfly only)'),
 
   defaultLanguage: text('TRAVIS_WORKER_DEFAULT_LANGUAGE', 'default', 'language of a job that names none'),
@@ -361,6 +379,7 @@ export const CORE_SETTINGS = {
   breakerThreshold: wholeNumber('TRAVIS_WORKER_BREAKER_THRESHOLD', 5, 'After this many instance start failures in a row, take no jobs for a while (circuit breaker); 0: off (mayfly only)'),
   breakerBackoff: duration('TRAVIS_WORKER_BREAKER_BACKOFF', '30s', 'How long the circuit breaker first holds jobs back before trying one; doubles on each opening that follows (mayfly only)'),
   breakerMaxBackoff: duration('TRAVIS_WORKER_BREAKER_MAX_BACKOFF', '10m', 'The longest the circuit breaker holds jobs back before trying one (mayfly only)'),
+  requeueLimit: wholeNumber('TRAVIS_WORKER_REQUEUE_LIMIT', DEFAULT_REQUEUE_LIMIT, 'After this many requeues of the same job in a row, end it errored instead of requeueing it again; 0: no limit (mayfly only)'),
   reaperInterval: duration('TRAVIS_WORKER_REAPER_INTERVAL', '5m', 'How often to look for and destroy orphaned instances (expired lease, or left by an earlier run of this worker); 0: off (mayfly only)'),
   reaperGrace: duration('TRAVIS_WORKER_REAPER_GRACE', '10m', 'An instance of this worker that no job here holds is destroyed only once it is older than this (mayfly only)'),
 };
@@ -758,6 +777,7 @@ function toWorkerConfig(
     ...(core.heartbeatUrl === '' ? {} : { heartbeat: { url: core.heartbeatUrl } }),
     telemetry: {},
     breaker: { threshold: core.breakerThreshold, backoffMs: core.breakerBackoff, maxBackoffMs: core.breakerMaxBackoff },
+    requeueLimit: core.requeueLimit,
     reaper: { intervalMs: core.reaperInterval, graceMs: core.reaperGrace },
   };
 }
@@ -832,6 +852,7 @@ function coreValues(config: WorkerConfig): Omit<CoreSettings, 'amqpTlsCertPath' 
     breakerThreshold: config.breaker.threshold,
     breakerBackoff: config.breaker.backoffMs,
     breakerMaxBackoff: config.breaker.maxBackoffMs,
+    requeueLimit: config.requeueLimit,
     reaperInterval: config.reaper.intervalMs,
     reaperGrace: config.reaper.graceMs,
   };

@@ -20,6 +20,7 @@ import type { HttpListener } from './control/http.js';
 import { startControlServer, type WorkerControl } from './control/routes.js';
 import { startDebugServer } from './debug/server.js';
 import { CancelRegistry } from './job/cancels.js';
+import { RequeueCounter } from './job/requeues.js';
 import { runJob, type JobResult } from './job/run-job.js';
 import { createScriptGenerator } from './job/script.js';
 import { watchHeartbeat } from './lifecycle/heartbeat.js';
@@ -184,6 +185,7 @@ export async function startWorker(
       events.emit('cancel', command, outcome);
     });
 
+    const requeues = new RequeueCounter(config.requeueLimit);
     const scripts = createScriptGenerator(config.buildApi, logger);
     const pool = new ProcessorPool(
       queue,
@@ -194,6 +196,7 @@ export async function startWorker(
           backend,
           scripts,
           cancels,
+          requeues,
           shutdown: shutdown.signal,
           logger,
           version: `mayfly ${VERSION}`,

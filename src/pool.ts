@@ -20,6 +20,7 @@
  */
 import { EventEmitter, once } from 'node:events';
 import { errorMessage } from './errors.js';
+import { LifecycleError } from './lifecycle/state.js';
 import type { Logger } from './log.js';
 import type { JobQueue, JobSource, QueuedJob } from './queue/contract.js';
 import type { JobResult } from './job/run-job.js';
@@ -43,6 +44,21 @@ export interface ProcessorStatus {
   lastJobId?: number;
   /** Jobs this processor has settled. */
   processed: number;
+}
+
+/**
+ * The most processors a pool may have, however it is sized (POOL_SIZE,
+ * `PATCH /worker`, `POST /pool/increment`, SIGTTIN). Each processor holds a
+ * channel of its own on the jobs connection (and its job's log parts one on
+ * the logs connection), beside the few the worker shares; RabbitMQ refuses
+ * channels past its `channel_max`, 2047 per connection by default. 1000
+ * leaves room for those and is far beyond what one host runs.
+ */
+export const MAX_POOL_SIZE = 1000;
+
+/** A resize that would take the pool past MAX_POOL_SIZE; refused as a lifecycle refusal is (409, signal ignored). */
+export class PoolLimitError extends LifecycleError {
+  override readonly code = 'E_POOL_LIMIT';
 }
 
 export type RunJob = (job: QueuedJob, processorId: string) => Promise<JobResult>;
@@ -253,6 +269,9 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
   /** Add `count` processors, each with its own source; resolves once their sources are open. */
   async grow(count: number): Promise<void> {
     if (this.closed) throw new Error('the pool is stopping: it cannot grow');
+    if (this.size + count > MAX_POOL_SIZE) {
+      throw new PoolLimitError(`the pool cannot grow to ${this.size + count} processors: ${MAX_POOL_SIZE} at most`);
+    }
     const added: Processor[] = [];
     for (let i = 0; i < count; i++) {
       const id = `${this.hostname}:${this.nextId++}`;

@@ -4,6 +4,7 @@
  * already write (Go durations such as `3m30s`, comma-separated lists).
  */
 import convict from 'convict';
+import { MAX_TIMER_MS } from './util/timers.js';
 
 /**
  * A convict schema. Backends declare theirs without `env`: the loader names
@@ -58,6 +59,7 @@ convict.addFormat({
     if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
       throw new Error('must be a duration such as 50m, 3m30s or 500ms');
     }
+    if (value > MAX_TIMER_MS) throw new Error(`must be at most ${formatGoDuration(MAX_TIMER_MS)} (the longest a timer can wait)`);
   },
   coerce: (value: unknown) => (typeof value === 'string' ? parseGoDuration(value) : value),
 });

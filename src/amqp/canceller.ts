@@ -7,19 +7,38 @@
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import { z } from 'zod';
 import { errorMessage } from '../errors.js';
+import { truncateUtf8 } from '../logs/utf8.js';
 import type { Logger } from '../log.js';
 import type { CancelCommand } from '../queue/contract.js';
 import { COMMANDS_EXCHANGE } from './messages.js';
 import { closeChannel } from './close-channel.js';
 
+/**
+ * Longest reason or source kept, in bytes of UTF-8; longer ones are cut and
+ * marked. travis' hub sends a short sentence; the bound keeps a flood of
+ * commands with huge texts from being remembered (CANCEL_MEMORY_MS), logged
+ * or written to a job log whole.
+ */
+export const MAX_CANCEL_TEXT_BYTES = 1024;
+const CUT_MARK = '…';
+
 const jobId = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+/** A reason or source, cut to MAX_CANCEL_TEXT_BYTES (the mark included). */
+const boundedText = z
+  .string()
+  .nullish()
+  .transform((text) => {
+    const value = text ?? '';
+    if (Buffer.byteLength(value, 'utf8') <= MAX_CANCEL_TEXT_BYTES) return value;
+    return `${truncateUtf8(value, MAX_CANCEL_TEXT_BYTES - Buffer.byteLength(CUT_MARK, 'utf8'))}${CUT_MARK}`;
+  });
 
 const cancelCommandSchema = z.object({
   type: z.literal('cancel_job'),
   // Producers in other languages send ids as strings; a decimal string is accepted.
   job_id: z.union([jobId, z.string().regex(/^\d+$/, 'must be a positive integer').transform(Number).pipe(jobId)]),
-  reason: z.string().nullish(),
-  source: z.string().nullish(),
+  reason: boundedText,
+  source: boundedText,
 });
 
 export type ParsedCommand = { ok: true; command: CancelCommand } | { ok: false; field: string; problem: string };
@@ -42,7 +61,7 @@ export function parseCancelCommand(body: Uint8Array): ParsedCommand {
   }
   return {
     ok: true,
-    command: { jobId: parsed.data.job_id, reason: parsed.data.reason ?? '', source: parsed.data.source ?? '' },
+    command: { jobId: parsed.data.job_id, reason: parsed.data.reason, source: parsed.data.source },
   };
 }
 

@@ -22,6 +22,7 @@ import { z } from 'zod';
 import type { Logger } from '../log.js';
 import { LifecycleError } from '../lifecycle/state.js';
 import type { WorkerStatus } from '../lifecycle/status.js';
+import { MAX_POOL_SIZE } from '../pool.js';
 import { HttpError, jsonBody, listen, sendJson, sendText, type HttpListener, type Route, type RouteContext } from './http.js';
 
 /** What the control API (and the signal handlers) can do to a worker. */
@@ -41,9 +42,6 @@ export interface WorkerControl {
   /** Requeue running jobs and exit now. */
   stop(reason: string): void;
 }
-
-/** Largest pool the API accepts: far beyond what a host runs, small enough to catch a typo like 1000000. */
-export const MAX_POOL_SIZE = 1000;
 
 /**
  * PATCH /worker. travis decodes this into its whole status object, so a
@@ -70,7 +68,7 @@ export interface ControlServerOptions {
   logger: Logger;
 }
 
-/** Run a state-changing action; a lifecycle refusal becomes 409. */
+/** Run a state-changing action; a lifecycle refusal (the pool at its maximum size included) becomes 409. */
 async function act(action: () => Promise<void> | void): Promise<void> {
   try {
     await action();

@@ -1,8 +1,9 @@
 /**
  * Job payload parsing (docs/protocol.md, "The job payload"). Three outcomes:
  * - rejected: not a job at all (not UTF-8, not JSON, not an object, no
- *   usable `job.id`, too large): it can't be reported, so the delivery is
- *   dropped to the dead-letter route with the reason in the worker log;
+ *   usable `job.id`, too large or too deeply nested): it can't be reported
+ *   or processed, so the delivery is dropped to the dead-letter route with
+ *   the reason in the worker log, never requeued;
  * - invalid: a job we can name but not run (a field of the wrong type):
  *   it ends `errored` with the field named in its log;
  * - ok.
@@ -11,12 +12,22 @@
  */
 import { z } from 'zod';
 import { PayloadError } from '../errors.js';
+import { MAX_TIMER_MS } from '../util/timers.js';
 
 /**
  * Twice the largest payloads seen in practice (a few hundred kB with big
  * env_vars and ssh keys); bigger ones are certainly corrupt or hostile.
  */
 export const DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024;
+
+/**
+ * Deepest nesting of arrays and objects a payload may have. travis payloads
+ * nest under ten levels (payload > config > jobs > include > item > env >
+ * ...); 64 leaves ample room and stays far below the thousands of levels at
+ * which recursive code (JSON.stringify for the build API, schema checks)
+ * runs out of stack.
+ */
+export const MAX_PAYLOAD_NESTING = 64;
 
 export interface JobPayload {
   /** The payload exactly as received, for the build API. */
@@ -50,7 +61,9 @@ export type ParsedDelivery =
   | { kind: 'rejected'; reason: string };
 
 const optionalString = z.string().nullish();
-const seconds = z.number().nonnegative().nullish();
+/** The longest payload timeout, in seconds: the worker turns it into a timer. */
+const MAX_TIMEOUT_SECONDS = MAX_TIMER_MS / 1000;
+const seconds = z.number().nonnegative().max(MAX_TIMEOUT_SECONDS, `must be at most ${MAX_TIMEOUT_SECONDS} seconds`).nullish();
 
 const jobIdSchema = z.object({
   job: z.object({ id: z.number().int().positive().max(Number.MAX_SAFE_INTEGER) }, 'must be an object'),
@@ -93,6 +106,29 @@ const payloadSchema = z.object({
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
+/**
+ * Whether `json` nests arrays and objects more than `limit` deep: counted
+ * without recursion, before parsing, brackets inside strings left out.
+ */
+function nestsDeeperThan(json: string, limit: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < json.length; i++) {
+    const char = json.charCodeAt(i);
+    if (inString) {
+      if (char === 0x5c /* \ */) i++;
+      else if (char === 0x22 /* " */) inString = false;
+    } else if (char === 0x22) {
+      inString = true;
+    } else if (char === 0x5b /* [ */ || char === 0x7b /* { */) {
+      if (++depth > limit) return true;
+    } else if (char === 0x5d /* ] */ || char === 0x7d /* } */) {
+      depth--;
+    }
+  }
+  return false;
+}
+
 function firstIssue(error: z.ZodError): { field: string; problem: string } {
   const issue = error.issues[0];
   return {
@@ -115,6 +151,9 @@ export function parseJobPayload(body: Uint8Array, maxBytes = DEFAULT_MAX_PAYLOAD
     text = strictUtf8.decode(body);
   } catch {
     return { kind: 'rejected', reason: 'payload is not valid UTF-8' };
+  }
+  if (nestsDeeperThan(text, MAX_PAYLOAD_NESTING)) {
+    return { kind: 'rejected', reason: `payload nests deeper than ${MAX_PAYLOAD_NESTING} levels` };
   }
   let raw: unknown;
   try {

@@ -27,6 +27,7 @@ import { LogWriter, fold } from '../logs/writer.js';
 import type { QueuedJob, TerminalState } from '../queue/contract.js';
 import { destroyInstance } from '../backend/destroy.js';
 import type { CancelRegistry } from './cancels.js';
+import type { RequeueCounter } from './requeues.js';
 import type { ScriptGenerator } from './script.js';
 import { startAttributesOf } from './start-attributes.js';
 import { JobStopController, outcomeOf, stepSignal, type StopReason } from './stop.js';
@@ -39,6 +40,8 @@ export interface JobRunnerDeps {
   backend: Backend;
   scripts: ScriptGenerator;
   cancels: CancelRegistry;
+  /** Requeues per job id: past its limit a job is errored instead of requeued again. */
+  requeues: RequeueCounter;
   /** Aborts when the worker stops: running jobs are requeued. */
   shutdown: AbortSignal;
   logger: Logger;
@@ -242,11 +245,18 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     return step('finish', async () => {
       await log.close(trailer);
       await job.finish(state);
+      deps.requeues.forget(payload.jobId);
       return { outcome: 'finished', state };
     });
   }
 
   async function requeue(reason: string): Promise<JobResult> {
+    if (!deps.requeues.admit(payload.jobId)) {
+      const { limit } = deps.requeues;
+      logger.error({ reason, requeue_limit: limit }, 'job requeued too many times in a row; ending it errored instead');
+      const times = `${limit} time${limit === 1 ? '' : 's'}`;
+      return finish('errored', `\n\nThe job was requeued ${times} in a row (the last time for ${reason}) and has been errored instead of being requeued again.\n\n`);
+    }
     // The parts written so far stay published; a final part is not, since
     // this run is not the job's last.
     return step('requeue', async () => {

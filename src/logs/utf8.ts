@@ -1,6 +1,7 @@
 /**
- * UTF-8 boundary arithmetic for the log writer: where a byte buffer can be
- * cut without splitting a multi-byte sequence.
+ * UTF-8 boundary arithmetic for the log writer and for texts bounded in
+ * bytes: where a byte buffer can be cut without splitting a multi-byte
+ * sequence.
  */
 
 /**
@@ -41,4 +42,15 @@ export function characterStart(bytes: Uint8Array, end: number): number {
   let cut = end;
   while (cut > 0 && ((bytes[cut] as number) & 0xc0) === 0x80) cut--;
   return cut;
+}
+
+/**
+ * `text` cut to at most `maxBytes` bytes of UTF-8, between characters. The
+ * result is a fresh string: a short cut of a huge text does not keep the huge
+ * one alive.
+ */
+export function truncateUtf8(text: string, maxBytes: number): string {
+  if (Buffer.byteLength(text, 'utf8') <= maxBytes) return text;
+  const bytes = Buffer.from(text, 'utf8');
+  return bytes.toString('utf8', 0, characterStart(bytes, Math.max(0, maxBytes)));
 }

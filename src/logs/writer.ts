@@ -16,7 +16,7 @@ import { isUtf8 } from 'node:buffer';
 import { Writable } from 'node:stream';
 import type { LogPart, LogPartMeta, LogSink } from '../queue/contract.js';
 import { ByteQueue } from './byte-queue.js';
-import { characterStart, completeEnd } from './utf8.js';
+import { characterStart, completeEnd, truncateUtf8 } from './utf8.js';
 
 /** travis: 500 ms flush interval; 1653 bytes = (10 kB downstream message limit - envelope) / 6 for worst-case JSON escaping. */
 export const LOG_FLUSH_INTERVAL_MS = 500;
@@ -28,13 +28,28 @@ export const LOG_PART_MAX_BYTES = 1653;
  */
 export const LOG_HIGH_WATER_MARK_BYTES = 64 * 1024;
 
+/**
+ * Bytes of the maximum length kept back from the script's output for the
+ * worker's closing message, so the message saying why a job ended shows and
+ * the whole log still fits the maximum. The longest the worker writes is the
+ * cancel message with a reason of up to 1 KiB (MAX_CANCEL_TEXT_BYTES);
+ * a longer trailer is cut to the room left.
+ */
+export const LOG_TRAILER_RESERVE_BYTES = 2048;
+
 /** The longest UTF-8 sequence; a part must hold at least one character. */
 const MIN_PART_BYTES = 4;
 
 export interface LogWriterOptions {
   sink: LogSink;
-  /** Bytes of output the log may hold (`TRAVIS_WORKER_MAX_LOG_LENGTH`); the rest is dropped. */
+  /**
+   * Bytes the whole log may hold, the close trailer included
+   * (`TRAVIS_WORKER_MAX_LOG_LENGTH`); output past `maxLogBytes -
+   * trailerReserveBytes` is dropped.
+   */
   maxLogBytes: number;
+  /** Bytes kept back for the close trailer; default `LOG_TRAILER_RESERVE_BYTES`, less than `maxLogBytes`. */
+  trailerReserveBytes?: number;
   /** Milliseconds without output, while the silence watch is on, before `onSilence`. */
   silenceTimeoutMs: number;
   /** Called once when no output arrived for `silenceTimeoutMs` while the silence watch is on. Must not throw. */
@@ -83,6 +98,8 @@ export class LogWriter {
 
   private readonly sink: LogSink;
   private readonly maxLogBytes: number;
+  /** Bytes of output (the worker's own lines included) the log takes before `onMaxLength`. */
+  private readonly maxOutputBytes: number;
   private readonly silenceTimeoutMs: number;
   private readonly onSilence: () => void;
   private readonly onMaxLength: () => void;
@@ -125,6 +142,11 @@ export class LogWriter {
   constructor(options: LogWriterOptions) {
     this.sink = options.sink;
     this.maxLogBytes = options.maxLogBytes;
+    const reserve = options.trailerReserveBytes ?? LOG_TRAILER_RESERVE_BYTES;
+    if (!(reserve >= 0 && reserve < this.maxLogBytes)) {
+      throw new RangeError(`trailerReserveBytes must be at least 0 and less than maxLogBytes (${this.maxLogBytes}), got ${reserve}`);
+    }
+    this.maxOutputBytes = this.maxLogBytes - reserve;
     this.silenceTimeoutMs = options.silenceTimeoutMs;
     this.onSilence = options.onSilence;
     this.onMaxLength = options.onMaxLength;
@@ -147,7 +169,7 @@ export class LogWriter {
     this.stream.on('error', () => {});
   }
 
-  /** Bytes of output accepted into the log (at most `maxLogBytes`; the close trailer is not counted). */
+  /** Bytes of output accepted into the log (at most `maxLogBytes - trailerReserveBytes`; the close trailer is not counted). */
   get bytesWritten(): number {
     return this.accepted;
   }
@@ -177,7 +199,7 @@ export class LogWriter {
 
     let end = data.length;
     let exceeded = false;
-    const room = this.maxLogBytes - this.accepted;
+    const room = this.maxOutputBytes - this.accepted;
     if (incoming.length > room) {
       exceeded = true;
       this.maxLengthReached = true;
@@ -218,9 +240,10 @@ export class LogWriter {
   }
 
   /**
-   * End the log: append `trailer` (exempt from the maximum length, so the
-   * message saying why the job ended always shows), publish everything,
-   * then the final part, then wait for the sink to deliver. Idempotent.
+   * End the log: append `trailer` (in the room kept back for it, so the
+   * message saying why the job ended shows; cut if longer), publish
+   * everything, then the final part, then wait for the sink to deliver.
+   * Idempotent.
    */
   close(trailer?: string): Promise<void> {
     this.closePromise ??= this.closeOnce(trailer);
@@ -238,7 +261,7 @@ export class LogWriter {
       this.enqueue(this.carry);
       this.carry = EMPTY;
     }
-    if (trailer) this.enqueue(Buffer.from(trailer, 'utf8'));
+    if (trailer) this.enqueue(Buffer.from(truncateUtf8(trailer, this.maxLogBytes - this.accepted), 'utf8'));
     this.flushUpTo = this.enqueuedBytes;
     this.finalRequested = true;
     this.pump();

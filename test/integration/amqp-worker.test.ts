@@ -208,6 +208,20 @@ describe('amqp worker on ssh hosts', () => {
     expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'reset']);
   });
 
+  it('errors a job requeued TRAVIS_WORKER_REQUEUE_LIMIT times in a row instead of requeueing it again', async () => {
+    const w = await start({ TRAVIS_WORKER_REQUEUE_LIMIT: '1', TRAVIS_WORKER_SSH_HOSTS: '127.0.0.1:1', TRAVIS_WORKER_SCRIPT_UPLOAD_TIMEOUT: '300ms' });
+    const jobId = 904;
+    // The test plays the hub: a `reset` job is published again.
+    for (const expected of [{ outcome: 'requeued', reason: 'E_UPLOAD_TIMEOUT' }, { outcome: 'finished', state: 'errored' }]) {
+      const done = w.jobDone(jobId);
+      await publishJob(travisPayload(jobId));
+      expect((await done).result).toEqual(expected);
+    }
+    expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'reset', 'received', 'errored']);
+    expect(logTextOf(await drainAll('reporting.jobs.logs'))).toContain('The job was requeued 1 time in a row (the last time for E_UPLOAD_TIMEOUT)');
+    expect(await messageCount(amqp.vhost.uri, QUEUE)).toBe(0);
+  });
+
   it('cancels a running job on a cancel command from worker.commands', async () => {
     const w = await start();
     const jobId = 902;

@@ -5,9 +5,11 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, open, readdir, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LOG_TRAILER_RESERVE_BYTES } from '../../src/logs/writer.js';
 import { STAGES } from '../../src/queue/file.js';
 import { silentLogger, type Logger } from '../../src/log.js';
 import { fileAppears } from '../helpers/files.js';
@@ -98,14 +100,15 @@ describe('file queue with the local backend', () => {
     expect(logOf(21)).toContain('No output has been received in the last 1s');
   });
 
-  it('stops a job whose log passes the maximum length, keeping exactly that much of it', async () => {
+  it('stops a job whose log passes the maximum length, keeping the whole log, closing message included, within it', async () => {
     const w = await start({ TRAVIS_WORKER_MAX_LOG_LENGTH: '5000' });
     const done = w.jobDone(22);
     await enqueue({ id: 22, script: 'while true; do echo 0123456789; done' });
     expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
     const log = logOf(22);
     const [output] = log.split('\n\nThe job exceeded the maximum log length (5000 bytes)');
-    expect(Buffer.byteLength(output as string)).toBe(5000);
+    expect(Buffer.byteLength(output as string)).toBe(5000 - LOG_TRAILER_RESERVE_BYTES);
+    expect(Buffer.byteLength(log)).toBeLessThanOrEqual(5000);
   });
 
   it('cancels a running job: its script stops and the log says why', async () => {
@@ -127,6 +130,27 @@ describe('file queue with the local backend', () => {
     expect((await done).result).toEqual({ outcome: 'finished', state: 'cancelled' });
     expect(existsSync(join(base, 'ran'))).toBe(false);
     expect(logOf(24)).toContain('cancelled while queued');
+  });
+
+  it('ends a job errored, saying why, once it was requeued TRAVIS_WORKER_REQUEUE_LIMIT times in a row', async () => {
+    // A build API that refuses connections: every attempt is an infrastructure failure, requeued.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const { port } = closed.address() as AddressInfo;
+    await new Promise((resolve) => closed.close(resolve));
+    const w = await start({ TRAVIS_WORKER_REQUEUE_LIMIT: '2', TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${port}/script`, TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms' });
+    const outcomes: string[] = [];
+    w.worker.events.on('job-done', ({ jobId, result }) => {
+      if (jobId === 25) outcomes.push(result.outcome === 'finished' ? result.state : result.outcome);
+    });
+    const done = (async () => {
+      for (;;) if ((await w.jobDone(25)).result.outcome !== 'requeued') return;
+    })();
+    await enqueue({ id: 25, script: 'echo never runs' });
+    await done;
+    expect(outcomes).toEqual(['requeued', 'requeued', 'errored']);
+    expect(stateOf(25)).toBe('errored');
+    expect(logOf(25)).toContain('The job was requeued 2 times in a row (the last time for E_SCRIPT_UNAVAILABLE) and has been errored instead of being requeued again.');
   });
 
   it('sets aside a file that is not a job, with the reason, and runs the next job', async () => {

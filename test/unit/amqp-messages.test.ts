@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseCancelCommand } from '../../src/amqp/canceller.js';
+import { MAX_CANCEL_TEXT_BYTES, parseCancelCommand } from '../../src/amqp/canceller.js';
 import { BrokerError, isConsumerTimeout, isUnknownExchangeType } from '../../src/amqp/errors.js';
 import { logPartBody, publishOptions, rfc3339, stateUpdateBody } from '../../src/amqp/messages.js';
 import { connectTarget } from '../../src/amqp/uri.js';
@@ -71,6 +71,21 @@ describe('cancel commands', () => {
       ok: true,
       command: { jobId: 42, reason: '', source: '' },
     });
+  });
+
+  // Ten cancels with 20 MB reasons were kept whole for an hour and written whole to a job log.
+  it('cut a reason or source longer than MAX_CANCEL_TEXT_BYTES between characters, marking the cut', () => {
+    const huge = '€'.repeat(100_000);
+    const parsed = parseCancelCommand(Buffer.from(JSON.stringify({ type: 'cancel_job', job_id: 5, reason: huge, source: `api${huge}` })));
+    expect(parsed.ok).toBe(true);
+    if (!parsed.ok) return;
+    expect(parsed.command.jobId).toBe(5);
+    expect(Buffer.byteLength(parsed.command.reason)).toBeLessThanOrEqual(MAX_CANCEL_TEXT_BYTES);
+    expect(parsed.command.reason).toBe(`${'€'.repeat(340)}…`);
+    expect(parsed.command.source).toMatch(/^api€+…$/);
+    expect(Buffer.byteLength(parsed.command.source)).toBeLessThanOrEqual(MAX_CANCEL_TEXT_BYTES);
+    const exact = 'r'.repeat(MAX_CANCEL_TEXT_BYTES);
+    expect(parseCancelCommand(Buffer.from(JSON.stringify({ type: 'cancel_job', job_id: 5, reason: exact })))).toMatchObject({ ok: true, command: { reason: exact } });
   });
 
   it.each([

@@ -124,6 +124,7 @@ describe('loadConfig defaults', () => {
       hooks: {},
       telemetry: {},
       breaker: { threshold: 5, backoffMs: 30_000, maxBackoffMs: 600_000 },
+      requeueLimit: 10,
       reaper: { intervalMs: 300_000, graceMs: 600_000 },
     });
   });
@@ -173,7 +174,7 @@ describe('loadConfig defaults', () => {
       TRAVIS_WORKER_LOG_TIMEOUT: '20m',
       TRAVIS_WORKER_STARTUP_TIMEOUT: '8m',
       TRAVIS_WORKER_INITIAL_SLEEP: '0',
-      TRAVIS_WORKER_MAX_LOG_LENGTH: '1000',
+      TRAVIS_WORKER_MAX_LOG_LENGTH: '10000',
       TRAVIS_WORKER_PAYLOAD_MAX_SIZE: '2048',
       TRAVIS_WORKER_DEFAULT_LANGUAGE: 'ruby',
       TRAVIS_WORKER_DEFAULT_DIST: 'focal',
@@ -227,7 +228,7 @@ describe('loadConfig defaults', () => {
         },
       },
       timeouts: { logSilenceMs: 1_200_000, startupMs: 480_000, initialSleepMs: 0 },
-      maxLogLength: 1000,
+      maxLogLength: 10000,
       payloadMaxBytes: 2048,
       defaults: { language: 'ruby', dist: 'focal', arch: 'arm64', group: 'edge', os: 'osx' },
     });
@@ -252,6 +253,28 @@ describe('Go durations', () => {
   it.each(['30', '5x', '', '-1s', '1 h'])('rejects %j, naming the variable', (text) => {
     expect(configErrorOf({ TRAVIS_WORKER_HARD_TIMEOUT: text })).toMatch(/TRAVIS_WORKER_HARD_TIMEOUT: .*duration/);
   });
+
+  // Past 2^31-1 ms a Node.js timer fires after 1 ms: 720h would time out every job at once.
+  it.each(['TRAVIS_WORKER_HARD_TIMEOUT', 'TRAVIS_WORKER_SHUTDOWN_TIMEOUT', 'TRAVIS_WORKER_LOG_TIMEOUT'])(
+    'refuses %s=720h, longer than a timer can wait, naming the variable',
+    (variable) => {
+      expect(configErrorOf({ [variable]: '720h' })).toMatch(new RegExp(`${variable}: must be at most 596h31m23.647s`));
+    },
+  );
+
+  it('accepts the longest duration a timer can wait, in core and backend settings', () => {
+    const config = loadConfig(BACKENDS, {
+      TRAVIS_WORKER_PROVIDER_NAME: 'testcloud',
+      TRAVIS_WORKER_TESTCLOUD_PROJECT_ID: 'p',
+      TRAVIS_WORKER_HARD_TIMEOUT: '596h31m23.647s',
+      TRAVIS_WORKER_TESTCLOUD_BOOT_TIMEOUT: '596h31m23.647s',
+    });
+    expect(config.timeouts.hardMs).toBe(2 ** 31 - 1);
+    expect(config.backendSettings.bootTimeout).toBe(2 ** 31 - 1);
+    expect(configErrorOf({ TRAVIS_WORKER_PROVIDER_NAME: 'testcloud', TRAVIS_WORKER_TESTCLOUD_PROJECT_ID: 'p', TRAVIS_WORKER_TESTCLOUD_BOOT_TIMEOUT: '596h31m23.648s' })).toMatch(
+      /TRAVIS_WORKER_TESTCLOUD_BOOT_TIMEOUT: must be at most 596h31m23.647s/,
+    );
+  });
 });
 
 describe('bad values', () => {
@@ -271,9 +294,11 @@ describe('bad values', () => {
     ['TRAVIS_WORKER_POOL_SIZE', 'abc'],
     ['TRAVIS_WORKER_POOL_SIZE', '2.5'],
     ['TRAVIS_WORKER_POOL_SIZE', '0'],
+    ['TRAVIS_WORKER_POOL_SIZE', '1001'],
     ['TRAVIS_WORKER_POOL_SIZE', '12abc'],
     ['TRAVIS_WORKER_POOL_SIZE', ''],
     ['TRAVIS_WORKER_MAX_LOG_LENGTH', '-1'],
+    ['TRAVIS_WORKER_MAX_LOG_LENGTH', '4095'],
     ['TRAVIS_WORKER_AMQP_CONSUMER_PRIORITY', '1.5'],
     ['TRAVIS_WORKER_PAYLOAD_MAX_SIZE', '1MB'],
   ])('rejects %s=%j as a whole number', (variable, value) => {

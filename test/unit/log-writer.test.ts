@@ -21,6 +21,8 @@ function harness(options: Partial<LogWriterOptions> = {}): Harness {
   h.log = new LogWriter({
     sink,
     maxLogBytes: 4 * 1024 * 1024,
+    // No room kept for a trailer unless a test asks: limits below are the output's.
+    trailerReserveBytes: 0,
     silenceTimeoutMs: NEVER_MS,
     flushIntervalMs: NEVER_MS,
     onSilence: () => h.silences++,
@@ -224,13 +226,34 @@ describe('LogWriter maximum length', () => {
     expect(h.maxLengths).toBe(1);
   });
 
-  it('writes the close trailer even past the limit', async () => {
-    const h = harness({ maxLogBytes: 5 });
-    await h.log.write('abcdefgh');
+  it('keeps room for the close trailer within maxLogBytes, so the message saying why shows', async () => {
     const trailer = '\n\nThe job exceeded the maximum log length, and has been terminated.\n\n';
+    const h = harness({ maxLogBytes: 5 + trailer.length, trailerReserveBytes: trailer.length });
+    await h.log.write('abcdefgh');
+    expect(h.maxLengths).toBe(1);
     await h.log.close(trailer);
     expect(h.sink.text()).toBe(`abcde${trailer}`);
     expectWellFormed(h.sink, LOG_PART_MAX_BYTES);
+  });
+
+  // A 20 MB cancel reason was written whole past the maximum: every byte of the log counts.
+  it('cuts a trailer longer than the room left, between characters, so the whole log stays within maxLogBytes', async () => {
+    const h = harness({ maxLogBytes: 20, trailerReserveBytes: 10 });
+    await h.log.write('0123456789');
+    await h.log.close(`Done: ${'€'.repeat(1000)}`);
+    expect(h.sink.text()).toBe('0123456789Done: €');
+    expect(Buffer.byteLength(h.sink.text())).toBeLessThanOrEqual(20);
+  });
+
+  it('uses the room a short output left for the trailer', async () => {
+    const h = harness({ maxLogBytes: 20, trailerReserveBytes: 10 });
+    await h.log.write('abc');
+    await h.log.close('x'.repeat(100));
+    expect(h.sink.text()).toBe(`abc${'x'.repeat(17)}`);
+  });
+
+  it('refuses a trailer reserve that leaves no room for output', () => {
+    expect(() => harness({ maxLogBytes: 10, trailerReserveBytes: 10 })).toThrow(RangeError);
   });
 });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseJobPayload } from '../../src/job/payload.js';
+import { MAX_PAYLOAD_NESTING, parseJobPayload } from '../../src/job/payload.js';
 
 const encode = (value: unknown): Buffer => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value));
 
@@ -62,6 +62,29 @@ describe('parseJobPayload', () => {
     expect(parseJobPayload(invalid)).toEqual({ kind: 'rejected', reason: 'payload is not valid UTF-8' });
     const parsed = parseJobPayload(encode({ job: { id: 1 }, pad: 'x'.repeat(100) }), 50);
     expect(parsed.kind === 'rejected' && parsed.reason).toMatch(/over the 50-byte limit/);
+  });
+
+  // 3 000 000 s in ms overflows a Node.js timer, which then fires after 1 ms: the job would be killed before its first line.
+  it.each(['hard_limit', 'log_silence'])('errors a job whose timeouts.%s is longer than a timer can wait, naming the field', (field) => {
+    const parsed = parseJobPayload(encode({ ...travisExample, timeouts: { [field]: 3_000_000 } }));
+    expect(parsed.kind).toBe('ok');
+    if (parsed.kind !== 'ok') return;
+    expect(parsed.payload.invalid?.field).toBe(`timeouts.${field}`);
+    expect(parsed.payload.invalid?.message).toMatch(new RegExp(`^invalid job payload: timeouts\\.${field}: must be at most 2147483.647 seconds`));
+    const longest = parseJobPayload(encode({ ...travisExample, timeouts: { [field]: 2_147_483 } }));
+    expect(longest.kind === 'ok' && longest.payload.invalid).toBe(undefined);
+  });
+
+  // 4000 levels in 8 KB overflowed the stack once a build API was configured, and the job was requeued for ever.
+  it('rejects a payload nested deeper than MAX_PAYLOAD_NESTING, counting brackets outside strings only', () => {
+    const nested = (levels: number): string => `${'['.repeat(levels)}${']'.repeat(levels)}`;
+    const deep = Buffer.from(`{"job":{"id":1},"config":{"x":${nested(4000)}}}`);
+    expect(parseJobPayload(deep)).toEqual({ kind: 'rejected', reason: `payload nests deeper than ${MAX_PAYLOAD_NESTING} levels` });
+    // The payload object and `config` are two levels; the array fills the rest exactly.
+    const deepest = Buffer.from(`{"job":{"id":1},"config":{"x":${nested(MAX_PAYLOAD_NESTING - 2)}}}`);
+    expect(parseJobPayload(deepest).kind).toBe('ok');
+    const quoted = Buffer.from(`{"job":{"id":1},"config":{"x":"${'[{'.repeat(4000)}\\"["}}`);
+    expect(parseJobPayload(quoted).kind).toBe('ok');
   });
 
   it('names the mistyped field of a job it can still report', () => {
