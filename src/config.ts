@@ -20,15 +20,16 @@ import type { BackendDefinition, SettingFamily } from './backend/contract.js';
 import { ConfigError, errorMessage } from './errors.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES } from './job/payload.js';
 import { parseGoDuration } from './settings.js';
+import { MASK } from './redact.js';
 import {
   ENV_PREFIX,
-  MASK,
   backendEnvName,
   familyEnvPrefix,
   closestName,
   exportLine,
   formatSettingValue,
   isRequired,
+  isUrlSetting,
   parseEnvText,
   schemaLeaves,
   type SettingLeaf,
@@ -219,6 +220,7 @@ function url(env: string, defaultValue: string, doc: string, schemes: readonly s
     env,
     doc,
     default: defaultValue,
+    url: true,
     format(value: unknown) {
       if (typeof value !== 'string') throw new Error('must be a URL');
       if (value === '' && optional) return;
@@ -301,8 +303,9 @@ export const CORE_SETTINGS = {
   defaultGroup: text('TRAVIS_WORKER_DEFAULT_GROUP', 'stable', 'group of a job that names none'),
   defaultOs: text('TRAVIS_WORKER_DEFAULT_OS', 'linux', 'os of a job that names none'),
 
-  buildAptCache: text('TRAVIS_WORKER_BUILD_APT_CACHE', '', 'APT cache (proxy) URL the build script uses'),
-  buildNpmCache: text('TRAVIS_WORKER_BUILD_NPM_CACHE', '', 'npm cache (proxy) URL the build script uses'),
+  // Passed to the build API as text (travis does not check them), but URLs all the same: shown masked.
+  buildAptCache: { ...text('TRAVIS_WORKER_BUILD_APT_CACHE', '', 'APT cache (proxy) URL the build script uses'), url: true },
+  buildNpmCache: { ...text('TRAVIS_WORKER_BUILD_NPM_CACHE', '', 'npm cache (proxy) URL the build script uses'), url: true },
   buildParanoid: flag('TRAVIS_WORKER_BUILD_PARANOID', 'Build scripts remove sudo and other escalation paths'),
   buildFixResolvConf: flag('TRAVIS_WORKER_BUILD_FIX_RESOLV_CONF', 'Build scripts rewrite /etc/resolv.conf'),
   buildFixEtcHosts: flag('TRAVIS_WORKER_BUILD_FIX_ETC_HOSTS', 'Build scripts rewrite /etc/hosts'),
@@ -509,8 +512,10 @@ function readSettings(
 
 /** A value's problem, quoting the value when that can't reveal a secret. */
 function describeBadValue(node: convict.SchemaObj, raw: string, problem: string): string {
-  // Secrets, and URLs that carry credentials, are never repeated; nor is a value the message already quotes.
-  const revealing = node.sensitive === true || /:\/\/[^/]*@/.test(raw);
+  // Secrets and URL-valued settings are never repeated, whatever the value looks like (a URL
+  // missing its scheme, `user:pw@host`, is still a password); nor is anything with a `user@`
+  // part, nor a value the message already quotes.
+  const revealing = node.sensitive === true || isUrlSetting(node) || raw.includes('@');
   if (revealing || problem.includes(JSON.stringify(raw))) return problem;
   const shown = raw.length > 60 ? `${raw.slice(0, 60)}...` : raw;
   return `${problem} (got ${JSON.stringify(shown)})`;
@@ -837,27 +842,6 @@ function coreValues(config: WorkerConfig): Omit<CoreSettings, 'amqpTlsCertPath' 
   };
 }
 
-/** Shown instead of the secret part of a URL. */
-const URL_SECRET_MASK = '****';
-
-/**
- * A URL with its secret part masked: the password (AMQP brokers,
- * `amqp://guest:****@host/vhost`) and, with `maskUser`, the user name too
- * (the build API takes its token there). Unparseable text is masked whole.
- */
-export function maskUrl(text: string, maskUser = false): string {
-  if (text === '') return '';
-  let parsed: URL;
-  try {
-    parsed = new URL(text);
-  } catch {
-    return MASK;
-  }
-  if (parsed.password !== '') parsed.password = URL_SECRET_MASK;
-  if (maskUser && parsed.username !== '') parsed.username = URL_SECRET_MASK;
-  return parsed.href;
-}
-
 /** Certificates are long: echo says how long instead. */
 const CERT_SETTINGS = new Set<CoreKey>(['amqpTlsCert', 'logsAmqpTlsCert']);
 
@@ -867,8 +851,6 @@ function echoCoreLine(key: CoreKey, value: unknown): string {
   if (CERT_SETTINGS.has(key) && typeof value === 'string' && value !== '') {
     return `# ${variable}: ${value.length} characters of PEM (not shown)`;
   }
-  if (key === 'amqpUri' || key === 'logsAmqpUri') return exportLine(variable, maskUrl(value as string));
-  if (key === 'buildApiUri') return exportLine(variable, maskUrl(value as string, true));
   return exportLine(variable, formatSettingValue(node, value));
 }
 
