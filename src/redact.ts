@@ -36,3 +36,13 @@ export function maskUrl(text: string): string {
   if (parsed.hash !== '') parsed.hash = URL_SECRET_MASK;
   return parsed.href;
 }
+
+/**
+ * What went wrong in a `JSON.parse` of secret-bearing text, for a message:
+ * `not valid JSON (at character N)`. V8's own message quotes the text
+ * around the error, so only the position is kept.
+ */
+export function invalidJsonProblem(err: unknown): string {
+  const match = /at position (\d+)/.exec(err instanceof Error ? err.message : String(err));
+  return match === null ? 'not valid JSON' : `not valid JSON (at character ${match[1] as string})`;
+}

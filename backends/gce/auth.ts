@@ -5,7 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 import type { JWT } from 'google-auth-library';
-import { ConfigError, errorMessage } from '../../src/errors.js';
+import { ConfigError } from '../../src/errors.js';
+import { invalidJsonProblem } from '../../src/redact.js';
 
 export const COMPUTE_SCOPE = 'https://www.googleapis.com/auth/compute';
 const VARIABLE = 'TRAVIS_WORKER_GCE_ACCOUNT_JSON';
@@ -31,19 +32,13 @@ function keyText(value: string): string {
   }
 }
 
-/** Where JSON.parse stopped, from its message; the rest of the message may quote the key. */
-function parsePosition(err: unknown): string {
-  const match = /at position (\d+)/.exec(errorMessage(err));
-  return match === null ? '' : ` (at character ${match[1] as string})`;
-}
-
 export function parseAccountJson(value: string): ServiceAccountKey {
   const text = keyText(value);
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    throw new ConfigError(`${VARIABLE}: is not valid JSON${parsePosition(err)}`);
+    throw new ConfigError(`${VARIABLE}: is ${invalidJsonProblem(err)}`);
   }
   const key = parsed as Partial<ServiceAccountKey> | null;
   if (typeof key?.client_email !== 'string' || typeof key.private_key !== 'string') {

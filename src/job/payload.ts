@@ -11,6 +11,7 @@
  */
 import { z } from 'zod';
 import { PayloadError } from '../errors.js';
+import { invalidJsonProblem } from '../redact.js';
 
 /**
  * Twice the largest payloads seen in practice (a few hundred kB with big
@@ -120,7 +121,7 @@ export function parseJobPayload(body: Uint8Array, maxBytes = DEFAULT_MAX_PAYLOAD
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    return { kind: 'rejected', reason: `payload is not JSON: ${(err as Error).message}` };
+    return { kind: 'rejected', reason: `payload is ${invalidJsonProblem(err)}` };
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     return { kind: 'rejected', reason: 'payload is not a JSON object' };
