@@ -23,15 +23,16 @@ import { DEFAULT_REQUEUE_LIMIT } from './job/requeues.js';
 import { LOG_TRAILER_RESERVE_BYTES } from './logs/writer.js';
 import { MAX_POOL_SIZE } from './pool.js';
 import { parseGoDuration } from './settings.js';
+import { MASK } from './redact.js';
 import {
   ENV_PREFIX,
-  MASK,
   backendEnvName,
   familyEnvPrefix,
   closestName,
   exportLine,
   formatSettingValue,
   isRequired,
+  isUrlSetting,
   parseEnvText,
   schemaLeaves,
   type SettingLeaf,
@@ -131,12 +132,12 @@ export interface WorkerConfig {
   control?: ListenConfig;
   /**
    * `user:password` for basic auth (`TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH`) on
-   * the control API and on a debug port that is not on loopback; undefined =
+   * the control API and on the debug port, wherever they listen; undefined =
    * the control API answers only /healthz and /ready.
    */
   remoteAuth?: string;
   /** The debug (profiler) port (`TRAVIS_WORKER_PPROF_PORT`, `_PPROF_ADDR`); undefined = not served. Port 0 = any free port. */
-  debug?: ListenConfig;
+  debug?: DebugListenConfig;
   /** Commands run before taking jobs and before exiting (`TRAVIS_WORKER_START_HOOK`, `_STOP_HOOK`): split on spaces, no shell. */
   hooks: { start?: string; stop?: string };
   /** `TRAVIS_WORKER_HEARTBEAT_URL` and its token (read from the file when given as `file://path`). */
@@ -171,7 +172,17 @@ export interface ListenConfig {
   port: number;
 }
 
-/** Loopback addresses: listeners there are reachable from this host only. */
+/** Where the debug port binds, and whether it may go without credentials. */
+export interface DebugListenConfig extends ListenConfig {
+  /**
+   * `TRAVIS_WORKER_PPROF_NO_AUTH`: serve it without credentials when
+   * `remoteAuth` is unset (loading allows that on loopback only). Credentials,
+   * when set, are always asked for.
+   */
+  noAuth: boolean;
+}
+
+/** Loopback addresses: listeners there are reachable from this host only (every process on it: jobs of the local and ssh backends, containers on the host network). */
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
@@ -224,6 +235,7 @@ function url(env: string, defaultValue: string, doc: string, schemes: readonly s
     env,
     doc,
     default: defaultValue,
+    url: true,
     format(value: unknown) {
       if (typeof value !== 'string') throw new Error('must be a URL');
       if (value === '' && optional) return;
@@ -319,8 +331,9 @@ export const CORE_SETTINGS = {
   defaultGroup: text('TRAVIS_WORKER_DEFAULT_GROUP', 'stable', 'group of a job that names none'),
   defaultOs: text('TRAVIS_WORKER_DEFAULT_OS', 'linux', 'os of a job that names none'),
 
-  buildAptCache: text('TRAVIS_WORKER_BUILD_APT_CACHE', '', 'APT cache (proxy) URL the build script uses'),
-  buildNpmCache: text('TRAVIS_WORKER_BUILD_NPM_CACHE', '', 'npm cache (proxy) URL the build script uses'),
+  // Passed to the build API as text (travis does not check them), but URLs all the same: shown masked.
+  buildAptCache: { ...text('TRAVIS_WORKER_BUILD_APT_CACHE', '', 'APT cache (proxy) URL the build script uses'), url: true },
+  buildNpmCache: { ...text('TRAVIS_WORKER_BUILD_NPM_CACHE', '', 'npm cache (proxy) URL the build script uses'), url: true },
   buildParanoid: flag('TRAVIS_WORKER_BUILD_PARANOID', 'Build scripts remove sudo and other escalation paths'),
   buildFixResolvConf: flag('TRAVIS_WORKER_BUILD_FIX_RESOLV_CONF', 'Build scripts rewrite /etc/resolv.conf'),
   buildFixEtcHosts: flag('TRAVIS_WORKER_BUILD_FIX_ETC_HOSTS', 'Build scripts rewrite /etc/hosts'),
@@ -358,7 +371,7 @@ export const CORE_SETTINGS = {
   } satisfies CoreSettingSchema<string>,
   pprofPort: {
     env: 'TRAVIS_WORKER_PPROF_PORT',
-    doc: 'Port of the debug listener (CPU and heap profiles for go tool pprof, heap snapshot, stack dump, /metrics); empty: off (mayfly only)',
+    doc: 'Port of the debug listener (CPU and heap profiles for go tool pprof, heap snapshot, diagnostic report, /metrics), protected by REMOTE_CONTROLLER_AUTH; empty: off (mayfly only)',
     default: '',
     format(value: unknown) {
       if (typeof value !== 'string' || (value.trim() !== '' && !(/^\d{1,5}$/.test(value.trim()) && Number(value) <= 65535))) {
@@ -366,7 +379,11 @@ export const CORE_SETTINGS = {
       }
     },
   } satisfies CoreSettingSchema<string>,
-  pprofAddr: text('TRAVIS_WORKER_PPROF_ADDR', '127.0.0.1', 'Address the debug listener binds; any but loopback requires REMOTE_CONTROLLER_AUTH, which then protects it (mayfly only)'),
+  pprofAddr: text('TRAVIS_WORKER_PPROF_ADDR', '127.0.0.1', 'Address the debug listener binds (mayfly only)'),
+  pprofNoAuth: flag(
+    'TRAVIS_WORKER_PPROF_NO_AUTH',
+    'Serve the debug listener without credentials when REMOTE_CONTROLLER_AUTH is empty: loopback only, and every process on this host (local and ssh jobs included) can then profile the worker; never the heap snapshot (mayfly only)',
+  ),
   startHook: text('TRAVIS_WORKER_START_HOOK', '', 'Command run before the worker takes jobs (split on spaces, no shell); a failure is logged'),
   stopHook: text('TRAVIS_WORKER_STOP_HOOK', '', 'Command run just before the worker exits (split on spaces, no shell); a failure is logged'),
   heartbeatUrl: url('TRAVIS_WORKER_HEARTBEAT_URL', '', 'URL polled every 5 minutes; an answer of {"state":"down"} drains the worker (empty: off)', ['http', 'https'], true),
@@ -528,8 +545,10 @@ function readSettings(
 
 /** A value's problem, quoting the value when that can't reveal a secret. */
 function describeBadValue(node: convict.SchemaObj, raw: string, problem: string): string {
-  // Secrets, and URLs that carry credentials, are never repeated; nor is a value the message already quotes.
-  const revealing = node.sensitive === true || /:\/\/[^/]*@/.test(raw);
+  // Secrets and URL-valued settings are never repeated, whatever the value looks like (a URL
+  // missing its scheme, `user:pw@host`, is still a password); nor is anything with a `user@`
+  // part, nor a value the message already quotes.
+  const revealing = node.sensitive === true || isUrlSetting(node) || raw.includes('@');
   if (revealing || problem.includes(JSON.stringify(raw))) return problem;
   const shown = raw.length > 60 ? `${raw.slice(0, 60)}...` : raw;
   return `${problem} (got ${JSON.stringify(shown)})`;
@@ -644,8 +663,15 @@ export function loadConfig(backends: readonly AnyBackendDefinition[], env: NodeJ
   const tlsCert = core && trustedCerts(core.amqpTlsCert, core.amqpTlsCertPath, ENV.amqpTlsCertPath, problems);
   const logsTlsCert = core && trustedCerts(core.logsAmqpTlsCert, core.logsAmqpTlsCertPath, ENV.logsAmqpTlsCertPath, problems);
   const heartbeatToken = core && heartbeatAuthToken(core.heartbeatUrlAuthToken, problems);
-  if (core && core.pprofPort.trim() !== '' && !isLoopback(core.pprofAddr.trim()) && core.remoteControllerAuth === '') {
-    problems.add(ENV.pprofAddr, 'is not a loopback address, so the profiler needs TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH to protect it');
+  if (core && core.pprofPort.trim() !== '' && core.remoteControllerAuth === '') {
+    if (!isLoopback(core.pprofAddr.trim())) {
+      problems.add(ENV.pprofAddr, 'is not a loopback address, so the debug port needs TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH to protect it');
+    } else if (!core.pprofNoAuth) {
+      problems.add(
+        ENV.pprofPort,
+        'is set, so the debug port needs TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: every process on this host can reach loopback, jobs of the local and ssh backends included (TRAVIS_WORKER_PPROF_NO_AUTH=true serves it there without credentials anyway)',
+      );
+    }
   }
   if (core && core.breakerThreshold > 0 && core.breakerBackoff <= 0) {
     problems.add(ENV.breakerBackoff, 'must be longer than 0s while the circuit breaker is on (BREAKER_THRESHOLD > 0)');
@@ -769,7 +795,7 @@ function toWorkerConfig(
           control: parseListenAddress(core.remoteControllerAddr),
         }),
     ...(core.remoteControllerAuth === '' ? {} : { remoteAuth: core.remoteControllerAuth }),
-    ...(core.pprofPort.trim() === '' ? {} : { debug: { host: core.pprofAddr.trim(), port: Number(core.pprofPort.trim()) } }),
+    ...(core.pprofPort.trim() === '' ? {} : { debug: { host: core.pprofAddr.trim(), port: Number(core.pprofPort.trim()), noAuth: core.pprofNoAuth } }),
     hooks: {
       ...(core.startHook.trim() === '' ? {} : { start: core.startHook.trim() }),
       ...(core.stopHook.trim() === '' ? {} : { stop: core.stopHook.trim() }),
@@ -845,6 +871,7 @@ function coreValues(config: WorkerConfig): Omit<CoreSettings, 'amqpTlsCertPath' 
     remoteControllerAuth: config.remoteAuth ?? '',
     pprofPort: config.debug ? String(config.debug.port) : '',
     pprofAddr: config.debug?.host ?? '127.0.0.1',
+    pprofNoAuth: config.debug?.noAuth ?? false,
     startHook: config.hooks.start ?? '',
     stopHook: config.hooks.stop ?? '',
     heartbeatUrl: config.heartbeat?.url ?? '',
@@ -858,27 +885,6 @@ function coreValues(config: WorkerConfig): Omit<CoreSettings, 'amqpTlsCertPath' 
   };
 }
 
-/** Shown instead of the secret part of a URL. */
-const URL_SECRET_MASK = '****';
-
-/**
- * A URL with its secret part masked: the password (AMQP brokers,
- * `amqp://guest:****@host/vhost`) and, with `maskUser`, the user name too
- * (the build API takes its token there). Unparseable text is masked whole.
- */
-export function maskUrl(text: string, maskUser = false): string {
-  if (text === '') return '';
-  let parsed: URL;
-  try {
-    parsed = new URL(text);
-  } catch {
-    return MASK;
-  }
-  if (parsed.password !== '') parsed.password = URL_SECRET_MASK;
-  if (maskUser && parsed.username !== '') parsed.username = URL_SECRET_MASK;
-  return parsed.href;
-}
-
 /** Certificates are long: echo says how long instead. */
 const CERT_SETTINGS = new Set<CoreKey>(['amqpTlsCert', 'logsAmqpTlsCert']);
 
@@ -888,8 +894,6 @@ function echoCoreLine(key: CoreKey, value: unknown): string {
   if (CERT_SETTINGS.has(key) && typeof value === 'string' && value !== '') {
     return `# ${variable}: ${value.length} characters of PEM (not shown)`;
   }
-  if (key === 'amqpUri' || key === 'logsAmqpUri') return exportLine(variable, maskUrl(value as string));
-  if (key === 'buildApiUri') return exportLine(variable, maskUrl(value as string, true));
   return exportLine(variable, formatSettingValue(node, value));
 }
 

@@ -6,6 +6,7 @@
  * in `config.ts` for the core settings and for every backend's settings.
  */
 import type convict from 'convict';
+import { MASK, maskUrl } from './redact.js';
 import { formatGoDuration } from './settings.js';
 
 /** Every mayfly (and travis-ci/worker) variable starts with this. */
@@ -121,17 +122,21 @@ export function isRequired(node: convict.SchemaObj): boolean {
   return node.default === null && node.nullable !== true;
 }
 
-/** Shown instead of a secret's value. */
-export const MASK = '********';
+/** True for a setting declared `url: true`: its value may carry credentials in the URL. */
+export function isUrlSetting(node: convict.SchemaObj): boolean {
+  return node.url === true;
+}
 
 /**
  * A value as an operator would write it in an env file: durations the Go way,
- * lists comma-separated, secrets masked (an empty secret stays empty, which
- * tells the operator it is unset without revealing anything).
+ * lists comma-separated, secrets masked and URLs masked by `maskUrl` (an
+ * empty secret stays empty, which tells the operator it is unset without
+ * revealing anything).
  */
 export function formatSettingValue(node: convict.SchemaObj, value: unknown): string {
   const text = plainText(node, value);
-  return node.sensitive === true && text !== '' ? MASK : text;
+  if (node.sensitive === true) return text === '' ? '' : MASK;
+  return isUrlSetting(node) ? maskUrl(text) : text;
 }
 
 function plainText(node: convict.SchemaObj, value: unknown): string {

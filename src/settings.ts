@@ -10,6 +10,8 @@ import { MAX_TIMER_MS } from './util/timers.js';
  * A convict schema. Backends declare theirs without `env`: the loader names
  * each key `TRAVIS_WORKER_<BACKEND>_<KEY>` (camelCase key upper-snake-cased).
  * Mark secrets `sensitive: true`; they are masked everywhere they are shown.
+ * Mark URL-valued settings `url: true`: they are shown through `maskUrl`
+ * (user, password, query masked) and error messages never quote them.
  */
 export type SettingsSchema<T> = convict.Schema<T>;
 

@@ -66,8 +66,8 @@ export interface DockerSettings {
 }
 
 export const settingsSchema: SettingsSchema<Omit<DockerSettings, 'images'>> = {
-  endpoint: { doc: 'Docker engine address: unix:///path or tcp://host:port (default unix:///var/run/docker.sock)', format: String, default: '' },
-  host: { doc: 'same as ENDPOINT (docker\'s DOCKER_HOST); ENDPOINT wins when both are set', format: String, default: '' },
+  endpoint: { doc: 'Docker engine address: unix:///path or tcp://host:port (default unix:///var/run/docker.sock)', format: String, default: '', url: true },
+  host: { doc: 'same as ENDPOINT (docker\'s DOCKER_HOST); ENDPOINT wins when both are set', format: String, default: '', url: true },
   certPath: { doc: 'directory with ca.pem, cert.pem and key.pem: talk TLS to a tcp:// engine', format: String, default: '' },
   tlsVerify: { doc: 'verify the engine\'s certificate (false restores travis\' default of not verifying)', format: Boolean, default: true },
   apiVersion: { doc: 'Engine API version to use, e.g. 1.41 (default: the engine\'s own, up to 1.47)', format: String, default: '' },
@@ -94,9 +94,9 @@ export const settingsSchema: SettingsSchema<Omit<DockerSettings, 'images'>> = {
   network: { doc: 'network containers join; SSH dials the container\'s address on it (default: the engine\'s default network)', format: String, default: '' },
   stopTimeout: { doc: 'grace period between stop and kill when a container is destroyed', format: 'duration', default: 30_000 },
   sshDialTimeout: { doc: 'time allowed for one SSH connection attempt', format: 'duration', default: 5_000 },
-  httpProxy: { doc: 'HTTP_PROXY for native runs', format: String, default: '' },
-  httpsProxy: { doc: 'HTTPS_PROXY for native runs', format: String, default: '' },
-  ftpProxy: { doc: 'FTP_PROXY for native runs', format: String, default: '' },
+  httpProxy: { doc: 'HTTP_PROXY for native runs', format: String, default: '', url: true },
+  httpsProxy: { doc: 'HTTPS_PROXY for native runs', format: String, default: '', url: true },
+  ftpProxy: { doc: 'FTP_PROXY for native runs', format: String, default: '', url: true },
   noProxy: { doc: 'NO_PROXY for native runs', format: String, default: '' },
 };
 
@@ -183,7 +183,7 @@ export function engineAddress(settings: Pick<DockerSettings, 'endpoint' | 'host'
     return { kind: 'unix', socketPath, label: text };
   }
   const match = /^(tcp|http|https):\/\/([^/]+)\/?$/.exec(text);
-  if (match === null) throw new ConfigError(`${name}: "${text}" is not unix:///path or tcp://host:port`);
+  if (match === null) throw new ConfigError(`${name}: is not unix:///path or tcp://host:port`);
   const tls = match[1] === 'https' || (match[1] === 'tcp' && settings.certPath !== '');
   return { kind: 'tcp', origin: `${tls ? 'https' : 'http'}://${match[2] as string}`, tls, label: text };
 }

@@ -75,6 +75,7 @@ export const settingsSchema: SettingsSchema<Omit<Ec2Settings, Ec2SettingFamilies
     doc: 'EC2 API endpoint URL, e.g. a VPC interface endpoint; empty = the public endpoint of REGION',
     format: String,
     default: '',
+    url: true,
   },
   awsAccessKeyId: {
     doc: 'AWS access key id; empty = the SDK default credential chain (instance role)',
@@ -184,7 +185,7 @@ export function validateSettings(settings: Ec2Settings): void {
     );
   }
   if (settings.endpoint !== '' && !URL.canParse(settings.endpoint)) {
-    throw new ConfigError(`TRAVIS_WORKER_EC2_ENDPOINT: "${settings.endpoint}" is not a URL`);
+    throw new ConfigError('TRAVIS_WORKER_EC2_ENDPOINT: is not a URL (e.g. https://ec2.eu-west-1.amazonaws.com)');
   }
   if (settings.spotMaxPrice !== '' && !/^\d+(\.\d+)?$/.test(settings.spotMaxPrice)) {
     throw new ConfigError(`TRAVIS_WORKER_EC2_SPOT_MAX_PRICE: "${settings.spotMaxPrice}" is not a price such as 0.05`);

@@ -55,10 +55,10 @@ export function endpointOptions(endpoint: string): { apiEndpoint: string; port: 
   try {
     url = new URL(endpoint);
   } catch {
-    throw new ConfigError(`TRAVIS_WORKER_GCE_API_ENDPOINT: "${endpoint}" is not a URL (e.g. https://compute.googleapis.com)`);
+    throw new ConfigError('TRAVIS_WORKER_GCE_API_ENDPOINT: is not a URL (e.g. https://compute.googleapis.com)');
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    throw new ConfigError(`TRAVIS_WORKER_GCE_API_ENDPOINT: "${endpoint}" must be http or https`);
+    throw new ConfigError('TRAVIS_WORKER_GCE_API_ENDPOINT: must be an http:// or https:// URL');
   }
   const protocol = url.protocol.slice(0, -1);
   return { apiEndpoint: url.hostname, port: url.port === '' ? (protocol === 'https' ? 443 : 80) : Number(url.port), protocol };

@@ -5,7 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 import type { JWT } from 'google-auth-library';
-import { ConfigError, errorMessage } from '../../src/errors.js';
+import { ConfigError } from '../../src/errors.js';
+import { invalidJsonProblem } from '../../src/redact.js';
 
 export const COMPUTE_SCOPE = 'https://www.googleapis.com/auth/compute';
 const VARIABLE = 'TRAVIS_WORKER_GCE_ACCOUNT_JSON';
@@ -16,27 +17,32 @@ interface ServiceAccountKey {
   private_key_id?: string;
 }
 
-/** The key's JSON text: `value` itself when it looks like JSON, else the file it names. */
+/**
+ * The key's JSON text: `value` itself when it looks like JSON, else the file
+ * it names. No message repeats `value` or quotes the text: either may be the
+ * key itself (base64 of it, or JSON missing its opening brace).
+ */
 function keyText(value: string): string {
   if (value.trim().startsWith('{')) return value;
   try {
     return readFileSync(value, 'utf8');
   } catch (err) {
-    throw new ConfigError(`${VARIABLE}: cannot read ${value}: ${errorMessage(err)}`, { cause: err });
+    const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
+    throw new ConfigError(`${VARIABLE}: is neither JSON text (starting with "{") nor the path of a readable file (${code})`);
   }
 }
 
 export function parseAccountJson(value: string): ServiceAccountKey {
+  const text = keyText(value);
   let parsed: unknown;
   try {
-    parsed = JSON.parse(keyText(value));
+    parsed = JSON.parse(text);
   } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    throw new ConfigError(`${VARIABLE} is not valid JSON: ${errorMessage(err)}`, { cause: err });
+    throw new ConfigError(`${VARIABLE}: is ${invalidJsonProblem(err)}`);
   }
   const key = parsed as Partial<ServiceAccountKey> | null;
   if (typeof key?.client_email !== 'string' || typeof key.private_key !== 'string') {
-    throw new ConfigError(`${VARIABLE} is not a service-account key (client_email and private_key are required)`);
+    throw new ConfigError(`${VARIABLE}: is not a service-account key (client_email and private_key are required)`);
   }
   return { client_email: key.client_email, private_key: key.private_key, ...(typeof key.private_key_id === 'string' ? { private_key_id: key.private_key_id } : {}) };
 }

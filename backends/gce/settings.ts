@@ -122,7 +122,7 @@ export const settingsSchema: SettingsSchema<Omit<GceSettings, GceFamilies>> = {
   gpuType: { doc: 'GPU type for GPU_COUNT and for vm_config.gpu_count without a type', format: String, default: 'nvidia-tesla-p100' },
   rateLimitMaxCalls: { doc: 'Compute API calls per RATE_LIMIT_DURATION (0 = unlimited)', format: 'nat', default: 10 },
   rateLimitDuration: { doc: 'interval of RATE_LIMIT_MAX_CALLS', format: 'duration', default: 1_000 },
-  apiEndpoint: { doc: 'Compute API base URL', format: String, default: 'https://compute.googleapis.com' },
+  apiEndpoint: { doc: 'Compute API base URL', format: String, default: 'https://compute.googleapis.com', url: true },
   metadataHost: {
     doc: 'metadata server host[:port] (default: $GCE_METADATA_HOST, else metadata.google.internal)',
     format: String,

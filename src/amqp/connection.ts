@@ -5,7 +5,7 @@
  */
 import { Socket } from 'node:net';
 import { connect, type ChannelModel, type SocketOptions } from 'amqplib';
-import { maskUrl } from '../config.js';
+import { maskUrl } from '../redact.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { BrokerError } from './errors.js';

@@ -25,9 +25,6 @@ import { closeChannel } from './close-channel.js';
 /** Travis's consumer tag; amqplib needs tags unique per channel only, and each source has its own channel. */
 export const JOB_CONSUMER_TAG = 'build-job-consumer';
 
-/** How much of a rejected payload goes into the worker log: enough to recognise it, not the secrets further in. */
-const REJECTED_HEAD_CHARS = 200;
-
 export interface AmqpJobSourceOptions {
   processorId: string;
   queueName: string;
@@ -280,11 +277,15 @@ export class AmqpJobSource implements JobSource {
     return true;
   }
 
-  /** Not a job at all: drop it to the dead-letter route (nack, no requeue); the reason goes to the worker log. */
+  /**
+   * Not a job at all: drop it to the dead-letter route (nack, no requeue).
+   * The reason goes to the worker log, never the content: any part of a
+   * payload may hold secure env vars. With a dead-letter route, the message
+   * itself waits there for whoever may read it.
+   */
   private reject(consumer: Consumer, message: ConsumeMessage, reason: string): void {
-    const head = JSON.stringify(message.content.subarray(0, REJECTED_HEAD_CHARS * 4).toString('utf8').slice(0, REJECTED_HEAD_CHARS));
     this.logger.error(
-      { reason, bytes: message.content.byteLength, head, delivery_tag: message.fields.deliveryTag, redelivered: message.fields.redelivered },
+      { reason, bytes: message.content.byteLength, delivery_tag: message.fields.deliveryTag, redelivered: message.fields.redelivered },
       'rejected a job delivery that is not a job; dropped to the dead-letter route if the queue has one',
     );
     try {

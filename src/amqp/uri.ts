@@ -1,6 +1,6 @@
 /**
  * A broker URI plus the settings, turned into what amqplib's `connect`
- * takes. (Masking a URI for logs is `maskUrl` in src/config.ts.)
+ * takes. (Masking a URI for logs is `maskUrl` in src/redact.ts.)
  */
 import type { SocketOptions } from 'amqplib';
 

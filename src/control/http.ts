@@ -49,7 +49,7 @@ export interface HttpServerOptions {
   routes: Route[];
   /** `user:password`; routes with `auth` answer 403 when undefined (nothing to check against). */
   auth: string | undefined;
-  /** When false, every route is served without auth (a loopback-only debug port). */
+  /** When false, every route is served without auth (a debug port on loopback that the operator chose to leave open). */
   enforceAuth: boolean;
   logger: Logger;
 }

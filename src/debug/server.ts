@@ -7,14 +7,23 @@
  *   /debug/pprof/profile?seconds=N  CPU (wall-clock) profile, gzipped pprof protobuf (default 30 s)
  *   /debug/pprof/heap               sampled heap profile, gzipped pprof protobuf
  *   /debug/heapsnapshot             V8 heap snapshot (open in Chrome DevTools' Memory tab)
- *   /debug/report                   Node's diagnostic report: JS stack, native stack,
- *                                   libuv handles (sockets, timers) and active resources
+ *   /debug/report                   Node's diagnostic report without the environment
+ *                                   and command line: JS stack, native stack, libuv
+ *                                   handles (sockets, timers) and active resources
  *   /metrics                        Prometheus text
  *
  * Profiles come from @datadog/pprof (Datadog's maintained fork of Google's
  * node pprof), whose encoder writes the gzipped protobuf Go's tooling reads.
- * On loopback the port needs no credentials (as Go's net/http/pprof); on any
- * other address it asks for `TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH`.
+ *
+ * Every route asks for `TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH`, on loopback
+ * too, unlike Go's net/http/pprof: every process on the host can reach
+ * loopback, a job of the local or ssh backend among them. `go tool pprof
+ * http://user:password@host:port/debug/pprof/profile` sends them. Without
+ * credentials the port is served only on loopback and only when the
+ * operator opted in (`TRAVIS_WORKER_PPROF_NO_AUTH`); the heap snapshot,
+ * which holds every string in the worker's memory (secrets included), is
+ * then refused. A CPU profile and a heap snapshot are each taken one at a
+ * time.
  */
 import { getHeapSnapshot } from 'node:v8';
 import { pipeline } from 'node:stream/promises';
@@ -22,7 +31,7 @@ import { encode, heap, time } from '@datadog/pprof';
 import { isLoopback } from '../config.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import { HttpError, intParam, listen, sendJson, sendText, type HttpListener, type Route, type RouteContext } from '../control/http.js';
+import { HttpError, intParam, listen, sendJson, sendText, type Handler, type HttpListener, type Route, type RouteContext } from '../control/http.js';
 
 /** Go's default profile length. */
 const DEFAULT_PROFILE_SECONDS = 30;
@@ -50,8 +59,10 @@ function startHeapSampler(): () => void {
 export interface DebugServerOptions {
   host: string;
   port: number;
-  /** `user:password`; required (by config) when `host` is not loopback. */
+  /** `user:password`, asked for on every route; undefined only with `noAuth` on loopback. */
   auth: string | undefined;
+  /** Serve without credentials when `auth` is undefined (`TRAVIS_WORKER_PPROF_NO_AUTH`): loopback only. */
+  noAuth: boolean;
   metrics: ((request: RouteContext['request'], response: RouteContext['response']) => void) | undefined;
   logger: Logger;
 }
@@ -65,6 +76,49 @@ function sendProfile(response: RouteContext['response'], body: Buffer, name: str
     'content-length': body.byteLength,
   });
   response.end(body);
+}
+
+/**
+ * `handler`, one request at a time; another one meanwhile gets 429. V8 has
+ * one CPU profiler per isolate, and each heap snapshot keeps its own copy of
+ * the heap until the client has read it all (20 slow readers took a worker
+ * from 220 to 510 MB of RSS and its /healthz to 4 s).
+ */
+function oneAtATime(what: string, handler: Handler): Handler {
+  let busy = false;
+  return async (context) => {
+    if (busy) throw new HttpError(429, `${what} is already being taken; try again when it is done`);
+    busy = true;
+    try {
+      await handler(context);
+    } finally {
+      busy = false;
+    }
+  };
+}
+
+/** Parts of Node's diagnostic report that are safe to hand out; anything a later Node adds stays out until vetted. */
+const REPORT_SECTIONS = ['header', 'javascriptStack', 'javascriptHeap', 'nativeStack', 'resourceUsage', 'uvthreadResourceUsage', 'libuv', 'userLimits', 'sharedObjects', 'workers'];
+
+/**
+ * Node's diagnostic report without what may carry a secret: the process
+ * environment (broker and control passwords, cloud keys, the build API
+ * token) and the command line. Worker threads' reports nest inside, redacted
+ * the same way.
+ */
+function redactedReport(report: object): Record<string, unknown> {
+  const source = report as Record<string, unknown>;
+  const kept: Record<string, unknown> = {};
+  for (const section of REPORT_SECTIONS) {
+    if (section in source) kept[section] = source[section];
+  }
+  if (typeof kept.header === 'object' && kept.header !== null) {
+    const header = { ...(kept.header as Record<string, unknown>) };
+    delete header.commandLine;
+    kept.header = header;
+  }
+  if (Array.isArray(kept.workers)) kept.workers = kept.workers.map((worker: object) => redactedReport(worker));
+  return kept;
 }
 
 /** Wait `ms`, ending early when `signal` aborts. */
@@ -81,11 +135,14 @@ function waitFor(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 export async function startDebugServer(options: DebugServerOptions): Promise<DebugServer> {
+  // Loading the config refuses these first, with the variables to set; this is the last line.
+  if (options.auth === undefined && !(options.noAuth && isLoopback(options.host))) {
+    throw new Error(`the debug port on ${options.host} needs credentials (TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH)`);
+  }
   const logger = options.logger.child({ listener: 'debug' });
   const releaseHeap = startHeapSampler();
   /** Aborted on close, so a profile in progress ends instead of holding the process. */
   const closing = new AbortController();
-  let profiling = false;
 
   const routes: Route[] = [
     {
@@ -99,11 +156,8 @@ export async function startDebugServer(options: DebugServerOptions): Promise<Deb
       method: 'GET',
       path: '/debug/pprof/profile',
       auth: true,
-      async handler({ response, url }) {
+      handler: oneAtATime('a CPU profile', async ({ response, url }) => {
         const seconds = intParam(url, 'seconds', DEFAULT_PROFILE_SECONDS, MAX_PROFILE_SECONDS);
-        // V8 has one profiler per isolate.
-        if (profiling) throw new HttpError(409, 'a CPU profile is already being taken; try again when it is done');
-        profiling = true;
         const gone = new AbortController();
         const onClose = (): void => gone.abort();
         response.once('close', onClose);
@@ -115,10 +169,9 @@ export async function startDebugServer(options: DebugServerOptions): Promise<Deb
           if (gone.signal.aborted) return;
           sendProfile(response, await encode(profile), 'profile.pb.gz');
         } finally {
-          profiling = false;
           response.off('close', onClose);
         }
-      },
+      }),
     },
     {
       method: 'GET',
@@ -130,14 +183,17 @@ export async function startDebugServer(options: DebugServerOptions): Promise<Deb
       method: 'GET',
       path: '/debug/heapsnapshot',
       auth: true,
-      async handler({ response }) {
+      handler: oneAtATime('a heap snapshot', async ({ response }) => {
+        if (options.auth === undefined) {
+          throw new HttpError(403, 'the heap snapshot holds every string in memory, secrets included: set TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH to take one');
+        }
         logger.info('writing a heap snapshot (the worker pauses while V8 walks the heap)');
         response.writeHead(200, {
           'content-type': 'application/json',
           'content-disposition': `attachment; filename="mayfly-${process.pid}-${Date.now()}.heapsnapshot"`,
         });
         await pipeline(getHeapSnapshot(), response);
-      },
+      }),
     },
     {
       method: 'GET',
@@ -146,7 +202,7 @@ export async function startDebugServer(options: DebugServerOptions): Promise<Deb
       handler: ({ response }) =>
         sendJson(response, 200, {
           activeResources: process.getActiveResourcesInfo(),
-          report: process.report.getReport(),
+          report: redactedReport(process.report.getReport()),
         }),
     },
   ];
@@ -161,7 +217,7 @@ export async function startDebugServer(options: DebugServerOptions): Promise<Deb
       name: 'debug',
       routes,
       auth: options.auth,
-      enforceAuth: !isLoopback(options.host),
+      enforceAuth: options.auth !== undefined,
       logger,
     });
   } catch (err) {

@@ -12,6 +12,7 @@
  */
 import { z } from 'zod';
 import { PayloadError } from '../errors.js';
+import { invalidJsonProblem } from '../redact.js';
 import { MAX_TIMER_MS } from '../util/timers.js';
 
 /**
@@ -159,7 +160,7 @@ export function parseJobPayload(body: Uint8Array, maxBytes = DEFAULT_MAX_PAYLOAD
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    return { kind: 'rejected', reason: `payload is not JSON: ${(err as Error).message}` };
+    return { kind: 'rejected', reason: `payload is ${invalidJsonProblem(err)}` };
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     return { kind: 'rejected', reason: 'payload is not a JSON object' };

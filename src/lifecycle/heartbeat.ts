@@ -1,14 +1,17 @@
 /**
  * `TRAVIS_WORKER_HEARTBEAT_URL`: a supervisor's say on whether this worker
  * should run. Polled at once and then every 5 minutes (travis' interval)
- * with `Authorization: token <TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN>`; an
- * answer of `{"state":"down"}` drains the worker. A failed poll is logged
+ * with `Authorization: token <TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN>`, or
+ * without a token, basic auth from the URL's `user:password@` (as Go's HTTP
+ * client sends it for travis); an answer of `{"state":"down"}` drains the
+ * worker. A failed poll is logged
  * and retried sooner; it never drains (an unreachable supervisor must not
  * take a fleet down).
  */
 import { z } from 'zod';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import { maskUrl } from '../redact.js';
 import { abortableSleep } from '../util/abort.js';
 
 /** travis polls every 5 minutes after a good answer... */
@@ -32,10 +35,28 @@ export interface HeartbeatOptions {
   errorIntervalMs?: number;
 }
 
+/**
+ * The URL to fetch and its Authorization header. fetch refuses a URL with
+ * credentials (and its error repeats the URL, password included), so they
+ * leave the URL and become basic auth; an explicit token wins over them, as
+ * an explicit header wins over the URL's user in Go's client.
+ */
+export function heartbeatRequest(url: string, authToken: string | undefined): { url: string; headers: Record<string, string> } {
+  const parsed = new URL(url);
+  const basic = `${decodeURIComponent(parsed.username)}:${decodeURIComponent(parsed.password)}`;
+  const hasCredentials = parsed.username !== '' || parsed.password !== '';
+  parsed.username = '';
+  parsed.password = '';
+  if (authToken !== undefined) return { url: parsed.href, headers: { authorization: `token ${authToken}` } };
+  if (hasCredentials) return { url: parsed.href, headers: { authorization: `Basic ${Buffer.from(basic).toString('base64')}` } };
+  return { url: parsed.href, headers: {} };
+}
+
 /** One poll: the state the supervisor answered (`up`, `down`, ...), or undefined if it said none. Throws on failure. */
 export async function pollHeartbeat(url: string, authToken: string | undefined, signal: AbortSignal): Promise<string | undefined> {
-  const response = await fetch(url, {
-    headers: authToken === undefined ? {} : { authorization: `token ${authToken}` },
+  const request = heartbeatRequest(url, authToken);
+  const response = await fetch(request.url, {
+    headers: request.headers,
     signal: AbortSignal.any([signal, AbortSignal.timeout(HEARTBEAT_REQUEST_TIMEOUT_MS)]),
   });
   if (response.status > 299) {
@@ -48,7 +69,7 @@ export async function pollHeartbeat(url: string, authToken: string | undefined, 
 /** Poll until `signal` aborts or the supervisor says `down` (then `onDown` runs and polling ends). */
 export async function watchHeartbeat(options: HeartbeatOptions): Promise<void> {
   const { url, authToken, logger, signal } = options;
-  const masked = url.replace(/\/\/[^/@]*@/, '//****@');
+  const masked = maskUrl(url);
   logger.info({ heartbeat_url: masked }, 'starting heartbeat loop');
   while (!signal.aborted) {
     let wait = options.intervalMs ?? HEARTBEAT_INTERVAL_MS;

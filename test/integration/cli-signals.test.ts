@@ -18,6 +18,9 @@ import { STAGES } from '../../src/queue/file.js';
 import { fileAppears } from '../helpers/files.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** The debug port asks for the control API's credentials, on loopback too. */
+const AUTH = 'ops:cli-pw';
+const CREDENTIALS = { authorization: `Basic ${Buffer.from(AUTH).toString('base64')}` };
 let build: string;
 let base: string;
 let child: ChildProcess | undefined;
@@ -148,7 +151,7 @@ describe('mayfly under signals', { timeout: 120_000 }, () => {
   });
 
   it('logs its status on SIGUSR1 and serves a heap snapshot on the debug port', async () => {
-    const cli = startCli({ TRAVIS_WORKER_PPROF_PORT: '0' });
+    const cli = startCli({ TRAVIS_WORKER_PPROF_PORT: '0', TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: AUTH });
     const debug = await cli.logLine(/^debug listener started$/);
     await cli.logLine(/^worker started$/);
     cli.process.kill('SIGUSR1');
@@ -156,10 +159,29 @@ describe('mayfly under signals', { timeout: 120_000 }, () => {
     expect(status).toEqual(
       expect.objectContaining({ state: 'RUNNING', pool_size: 1, processed: 0, processors: [expect.objectContaining({ state: 'waiting', job_id: null })] }),
     );
-    const snapshot = await fetch(`${String(debug.url)}/debug/heapsnapshot`);
+    const snapshot = await fetch(`${String(debug.url)}/debug/heapsnapshot`, { headers: CREDENTIALS });
     const parsed = (await snapshot.json()) as { snapshot: { meta: { node_fields: string[] } }; nodes: number[] };
     expect(parsed.snapshot.meta.node_fields).toContain('name');
     expect(parsed.nodes.length).toBeGreaterThan(0);
+    cli.process.kill('SIGINT');
+    expect(await cli.exit).toBe(0);
+  });
+
+  it('writes one heap snapshot at a time: another request meanwhile gets 429', async () => {
+    const cli = startCli({ TRAVIS_WORKER_PPROF_PORT: '0', TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: AUTH });
+    const debug = await cli.logLine(/^debug listener started$/);
+    const url = `${String(debug.url)}/debug/heapsnapshot`;
+    // A slow reader: the headers are in, the body is left unread, so the snapshot stays in progress.
+    const first = await fetch(url, { headers: CREDENTIALS });
+    expect(first.status).toBe(200);
+    const second = await fetch(url, { headers: CREDENTIALS });
+    expect(second.status).toBe(429);
+    expect(((await second.json()) as { error: string }).error).toBe('a heap snapshot is already being taken; try again when it is done');
+    // Once the first has been read, the next one is served.
+    expect(((await first.json()) as { nodes: number[] }).nodes.length).toBeGreaterThan(0);
+    const third = await fetch(url, { headers: CREDENTIALS });
+    expect(third.status).toBe(200);
+    await third.body?.cancel();
     cli.process.kill('SIGINT');
     expect(await cli.exit).toBe(0);
   });

@@ -1,8 +1,10 @@
 /**
  * The debug port of a running worker (file queue, fake backend): the CPU
  * and heap profiles are pprof protobuf that decodes, the diagnostic report
- * is what its readers expect, /metrics answers. (The heap snapshot is taken
- * from the spawned CLI in cli-signals.test.ts: a test runner's heap is big.)
+ * is what its readers expect and carries no secret, /metrics answers, and
+ * every route asks for the control API's credentials, on loopback too.
+ * (The heap snapshot is taken from the spawned CLI in cli-signals.test.ts:
+ * a test runner's heap is big.)
  */
 import { pbkdf2Sync } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -11,6 +13,10 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { decodePprof } from '../helpers/pprof.js';
 import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+
+const AUTH = 'ops:debug-pw-s3cr3t';
+/** What `go tool pprof http://ops:...@host/...` sends. */
+const CREDENTIALS = { authorization: `Basic ${Buffer.from(AUTH).toString('base64')}` };
 
 let base: string;
 let worker: TestWorker | undefined;
@@ -30,6 +36,7 @@ async function start(env: Record<string, string> = {}): Promise<string> {
     TRAVIS_WORKER_BASE_DIR: base,
     TRAVIS_WORKER_PROVIDER_NAME: 'fake',
     TRAVIS_WORKER_PPROF_PORT: '0',
+    TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: AUTH,
     ...env,
   });
   const url = worker.worker.debugUrl;
@@ -45,7 +52,7 @@ describe('debug port', () => {
   it('serves a CPU profile in gzipped pprof format, as go tool pprof fetches it', async () => {
     const url = await start();
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-    const fetching = fetch(`${url}/debug/pprof/profile?seconds=1`);
+    const fetching = fetch(`${url}/debug/pprof/profile?seconds=1`, { headers: CREDENTIALS });
     // Keep the profiled process busy so samples land in JS frames, whatever else runs.
     let settled = false;
     void fetching.finally(() => (settled = true));
@@ -68,14 +75,14 @@ describe('debug port', () => {
 
   it('refuses a profile length it would not take', async () => {
     const url = await start();
-    const response = await fetch(`${url}/debug/pprof/profile?seconds=abc`);
+    const response = await fetch(`${url}/debug/pprof/profile?seconds=abc`, { headers: CREDENTIALS });
     expect(response.status).toBe(400);
     expect(((await response.json()) as { error: string }).error).toMatch(/^seconds: /);
   });
 
   it('serves a heap profile in gzipped pprof format', async () => {
     const url = await start();
-    const response = await fetch(`${url}/debug/pprof/heap`);
+    const response = await fetch(`${url}/debug/pprof/heap`, { headers: CREDENTIALS });
     expect(response.status).toBe(200);
     const profile = decodePprof(await bytes(response));
     expect(profile.sampleTypes).toEqual([
@@ -86,7 +93,7 @@ describe('debug port', () => {
 
   it('dumps stacks and async activity', async () => {
     const url = await start();
-    const dump = (await (await fetch(`${url}/debug/report`)).json()) as {
+    const dump = (await (await fetch(`${url}/debug/report`, { headers: CREDENTIALS })).json()) as {
       activeResources: string[];
       report: { javascriptStack: unknown; libuv: { type: string }[] };
     };
@@ -95,10 +102,45 @@ describe('debug port', () => {
     expect(dump.activeResources.length).toBeGreaterThan(0);
   });
 
-  it('serves /metrics without credentials on loopback', async () => {
+  it('serves /metrics', async () => {
     const url = await start();
-    const text = await (await fetch(`${url}/metrics`)).text();
+    const text = await (await fetch(`${url}/metrics`, { headers: CREDENTIALS })).text();
     expect(text).toMatch(/^mayfly_pool_size 1$/m);
     expect(text).toMatch(/^mayfly_broker_connected\{queue="file"\} 1$/m);
+  });
+
+  it('asks for credentials on loopback too, on every route', async () => {
+    const url = await start();
+    for (const path of ['/debug/pprof/', '/debug/pprof/heap', '/debug/pprof/profile?seconds=1', '/debug/heapsnapshot', '/debug/report', '/metrics']) {
+      const anonymous = await fetch(`${url}${path}`);
+      expect([path, anonymous.status, anonymous.headers.get('www-authenticate')]).toEqual([path, 401, 'Basic realm="mayfly"']);
+      const wrong = await fetch(`${url}${path}`, { headers: { authorization: `Basic ${Buffer.from('ops:guess').toString('base64')}` } });
+      expect([path, wrong.status]).toEqual([path, 403]);
+    }
+    expect((await fetch(`${url}/debug/pprof/`, { headers: CREDENTIALS })).status).toBe(200);
+  });
+
+  it('hands out a report without the environment or the command line', async () => {
+    process.env.MAYFLY_REPORT_PROBE = 'env-probe-s3cr3t';
+    try {
+      const url = await start();
+      const text = await (await fetch(`${url}/debug/report`, { headers: CREDENTIALS })).text();
+      const { report } = JSON.parse(text) as { report: Record<string, unknown> & { header: Record<string, unknown> } };
+      expect(report.environmentVariables).toBeUndefined();
+      expect(report.header.commandLine).toBeUndefined();
+      expect(report.header.nodejsVersion).toBe(process.version);
+      expect(text).not.toContain('s3cr3t');
+    } finally {
+      delete process.env.MAYFLY_REPORT_PROBE;
+    }
+  });
+
+  it('serves without credentials only when opted in, on loopback, and never the heap snapshot', async () => {
+    const url = await start({ TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: '', TRAVIS_WORKER_PPROF_NO_AUTH: 'true' });
+    expect((await fetch(`${url}/metrics`)).status).toBe(200);
+    expect((await fetch(`${url}/debug/report`)).status).toBe(200);
+    const snapshot = await fetch(`${url}/debug/heapsnapshot`);
+    expect(snapshot.status).toBe(403);
+    expect(((await snapshot.json()) as { error: string }).error).toMatch(/secrets included: set TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH/);
   });
 });

@@ -142,11 +142,25 @@ describe('operating settings', () => {
     expect(() => loadConfig(backends, { TRAVIS_WORKER_PPROF_PORT: '6060', TRAVIS_WORKER_PPROF_ADDR: '0.0.0.0' })).toThrow(
       /TRAVIS_WORKER_PPROF_ADDR: is not a loopback address/,
     );
+    expect(() =>
+      loadConfig(backends, { TRAVIS_WORKER_PPROF_PORT: '6060', TRAVIS_WORKER_PPROF_ADDR: '0.0.0.0', TRAVIS_WORKER_PPROF_NO_AUTH: 'true' }),
+    ).toThrow(/TRAVIS_WORKER_PPROF_ADDR: is not a loopback address/);
     expect(() => loadConfig(backends, { TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: 'no-colon' })).toThrow(/TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: must be user:password/);
     expect(() => loadConfig(backends, { TRAVIS_WORKER_PPROF_PORT: 'sixty' })).toThrow(/TRAVIS_WORKER_PPROF_PORT: must be a port number/);
     expect(() => loadConfig(backends, { TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN: 'file:///nonexistent/token' })).toThrow(
       /TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN: cannot read the token file/,
     );
     expect(loadConfig(backends, {}).timeouts.shutdownMs).toBe(45 * 60_000);
+  });
+
+  it('refuses a debug port on loopback without credentials unless the operator opts in', () => {
+    expect(() => loadConfig(backends, { TRAVIS_WORKER_PPROF_PORT: '6060' })).toThrow(
+      /^invalid configuration: TRAVIS_WORKER_PPROF_PORT: is set, so the debug port needs TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: every process on this host can reach loopback/,
+    );
+    expect(loadConfig(backends, { TRAVIS_WORKER_PPROF_PORT: '6060', TRAVIS_WORKER_PPROF_NO_AUTH: 'true' }).debug).toEqual({
+      host: '127.0.0.1',
+      port: 6060,
+      noAuth: true,
+    });
   });
 });

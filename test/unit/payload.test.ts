@@ -45,7 +45,8 @@ describe('parseJobPayload', () => {
   });
 
   it.each([
-    ['not JSON', '{"job":', /not JSON/],
+    ['not JSON', '{"job":', /^payload is not valid JSON/],
+    ['not JSON, which the reason does not quote', 'secret-value', /^payload is not valid JSON$/],
     ['an array', '[1,2]', /not a JSON object/],
     ['null', 'null', /not a JSON object/],
     ['no job', '{"config":{}}', /job/],
