@@ -1,12 +1,24 @@
 import { spawn } from 'node:child_process';
-import { access, rm, writeFile } from 'node:fs/promises';
+import { access, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Instance, RunOptions, RunResult, UploadOptions } from '../../src/backend/contract.js';
 import { StaleVmError, UploadError } from '../../src/errors.js';
-import { killProcessGroup, killProcessTree } from '../../src/util/process-tree.js';
 import { outputFlushed } from '../../src/util/streams.js';
+import type { JobContainer } from './containment.js';
 
 const SCRIPT_NAME = 'build.sh';
+
+/**
+ * How long the output pipes may stay open after the script exited and its
+ * processes were killed. Contained processes are dead by then and their pipes
+ * close at once; this bounds only a pipe held from outside the job (a
+ * descriptor passed away, or an escapee under the `session` fallback), and
+ * outlasts reading the 64 KiB a pipe buffers.
+ */
+export const OUTPUT_AFTER_EXIT_MS = 5000;
+
+/** How many leftover paths a failed destroy names. */
+const LEFTOVERS_NAMED = 5;
 
 /**
  * The environment a local job sees: enough to run a shell, and nothing of
@@ -29,6 +41,7 @@ export class LocalInstance implements Instance {
 
   constructor(
     private readonly dir: string,
+    private readonly container: JobContainer,
     readonly startupMs: number,
   ) {}
 
@@ -54,9 +67,10 @@ export class LocalInstance implements Instance {
   run({ output, signal }: RunOptions): Promise<RunResult> {
     return new Promise((resolve, reject) => {
       // `exec ... 2>&1` gives the log one stream in the order it was written,
-      // as a terminal would; detached makes the script a process group leader
-      // so the whole tree can be killed.
-      const child = spawn('bash', ['-c', `exec bash ./${SCRIPT_NAME} 2>&1`], {
+      // as a terminal would; detached makes the script a session and process
+      // group leader, so that it has no terminal and its group can be killed.
+      const [command, ...args] = this.container.command(['bash', '-c', `exec bash ./${SCRIPT_NAME} 2>&1`]) as [string, ...string[]];
+      const child = spawn(command, args, {
         cwd: this.dir,
         env: jobEnvironment(this.dir),
         detached: true,
@@ -69,8 +83,10 @@ export class LocalInstance implements Instance {
 
       let exit: RunResult | undefined;
       let openStreams = 2;
+      let cutOff: NodeJS.Timeout | undefined;
       const settle = (): void => {
         if (openStreams > 0 || !exit) return;
+        clearTimeout(cutOff);
         signal.removeEventListener('abort', onAbort);
         const result = exit;
         void outputFlushed(output).then(() => resolve(result));
@@ -92,6 +108,11 @@ export class LocalInstance implements Instance {
         // Background processes the script left behind would hold the output
         // pipe open for ever; on a VM they would die with it, so here too.
         this.kill();
+        // Nor may a pipe held by anything else keep a finished job open.
+        cutOff = setTimeout(() => {
+          child.stdout.destroy();
+          child.stderr.destroy();
+        }, OUTPUT_AFTER_EXIT_MS);
         settle();
       });
     });
@@ -99,14 +120,24 @@ export class LocalInstance implements Instance {
 
   async destroy(): Promise<void> {
     if (this.destroyed) return;
-    this.destroyed = true;
     this.kill();
-    await rm(this.dir, { recursive: true, force: true });
+    await this.container.release();
+    try {
+      await rm(this.dir, { recursive: true, force: true });
+    } catch (err) {
+      throw new Error(`could not remove the job directory ${this.dir}: ${await leftovers(this.dir)} remain`, { cause: err });
+    }
+    this.destroyed = true;
   }
 
   private kill(): void {
-    if (this.pid === undefined) return;
-    if (this.exited) killProcessGroup(this.pid);
-    else killProcessTree(this.pid);
+    if (this.pid !== undefined) this.container.kill(this.pid, this.exited);
   }
+}
+
+/** The first few paths left under `dir`, for an operator to look at. */
+async function leftovers(dir: string): Promise<string> {
+  const left = await readdir(dir, { recursive: true });
+  const named = left.slice(0, LEFTOVERS_NAMED).map((path) => join(dir, path));
+  return left.length > LEFTOVERS_NAMED ? `${named.join(', ')} and ${left.length - LEFTOVERS_NAMED} more` : named.join(', ');
 }

@@ -8,8 +8,9 @@
  * Several processors (and several workers) can share the directories: a job
  * is claimed by renaming it out of `10-created.d`, which only one can do.
  */
-import { watch, type FSWatcher } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { constants, watch, type FSWatcher, type Stats } from 'node:fs';
+import { mkdir, open, readdir, rename, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FileQueueConfig } from '../config.js';
 import { errorMessage } from '../errors.js';
@@ -26,6 +27,28 @@ import type { CancelCommand, JobQueue, JobSource, LogPart, LogSink, QueuedJob, T
  * the size limit.
  */
 export const FILE_SETTLE_MS = 2000;
+
+/**
+ * The longest file name, in bytes, that Linux file systems take (NAME_MAX:
+ * ext4, xfs, btrfs, tmpfs).
+ */
+const NAME_MAX_BYTES = 255;
+
+/** Files kept beside a job's `<id>.json`, named `<id><suffix>`. */
+type SiblingSuffix = '.state' | '.error' | '.log';
+const SIBLING_SUFFIXES: readonly SiblingSuffix[] = ['.state', '.error', '.log'];
+
+/**
+ * The longest job file name accepted: `<id>.json` whose every sibling
+ * (`<id>.state`, the longest) still fits in NAME_MAX. A longer name would
+ * run its job and then fail to record the outcome, so the job would run again.
+ */
+export const MAX_JOB_FILE_NAME_BYTES = NAME_MAX_BYTES - Math.max(...SIBLING_SUFFIXES.map((suffix) => Buffer.byteLength(suffix))) + '.json'.length;
+
+/** The name of the file kept beside job file `name` (`<id>.json`). */
+function sibling(name: string, suffix: SiblingSuffix): string {
+  return name.replace(/\.json$/, suffix);
+}
 
 export const STAGES = {
   created: '10-created.d',
@@ -153,34 +176,119 @@ class FileJobSource implements JobSource {
       } catch {
         continue; // another processor claimed it first
       }
-      const body = await readFile(join(this.queue.dir('received'), name));
-      const parsed = parseJobPayload(body, this.queue.options.payloadMaxBytes);
-      if (parsed.kind === 'rejected') {
-        if (await this.mayStillBeWritten(name)) {
-          this.queue.options.logger.debug({ file: name, processor: this.processorId }, 'job file is still being written; reading it again later');
-          await rename(join(this.queue.dir('received'), name), join(this.queue.dir('created'), name));
-          this.queue.wakeAfter(FILE_SETTLE_MS);
-          continue;
-        }
-        await this.reject(name, parsed.reason);
-        continue;
+      try {
+        const job = await this.admit(name);
+        if (job) return job;
+      } catch (err) {
+        // One entry the file system won't let us handle must not cost the processor.
+        this.queue.options.logger.error(
+          { file: name, processor: this.processorId, err: errorMessage(err) },
+          `could not handle job file; left in ${STAGES.received}`,
+        );
       }
-      return new FileJob(this.queue, name, parsed.payload);
     }
     return undefined;
   }
 
-  private async mayStillBeWritten(name: string): Promise<boolean> {
-    const { mtimeMs } = await stat(join(this.queue.dir('received'), name));
-    return Date.now() - mtimeMs < FILE_SETTLE_MS;
+  /** Read a claimed file: the job it holds, or undefined once it was set aside or put back. */
+  private async admit(name: string): Promise<QueuedJob | undefined> {
+    const { logger, payloadMaxBytes } = this.queue.options;
+    const nameBytes = Buffer.byteLength(name);
+    if (nameBytes > MAX_JOB_FILE_NAME_BYTES) {
+      await this.reject(name, `file name is ${nameBytes} bytes long, over the ${MAX_JOB_FILE_NAME_BYTES}-byte limit (its .state file must fit beside it)`);
+      return undefined;
+    }
+    const read = await readJobFile(join(this.queue.dir('received'), name), payloadMaxBytes);
+    if (read.kind === 'refused') {
+      await this.reject(name, read.reason);
+      return undefined;
+    }
+    const parsed = parseJobPayload(read.body, payloadMaxBytes);
+    if (parsed.kind === 'rejected') {
+      if (Date.now() - read.mtimeMs < FILE_SETTLE_MS) {
+        logger.debug({ file: name, processor: this.processorId }, 'job file is still being written; reading it again later');
+        await rename(join(this.queue.dir('received'), name), join(this.queue.dir('created'), name));
+        this.queue.wakeAfter(FILE_SETTLE_MS);
+        return undefined;
+      }
+      await this.reject(name, parsed.reason);
+      return undefined;
+    }
+    return new FileJob(this.queue, name, parsed.payload);
   }
 
-  /** A file that is not a job: set it aside in `70-finished.d` with the reason beside it. */
+  /**
+   * A file that is not a job: set it aside in `70-finished.d` with the reason
+   * beside it. A name too long for its siblings is set aside under a shortened one.
+   */
   private async reject(name: string, reason: string): Promise<void> {
-    this.queue.options.logger.error({ file: name, processor: this.processorId, reason }, 'rejected job file');
-    await rename(join(this.queue.dir('received'), name), join(this.queue.dir('finished'), name));
-    await writeFile(join(this.queue.dir('finished'), name.replace(/\.json$/, '.error')), `${reason}\n`);
+    const setAside = Buffer.byteLength(name) > MAX_JOB_FILE_NAME_BYTES ? shortenedName(name) : name;
+    this.queue.options.logger.error({ file: name, set_aside_as: setAside, processor: this.processorId, reason }, 'rejected job file');
+    await rename(join(this.queue.dir('received'), name), join(this.queue.dir('finished'), setAside));
+    await writeFile(join(this.queue.dir('finished'), sibling(setAside, '.error')), `${reason}\n`);
   }
+}
+
+/** `name` cut to fit MAX_JOB_FILE_NAME_BYTES, kept distinct from other cut names by a hash of the whole. */
+function shortenedName(name: string): string {
+  const tag = `-${createHash('sha256').update(name).digest('hex').slice(0, 12)}.json`;
+  let stem = name.slice(0, -'.json'.length);
+  while (Buffer.byteLength(stem) + tag.length > MAX_JOB_FILE_NAME_BYTES) stem = stem.slice(0, -1);
+  return stem + tag;
+}
+
+type JobFileRead = { kind: 'read'; body: Buffer; mtimeMs: number } | { kind: 'refused'; reason: string };
+
+/** Open errors that say the entry itself is unusable (rather than the worker short of resources). */
+const UNUSABLE_ENTRY_CODES = new Set(['ELOOP', 'EACCES', 'EPERM', 'ENXIO']);
+
+/**
+ * Read a job file without trusting it: a symbolic link is not followed, and
+ * anything but a regular file (a FIFO, a device, a directory) is refused
+ * without being read, as is one over `maxBytes`. The checks are made on the
+ * opened descriptor (O_NONBLOCK so that opening a FIFO can't wait for a
+ * writer), so the entry can't be swapped between check and read.
+ */
+async function readJobFile(path: string, maxBytes: number): Promise<JobFileRead> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    if (!UNUSABLE_ENTRY_CODES.has(code)) throw err;
+    return { kind: 'refused', reason: code === 'ELOOP' ? 'job file is a symbolic link, not a regular file' : `job file can't be opened: ${errorMessage(err)}` };
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) return { kind: 'refused', reason: `job file is ${describeFileType(info)}, not a regular file` };
+    const tooLarge = { kind: 'refused', reason: `job file is over the ${maxBytes}-byte limit for a payload` } as const;
+    if (info.size > maxBytes) return tooLarge;
+    // The size may have changed since fstat: read one byte past the limit to know.
+    const body = await readAtMost(handle, maxBytes + 1);
+    return body.byteLength > maxBytes ? tooLarge : { kind: 'read', body, mtimeMs: info.mtimeMs };
+  } finally {
+    await handle.close();
+  }
+}
+
+function describeFileType(info: Stats): string {
+  if (info.isDirectory()) return 'a directory';
+  if (info.isFIFO()) return 'a FIFO';
+  if (info.isSocket()) return 'a socket';
+  if (info.isCharacterDevice() || info.isBlockDevice()) return 'a device';
+  return 'not a regular file';
+}
+
+/** The first `limit` bytes of `handle` (fewer at end of file), whatever its size says. */
+async function readAtMost(handle: FileHandle, limit: number): Promise<Buffer> {
+  const buffer = Buffer.allocUnsafe(limit);
+  let filled = 0;
+  while (filled < limit) {
+    const { bytesRead } = await handle.read(buffer, filled, limit - filled, null);
+    if (bytesRead === 0) break;
+    filled += bytesRead;
+  }
+  return buffer.subarray(0, filled);
 }
 
 class FileJob implements QueuedJob {
@@ -194,7 +302,7 @@ class FileJob implements QueuedJob {
     private readonly name: string,
     readonly payload: JobPayload,
   ) {
-    const logFile = join(queue.dir('log'), name.replace(/\.json$/, '.log'));
+    const logFile = join(queue.dir('log'), sibling(name, '.log'));
     this.log = new FileLogSink(logFile, queue.options.config.echoLogs ? queue.options.logger.child({ job_id: payload.jobId }) : undefined);
   }
 
@@ -208,7 +316,7 @@ class FileJob implements QueuedJob {
 
   async finish(state: TerminalState): Promise<void> {
     await this.moveTo('finished');
-    await writeFile(join(this.queue.dir('finished'), this.name.replace(/\.json$/, '.state')), state);
+    await writeFile(join(this.queue.dir('finished'), sibling(this.name, '.state')), state);
   }
 
   async requeue(): Promise<void> {

@@ -8,7 +8,7 @@ import { testBackendContext } from '../helpers/backend-context.js';
 describeBackendConformance('local', async () => {
   const scriptsDir = await mkdtemp(join(tmpdir(), 'mayfly-conformance-local-'));
   return {
-    backend: local.create({ scriptsDir }, testBackendContext()),
+    backend: local.create({ scriptsDir, containment: 'auto' }, testBackendContext()),
     liveInstances: async () => (await readdir(scriptsDir)).length,
     close: () => rm(scriptsDir, { recursive: true, force: true }),
   };

@@ -3,8 +3,9 @@
  * script generator. Each job's outcome is read back from the queue's
  * directories, as an operator would.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, open, readdir, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,16 +52,19 @@ interface JobSpec {
   extra?: Record<string, unknown>;
 }
 
-async function enqueue({ id, script, timeouts, extra }: JobSpec): Promise<void> {
-  const payload = {
+function payloadOf({ id, script, timeouts, extra }: JobSpec): string {
+  return JSON.stringify({
     type: 'test',
     job: { id, number: `${id}.1`, queued_at: '2026-11-22T10:00:00Z' },
     repository: { id: 1, slug: 'octo/repo' },
     config: { language: 'shell', script },
     timeouts: timeouts ?? {},
     ...extra,
-  };
-  await writeFile(join(queueDir('created'), `${id}.json`), JSON.stringify(payload));
+  });
+}
+
+async function enqueue(job: JobSpec): Promise<void> {
+  await writeFile(join(queueDir('created'), `${job.id}.json`), payloadOf(job));
 }
 
 const stateOf = (id: number): string => readFileSync(join(queueDir('finished'), `${id}.state`), 'utf8');
@@ -165,6 +169,62 @@ describe('file queue with the local backend', () => {
     await enqueue({ id: 31, script: 'true' });
     expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
     expect(readFileSync(join(queueDir('finished'), '30.error'), 'utf8')).toMatch(/not JSON/);
+  });
+
+  describe('takes regular job files only, and one bad entry costs no processor', () => {
+    /** Put `make` in 10-created.d (as entry 60), then a good job 61: 60 is set aside with its reason, 61 runs on the same processor. */
+    async function expectSetAside(make: (path: string) => Promise<void>, reason: RegExp): Promise<void> {
+      const w = await start();
+      await make(join(queueDir('created'), '60.json'));
+      const done = w.jobDone(61);
+      await enqueue({ id: 61, script: 'true' });
+      expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+      expect(readFileSync(join(queueDir('finished'), '60.error'), 'utf8')).toMatch(reason);
+      expect(existsSync(join(queueDir('finished'), '60.json'))).toBe(true);
+      expect(existsSync(join(base, 'ran'))).toBe(false);
+      expect(w.worker.pool.status().map((p) => p.state)).toEqual(['waiting']);
+      // Nothing was left open or waiting on the entry: the worker drains and stops.
+      await w.stop();
+    }
+
+    it('does not follow a symbolic link, even to a valid job', async () => {
+      const target = join(base, 'elsewhere.json');
+      await writeFile(target, payloadOf({ id: 60, script: `touch ${join(base, 'ran')}` }));
+      await expectSetAside((path) => symlink(target, path), /symbolic link/);
+    });
+
+    it('refuses a file over the payload size limit without reading it', async () => {
+      // Sparse: 3 GiB of nothing, which can't be read into a single buffer at all.
+      await expectSetAside(async (path) => {
+        const file = await open(path, 'w');
+        await file.truncate(3 * 1024 ** 3);
+        await file.close();
+      }, /over the 1048576-byte limit/);
+    });
+
+    it('refuses a FIFO without opening it for a blocking read', async () => {
+      await expectSetAside(async (path) => void execFileSync('mkfifo', [path]), /is a FIFO, not a regular file/);
+    });
+
+    it('refuses a directory', async () => {
+      await expectSetAside((path) => mkdir(path), /is a directory, not a regular file/);
+    });
+  });
+
+  it('sets aside a job file whose name leaves no room for its .state file, without running it', async () => {
+    const w = await start();
+    const longName = `${'7'.repeat(250)}.json`;
+    await writeFile(join(queueDir('created'), longName), payloadOf({ id: 62, script: `touch ${join(base, 'ran')}` }));
+    const done = w.jobDone(63);
+    await enqueue({ id: 63, script: 'true' });
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    expect(existsSync(join(base, 'ran'))).toBe(false);
+    const errors = (await readdir(queueDir('finished'))).filter((name) => name.endsWith('.error'));
+    expect(errors).toHaveLength(1);
+    const [errorFile] = errors as [string];
+    expect(errorFile.startsWith('7777')).toBe(true);
+    expect(readFileSync(join(queueDir('finished'), errorFile), 'utf8')).toMatch(/file name is 255 bytes long, over the 254-byte limit/);
+    expect(existsSync(join(queueDir('finished'), errorFile.replace(/\.error$/, '.json')))).toBe(true);
   });
 
   it('does not reject a job file caught while it is still being written', async () => {
