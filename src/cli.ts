@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { backends } from '../backends/index.js';
 import { echoConfig, listBackendProviders, loadConfig } from './config.js';
 import { errorMessage, isMayflyError } from './errors.js';
-import { createLogger } from './log.js';
+import { createLogger } from './logger.js';
 import { handleSignals } from './lifecycle/signals.js';
 import { startWorker } from './main.js';
 import { VERSION } from './version.js';

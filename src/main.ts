@@ -14,7 +14,7 @@ import { CircuitBreaker, isStartFailure } from './backend/breaker.js';
 import type { BackendDefinition } from './backend/contract.js';
 import type { WorkerConfig } from './config.js';
 import { ConfigError, errorMessage } from './errors.js';
-import type { Logger } from './log.js';
+import type { Logger } from './logger.js';
 import { AmqpJobQueue } from './amqp/queue.js';
 import type { HttpListener } from './control/http.js';
 import { startControlServer, type WorkerControl } from './control/routes.js';

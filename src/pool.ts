@@ -20,7 +20,7 @@
  */
 import { EventEmitter, once } from 'node:events';
 import { errorMessage } from './errors.js';
-import type { Logger } from './log.js';
+import type { Logger } from './logger.js';
 import type { JobQueue, JobSource, QueuedJob } from './queue/contract.js';
 import type { JobResult } from './job/run-job.js';
 

@@ -14,7 +14,7 @@ import { z } from 'zod';
 import { CloudApi, CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api.js';
 import type { BackendMetrics } from '../../src/backend/contract.js';
 import { ConfigError, errorMessage } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
+import type { Logger } from '../../src/logger.js';
 import type { EngineAddress } from './settings.js';
 
 /**

@@ -8,8 +8,8 @@
  */
 import type { Backend, BackendContext, Instance, ManagedInstance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
 import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
-import { SshInstance } from '../../src/ssh/instance.js';
+import type { Logger } from '../../src/logger.js';
+import { SshMachine } from '../../src/ssh/machine.js';
 import { generateJobKeyPair } from '../../src/ssh/keys.js';
 import { DockerApi, DockerApiError } from './api.js';
 import { CpuSetPool } from './cpusets.js';
@@ -223,7 +223,7 @@ export class DockerBackend implements Backend {
     logger: Logger,
   ): DockerInstance {
     const settings = this.#settings;
-    let ssh: SshInstance | undefined;
+    let ssh: SshMachine | undefined;
     if (privateKey !== undefined) {
       const ipStarted = Date.now();
       const address = containerAddress(info, settings.network);
@@ -233,7 +233,7 @@ export class DockerBackend implements Backend {
         );
       }
       options.recordPhase('ip', Date.now() - ipStarted);
-      ssh = new SshInstance({
+      ssh = new SshMachine({
         id: containerId.slice(0, 12),
         imageName: image.name,
         startupMs,

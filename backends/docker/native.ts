@@ -7,7 +7,7 @@
 import type { Readable, Writable } from 'node:stream';
 import type { RunResult } from '../../src/backend/contract.js';
 import { ConnectionLostError, StaleVmError, UploadError, errorMessage } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
+import type { Logger } from '../../src/logger.js';
 import { abortableSleep } from '../../src/util/abort.js';
 import { outputFlushed } from '../../src/util/streams.js';
 import { StreamDemultiplexer } from './demux.js';

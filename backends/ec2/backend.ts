@@ -3,7 +3,7 @@
  * key made for that job alone, terminated on every path.
  *
  *   DescribeImages -> RunInstances (tags, user data, client token)
- *   -> DescribeInstances until running -> address -> SshInstance
+ *   -> DescribeInstances until running -> address -> SshMachine
  *
  * If start() fails or is aborted after RunInstances was sent, whatever it
  * launched is terminated before start() rejects, even when the RunInstances
@@ -15,8 +15,8 @@ import type { Backend, BackendContext, Instance, ManagedInstance, StartAttribute
 import { CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api.js';
 import { MalformedAnswerError } from '../../src/backend/malformed-answer.js';
 import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
-import { SshInstance } from '../../src/ssh/instance.js';
+import type { Logger } from '../../src/logger.js';
+import { SshMachine } from '../../src/ssh/machine.js';
 import { generateJobKeyPair } from '../../src/ssh/keys.js';
 import { abortableSleep } from '../../src/util/abort.js';
 import { Ec2Api, type Ec2InstanceDescription } from './api.js';
@@ -101,7 +101,7 @@ export class Ec2Backend implements Backend {
     try {
       const image = await resolveImage(imageSetting(attributes, settings.images, settings.imageDefault), this.#api, settings.imageOwners, signal);
       imageName = image.name;
-      // Made here, held in memory only: its public half goes in the user data, its private half to SshInstance.
+      // Made here, held in memory only: its public half goes in the user data, its private half to SshMachine.
       keys = generateJobKeyPair();
       const clientToken = randomUUID();
       const instanceType = instanceTypeFor(attributes, settings.instanceType);
@@ -155,7 +155,7 @@ export class Ec2Backend implements Backend {
 
       const api = this.#api;
       const pollMs = settings.bootPollSleep;
-      const ssh = new SshInstance({
+      const ssh = new SshMachine({
         id,
         imageName,
         startupMs,

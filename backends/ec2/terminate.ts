@@ -9,7 +9,7 @@ import type { RunInstancesRequest } from '@aws-sdk/client-ec2';
 import { CloudCallError } from '../../src/backend/cloud-api.js';
 import { MalformedAnswerError } from '../../src/backend/malformed-answer.js';
 import { errorMessage } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
+import type { Logger } from '../../src/logger.js';
 import { abortableSleep } from '../../src/util/abort.js';
 import type { Ec2Api, Ec2InstanceDescription } from './api.js';
 

@@ -14,7 +14,7 @@ import { CloudApi } from '../../src/backend/cloud-api.js';
 import type { BackendMetrics } from '../../src/backend/contract.js';
 import { checkAnswer } from '../../src/backend/malformed-answer.js';
 import { ConfigError } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
+import type { Logger } from '../../src/logger.js';
 import { IMAGES, INSTANCE, OPERATION, unreadableAnswer } from './answers.js';
 import { COMPUTE_SCOPE } from './auth.js';
 import { classifyGceError } from './errors.js';

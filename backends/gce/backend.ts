@@ -8,8 +8,8 @@ import { CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api
 import { MalformedAnswerError } from '../../src/backend/malformed-answer.js';
 import type { Backend, BackendContext, Instance, ManagedInstance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
 import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
-import { SshInstance } from '../../src/ssh/instance.js';
+import type { Logger } from '../../src/logger.js';
+import { SshMachine } from '../../src/ssh/machine.js';
 import { generateJobKeyPair } from '../../src/ssh/keys.js';
 import { abortableSleep } from '../../src/util/abort.js';
 import { GceApi, type GceImage, type GceInstanceResource, type GceOperation } from './api.js';
@@ -210,7 +210,7 @@ export class GceBackend implements Backend {
       const vmZone = zone;
       logger.info({ zone, address, image: image.name }, 'instance running');
       return new GceInstance({
-        ssh: new SshInstance({
+        ssh: new SshMachine({
           id: name,
           imageName: String(image.name),
           startupMs: Date.now() - began,

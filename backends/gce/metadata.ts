@@ -4,7 +4,7 @@
  * job VMs, so such a worker needs almost no settings.
  */
 import { ConfigError } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
+import type { Logger } from '../../src/logger.js';
 import { DEFAULT_NETWORK, DEFAULT_ZONE, type GceSettings } from './settings.js';
 
 /** The standard name; Google's libraries (gcp-metadata) honour `GCE_METADATA_HOST` too. */

@@ -4,7 +4,7 @@
  * rotation for a while (quarantine) so jobs stop landing on a dead machine.
  */
 import { NoCapacityError } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
+import type { Logger } from '../../src/logger.js';
 import type { HostAddress } from './settings.js';
 
 export interface HostPoolOptions {

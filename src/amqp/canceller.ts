@@ -7,7 +7,7 @@
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import { z } from 'zod';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import type { CancelCommand } from '../queue/contract.js';
 import { COMMANDS_EXCHANGE } from './messages.js';
 import { closeChannel } from './close-channel.js';

@@ -10,7 +10,7 @@
  *   instance.destroy()            -> always, on every path; idempotent
  */
 import type { Writable } from 'node:stream';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import type { SettingsSchema } from '../settings.js';
 
 /** What a job asks of its machine, derived from the payload and the worker's defaults. */

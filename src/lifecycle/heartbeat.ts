@@ -8,7 +8,7 @@
  */
 import { z } from 'zod';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import { abortableSleep } from '../util/abort.js';
 
 /** travis polls every 5 minutes after a good answer... */

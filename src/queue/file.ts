@@ -13,7 +13,7 @@ import { mkdir, open, readFile, readdir, rename, stat, writeFile, type FileHandl
 import { join } from 'node:path';
 import type { FileQueueConfig } from '../config.js';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import { parseJobPayload, type JobPayload } from '../job/payload.js';
 import { abortableSleep } from '../util/abort.js';
 import type { CancelCommand, JobQueue, JobSource, LogPart, LogSink, QueuedJob, TerminalState } from './contract.js';

@@ -21,7 +21,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { TAG_JOB_ID } from '../../backends/ec2/tags.js';
 import { FakeEc2, type FakeEc2Instance } from '../fakes/ec2-server.js';
 import { ec2Env, registerDefaultImage } from '../fakes/ec2-settings.js';
-import type { Logger } from '../../src/log.js';
+import type { Logger } from '../../src/logger.js';
 import { useAmqpWorker } from '../helpers/amqp-worker.js';
 import { captureLog } from '../helpers/log-capture.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';

@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { backends } from '../../backends/index.js';
 import { loadConfig } from '../../src/config.js';
 import type { WorkerConfig } from '../../src/config.js';
-import { silentLogger, type Logger } from '../../src/log.js';
+import { silentLogger, type Logger } from '../../src/logger.js';
 import { startWorker, type JobDone, type Worker } from '../../src/main.js';
 
 export interface TestWorker {

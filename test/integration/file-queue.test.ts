@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { STAGES } from '../../src/queue/file.js';
-import { silentLogger, type Logger } from '../../src/log.js';
+import { silentLogger, type Logger } from '../../src/logger.js';
 import { fileAppears } from '../helpers/files.js';
 import { captureLog } from '../helpers/log-capture.js';
 import { startTestWorker, type TestWorker } from '../helpers/worker.js';

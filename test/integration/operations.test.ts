@@ -19,7 +19,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { backends } from '../../backends/index.js';
 import { loadConfig } from '../../src/config.js';
 import { handleSignals } from '../../src/lifecycle/signals.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 import { startWorker, type JobDone, type StartWorkerOptions, type Worker } from '../../src/main.js';
 import { createVhost, drain, purge, publishRaw, withConnection, type TestVhost } from '../helpers/rabbitmq.js';
 import { fileAppears } from '../helpers/files.js';

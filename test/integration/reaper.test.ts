@@ -21,7 +21,7 @@ import { TAG_JOB_ID, TAG_LEASE_EXPIRES, TAG_WORKER } from '../../backends/ec2/ta
 import { definition as gce } from '../../backends/gce/index.js';
 import { LABELS as GCE_LABELS, labelValue } from '../../backends/gce/instance-spec.js';
 import type { Backend } from '../../src/backend/contract.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 import { STAGES } from '../../src/queue/file.js';
 import { HeldInstances } from '../../src/reaper/held.js';
 import { reapOnce, type ReapSummary } from '../../src/reaper/reaper.js';
