@@ -6,11 +6,21 @@
  * instance; anything half-made is removed again when a step fails or the
  * start is aborted.
  */
-import type { Backend, BackendContext, Instance, ManagedInstance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
-import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
-import type { Logger } from '../../src/logger.js';
-import { SshMachine } from '../../src/ssh/machine.js';
-import { generateJobKeyPair } from '../../src/ssh/keys.js';
+import {
+  InstanceStartError,
+  NoCapacityError,
+  errorMessage,
+  isMayflyError,
+  SshMachine,
+  generateJobKeyPair,
+  type Backend,
+  type BackendContext,
+  type Instance,
+  type ManagedInstance,
+  type StartAttributes,
+  type StartOptions,
+  type Logger,
+} from '../../src/backend/kit.js';
 import { DockerApi, DockerApiError } from './api.js';
 import { CpuSetPool } from './cpusets.js';
 import { DockerEngine, type ContainerInfo, type ContainerSpec, type ContainerSummary } from './engine.js';

@@ -7,11 +7,18 @@
  * `ConnectionLostError`, which requeues the job. Destroy stops the container
  * with a grace period, force-removes it, and gives its cores back, on every path.
  */
-import type { BootPhase, Instance, RunOptions, RunResult, UploadOptions } from '../../src/backend/contract.js';
-import { ConnectionLostError, errorMessage } from '../../src/errors.js';
-import type { Logger } from '../../src/logger.js';
-import type { SshMachine } from '../../src/ssh/machine.js';
-import { abortableSleep } from '../../src/util/abort.js';
+import {
+  ConnectionLostError,
+  errorMessage,
+  abortableSleep,
+  type BootPhase,
+  type Instance,
+  type RunOptions,
+  type RunResult,
+  type UploadOptions,
+  type Logger,
+  type SshMachine,
+} from '../../src/backend/kit.js';
 import type { DockerEngine } from './engine.js';
 import { runNative, uploadNative } from './native.js';
 

@@ -11,14 +11,25 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { RunInstancesRequest } from '@aws-sdk/client-ec2';
-import type { Backend, BackendContext, Instance, ManagedInstance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
-import { CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api.js';
-import { MalformedAnswerError } from '../../src/backend/malformed-answer.js';
-import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
-import type { Logger } from '../../src/logger.js';
-import { SshMachine } from '../../src/ssh/machine.js';
-import { generateJobKeyPair } from '../../src/ssh/keys.js';
-import { abortableSleep } from '../../src/util/abort.js';
+import {
+  CloudCallError,
+  MalformedAnswerError,
+  InstanceStartError,
+  NoCapacityError,
+  errorMessage,
+  isMayflyError,
+  SshMachine,
+  generateJobKeyPair,
+  abortableSleep,
+  type Backend,
+  type BackendContext,
+  type Instance,
+  type ManagedInstance,
+  type StartAttributes,
+  type StartOptions,
+  type CloudErrorKind,
+  type Logger,
+} from '../../src/backend/kit.js';
 import { Ec2Api, type Ec2InstanceDescription } from './api.js';
 import { ec2ErrorCode } from './classify.js';
 import { imageSetting, resolveImage } from './images.js';

@@ -4,12 +4,19 @@
  * instance's state while the script runs (a spot interruption or a stop by
  * AWS requeues the job), and termination on destroy.
  */
-import type { BootPhase, Instance, RunOptions, RunResult, UploadOptions } from '../../src/backend/contract.js';
-import { CloudCallError } from '../../src/backend/cloud-api.js';
-import { ConnectionLostError, errorMessage } from '../../src/errors.js';
-import type { Logger } from '../../src/logger.js';
-import type { SshMachine } from '../../src/ssh/machine.js';
-import { abortableSleep } from '../../src/util/abort.js';
+import {
+  CloudCallError,
+  ConnectionLostError,
+  errorMessage,
+  abortableSleep,
+  type BootPhase,
+  type Instance,
+  type RunOptions,
+  type RunResult,
+  type UploadOptions,
+  type Logger,
+  type SshMachine,
+} from '../../src/backend/kit.js';
 import type { Ec2Api } from './api.js';
 
 /** The state reason EC2 gives an instance it took back from the spot market. */

@@ -3,10 +3,17 @@
  * PTY) through `SshMachine`, plus what only GCE knows: whether a dropped
  * run means the VM was preempted, and how to delete the VM.
  */
-import type { BootPhase, Instance, RunOptions, RunResult, UploadOptions } from '../../src/backend/contract.js';
-import { ConnectionLostError, errorMessage } from '../../src/errors.js';
-import type { Logger } from '../../src/logger.js';
-import type { SshMachine } from '../../src/ssh/machine.js';
+import {
+  ConnectionLostError,
+  errorMessage,
+  type BootPhase,
+  type Instance,
+  type RunOptions,
+  type RunResult,
+  type UploadOptions,
+  type Logger,
+  type SshMachine,
+} from '../../src/backend/kit.js';
 
 export interface GceInstanceOptions {
   ssh: SshMachine;

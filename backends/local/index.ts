@@ -7,7 +7,7 @@
 import { mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Backend, BackendDefinition, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
+import type { Backend, BackendDefinition, Instance, StartAttributes, StartOptions } from '../../src/backend/kit.js';
 import { LocalInstance } from './instance.js';
 
 export interface LocalSettings {

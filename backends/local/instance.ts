@@ -1,10 +1,17 @@
 import { spawn } from 'node:child_process';
 import { access, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Instance, RunOptions, RunResult, UploadOptions } from '../../src/backend/contract.js';
-import { StaleVmError, UploadError } from '../../src/errors.js';
-import { killProcessGroup, killProcessTree } from '../../src/util/process-tree.js';
-import { outputFlushed } from '../../src/util/streams.js';
+import {
+  StaleVmError,
+  UploadError,
+  killProcessGroup,
+  killProcessTree,
+  outputFlushed,
+  type Instance,
+  type RunOptions,
+  type RunResult,
+  type UploadOptions,
+} from '../../src/backend/kit.js';
 
 const SCRIPT_NAME = 'build.sh';
 

@@ -2,9 +2,15 @@
  * The `ssh` backend: jobs on a fixed list of persistent machines (Mac minis,
  * bare-metal boxes) reached over SSH, one job per machine at a time.
  */
-import type { Backend, BackendContext, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
-import { SshMachine } from '../../src/ssh/machine.js';
-import type { SshTarget } from '../../src/ssh/target.js';
+import {
+  SshMachine,
+  type Backend,
+  type BackendContext,
+  type Instance,
+  type StartAttributes,
+  type StartOptions,
+  type SshTarget,
+} from '../../src/backend/kit.js';
 import { PersistentHostInstance } from './instance.js';
 import { HostPool } from './pool.js';
 import { credentials, parseHosts, type SshBackendSettings } from './settings.js';

@@ -3,10 +3,18 @@
  * differs from a throw-away VM is the end: the host is cleaned for the next
  * job (script removed, optional reset command) and its health recorded.
  */
-import type { Instance, RunOptions, RunResult, UploadOptions } from '../../src/backend/contract.js';
-import { SshUnreachableError, errorMessage, isMayflyError, type ErrorCode } from '../../src/errors.js';
-import type { Logger } from '../../src/logger.js';
-import type { SshMachine } from '../../src/ssh/machine.js';
+import {
+  SshUnreachableError,
+  errorMessage,
+  isMayflyError,
+  type Instance,
+  type RunOptions,
+  type RunResult,
+  type UploadOptions,
+  type ErrorCode,
+  type Logger,
+  type SshMachine,
+} from '../../src/backend/kit.js';
 import type { HostOutcome } from './pool.js';
 
 /**

@@ -258,8 +258,8 @@ describe('a worker killed with SIGKILL mid-job (ec2)', () => {
       TRAVIS_WORKER_INITIAL_SLEEP: '0s',
       ...ec2Env(fake),
     };
-    // The worker as it runs in production (src/cli.ts), from the sources.
-    child = spawn(process.execPath, ['--import', join(ROOT, 'test/helpers/ts-loader.mjs'), join(ROOT, 'src/cli.ts')], {
+    // The worker as it runs in production (bin/mayfly.ts), from the sources.
+    child = spawn(process.execPath, ['--import', join(ROOT, 'test/helpers/ts-loader.mjs'), join(ROOT, 'bin/mayfly.ts')], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env, TRAVIS_WORKER_REAPER_INTERVAL: '0' },
       stdio: ['ignore', 'ignore', 'pipe'],
