@@ -20,7 +20,9 @@ import { backends } from '../../backends/index.js';
 import { loadConfig } from '../../src/config.js';
 import { handleSignals } from '../../src/lifecycle/signals.js';
 import { silentLogger } from '../../src/logger.js';
-import { startWorker, type JobDone, type StartWorkerOptions, type Worker } from '../../src/main.js';
+import { startWorker, type StartWorkerOptions } from '../../src/main.js';
+import type { JobDone, Worker } from '../../src/worker.js';
+import { allPaused, untilProcessors } from '../helpers/worker.js';
 import { createVhost, drain, purge, publishRaw, withConnection, type TestVhost } from '../helpers/rabbitmq.js';
 import { fileAppears } from '../helpers/files.js';
 
@@ -182,7 +184,7 @@ describe('pause and resume (SIGUSR2)', () => {
       signals.emit('SIGUSR2', 'SIGUSR2');
       expect(w.state).toBe('PAUSED');
       expect(w.ready()).toBe(false);
-      await w.pool.until((processors) => processors.every((p) => p.state === 'paused'));
+      await untilProcessors(w, allPaused);
       await publishJob(5);
       expect(await queueInfo()).toEqual({ queue: QUEUE, messageCount: 1, consumerCount: 0 });
 
@@ -205,7 +207,7 @@ describe('pause and resume (SIGUSR2)', () => {
     w.pause();
     await release(6);
     expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
-    await w.pool.until((processors) => processors.every((p) => p.state === 'paused'));
+    await untilProcessors(w, allPaused);
     expect((await queueInfo()).consumerCount).toBe(0);
   });
 });
@@ -218,10 +220,10 @@ describe('pool resize', () => {
     try {
       signals.emit('SIGTTIN', 'SIGTTIN');
       signals.emit('SIGTTIN', 'SIGTTIN');
-      await w.pool.until((processors) => processors.filter((p) => p.state === 'waiting').length === 3);
+      await untilProcessors(w, (processors) => processors.filter((p) => p.state === 'waiting').length === 3);
       expect((await queueInfo()).consumerCount).toBe(3);
       signals.emit('SIGTTOU', 'SIGTTOU');
-      await w.pool.until((processors) => processors.length === 2);
+      await untilProcessors(w, (processors) => processors.length === 2);
       expect(w.pool.size).toBe(2);
       expect((await queueInfo()).consumerCount).toBe(2);
     } finally {
@@ -239,7 +241,7 @@ describe('pool resize', () => {
     expect(w.pool.status()).toEqual([expect.objectContaining({ state: 'stopping', jobId: 7 })]);
     await release(7);
     expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
-    await w.pool.until((processors) => processors.length === 0);
+    await untilProcessors(w, (processors) => processors.length === 0);
     expect(w.status()).toEqual(expect.objectContaining({ poolSize: 0, expectedPoolSize: 0, totalProcessed: 1 }));
     expect(w.ready()).toBe(false);
   });
