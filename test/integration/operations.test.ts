@@ -139,6 +139,33 @@ describe('drain', () => {
     expect(await queueInfo()).toEqual(expect.objectContaining({ messageCount: 1, consumerCount: 0 }));
   });
 
+  it('reports each step as an event: DRAINING, drained once the job settled, then STOPPING, STOPPED, stopped', async () => {
+    const w = await start();
+    const seen: string[] = [];
+    w.events.on('state', (to) => seen.push(to));
+    w.events.on('drained', () => seen.push('drained'));
+    const stopped = once(w.events, 'stopped').then(() => seen.push('stopped'));
+    await publishJob(9);
+    await running(9);
+    w.drain('test');
+    expect(seen).toEqual(['DRAINING']);
+    await release(9);
+    await stopped;
+    expect(seen).toEqual(['DRAINING', 'drained', 'STOPPING', 'STOPPED', 'stopped']);
+  });
+
+  it('reports no drained event when the shutdown timeout ends the drain', async () => {
+    const w = await start({ TRAVIS_WORKER_SHUTDOWN_TIMEOUT: '100ms' });
+    const seen: string[] = [];
+    w.events.on('drained', () => seen.push('drained'));
+    w.events.on('stopped', () => seen.push('stopped'));
+    await publishJob(10);
+    await running(10);
+    w.drain('test');
+    await w.stopped;
+    expect(seen).toEqual(['stopped']);
+  });
+
   it('requeues a job still running when the shutdown timeout passes, and destroys its instance', async () => {
     const w = await start({ TRAVIS_WORKER_SHUTDOWN_TIMEOUT: '300ms' });
     await publishJob(3);
