@@ -10,6 +10,7 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY bin ./bin
 COPY src ./src
 COPY backends ./backends
 RUN npm run build
@@ -30,7 +31,7 @@ WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 COPY package.json config.example.env ./
-RUN chmod 0755 dist/src/cli.js && ln -s /app/dist/src/cli.js /usr/local/bin/mayfly
+RUN chmod 0755 dist/bin/mayfly.js && ln -s /app/dist/bin/mayfly.js /usr/local/bin/mayfly
 
 # The control API inside the container, for the HEALTHCHECK below. To reach
 # it from outside, set 0.0.0.0:8080 and TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH.

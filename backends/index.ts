@@ -1,9 +1,10 @@
 /**
- * Every backend mayfly ships. Only the composition root (src/main.ts) and
+ * Every backend mayfly ships. Only the executable (bin/mayfly.ts) and
  * tests import this list: the engine in src/ knows backends only through
- * the contract.
+ * the contract, and backends know the engine only through its kit
+ * (src/backend/kit.ts).
  */
-import type { BackendDefinition } from '../src/backend/contract.js';
+import type { BackendDefinition } from '../src/backend/kit.js';
 import { definition as docker } from './docker/index.js';
 import { definition as ec2 } from './ec2/index.js';
 import { definition as fake } from './fake/index.js';

@@ -9,7 +9,7 @@
  */
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { connect, type ChannelModel } from 'amqplib';
-import type { Worker } from '../src/main.js';
+import type { Worker } from '../src/worker.js';
 import { wallUs } from './stats.js';
 import type { ChildReply, ChildRequest } from './child-protocol.js';
 

@@ -20,7 +20,7 @@ import type { BackendDefinition, SettingFamily } from './backend/contract.js';
 import { ConfigError, errorMessage } from './errors.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES } from './job/payload.js';
 import { DEFAULT_REQUEUE_LIMIT } from './job/requeues.js';
-import { LOG_TRAILER_RESERVE_BYTES } from './logs/writer.js';
+import { LOG_TRAILER_RESERVE_BYTES } from './job-log/writer.js';
 import { MAX_POOL_SIZE } from './pool.js';
 import { parseGoDuration } from './settings.js';
 import { MASK } from './redact.js';

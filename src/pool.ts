@@ -11,17 +11,15 @@
  * hand, if any, runs on; its channel stays open until it is settled. On
  * resume each processor opens a fresh source.
  *
- * Three things pause the pool, each on its own: the operator (SIGUSR2,
- * `PATCH /worker`), the circuit breaker (src/backend/breaker.ts) and a
- * broker connection that is down (a job taken then could not report or log).
- * The pool takes jobs only when none holds it, so a worker the operator
- * paused stays paused when the breaker closes. While the breaker is
- * half-open one processor (the trial) takes jobs and the others stay paused.
+ * The worker (src/worker.ts) decides whether the pool takes jobs, from
+ * its pause reasons; the pool applies it (`hold`): every processor takes
+ * jobs, none does, or, while the circuit breaker is half-open, one
+ * processor (the trial) does and the others stay paused.
  */
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { errorMessage } from './errors.js';
 import { LifecycleError } from './lifecycle/state.js';
-import type { Logger } from './log.js';
+import type { Logger } from './logger.js';
 import type { JobQueue, JobSource, QueuedJob } from './queue/contract.js';
 import type { JobResult } from './job/run-job.js';
 
@@ -63,8 +61,8 @@ export class PoolLimitError extends LifecycleError {
 
 export type RunJob = (job: QueuedJob, processorId: string) => Promise<JobResult>;
 
-/** Who paused the pool: the operator, the circuit breaker, or the queue while a broker is away. */
-export type PauseReason = 'operator' | 'breaker' | 'broker';
+/** Which processors take jobs: all (`none` held), none (`all`), or only one trial processor (`trial`). */
+export type PoolHold = 'none' | 'all' | 'trial';
 
 /** Resolves once; `wait` gives the same promise to every caller. */
 class Gate {
@@ -248,10 +246,8 @@ export interface PoolEvents {
 export class ProcessorPool extends EventEmitter<PoolEvents> {
   private readonly processors: Processor[] = [];
   private nextId = 1;
-  /** What holds the pool paused; it takes jobs when this is empty. */
-  private readonly pauses = new Set<PauseReason>();
-  /** While the breaker holds the pool, let one processor (`trial`) take jobs. */
-  private trialWanted = false;
+  private held: PoolHold = 'none';
+  /** The one processor taking jobs while the hold is `trial`. */
   private trial: Processor | undefined;
   private closed = false;
   /** Settled jobs of processors that have left the pool. */
@@ -280,7 +276,7 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
         this.queue,
         this.runJob,
         this.logger,
-        this.isPaused,
+        this.held !== 'none',
         (p) => this.forget(p),
         (p) => this.emit('change', p.status()),
       );
@@ -322,16 +318,6 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
     return this.active().length;
   }
 
-  /** True while the operator or the breaker holds the pool (even with a half-open trial running). */
-  get isPaused(): boolean {
-    return this.pauses.size > 0;
-  }
-
-  /** Whether `reason` holds the pool paused. */
-  pausedBy(reason: PauseReason): boolean {
-    return this.pauses.has(reason);
-  }
-
   /** Jobs settled by every processor this pool has had. */
   get processed(): number {
     return this.processedByGone + this.processors.reduce((sum, p) => sum + p.processed, 0);
@@ -352,46 +338,18 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
   }
 
   /**
-   * Every processor stops taking jobs (closing its source) until `resume`
-   * with the same reason; running jobs go on. The breaker's pause also ends
-   * a half-open trial.
+   * Which processors take jobs from now on. A held processor closes its
+   * source; its running job goes on. A released one takes jobs again, each
+   * on a fresh source.
    */
-  pause(reason: PauseReason = 'operator'): void {
-    this.pauses.add(reason);
-    if (reason === 'breaker') this.trialWanted = false;
-    this.apply();
-    // The breaker and the queue log their own reasons.
-    if (reason === 'operator') this.logger.info('paused: not taking jobs');
-  }
-
-  /** Lift `reason`'s pause; processors take jobs again (each on a fresh source) once nothing else holds them. */
-  resume(reason: PauseReason = 'operator'): void {
-    this.pauses.delete(reason);
-    if (reason === 'breaker') this.trialWanted = false;
-    this.apply();
-    if (reason === 'operator') {
-      const still = [...this.pauses].map((held) => (held === 'breaker' ? 'the circuit breaker' : 'a broker connection that is down'));
-      this.logger.info(still.length > 0 ? `resumed by the operator; ${still.join(' and ')} still holds jobs back` : 'resumed: taking jobs');
-    }
-  }
-
-  /**
-   * Half-open: while the breaker holds the pool, one processor takes jobs
-   * (one at a time) until the breaker closes (`resume('breaker')`) or
-   * opens again (`pause('breaker')`).
-   */
-  admitTrial(): void {
-    if (!this.pauses.has('breaker')) return;
-    this.trialWanted = true;
+  hold(held: PoolHold): void {
+    this.held = held;
     this.apply();
   }
 
-  /** Pause or resume each processor to match what holds the pool. */
+  /** Pause or resume each processor to match the hold. */
   private apply(): void {
-    // The operator's pause and the broker's hold every processor, a half-open trial too.
-    const held = this.pauses.has('operator') || this.pauses.has('broker');
-    const breaker = this.pauses.has('breaker');
-    if (held || !breaker || !this.trialWanted) {
+    if (this.held !== 'trial') {
       this.trial = undefined;
     } else if (this.trial === undefined || this.trial.isRetired || this.trial.state === 'stopped') {
       const active = this.active();
@@ -399,7 +357,7 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
       this.trial = active.find((p) => p.state !== 'processing') ?? active[0];
     }
     for (const processor of this.processors) {
-      if (held || (breaker && processor !== this.trial)) processor.pause();
+      if (this.held === 'all' || (this.held === 'trial' && processor !== this.trial)) processor.pause();
       else processor.resume();
     }
   }
@@ -434,14 +392,6 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
     this.processedByGone += processor.processed;
     if (processor === this.trial) this.apply();
     this.emit('change', processor.status());
-  }
-
-  /** Resolves once `predicate(status())` holds, checked on every processor change. */
-  async until(predicate: (processors: ProcessorStatus[]) => boolean, signal?: AbortSignal): Promise<void> {
-    while (!predicate(this.status())) {
-      signal?.throwIfAborted();
-      await once(this, 'change', signal ? { signal } : {});
-    }
   }
 }
 

@@ -11,10 +11,15 @@ import { join } from 'node:path';
 import type { Duplex, Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import { z } from 'zod';
-import { CloudApi, CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api.js';
-import type { BackendMetrics } from '../../src/backend/contract.js';
-import { ConfigError, errorMessage } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
+import {
+  CloudApi,
+  CloudCallError,
+  ConfigError,
+  errorMessage,
+  type CloudErrorKind,
+  type BackendMetrics,
+  type Logger,
+} from '../../src/backend/kit.js';
 import type { EngineAddress } from './settings.js';
 
 /**

@@ -6,11 +6,21 @@
  * instance; anything half-made is removed again when a step fails or the
  * start is aborted.
  */
-import type { Backend, BackendContext, Instance, ManagedInstance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
-import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
-import { SshInstance } from '../../src/ssh/instance.js';
-import { generateJobKeyPair } from '../../src/ssh/keys.js';
+import {
+  InstanceStartError,
+  NoCapacityError,
+  errorMessage,
+  isMayflyError,
+  SshMachine,
+  generateJobKeyPair,
+  type Backend,
+  type BackendContext,
+  type Instance,
+  type ManagedInstance,
+  type StartAttributes,
+  type StartOptions,
+  type Logger,
+} from '../../src/backend/kit.js';
 import { DockerApi, DockerApiError } from './api.js';
 import { CpuSetPool } from './cpusets.js';
 import { DockerEngine, type ContainerInfo, type ContainerSpec, type ContainerSummary } from './engine.js';
@@ -223,7 +233,7 @@ export class DockerBackend implements Backend {
     logger: Logger,
   ): DockerInstance {
     const settings = this.#settings;
-    let ssh: SshInstance | undefined;
+    let ssh: SshMachine | undefined;
     if (privateKey !== undefined) {
       const ipStarted = Date.now();
       const address = containerAddress(info, settings.network);
@@ -233,7 +243,7 @@ export class DockerBackend implements Backend {
         );
       }
       options.recordPhase('ip', Date.now() - ipStarted);
-      ssh = new SshInstance({
+      ssh = new SshMachine({
         id: containerId.slice(0, 12),
         imageName: image.name,
         startupMs,

@@ -7,8 +7,7 @@
  * An image the engine lacks is pulled when `PULL` is set; otherwise the
  * start fails with an error naming it.
  */
-import type { StartAttributes } from '../../src/backend/contract.js';
-import { InstanceStartError, PayloadError } from '../../src/errors.js';
+import { InstanceStartError, PayloadError, type StartAttributes } from '../../src/backend/kit.js';
 import type { DockerEngine, ImageSummary } from './engine.js';
 
 export interface ImageSettings {

@@ -3,7 +3,7 @@
  * (TRAVIS_WORKER_DOCKER_ENDPOINT), reached over SSH with a fresh key per job,
  * or driven through the Engine API alone (TRAVIS_WORKER_DOCKER_NATIVE=true).
  */
-import type { BackendDefinition } from '../../src/backend/contract.js';
+import type { BackendDefinition } from '../../src/backend/kit.js';
 import { DockerBackend } from './backend.js';
 import { settingsSchema, type DockerSettings } from './settings.js';
 

@@ -1,17 +1,24 @@
 /**
  * One job's container once it runs. Upload and run go over SSH (the
- * default, through `SshInstance` with the job's own key) or through the
+ * default, through `SshMachine` with the job's own key) or through the
  * Engine API (native mode). While the script runs, the container is watched
  * (`POST /containers/{id}/wait`): a container that stops under the script
  * (killed, out of memory, the engine restarted) ends the run with
  * `ConnectionLostError`, which requeues the job. Destroy stops the container
  * with a grace period, force-removes it, and gives its cores back, on every path.
  */
-import type { BootPhase, Instance, RunOptions, RunResult, UploadOptions } from '../../src/backend/contract.js';
-import { ConnectionLostError, errorMessage } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
-import type { SshInstance } from '../../src/ssh/instance.js';
-import { abortableSleep } from '../../src/util/abort.js';
+import {
+  ConnectionLostError,
+  errorMessage,
+  abortableSleep,
+  type BootPhase,
+  type Instance,
+  type RunOptions,
+  type RunResult,
+  type UploadOptions,
+  type Logger,
+  type SshMachine,
+} from '../../src/backend/kit.js';
 import type { DockerEngine } from './engine.js';
 import { runNative, uploadNative } from './native.js';
 
@@ -39,7 +46,7 @@ export interface DockerInstanceOptions {
   imageName: string;
   startupMs: number;
   /** SSH mode: the session into the container. Undefined in native mode. */
-  ssh: SshInstance | undefined;
+  ssh: SshMachine | undefined;
   native: NativeOptions;
   /** Grace period between SIGTERM and SIGKILL on destroy, in ms. */
   stopTimeoutMs: number;

@@ -5,11 +5,16 @@
  * with backpressure; the exit code from exec inspect once the stream ends.
  */
 import type { Readable, Writable } from 'node:stream';
-import type { RunResult } from '../../src/backend/contract.js';
-import { ConnectionLostError, StaleVmError, UploadError, errorMessage } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
-import { abortableSleep } from '../../src/util/abort.js';
-import { outputFlushed } from '../../src/util/streams.js';
+import {
+  ConnectionLostError,
+  StaleVmError,
+  UploadError,
+  errorMessage,
+  abortableSleep,
+  outputFlushed,
+  type RunResult,
+  type Logger,
+} from '../../src/backend/kit.js';
 import { StreamDemultiplexer } from './demux.js';
 import type { DockerEngine } from './engine.js';
 import { tarFile } from './tar.js';

@@ -6,8 +6,7 @@
  * variable, raised when the backend is created.
  */
 import { availableParallelism } from 'node:os';
-import { ConfigError } from '../../src/errors.js';
-import type { SettingsSchema } from '../../src/settings.js';
+import { ConfigError, type SettingsSchema } from '../../src/backend/kit.js';
 
 export interface DockerSettings {
   /** `unix:///path`, `tcp://host:port` (or `http(s)://`); default the local engine's socket. */

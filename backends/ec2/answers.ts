@@ -13,7 +13,7 @@
  */
 import type { InstanceStateName } from '@aws-sdk/client-ec2';
 import { z } from 'zod';
-import { MalformedAnswerError, describeBody, ipAddress, quoteValue } from '../../src/backend/malformed-answer.js';
+import { MalformedAnswerError, describeBody, ipAddress, quoteValue } from '../../src/backend/kit.js';
 
 /** Every state EC2 gives an instance (the SDK's `InstanceStateName`). */
 const STATES = ['pending', 'running', 'shutting-down', 'terminated', 'stopping', 'stopped'] as const satisfies readonly InstanceStateName[];

@@ -16,9 +16,7 @@ import type {
   RunInstancesRequest,
 } from '@aws-sdk/client-ec2';
 import type { z } from 'zod';
-import { CloudApi } from '../../src/backend/cloud-api.js';
-import type { BackendContext } from '../../src/backend/contract.js';
-import { checkAnswer } from '../../src/backend/malformed-answer.js';
+import { CloudApi, checkAnswer, type BackendContext } from '../../src/backend/kit.js';
 import { DESCRIBE_IMAGES, DESCRIBE_INSTANCES, RUN_INSTANCES, TERMINATE_INSTANCES, checkRawAnswer, unreadableAnswer } from './answers.js';
 import { classifyEc2Error } from './classify.js';
 import type { Ec2Settings } from './settings.js';

@@ -3,7 +3,7 @@
  * key made for that job alone, terminated on every path.
  *
  *   DescribeImages -> RunInstances (tags, user data, client token)
- *   -> DescribeInstances until running -> address -> SshInstance
+ *   -> DescribeInstances until running -> address -> SshMachine
  *
  * If start() fails or is aborted after RunInstances was sent, whatever it
  * launched is terminated before start() rejects, even when the RunInstances
@@ -11,14 +11,25 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { RunInstancesRequest } from '@aws-sdk/client-ec2';
-import type { Backend, BackendContext, Instance, ManagedInstance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
-import { CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api.js';
-import { MalformedAnswerError } from '../../src/backend/malformed-answer.js';
-import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
-import { SshInstance } from '../../src/ssh/instance.js';
-import { generateJobKeyPair } from '../../src/ssh/keys.js';
-import { abortableSleep } from '../../src/util/abort.js';
+import {
+  CloudCallError,
+  MalformedAnswerError,
+  InstanceStartError,
+  NoCapacityError,
+  errorMessage,
+  isMayflyError,
+  SshMachine,
+  generateJobKeyPair,
+  abortableSleep,
+  type Backend,
+  type BackendContext,
+  type Instance,
+  type ManagedInstance,
+  type StartAttributes,
+  type StartOptions,
+  type CloudErrorKind,
+  type Logger,
+} from '../../src/backend/kit.js';
 import { Ec2Api, type Ec2InstanceDescription } from './api.js';
 import { ec2ErrorCode } from './classify.js';
 import { imageSetting, resolveImage } from './images.js';
@@ -101,7 +112,7 @@ export class Ec2Backend implements Backend {
     try {
       const image = await resolveImage(imageSetting(attributes, settings.images, settings.imageDefault), this.#api, settings.imageOwners, signal);
       imageName = image.name;
-      // Made here, held in memory only: its public half goes in the user data, its private half to SshInstance.
+      // Made here, held in memory only: its public half goes in the user data, its private half to SshMachine.
       keys = generateJobKeyPair();
       const clientToken = randomUUID();
       const instanceType = instanceTypeFor(attributes, settings.instanceType);
@@ -155,7 +166,7 @@ export class Ec2Backend implements Backend {
 
       const api = this.#api;
       const pollMs = settings.bootPollSleep;
-      const ssh = new SshInstance({
+      const ssh = new SshMachine({
         id,
         imageName,
         startupMs,

@@ -4,7 +4,7 @@
  * codes are listed in the EC2 API reference, "Error codes"; note that EC2
  * answers some capacity errors with HTTP 500, so codes win over status.
  */
-import type { CloudErrorKind } from '../../src/backend/cloud-api.js';
+import type { CloudErrorKind } from '../../src/backend/kit.js';
 
 const THROTTLED = new Set(['RequestLimitExceeded', 'Throttling', 'ThrottlingException', 'RequestThrottled', 'TooManyRequestsException']);
 const TRANSIENT = new Set(['InternalError', 'InternalFailure', 'ServiceUnavailable', 'Unavailable', 'RequestTimeout', 'RequestTimeoutException']);

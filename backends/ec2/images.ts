@@ -7,10 +7,8 @@
  * filter (`*` and `?` wildcards) over IMAGE_OWNERS' available images, of
  * which the newest (by creation date) wins.
  */
-import { imageCandidateKeys } from '../../src/backend/image-keys.js';
+import { imageCandidateKeys, InstanceStartError, type StartAttributes } from '../../src/backend/kit.js';
 import type { Image } from '@aws-sdk/client-ec2';
-import type { StartAttributes } from '../../src/backend/contract.js';
-import { InstanceStartError } from '../../src/errors.js';
 import type { Ec2Api } from './api.js';
 
 /** The AMI a job boots, as described by EC2. */

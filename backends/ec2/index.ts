@@ -3,7 +3,7 @@
  * SSH with a key made for that job, tagged from the moment it exists and
  * terminated on every path. See docs/backends.md, `ec2`.
  */
-import type { BackendDefinition } from '../../src/backend/contract.js';
+import type { BackendDefinition } from '../../src/backend/kit.js';
 import { Ec2Backend } from './backend.js';
 import { settingFamilies, settingsSchema, type Ec2SettingFamilies, type Ec2Settings } from './settings.js';
 

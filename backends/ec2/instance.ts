@@ -1,15 +1,22 @@
 /**
- * One job's EC2 instance once it runs: SSH (through `SshInstance`) with the
+ * One job's EC2 instance once it runs: SSH (through `SshMachine`) with the
  * job's in-memory key, boot phases timed for metrics, a watch on the
  * instance's state while the script runs (a spot interruption or a stop by
  * AWS requeues the job), and termination on destroy.
  */
-import type { BootPhase, Instance, RunOptions, RunResult, UploadOptions } from '../../src/backend/contract.js';
-import { CloudCallError } from '../../src/backend/cloud-api.js';
-import { ConnectionLostError, errorMessage } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
-import type { SshInstance } from '../../src/ssh/instance.js';
-import { abortableSleep } from '../../src/util/abort.js';
+import {
+  CloudCallError,
+  ConnectionLostError,
+  errorMessage,
+  abortableSleep,
+  type BootPhase,
+  type Instance,
+  type RunOptions,
+  type RunResult,
+  type UploadOptions,
+  type Logger,
+  type SshMachine,
+} from '../../src/backend/kit.js';
 import type { Ec2Api } from './api.js';
 
 /** The state reason EC2 gives an instance it took back from the spot market. */
@@ -19,7 +26,7 @@ const LOST_CHECK_TIMEOUT_MS = 10_000;
 
 export interface Ec2InstanceOptions {
   /** SSH to the instance; its `destroy` only closes the connection. */
-  ssh: SshInstance;
+  ssh: SshMachine;
   api: Ec2Api;
   /** Terminates the instance (and makes sure it is going); may throw, and is then tried again by the next `destroy`. */
   terminate: () => Promise<void>;

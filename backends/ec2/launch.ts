@@ -6,7 +6,7 @@
  * of launching a second one).
  */
 import type { RunInstancesRequest } from '@aws-sdk/client-ec2';
-import type { StartAttributes } from '../../src/backend/contract.js';
+import type { StartAttributes } from '../../src/backend/kit.js';
 import type { SelectedImage } from './images.js';
 import type { Ec2Settings, Tag } from './settings.js';
 

@@ -5,7 +5,7 @@
  * back into a `ManagedInstance`. Anything else in the account is not ours.
  */
 import type { Filter } from '@aws-sdk/client-ec2';
-import type { ManagedInstance } from '../../src/backend/contract.js';
+import type { ManagedInstance } from '../../src/backend/kit.js';
 import type { Ec2InstanceDescription } from './api.js';
 import { TAG_JOB_ID, TAG_LEASE_EXPIRES, TAG_WORKER } from './tags.js';
 

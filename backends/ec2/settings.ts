@@ -4,8 +4,7 @@
  * them, and turning the operator's text (custom tags, user data) into what
  * the backend uses.
  */
-import { ConfigError } from '../../src/errors.js';
-import type { SettingsSchema } from '../../src/settings.js';
+import { ConfigError, type SettingsSchema } from '../../src/backend/kit.js';
 
 export interface Ec2Settings {
   /** AWS region; default `eu-west-1` (travis' default). */

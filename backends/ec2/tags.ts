@@ -4,7 +4,7 @@
  * which repository, which worker, and until when it may live, so an
  * operator or a reaper can tell a leaked instance from a busy one.
  */
-import type { StartAttributes } from '../../src/backend/contract.js';
+import type { StartAttributes } from '../../src/backend/kit.js';
 import type { Tag } from './settings.js';
 
 /**

@@ -6,11 +6,7 @@
  * answer never arrived, by their client token.
  */
 import type { RunInstancesRequest } from '@aws-sdk/client-ec2';
-import { CloudCallError } from '../../src/backend/cloud-api.js';
-import { MalformedAnswerError } from '../../src/backend/malformed-answer.js';
-import { errorMessage } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
-import { abortableSleep } from '../../src/util/abort.js';
+import { CloudCallError, MalformedAnswerError, errorMessage, abortableSleep, type Logger } from '../../src/backend/kit.js';
 import type { Ec2Api, Ec2InstanceDescription } from './api.js';
 
 /** Terminate requests per instance before giving up (the caller, `destroyInstance`, tries the whole thing again). */

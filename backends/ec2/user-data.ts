@@ -8,7 +8,7 @@
  *
  * Only the public key is here: the private key stays in the worker's memory.
  */
-import { ConfigError } from '../../src/errors.js';
+import { ConfigError } from '../../src/backend/kit.js';
 
 export interface UserDataOptions {
   /** One `authorized_keys` line. */

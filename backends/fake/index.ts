@@ -3,9 +3,14 @@
  * configured output, for tests and benchmarks. Each failure travis' fake
  * could only approximate (`ERROR`) can be switched on by itself.
  */
-import type { Backend, BackendDefinition, Instance, StartOptions } from '../../src/backend/contract.js';
-import { InstanceStartError } from '../../src/errors.js';
-import { abortableSleep } from '../../src/util/abort.js';
+import {
+  InstanceStartError,
+  abortableSleep,
+  type Backend,
+  type BackendDefinition,
+  type Instance,
+  type StartOptions,
+} from '../../src/backend/kit.js';
 import { FakeInstance } from './instance.js';
 
 export interface FakeSettings {

@@ -1,6 +1,12 @@
-import type { Instance, RunOptions, RunResult } from '../../src/backend/contract.js';
-import { ConnectionLostError, StaleVmError, UploadError } from '../../src/errors.js';
-import { abortableSleep } from '../../src/util/abort.js';
+import {
+  ConnectionLostError,
+  StaleVmError,
+  UploadError,
+  abortableSleep,
+  type Instance,
+  type RunOptions,
+  type RunResult,
+} from '../../src/backend/kit.js';
 import type { FakeSettings } from './index.js';
 
 /** Resolve when `output` can take more, or reject when the run is stopped. */

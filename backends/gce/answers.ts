@@ -14,7 +14,7 @@
  */
 import { z } from 'zod';
 import type { protos } from '@google-cloud/compute';
-import { MalformedAnswerError, ipAddress, quoteValue } from '../../src/backend/malformed-answer.js';
+import { MalformedAnswerError, ipAddress, quoteValue } from '../../src/backend/kit.js';
 
 type Status<E> = Exclude<keyof E, 'UNDEFINED_STATUS'>;
 

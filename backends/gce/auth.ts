@@ -5,8 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { JWT } from 'google-auth-library';
-import { ConfigError } from '../../src/errors.js';
-import { invalidJsonProblem } from '../../src/redact.js';
+import { ConfigError, invalidJsonProblem } from '../../src/backend/kit.js';
 
 export const COMPUTE_SCOPE = 'https://www.googleapis.com/auth/compute';
 const VARIABLE = 'TRAVIS_WORKER_GCE_ACCOUNT_JSON';

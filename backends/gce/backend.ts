@@ -3,15 +3,26 @@
  * first zone with room, reached over SSH with a key made for the job, and
  * deleted on every path (including a start that is aborted mid-way).
  */
-import { raceAbort } from '../../src/util/abort.js';
-import { CloudCallError, type CloudErrorKind } from '../../src/backend/cloud-api.js';
-import { MalformedAnswerError } from '../../src/backend/malformed-answer.js';
-import type { Backend, BackendContext, Instance, ManagedInstance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
-import { InstanceStartError, NoCapacityError, errorMessage, isMayflyError } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
-import { SshInstance } from '../../src/ssh/instance.js';
-import { generateJobKeyPair } from '../../src/ssh/keys.js';
-import { abortableSleep } from '../../src/util/abort.js';
+import {
+  raceAbort,
+  CloudCallError,
+  MalformedAnswerError,
+  InstanceStartError,
+  NoCapacityError,
+  errorMessage,
+  isMayflyError,
+  SshMachine,
+  generateJobKeyPair,
+  abortableSleep,
+  type CloudErrorKind,
+  type Backend,
+  type BackendContext,
+  type Instance,
+  type ManagedInstance,
+  type StartAttributes,
+  type StartOptions,
+  type Logger,
+} from '../../src/backend/kit.js';
 import { GceApi, type GceImage, type GceInstanceResource, type GceOperation } from './api.js';
 import { authClientFor } from './auth.js';
 import { GceOperationError, classifyGceError } from './errors.js';
@@ -210,7 +221,7 @@ export class GceBackend implements Backend {
       const vmZone = zone;
       logger.info({ zone, address, image: image.name }, 'instance running');
       return new GceInstance({
-        ssh: new SshInstance({
+        ssh: new SshMachine({
           id: name,
           imageName: String(image.name),
           startupMs: Date.now() - began,

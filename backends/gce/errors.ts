@@ -5,7 +5,7 @@
  * (`{"error":{"code":403,"message":"...","errors":[{"reason":"quotaExceeded"}]}}`);
  * a finished operation carries its own error list (`ZONE_RESOURCE_POOL_EXHAUSTED`).
  */
-import type { CloudErrorKind } from '../../src/backend/cloud-api.js';
+import type { CloudErrorKind } from '../../src/backend/kit.js';
 
 /** An insert or delete operation that finished with errors. */
 export class GceOperationError extends Error {

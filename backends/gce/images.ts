@@ -4,9 +4,7 @@
  * key first: dist+group+language, dist+language, ..., os), then the newest
  * image whose name fully matches that regular expression.
  */
-import { imageCandidateKeys } from '../../src/backend/image-keys.js';
-import type { StartAttributes } from '../../src/backend/contract.js';
-import { ConfigError, InstanceStartError } from '../../src/errors.js';
+import { imageCandidateKeys, ConfigError, InstanceStartError, type StartAttributes } from '../../src/backend/kit.js';
 import type { GceApi, GceImage } from './api.js';
 
 /** Images are published now and then; a pattern's answer is reused this long, in ms. */

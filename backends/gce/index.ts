@@ -3,7 +3,7 @@
  * `gce` provider, same `TRAVIS_WORKER_GCE_*` settings), reached over SSH
  * with a key made for the job, deleted on every path.
  */
-import type { BackendDefinition } from '../../src/backend/contract.js';
+import type { BackendDefinition } from '../../src/backend/kit.js';
 import { GceBackend } from './backend.js';
 import { settingFamilies, settingsSchema, type GceFamilies, type GceSettings } from './settings.js';
 

@@ -4,7 +4,7 @@
  * SSH key and the self-destruct timer.
  */
 import { randomUUID } from 'node:crypto';
-import type { StartAttributes } from '../../src/backend/contract.js';
+import type { StartAttributes } from '../../src/backend/kit.js';
 import type { GceInstanceResource } from './api.js';
 import type { Machine } from './machine.js';
 

@@ -1,15 +1,22 @@
 /**
  * One job's GCE VM as the pipeline sees it: SSH (wait, upload, run under a
- * PTY) through `SshInstance`, plus what only GCE knows: whether a dropped
+ * PTY) through `SshMachine`, plus what only GCE knows: whether a dropped
  * run means the VM was preempted, and how to delete the VM.
  */
-import type { BootPhase, Instance, RunOptions, RunResult, UploadOptions } from '../../src/backend/contract.js';
-import { ConnectionLostError, errorMessage } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
-import type { SshInstance } from '../../src/ssh/instance.js';
+import {
+  ConnectionLostError,
+  errorMessage,
+  type BootPhase,
+  type Instance,
+  type RunOptions,
+  type RunResult,
+  type UploadOptions,
+  type Logger,
+  type SshMachine,
+} from '../../src/backend/kit.js';
 
 export interface GceInstanceOptions {
-  ssh: SshInstance;
+  ssh: SshMachine;
   /** Where SSH is reached, for progress lines. */
   address: string;
   sshAttempts: number;

@@ -2,7 +2,7 @@
  * What machine a job gets: `vm_type`, `vm_size` and `vm_config` turned into
  * a machine type, GPUs and disk size. The one table of sizes lives here.
  */
-import type { StartAttributes } from '../../src/backend/contract.js';
+import type { StartAttributes } from '../../src/backend/kit.js';
 
 /** GPUs attached to a VM. */
 export interface GpuConfig {

@@ -3,7 +3,7 @@
  * VMs carrying all of mayfly's labels (job id, worker, lease expiry), read
  * back into a `ManagedInstance`. Anything else in the project is not ours.
  */
-import type { ManagedInstance } from '../../src/backend/contract.js';
+import type { ManagedInstance } from '../../src/backend/kit.js';
 import type { GceInstanceResource } from './api.js';
 import { LABELS, labelValue } from './instance-spec.js';
 

@@ -3,8 +3,7 @@
  * instance group), its project, zone and network are the defaults for the
  * job VMs, so such a worker needs almost no settings.
  */
-import { ConfigError } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
+import { ConfigError, type Logger } from '../../src/backend/kit.js';
 import { DEFAULT_NETWORK, DEFAULT_ZONE, type GceSettings } from './settings.js';
 
 /** The standard name; Google's libraries (gcp-metadata) honour `GCE_METADATA_HOST` too. */

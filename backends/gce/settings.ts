@@ -3,8 +3,7 @@
  * defaulted as travis-ci/worker's backend/gce.go names them, plus the
  * endpoints that let an operator (or a test) point the backend elsewhere.
  */
-import type { SettingFamily } from '../../src/backend/contract.js';
-import type { SettingsSchema } from '../../src/settings.js';
+import type { SettingFamily, SettingsSchema } from '../../src/backend/kit.js';
 
 export interface GceSettings {
   /** Project the job VMs live in; default: the metadata server's project when running on GCE. */

@@ -20,7 +20,7 @@ import { constants } from 'node:fs';
 import { access, mkdir, readFile, rmdir, watch, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
-import { killProcessGroup, killProcessTree } from '../../src/util/process-tree.js';
+import { killProcessGroup, killProcessTree } from '../../src/backend/kit.js';
 
 export const CONTAINMENT_KINDS = ['auto', 'cgroup', 'pid-namespace', 'session'] as const;
 export type ContainmentSetting = (typeof CONTAINMENT_KINDS)[number];

@@ -8,8 +8,7 @@
 import { mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Backend, BackendContext, BackendDefinition, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
-import { InstanceStartError } from '../../src/errors.js';
+import { InstanceStartError, type Backend, type BackendContext, type BackendDefinition, type Instance, type StartAttributes, type StartOptions } from '../../src/backend/kit.js';
 import { CONTAINMENT_KINDS, chooseContainment, type Containment, type ContainmentSetting } from './containment.js';
 import { LocalInstance } from './instance.js';
 

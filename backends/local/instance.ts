@@ -1,9 +1,15 @@
 import { spawn } from 'node:child_process';
 import { access, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Instance, RunOptions, RunResult, UploadOptions } from '../../src/backend/contract.js';
-import { StaleVmError, UploadError } from '../../src/errors.js';
-import { outputFlushed } from '../../src/util/streams.js';
+import {
+  StaleVmError,
+  UploadError,
+  outputFlushed,
+  type Instance,
+  type RunOptions,
+  type RunResult,
+  type UploadOptions,
+} from '../../src/backend/kit.js';
 import type { JobContainer } from './containment.js';
 
 const SCRIPT_NAME = 'build.sh';

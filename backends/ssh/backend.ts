@@ -2,10 +2,16 @@
  * The `ssh` backend: jobs on a fixed list of persistent machines (Mac minis,
  * bare-metal boxes) reached over SSH, one job per machine at a time.
  */
-import type { Backend, BackendContext, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
-import { SshInstance } from '../../src/ssh/instance.js';
-import type { SshTarget } from '../../src/ssh/target.js';
-import { SshHostInstance } from './instance.js';
+import {
+  SshMachine,
+  type Backend,
+  type BackendContext,
+  type Instance,
+  type StartAttributes,
+  type StartOptions,
+  type SshTarget,
+} from '../../src/backend/kit.js';
+import { PersistentHostInstance } from './instance.js';
 import { HostPool } from './pool.js';
 import { credentials, parseHosts, type SshBackendSettings } from './settings.js';
 
@@ -40,7 +46,7 @@ export class SshBackend implements Backend {
     options.progress(`Using host ${address.label}`);
     const settings = this.#settings;
     const logger = options.logger.child({ host: address.label });
-    const inner = new SshInstance({
+    const inner = new SshMachine({
       id: address.label,
       imageName: IMAGE_NAME,
       startupMs: Date.now() - began,
@@ -50,7 +56,7 @@ export class SshBackend implements Backend {
       maxAttempts: settings.uploadRetries,
       logger,
     });
-    return new SshHostInstance(inner, {
+    return new PersistentHostInstance(inner, {
       resetCommand: settings.resetCommand.trim() === '' ? undefined : settings.resetCommand,
       cleanupAttempts: settings.uploadRetries,
       // Called after the connection is closed: only then may another job have the host.

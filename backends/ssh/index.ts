@@ -4,7 +4,7 @@
  * script is removed and TRAVIS_WORKER_SSH_RESET_COMMAND, if set, is run;
  * hosts that keep failing are taken out of rotation for a while.
  */
-import type { BackendDefinition } from '../../src/backend/contract.js';
+import type { BackendDefinition } from '../../src/backend/kit.js';
 import { SshBackend } from './backend.js';
 import { settingsSchema, type SshBackendSettings } from './settings.js';
 

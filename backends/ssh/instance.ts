@@ -3,10 +3,18 @@
  * differs from a throw-away VM is the end: the host is cleaned for the next
  * job (script removed, optional reset command) and its health recorded.
  */
-import type { Instance, RunOptions, RunResult, UploadOptions } from '../../src/backend/contract.js';
-import { SshUnreachableError, errorMessage, isMayflyError, type ErrorCode } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
-import type { SshInstance } from '../../src/ssh/instance.js';
+import {
+  SshUnreachableError,
+  errorMessage,
+  isMayflyError,
+  type Instance,
+  type RunOptions,
+  type RunResult,
+  type UploadOptions,
+  type ErrorCode,
+  type Logger,
+  type SshMachine,
+} from '../../src/backend/kit.js';
 import type { HostOutcome } from './pool.js';
 
 /**
@@ -30,7 +38,7 @@ const REMOVE_SCRIPT_COMMAND = 'rm -f ~/build.sh';
  */
 const CLEANUP_TIMEOUT_MS = 10 * 60_000;
 
-export interface SshHostInstanceOptions {
+export interface PersistentHostInstanceOptions {
   /** Command run after each job; undefined = none. */
   resetCommand: string | undefined;
   /** Connection attempts when cleanup needs a new connection. */
@@ -40,16 +48,16 @@ export interface SshHostInstanceOptions {
   logger: Logger;
 }
 
-export class SshHostInstance implements Instance {
-  readonly #inner: SshInstance;
-  readonly #options: SshHostInstanceOptions;
+export class PersistentHostInstance implements Instance {
+  readonly #inner: SshMachine;
+  readonly #options: PersistentHostInstanceOptions;
   /** The first infrastructure failure seen on this host during the job. */
   #failure: string | undefined;
   /** Whether a script may be on the host (an upload reached it). */
   #uploadReachedHost = false;
   #destroyed: Promise<void> | undefined;
 
-  constructor(inner: SshInstance, options: SshHostInstanceOptions) {
+  constructor(inner: SshMachine, options: PersistentHostInstanceOptions) {
     this.#inner = inner;
     this.#options = options;
   }

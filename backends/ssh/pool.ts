@@ -3,8 +3,7 @@
  * recently used free host first, and hosts that keep failing taken out of
  * rotation for a while (quarantine) so jobs stop landing on a dead machine.
  */
-import { NoCapacityError } from '../../src/errors.js';
-import type { Logger } from '../../src/log.js';
+import { NoCapacityError, type Logger } from '../../src/backend/kit.js';
 import type { HostAddress } from './settings.js';
 
 export interface HostPoolOptions {

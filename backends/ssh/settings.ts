@@ -3,9 +3,7 @@
  * operator's text (host list, key file) into what the backend uses.
  */
 import { readFileSync } from 'node:fs';
-import { ConfigError, errorMessage } from '../../src/errors.js';
-import type { SettingsSchema } from '../../src/settings.js';
-import type { SshTarget } from '../../src/ssh/target.js';
+import { ConfigError, errorMessage, type SettingsSchema, type SshTarget } from '../../src/backend/kit.js';
 
 export interface SshBackendSettings {
   /** `host` or `host:port` (`[v6]:port`) entries; port 22 when omitted. Required. */

@@ -32,13 +32,13 @@ import type { SshdTarget } from '../../test/helpers/sshd.js';
 
 const SCENARIO = 'logs';
 const GENERATOR = fileURLToPath(new URL('../log-generator.js', import.meta.url));
-/** travis' flush interval (src/logs/writer.ts LOG_FLUSH_INTERVAL_MS) + 50 ms: the bound on p99 delay (docs/benchmarks.md). */
+/** travis' flush interval (src/job-log/writer.ts LOG_FLUSH_INTERVAL_MS) + 50 ms: the bound on p99 delay (docs/benchmarks.md). */
 const DELAY_TARGET_MS = 500 + 50;
 /** The worker should stream at least this share of the raw SSH rate. */
 const RATE_TARGET_SHARE = 0.5;
 /** travis' default TRAVIS_WORKER_MAX_LOG_LENGTH. */
 const DEFAULT_MAX_LOG = 4_500_000;
-/** travis' largest log part (src/logs/writer.ts LOG_PART_MAX_BYTES): one AMQP message each. */
+/** travis' largest log part (src/job-log/writer.ts LOG_PART_MAX_BYTES): one AMQP message each. */
 const PART_BYTES = 1653;
 /** A full log part as the worker publishes it, for the broker's own rate. */
 const PART_BODY = Buffer.from(

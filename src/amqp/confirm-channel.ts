@@ -8,7 +8,7 @@
  */
 import type { ChannelModel, ConfirmChannel, Options } from 'amqplib';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import { raceAbort } from '../util/abort.js';
 import { BrokerError } from './errors.js';
 import { closeChannel } from './close-channel.js';

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { Channel, ConsumeMessage } from 'amqplib';
 import { errorMessage } from '../errors.js';
 import type { JobPayload } from '../job/payload.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import type { JobState, QueuedJob, TerminalState } from '../queue/contract.js';
 import { REPUBLISH_FIRST_PAUSE_MS, nextRepublishPause, type ConfirmPublisher } from './confirm-channel.js';
 import type { ReportedJobs } from './reported-jobs.js';

@@ -15,7 +15,7 @@
  */
 import type { LogPart, LogPartMeta, LogSink } from '../queue/contract.js';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import { abortableSleep } from '../util/abort.js';
 import { nextRepublishPause, type ConfirmPublisher } from './confirm-channel.js';
 import { BrokerError } from './errors.js';

@@ -13,7 +13,7 @@ import { hostname as osHostname } from 'node:os';
 import type { Channel } from 'amqplib';
 import type { AmqpConfig } from '../config.js';
 import { errorMessage, type BrokerError } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import type { CancelCommand, JobQueue, JobSource } from '../queue/contract.js';
 import { consumeCommands } from './canceller.js';
 import { openConnection } from './connection.js';

@@ -18,7 +18,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { ErrorCode } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 
 /**
  * The requeue codes that mean "the backend did not give the job a working

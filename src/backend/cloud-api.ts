@@ -11,7 +11,7 @@ import { raceAbort } from '../util/abort.js';
 import pRetry, { AbortError } from 'p-retry';
 import pThrottle from 'p-throttle';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import type { BackendMetrics } from './contract.js';
 import { MalformedAnswerError } from './malformed-answer.js';
 

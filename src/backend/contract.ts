@@ -1,7 +1,8 @@
 /**
  * The one contract every backend implements (gce, ec2, docker, ssh, local,
  * fake). The job pipeline only ever talks to these interfaces; backends
- * import this file and helpers from `src/`, never the other way round.
+ * import it, with the helpers they may use, through the kit (kit.ts),
+ * never the other way round.
  *
  * Lifecycle of one job on a backend:
  *   backend.start(attrs, opts)    -> Instance (the machine exists and has an address)
@@ -10,7 +11,7 @@
  *   instance.destroy()            -> always, on every path; idempotent
  */
 import type { Writable } from 'node:stream';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import type { SettingsSchema } from '../settings.js';
 
 /** What a job asks of its machine, derived from the payload and the worker's defaults. */

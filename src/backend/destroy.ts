@@ -1,4 +1,4 @@
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import { errorMessage } from '../errors.js';
 import { abortableSleep } from '../util/abort.js';
 import type { Instance } from './contract.js';

@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { z } from 'zod';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 
 /** Bodies larger than this are refused: every control body is a few bytes of JSON. */
 const MAX_BODY_BYTES = 16 * 1024;

@@ -19,7 +19,7 @@
  * stopping pool) answers 409 with the reason.
  */
 import { z } from 'zod';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import { LifecycleError } from '../lifecycle/state.js';
 import type { WorkerStatus } from '../lifecycle/status.js';
 import { MAX_POOL_SIZE } from '../pool.js';

@@ -30,7 +30,7 @@ import { pipeline } from 'node:stream/promises';
 import { encode, heap, time } from '@datadog/pprof';
 import { isLoopback } from '../config.js';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import { HttpError, intParam, listen, sendJson, sendText, type Handler, type HttpListener, type Route, type RouteContext } from '../control/http.js';
 
 /** Go's default profile length. */

@@ -22,8 +22,8 @@ import {
   errorMessage,
   isMayflyError,
 } from '../errors.js';
-import type { Logger } from '../log.js';
-import { LogWriter, fold } from '../logs/writer.js';
+import type { Logger } from '../logger.js';
+import { LogWriter, fold } from '../job-log/writer.js';
 import type { QueuedJob, TerminalState } from '../queue/contract.js';
 import { destroyInstance } from '../backend/destroy.js';
 import type { CancelRegistry } from './cancels.js';

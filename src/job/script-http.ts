@@ -8,7 +8,7 @@ import pRetry from 'p-retry';
 import { Agent, request, type Dispatcher } from 'undici';
 import type { BuildApiConfig } from '../config.js';
 import { ScriptRejectedError, ScriptUnavailableError, errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import { VERSION } from '../version.js';
 import type { JobPayload } from './payload.js';
 import type { ScriptGenerator } from './script.js';

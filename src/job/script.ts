@@ -4,7 +4,7 @@
  * built-in generator (script-builtin.ts).
  */
 import type { BuildApiConfig } from '../config.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import type { JobPayload } from './payload.js';
 import { BuiltinScriptGenerator } from './script-builtin.js';
 import { HttpScriptGenerator } from './script-http.js';

@@ -10,7 +10,7 @@
  */
 import { z } from 'zod';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import { maskUrl } from '../redact.js';
 import { abortableSleep } from '../util/abort.js';
 

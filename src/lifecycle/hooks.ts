@@ -8,7 +8,7 @@
  */
 import { execFile } from 'node:child_process';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 
 /** Longest a hook may run before it is killed: long enough for an API call with retries, short enough not to eat the stop budget. */
 export const HOOK_TIMEOUT_MS = 60_000;

@@ -12,7 +12,7 @@
  * all send SIGTERM, so none of them loses a job or leaves a VM.
  */
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import { LifecycleError } from './state.js';
 
 /** What the signals act on. */

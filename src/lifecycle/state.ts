@@ -73,9 +73,4 @@ export class Lifecycle extends EventEmitter<LifecycleEvents> {
       throw new LifecycleError(`cannot ${action} while the worker is ${this.current}`);
     }
   }
-
-  /** True once the worker no longer takes jobs for good (draining or later). */
-  get ending(): boolean {
-    return this.current === 'DRAINING' || this.current === 'STOPPING' || this.current === 'STOPPED';
-  }
 }

@@ -58,3 +58,15 @@ export function buildStatus(input: {
     })),
   };
 }
+
+/** The status as the fields of one worker log line (SIGUSR1, and when the worker stops). */
+export function statusLogFields(status: WorkerStatus): Record<string, unknown> {
+  return {
+    version: status.version,
+    state: status.state,
+    uptime_s: status.uptimeSeconds,
+    pool_size: status.expectedPoolSize,
+    processed: status.totalProcessed,
+    processors: status.processors.map((p) => ({ id: p.id, state: p.status, job_id: p.currentJobId ?? null, processed: p.processed })),
+  };
+}

@@ -14,7 +14,7 @@ import { mkdir, open, readdir, rename, writeFile, type FileHandle } from 'node:f
 import { join } from 'node:path';
 import type { FileQueueConfig } from '../config.js';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import { parseJobPayload, type JobPayload } from '../job/payload.js';
 import { abortableSleep } from '../util/abort.js';
 import type { CancelCommand, JobQueue, JobSource, LogPart, LogSink, QueuedJob, TerminalState } from './contract.js';

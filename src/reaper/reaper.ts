@@ -18,7 +18,7 @@
  */
 import type { Backend, ManagedInstance } from '../backend/contract.js';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import type { ReapReason, WorkerMetrics } from '../telemetry/metrics.js';
 import type { HeldInstances } from './held.js';
 

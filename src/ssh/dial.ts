@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import ssh2 from 'ssh2';
 import type { ConnectConfig } from 'ssh2';
 import { SshUnreachableError, errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import { SshConnection } from './connection.js';
 import { Semaphore } from './semaphore.js';
 import { describeTarget, type SshTarget } from './target.js';

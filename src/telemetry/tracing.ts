@@ -12,7 +12,7 @@
  */
 import { ProxyTracerProvider, trace, type Tracer } from '@opentelemetry/api';
 import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../logger.js';
 import { VERSION } from '../version.js';
 
 export interface Tracing {

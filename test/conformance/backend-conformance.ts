@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend, Instance, StartOptions } from '../../src/backend/contract.js';
 import { StaleVmError } from '../../src/errors.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 import { CollectingWritable } from '../helpers/collect.js';
 import { testAttributes } from '../helpers/attributes.js';
 

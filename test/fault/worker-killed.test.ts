@@ -74,8 +74,8 @@ describe('fault: worker process killed with SIGKILL mid-script (ec2)', () => {
       TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
       TRAVIS_WORKER_HOSTNAME: HOST,
     };
-    // The worker as it runs in production (src/cli.ts), from the sources.
-    const killed = spawn(process.execPath, ['--import', join(ROOT, 'test/helpers/ts-loader.mjs'), join(ROOT, 'src/cli.ts')], {
+    // The worker as it runs in production (bin/mayfly.ts), from the sources.
+    const killed = spawn(process.execPath, ['--import', join(ROOT, 'test/helpers/ts-loader.mjs'), join(ROOT, 'bin/mayfly.ts')], {
       cwd: ROOT,
       env: {
         PATH: process.env.PATH ?? '/usr/bin:/bin',

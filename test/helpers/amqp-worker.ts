@@ -5,7 +5,7 @@
  * must run once the worker is stopped (after hooks run last-in first-out).
  */
 import { afterAll, afterEach, beforeAll } from 'vitest';
-import type { Logger } from '../../src/log.js';
+import type { Logger } from '../../src/logger.js';
 import { createVhost, purge, type TestVhost } from './rabbitmq.js';
 import { startTestWorker, type TestWorker } from './worker.js';
 

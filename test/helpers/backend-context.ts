@@ -1,5 +1,5 @@
 import type { ApiCallOutcome, BackendContext } from '../../src/backend/contract.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 
 export interface RecordedApiCall {
   operation: string;

@@ -12,7 +12,7 @@ import { DockerApi } from '../../backends/docker/api.js';
 import { LABELS } from '../../backends/docker/backend.js';
 import { DockerEngine } from '../../backends/docker/engine.js';
 import type { DockerSettings } from '../../backends/docker/settings.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 
 /** Kept in step with scripts/test-prerequisites.sh. */
 export const TEST_DOCKER_SOCKET = process.env.MAYFLY_TEST_DOCKER_SOCKET ?? '/run/mayfly-test-docker.sock';

@@ -2,7 +2,7 @@
  * A real pino logger whose JSON lines the test can read back, and wait for
  * ("a line matching this appeared") instead of waiting for time.
  */
-import { createLogger, type Logger } from '../../src/log.js';
+import { createLogger, type Logger } from '../../src/logger.js';
 
 export type LogLine = Record<string, unknown> & { level: string; msg?: string };
 

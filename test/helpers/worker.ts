@@ -6,8 +6,10 @@ import { once } from 'node:events';
 import { backends } from '../../backends/index.js';
 import { loadConfig } from '../../src/config.js';
 import type { WorkerConfig } from '../../src/config.js';
-import { silentLogger, type Logger } from '../../src/log.js';
-import { startWorker, type JobDone, type Worker } from '../../src/main.js';
+import { silentLogger, type Logger } from '../../src/logger.js';
+import { startWorker } from '../../src/main.js';
+import type { ProcessorStatus } from '../../src/pool.js';
+import type { JobDone, Worker } from '../../src/worker.js';
 
 export interface TestWorker {
   worker: Worker;
@@ -32,3 +34,14 @@ export async function startTestWorker(env: Record<string, string>, logger: Logge
     stop: () => worker.stop(),
   };
 }
+
+/** Resolves once `predicate` holds for the worker's processors, checked on each of its `processor` events. */
+export async function untilProcessors(worker: Worker, predicate: (processors: ProcessorStatus[]) => boolean, signal?: AbortSignal): Promise<void> {
+  while (!predicate(worker.pool.status())) {
+    signal?.throwIfAborted();
+    await once(worker.events, 'processor', signal ? { signal } : {});
+  }
+}
+
+/** Every processor is paused (none takes jobs). */
+export const allPaused = (processors: ProcessorStatus[]): boolean => processors.every((processor) => processor.state === 'paused');

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { closeChannel } from '../../src/amqp/close-channel.js';
 import { openConnection, type BrokerConnection } from '../../src/amqp/connection.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 import { BROKER, createVhost, drain, type TestVhost } from '../helpers/rabbitmq.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 

@@ -9,10 +9,10 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { JobDone } from '../../src/main.js';
+import type { JobDone } from '../../src/worker.js';
 import { STAGES } from '../../src/queue/file.js';
 import { createVhost, messageCount, publishRaw, purge, type TestVhost } from '../helpers/rabbitmq.js';
-import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+import { allPaused as everyProcessorPaused, startTestWorker, untilProcessors, type TestWorker } from '../helpers/worker.js';
 
 const AUTH = 'ops:breaker-test';
 let worker: TestWorker | undefined;
@@ -49,7 +49,7 @@ async function jobsDone(w: TestWorker, count: number): Promise<JobDone[]> {
   return done;
 }
 
-const allPaused = (w: TestWorker) => w.worker.pool.until((processors) => processors.every((p) => p.state === 'paused'));
+const allPaused = (w: TestWorker) => untilProcessors(w.worker, everyProcessorPaused);
 
 describe('circuit breaker on the file queue', () => {
   let base: string;
@@ -150,12 +150,11 @@ describe('circuit breaker on the file queue', () => {
     w.worker.breaker.recordSuccess();
     expect(w.worker.breaker.state).toBe('closed');
     expect(w.worker.state).toBe('PAUSED');
-    expect(w.worker.pool.pausedBy('operator')).toBe(true);
-    expect(w.worker.pool.isPaused).toBe(true);
+    expect(w.worker.pausedBy).toEqual(['operator']);
     await allPaused(w);
     expect((await get(w, '/ready')).status).toBe(503);
     w.worker.resume();
-    expect(w.worker.pool.isPaused).toBe(false);
+    expect(w.worker.pausedBy).toEqual([]);
     expect(await get(w, '/ready')).toEqual({ status: 200, text: 'OK' });
   });
 });

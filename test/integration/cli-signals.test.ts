@@ -34,7 +34,7 @@ beforeAll(async () => {
   await promisify(execFile)(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--outDir', build], {
     cwd: ROOT,
   }).catch(() => undefined);
-  if (!existsSync(join(build, 'src/cli.js'))) throw new Error('the build produced no src/cli.js');
+  if (!existsSync(join(build, 'bin/mayfly.js'))) throw new Error('the build produced no bin/mayfly.js');
 }, 120_000);
 
 afterAll(async () => {
@@ -63,7 +63,7 @@ interface Running {
 }
 
 function startCli(env: Record<string, string>): Running {
-  const proc = spawn(process.execPath, [join(build, 'src/cli.js')], {
+  const proc = spawn(process.execPath, [join(build, 'bin/mayfly.js')], {
     env: {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       TRAVIS_WORKER_QUEUE_TYPE: 'file',

@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { DockerApiError } from '../../backends/docker/api.js';
 import { definition as docker } from '../../backends/docker/index.js';
 import { NoCapacityError } from '../../src/errors.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 import { testAttributes } from '../helpers/attributes.js';
 import { testBackendContext } from '../helpers/backend-context.js';
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';

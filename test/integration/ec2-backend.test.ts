@@ -14,7 +14,7 @@ import { definition } from '../../backends/ec2/index.js';
 import { LEASE_MARGIN_MS } from '../../backends/ec2/tags.js';
 import type { Backend, BootPhase, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
 import { ConnectionLostError, NoCapacityError } from '../../src/errors.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 import { FakeEc2, type FakeEc2Call, type FakeEc2Instance } from '../fakes/ec2-server.js';
 import { ec2Env, ec2Settings, registerDefaultImage } from '../fakes/ec2-settings.js';
 import { testAttributes } from '../helpers/attributes.js';

@@ -16,7 +16,7 @@ import { definition as gce } from '../../backends/gce/index.js';
 import type { GceSettings } from '../../backends/gce/settings.js';
 import type { Backend, BootPhase, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
 import { ConfigError, ConnectionLostError, NoCapacityError, StartupTimeoutError } from '../../src/errors.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 import { FakeGce } from '../fakes/gce-server.js';
 import { gceEnv, gceSettings, travisImages } from '../fakes/gce-settings.js';
 import { testAttributes } from '../helpers/attributes.js';

@@ -9,7 +9,7 @@ import type { ContainmentKind } from '../../backends/local/containment.js';
 import { definition as local } from '../../backends/local/index.js';
 import type { Backend, Instance } from '../../src/backend/contract.js';
 import { StaleVmError } from '../../src/errors.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 import { CollectingWritable } from '../helpers/collect.js';
 import { testAttributes } from '../helpers/attributes.js';
 import { testBackendContext } from '../helpers/backend-context.js';

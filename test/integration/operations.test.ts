@@ -19,8 +19,10 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { backends } from '../../backends/index.js';
 import { loadConfig } from '../../src/config.js';
 import { handleSignals } from '../../src/lifecycle/signals.js';
-import { silentLogger } from '../../src/log.js';
-import { startWorker, type JobDone, type StartWorkerOptions, type Worker } from '../../src/main.js';
+import { silentLogger } from '../../src/logger.js';
+import { startWorker, type StartWorkerOptions } from '../../src/main.js';
+import type { JobDone, Worker } from '../../src/worker.js';
+import { allPaused, untilProcessors } from '../helpers/worker.js';
 import { createVhost, drain, purge, publishRaw, withConnection, type TestVhost } from '../helpers/rabbitmq.js';
 import { fileAppears } from '../helpers/files.js';
 
@@ -137,6 +139,33 @@ describe('drain', () => {
     expect(await queueInfo()).toEqual(expect.objectContaining({ messageCount: 1, consumerCount: 0 }));
   });
 
+  it('reports each step as an event: DRAINING, drained once the job settled, then STOPPING, STOPPED, stopped', async () => {
+    const w = await start();
+    const seen: string[] = [];
+    w.events.on('state', (to) => seen.push(to));
+    w.events.on('drained', () => seen.push('drained'));
+    const stopped = once(w.events, 'stopped').then(() => seen.push('stopped'));
+    await publishJob(9);
+    await running(9);
+    w.drain('test');
+    expect(seen).toEqual(['DRAINING']);
+    await release(9);
+    await stopped;
+    expect(seen).toEqual(['DRAINING', 'drained', 'STOPPING', 'STOPPED', 'stopped']);
+  });
+
+  it('reports no drained event when the shutdown timeout ends the drain', async () => {
+    const w = await start({ TRAVIS_WORKER_SHUTDOWN_TIMEOUT: '100ms' });
+    const seen: string[] = [];
+    w.events.on('drained', () => seen.push('drained'));
+    w.events.on('stopped', () => seen.push('stopped'));
+    await publishJob(10);
+    await running(10);
+    w.drain('test');
+    await w.stopped;
+    expect(seen).toEqual(['stopped']);
+  });
+
   it('requeues a job still running when the shutdown timeout passes, and destroys its instance', async () => {
     const w = await start({ TRAVIS_WORKER_SHUTDOWN_TIMEOUT: '300ms' });
     await publishJob(3);
@@ -182,7 +211,7 @@ describe('pause and resume (SIGUSR2)', () => {
       signals.emit('SIGUSR2', 'SIGUSR2');
       expect(w.state).toBe('PAUSED');
       expect(w.ready()).toBe(false);
-      await w.pool.until((processors) => processors.every((p) => p.state === 'paused'));
+      await untilProcessors(w, allPaused);
       await publishJob(5);
       expect(await queueInfo()).toEqual({ queue: QUEUE, messageCount: 1, consumerCount: 0 });
 
@@ -205,7 +234,7 @@ describe('pause and resume (SIGUSR2)', () => {
     w.pause();
     await release(6);
     expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
-    await w.pool.until((processors) => processors.every((p) => p.state === 'paused'));
+    await untilProcessors(w, allPaused);
     expect((await queueInfo()).consumerCount).toBe(0);
   });
 });
@@ -218,10 +247,10 @@ describe('pool resize', () => {
     try {
       signals.emit('SIGTTIN', 'SIGTTIN');
       signals.emit('SIGTTIN', 'SIGTTIN');
-      await w.pool.until((processors) => processors.filter((p) => p.state === 'waiting').length === 3);
+      await untilProcessors(w, (processors) => processors.filter((p) => p.state === 'waiting').length === 3);
       expect((await queueInfo()).consumerCount).toBe(3);
       signals.emit('SIGTTOU', 'SIGTTOU');
-      await w.pool.until((processors) => processors.length === 2);
+      await untilProcessors(w, (processors) => processors.length === 2);
       expect(w.pool.size).toBe(2);
       expect((await queueInfo()).consumerCount).toBe(2);
     } finally {
@@ -239,7 +268,7 @@ describe('pool resize', () => {
     expect(w.pool.status()).toEqual([expect.objectContaining({ state: 'stopping', jobId: 7 })]);
     await release(7);
     expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
-    await w.pool.until((processors) => processors.length === 0);
+    await untilProcessors(w, (processors) => processors.length === 0);
     expect(w.status()).toEqual(expect.objectContaining({ poolSize: 0, expectedPoolSize: 0, totalProcessed: 1 }));
     expect(w.ready()).toBe(false);
   });

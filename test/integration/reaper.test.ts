@@ -21,7 +21,7 @@ import { TAG_JOB_ID, TAG_LEASE_EXPIRES, TAG_WORKER } from '../../backends/ec2/ta
 import { definition as gce } from '../../backends/gce/index.js';
 import { LABELS as GCE_LABELS, labelValue } from '../../backends/gce/instance-spec.js';
 import type { Backend } from '../../src/backend/contract.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 import { STAGES } from '../../src/queue/file.js';
 import { HeldInstances } from '../../src/reaper/held.js';
 import { reapOnce, type ReapSummary } from '../../src/reaper/reaper.js';
@@ -258,8 +258,8 @@ describe('a worker killed with SIGKILL mid-job (ec2)', () => {
       TRAVIS_WORKER_INITIAL_SLEEP: '0s',
       ...ec2Env(fake),
     };
-    // The worker as it runs in production (src/cli.ts), from the sources.
-    child = spawn(process.execPath, ['--import', join(ROOT, 'test/helpers/ts-loader.mjs'), join(ROOT, 'src/cli.ts')], {
+    // The worker as it runs in production (bin/mayfly.ts), from the sources.
+    child = spawn(process.execPath, ['--import', join(ROOT, 'test/helpers/ts-loader.mjs'), join(ROOT, 'bin/mayfly.ts')], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env, TRAVIS_WORKER_REAPER_INTERVAL: '0' },
       stdio: ['ignore', 'ignore', 'pipe'],

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { definition, type SshBackendSettings } from '../../backends/ssh/index.js';
 import type { Backend, Instance, RunResult } from '../../src/backend/contract.js';
 import { NoCapacityError, SshUnreachableError } from '../../src/errors.js';
-import { createLogger, silentLogger, type Logger } from '../../src/log.js';
+import { createLogger, silentLogger, type Logger } from '../../src/logger.js';
 import { generateClientKey, startSshd, type SshdTarget } from '../helpers/sshd.js';
 import { testAttributes } from '../helpers/attributes.js';
 import { testBackendContext } from '../helpers/backend-context.js';

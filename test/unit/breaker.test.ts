@@ -6,7 +6,7 @@
 import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BACKOFF_JITTER, CircuitBreaker, backoffFor, isStartFailure, type BreakerOpened } from '../../src/backend/breaker.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 
 let breaker: CircuitBreaker | undefined;
 afterEach(() => breaker?.dispose());

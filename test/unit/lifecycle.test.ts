@@ -11,7 +11,7 @@ import { backends } from '../../backends/index.js';
 import { echoConfig, isLoopback, loadConfig, parseListenAddress } from '../../src/config.js';
 import { handleSignals, type SignalControl } from '../../src/lifecycle/signals.js';
 import { IllegalTransitionError, Lifecycle, LifecycleError, canTransition, type WorkerState } from '../../src/lifecycle/state.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 
 const STATES: WorkerState[] = ['STARTING', 'RUNNING', 'PAUSED', 'DRAINING', 'STOPPING', 'STOPPED'];
 

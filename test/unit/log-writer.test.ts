@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { LOG_PART_MAX_BYTES, LogWriter, fold, type LogWriterOptions } from '../../src/logs/writer.js';
+import { LOG_PART_MAX_BYTES, LogWriter, fold, type LogWriterOptions } from '../../src/job-log/writer.js';
 import { MemoryLogSink } from '../helpers/memory-log-sink.js';
 
 /** Long enough that no timed flush happens during a test that doesn't fake timers. */

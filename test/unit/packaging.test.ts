@@ -11,6 +11,9 @@ import { CORE_SETTINGS, parseListenAddress } from '../../src/config.js';
 
 const read = (path: string): string => readFileSync(fileURLToPath(new URL(`../../${path}`, import.meta.url)), 'utf8');
 
+/** Where tsc (tsconfig.build.json, outDir dist, rootDir .) puts bin/mayfly.ts. */
+const EXECUTABLE = 'dist/bin/mayfly.js';
+
 /** The drain's default, in ms. */
 const DRAIN_MS = CORE_SETTINGS.shutdownTimeout.default as number;
 
@@ -79,6 +82,17 @@ describe('systemd/mayfly.service', () => {
   });
 });
 
+describe('package.json', () => {
+  const manifest = JSON.parse(read('package.json')) as { bin: Record<string, string>; scripts: Record<string, string>; files: string[] };
+
+  it('names the executable the build emits from bin/mayfly.ts, and ships it', () => {
+    expect(read('bin/mayfly.ts')).toMatch(/^#!\/usr\/bin\/env node\n/);
+    expect(manifest.bin).toEqual({ mayfly: EXECUTABLE });
+    expect(manifest.scripts.start).toBe(`node ${EXECUTABLE}`);
+    expect(manifest.files).toEqual(expect.arrayContaining(['dist/bin', 'dist/src', 'dist/backends']));
+  });
+});
+
 describe('Dockerfile', () => {
   const dockerfile = read('Dockerfile').replace(/\\\n/g, ' ');
   const instructions = dockerfile
@@ -100,6 +114,11 @@ describe('Dockerfile', () => {
     expect(all('STOPSIGNAL')).toEqual(['SIGTERM']);
     const entrypoint = JSON.parse(all('ENTRYPOINT').at(-1) ?? '[]') as string[];
     expect(entrypoint.at(-1)).toBe('mayfly');
+  });
+
+  it('builds the executable from bin/ and links the file the build emits', () => {
+    expect(all('COPY')).toEqual(expect.arrayContaining(['bin ./bin', 'src ./src', 'backends ./backends']));
+    expect(dockerfile).toMatch(new RegExp(`ln -s /app/${EXECUTABLE.replaceAll('.', '\\.')} /usr/local/bin/mayfly`));
   });
 
   it('checks health at /healthz of the control API it configures', () => {

@@ -4,7 +4,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { LifecycleError } from '../../src/lifecycle/state.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 import { MAX_POOL_SIZE, PoolLimitError, ProcessorPool } from '../../src/pool.js';
 import type { JobQueue, JobSource } from '../../src/queue/contract.js';
 

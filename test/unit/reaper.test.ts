@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Backend, Instance, ManagedInstance } from '../../src/backend/contract.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 import { HeldInstances } from '../../src/reaper/held.js';
 import { reapOnce, reapReason, type ReapContext } from '../../src/reaper/reaper.js';
 import type { ReapReason } from '../../src/telemetry/metrics.js';

@@ -11,7 +11,7 @@ import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BuildApiConfig } from '../../src/config.js';
 import { PayloadError, ScriptRejectedError, ScriptUnavailableError } from '../../src/errors.js';
-import { createLogger, silentLogger } from '../../src/log.js';
+import { createLogger, silentLogger } from '../../src/logger.js';
 import { parseJobPayload, type JobPayload } from '../../src/job/payload.js';
 import { MAX_SCRIPT_BYTES, createScriptGenerator } from '../../src/job/script.js';
 import { generateBuiltinScript } from '../../src/job/script-builtin.js';

@@ -3,7 +3,7 @@ import { definition } from '../../backends/ssh/index.js';
 import { HostPool } from '../../backends/ssh/pool.js';
 import { parseHost, parseHosts, type SshBackendSettings } from '../../backends/ssh/settings.js';
 import { ConfigError, NoCapacityError } from '../../src/errors.js';
-import { silentLogger } from '../../src/log.js';
+import { silentLogger } from '../../src/logger.js';
 import { testBackendContext } from '../helpers/backend-context.js';
 
 const settings: SshBackendSettings = {

@@ -1,13 +1,13 @@
 /**
- * The `Instance` half every SSH-reached backend (gce, ec2, docker, ssh)
- * shares: the backend makes or picks a machine and knows its address; this
- * class waits for SSH, uploads the script, runs it under a terminal, and
+ * The SSH machine: the `Instance` half every SSH-reached backend (gce, ec2,
+ * docker, ssh) builds its own instance on. The backend makes or picks a
+ * machine and knows its address; this class waits for SSH, uploads the script, runs it under a terminal, and
  * hands the machine back to the backend through `release`.
  */
 import { Writable } from 'node:stream';
 import type { BootPhase, Instance, RunOptions, RunResult, UploadOptions } from '../backend/contract.js';
 import { ConnectionLostError, UploadError } from '../errors.js';
-import { silentLogger, type Logger } from '../log.js';
+import { silentLogger, type Logger } from '../logger.js';
 import type { SshConnection } from './connection.js';
 import { dial } from './dial.js';
 import { runCommand } from './run.js';
@@ -23,7 +23,7 @@ const EXEC_OUTPUT_LIMIT_BYTES = 16 * 1024;
 
 export type { SshTarget } from './target.js';
 
-export interface SshInstanceOptions {
+export interface SshMachineOptions {
   /** The backend's id for the machine (instance name, host name, container id). */
   id: string;
   imageName: string;
@@ -76,18 +76,18 @@ class BoundedCapture extends Writable {
   }
 }
 
-export class SshInstance implements Instance {
+export class SshMachine implements Instance {
   readonly id: string;
   readonly imageName: string;
   readonly startupMs: number;
-  readonly #options: SshInstanceOptions;
+  readonly #options: SshMachineOptions;
   readonly #logger: Logger;
   #connection: SshConnection | undefined;
   #destroyed: Promise<void> | undefined;
   /** Set by the first destroy(), for good: no new connection after it. */
   #destroyRequested = false;
 
-  constructor(options: SshInstanceOptions) {
+  constructor(options: SshMachineOptions) {
     this.id = options.id;
     this.imageName = options.imageName;
     this.startupMs = options.startupMs;

@@ -9,12 +9,12 @@
  */
 import { parseArgs } from 'node:util';
 import { backends } from '../backends/index.js';
-import { echoConfig, listBackendProviders, loadConfig } from './config.js';
-import { errorMessage, isMayflyError } from './errors.js';
-import { createLogger } from './log.js';
-import { handleSignals } from './lifecycle/signals.js';
-import { startWorker } from './main.js';
-import { VERSION } from './version.js';
+import { echoConfig, listBackendProviders, loadConfig } from '../src/config.js';
+import { errorMessage, isMayflyError } from '../src/errors.js';
+import { createLogger } from '../src/logger.js';
+import { handleSignals } from '../src/lifecycle/signals.js';
+import { startWorker } from '../src/main.js';
+import { VERSION } from '../src/version.js';
 
 const USAGE = `Usage: mayfly [--echo-config] [--list-backend-providers] [--version] [--help]
 

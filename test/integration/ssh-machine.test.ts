@@ -5,7 +5,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConnectionLostError, SshUnreachableError, StaleVmError } from '../../src/errors.js';
 import { generateJobKeyPair } from '../../src/ssh/keys.js';
-import { SshInstance, type SshInstanceOptions } from '../../src/ssh/instance.js';
+import { SshMachine, type SshMachineOptions } from '../../src/ssh/machine.js';
 import { generateClientKey, startSshd, type SshdTarget } from '../helpers/sshd.js';
 
 const key = generateClientKey();
@@ -21,8 +21,8 @@ async function target(): Promise<SshdTarget> {
   return started;
 }
 
-function instance(on: SshdTarget, overrides: Partial<SshInstanceOptions> = {}): SshInstance {
-  const made = new SshInstance({
+function instance(on: SshdTarget, overrides: Partial<SshMachineOptions> = {}): SshMachine {
+  const made = new SshMachine({
     id: `test-${on.host}`,
     imageName: 'test',
     startupMs: 0,
@@ -80,7 +80,7 @@ async function waitUntilGone(pid: number): Promise<boolean> {
   return false;
 }
 
-describe('SshInstance against a real sshd', () => {
+describe('SshMachine against a real sshd', () => {
   it('uploads the script into the home directory and returns its exit code and output', async () => {
     const vm = await target();
     for (const code of [0, 1, 3]) {
@@ -200,7 +200,7 @@ describe('SshInstance against a real sshd', () => {
     expect(pair.publicKey).toMatch(/^ssh-ed25519 \S+ mayfly$/);
     const vm = await startSshd({ authorizedKeys: [pair.publicKey] });
     cleanups.push(() => vm.stop());
-    const machine = new SshInstance({
+    const machine = new SshMachine({
       id: 'keys',
       imageName: 'test',
       startupMs: 0,

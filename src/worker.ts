@@ -1,0 +1,309 @@
+/**
+ * The Worker: the lifecycle (src/lifecycle/state.ts says which moves are
+ * allowed; this class says what each one does), the processor pool, the
+ * drain timer, the pause reasons and the releasers. Signals, the control
+ * API and the heartbeat act on it through its methods; tests await its
+ * events.
+ *
+ * Three things hold the worker back from taking jobs, each on its own: the
+ * operator (SIGUSR2, `PATCH /worker`; recorded as the PAUSED state), the
+ * circuit breaker (the backend keeps failing to start instances) and a
+ * broker connection that is down (a job taken then could neither report nor
+ * log). Jobs are taken only when none holds, so a worker the operator paused
+ * stays paused when the breaker closes; while the breaker is half-open one
+ * processor takes a trial job.
+ */
+import { EventEmitter, setMaxListeners } from 'node:events';
+import type { Tracer } from '@opentelemetry/api';
+import { CircuitBreaker } from './backend/breaker.js';
+import type { Backend } from './backend/contract.js';
+import type { WorkerConfig } from './config.js';
+import type { HttpListener } from './control/http.js';
+import type { WorkerControl } from './control/routes.js';
+import { CancelRegistry } from './job/cancels.js';
+import { createJobRunner, type JobDone } from './job/runner.js';
+import { runHook } from './lifecycle/hooks.js';
+import type { SignalControl } from './lifecycle/signals.js';
+import { Lifecycle, type WorkerState } from './lifecycle/state.js';
+import { buildStatus, statusLogFields, type WorkerStatus } from './lifecycle/status.js';
+import type { Logger } from './logger.js';
+import { ProcessorPool, type PoolHold, type ProcessorStatus } from './pool.js';
+import type { CancelCommand, JobQueue } from './queue/contract.js';
+import type { Reaper } from './reaper/reaper.js';
+import type { Releasers } from './releasers.js';
+import type { WorkerMetrics } from './telemetry/metrics.js';
+import { VERSION } from './version.js';
+
+export type { JobDone } from './job/runner.js';
+
+/** Who holds the worker back from taking jobs: the operator, the circuit breaker, or a broker that is away. */
+export type PauseReason = 'operator' | 'breaker' | 'broker';
+
+export interface WorkerEvents {
+  'job-done': [JobDone];
+  /** A cancel command arrived: delivered to a running job or remembered for later. */
+  cancel: [CancelCommand, 'delivered' | 'remembered'];
+  /** The lifecycle moved (RUNNING -> PAUSED, ...). */
+  state: [to: WorkerState, from: WorkerState];
+  /** A processor changed state, or left the pool (`stopped`). */
+  processor: [ProcessorStatus];
+  /** After a drain, every running job has settled; `stopped` follows. */
+  drained: [];
+  /** Everything is released; the worker is STOPPED. */
+  stopped: [];
+}
+
+/** What the worker is built from; `main.ts` makes these and hands them over. */
+export interface WorkerParts {
+  config: WorkerConfig;
+  logger: Logger;
+  queue: JobQueue;
+  backend: Backend;
+  metrics: WorkerMetrics;
+  tracer: Tracer;
+  /** The orphan reaper, when it runs (a backend that can list its instances, a non-zero interval). */
+  reaper: Reaper | undefined;
+  /** What was started for the worker so far; the worker adds its own and releases them all when it stops. */
+  releasers: Releasers;
+}
+
+export class Worker implements WorkerControl, SignalControl {
+  readonly events = new EventEmitter<WorkerEvents>();
+  readonly pool: ProcessorPool;
+  readonly cancels = new CancelRegistry();
+  /** Holds jobs back while the backend keeps failing to start instances. */
+  readonly breaker: CircuitBreaker;
+  /** Resolves when the worker has stopped, by `stop()` or `drain()`. Losing the broker does not stop it: the queue reconnects. */
+  readonly stopped: Promise<void>;
+  private readonly lifecycle = new Lifecycle();
+  /** Aborts when running jobs must stop (and be requeued). */
+  private readonly shutdown = new AbortController();
+  /** Pauses that are not the operator's (whose pause is the PAUSED state). */
+  private readonly holds = new Set<'breaker' | 'broker'>();
+  private trialWanted = false;
+  private drainTimer: NodeJS.Timeout | undefined;
+  private stopping: Promise<void> | undefined;
+  private readonly urls: { control?: string; debug?: string } = {};
+
+  constructor(private readonly parts: WorkerParts) {
+    const { config, logger, queue } = parts;
+    this.stopped = new Promise((resolve) => this.events.once('stopped', resolve));
+    // Every running job listens on it (one listener a job, up to POOL_SIZE, which may be hundreds).
+    setMaxListeners(0, this.shutdown.signal);
+    this.lifecycle.on('change', (to, from) => {
+      logger.info({ state: to, from }, 'worker state');
+      this.events.emit('state', to, from);
+    });
+
+    this.breaker = new CircuitBreaker({ ...config.breaker, logger: logger.child({ backend: config.providerName }) });
+    this.parts.releasers.add('the circuit breaker', async () => this.breaker.dispose());
+    this.breaker.on('open', () => {
+      parts.metrics.breakerOpened();
+      this.pause('breaker');
+    });
+    this.breaker.on('half-open', () => {
+      this.trialWanted = this.holds.has('breaker');
+      this.applyHolds();
+    });
+    this.breaker.on('close', () => this.resume('breaker'));
+
+    queue.onCancel((command) => {
+      const outcome = this.cancels.cancel(command);
+      logger.info({ job_id: command.jobId, source: command.source, outcome }, 'cancel command');
+      this.events.emit('cancel', command, outcome);
+    });
+    queue.onReadinessChange((reason) => {
+      if (reason === undefined) {
+        this.resume('broker');
+        logger.info('the broker is back: taking jobs');
+      } else {
+        this.pause('broker');
+        parts.metrics.brokerLost();
+        logger.warn({ reason }, 'not taking jobs until the broker is back');
+      }
+    });
+
+    const run = createJobRunner({
+      ...parts,
+      queueType: queue.name,
+      breaker: this.breaker,
+      cancels: this.cancels,
+      shutdown: this.shutdown.signal,
+      onDone: (done) => this.events.emit('job-done', done),
+    });
+    this.pool = new ProcessorPool(queue, run, logger, config.hostname);
+    this.pool.on('change', (processor) => this.events.emit('processor', processor));
+    // Released first on stop: stop taking jobs and let every job settle before anything else closes.
+    this.parts.releasers.add('the pool', () => this.pool.stop());
+  }
+
+  /** The orphan reaper, when it runs. */
+  get reaper(): Reaper | undefined {
+    return this.parts.reaper;
+  }
+
+  get state(): WorkerState {
+    return this.lifecycle.state;
+  }
+
+  /** Who holds the worker back from taking jobs now; empty when it takes them. */
+  get pausedBy(): PauseReason[] {
+    return [...(this.state === 'PAUSED' ? (['operator'] as const) : []), ...this.holds];
+  }
+
+  /** The control API's base URL (`http://127.0.0.1:8080`), when it is served. */
+  get controlUrl(): string | undefined {
+    return this.urls.control;
+  }
+
+  /** The debug port's base URL, when it is served. */
+  get debugUrl(): string | undefined {
+    return this.urls.debug;
+  }
+
+  /** Adopt a listener: its URL is published, and it closes after everything else (/healthz answers while the worker drains). */
+  serve(kind: 'control' | 'debug', listener: HttpListener): void {
+    this.urls[kind] = listener.url;
+    this.parts.releasers.addFinal(kind === 'control' ? 'the control API' : 'the debug port', () => listener.close());
+  }
+
+  /** Open the processors' job sources and start taking jobs. */
+  async start(): Promise<void> {
+    await this.pool.grow(this.parts.config.poolSize);
+    this.lifecycle.transition('RUNNING');
+    this.parts.logger.info(
+      { version: VERSION, queue: `${this.parts.queue.name}:${this.parts.config.queueName}`, backend: this.parts.config.providerName, pool_size: this.parts.config.poolSize },
+      'worker started',
+    );
+  }
+
+  status(): WorkerStatus {
+    return buildStatus({
+      version: VERSION,
+      startedAt: this.lifecycle.startedAt,
+      state: this.state,
+      expectedPoolSize: this.pool.size,
+      totalProcessed: this.pool.processed,
+      processors: this.pool.status(),
+    });
+  }
+
+  ready(): boolean {
+    return this.state === 'RUNNING' && this.parts.queue.notReadyReason() === undefined && this.pool.size > 0 && this.breaker.state === 'closed';
+  }
+
+  notReadyReason(): string | undefined {
+    return this.parts.queue.notReadyReason() ?? this.breaker.reason();
+  }
+
+  /** Stop taking jobs (running ones go on) until `resume(reason)`. The operator's pause is the PAUSED state. */
+  pause(reason: PauseReason = 'operator'): void {
+    if (reason === 'operator') {
+      if (this.state === 'PAUSED') return;
+      this.lifecycle.transition('PAUSED');
+      this.parts.logger.info('paused: not taking jobs');
+    } else {
+      this.holds.add(reason);
+      if (reason === 'breaker') this.trialWanted = false;
+    }
+    this.applyHolds();
+  }
+
+  /** Lift `reason`'s pause; jobs are taken again once nothing else holds the worker. */
+  resume(reason: PauseReason = 'operator'): void {
+    if (reason === 'operator') {
+      if (this.state === 'RUNNING') return;
+      this.lifecycle.transition('RUNNING');
+    } else {
+      this.holds.delete(reason);
+      if (reason === 'breaker') this.trialWanted = false;
+    }
+    this.applyHolds();
+    if (reason === 'operator') {
+      const still = [...this.holds].map((held) => (held === 'breaker' ? 'the circuit breaker' : 'a broker connection that is down'));
+      this.parts.logger.info(still.length > 0 ? `resumed by the operator; ${still.join(' and ')} still holds jobs back` : 'resumed: taking jobs');
+    }
+  }
+
+  togglePause(): void {
+    if (this.state === 'PAUSED') this.resume();
+    else this.pause();
+  }
+
+  async resize(size: number): Promise<void> {
+    this.lifecycle.assertActive('resize the pool');
+    await this.pool.resize(size);
+  }
+
+  async increment(): Promise<void> {
+    this.lifecycle.assertActive('grow the pool');
+    await this.pool.grow(1);
+  }
+
+  decrement(): void {
+    this.lifecycle.assertActive('shrink the pool');
+    if (this.pool.shrink(1) === 0) this.parts.logger.info('the pool is already empty');
+  }
+
+  /**
+   * Stop taking jobs; running ones get `TRAVIS_WORKER_SHUTDOWN_TIMEOUT` to
+   * finish, then what still runs is requeued and the worker stops. Calling
+   * it again changes nothing; `stop` skips the rest of the wait.
+   */
+  drain(reason = 'drain'): void {
+    if (this.state !== 'RUNNING' && this.state !== 'PAUSED') {
+      this.parts.logger.info({ state: this.state, reason }, 'already stopping');
+      return;
+    }
+    this.lifecycle.transition('DRAINING');
+    const { shutdownMs } = this.parts.config.timeouts;
+    this.parts.logger.info(
+      { reason, running_jobs: this.runningJobs(), shutdown_timeout_ms: shutdownMs },
+      'draining: taking no more jobs; running jobs may finish within the shutdown timeout, then are requeued',
+    );
+    this.pool.stopTaking();
+    this.drainTimer = setTimeout(() => {
+      this.parts.logger.warn({ shutdown_timeout_ms: shutdownMs }, 'shutdown timeout passed: requeueing the jobs still running');
+      void this.stop('shutdown timeout');
+    }, shutdownMs);
+    void this.pool.settled().then(() => {
+      if (this.stopping) return;
+      this.events.emit('drained');
+      return this.stop('drained');
+    });
+  }
+
+  /** Stop taking jobs, requeue the running ones, release everything. Idempotent. */
+  stop(reason = 'stop'): Promise<void> {
+    this.stopping ??= (async () => {
+      clearTimeout(this.drainTimer);
+      if (this.state !== 'STOPPING') this.lifecycle.transition('STOPPING');
+      const running = this.runningJobs();
+      this.parts.logger.info({ reason, requeued_jobs: running }, running.length > 0 ? 'stopping: requeueing running jobs' : 'stopping');
+      this.shutdown.abort();
+      await this.parts.releasers.releaseAll();
+      if (this.parts.config.hooks.stop) await runHook('stop', this.parts.config.hooks.stop, this.parts.logger);
+      this.lifecycle.transition('STOPPED');
+      this.logStatus('worker stopped');
+      this.events.emit('stopped');
+    })();
+    return this.stopping;
+  }
+
+  logStatus(message: string): void {
+    this.parts.logger.info(statusLogFields(this.status()), message);
+  }
+
+  private runningJobs(): number[] {
+    return this.pool.status().flatMap((p) => (p.jobId === undefined ? [] : [p.jobId]));
+  }
+
+  /** Tell the pool which processors take jobs, from what holds the worker now. */
+  private applyHolds(): void {
+    let hold: PoolHold = 'none';
+    // The operator's pause and the broker's hold every processor, a half-open trial too.
+    if (this.state === 'PAUSED' || this.holds.has('broker')) hold = 'all';
+    else if (this.holds.has('breaker')) hold = this.trialWanted ? 'trial' : 'all';
+    this.pool.hold(hold);
+  }
+}
