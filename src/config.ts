@@ -658,6 +658,11 @@ export function loadConfig(backends: readonly AnyBackendDefinition[], env: NodeJ
   } else {
     const declared = readSettings(backend.settings, (leaf) => backendEnvName(backend.name, leaf.parts), env, problems);
     if (declared !== undefined) backendSettings = { ...declared, ...readFamilies(backend, backends, known, env) };
+    if (backendSettings !== undefined) {
+      for (const { setting, problem } of backend.validate?.(backendSettings) ?? []) {
+        problems.add(backendEnvName(backend.name, setting.split('.')), problem);
+      }
+    }
   }
 
   const tlsCert = core && trustedCerts(core.amqpTlsCert, core.amqpTlsCertPath, ENV.amqpTlsCertPath, problems);

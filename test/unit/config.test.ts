@@ -12,9 +12,9 @@ import {
   type AnyBackendDefinition,
   type WorkerConfig,
 } from '../../src/config.js';
-import { ConfigError } from '../../src/errors.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES } from '../../src/job/payload.js';
 import { parseGoDuration } from '../../src/settings.js';
+import { configErrorOf as loadError } from '../helpers/config-error.js';
 
 /** Backends in these tests are never started: only their settings matter. */
 function notStarted(): Backend {
@@ -61,14 +61,7 @@ const BACKENDS = [local, cloud];
 
 /** Loads and expects a ConfigError; returns its message. */
 function configErrorOf(env: NodeJS.ProcessEnv, backends: readonly AnyBackendDefinition[] = BACKENDS): string {
-  let thrown: unknown;
-  try {
-    loadConfig(backends, env);
-  } catch (err) {
-    thrown = err;
-  }
-  expect(thrown).toBeInstanceOf(ConfigError);
-  return (thrown as ConfigError).message;
+  return loadError(env, backends);
 }
 
 /** Reads `export NAME="value"` lines back into an environment. */
