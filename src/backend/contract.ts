@@ -12,7 +12,7 @@
  */
 import type { Writable } from 'node:stream';
 import type { Logger } from '../logger.js';
-import type { SettingsSchema } from '../settings.js';
+import type { SettingsSchema } from '../config/formats.js';
 
 /** What a job asks of its machine, derived from the payload and the worker's defaults. */
 export interface StartAttributes {

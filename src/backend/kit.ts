@@ -26,7 +26,7 @@ export type {
   UploadOptions,
 } from './contract.js';
 /** Settings: a backend declares its own, the engine reads them from the environment. */
-export type { SettingsSchema } from '../settings.js';
+export type { SettingsSchema } from '../config/formats.js';
 export { settingProblems, type SettingCheck } from './setting-problems.js';
 export type { Logger } from '../logger.js';
 

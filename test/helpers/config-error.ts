@@ -1,6 +1,7 @@
 /** Loading a configuration that must be refused. */
 import { expect } from 'vitest';
-import { loadConfig, type AnyBackendDefinition } from '../../src/config.js';
+import { loadConfig } from '../../src/config/load.js';
+import type { AnyBackendDefinition } from '../../src/config/types.js';
 import { ConfigError } from '../../src/errors.js';
 
 /** Loads `env` and expects a `ConfigError`; returns its message. */

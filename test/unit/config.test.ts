@@ -3,17 +3,13 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Backend, BackendDefinition } from '../../src/backend/contract.js';
-import {
-  CORE_SETTINGS,
-  IGNORED_SETTINGS,
-  echoConfig,
-  listBackendProviders,
-  loadConfig,
-  type AnyBackendDefinition,
-  type WorkerConfig,
-} from '../../src/config.js';
+import { echoConfig, listBackendProviders } from '../../src/config/echo.js';
+import { IGNORED_SETTINGS } from '../../src/config/ignored.js';
+import { loadConfig } from '../../src/config/load.js';
+import { CORE_SETTINGS } from '../../src/config/schema.js';
+import type { AnyBackendDefinition, WorkerConfig } from '../../src/config/types.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES } from '../../src/job/payload.js';
-import { parseGoDuration } from '../../src/settings.js';
+import { parseGoDuration } from '../../src/config/formats.js';
 import { configErrorOf as loadError } from '../helpers/config-error.js';
 
 /** Backends in these tests are never started: only their settings matter. */

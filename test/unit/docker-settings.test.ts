@@ -6,7 +6,7 @@ import { readPullStream, splitImageName, type ContainerInfo } from '../../backen
 import { candidateTags, findByTag, isValidImageName } from '../../backends/docker/images.js';
 import { compileSettings, engineAddress, parseBytes, parseMap, validateSettings } from '../../backends/docker/settings.js';
 import { backends } from '../../backends/index.js';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
 import { testDockerSettings } from '../helpers/docker.js';
 

@@ -5,7 +5,7 @@ import { imageSetting } from '../../backends/ec2/images.js';
 import { instanceTypeFor } from '../../backends/ec2/launch.js';
 import { decodeUserData, parseCustomTags } from '../../backends/ec2/settings.js';
 import { buildUserData } from '../../backends/ec2/user-data.js';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/load.js';
 import { InstanceStartError } from '../../src/errors.js';
 import { testAttributes } from '../helpers/attributes.js';
 

@@ -4,9 +4,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { backends } from '../../backends/index.js';
-import { CORE_SETTINGS, echoConfig, loadConfig } from '../../src/config.js';
+import { echoConfig } from '../../src/config/echo.js';
+import { loadConfig } from '../../src/config/load.js';
+import { CORE_SETTINGS } from '../../src/config/schema.js';
 import { maskUrl } from '../../src/redact.js';
-import { backendEnvName, isRequired, isUrlSetting, schemaLeaves } from '../../src/settings-env.js';
+import { backendEnvName, isRequired, isUrlSetting, schemaLeaves } from '../../src/config/env.js';
 
 /** Every setting, core and of every shipped backend, with its variable. */
 const ALL_SETTINGS = [
