@@ -34,7 +34,7 @@ async function startBenchWorker(env: Record<string, string>, logPath: string): P
   const [{ pino }, { backends }, { loadConfig }, { startWorker }] = await Promise.all([
     import('pino'),
     import('../backends/index.js'),
-    import('../src/config.js'),
+    import('../src/config/load.js'),
     import('../src/main.js'),
   ]);
   const config = loadConfig(backends, { TRAVIS_WORKER_INITIAL_SLEEP: '0s', TRAVIS_WORKER_HOSTNAME: 'bench-worker', ...env });

@@ -9,7 +9,8 @@
  */
 import { parseArgs } from 'node:util';
 import { backends } from '../backends/index.js';
-import { echoConfig, listBackendProviders, loadConfig } from '../src/config.js';
+import { echoConfig, listBackendProviders } from '../src/config/echo.js';
+import { loadConfig } from '../src/config/load.js';
 import { errorMessage, isMayflyError } from '../src/errors.js';
 import { createLogger } from '../src/logger.js';
 import { handleSignals } from '../src/lifecycle/signals.js';

@@ -12,7 +12,7 @@
  */
 import type { Tracer } from '@opentelemetry/api';
 import type { BackendDefinition } from './backend/contract.js';
-import type { WorkerConfig } from './config.js';
+import type { WorkerConfig } from './config/types.js';
 import { ConfigError } from './errors.js';
 import type { Logger } from './logger.js';
 import { AmqpJobQueue } from './amqp/queue.js';

@@ -17,7 +17,7 @@ import { EventEmitter, setMaxListeners } from 'node:events';
 import type { Tracer } from '@opentelemetry/api';
 import { CircuitBreaker } from './backend/breaker.js';
 import type { Backend } from './backend/contract.js';
-import type { WorkerConfig } from './config.js';
+import type { WorkerConfig } from './config/types.js';
 import type { HttpListener } from './control/http.js';
 import type { WorkerControl } from './control/routes.js';
 import { CancelRegistry } from './job/cancels.js';

@@ -14,7 +14,6 @@ import { z } from 'zod';
 import {
   CloudApi,
   CloudCallError,
-  ConfigError,
   errorMessage,
   type CloudErrorKind,
   type BackendMetrics,
@@ -103,8 +102,13 @@ function readPem(certPath: string, file: string): Buffer {
   try {
     return readFileSync(path);
   } catch (err) {
-    throw new ConfigError(`TRAVIS_WORKER_DOCKER_CERT_PATH: cannot read ${path}: ${errorMessage(err)}`, { cause: err });
+    throw new Error(`cannot read ${path}: ${errorMessage(err)}`, { cause: err });
   }
+}
+
+/** The CA, client certificate and key of CERT_PATH; throws an `Error` naming a file that can't be read. */
+export function readTlsFiles(certPath: string): { ca: Buffer; cert: Buffer; key: Buffer } {
+  return { ca: readPem(certPath, 'ca.pem'), cert: readPem(certPath, 'cert.pem'), key: readPem(certPath, 'key.pem') };
 }
 
 function classify(err: unknown): CloudErrorKind {
@@ -125,7 +129,7 @@ export class DockerApi {
   readonly #cloud: CloudApi;
   #version: Promise<string> | undefined;
 
-  /** Throws `ConfigError` when the TLS files can't be read. */
+  /** Throws an `Error` when the TLS files can't be read (checked at load: `validateSettings`). */
   constructor(options: DockerApiOptions) {
     this.#options = options;
     const { address } = options;
@@ -138,9 +142,7 @@ export class DockerApi {
         address.tls && options.certPath !== ''
           ? {
               connect: {
-                ca: readPem(options.certPath, 'ca.pem'),
-                cert: readPem(options.certPath, 'cert.pem'),
-                key: readPem(options.certPath, 'key.pem'),
+                ...readTlsFiles(options.certPath),
                 rejectUnauthorized: options.tlsVerify,
               },
             }

@@ -81,7 +81,7 @@ export class DockerBackend implements Backend {
   /** Containers the last `listManaged` found: `destroyManaged` removes only these. */
   #managed = new Set<string>();
 
-  /** Throws `ConfigError` for settings that can't be used (bad sizes, endpoint, unreadable certificates). */
+  /** Takes settings that passed `validateSettings` (the loader's `validate` hook). */
   constructor(settings: DockerSettings, context: BackendContext) {
     this.#settings = settings;
     this.#context = context;

@@ -5,7 +5,7 @@
  */
 import type { BackendDefinition } from '../../src/backend/kit.js';
 import { DockerBackend } from './backend.js';
-import { settingsSchema, type DockerSettings } from './settings.js';
+import { settingsSchema, validateSettings, type DockerSettings } from './settings.js';
 
 export type { DockerSettings } from './settings.js';
 export { DockerBackend, LABELS, containerName } from './backend.js';
@@ -17,5 +17,6 @@ export const definition: BackendDefinition<DockerSettings, 'images'> = {
   settingFamilies: {
     images: { prefix: 'IMAGE', doc: 'image for jobs of language <NAME> (e.g. IMAGE_RUBY=travis:ruby); with the env selector, IMAGE_DEFAULT too' },
   },
+  validate: validateSettings,
   create: (settings, context) => new DockerBackend(settings, context),
 };

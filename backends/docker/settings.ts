@@ -2,11 +2,12 @@
  * Settings of the `docker` backend (`TRAVIS_WORKER_DOCKER_<KEY>`), named and
  * defaulted as travis-ci/worker's backend/docker.go reads them, and turning
  * the operator's text (byte sizes, `key:value` maps, space-separated lists)
- * into what the backend uses. Every parse error is a `ConfigError` naming the
- * variable, raised when the backend is created.
+ * into what the backend uses. Every parse error is an `Error` saying what is
+ * wrong; `validateSettings` collects them when the configuration is loaded.
  */
 import { availableParallelism } from 'node:os';
-import { ConfigError, type SettingsSchema } from '../../src/backend/kit.js';
+import { settingProblems, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
+import { readTlsFiles } from './api.js';
 
 export interface DockerSettings {
   /** `unix:///path`, `tcp://host:port` (or `http(s)://`); default the local engine's socket. */
@@ -104,8 +105,6 @@ export const DEFAULT_ENDPOINT = 'unix:///var/run/docker.sock';
 /** travis' floor: fewer than two cores to hand out is treated as two. */
 const MIN_CPU_SET_SIZE = 2;
 
-const variable = (key: string): string => `TRAVIS_WORKER_DOCKER_${key}`;
-
 const BYTE_UNITS: Record<string, number> = {
   '': 1,
   b: 1,
@@ -172,17 +171,21 @@ export type EngineAddress =
   | { kind: 'unix'; socketPath: string; label: string }
   | { kind: 'tcp'; origin: string; tls: boolean; label: string };
 
+/** The setting the engine's address comes from: ENDPOINT wins over HOST. */
+function addressSetting(settings: Pick<DockerSettings, 'endpoint'>): 'endpoint' | 'host' {
+  return settings.endpoint !== '' ? 'endpoint' : 'host';
+}
+
 /** The endpoint setting as an address; `tcp://` becomes https when a cert path is set. */
 export function engineAddress(settings: Pick<DockerSettings, 'endpoint' | 'host' | 'certPath'>): EngineAddress {
-  const name = settings.endpoint !== '' ? variable('ENDPOINT') : variable('HOST');
   const text = settings.endpoint !== '' ? settings.endpoint : settings.host !== '' ? settings.host : DEFAULT_ENDPOINT;
   if (text.startsWith('unix://')) {
     const socketPath = text.slice('unix://'.length);
-    if (socketPath === '') throw new ConfigError(`${name}: "${text}" names no socket`);
+    if (socketPath === '') throw new Error(`"${text}" names no socket`);
     return { kind: 'unix', socketPath, label: text };
   }
   const match = /^(tcp|http|https):\/\/([^/]+)\/?$/.exec(text);
-  if (match === null) throw new ConfigError(`${name}: is not unix:///path or tcp://host:port`);
+  if (match === null) throw new Error('is not unix:///path or tcp://host:port');
   const tls = match[1] === 'https' || (match[1] === 'tcp' && settings.certPath !== '');
   return { kind: 'tcp', origin: `${tls ? 'https' : 'http'}://${match[2] as string}`, tls, label: text };
 }
@@ -204,22 +207,44 @@ export interface CompiledSettings {
   proxyEnv: string[];
 }
 
+/** Words of a command setting; throws when there are none. */
+function command(text: string, missing: string): string[] {
+  const parts = words(text);
+  if (parts.length === 0) throw new Error(missing);
+  return parts;
+}
+
+const CMD_MISSING = "is empty: name the container's command (default /sbin/init)";
+const EXEC_CMD_MISSING = 'is empty: name the command that runs the script';
+
+/** Cores there are to hand out, at least travis' floor. */
+function cpuSetSizeOf(settings: Pick<DockerSettings, 'cpuSetSize'>): number {
+  return Math.max(MIN_CPU_SET_SIZE, settings.cpuSetSize === 0 ? availableParallelism() : settings.cpuSetSize);
+}
+
+/** What the schema can't check (the backend's `validate` hook): every problem, keyed by setting. */
+export function validateSettings(settings: DockerSettings): SettingProblem[] {
+  let address: EngineAddress | undefined;
+  return settingProblems([
+    [addressSetting(settings), () => (address = engineAddress(settings))],
+    // Read now, as the engine client reads them, so a missing file stops startup rather than every job.
+    ['certPath', () => address?.kind === 'tcp' && address.tls && settings.certPath !== '' && readTlsFiles(settings.certPath)],
+    ['memory', () => parseBytes(settings.memory)],
+    ['shm', () => parseBytes(settings.shm)],
+    ['cmd', () => command(settings.cmd, CMD_MISSING)],
+    ['execCmd', () => command(settings.execCmd, EXEC_CMD_MISSING)],
+    [
+      'cpus',
+      () => {
+        const size = cpuSetSizeOf(settings);
+        if (settings.cpus > size) throw new Error(`${settings.cpus} is more than the ${size} cores there are (TRAVIS_WORKER_DOCKER_CPU_SET_SIZE)`);
+      },
+    ],
+  ]);
+}
+
+/** Settings that passed `validateSettings`, parsed once for the backend. */
 export function compileSettings(settings: DockerSettings): CompiledSettings {
-  const size = (key: 'memory' | 'shm', name: string): number => {
-    try {
-      return parseBytes(settings[key]);
-    } catch (err) {
-      throw new ConfigError(`${variable(name)}: ${(err as Error).message}`);
-    }
-  };
-  const cmd = words(settings.cmd);
-  const execCmd = words(settings.execCmd);
-  if (cmd.length === 0) throw new ConfigError(`${variable('CMD')} is empty: name the container's command (default /sbin/init)`);
-  if (execCmd.length === 0) throw new ConfigError(`${variable('EXEC_CMD')} is empty: name the command that runs the script`);
-  const cpuSetSize = Math.max(MIN_CPU_SET_SIZE, settings.cpuSetSize === 0 ? availableParallelism() : settings.cpuSetSize);
-  if (settings.cpus > cpuSetSize) {
-    throw new ConfigError(`${variable('CPUS')}=${settings.cpus} is more than the ${cpuSetSize} cores there are (${variable('CPU_SET_SIZE')})`);
-  }
   const proxyEnv: string[] = [];
   for (const [name, value] of [
     ['HTTP_PROXY', settings.httpProxy],
@@ -229,17 +254,16 @@ export function compileSettings(settings: DockerSettings): CompiledSettings {
   ] as const) {
     if (value !== '') proxyEnv.push(`${name}=${value}`, `${name.toLowerCase()}=${value}`);
   }
-  const tmpfs = parseMap(settings.tmpfsMap, ' +');
   return {
-    cmd,
-    execCmd,
-    tmpfs,
+    cmd: command(settings.cmd, CMD_MISSING),
+    execCmd: command(settings.execCmd, EXEC_CMD_MISSING),
+    tmpfs: parseMap(settings.tmpfsMap, ' +'),
     binds: words(settings.binds),
     securityOpt: words(settings.securityOpt),
     labels: parseMap(settings.containerLabels, ' ,'),
-    memoryBytes: size('memory', 'MEMORY'),
-    shmBytes: size('shm', 'SHM'),
-    cpuSetSize,
+    memoryBytes: parseBytes(settings.memory),
+    shmBytes: parseBytes(settings.shm),
+    cpuSetSize: cpuSetSizeOf(settings),
     proxyEnv,
   };
 }

@@ -36,7 +36,7 @@ import { imageSetting, resolveImage } from './images.js';
 import { Ec2Instance } from './instance.js';
 import { instanceTypeFor, launchRequest } from './launch.js';
 import { MANAGED_FILTERS, managedInstance } from './managed.js';
-import { decodeUserData, parseCustomTags, validateSettings, type Ec2Settings, type Tag } from './settings.js';
+import { decodeUserData, parseCustomTags, type Ec2Settings, type Tag } from './settings.js';
 import { jobTags, LEASE_MARGIN_MS } from './tags.js';
 import { terminateInstance, terminateLostLaunch } from './terminate.js';
 import { buildUserData } from './user-data.js';
@@ -87,15 +87,12 @@ export class Ec2Backend implements Backend {
   /** Instances the last `listManaged` found: `destroyManaged` terminates only these. */
   #managed = new Set<string>();
 
-  /** Throws `ConfigError` for settings that can't work. */
+  /** Takes settings that passed `validateSettings` (the loader's `validate` hook). */
   constructor(settings: Ec2Settings, context: BackendContext) {
-    validateSettings(settings);
     this.#settings = settings;
     this.#context = context;
     this.#customTags = parseCustomTags(settings.customTags);
     this.#extraUserData = decodeUserData(settings.userData);
-    // USER_DATA that can't be combined, or is too large, stops startup instead of failing every job.
-    buildUserData({ publicKey: generateJobKeyPair().publicKey, user: settings.sshUser, extra: this.#extraUserData, implodeAfterMinutes: 0 });
     this.#api = new Ec2Api(settings, context);
   }
 

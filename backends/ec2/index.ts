@@ -5,7 +5,7 @@
  */
 import type { BackendDefinition } from '../../src/backend/kit.js';
 import { Ec2Backend } from './backend.js';
-import { settingFamilies, settingsSchema, type Ec2SettingFamilies, type Ec2Settings } from './settings.js';
+import { settingFamilies, settingsSchema, validateSettings, type Ec2SettingFamilies, type Ec2Settings } from './settings.js';
 
 export type { Ec2Settings } from './settings.js';
 export { Ec2Backend } from './backend.js';
@@ -15,5 +15,6 @@ export const definition: BackendDefinition<Ec2Settings, Ec2SettingFamilies> = {
   description: 'runs each job on a fresh Amazon EC2 instance (on-demand or spot), terminated after the job',
   settings: settingsSchema,
   settingFamilies,
+  validate: validateSettings,
   create: (settings, context) => new Ec2Backend(settings, context),
 };

@@ -4,7 +4,8 @@
  * them, and turning the operator's text (custom tags, user data) into what
  * the backend uses.
  */
-import { ConfigError, type SettingsSchema } from '../../src/backend/kit.js';
+import { generateJobKeyPair, settingProblems, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
+import { buildUserData } from './user-data.js';
 
 export interface Ec2Settings {
   /** AWS region; default `eu-west-1` (travis' default). */
@@ -148,7 +149,7 @@ export interface Tag {
 const TAG_KEY_MAX = 128;
 const TAG_VALUE_MAX = 256;
 
-/** `k=v,k2=v2` -> tags. Throws `ConfigError` naming the variable for a malformed entry. */
+/** `k=v,k2=v2` -> tags. Throws an `Error` quoting a malformed entry. */
 export function parseCustomTags(text: string): Tag[] {
   const tags: Tag[] = [];
   for (const entry of text.split(',').map((item) => item.trim()).filter((item) => item !== '')) {
@@ -156,9 +157,7 @@ export function parseCustomTags(text: string): Tag[] {
     const key = at < 0 ? '' : entry.slice(0, at).trim();
     const value = at < 0 ? '' : entry.slice(at + 1).trim();
     if (key === '' || key.length > TAG_KEY_MAX || value.length > TAG_VALUE_MAX || key.toLowerCase().startsWith('aws:')) {
-      throw new ConfigError(
-        `TRAVIS_WORKER_EC2_CUSTOM_TAGS: "${entry}" is not key=value (key 1-${TAG_KEY_MAX} characters, not starting with aws:, value up to ${TAG_VALUE_MAX})`,
-      );
+      throw new Error(`"${entry}" is not key=value (key 1-${TAG_KEY_MAX} characters, not starting with aws:, value up to ${TAG_VALUE_MAX})`);
     }
     tags.push({ Key: key, Value: value });
   }
@@ -169,26 +168,36 @@ export function parseCustomTags(text: string): Tag[] {
 export function decodeUserData(text: string): string {
   const trimmed = text.trim();
   if (trimmed === '') return '';
-  if (!BASE64.test(trimmed)) throw new ConfigError('TRAVIS_WORKER_EC2_USER_DATA: is not base64 (RFC 4648)');
+  if (!BASE64.test(trimmed)) throw new Error('is not base64 (RFC 4648)');
   return Buffer.from(trimmed.replaceAll('-', '+').replaceAll('_', '/'), 'base64').toString('utf8');
 }
 
-/** Checks what convict can't; throws `ConfigError` naming the variable. */
-export function validateSettings(settings: Ec2Settings): void {
-  if (!USER_NAME.test(settings.sshUser)) {
-    throw new ConfigError(`TRAVIS_WORKER_EC2_SSH_USER: "${settings.sshUser}" is not a user name`);
+/** What the schema can't check (the backend's `validate` hook): every problem, keyed by setting. */
+export function validateSettings(settings: Ec2Settings): SettingProblem[] {
+  const problems: SettingProblem[] = [];
+  if (!USER_NAME.test(settings.sshUser)) problems.push({ setting: 'sshUser', problem: `"${settings.sshUser}" is not a user name` });
+  if (settings.awsAccessKeyId !== '' && settings.awsSecretAccessKey === '') {
+    problems.push({ setting: 'awsSecretAccessKey', problem: unpaired('TRAVIS_WORKER_EC2_AWS_ACCESS_KEY_ID') });
   }
-  if ((settings.awsAccessKeyId === '') !== (settings.awsSecretAccessKey === '')) {
-    throw new ConfigError(
-      'TRAVIS_WORKER_EC2_AWS_ACCESS_KEY_ID and TRAVIS_WORKER_EC2_AWS_SECRET_ACCESS_KEY go together: set both, or neither to use the instance role',
-    );
+  if (settings.awsAccessKeyId === '' && settings.awsSecretAccessKey !== '') {
+    problems.push({ setting: 'awsAccessKeyId', problem: unpaired('TRAVIS_WORKER_EC2_AWS_SECRET_ACCESS_KEY') });
   }
   if (settings.endpoint !== '' && !URL.canParse(settings.endpoint)) {
-    throw new ConfigError('TRAVIS_WORKER_EC2_ENDPOINT: is not a URL (e.g. https://ec2.eu-west-1.amazonaws.com)');
+    problems.push({ setting: 'endpoint', problem: 'is not a URL (e.g. https://ec2.eu-west-1.amazonaws.com)' });
   }
   if (settings.spotMaxPrice !== '' && !/^\d+(\.\d+)?$/.test(settings.spotMaxPrice)) {
-    throw new ConfigError(`TRAVIS_WORKER_EC2_SPOT_MAX_PRICE: "${settings.spotMaxPrice}" is not a price such as 0.05`);
+    problems.push({ setting: 'spotMaxPrice', problem: `"${settings.spotMaxPrice}" is not a price such as 0.05` });
   }
-  parseCustomTags(settings.customTags);
-  decodeUserData(settings.userData);
+  return problems.concat(
+    settingProblems([
+      ['customTags', () => parseCustomTags(settings.customTags)],
+      // USER_DATA that can't be combined with the key script, or is too large with it, would fail every job.
+      ['userData', () => buildUserData({ publicKey: generateJobKeyPair().publicKey, user: settings.sshUser, extra: decodeUserData(settings.userData), implodeAfterMinutes: 0 })],
+    ]),
+  );
+}
+
+/** The static credentials go together. */
+function unpaired(other: string): string {
+  return `is not set, but ${other} is: the two go together (set both, or neither to use the instance role)`;
 }

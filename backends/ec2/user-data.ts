@@ -8,8 +8,6 @@
  *
  * Only the public key is here: the private key stays in the worker's memory.
  */
-import { ConfigError } from '../../src/backend/kit.js';
-
 export interface UserDataOptions {
   /** One `authorized_keys` line. */
   publicKey: string;
@@ -44,7 +42,7 @@ function keyScript({ publicKey, user, implodeAfterMinutes }: UserDataOptions): s
   return `${lines.join('\n')}\n`;
 }
 
-/** The user data text (before base64). Throws `ConfigError` for USER_DATA it can't combine, or too large a result. */
+/** The user data text (before base64). Throws an `Error` for USER_DATA it can't combine, or too large a result (found at load: `validateSettings`). */
 export function buildUserData(options: UserDataOptions): string {
   const script = keyScript(options);
   const extra = options.extra;
@@ -70,12 +68,12 @@ export function buildUserData(options: UserDataOptions): string {
       '',
     ].join('\n');
   } else if (/^content-type:/i.test(extra)) {
-    throw new ConfigError('TRAVIS_WORKER_EC2_USER_DATA: a MIME multi-part archive cannot be combined; give shell text or #cloud-config');
+    throw new Error('a MIME multi-part archive cannot be combined; give shell text or #cloud-config');
   } else {
     text = `${script}\n${extra.endsWith('\n') ? extra : `${extra}\n`}`;
   }
   if (Buffer.byteLength(text) > USER_DATA_MAX_BYTES) {
-    throw new ConfigError(`TRAVIS_WORKER_EC2_USER_DATA: user data would exceed EC2's ${USER_DATA_MAX_BYTES} bytes`);
+    throw new Error(`would exceed EC2's ${USER_DATA_MAX_BYTES} bytes`);
   }
   return text;
 }

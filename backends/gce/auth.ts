@@ -5,10 +5,9 @@
  */
 import { readFileSync } from 'node:fs';
 import type { JWT } from 'google-auth-library';
-import { ConfigError, invalidJsonProblem } from '../../src/backend/kit.js';
+import { invalidJsonProblem } from '../../src/backend/kit.js';
 
 export const COMPUTE_SCOPE = 'https://www.googleapis.com/auth/compute';
-const VARIABLE = 'TRAVIS_WORKER_GCE_ACCOUNT_JSON';
 
 interface ServiceAccountKey {
   client_email: string;
@@ -27,21 +26,22 @@ function keyText(value: string): string {
     return readFileSync(value, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
-    throw new ConfigError(`${VARIABLE}: is neither JSON text (starting with "{") nor the path of a readable file (${code})`);
+    throw new Error(`is neither JSON text (starting with "{") nor the path of a readable file (${code})`);
   }
 }
 
+/** The key of ACCOUNT_JSON; throws an `Error` that quotes neither the setting nor the key. */
 export function parseAccountJson(value: string): ServiceAccountKey {
   const text = keyText(value);
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    throw new ConfigError(`${VARIABLE}: is ${invalidJsonProblem(err)}`);
+    throw new Error(`is ${invalidJsonProblem(err)}`);
   }
   const key = parsed as Partial<ServiceAccountKey> | null;
   if (typeof key?.client_email !== 'string' || typeof key.private_key !== 'string') {
-    throw new ConfigError(`${VARIABLE}: is not a service-account key (client_email and private_key are required)`);
+    throw new Error(`is not a service-account key (client_email and private_key are required)`);
   }
   return { client_email: key.client_email, private_key: key.private_key, ...(typeof key.private_key_id === 'string' ? { private_key_id: key.private_key_id } : {}) };
 }
@@ -51,8 +51,8 @@ export function parseAccountJson(value: string): ServiceAccountKey {
  * Compute (Google's "self-signed JWT with scope"): no round trip to the
  * OAuth token endpoint before the first call, and no dependency on it
  * being reachable. Undefined when `ACCOUNT_JSON` is empty (the SDK then
- * uses application default credentials). The key is checked at once (a bad
- * one stops startup); the auth library itself is loaded on first use, like
+ * uses application default credentials). The key was checked at load
+ * (`validateSettings`); the auth library itself is loaded on first use, like
  * the SDK, so workers on other backends don't pay for it.
  */
 export function authClientFor(accountJson: string): (() => Promise<JWT>) | undefined {

@@ -26,7 +26,7 @@ import {
 import { GceApi, type GceImage, type GceInstanceResource, type GceOperation } from './api.js';
 import { authClientFor } from './auth.js';
 import { GceOperationError, classifyGceError } from './errors.js';
-import { ImageResolver, checkAliases, imagePattern } from './images.js';
+import { ImageResolver, imagePattern } from './images.js';
 import { GceInstance } from './instance.js';
 import { instanceName, instanceSpec, regionOf } from './instance-spec.js';
 import { machineFor } from './machine.js';
@@ -91,9 +91,8 @@ export class GceBackend implements Backend {
   /** Zone of each VM the last `listManaged` found: `destroyManaged` deletes only these. */
   readonly #managedZones = new Map<string, string>();
 
-  /** Throws `ConfigError` for unreadable credentials, a bad endpoint or an alias without its image. */
+  /** Takes settings that passed `validateSettings` (the loader's `validate` hook). */
   constructor(settings: GceSettings, context: BackendContext) {
-    checkAliases(settings.imageAliases, settings.images);
     this.#settings = settings;
     this.#context = context;
     this.#api = new GceApi({

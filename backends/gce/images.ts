@@ -4,7 +4,7 @@
  * key first: dist+group+language, dist+language, ..., os), then the newest
  * image whose name fully matches that regular expression.
  */
-import { imageCandidateKeys, ConfigError, InstanceStartError, type StartAttributes } from '../../src/backend/kit.js';
+import { imageCandidateKeys, InstanceStartError, type StartAttributes } from '../../src/backend/kit.js';
 import type { GceApi, GceImage } from './api.js';
 
 /** Images are published now and then; a pattern's answer is reused this long, in ms. */
@@ -48,7 +48,7 @@ export function checkAliases(aliases: readonly string[], images: Readonly<Record
   for (const alias of aliases) {
     const key = alias.trim().toLowerCase().replace(/[^a-z0-9]/g, '_');
     if (key !== '' && images[key] === undefined) {
-      throw new ConfigError(`TRAVIS_WORKER_GCE_IMAGE_ALIASES names ${alias}, but TRAVIS_WORKER_GCE_IMAGE_${key.toUpperCase()} is not set`);
+      throw new Error(`names ${alias}, but TRAVIS_WORKER_GCE_IMAGE_${key.toUpperCase()} is not set`);
     }
   }
 }

@@ -5,7 +5,7 @@
  */
 import type { BackendDefinition } from '../../src/backend/kit.js';
 import { GceBackend } from './backend.js';
-import { settingFamilies, settingsSchema, type GceFamilies, type GceSettings } from './settings.js';
+import { settingFamilies, settingsSchema, validateSettings, type GceFamilies, type GceSettings } from './settings.js';
 
 export type { GceSettings } from './settings.js';
 export { GceBackend } from './backend.js';
@@ -15,5 +15,6 @@ export const definition: BackendDefinition<GceSettings, GceFamilies> = {
   description: 'a fresh Google Compute Engine VM per job, reached over SSH, deleted after the job',
   settings: settingsSchema,
   settingFamilies,
+  validate: validateSettings,
   create: (settings, context) => new GceBackend(settings, context),
 };

@@ -3,7 +3,10 @@
  * defaulted as travis-ci/worker's backend/gce.go names them, plus the
  * endpoints that let an operator (or a test) point the backend elsewhere.
  */
-import type { SettingFamily, SettingsSchema } from '../../src/backend/kit.js';
+import { settingProblems, type SettingFamily, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
+import { endpointOptions } from './api.js';
+import { parseAccountJson } from './auth.js';
+import { checkAliases } from './images.js';
 
 export interface GceSettings {
   /** Project the job VMs live in; default: the metadata server's project when running on GCE. */
@@ -135,3 +138,12 @@ export const settingFamilies: Record<GceFamilies, SettingFamily> = {
     doc: 'image name regular expression for jobs whose language, dist, group, os or alias is <NAME> (e.g. IMAGE_RUBY, IMAGE_DIST_XENIAL_RUBY)',
   },
 };
+
+/** What the schema can't check (the backend's `validate` hook): every problem, keyed by setting. */
+export function validateSettings(settings: GceSettings): SettingProblem[] {
+  return settingProblems([
+    ['accountJson', () => settings.accountJson.trim() !== '' && parseAccountJson(settings.accountJson)],
+    ['apiEndpoint', () => endpointOptions(settings.apiEndpoint)],
+    ['imageAliases', () => checkAliases(settings.imageAliases, settings.images)],
+  ]);
+}

@@ -23,7 +23,7 @@ export class SshBackend implements Backend {
   readonly #settings: SshBackendSettings;
   readonly #credentials: Pick<SshTarget, 'privateKey' | 'password'>;
 
-  /** Throws `ConfigError` for an empty or malformed host list or missing credentials. */
+  /** Takes settings that passed `validateSettings` (the loader's `validate` hook). */
   constructor(settings: SshBackendSettings, context: BackendContext) {
     this.#settings = settings;
     this.#credentials = credentials(settings);

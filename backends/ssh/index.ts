@@ -6,7 +6,7 @@
  */
 import type { BackendDefinition } from '../../src/backend/kit.js';
 import { SshBackend } from './backend.js';
-import { settingsSchema, type SshBackendSettings } from './settings.js';
+import { settingsSchema, validateSettings, type SshBackendSettings } from './settings.js';
 
 export type { SshBackendSettings } from './settings.js';
 export { SshBackend } from './backend.js';
@@ -15,5 +15,6 @@ export const definition: BackendDefinition<SshBackendSettings> = {
   name: 'ssh',
   description: 'runs jobs on a fixed list of persistent hosts over SSH, one job per host at a time',
   settings: settingsSchema,
+  validate: validateSettings,
   create: (settings, context) => new SshBackend(settings, context),
 };

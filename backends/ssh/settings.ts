@@ -3,7 +3,7 @@
  * operator's text (host list, key file) into what the backend uses.
  */
 import { readFileSync } from 'node:fs';
-import { ConfigError, errorMessage, type SettingsSchema, type SshTarget } from '../../src/backend/kit.js';
+import { errorMessage, settingProblems, type SettingProblem, type SettingsSchema, type SshTarget } from '../../src/backend/kit.js';
 
 export interface SshBackendSettings {
   /** `host` or `host:port` (`[v6]:port`) entries; port 22 when omitted. Required. */
@@ -30,7 +30,6 @@ export interface SshBackendSettings {
   uploadRetrySleep: number;
 }
 
-export const HOSTS_VARIABLE = 'TRAVIS_WORKER_SSH_HOSTS';
 const DEFAULT_SSH_PORT = 22;
 
 export const settingsSchema: SettingsSchema<SshBackendSettings> = {
@@ -67,9 +66,9 @@ export interface HostAddress {
   port: number;
 }
 
-/** Parse `host`, `host:port` or `[v6 address]:port`. Throws `ConfigError` naming the variable. */
+/** Parse `host`, `host:port` or `[v6 address]:port`. Throws an `Error` quoting a bad entry. */
 export function parseHost(entry: string): HostAddress {
-  const bad = (why: string): ConfigError => new ConfigError(`${HOSTS_VARIABLE}: "${entry}" ${why}`);
+  const bad = (why: string): Error => new Error(`"${entry}" ${why}`);
   const match = /^\[([^\]]+)\](?::(\d+))?$/.exec(entry) ?? /^([^:[\]]+)(?::(\d+))?$/.exec(entry);
   if (match === null) throw bad('is not host or host:port');
   const port = match[2] === undefined ? DEFAULT_SSH_PORT : Number(match[2]);
@@ -81,19 +80,19 @@ export function parseHost(entry: string): HostAddress {
 export function parseHosts(hosts: readonly string[] | null | undefined): HostAddress[] {
   const entries = (hosts ?? []).map((entry) => entry.trim()).filter((entry) => entry !== '');
   if (entries.length === 0) {
-    throw new ConfigError(`${HOSTS_VARIABLE} is required by the ssh backend: name at least one host (host or host:port)`);
+    throw new Error('is required by the ssh backend: name at least one host (host or host:port)');
   }
   const parsed = entries.map(parseHost);
   const seen = new Set<string>();
   for (const address of parsed) {
     const key = `${address.host}:${address.port}`;
-    if (seen.has(key)) throw new ConfigError(`${HOSTS_VARIABLE}: ${address.label} is listed twice`);
+    if (seen.has(key)) throw new Error(`${address.label} is listed twice`);
     seen.add(key);
   }
   return parsed;
 }
 
-/** How to log in, from `key`, `keyPath` and `password`; at least one must be set. */
+/** How to log in, from `key`, `keyPath` and `password`. Throws an `Error` when the key file can't be read. */
 export function credentials(settings: SshBackendSettings): Pick<SshTarget, 'privateKey' | 'password'> {
   const result: Pick<SshTarget, 'privateKey' | 'password'> = {};
   if (settings.key.trim() !== '') {
@@ -102,16 +101,24 @@ export function credentials(settings: SshBackendSettings): Pick<SshTarget, 'priv
     try {
       result.privateKey = readFileSync(settings.keyPath);
     } catch (err) {
-      throw new ConfigError(`TRAVIS_WORKER_SSH_KEY_PATH: cannot read ${settings.keyPath}: ${errorMessage(err)}`, {
-        cause: err,
-      });
+      throw new Error(`cannot read ${settings.keyPath}: ${errorMessage(err)}`, { cause: err });
     }
   }
   if (settings.password !== '') result.password = settings.password;
-  if (result.privateKey === undefined && result.password === undefined) {
-    throw new ConfigError(
-      'the ssh backend needs credentials: set TRAVIS_WORKER_SSH_KEY_PATH, TRAVIS_WORKER_SSH_KEY or TRAVIS_WORKER_SSH_PASSWORD',
-    );
-  }
   return result;
+}
+
+/** What the schema can't check (the backend's `validate` hook): every problem, keyed by setting. */
+export function validateSettings(settings: SshBackendSettings): SettingProblem[] {
+  const problems = settingProblems([
+    ['hosts', () => parseHosts(settings.hosts)],
+    ['keyPath', () => credentials(settings)],
+  ]);
+  if (settings.key.trim() === '' && settings.keyPath === '' && settings.password === '') {
+    problems.push({
+      setting: 'keyPath',
+      problem: 'is not set, nor TRAVIS_WORKER_SSH_KEY or TRAVIS_WORKER_SSH_PASSWORD: the ssh backend needs one of them to log in',
+    });
+  }
+  return problems;
 }

@@ -11,7 +11,7 @@
  */
 import { hostname as osHostname } from 'node:os';
 import type { Channel } from 'amqplib';
-import type { AmqpConfig } from '../config.js';
+import type { AmqpConfig } from '../config/types.js';
 import { errorMessage, type BrokerError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { CancelCommand, JobQueue, JobSource } from '../queue/contract.js';

@@ -12,7 +12,7 @@
  */
 import type { Writable } from 'node:stream';
 import type { Logger } from '../logger.js';
-import type { SettingsSchema } from '../settings.js';
+import type { SettingsSchema } from '../config/formats.js';
 
 /** What a job asks of its machine, derived from the payload and the worker's defaults. */
 export interface StartAttributes {
@@ -166,6 +166,17 @@ export interface SettingFamily {
 }
 
 /**
+ * One thing wrong with a backend's settings. The loader names the variable,
+ * so `problem` reads on from it (`"x" is not a user name`) and never quotes
+ * a secret.
+ */
+export interface SettingProblem {
+  /** The setting's key in the schema (or a family's key), e.g. `userData`. */
+  setting: string;
+  problem: string;
+}
+
+/**
  * What each folder under `backends/` exports. Its settings are read from
  * `TRAVIS_WORKER_<NAME>_<KEY>` (name upper-cased), declared in `settings`.
  */
@@ -178,5 +189,13 @@ export interface BackendDefinition<Settings = Record<string, unknown>, Families 
   settings: SettingsSchema<Omit<Settings, Families>>;
   /** Free-form setting families, keyed by the property of `Settings` that receives them (a `Record<string, string>`). */
   settingFamilies?: Record<Families, SettingFamily>;
+  /**
+   * Every problem the schema alone can't see (text the backend parses,
+   * settings that go together, files they name), each keyed by its setting.
+   * The loader calls it while loading, before anything connects, and reports
+   * these with every other bad variable in one error; `create` is only ever
+   * handed settings that passed.
+   */
+  validate?(settings: Settings): SettingProblem[];
   create(settings: Settings, context: BackendContext): Backend;
 }

@@ -20,12 +20,14 @@ export type {
   RunOptions,
   RunResult,
   SettingFamily,
+  SettingProblem,
   StartAttributes,
   StartOptions,
   UploadOptions,
 } from './contract.js';
 /** Settings: a backend declares its own, the engine reads them from the environment. */
-export type { SettingsSchema } from '../settings.js';
+export type { SettingsSchema } from '../config/formats.js';
+export { settingProblems, type SettingCheck } from './setting-problems.js';
 export type { Logger } from '../logger.js';
 
 /** Errors with stable codes; the job pipeline decides from the class whether a job is requeued. */

@@ -28,7 +28,7 @@
 import { getHeapSnapshot } from 'node:v8';
 import { pipeline } from 'node:stream/promises';
 import { encode, heap, time } from '@datadog/pprof';
-import { isLoopback } from '../config.js';
+import { isLoopback } from '../util/net.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { HttpError, intParam, listen, sendJson, sendText, type Handler, type HttpListener, type Route, type RouteContext } from '../control/http.js';

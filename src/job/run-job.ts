@@ -15,7 +15,7 @@
  */
 import { context, trace, SpanStatusCode, type Attributes, type Tracer } from '@opentelemetry/api';
 import type { Backend, Instance } from '../backend/contract.js';
-import type { WorkerConfig } from '../config.js';
+import type { WorkerConfig } from '../config/types.js';
 import {
   StartupTimeoutError,
   UploadTimeoutError,

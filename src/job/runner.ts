@@ -7,7 +7,7 @@
 import type { Tracer } from '@opentelemetry/api';
 import { isStartFailure, type CircuitBreaker } from '../backend/breaker.js';
 import type { Backend } from '../backend/contract.js';
-import type { WorkerConfig } from '../config.js';
+import type { WorkerConfig } from '../config/types.js';
 import type { Logger } from '../logger.js';
 import type { RunJob } from '../pool.js';
 import type { WorkerMetrics } from '../telemetry/metrics.js';

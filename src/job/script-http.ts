@@ -6,7 +6,7 @@
  */
 import pRetry from 'p-retry';
 import { Agent, request, type Dispatcher } from 'undici';
-import type { BuildApiConfig } from '../config.js';
+import type { BuildApiConfig } from '../config/types.js';
 import { ScriptRejectedError, ScriptUnavailableError, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { VERSION } from '../version.js';

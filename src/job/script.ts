@@ -3,7 +3,7 @@
  * `TRAVIS_WORKER_BUILD_API_URI` is set (script-http.ts), otherwise from the
  * built-in generator (script-builtin.ts).
  */
-import type { BuildApiConfig } from '../config.js';
+import type { BuildApiConfig } from '../config/types.js';
 import type { Logger } from '../logger.js';
 import type { JobPayload } from './payload.js';
 import { BuiltinScriptGenerator } from './script-builtin.js';

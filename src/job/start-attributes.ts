@@ -1,5 +1,5 @@
 import type { StartAttributes } from '../backend/contract.js';
-import type { WorkerConfig } from '../config.js';
+import type { WorkerConfig } from '../config/types.js';
 import type { JobPayload } from './payload.js';
 
 function configString(config: Record<string, unknown>, key: string): string | undefined {

@@ -4,7 +4,7 @@
  * AbortSignal (shutdown + cancel + hard timeout + log limits), and the first
  * reason wins.
  */
-import { formatGoDuration } from '../settings.js';
+import { formatGoDuration } from '../config/formats.js';
 import type { TerminalState } from '../queue/contract.js';
 
 export type StopReason =

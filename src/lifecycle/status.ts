@@ -3,7 +3,7 @@
  * travis-ci/worker's `workerInfo` fields (remote_controller.go) so existing
  * tooling keeps reading them, plus the lifecycle state.
  */
-import { formatGoDuration } from '../settings.js';
+import { formatGoDuration } from '../config/formats.js';
 import type { ProcessorStatus } from '../pool.js';
 import type { WorkerState } from './state.js';
 

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { constants, watch, type FSWatcher, type Stats } from 'node:fs';
 import { mkdir, open, readdir, rename, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { FileQueueConfig } from '../config.js';
+import type { FileQueueConfig } from '../config/types.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { parseJobPayload, type JobPayload } from '../job/payload.js';

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { definition as ssh } from '../../backends/ssh/index.js';
-import { parseGoDuration } from '../../src/settings.js';
+import { parseGoDuration } from '../../src/config/formats.js';
 import { generateClientKey, startSshd } from '../helpers/sshd.js';
 import { describeBackendConformance } from './backend-conformance.js';
 import { testBackendContext } from '../helpers/backend-context.js';

@@ -5,7 +5,7 @@
  */
 import { userInfo } from 'node:os';
 import { definition, type Ec2Settings } from '../../backends/ec2/index.js';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/load.js';
 import type { FakeEc2 } from './ec2-server.js';
 
 /** The name of the AMI `registerDefaultImage` registers; IMAGE_DEFAULT in `ec2Env`. */

@@ -4,8 +4,8 @@
  */
 import { once } from 'node:events';
 import { backends } from '../../backends/index.js';
-import { loadConfig } from '../../src/config.js';
-import type { WorkerConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/load.js';
+import type { WorkerConfig } from '../../src/config/types.js';
 import { silentLogger, type Logger } from '../../src/logger.js';
 import { startWorker } from '../../src/main.js';
 import type { ProcessorStatus } from '../../src/pool.js';

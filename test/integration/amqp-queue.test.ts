@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { AmqpConfig } from '../../src/config.js';
+import type { AmqpConfig } from '../../src/config/types.js';
 import { ConfigError } from '../../src/errors.js';
 import { AmqpJobQueue, type AmqpQueueOptions } from '../../src/amqp/queue.js';
 import { BrokerError } from '../../src/amqp/errors.js';

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { backends } from '../../backends/index.js';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/load.js';
 import { handleSignals } from '../../src/lifecycle/signals.js';
 import { silentLogger } from '../../src/logger.js';
 import { startWorker, type StartWorkerOptions } from '../../src/main.js';

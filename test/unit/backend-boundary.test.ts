@@ -22,9 +22,9 @@ const BACKEND_FIXTURE = 'backends/boundary-fixture/index.ts';
 
 describe('the backend boundary', () => {
   it('reports a backend importing the engine past the kit', async () => {
-    const code = "import type { WorkerConfig } from '../../src/config.js';\nexport type Fixture = WorkerConfig;\n";
+    const code = "import type { WorkerConfig } from '../../src/config/types.js';\nexport type Fixture = WorkerConfig;\n";
     const found = await violations(code, BACKEND_FIXTURE);
-    expect(found).toEqual([expect.stringMatching(/^@typescript-eslint\/no-restricted-imports: .*src\/config\.js.*kit/)]);
+    expect(found).toEqual([expect.stringMatching(/^@typescript-eslint\/no-restricted-imports: .*src\/config\/types\.js.*kit/)]);
   });
 
   it('reports a deeper path into the engine too', async () => {

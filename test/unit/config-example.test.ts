@@ -7,7 +7,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { BackendDefinition } from '../../src/backend/contract.js';
-import { CORE_SETTINGS, loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/load.js';
+import { CORE_SETTINGS } from '../../src/config/schema.js';
 
 const EXAMPLE = fileURLToPath(new URL('../../config.example.env', import.meta.url));
 const CONFIGURATION_PAGE = fileURLToPath(new URL('../../docs/configuration.md', import.meta.url));

@@ -3,18 +3,14 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Backend, BackendDefinition } from '../../src/backend/contract.js';
-import {
-  CORE_SETTINGS,
-  IGNORED_SETTINGS,
-  echoConfig,
-  listBackendProviders,
-  loadConfig,
-  type AnyBackendDefinition,
-  type WorkerConfig,
-} from '../../src/config.js';
-import { ConfigError } from '../../src/errors.js';
+import { echoConfig, listBackendProviders } from '../../src/config/echo.js';
+import { IGNORED_SETTINGS } from '../../src/config/ignored.js';
+import { loadConfig } from '../../src/config/load.js';
+import { CORE_SETTINGS } from '../../src/config/schema.js';
+import type { AnyBackendDefinition, WorkerConfig } from '../../src/config/types.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES } from '../../src/job/payload.js';
-import { parseGoDuration } from '../../src/settings.js';
+import { parseGoDuration } from '../../src/config/formats.js';
+import { configErrorOf as loadError } from '../helpers/config-error.js';
 
 /** Backends in these tests are never started: only their settings matter. */
 function notStarted(): Backend {
@@ -61,14 +57,7 @@ const BACKENDS = [local, cloud];
 
 /** Loads and expects a ConfigError; returns its message. */
 function configErrorOf(env: NodeJS.ProcessEnv, backends: readonly AnyBackendDefinition[] = BACKENDS): string {
-  let thrown: unknown;
-  try {
-    loadConfig(backends, env);
-  } catch (err) {
-    thrown = err;
-  }
-  expect(thrown).toBeInstanceOf(ConfigError);
-  return (thrown as ConfigError).message;
+  return loadError(env, backends);
 }
 
 /** Reads `export NAME="value"` lines back into an environment. */

@@ -4,9 +4,9 @@ import { containerAddress, containerName } from '../../backends/docker/backend.j
 import { CpuSetPool } from '../../backends/docker/cpusets.js';
 import { readPullStream, splitImageName, type ContainerInfo } from '../../backends/docker/engine.js';
 import { candidateTags, findByTag, isValidImageName } from '../../backends/docker/images.js';
-import { compileSettings, engineAddress, parseBytes, parseMap } from '../../backends/docker/settings.js';
+import { compileSettings, engineAddress, parseBytes, parseMap, validateSettings } from '../../backends/docker/settings.js';
 import { backends } from '../../backends/index.js';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
 import { testDockerSettings } from '../helpers/docker.js';
 
@@ -34,21 +34,20 @@ describe('docker settings', () => {
     expect(engineAddress({ endpoint: '', host: '', certPath: '' })).toEqual({ kind: 'unix', socketPath: '/var/run/docker.sock', label: 'unix:///var/run/docker.sock' });
     expect(engineAddress({ endpoint: '', host: 'tcp://10.0.0.5:2376', certPath: '/etc/docker/certs' })).toMatchObject({ kind: 'tcp', origin: 'https://10.0.0.5:2376', tls: true });
     expect(engineAddress({ endpoint: 'tcp://127.0.0.1:2375', host: 'unix:///ignored.sock', certPath: '' })).toMatchObject({ kind: 'tcp', origin: 'http://127.0.0.1:2375', tls: false });
-    expect(() => engineAddress({ endpoint: 'ftp://x', host: '', certPath: '' })).toThrow(/TRAVIS_WORKER_DOCKER_ENDPOINT/);
-    expect(() => engineAddress({ endpoint: '', host: 'unix://', certPath: '' })).toThrow(/TRAVIS_WORKER_DOCKER_HOST/);
+    expect(validateSettings(testDockerSettings({ endpoint: 'ftp://x' }))).toEqual([{ setting: 'endpoint', problem: 'is not unix:///path or tcp://host:port' }]);
+    expect(validateSettings(testDockerSettings({ endpoint: '', host: 'unix://' }))).toEqual([{ setting: 'host', problem: '"unix://" names no socket' }]);
   });
 
-  it('compiles the settings once, naming the variable of a bad one', () => {
+  it('compiles the settings once, after validation keyed each bad one by its setting', () => {
     const compiled = compileSettings(testDockerSettings({ cmd: '/sbin/init --log-level=info', memory: '1GiB', shm: '0', httpProxy: 'http://proxy:3128', binds: '/a:/a:ro /b:/b' }));
     expect(compiled.cmd).toEqual(['/sbin/init', '--log-level=info']);
     expect(compiled.memoryBytes).toBe(2 ** 30);
     expect(compiled.shmBytes).toBe(0);
     expect(compiled.binds).toEqual(['/a:/a:ro', '/b:/b']);
     expect(compiled.proxyEnv).toEqual(['HTTP_PROXY=http://proxy:3128', 'http_proxy=http://proxy:3128']);
-    expect(() => compileSettings(testDockerSettings({ memory: 'much' }))).toThrow(ConfigError);
-    expect(() => compileSettings(testDockerSettings({ memory: 'much' }))).toThrow(/TRAVIS_WORKER_DOCKER_MEMORY/);
-    expect(() => compileSettings(testDockerSettings({ cpus: 3, cpuSetSize: 2 }))).toThrow(/TRAVIS_WORKER_DOCKER_CPUS/);
-    expect(() => compileSettings(testDockerSettings({ execCmd: '  ' }))).toThrow(/EXEC_CMD/);
+    expect(validateSettings(testDockerSettings())).toEqual([]);
+    const problems = validateSettings(testDockerSettings({ memory: 'much', cpus: 3, cpuSetSize: 2, execCmd: '  ' }));
+    expect(problems.map((problem) => problem.setting)).toEqual(['memory', 'execCmd', 'cpus']);
     // Fewer than two cores to hand out counts as two, as in travis.
     expect(compileSettings(testDockerSettings({ cpuSetSize: 1 })).cpuSetSize).toBe(2);
   });

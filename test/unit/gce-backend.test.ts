@@ -5,7 +5,8 @@ import { autoImplodeScript, labelValue, regionOf } from '../../backends/gce/inst
 import { machineFor } from '../../backends/gce/machine.js';
 import { endpointOptions } from '../../backends/gce/api.js';
 import { parseAccountJson } from '../../backends/gce/auth.js';
-import { ConfigError } from '../../src/errors.js';
+import { definition } from '../../backends/gce/index.js';
+import { configErrorOf } from '../helpers/config-error.js';
 
 const defaults = { machineType: 'n1-standard-2', premiumMachineType: 'n1-standard-4', diskSize: 20, gpuCount: 0, gpuType: 'nvidia-tesla-p100' };
 
@@ -68,7 +69,7 @@ describe('gce images', () => {
 
   it('requires an IMAGE_<ALIAS> for each alias', () => {
     expect(() => checkAliases(['stable-alias'], { stable_alias: 'x' })).not.toThrow();
-    expect(() => checkAliases(['missing'], {})).toThrow(ConfigError);
+    expect(() => checkAliases(['missing'], {})).toThrow('names missing, but TRAVIS_WORKER_GCE_IMAGE_MISSING is not set');
   });
 
   it('takes the newest ready image', () => {
@@ -95,7 +96,7 @@ describe('gce instance spec helpers', () => {
     expect(regionOf('europe-west1-d')).toBe('europe-west1');
     expect(endpointOptions('https://compute.googleapis.com')).toEqual({ apiEndpoint: 'compute.googleapis.com', port: 443, protocol: 'https' });
     expect(endpointOptions('http://127.0.0.1:8080')).toEqual({ apiEndpoint: '127.0.0.1', port: 8080, protocol: 'http' });
-    expect(() => endpointOptions('not a url')).toThrow(ConfigError);
+    expect(() => endpointOptions('not a url')).toThrow(/is not a URL/);
   });
 });
 
@@ -103,20 +104,20 @@ describe('TRAVIS_WORKER_GCE_ACCOUNT_JSON errors', () => {
   const key = JSON.stringify({ client_email: 'ci@example.iam.gserviceaccount.com', private_key: '-----BEGIN PRIVATE KEY-----\nS3CR3TKEY\n-----END PRIVATE KEY-----\n' });
 
   it.each([
-    ['base64 of the key', Buffer.from(key).toString('base64'), /^TRAVIS_WORKER_GCE_ACCOUNT_JSON: is neither JSON text .* nor the path of a readable file \((ENAMETOOLONG|ENOENT)\)$/],
-    ['the key without its opening brace', key.slice(1), /^TRAVIS_WORKER_GCE_ACCOUNT_JSON: is neither JSON text/],
-    ['broken JSON', `${key.slice(0, -1)},"S3CR3TKEY"`, /^TRAVIS_WORKER_GCE_ACCOUNT_JSON: is not valid JSON/],
+    ['base64 of the key', Buffer.from(key).toString('base64'), /TRAVIS_WORKER_GCE_ACCOUNT_JSON: is neither JSON text .* nor the path of a readable file \((ENAMETOOLONG|ENOENT)\)$/m],
+    ['the key without its opening brace', key.slice(1), /TRAVIS_WORKER_GCE_ACCOUNT_JSON: is neither JSON text/],
+    ['broken JSON', `${key.slice(0, -1)},"S3CR3TKEY"`, /TRAVIS_WORKER_GCE_ACCOUNT_JSON: is not valid JSON/],
   ])('names the variable and never quotes the value: %s', (_name, value, message) => {
+    const loading = configErrorOf({ TRAVIS_WORKER_PROVIDER_NAME: 'gce', TRAVIS_WORKER_GCE_ACCOUNT_JSON: value }, [definition]);
+    expect(loading).toMatch(message);
+    expect(loading).not.toMatch(/S3CR3T|client_email|eyJ|LS0t/);
+    expect(loading).not.toContain(value.slice(0, 12));
     let thrown: unknown;
     try {
       parseAccountJson(value);
     } catch (err) {
       thrown = err;
     }
-    expect(thrown).toBeInstanceOf(ConfigError);
-    const error = thrown as ConfigError;
-    expect(error.message).toMatch(message);
-    expect(`${error.message} ${String(error.cause)}`).not.toMatch(/S3CR3T|client_email|eyJ|LS0t/);
-    expect(error.message).not.toContain(value.slice(0, 12));
+    expect(`${String(thrown)} ${String((thrown as Error).cause)}`).not.toMatch(/S3CR3T|client_email|eyJ|LS0t/);
   });
 });

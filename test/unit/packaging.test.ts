@@ -7,7 +7,8 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { CORE_SETTINGS, parseListenAddress } from '../../src/config.js';
+import { CORE_SETTINGS } from '../../src/config/schema.js';
+import { parseListenAddress } from '../../src/util/net.js';
 
 const read = (path: string): string => readFileSync(fileURLToPath(new URL(`../../${path}`, import.meta.url)), 'utf8');
 

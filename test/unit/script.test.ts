@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { BuildApiConfig } from '../../src/config.js';
+import type { BuildApiConfig } from '../../src/config/types.js';
 import { PayloadError, ScriptRejectedError, ScriptUnavailableError } from '../../src/errors.js';
 import { createLogger, silentLogger } from '../../src/logger.js';
 import { parseJobPayload, type JobPayload } from '../../src/job/payload.js';

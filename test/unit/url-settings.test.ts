@@ -4,9 +4,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { backends } from '../../backends/index.js';
-import { CORE_SETTINGS, echoConfig, loadConfig } from '../../src/config.js';
+import { echoConfig } from '../../src/config/echo.js';
+import { loadConfig } from '../../src/config/load.js';
+import { CORE_SETTINGS } from '../../src/config/schema.js';
 import { maskUrl } from '../../src/redact.js';
-import { backendEnvName, isRequired, isUrlSetting, schemaLeaves } from '../../src/settings-env.js';
+import { backendEnvName, isRequired, isUrlSetting, schemaLeaves } from '../../src/config/env.js';
 
 /** Every setting, core and of every shipped backend, with its variable. */
 const ALL_SETTINGS = [
@@ -41,7 +43,9 @@ describe('URL-valued settings', () => {
   });
 
   it('are echoed with user, password, query and fragment masked, every one of them', () => {
-    for (const backend of backends) {
+    // Masking is the point here, not whether a backend could use such URLs (an engine address has no path).
+    const unchecked = backends.map(({ validate: _validate, ...backend }) => backend);
+    for (const backend of unchecked) {
       const mine = URL_SETTINGS.filter((setting) => setting.backend === undefined || setting.backend === backend.name);
       const env = Object.fromEntries([
         ['TRAVIS_WORKER_PROVIDER_NAME', backend.name],
@@ -50,7 +54,7 @@ describe('URL-valued settings', () => {
           .map((leaf) => [backendEnvName(backend.name, leaf.parts), 'required-value']),
         ...mine.map(({ variable }) => [variable, secretUrl(schemeFor(variable))]),
       ]);
-      const text = echoConfig(loadConfig(backends, env), backends);
+      const text = echoConfig(loadConfig(unchecked, env), unchecked);
       expect(text).not.toContain('s3cr3t');
       for (const { variable } of mine) {
         expect(text).toContain(`export ${variable}="${schemeFor(variable)}://****:****@host.example.com:1234/path?****#****"\n`);

@@ -3,11 +3,11 @@
  * setting's variable, parsing the text of a variable strictly (convict's own
  * coercion turns `no` into `true` and `12abc` into 12), and writing a value
  * back as the text an operator would put in an env file. Used by the loader
- * in `config.ts` for the core settings and for every backend's settings.
+ * in `load.ts` for the core settings and for every backend's settings.
  */
 import type convict from 'convict';
-import { MASK, maskUrl } from './redact.js';
-import { formatGoDuration } from './settings.js';
+import { MASK, maskUrl } from '../redact.js';
+import { formatGoDuration } from './formats.js';
 
 /** Every mayfly (and travis-ci/worker) variable starts with this. */
 export const ENV_PREFIX = 'TRAVIS_WORKER_';

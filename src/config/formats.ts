@@ -4,7 +4,7 @@
  * already write (Go durations such as `3m30s`, comma-separated lists).
  */
 import convict from 'convict';
-import { MAX_TIMER_MS } from './util/timers.js';
+import { MAX_TIMER_MS } from '../util/timers.js';
 
 /**
  * A convict schema. Backends declare theirs without `env`: the loader names

@@ -1,0 +1,148 @@
+/**
+ * The worker's configuration as the engine reads it, compiled once by the
+ * loader (load.ts): durations are `...Ms` numbers.
+ */
+import type { BackendDefinition } from '../backend/contract.js';
+import type { ListenConfig } from '../util/net.js';
+
+export type { ListenConfig } from '../util/net.js';
+
+/** Settings of the build API request (docs/protocol.md, "The build API"). */
+export interface BuildApiConfig {
+  /** `TRAVIS_WORKER_BUILD_API_URI`; undefined = use the built-in script generator. */
+  uri?: string;
+  insecureSkipVerify: boolean;
+  /** Total time for fetching one script, retries included (`TRAVIS_WORKER_BUILD_API_TIMEOUT`). */
+  timeoutMs: number;
+  /** Worker-side settings merged into the payload sent to the build API. */
+  options: {
+    aptCache?: string;
+    npmCache?: string;
+    paranoid: boolean;
+    fixResolvConf: boolean;
+    fixEtcHosts: boolean;
+    cacheType?: string;
+    cacheFetchTimeoutS: number;
+    cachePushTimeoutS: number;
+    cacheS3: {
+      scheme?: string;
+      region?: string;
+      bucket?: string;
+      accessKeyId?: string;
+      secretAccessKey?: string;
+    };
+  };
+}
+
+export interface AmqpConfig {
+  uri: string;
+  /** A separate broker (connection) for log parts; undefined = same as `uri`. */
+  logsUri?: string;
+  heartbeatMs: number;
+  consumerPriority: number;
+  /** PEM text of a CA/cert to trust for the jobs broker (from `AMQP_TLS_CERT` or the file at `AMQP_TLS_CERT_PATH`). */
+  tlsCert?: string;
+  logsTlsCert?: string;
+  insecure: boolean;
+  /** Publish log parts to `reporting.jobs.logs_sharded` (x-modulus-hash). */
+  sharding: boolean;
+  /** Delays between attempts to reconnect a lost broker connection (`AMQP_RECONNECT_BACKOFF`, `AMQP_RECONNECT_MAX_BACKOFF`). */
+  reconnect: { initialMs: number; maxMs: number };
+  /** `TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT`: longest a log part or state update may go unconfirmed, retries included, before its job is requeued. */
+  logDeliveryTimeoutMs: number;
+}
+
+export interface FileQueueConfig {
+  baseDir: string;
+  pollingIntervalMs: number;
+  /** Also print each job's log to the worker's own output (handy on the embedded defaults). */
+  echoLogs: boolean;
+}
+
+/** Everything the worker reads, compiled once: durations are `...Ms` numbers. */
+export interface WorkerConfig {
+  providerName: string;
+  queueType: 'amqp' | 'file';
+  queueName: string;
+  poolSize: number;
+  hostname: string;
+  /** `TRAVIS_WORKER_INFRA`, sent in the first log part's meta. */
+  infra: string;
+  amqp: AmqpConfig;
+  file: FileQueueConfig;
+  buildApi: BuildApiConfig;
+  timeouts: {
+    hardMs: number;
+    logSilenceMs: number;
+    startupMs: number;
+    scriptUploadMs: number;
+    initialSleepMs: number;
+    /**
+     * `TRAVIS_WORKER_SHUTDOWN_TIMEOUT`: how long a drain (SIGTERM, SIGINT,
+     * `DELETE /worker`, heartbeat `down`) lets running jobs go on before
+     * they are requeued, in ms.
+     */
+    shutdownMs: number;
+  };
+  /** Bytes of log a job may write before it is stopped. */
+  maxLogLength: number;
+  /** Payloads larger than this many bytes are rejected unread. */
+  payloadMaxBytes: number;
+  defaults: { language: string; dist: string; arch: string; group: string; os: string };
+  logLevel: 'debug' | 'info';
+  /** Validated settings of the selected backend (`TRAVIS_WORKER_<PROVIDER>_*`). */
+  backendSettings: Record<string, unknown>;
+  /**
+   * travis-ci/worker variables that were set but that mayfly does not use
+   * (`IGNORED_SETTINGS`), sorted; main warns about them.
+   */
+  ignoredSettings: string[];
+  /** The control API (`TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR`); undefined = not served. */
+  control?: ListenConfig;
+  /**
+   * `user:password` for basic auth (`TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH`) on
+   * the control API and on the debug port, wherever they listen; undefined =
+   * the control API answers only /healthz and /ready.
+   */
+  remoteAuth?: string;
+  /** The debug (profiler) port (`TRAVIS_WORKER_PPROF_PORT`, `_PPROF_ADDR`); undefined = not served. Port 0 = any free port. */
+  debug?: DebugListenConfig;
+  /** Commands run before taking jobs and before exiting (`TRAVIS_WORKER_START_HOOK`, `_STOP_HOOK`): split on spaces, no shell. */
+  hooks: { start?: string; stop?: string };
+  /** `TRAVIS_WORKER_HEARTBEAT_URL` and its token (read from the file when given as `file://path`). */
+  heartbeat?: { url: string; authToken?: string };
+  /** OpenTelemetry: traces go over OTLP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. */
+  telemetry: { otlpEndpoint?: string };
+  /** The circuit breaker against requeue storms (src/backend/breaker.ts). */
+  breaker: {
+    /** `TRAVIS_WORKER_BREAKER_THRESHOLD`: start failures in a row that stop the worker taking jobs; 0 = off. */
+    threshold: number;
+    /** `TRAVIS_WORKER_BREAKER_BACKOFF`: the first pause, in ms; it doubles on each further opening. */
+    backoffMs: number;
+    /** `TRAVIS_WORKER_BREAKER_MAX_BACKOFF`: the longest pause, in ms. */
+    maxBackoffMs: number;
+  };
+  /** `TRAVIS_WORKER_REQUEUE_LIMIT`: requeues of the same job in a row before it is errored instead; 0 = no limit. */
+  requeueLimit: number;
+  /** The orphan reaper (src/reaper/). */
+  reaper: {
+    /** `TRAVIS_WORKER_REAPER_INTERVAL`: between passes, in ms; 0 = off. */
+    intervalMs: number;
+    /** `TRAVIS_WORKER_REAPER_GRACE`: an unclaimed instance of this worker younger than this is left alone, in ms. */
+    graceMs: number;
+  };
+}
+
+/** Where the debug port binds, and whether it may go without credentials. */
+export interface DebugListenConfig extends ListenConfig {
+  /**
+   * `TRAVIS_WORKER_PPROF_NO_AUTH`: serve it without credentials when
+   * `remoteAuth` is unset (loading allows that on loopback only). Credentials,
+   * when set, are always asked for.
+   */
+  noAuth: boolean;
+}
+
+/** A backend of any settings type: the loader sees only its schema. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- each backend's settings type differs
+export type AnyBackendDefinition = BackendDefinition<any>;
