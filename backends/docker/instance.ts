@@ -12,6 +12,7 @@ import { ConnectionLostError, errorMessage } from '../../src/errors.js';
 import type { Logger } from '../../src/log.js';
 import type { SshInstance } from '../../src/ssh/instance.js';
 import { abortableSleep } from '../../src/util/abort.js';
+import { timeoutSignal } from '../../src/util/timers.js';
 import type { DockerEngine } from './engine.js';
 import { runNative, uploadNative } from './native.js';
 
@@ -128,7 +129,8 @@ export class DockerInstance implements Instance {
     const { ssh, engine, containerId, stopTimeoutMs, logger } = this.#options;
     try {
       await ssh?.destroy();
-      const signal = AbortSignal.timeout(stopTimeoutMs + DESTROY_SLACK_MS);
+      // The sum can pass the longest a timer waits when the grace period is at its maximum.
+      const signal = timeoutSignal(stopTimeoutMs + DESTROY_SLACK_MS);
       try {
         await engine.stopContainer(containerId, Math.ceil(stopTimeoutMs / 1000), signal);
       } catch (err) {
