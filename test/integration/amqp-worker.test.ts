@@ -6,6 +6,7 @@
  */
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_SCRIPT_BYTES } from '../../src/job/script.js';
 import type { CancelCommand } from '../../src/queue/contract.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
 import { useAmqpWorker } from '../helpers/amqp-worker.js';
@@ -219,6 +220,23 @@ describe('amqp worker on ssh hosts', () => {
     }
     expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'reset', 'received', 'errored']);
     expect(logTextOf(await drainAll('reporting.jobs.logs'))).toContain('The job was requeued 1 time in a row (the last time for E_UPLOAD_TIMEOUT)');
+    expect(await messageCount(amqp.vhost.uri, QUEUE)).toBe(0);
+  });
+
+  it('ends a job whose build script is over MAX_SCRIPT_BYTES errored at once, its log saying so with the limit', async () => {
+    const w = await start();
+    const jobId = 906;
+    // Too large on this worker is too large on every worker: requeueing can't help.
+    const script = `echo never runs\n${'#'.repeat(MAX_SCRIPT_BYTES)}`;
+    buildApi.scripts.set(jobId, script);
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId));
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
+    buildApi.scripts.delete(jobId);
+    expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'errored']);
+    expect(logTextOf(await drainAll('reporting.jobs.logs'))).toContain(
+      `The build script is too large (${Buffer.byteLength(script)} bytes): the limit is ${MAX_SCRIPT_BYTES} bytes.`,
+    );
     expect(await messageCount(amqp.vhost.uri, QUEUE)).toBe(0);
   });
 
