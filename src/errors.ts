@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'E_PAYLOAD_INVALID'
   | 'E_SCRIPT_REJECTED'
   | 'E_SCRIPT_UNAVAILABLE'
+  | 'E_SCRIPT_TOO_LARGE'
   | 'E_INSTANCE_START'
   | 'E_STARTUP_TIMEOUT'
   | 'E_SSH_UNREACHABLE'
@@ -66,6 +67,15 @@ export class ScriptRejectedError extends MayflyError {
 export class ScriptUnavailableError extends MayflyError {
   readonly code = 'E_SCRIPT_UNAVAILABLE';
   readonly requeue = true;
+}
+
+/**
+ * The build script is larger than a worker takes (`MAX_SCRIPT_BYTES`): it
+ * would be as large on every worker, so running the job again can't help.
+ */
+export class ScriptTooLargeError extends MayflyError {
+  readonly code = 'E_SCRIPT_TOO_LARGE';
+  readonly requeue = false;
 }
 
 /** The backend could not start an instance. */

@@ -11,6 +11,7 @@ import {
   ConnectionLostError,
   errorMessage,
   abortableSleep,
+  timeoutSignal,
   type BootPhase,
   type Instance,
   type RunOptions,
@@ -135,7 +136,8 @@ export class DockerInstance implements Instance {
     const { ssh, engine, containerId, stopTimeoutMs, logger } = this.#options;
     try {
       await ssh?.destroy();
-      const signal = AbortSignal.timeout(stopTimeoutMs + DESTROY_SLACK_MS);
+      // The sum can pass the longest a timer waits when the grace period is at its maximum.
+      const signal = timeoutSignal(stopTimeoutMs + DESTROY_SLACK_MS);
       try {
         await engine.stopContainer(containerId, Math.ceil(stopTimeoutMs / 1000), signal);
       } catch (err) {

@@ -17,6 +17,7 @@ import type { LogPart, LogPartMeta, LogSink } from '../queue/contract.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { abortableSleep } from '../util/abort.js';
+import { timerDelay } from '../util/timers.js';
 import { nextRepublishPause, type ConfirmPublisher } from './confirm-channel.js';
 import { BrokerError } from './errors.js';
 import { LOG_EVENT, LOG_QUEUE, REPORTING_EXCHANGE, SHARDED_LOG_EXCHANGE, logPartBody, publishOptions } from './messages.js';
@@ -199,7 +200,7 @@ export class AmqpLogSink implements LogSink {
     if (oldest.done) return;
     const remaining = oldest.value.since + this.options.deliveryTimeoutMs - Date.now();
     // unref: a timer left over from a finished job must not keep the process alive.
-    this.deadline = setTimeout(() => this.deadlinePassed(), Math.max(0, remaining)).unref();
+    this.deadline = setTimeout(() => this.deadlinePassed(), timerDelay(remaining)).unref();
   }
 
   private deadlinePassed(): void {

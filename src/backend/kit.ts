@@ -60,5 +60,6 @@ export { generateJobKeyPair } from '../ssh/keys.js';
 
 /** Waiting that ends when the job's signal aborts; processes and output of locally run jobs. */
 export { abortableSleep, raceAbort } from '../util/abort.js';
+export { timeoutSignal } from '../util/timers.js';
 export { killProcessGroup, killProcessTree } from '../util/process-tree.js';
 export { outputFlushed } from '../util/streams.js';

@@ -193,27 +193,14 @@ export class LogWriter {
 
     // Copy: the caller may reuse its buffer once we return.
     const incoming = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : Buffer.from(chunk);
-    const carried = this.carry.length;
-    const data = carried === 0 ? incoming : Buffer.concat([this.carry, incoming]);
-    this.carry = EMPTY;
-
-    let end = data.length;
-    let exceeded = false;
-    const room = this.maxOutputBytes - this.accepted;
-    if (incoming.length > room) {
-      exceeded = true;
+    const data = this.carry.length === 0 ? incoming : Buffer.concat([this.carry, incoming]);
+    const complete = completeEnd(data, data.length);
+    this.carry = Buffer.from(data.subarray(complete));
+    if (!this.accept(data.subarray(0, complete))) {
       this.maxLengthReached = true;
-      // Exactly up to the limit, minus a character the limit would split.
-      end = completeEnd(data, carried + Math.max(0, room));
+      this.carry = EMPTY;
+      this.onMaxLength();
     }
-    this.accepted += end - carried;
-
-    const complete = completeEnd(data, end);
-    this.enqueue(data.subarray(0, complete));
-    if (!exceeded) this.carry = Buffer.from(data.subarray(complete, end));
-    this.afterEnqueue();
-
-    if (exceeded) this.onMaxLength();
     return this.unpublishedBelowHighWater();
   }
 
@@ -256,11 +243,10 @@ export class LogWriter {
     this.clearSilenceTimer();
     this.clearFlushTimer();
     if (this.failure) throw this.failure.error;
-    if (this.carry.length > 0) {
-      // The output ended inside a character: show that as U+FFFD.
-      this.enqueue(this.carry);
-      this.carry = EMPTY;
-    }
+    // The output ended inside a character: show that as U+FFFD, if it fits
+    // (the log is ending, so there is nothing left to stop when it does not).
+    this.accept(this.carry);
+    this.carry = EMPTY;
     if (trailer) this.enqueue(Buffer.from(truncateUtf8(trailer, this.maxLogBytes - this.accepted), 'utf8'));
     this.flushUpTo = this.enqueuedBytes;
     this.finalRequested = true;
@@ -269,10 +255,28 @@ export class LogWriter {
     await this.sinkFlushed();
   }
 
-  /** Add complete (possibly invalid) UTF-8 to the queue as valid UTF-8. */
-  private enqueue(bytes: Buffer): void {
-    if (bytes.length === 0) return;
+  /**
+   * Add complete (possibly invalid) UTF-8 to the output as valid UTF-8, as
+   * much as the room left for output holds, cut between characters. The
+   * room is counted after invalid bytes became U+FFFD (three bytes each),
+   * since that is what the log holds. False when it did not all fit.
+   */
+  private accept(bytes: Buffer): boolean {
+    if (bytes.length === 0) return true;
     const valid = isUtf8(bytes) ? bytes : Buffer.from(this.decoder.decode(bytes), 'utf8');
+    const room = this.maxOutputBytes - this.accepted;
+    const fits = valid.length <= room;
+    // Exactly up to the limit, minus a character the limit would split.
+    const end = fits ? valid.length : characterStart(valid, room);
+    this.accepted += end;
+    this.enqueue(valid.subarray(0, end));
+    this.afterEnqueue();
+    return fits;
+  }
+
+  /** Add valid UTF-8 to the queue. */
+  private enqueue(valid: Buffer): void {
+    if (valid.length === 0) return;
     this.queue.push(valid);
     this.enqueuedBytes += valid.length;
   }

@@ -7,7 +7,7 @@
 import pRetry from 'p-retry';
 import { Agent, request, type Dispatcher } from 'undici';
 import type { BuildApiConfig } from '../config/types.js';
-import { ScriptRejectedError, ScriptUnavailableError, errorMessage } from '../errors.js';
+import { ScriptRejectedError, ScriptTooLargeError, ScriptUnavailableError, errorMessage, isMayflyError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { VERSION } from '../version.js';
 import type { JobPayload } from './payload.js';
@@ -150,7 +150,8 @@ export class HttpScriptGenerator implements ScriptGenerator {
       });
     } catch (err) {
       if (signal.aborted) throw signal.reason;
-      if (err instanceof ScriptRejectedError || err instanceof ScriptUnavailableError) throw err;
+      // The answer's own verdict (refused, too large, ...): not a failure to reach the API.
+      if (isMayflyError(err)) throw err;
       if (deadline.aborted) {
         const last = lastFailure === undefined ? '' : ` (last error: ${errorMessage(lastFailure)})`;
         throw new ScriptUnavailableError(`build API gave no script within ${this.config.timeoutMs} ms${last}`, {
@@ -203,7 +204,7 @@ export class HttpScriptGenerator implements ScriptGenerator {
     const declared = Number(response.headers['content-length']);
     if (Number.isFinite(declared) && declared > this.maxScriptBytes) {
       response.body.destroy();
-      throw this.tooLarge(`${declared} bytes`);
+      throw this.tooLarge(declared);
     }
     let result: { bytes: Buffer; overflow: boolean };
     try {
@@ -211,7 +212,7 @@ export class HttpScriptGenerator implements ScriptGenerator {
     } catch (err) {
       throw new TransientError(`reading the build script failed: ${errorMessage(err)}`, { cause: err });
     }
-    if (result.overflow) throw this.tooLarge('more');
+    if (result.overflow) throw this.tooLarge(undefined);
     if (result.bytes.length === 0) {
       throw new ScriptUnavailableError('build API answered with an empty script', {
         userMessage: 'The build API answered with an empty build script.',
@@ -220,9 +221,11 @@ export class HttpScriptGenerator implements ScriptGenerator {
     return result.bytes;
   }
 
-  private tooLarge(size: string): ScriptUnavailableError {
-    return new ScriptUnavailableError(`build script is ${size}, over the ${this.maxScriptBytes}-byte limit`, {
-      userMessage: 'The build script is too large.',
+  /** `declared`: the size the answer announced, when it did. */
+  private tooLarge(declared: number | undefined): ScriptTooLargeError {
+    const size = declared === undefined ? '' : ` (${declared} bytes)`;
+    return new ScriptTooLargeError(`build script is over the ${this.maxScriptBytes}-byte limit${size}`, {
+      userMessage: `The build script is too large${size}: the limit is ${this.maxScriptBytes} bytes.`,
     });
   }
 

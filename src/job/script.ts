@@ -13,8 +13,8 @@ export { MAX_SCRIPT_BYTES } from './script-http.js';
 
 export interface ScriptGenerator {
   /**
-   * The bash script that runs the job. Rejects with ScriptRejectedError
-   * (the job can't be run: it ends errored), ScriptUnavailableError (try
+   * The bash script that runs the job. Rejects with ScriptRejectedError or
+   * ScriptTooLargeError (the job can't be run: it ends errored), ScriptUnavailableError (try
    * again elsewhere: requeue), PayloadError (built-in generator: a mistyped
    * `config` field), or `signal.reason` once `signal` aborts.
    */

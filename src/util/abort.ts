@@ -1,6 +1,7 @@
 /** Small AbortSignal helpers the standard library lacks. */
+import { timerDelay } from './timers.js';
 
-/** Resolve after `ms`, or reject with `signal.reason` as soon as it aborts. */
+/** Resolve after `ms` (a computed duration is fine: see `timerDelay`), or reject with `signal.reason` as soon as it aborts. */
 export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
   if (signal.aborted) return Promise.reject(signal.reason);
   if (ms <= 0) return Promise.resolve();
@@ -12,7 +13,7 @@ export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
     const timer = setTimeout(() => {
       signal.removeEventListener('abort', onAbort);
       resolve();
-    }, ms);
+    }, timerDelay(ms));
     signal.addEventListener('abort', onAbort, { once: true });
   });
 }

@@ -3,7 +3,23 @@
  * `AbortSignal.timeout` and `timers/promises` store the delay as a signed
  * 32-bit integer: anything longer is replaced by 1 ms (with only a
  * TimeoutOverflowWarning), so a 30-day timeout would fire at once. Every
- * duration the worker turns into a timer (settings and payload timeouts) is
- * refused past this bound, where it is read, naming its field.
+ * duration the worker reads (settings and payload timeouts) is refused past
+ * this bound, where it is read, naming its field.
  */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * `ms` as a timer can wait it. A duration the worker computes (a setting
+ * plus a margin, a deadline minus now) can pass MAX_TIMER_MS even though
+ * each part is within it; it waits MAX_TIMER_MS (about 24.8 days) instead of
+ * firing at once. Below 0, or not a number, it is 0: due now.
+ */
+export function timerDelay(ms: number): number {
+  if (!(ms > 0)) return 0;
+  return Math.min(ms, MAX_TIMER_MS);
+}
+
+/** `AbortSignal.timeout` for a computed duration: aborts after `timerDelay(ms)`. */
+export function timeoutSignal(ms: number): AbortSignal {
+  return AbortSignal.timeout(timerDelay(ms));
+}

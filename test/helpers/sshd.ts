@@ -6,12 +6,12 @@
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { threadId } from 'node:worker_threads';
 import { generateJobKeyPair } from '../../src/ssh/keys.js';
 import { killDescendants, signalQuietly } from '../../src/util/process-tree.js';
+import { freePort } from './ports.js';
 
 const SSHD = '/usr/sbin/sshd';
 const SSH_KEYGEN = '/usr/bin/ssh-keygen';
@@ -91,20 +91,6 @@ export function nextLoopbackAddress(): string {
   return `127.${second}.${third}.${fourth}`;
 }
 
-/** A port nothing listens on at `host` right now (the kernel picks it). */
-async function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const address = server.address();
-      server.close(() => {
-        if (address !== null && typeof address === 'object') resolve(address.port);
-        else reject(new Error('no port'));
-      });
-    });
-  });
-}
 
 function writeConfig(dir: string, host: string, port: number, home: string): string {
   const config = join(dir, 'sshd_config');

@@ -6,10 +6,14 @@
  */
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_REQUEUE_LIMIT } from '../../src/job/requeues.js';
+import { MAX_SCRIPT_BYTES } from '../../src/job/script.js';
+import type { JobDone } from '../../src/worker.js';
 import type { CancelCommand } from '../../src/queue/contract.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
 import { useAmqpWorker } from '../helpers/amqp-worker.js';
 import { drain, messageCount, publishRaw, type DrainedMessage } from '../helpers/rabbitmq.js';
+import { freePort } from '../helpers/ports.js';
 import { generateClientKey, startSshd, type SshdTarget } from '../helpers/sshd.js';
 import type { TestWorker } from '../helpers/worker.js';
 
@@ -208,17 +212,39 @@ describe('amqp worker on ssh hosts', () => {
     expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'reset']);
   });
 
-  it('errors a job requeued TRAVIS_WORKER_REQUEUE_LIMIT times in a row instead of requeueing it again', async () => {
-    const w = await start({ TRAVIS_WORKER_REQUEUE_LIMIT: '1', TRAVIS_WORKER_SSH_HOSTS: '127.0.0.1:1', TRAVIS_WORKER_SCRIPT_UPLOAD_TIMEOUT: '300ms' });
+  // With the default limit (the setting unset): without a limit the job goes round for ever.
+  it('errors a job requeued the default limit of times in a row instead of requeueing it again', async () => {
+    // A build API that refuses connections: every attempt is an infrastructure failure, requeued (and one the circuit breaker ignores).
+    const w = await start({ TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${await freePort()}/script`, TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms' });
     const jobId = 904;
+    const expected = [...Array<unknown>(DEFAULT_REQUEUE_LIMIT).fill({ outcome: 'requeued', reason: 'E_SCRIPT_UNAVAILABLE' }), { outcome: 'finished', state: 'errored' }];
+    const results: JobDone['result'][] = [];
     // The test plays the hub: a `reset` job is published again.
-    for (const expected of [{ outcome: 'requeued', reason: 'E_UPLOAD_TIMEOUT' }, { outcome: 'finished', state: 'errored' }]) {
+    do {
       const done = w.jobDone(jobId);
       await publishJob(travisPayload(jobId));
-      expect((await done).result).toEqual(expected);
-    }
-    expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'reset', 'received', 'errored']);
-    expect(logTextOf(await drainAll('reporting.jobs.logs'))).toContain('The job was requeued 1 time in a row (the last time for E_UPLOAD_TIMEOUT)');
+      results.push((await done).result);
+    } while (results.at(-1)?.outcome === 'requeued');
+    expect(results).toEqual(expected);
+    expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual([...Array<string[]>(DEFAULT_REQUEUE_LIMIT).fill(['received', 'reset']).flat(), 'received', 'errored']);
+    expect(logTextOf(await drainAll('reporting.jobs.logs'))).toContain(`The job was requeued ${DEFAULT_REQUEUE_LIMIT} times in a row (the last time for E_SCRIPT_UNAVAILABLE)`);
+    expect(await messageCount(amqp.vhost.uri, QUEUE)).toBe(0);
+  });
+
+  it('ends a job whose build script is over MAX_SCRIPT_BYTES errored at once, its log saying so with the limit', async () => {
+    const w = await start();
+    const jobId = 906;
+    // Too large on this worker is too large on every worker: requeueing can't help.
+    const script = `echo never runs\n${'#'.repeat(MAX_SCRIPT_BYTES)}`;
+    buildApi.scripts.set(jobId, script);
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId));
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
+    buildApi.scripts.delete(jobId);
+    expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'errored']);
+    expect(logTextOf(await drainAll('reporting.jobs.logs'))).toContain(
+      `The build script is too large (${Buffer.byteLength(script)} bytes): the limit is ${MAX_SCRIPT_BYTES} bytes.`,
+    );
     expect(await messageCount(amqp.vhost.uri, QUEUE)).toBe(0);
   });
 

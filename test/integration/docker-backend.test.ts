@@ -14,6 +14,8 @@ import { DockerApiError } from '../../backends/docker/api.js';
 import { definition as docker } from '../../backends/docker/index.js';
 import { NoCapacityError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
+import { formatGoDuration } from '../../src/config/formats.js';
+import { MAX_TIMER_MS } from '../../src/util/timers.js';
 import { testAttributes } from '../helpers/attributes.js';
 import { testBackendContext } from '../helpers/backend-context.js';
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
@@ -224,6 +226,18 @@ describeWithDocker('docker backend through the worker (real engine, real broker)
       await backend.close();
     }
     expect(await containersOf(engine, workerName)).toEqual([]);
+  });
+
+  // The destroy deadline is the grace period plus a margin: past the longest a timer waits, it fired at once.
+  it('stops and removes the container when the stop timeout is at its maximum', async () => {
+    const w = await start({ TRAVIS_WORKER_DOCKER_STOP_TIMEOUT: formatGoDuration(MAX_TIMER_MS) });
+    // A job that ran over SSH: the container's sshd is up, and stops at SIGTERM.
+    const jobId = job('echo up; exit 0');
+    const done = w.jobDone(jobId);
+    await publish(payload(jobId));
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    expect(await containersOf(engine, workerName)).toEqual([]);
+    expect(log.lines.filter((line) => line.level === 'warn' || line.level === 'error').map((line) => line.msg)).toEqual([]);
   });
 
   it('treats a container that is gone already as destroyed', async () => {

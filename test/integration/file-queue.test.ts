@@ -6,15 +6,16 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DEFAULT_REQUEUE_LIMIT } from '../../src/job/requeues.js';
 import { LOG_TRAILER_RESERVE_BYTES } from '../../src/job-log/writer.js';
 import { STAGES } from '../../src/queue/file.js';
 import { silentLogger, type Logger } from '../../src/logger.js';
 import { fileAppears } from '../helpers/files.js';
 import { captureLog } from '../helpers/log-capture.js';
+import { freePort } from '../helpers/ports.js';
 import { startTestWorker, type TestWorker } from '../helpers/worker.js';
 
 let base: string;
@@ -136,13 +137,10 @@ describe('file queue with the local backend', () => {
     expect(logOf(24)).toContain('cancelled while queued');
   });
 
-  it('ends a job errored, saying why, once it was requeued TRAVIS_WORKER_REQUEUE_LIMIT times in a row', async () => {
+  // With the default limit, as an operator who never heard of the setting runs it: without a limit the job goes round for ever.
+  it('ends a job errored, saying why, once it was requeued the default limit of times in a row', async () => {
     // A build API that refuses connections: every attempt is an infrastructure failure, requeued.
-    const closed = createServer();
-    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
-    const { port } = closed.address() as AddressInfo;
-    await new Promise((resolve) => closed.close(resolve));
-    const w = await start({ TRAVIS_WORKER_REQUEUE_LIMIT: '2', TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${port}/script`, TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms' });
+    const w = await start({ TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${await freePort()}/script`, TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms' });
     const outcomes: string[] = [];
     w.worker.events.on('job-done', ({ jobId, result }) => {
       if (jobId === 25) outcomes.push(result.outcome === 'finished' ? result.state : result.outcome);
@@ -152,9 +150,11 @@ describe('file queue with the local backend', () => {
     })();
     await enqueue({ id: 25, script: 'echo never runs' });
     await done;
-    expect(outcomes).toEqual(['requeued', 'requeued', 'errored']);
+    expect(outcomes).toEqual([...Array<string>(DEFAULT_REQUEUE_LIMIT).fill('requeued'), 'errored']);
     expect(stateOf(25)).toBe('errored');
-    expect(logOf(25)).toContain('The job was requeued 2 times in a row (the last time for E_SCRIPT_UNAVAILABLE) and has been errored instead of being requeued again.');
+    expect(logOf(25)).toContain(
+      `The job was requeued ${DEFAULT_REQUEUE_LIMIT} times in a row (the last time for E_SCRIPT_UNAVAILABLE) and has been errored instead of being requeued again.`,
+    );
   });
 
   it('sets aside a file that is not a job, with the reason, and runs the next job', async () => {

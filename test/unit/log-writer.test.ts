@@ -252,6 +252,36 @@ describe('LogWriter maximum length', () => {
     expect(h.sink.text()).toBe(`abc${'x'.repeat(17)}`);
   });
 
+  // Each invalid byte becomes U+FFFD, three bytes: counted before that, a script could publish three times the maximum.
+  it('counts invalid bytes as the U+FFFD they become, so the published log never exceeds maxLogBytes', async () => {
+    const max = 64 * 1024;
+    const h = harness({ maxLogBytes: max, trailerReserveBytes: 1024 });
+    for (let i = 0; i < 8; i++) await h.log.write(Buffer.alloc(max / 4, 0xff));
+    await h.log.close(`\nThe job exceeded the maximum log length.\n${'x'.repeat(2000)}`);
+    expect(h.maxLengths).toBe(1);
+    const published = Buffer.byteLength(h.sink.text(), 'utf8');
+    expect(published).toBeLessThanOrEqual(max);
+    expect(h.sink.text()).toMatch(/^\uFFFD+\nThe job exceeded the maximum log length\.\nx+$/);
+    expect(h.log.bytesWritten).toBeLessThanOrEqual(max - 1024);
+    expectWellFormed(h.sink, LOG_PART_MAX_BYTES);
+  });
+
+  it('cuts invalid bytes at the limit between replacement characters', async () => {
+    const h = harness({ maxLogBytes: 10 });
+    await h.log.write(Uint8Array.of(0x61, 0xff, 0xfe, 0xfd, 0xfc));
+    await h.log.close();
+    expect(h.sink.text()).toBe('a\uFFFD\uFFFD\uFFFD');
+    expect(h.log.bytesWritten).toBe(10);
+    expect(h.maxLengths).toBe(1);
+  });
+
+  it('drops an unfinished character at close when its U+FFFD would pass maxLogBytes', async () => {
+    const h = harness({ maxLogBytes: 4 });
+    await h.log.write(Uint8Array.of(0x61, 0x62, 0x63, 0xe2));
+    await h.log.close();
+    expect(h.sink.text()).toBe('abc');
+  });
+
   it('refuses a trailer reserve that leaves no room for output', () => {
     expect(() => harness({ maxLogBytes: 10, trailerReserveBytes: 10 })).toThrow(RangeError);
   });

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BuildApiConfig } from '../../src/config/types.js';
-import { PayloadError, ScriptRejectedError, ScriptUnavailableError } from '../../src/errors.js';
+import { PayloadError, ScriptRejectedError, ScriptTooLargeError, ScriptUnavailableError } from '../../src/errors.js';
 import { createLogger, silentLogger } from '../../src/logger.js';
 import { parseJobPayload, type JobPayload } from '../../src/job/payload.js';
 import { MAX_SCRIPT_BYTES, createScriptGenerator } from '../../src/job/script.js';
@@ -262,7 +262,7 @@ describe('build API failures', () => {
     expect((error as Error).message).toMatch(/ECONNREFUSED/);
   });
 
-  it('stops reading an answer larger than the limit: ScriptUnavailableError', async () => {
+  it('stops reading an answer larger than the limit: ScriptTooLargeError, which does not requeue', async () => {
     let serverSawClose!: Promise<void>;
     const server = await startServer((_req, res) => {
       // An endless body: only a reader that stops at the limit gets an answer.
@@ -279,8 +279,8 @@ describe('build API failures', () => {
       maxScriptBytes: 256 * 1024,
     });
     const error = await generator.generate(payloadOf(), never).catch((err: unknown) => err);
-    expect(error).toBeInstanceOf(ScriptUnavailableError);
-    expect((error as Error).message).toContain('limit');
+    expect(error).toBeInstanceOf(ScriptTooLargeError);
+    expect(error).toMatchObject({ requeue: false, userMessage: `The build script is too large: the limit is ${256 * 1024} bytes.` });
     expect(server.requests).toHaveLength(1);
     // The client hung up instead of reading on.
     await serverSawClose;
@@ -293,7 +293,8 @@ describe('build API failures', () => {
     });
     const generator = createScriptGenerator(apiConfig(`${server.base}/`), silentLogger);
     const error = await generator.generate(payloadOf(), never).catch((err: unknown) => err);
-    expect(error).toBeInstanceOf(ScriptUnavailableError);
+    expect(error).toBeInstanceOf(ScriptTooLargeError);
+    expect((error as ScriptTooLargeError).userMessage).toBe(`The build script is too large (${MAX_SCRIPT_BYTES + 1} bytes): the limit is ${MAX_SCRIPT_BYTES} bytes.`);
     expect(server.requests).toHaveLength(1);
   });
 
