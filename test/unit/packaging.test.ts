@@ -111,6 +111,14 @@ describe('Dockerfile', () => {
     expect(healthcheck).toContain(`127.0.0.1:${port}`);
   });
 
+  it('is built on the Node major CI tests, the newest package.json admits', () => {
+    const major = /^NODE_MAJOR=(\d+)$/m.exec(read('scripts/node24.sh'))?.[1];
+    expect(major).toBeDefined();
+    expect(all('ARG')).toContain(`NODE_IMAGE=node:${major}-bookworm-slim`);
+    const engines = (JSON.parse(read('package.json')) as { engines: { node: string } }).engines.node;
+    expect(engines.split('||').map((range) => range.trim()).at(-1)).toBe(`>=${major}`);
+  });
+
   it('keeps secrets and build output out of the context', () => {
     const ignored = read('.dockerignore').split('\n');
     expect(ignored).toEqual(expect.arrayContaining(['.git', 'node_modules', 'dist', '*.env']));
