@@ -126,6 +126,11 @@ describe('Dockerfile', () => {
 });
 
 describe('.ci/run', () => {
+  it('runs the suite again on Node 24, in a tree installed under it', () => {
+    const script = read('.ci/run');
+    expect(script).toMatch(/node24_bin=\$\(bash scripts\/node24\.sh\)[\s\S]*export PATH="\$node24_bin:\$PATH"[\s\S]*npm ci[^\n]*\n[\s\S]*npm test/);
+  });
+
   it('builds the image only where a Docker engine answers', () => {
     const script = read('.ci/run');
     expect(script).toMatch(/docker info >\/dev\/null 2>&1; then[\s\S]*docker build[\s\S]*else[\s\S]*skipped/);
