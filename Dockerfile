@@ -3,7 +3,9 @@
 # production ones only, run as an unprivileged user. docs/operations.md,
 # "Run in a container", shows how to run it (give `docker stop` a long enough timeout:
 # the drain needs up to TRAVIS_WORKER_SHUTDOWN_TIMEOUT).
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Node 24, the LTS mayfly targets (and the one CI tests besides the machine's);
+# 22 works too: --build-arg NODE_IMAGE=node:22-bookworm-slim.
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /src

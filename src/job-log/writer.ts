@@ -27,6 +27,13 @@ export const LOG_PART_MAX_BYTES = 1653;
  * hundred concurrent jobs stay within a few tens of MB.
  */
 export const LOG_HIGH_WATER_MARK_BYTES = 64 * 1024;
+/**
+ * Bytes `stream` buffers before its writer (the script's output) must wait,
+ * on top of `LOG_HIGH_WATER_MARK_BYTES`. 16 KiB is Node 20's default for
+ * byte streams; Node 22 raised the default to 64 KiB, which would make the
+ * memory a job may hold depend on the Node version it runs on.
+ */
+export const LOG_STREAM_HIGH_WATER_MARK_BYTES = 16 * 1024;
 
 /**
  * Bytes of the maximum length kept back from the script's output for the
@@ -157,6 +164,7 @@ export class LogWriter {
       throw new RangeError(`partMaxBytes must be at least ${MIN_PART_BYTES}, got ${this.partMaxBytes}`);
     }
     this.stream = new Writable({
+      highWaterMark: LOG_STREAM_HIGH_WATER_MARK_BYTES,
       write: (chunk: Buffer, _encoding, callback) => {
         this.write(chunk).then(() => callback(), callback);
       },

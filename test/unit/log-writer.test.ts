@@ -1,6 +1,13 @@
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { LOG_PART_MAX_BYTES, LogWriter, fold, type LogWriterOptions } from '../../src/job-log/writer.js';
+import {
+  LOG_HIGH_WATER_MARK_BYTES,
+  LOG_PART_MAX_BYTES,
+  LOG_STREAM_HIGH_WATER_MARK_BYTES,
+  LogWriter,
+  fold,
+  type LogWriterOptions,
+} from '../../src/job-log/writer.js';
 import { MemoryLogSink } from '../helpers/memory-log-sink.js';
 
 /** Long enough that no timed flush happens during a test that doesn't fake timers. */
@@ -36,6 +43,18 @@ function harness(options: Partial<LogWriterOptions> = {}): Harness {
 /** Let every pending promise callback and I/O callback run (no time passes). */
 async function settle(rounds = 5): Promise<void> {
   for (let i = 0; i < rounds; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Let the event loop go round until `value()` holds still for a whole round:
+ * the streams under test make progress only in callbacks and promises (no
+ * timers, no I/O), so a round without change means they are at rest.
+ */
+async function settleWhileChanging(value: () => number): Promise<void> {
+  for (let before = Number.NaN; value() !== before; ) {
+    before = value();
+    await settle(1);
+  }
 }
 
 function expectWellFormed(sink: MemoryLogSink, partMax: number): void {
@@ -383,23 +402,43 @@ describe('LogWriter backpressure', () => {
   it('stops reading a piped source while the sink holds', async () => {
     const { sink, log } = harness();
     sink.hold();
+    const chunkBytes = 1024;
+    // The source's buffer is the test's to choose (Node's default differs between versions); the writer's are not.
+    const sourceBufferBytes = 16 * 1024;
     let produced = 0;
     const source = new Readable({
+      highWaterMark: sourceBufferBytes,
       read() {
-        produced += 1024;
-        this.push(Buffer.alloc(1024, 0x78));
+        produced += chunkBytes;
+        this.push(Buffer.alloc(chunkBytes, 0x78));
       },
     });
     source.pipe(log.stream);
     await sink.publishCalled(1);
-    await settle(50);
-    // High-water mark plus the two streams' own buffers (16 KiB each).
-    expect(produced).toBeLessThan(64 * 1024 + 3 * 16 * 1024);
+    await settleWhileChanging(() => produced);
+    // The writer's high-water mark, its stream's buffer, the source's buffer and the chunk being read.
+    expect(produced).toBeLessThanOrEqual(LOG_HIGH_WATER_MARK_BYTES + LOG_STREAM_HIGH_WATER_MARK_BYTES + sourceBufferBytes + chunkBytes);
     source.unpipe(log.stream);
     source.destroy();
     sink.release();
     await log.close();
     expect(sink.text().length).toBeLessThanOrEqual(produced);
+  });
+
+  it('holds at most LOG_STREAM_HIGH_WATER_MARK_BYTES in its stream while the log is at its high-water mark, whatever the Node version', async () => {
+    const { sink, log } = harness();
+    sink.hold();
+    // The log at its high-water mark: nothing written into the stream gets further than the stream's buffer.
+    void log.write(Buffer.alloc(LOG_HIGH_WATER_MARK_BYTES, 0x61));
+    await sink.publishCalled(1);
+    const chunk = Buffer.alloc(1024, 0x62);
+    let buffered = 0;
+    for (let more = true; more; buffered += chunk.length) more = log.stream.write(chunk);
+    expect(buffered).toBe(LOG_STREAM_HIGH_WATER_MARK_BYTES);
+    sink.release();
+    await new Promise((resolve) => log.stream.once('drain', resolve));
+    await log.close();
+    expect(sink.text()).toBe('a'.repeat(LOG_HIGH_WATER_MARK_BYTES) + 'b'.repeat(LOG_STREAM_HIGH_WATER_MARK_BYTES));
   });
 });
 

@@ -131,6 +131,14 @@ describe('Dockerfile', () => {
     expect(healthcheck).toContain(`127.0.0.1:${port}`);
   });
 
+  it('is built on the Node major CI tests, the newest package.json admits', () => {
+    const major = /^NODE_MAJOR=(\d+)$/m.exec(read('scripts/node24.sh'))?.[1];
+    expect(major).toBeDefined();
+    expect(all('ARG')).toContain(`NODE_IMAGE=node:${major}-bookworm-slim`);
+    const engines = (JSON.parse(read('package.json')) as { engines: { node: string } }).engines.node;
+    expect(engines.split('||').map((range) => range.trim()).at(-1)).toBe(`>=${major}`);
+  });
+
   it('keeps secrets and build output out of the context', () => {
     const ignored = read('.dockerignore').split('\n');
     expect(ignored).toEqual(expect.arrayContaining(['.git', 'node_modules', 'dist', '*.env']));
@@ -138,6 +146,11 @@ describe('Dockerfile', () => {
 });
 
 describe('.ci/run', () => {
+  it('runs the suite again on Node 24, in a tree installed under it', () => {
+    const script = read('.ci/run');
+    expect(script).toMatch(/node24_bin=\$\(bash scripts\/node24\.sh\)[\s\S]*export PATH="\$node24_bin:\$PATH"[\s\S]*npm ci[^\n]*\n[\s\S]*npm test/);
+  });
+
   it('builds the image only where a Docker engine answers', () => {
     const script = read('.ci/run');
     expect(script).toMatch(/docker info >\/dev\/null 2>&1; then[\s\S]*docker build[\s\S]*else[\s\S]*skipped/);
