@@ -7,3 +7,15 @@
  * refused past this bound, where it is read, naming its field.
  */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * `setTimeout` for a job's deadlines. Its delays were checked against
+ * MAX_TIMER_MS where they were read; this refuses one that slipped past
+ * rather than let Node fire it at once, and names the deadline (`what`).
+ */
+export function startTimer(what: string, delayMs: number, callback: () => void): NodeJS.Timeout {
+  if (!(delayMs >= 0 && delayMs <= MAX_TIMER_MS)) {
+    throw new RangeError(`${what}: ${delayMs} ms is not a delay a timer can wait (0 to ${MAX_TIMER_MS} ms)`);
+  }
+  return setTimeout(callback, delayMs);
+}

@@ -190,7 +190,7 @@ describe('amqp worker on ssh hosts', () => {
     // Drop the connection once the script runs (its output is in the log).
     await logPartsUntil('running');
     await target.dropConnections();
-    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'E_CONNECTION_LOST' });
+    expect((await done).result).toEqual({ outcome: 'requeued', cause: 'E_CONNECTION_LOST', instanceReady: true });
     const states = await drainAll('reporting.jobs.builds');
     expect(statesOf(states)).toEqual(['received', 'started', 'reset']);
     expect(states[2]?.properties.type).toBe('job:test:reset');
@@ -212,7 +212,7 @@ describe('amqp worker on ssh hosts', () => {
     const w = await start({ TRAVIS_WORKER_REQUEUE_LIMIT: '1', TRAVIS_WORKER_SSH_HOSTS: '127.0.0.1:1', TRAVIS_WORKER_SCRIPT_UPLOAD_TIMEOUT: '300ms' });
     const jobId = 904;
     // The test plays the hub: a `reset` job is published again.
-    for (const expected of [{ outcome: 'requeued', reason: 'E_UPLOAD_TIMEOUT' }, { outcome: 'finished', state: 'errored' }]) {
+    for (const expected of [{ outcome: 'requeued', cause: 'E_UPLOAD_TIMEOUT', instanceReady: false }, { outcome: 'finished', state: 'errored' }]) {
       const done = w.jobDone(jobId);
       await publishJob(travisPayload(jobId));
       expect((await done).result).toEqual(expected);
