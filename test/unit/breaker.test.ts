@@ -42,8 +42,9 @@ describe('isStartFailure', () => {
     expect(otherCauses.map((cause) => requeued(cause)).filter(isStartFailure)).toEqual([]);
   });
 
-  it('counts only failures before the instance was ready: once it took its script, the start worked', () => {
-    expect(startCauses.map((cause) => requeued(cause, true)).filter(isStartFailure)).toEqual([]);
+  it('counts a start failure only before the instance was ready: once it took its script, the start worked', () => {
+    expect(startCauses.map((cause) => isStartFailure(requeued(cause, false)))).toEqual(startCauses.map(() => true));
+    expect(startCauses.map((cause) => isStartFailure(requeued(cause, true)))).toEqual(startCauses.map(() => false));
   });
 
   it('never counts a finished or abandoned run', () => {
