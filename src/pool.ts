@@ -21,7 +21,7 @@ import { errorMessage } from './errors.js';
 import { LifecycleError } from './lifecycle/state.js';
 import type { Logger } from './logger.js';
 import type { JobQueue, JobSource, QueuedJob } from './queue/contract.js';
-import type { JobResult } from './job/run-job.js';
+import type { JobResult } from './job/outcome.js';
 
 /**
  * - `starting`: opening its job source

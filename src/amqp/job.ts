@@ -30,7 +30,6 @@ export interface AmqpQueuedJobOptions {
   deliveryTimeoutMs: number;
   /** Where a confirmed final report is remembered until the delivery is acknowledged. */
   reported: ReportedJobs;
-  infra?: string;
   logger: Logger;
   /** Called once when the delivery is settled (acked, nacked) or lost. */
   onSettled: () => void;
@@ -66,7 +65,6 @@ export class AmqpQueuedJob implements QueuedJob {
       deliveryTimeoutMs: options.deliveryTimeoutMs,
       lost: this.lostController.signal,
       logger: options.logger,
-      ...(options.infra === undefined ? {} : { infra: options.infra }),
     });
   }
 

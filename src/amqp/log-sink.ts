@@ -13,7 +13,7 @@
  * timeout fails the sink (`failed` aborts), and the job is requeued rather
  * than waiting on a broker without bound.
  */
-import type { LogPart, LogPartMeta, LogSink } from '../queue/contract.js';
+import type { LogPart, LogSink } from '../queue/contract.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { abortableSleep } from '../util/abort.js';
@@ -44,8 +44,6 @@ export interface AmqpLogSinkOptions {
   /** Aborts when the job's delivery is lost: its parts are void, nothing more is sent. */
   lost: AbortSignal;
   logger: Logger;
-  /** Fills `meta.infra` when a part's meta leaves it empty. */
-  infra?: string;
   /** Parts unconfirmed at most before `publish` waits; `LOG_PUBLISH_WINDOW` by default. */
   window?: number;
 }
@@ -115,7 +113,7 @@ export class AmqpLogSink implements LogSink {
     // Parts being published again go out before new ones.
     while (this.resending) await this.resending;
     this.throwIfFailed();
-    const body = logPartBody(this.options.jobId, this.options.uuid, this.withInfra(part));
+    const body = logPartBody(this.options.jobId, this.options.uuid, part);
     const entry: Unconfirmed = { number: part.number, body, since: Date.now(), attempt: 0 };
     this.unconfirmed.set(part.number, entry);
     this.armDeadline();
@@ -247,11 +245,5 @@ export class AmqpLogSink implements LogSink {
     const waiters = this.waiters;
     this.waiters = [];
     for (const wake of waiters) wake();
-  }
-
-  private withInfra(part: LogPart): LogPart {
-    if (!part.meta || part.meta.infra || !this.options.infra) return part;
-    const meta: LogPartMeta = { ...part.meta, infra: this.options.infra };
-    return { ...part, meta };
   }
 }

@@ -30,8 +30,6 @@ export interface AmqpQueueOptions {
   logger: Logger;
   /** Deliveries larger than this many bytes are rejected unread. */
   payloadMaxBytes: number;
-  /** `TRAVIS_WORKER_INFRA`: fills `meta.infra` of a log part whose meta has none. */
-  infra?: string;
   /** Shown in the broker's connection name; `os.hostname()` by default. */
   hostname?: string;
 }
@@ -123,7 +121,6 @@ export class AmqpJobQueue implements JobQueue {
       sharding: config.sharding,
       deliveryTimeoutMs: config.logDeliveryTimeoutMs,
       reported: this.reported,
-      ...(this.options.infra === undefined ? {} : { infra: this.options.infra }),
       jobs: this.jobs,
       logs: this.logs ?? this.jobs,
       logger: this.logger,

@@ -35,7 +35,6 @@ export interface AmqpJobSourceOptions {
   deliveryTimeoutMs: number;
   /** Final reports whose acknowledgement is still due, shared by the queue's sources. */
   reported: ReportedJobs;
-  infra?: string;
   /** The jobs connection (consumer and states). */
   jobs: BrokerLink;
   /** The logs connection (may be the jobs one). */
@@ -151,7 +150,6 @@ export class AmqpJobSource implements JobSource {
       sharding: this.options.sharding,
       deliveryTimeoutMs: this.options.deliveryTimeoutMs,
       reported: this.options.reported,
-      ...(this.options.infra === undefined ? {} : { infra: this.options.infra }),
       logger: this.logger,
       onSettled: () => {
         this.inFlight.delete(job);

@@ -18,10 +18,11 @@
  */
 import { EventEmitter } from 'node:events';
 import type { ErrorCode } from '../errors.js';
+import type { JobResult, RequeueCause } from '../job/outcome.js';
 import type { Logger } from '../logger.js';
 
 /**
- * The requeue codes that mean "the backend did not give the job a working
+ * The requeue causes that mean "the backend did not give the job a working
  * machine". The job never ran a line of its script; the same fault will
  * hit the next job too. Upload failures count: the instance came up but
  * could not be reached or written to, which is a broken image or network
@@ -33,7 +34,7 @@ import type { Logger } from '../logger.js';
  * `E_BROKER` and stop reasons (shutdown, cancel, lost delivery), and
  * unexpected errors (a bug is not a backend outage).
  */
-export const START_FAILURE_CODES: ReadonlySet<string> = new Set<ErrorCode>([
+const START_FAILURE_CODES = [
   'E_INSTANCE_START',
   'E_NO_CAPACITY',
   'E_STARTUP_TIMEOUT',
@@ -41,11 +42,22 @@ export const START_FAILURE_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'E_UPLOAD',
   'E_UPLOAD_TIMEOUT',
   'E_STALE_VM',
-]);
+] as const satisfies readonly ErrorCode[];
 
-/** True for a requeue reason (an error code) that is a failure to start an instance. */
-export function isStartFailure(requeueReason: string): boolean {
-  return START_FAILURE_CODES.has(requeueReason);
+export type StartFailureCode = (typeof START_FAILURE_CODES)[number];
+
+const startFailureCodes: ReadonlySet<RequeueCause> = new Set(START_FAILURE_CODES);
+
+/** A job run the breaker counts as a failed start. */
+export type StartFailure = Extract<JobResult, { outcome: 'requeued' }> & { cause: StartFailureCode; instanceReady: false };
+
+/**
+ * True when `result` is a failure to start an instance: the job was
+ * requeued for one of the causes above before its instance was ever ready.
+ * Once the instance was ready the start worked, whatever fails later.
+ */
+export function isStartFailure(result: JobResult): result is StartFailure {
+  return result.outcome === 'requeued' && !result.instanceReady && startFailureCodes.has(result.cause);
 }
 
 /**
@@ -75,8 +87,8 @@ export interface BreakerOpened {
   failures: number;
   /** True when the one job let through (half-open) failed too. */
   trialFailed: boolean;
-  /** The error code of the last failure. */
-  lastCode: string;
+  /** The cause of the last failure. */
+  lastCode: StartFailureCode;
   /** How long until the next trial, in ms. */
   backoffMs: number;
   /** Openings since the breaker was last closed, this one included. */
@@ -104,7 +116,8 @@ export function backoffFor(opening: number, options: Pick<BreakerOptions, 'backo
 export class CircuitBreaker extends EventEmitter<BreakerEvents> {
   #state: BreakerState = 'closed';
   #failures = 0;
-  #lastCode = '';
+  /** Set by the first failure, before the breaker can leave `closed`. */
+  #lastCode: StartFailureCode | undefined;
   #openings = 0;
   #openedAt = 0;
   #retryAt = 0;
@@ -137,14 +150,14 @@ export class CircuitBreaker extends EventEmitter<BreakerEvents> {
     return `${what}: circuit breaker open, trying one job again in ${seconds}s`;
   }
 
-  /** A job's instance could not be started (`code`: its requeue reason). */
-  recordFailure(code: string): void {
+  /** A job's instance could not be started (`code`: the cause of its requeue). */
+  recordFailure(code: StartFailureCode): void {
     if (this.#disposed || this.#options.threshold === 0) return;
     // Failures of jobs that were already starting when it opened say nothing new.
     if (this.#state === 'open') return;
     this.#failures++;
     this.#lastCode = code;
-    if (this.#state === 'half-open' || this.#failures >= this.#options.threshold) this.#open(this.#state === 'half-open');
+    if (this.#state === 'half-open' || this.#failures >= this.#options.threshold) this.#open(this.#state === 'half-open', code);
   }
 
   /** A job's instance started and took its script. */
@@ -176,13 +189,13 @@ export class CircuitBreaker extends EventEmitter<BreakerEvents> {
     clearTimeout(this.#timer);
   }
 
-  #open(trialFailed: boolean): void {
+  #open(trialFailed: boolean, lastCode: StartFailureCode): void {
     if (this.#state === 'closed') this.#openedAt = Date.now();
     this.#state = 'open';
     this.#openings++;
     const backoffMs = backoffFor(this.#openings, this.#options, this.#random());
     this.#retryAt = Date.now() + backoffMs;
-    const opened: BreakerOpened = { failures: this.#failures, trialFailed, lastCode: this.#lastCode, backoffMs, openings: this.#openings };
+    const opened: BreakerOpened = { failures: this.#failures, trialFailed, lastCode, backoffMs, openings: this.#openings };
     this.#options.logger.warn(
       { breaker: 'open', failures: opened.failures, last_code: opened.lastCode, backoff_ms: backoffMs, openings: opened.openings },
       `circuit breaker open: the backend failed to start ${trialFailed ? 'the trial job\'s instance too' : `instances ${opened.failures} times in a row`}; taking no jobs for ${Math.ceil(backoffMs / 1000)}s`,

@@ -57,10 +57,12 @@ export interface LogWriterOptions {
   maxLogBytes: number;
   /** Bytes kept back for the close trailer; default `LOG_TRAILER_RESERVE_BYTES`, less than `maxLogBytes`. */
   trailerReserveBytes?: number;
-  /** Milliseconds without output, while the silence watch is on, before `onSilence`. */
-  silenceTimeoutMs: number;
-  /** Called once when no output arrived for `silenceTimeoutMs` while the silence watch is on. Must not throw. */
-  onSilence: () => void;
+  /**
+   * Called on every write of output, before it is buffered (also past the
+   * maximum length, which drops the output but not the fact that the job
+   * printed): the job's clock measures silence from it. Must not throw.
+   */
+  onOutput?: () => void;
   /** Called once when the log would exceed `maxLogBytes`. Must not throw. */
   onMaxLength: () => void;
   /** Milliseconds a partial part may wait before it is published; default `LOG_FLUSH_INTERVAL_MS`. */
@@ -107,8 +109,7 @@ export class LogWriter {
   private readonly maxLogBytes: number;
   /** Bytes of output (the worker's own lines included) the log takes before `onMaxLength`. */
   private readonly maxOutputBytes: number;
-  private readonly silenceTimeoutMs: number;
-  private readonly onSilence: () => void;
+  private readonly onOutput: (() => void) | undefined;
   private readonly onMaxLength: () => void;
   private readonly flushIntervalMs: number;
   private readonly partMaxBytes: number;
@@ -142,9 +143,6 @@ export class LogWriter {
   private waiters: Waiter[] = [];
 
   private flushTimer: NodeJS.Timeout | undefined;
-  private silenceTimer: NodeJS.Timeout | undefined;
-  private silenceWatched = false;
-  private silenceFired = false;
 
   constructor(options: LogWriterOptions) {
     this.sink = options.sink;
@@ -154,8 +152,7 @@ export class LogWriter {
       throw new RangeError(`trailerReserveBytes must be at least 0 and less than maxLogBytes (${this.maxLogBytes}), got ${reserve}`);
     }
     this.maxOutputBytes = this.maxLogBytes - reserve;
-    this.silenceTimeoutMs = options.silenceTimeoutMs;
-    this.onSilence = options.onSilence;
+    this.onOutput = options.onOutput;
     this.onMaxLength = options.onMaxLength;
     this.flushIntervalMs = options.flushIntervalMs ?? LOG_FLUSH_INTERVAL_MS;
     this.partMaxBytes = options.partMaxBytes ?? LOG_PART_MAX_BYTES;
@@ -196,7 +193,7 @@ export class LogWriter {
     if (this.failure) return Promise.reject(this.failure.error);
     if (this.closed) return Promise.resolve();
     if (chunk.length === 0) return this.unpublishedBelowHighWater();
-    this.noteOutput();
+    this.onOutput?.();
     if (this.maxLengthReached) return this.unpublishedBelowHighWater();
 
     // Copy: the caller may reuse its buffer once we return.
@@ -215,13 +212,6 @@ export class LogWriter {
   /** Attach `meta` to the next part published (the first after `started`). */
   setStartedMeta(meta: LogPartMeta): void {
     this.startedMeta = meta;
-  }
-
-  /** Measure silence only while on (the script runs); turning it on starts a fresh measurement. */
-  watchSilence(on: boolean): void {
-    this.silenceWatched = on && !this.closed;
-    this.clearSilenceTimer();
-    if (this.silenceWatched) this.armSilenceTimer();
   }
 
   /** Publish everything buffered (no final part), then wait until the sink has delivered it. */
@@ -247,8 +237,6 @@ export class LogWriter {
 
   private async closeOnce(trailer: string | undefined): Promise<void> {
     this.closed = true;
-    this.silenceWatched = false;
-    this.clearSilenceTimer();
     this.clearFlushTimer();
     if (this.failure) throw this.failure.error;
     // The output ended inside a character: show that as U+FFFD, if it fits
@@ -397,28 +385,5 @@ export class LogWriter {
   private clearFlushTimer(): void {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
-  }
-
-  /** Output arrived: the silence measurement starts again. */
-  private noteOutput(): void {
-    if (!this.silenceWatched || this.silenceFired) return;
-    this.clearSilenceTimer();
-    this.armSilenceTimer();
-  }
-
-  private armSilenceTimer(): void {
-    if (this.silenceFired) return;
-    this.silenceTimer = setTimeout(() => {
-      this.silenceTimer = undefined;
-      if (!this.silenceWatched || this.silenceFired) return;
-      this.silenceFired = true;
-      this.onSilence();
-    }, this.silenceTimeoutMs);
-    this.silenceTimer.unref();
-  }
-
-  private clearSilenceTimer(): void {
-    if (this.silenceTimer) clearTimeout(this.silenceTimer);
-    this.silenceTimer = undefined;
   }
 }

@@ -10,6 +10,7 @@
  * is stopped by whichever sees it `limit` times first, and a restart starts
  * afresh, which is what a requeue on shutdown expects.
  */
+import type { JobResult } from './outcome.js';
 
 /**
  * A few requeues of one job are normal in an outage (the circuit breaker
@@ -45,8 +46,12 @@ export class RequeueCounter {
     return true;
   }
 
-  /** The job reached a terminal state: its next requeue (if it ever comes back) counts from one. */
-  forget(jobId: number): void {
-    this.counts.delete(jobId);
+  /**
+   * A run of the job ended with `result`. Once finished (a terminal state
+   * published), its next requeue, if it ever comes back, counts from one; a
+   * requeued or abandoned run leaves the count as it is.
+   */
+  settled(jobId: number, result: JobResult): void {
+    if (result.outcome === 'finished') this.counts.delete(jobId);
   }
 }

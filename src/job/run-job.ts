@@ -5,9 +5,11 @@
  *   -> run under a PTY -> terminal state -> instance destroyed -> ack
  *
  * Every step runs under the job's stop signal (shutdown, cancel, hard
- * timeout, log silence, max log length) and its own timeout. Whatever
- * happens, exactly one of finish/requeue is published (unless the delivery
- * itself is lost), the instance is destroyed, and the delivery is settled.
+ * timeout, log silence, max log length) and its own deadline (the job's
+ * clock, timers.ts). Whatever happens, exactly one of finish/requeue is
+ * published (unless the delivery itself is lost), the instance is
+ * destroyed, and the delivery is settled. How the run ends is decided in
+ * outcome.ts; this carries the decision out.
  *
  * Each job is one trace (a `job` span with a child span per step: received,
  * script, start, upload, started, run, finish or requeue, destroy) and feeds
@@ -16,21 +18,18 @@
 import { context, trace, SpanStatusCode, type Attributes, type Tracer } from '@opentelemetry/api';
 import type { Backend, Instance } from '../backend/contract.js';
 import type { WorkerConfig } from '../config/types.js';
-import {
-  StartupTimeoutError,
-  UploadTimeoutError,
-  errorMessage,
-  isMayflyError,
-} from '../errors.js';
+import { errorMessage, isMayflyError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { LogWriter, fold } from '../job-log/writer.js';
-import type { QueuedJob, TerminalState } from '../queue/contract.js';
+import type { QueuedJob } from '../queue/contract.js';
 import { destroyInstance } from '../backend/destroy.js';
 import type { CancelRegistry } from './cancels.js';
 import type { RequeueCounter } from './requeues.js';
 import type { ScriptGenerator } from './script.js';
 import { startAttributesOf } from './start-attributes.js';
-import { JobStopController, outcomeOf, stepSignal, type StopReason } from './stop.js';
+import { UNEXPECTED_ERROR_CODE, endOf, endPastRequeueLimit, stateOfExit, type EndDecision, type JobResult } from './outcome.js';
+import { JobStopController, type StopReason } from './stop.js';
+import { JobClock } from './timers.js';
 import { abortableSleep } from '../util/abort.js';
 import { noopMetrics, type JobMetrics } from '../telemetry/metrics.js';
 import { noopTracer } from '../telemetry/tracing.js';
@@ -57,19 +56,6 @@ export interface JobRunnerDeps {
   onInstanceReady?: () => void;
 }
 
-/** How a job ended, for the processor's bookkeeping and the worker log. */
-export type JobResult =
-  | { outcome: 'finished'; state: TerminalState }
-  | { outcome: 'requeued'; reason: string }
-  | { outcome: 'abandoned'; reason: string };
-
-/** Exit status -> state, as travis: 0 passed, 1 failed, anything else (or a signal) errored. */
-export function stateOfExit(exitCode: number | null): TerminalState {
-  if (exitCode === 0) return 'passed';
-  if (exitCode === 1) return 'failed';
-  return 'errored';
-}
-
 function describeStop(reason: StopReason): string {
   return reason.kind === 'cancelled' ? `cancelled: ${reason.reason}` : reason.kind;
 }
@@ -84,7 +70,6 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     repository: payload.repositorySlug,
   });
   const hardTimeoutMs = payload.hardLimitMs ?? config.timeouts.hardMs;
-  const silenceMs = payload.logSilenceMs ?? config.timeouts.logSilenceMs;
   const metrics = deps.metrics ?? noopMetrics;
   const tracer = deps.tracer ?? noopTracer;
   const takenAt = Date.now();
@@ -126,15 +111,22 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
   const unsubscribeCancel = deps.cancels.subscribe(payload.jobId, (command) =>
     stop.stop({ kind: 'cancelled', reason: command.reason }),
   );
+  const clock = new JobClock(stop, {
+    hardMs: hardTimeoutMs,
+    logSilenceMs: payload.logSilenceMs ?? config.timeouts.logSilenceMs,
+    startupMs: config.timeouts.startupMs,
+    scriptUploadMs: config.timeouts.scriptUploadMs,
+  });
   const log = new LogWriter({
     sink: countedSink,
     maxLogBytes: config.maxLogLength,
-    silenceTimeoutMs: silenceMs,
-    onSilence: () => stop.stop({ kind: 'log-silence', limitMs: silenceMs }),
+    onOutput: () => clock.output(),
     onMaxLength: () => stop.stop({ kind: 'max-log-length', limitBytes: config.maxLogLength }),
   });
 
   let instance: Instance | undefined;
+  /** Set once the instance started and took its script: a requeue after that is no failed start. */
+  let instanceReady = false;
   let result: JobResult;
   logger.info('job received');
   try {
@@ -144,7 +136,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
   } catch (err) {
     result = await endAfterError(err);
   } finally {
-    stop.dispose();
+    clock.dispose();
     unlinkShutdown();
     unlinkLost();
     unlinkLogFailed();
@@ -157,28 +149,30 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
       logger.error({ err: errorMessage(err) }, 'could not acknowledge the delivery; the broker will redeliver it');
     });
   }
-  metrics.jobEnded(result.outcome === 'finished' ? result.state : result.outcome === 'requeued' ? 'reset' : 'abandoned');
-  root.setAttributes(result.outcome === 'finished' ? { 'job.outcome': result.outcome, 'job.state': result.state } : { 'job.outcome': result.outcome, 'job.reason': result.reason });
-  if (result.outcome !== 'finished') root.setStatus({ code: SpanStatusCode.ERROR, message: `${result.outcome}: ${result.reason}` });
+  deps.requeues.settled(payload.jobId, result);
+  metrics.jobEnded(result);
+  if (result.outcome === 'finished') {
+    root.setAttributes({ 'job.outcome': result.outcome, 'job.state': result.state });
+    logger.info({ outcome: result.outcome, state: result.state }, 'job done');
+  } else {
+    root.setAttributes({ 'job.outcome': result.outcome, 'job.reason': result.cause });
+    root.setStatus({ code: SpanStatusCode.ERROR, message: `${result.outcome}: ${result.cause}` });
+    logger.info({ outcome: result.outcome, reason: result.cause }, 'job done');
+  }
   root.end();
-  logger.info({ ...result }, 'job done');
   return result;
 
   async function runSteps(): Promise<JobResult> {
     if (payload.invalid) {
       logger.error({ err: payload.invalid.message }, 'job payload is invalid');
-      return finish('errored', `\nThe job could not be run: ${payload.invalid.message}\n`);
+      return await end({ action: 'finish', state: 'errored', logLine: `\nThe job could not be run: ${payload.invalid.message}\n` });
     }
     throwIfStopped();
     await abortableSleep(config.timeouts.initialSleepMs, stop.signal);
     const script = await step('script', () => deps.scripts.generate(payload, stop.signal));
 
     const attributes = startAttributesOf(payload, config.defaults, hardTimeoutMs);
-    const startup = stepSignal(stop.signal, config.timeouts.startupMs, () =>
-      new StartupTimeoutError(`instance not ready within the startup timeout`, {
-        userMessage: `The instance did not start within ${config.timeouts.startupMs / 1000}s.`,
-      }),
-    );
+    const startup = clock.startupDeadline();
     try {
       instance = await step('start', () =>
         backend.start(attributes, {
@@ -200,9 +194,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     }
     logger.info({ instance: instance.id, startup_ms: instance.startupMs }, 'instance started');
 
-    const upload = stepSignal(stop.signal, config.timeouts.scriptUploadMs, () =>
-      new UploadTimeoutError('script upload did not finish within the upload timeout'),
-    );
+    const upload = clock.uploadDeadline();
     try {
       const target = instance;
       await step('upload', () => target.upload(script, { signal: upload.signal }));
@@ -211,6 +203,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     } finally {
       upload.dispose();
     }
+    instanceReady = true;
     deps.onInstanceReady?.();
     throwIfStopped();
 
@@ -225,72 +218,69 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     });
     await log.write(workerInfo(instance));
 
-    stop.startHardTimeout(hardTimeoutMs);
-    log.watchSilence(true);
+    clock.scriptStarted();
     const scriptStart = Date.now();
     const run = await step('run', () => ready.run({ output: log.stream, signal: stop.signal })).finally(() => {
-      log.watchSilence(false);
+      clock.scriptEnded();
       metrics.scriptRun(Date.now() - scriptStart);
     });
     throwIfStopped();
     logger.info({ exit_code: run.exitCode, signal: run.signal }, 'script exited');
-    return finish(stateOfExit(run.exitCode));
+    return await end({ action: 'finish', state: stateOfExit(run.exitCode) });
   }
 
   function throwIfStopped(): void {
     if (stop.signal.aborted) throw stop.signal.reason;
   }
 
-  async function finish(state: TerminalState, trailer?: string): Promise<JobResult> {
-    return step('finish', async () => {
-      await log.close(trailer);
-      await job.finish(state);
-      deps.requeues.forget(payload.jobId);
-      return { outcome: 'finished', state };
-    });
-  }
-
-  async function requeue(reason: string): Promise<JobResult> {
-    if (!deps.requeues.admit(payload.jobId)) {
-      const { limit } = deps.requeues;
-      logger.error({ reason, requeue_limit: limit }, 'job requeued too many times in a row; ending it errored instead');
-      const times = `${limit} time${limit === 1 ? '' : 's'}`;
-      return finish('errored', `\n\nThe job was requeued ${times} in a row (the last time for ${reason}) and has been errored instead of being requeued again.\n\n`);
+  /** Carry out `decision`: publish what it says (a requeue past the limit becomes a finish). */
+  async function end(decision: EndDecision): Promise<JobResult> {
+    switch (decision.action) {
+      case 'finish':
+        return step('finish', async () => {
+          await log.close(decision.logLine);
+          await job.finish(decision.state);
+          return { outcome: 'finished', state: decision.state };
+        });
+      case 'requeue': {
+        const { cause } = decision;
+        if (!deps.requeues.admit(payload.jobId)) {
+          logger.error({ reason: cause, requeue_limit: deps.requeues.limit }, 'job requeued too many times in a row; ending it errored instead');
+          return end(endPastRequeueLimit(cause, deps.requeues.limit));
+        }
+        // The parts written so far stay published; a final part is not, since
+        // this run is not the job's last.
+        return step('requeue', async () => {
+          await log.flush().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'could not flush the log'));
+          await job.requeue();
+          return { outcome: 'requeued', cause, instanceReady };
+        });
+      }
+      case 'abandon':
+        return { outcome: 'abandoned', cause: decision.cause };
     }
-    // The parts written so far stay published; a final part is not, since
-    // this run is not the job's last.
-    return step('requeue', async () => {
-      await log.flush().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'could not flush the log'));
-      await job.requeue();
-      metrics.requeued(reason);
-      return { outcome: 'requeued', reason };
-    });
   }
 
-  /** Decide the job's end from a stop reason (which wins) or the error thrown. */
+  /** End the run after `err` (or the stop that caused it). */
   async function endAfterError(err: unknown): Promise<JobResult> {
     const reason = stop.reason;
+    const decision = endOf(reason, err);
+    if (reason) {
+      logger.info({ stop: describeStop(reason) }, 'job stopped');
+    } else {
+      // An error mayfly did not raise on purpose is a bug: its stack helps.
+      const fields = isMayflyError(err)
+        ? { err: err.message, code: err.code }
+        : { err: errorMessage(err), code: UNEXPECTED_ERROR_CODE, stack: (err as Error | undefined)?.stack };
+      logger.error(fields, decision.action === 'finish' ? 'job failed' : 'job failed on infrastructure, requeueing');
+    }
     try {
-      if (reason) {
-        const outcome = outcomeOf(reason);
-        logger.info({ stop: describeStop(reason) }, 'job stopped');
-        if (outcome.action === 'finish') return await finish(outcome.state, outcome.logLine);
-        if (outcome.action === 'requeue') return await requeue(reason.kind);
-        return { outcome: 'abandoned', reason: reason.kind };
-      }
-      if (isMayflyError(err) && !err.requeue) {
-        logger.error({ err: err.message, code: err.code }, 'job failed');
-        return await finish('errored', `\n${err.userMessage ?? err.message}\n`);
-      }
-      // Infrastructure failures, known or not, are not the job's fault: run it again.
-      const code = isMayflyError(err) ? err.code : 'E_UNEXPECTED';
-      logger.error({ err: errorMessage(err), code, stack: isMayflyError(err) ? undefined : (err as Error)?.stack }, 'job failed on infrastructure, requeueing');
-      return await requeue(code);
+      return await end(decision);
     } catch (publishErr) {
       // Neither state could be published (broker gone): leave the delivery
       // unacknowledged so the broker hands the job out again.
       logger.error({ err: errorMessage(publishErr) }, 'could not report the job; leaving it to be redelivered');
-      return { outcome: 'abandoned', reason: 'report failed' };
+      return { outcome: 'abandoned', cause: 'report failed' };
     }
   }
 

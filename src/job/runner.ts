@@ -1,8 +1,9 @@
 /**
  * The pool's job runner: one job through the step pipeline (run-job.ts)
  * with the worker's parts, telling the circuit breaker how the instance
- * start went: a ready instance is a working start, a job requeued for a
- * start failure before its instance was ready is a failed one.
+ * start went: a ready instance is a working start (as soon as it is
+ * ready), a run that ended as a start failure (breaker.ts says which) is a
+ * failed one.
  */
 import type { Tracer } from '@opentelemetry/api';
 import { isStartFailure, type CircuitBreaker } from '../backend/breaker.js';
@@ -14,7 +15,8 @@ import type { WorkerMetrics } from '../telemetry/metrics.js';
 import { VERSION } from '../version.js';
 import type { CancelRegistry } from './cancels.js';
 import { RequeueCounter } from './requeues.js';
-import { runJob, type JobResult } from './run-job.js';
+import type { JobResult } from './outcome.js';
+import { runJob } from './run-job.js';
 import { createScriptGenerator } from './script.js';
 
 /** Emitted after each job is settled (its delivery acknowledged or abandoned). */
@@ -45,7 +47,6 @@ export function createJobRunner(parts: JobRunnerParts): RunJob {
   const scripts = createScriptGenerator(config.buildApi, logger);
   const requeues = new RequeueCounter(config.requeueLimit);
   return async (job, processorId) => {
-    let instanceReady = false;
     const result = await runJob(job, processorId, {
       config,
       backend: parts.backend,
@@ -58,12 +59,9 @@ export function createJobRunner(parts: JobRunnerParts): RunJob {
       queueType: parts.queueType,
       metrics: parts.metrics,
       tracer: parts.tracer,
-      onInstanceReady: () => {
-        instanceReady = true;
-        breaker.recordSuccess();
-      },
+      onInstanceReady: () => breaker.recordSuccess(),
     });
-    if (!instanceReady && result.outcome === 'requeued' && isStartFailure(result.reason)) breaker.recordFailure(result.reason);
+    if (isStartFailure(result)) breaker.recordFailure(result.cause);
     parts.onDone({ jobId: job.payload.jobId, processorId, result });
     return result;
   };

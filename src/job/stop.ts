@@ -1,11 +1,9 @@
 /**
- * Why a job is stopped before its script ends by itself, and what each
- * reason means for the job. One controller per job: its signal is the job's
- * AbortSignal (shutdown + cancel + hard timeout + log limits), and the first
- * reason wins.
+ * Why a job is stopped before its script ends by itself. One controller per
+ * job: its signal is the job's AbortSignal (shutdown + cancel + hard timeout
+ * + log limits), and the first reason wins. What each reason means for the
+ * job is decided in outcome.ts; the timers that stop it live in timers.ts.
  */
-import { formatGoDuration } from '../config/formats.js';
-import type { TerminalState } from '../queue/contract.js';
 
 export type StopReason =
   | { kind: 'cancelled'; reason: string }
@@ -27,52 +25,8 @@ export class JobStoppedError extends Error {
   }
 }
 
-export type StopOutcome =
-  | { action: 'finish'; state: TerminalState; logLine: string }
-  | { action: 'requeue' }
-  | { action: 'abandon' };
-
-/** What happens to a job stopped for `reason`; the log lines keep travis' wording and add the limit. */
-export function outcomeOf(reason: StopReason): StopOutcome {
-  switch (reason.kind) {
-    case 'cancelled':
-      return {
-        action: 'finish',
-        state: 'cancelled',
-        logLine: `\n\nDone: Job Cancelled\n\n${reason.reason}`,
-      };
-    case 'hard-timeout':
-      return {
-        action: 'finish',
-        state: 'errored',
-        logLine: `\n\nThe job exceeded the maximum time limit for jobs (${formatGoDuration(reason.limitMs)}), and has been terminated.\n\n`,
-      };
-    case 'log-silence':
-      return {
-        action: 'finish',
-        state: 'errored',
-        logLine:
-          `\n\nNo output has been received in the last ${formatGoDuration(reason.limitMs)}, this potentially indicates a stalled build or something wrong with the build itself.\n` +
-          'Check the details on how to adjust your build configuration on: https://docs.travis-ci.com/user/common-build-problems/#build-times-out-because-no-output-was-received\n\n' +
-          'The build has been terminated\n\n',
-      };
-    case 'max-log-length':
-      return {
-        action: 'finish',
-        state: 'errored',
-        logLine: `\n\nThe job exceeded the maximum log length (${reason.limitBytes} bytes), and has been terminated.\n\n`,
-      };
-    case 'shutdown':
-    case 'log-undeliverable':
-      return { action: 'requeue' };
-    case 'delivery-lost':
-      return { action: 'abandon' };
-  }
-}
-
 export class JobStopController {
   private readonly controller = new AbortController();
-  private hardTimer: NodeJS.Timeout | undefined;
 
   get signal(): AbortSignal {
     return this.controller.signal;
@@ -98,37 +52,4 @@ export class JobStopController {
     signal.addEventListener('abort', onAbort, { once: true });
     return () => signal.removeEventListener('abort', onAbort);
   }
-
-  /** The hard limit counts from the start of the script, as in travis. */
-  startHardTimeout(limitMs: number): void {
-    this.hardTimer = setTimeout(() => this.stop({ kind: 'hard-timeout', limitMs }), limitMs);
-  }
-
-  dispose(): void {
-    clearTimeout(this.hardTimer);
-  }
-}
-
-/**
- * A signal for one step: aborts with the job's reason when the job stops,
- * or with `onTimeout()` (a step-specific error such as StartupTimeoutError)
- * when `timeoutMs` passes first.
- */
-export function stepSignal(
-  jobSignal: AbortSignal,
-  timeoutMs: number,
-  onTimeout: () => Error,
-): { signal: AbortSignal; dispose: () => void } {
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(onTimeout()), timeoutMs);
-  const onJobStop = (): void => controller.abort(jobSignal.reason);
-  if (jobSignal.aborted) onJobStop();
-  else jobSignal.addEventListener('abort', onJobStop, { once: true });
-  return {
-    signal: controller.signal,
-    dispose: () => {
-      clearTimeout(timer);
-      jobSignal.removeEventListener('abort', onJobStop);
-    },
-  };
 }

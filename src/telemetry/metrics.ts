@@ -13,16 +13,22 @@ import type { Attributes, Meter } from '@opentelemetry/api';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import type { ApiCallOutcome, BackendMetrics, BootPhase } from '../backend/contract.js';
+import type { JobResult } from '../job/outcome.js';
 import type { WorkerState } from '../lifecycle/state.js';
 import type { PoolCounts } from '../pool.js';
 
 /** How a job ended, as counted: a terminal state, `reset` (requeued) or `abandoned` (left to the broker). */
-export type JobEnd = 'passed' | 'failed' | 'errored' | 'cancelled' | 'reset' | 'abandoned';
+type JobEndLabel = 'passed' | 'failed' | 'errored' | 'cancelled' | 'reset' | 'abandoned';
+
+function endLabelOf(result: JobResult): JobEndLabel {
+  if (result.outcome === 'finished') return result.state;
+  return result.outcome === 'requeued' ? 'reset' : 'abandoned';
+}
 
 /** What the job pipeline records (durations in milliseconds). */
 export interface JobMetrics {
-  jobEnded(end: JobEnd): void;
-  requeued(reason: string): void;
+  /** A job run ended (its delivery settled); a requeue is counted by its cause too. */
+  jobEnded(result: JobResult): void;
   /** From the job's `queued_at` to the worker taking it. */
   queueWait(ms: number): void;
   /** From taking the job to `received` published. */
@@ -78,7 +84,6 @@ const WORKER_STATES: readonly WorkerState[] = ['STARTING', 'RUNNING', 'PAUSED', 
 /** Metrics that go nowhere: when no listener would serve them. */
 export const noopMetrics: WorkerMetrics = {
   jobEnded() {},
-  requeued() {},
   queueWait() {},
   timeToReceived() {},
   timeToStarted() {},
@@ -126,8 +131,10 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
   const reaperFailures = meter.createCounter('mayfly_reaper_failures', { description: 'Reaper calls that failed, by operation (list, destroy)' });
 
   return {
-    jobEnded: (end) => jobs.add(1, { ...base, state: end }),
-    requeued: (reason) => requeues.add(1, { ...base, reason }),
+    jobEnded(result) {
+      jobs.add(1, { ...base, state: endLabelOf(result) });
+      if (result.outcome === 'requeued') requeues.add(1, { ...base, reason: result.cause });
+    },
     queueWait: (ms) => queueWait.record(Math.max(0, ms) / 1000, base),
     timeToReceived: (ms) => toReceived.record(ms / 1000, base),
     timeToStarted: (ms) => toStarted.record(ms / 1000, base),

@@ -23,3 +23,15 @@ export function timerDelay(ms: number): number {
 export function timeoutSignal(ms: number): AbortSignal {
   return AbortSignal.timeout(timerDelay(ms));
 }
+
+/**
+ * `setTimeout` for a job's deadlines. Its delays were checked against
+ * MAX_TIMER_MS where they were read; this refuses one that slipped past
+ * rather than let Node fire it at once, and names the deadline (`what`).
+ */
+export function startTimer(what: string, delayMs: number, callback: () => void): NodeJS.Timeout {
+  if (!(delayMs >= 0 && delayMs <= MAX_TIMER_MS)) {
+    throw new RangeError(`${what}: ${delayMs} ms is not a delay a timer can wait (0 to ${MAX_TIMER_MS} ms)`);
+  }
+  return setTimeout(callback, delayMs);
+}

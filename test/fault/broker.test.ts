@@ -140,7 +140,7 @@ describe('fault: the broker connection', () => {
       if (fault === 'cut') proxy.cut();
       else proxy.stall();
 
-      expect((await firstRun).result).toEqual({ outcome: 'abandoned', reason: 'delivery-lost' });
+      expect((await firstRun).result).toEqual({ outcome: 'abandoned', cause: 'delivery-lost' });
       expect(worker.worker.pausedBy).toContain('broker');
       expect(instancesOf(jobId).map((instance) => instance.state)).toEqual(['terminated']);
       const ready = await fetch(`${worker.worker.controlUrl}/ready`);
@@ -258,7 +258,7 @@ describe('fault: the broker connection', () => {
     proxy.refuse();
     proxy.cut();
     const writtenAtCut = await chunksWritten(progress);
-    expect((await firstRun).result).toEqual({ outcome: 'requeued', reason: 'log-undeliverable' });
+    expect((await firstRun).result).toEqual({ outcome: 'requeued', cause: 'log-undeliverable', instanceReady: true });
     // Taking a job now would only end the same way: the pool waits for the broker.
     await untilProcessors(worker.worker, allPaused, signal);
     expect(worker.worker.pausedBy).toContain('broker');

@@ -131,7 +131,7 @@ export interface RequeuedThenPassed {
 export async function expectRequeuedThenPassed(worker: TestWorker, jobs: RequeuedThenPassed): Promise<void> {
   const first = worker.jobDone(jobs.requeued);
   await publishRaw(jobs.uri, '', jobs.queue, jobs.payload(jobs.requeued));
-  expect((await first).result).toEqual({ outcome: 'requeued', reason: 'E_INSTANCE_START' });
+  expect((await first).result).toEqual({ outcome: 'requeued', cause: 'E_INSTANCE_START', instanceReady: false });
   const second = worker.jobDone(jobs.passed);
   await publishRaw(jobs.uri, '', jobs.queue, jobs.payload(jobs.passed));
   expect((await second).result).toEqual({ outcome: 'finished', state: 'passed' });

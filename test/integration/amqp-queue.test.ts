@@ -311,7 +311,7 @@ describe('AmqpJobQueue', () => {
   });
 
   it('publishes log parts in order, confirmed, with the uuid the states carry', async () => {
-    const harness = await openQueue({}, { infra: 'test-infra' });
+    const harness = await openQueue();
     const source = await openSource(harness);
     await enqueue(harness.queueName, payload(15, { uuid: undefined }));
     const job = await nextJob(source);
@@ -323,7 +323,7 @@ describe('AmqpJobQueue', () => {
         number: n,
         content: `line ${n} ünïcode\r\n`,
         final: false,
-        ...(n === 0 ? { meta: { repo: 'octo/hello-world', infra: '', queued_at: '2018-05-14T14:26:50Z' } } : {}),
+        ...(n === 0 ? { meta: { repo: 'octo/hello-world', infra: 'test-infra', queued_at: '2018-05-14T14:26:50Z' } } : {}),
       });
     }
     await job.log.publish({ number: count, content: '', final: true });

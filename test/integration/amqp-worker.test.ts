@@ -201,7 +201,7 @@ describe('amqp worker on ssh hosts', () => {
     // Drop the connection once the script runs (its output is in the log).
     await logPartsUntil('running');
     await target.dropConnections();
-    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'E_CONNECTION_LOST' });
+    expect((await done).result).toEqual({ outcome: 'requeued', cause: 'E_CONNECTION_LOST', instanceReady: true });
     const states = await drainAll('reporting.jobs.builds');
     expect(statesOf(states)).toEqual(['received', 'started', 'reset']);
     expect(states[2]?.properties.type).toBe('job:test:reset');
@@ -224,7 +224,7 @@ describe('amqp worker on ssh hosts', () => {
     // A build API that refuses connections: every attempt is an infrastructure failure, requeued (and one the circuit breaker ignores).
     const w = await start({ TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${await freePort()}/script`, TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms' });
     const jobId = 904;
-    const expected = [...Array<unknown>(DEFAULT_REQUEUE_LIMIT).fill({ outcome: 'requeued', reason: 'E_SCRIPT_UNAVAILABLE' }), { outcome: 'finished', state: 'errored' }];
+    const expected = [...Array<unknown>(DEFAULT_REQUEUE_LIMIT).fill({ outcome: 'requeued', cause: 'E_SCRIPT_UNAVAILABLE', instanceReady: false }), { outcome: 'finished', state: 'errored' }];
     const results: JobDone['result'][] = [];
     // The test plays the hub: a `reset` job is published again.
     do {

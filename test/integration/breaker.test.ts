@@ -130,9 +130,9 @@ describe('circuit breaker on the file queue', () => {
     // The second opening waits longer than the first (doubled, minus at most a quarter of jitter).
     expect(backoffs[1]).toBeGreaterThan(20);
     expect(results.map((r) => r.result)).toEqual([
-      { outcome: 'requeued', reason: 'E_INSTANCE_START' },
-      { outcome: 'requeued', reason: 'E_INSTANCE_START' },
-      { outcome: 'requeued', reason: 'E_INSTANCE_START' },
+      { outcome: 'requeued', cause: 'E_INSTANCE_START', instanceReady: false },
+      { outcome: 'requeued', cause: 'E_INSTANCE_START', instanceReady: false },
+      { outcome: 'requeued', cause: 'E_INSTANCE_START', instanceReady: false },
       { outcome: 'finished', state: 'passed' },
       { outcome: 'finished', state: 'passed' },
     ]);

@@ -155,7 +155,7 @@ describeWithDocker('docker backend through the worker (real engine, real broker)
     const squeezed = job('echo must not run');
     const squeezedDone = w.jobDone(squeezed);
     await publish(payload(squeezed));
-    expect((await squeezedDone).result).toEqual({ outcome: 'requeued', reason: 'E_NO_CAPACITY' });
+    expect((await squeezedDone).result).toEqual({ outcome: 'requeued', cause: 'E_NO_CAPACITY', instanceReady: false });
     expect(log.lines.some((line) => String(line.err).includes('no 2 free cores'))).toBe(true);
     // Only the holder's container exists.
     expect(await containersOf(engine, workerName)).toHaveLength(1);
@@ -177,7 +177,7 @@ describeWithDocker('docker backend through the worker (real engine, real broker)
     const jobId = job('echo must not run');
     const done = w.jobDone(jobId);
     await publish(payload(jobId, { image_name: 'mayfly-no-such-image:42' }));
-    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'E_INSTANCE_START' });
+    expect((await done).result).toEqual({ outcome: 'requeued', cause: 'E_INSTANCE_START', instanceReady: false });
     const failure = log.lines.find((line) => line.msg === 'job failed on infrastructure, requeueing');
     expect(String(failure?.err)).toMatch(/image mayfly-no-such-image:42 does not exist on the Docker engine at unix:\/\//);
     expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'reset']);
@@ -195,7 +195,7 @@ describeWithDocker('docker backend through the worker (real engine, real broker)
     const [container] = await engine.listContainers([`${LABELS.jobId}=${jobId}`, `${LABELS.worker}=${workerName}`], timeout());
     expect(container).toBeDefined();
     await engine.killContainer(container?.Id ?? '', timeout());
-    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'E_CONNECTION_LOST' });
+    expect((await done).result).toEqual({ outcome: 'requeued', cause: 'E_CONNECTION_LOST', instanceReady: true });
     expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'started', 'reset']);
   });
 

@@ -191,7 +191,7 @@ describe('ec2 backend on the worker (RabbitMQ -> EC2 -> SSH -> log -> state)', (
     const instance = instanceOf(jobId) as FakeEc2Instance;
     expect(instance.spot).toBe(true);
     await fake.interrupt(instance.instanceId);
-    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'E_CONNECTION_LOST' });
+    expect((await done).result).toEqual({ outcome: 'requeued', cause: 'E_CONNECTION_LOST', instanceReady: true });
     expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'started', 'reset']);
   });
 });

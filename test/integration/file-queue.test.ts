@@ -269,21 +269,21 @@ describe('file queue with the fake backend', () => {
     });
     const done = w.jobDone(40);
     await enqueue({ id: 40, script: 'true' });
-    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'E_STARTUP_TIMEOUT' });
+    expect((await done).result).toEqual({ outcome: 'requeued', cause: 'E_STARTUP_TIMEOUT', instanceReady: false });
   });
 
   it('requeues a job whose script upload fails', async () => {
     const w = await start({ TRAVIS_WORKER_PROVIDER_NAME: 'fake', TRAVIS_WORKER_FAKE_FAIL_UPLOAD: 'true' });
     const done = w.jobDone(41);
     await enqueue({ id: 41, script: 'true' });
-    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'E_UPLOAD' });
+    expect((await done).result).toEqual({ outcome: 'requeued', cause: 'E_UPLOAD', instanceReady: false });
   });
 
   it('requeues a job whose connection is lost mid-script', async () => {
     const w = await start({ TRAVIS_WORKER_PROVIDER_NAME: 'fake', TRAVIS_WORKER_FAKE_ERROR: 'true' });
     const done = w.jobDone(42);
     await enqueue({ id: 42, script: 'true' });
-    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'E_CONNECTION_LOST' });
+    expect((await done).result).toEqual({ outcome: 'requeued', cause: 'E_CONNECTION_LOST', instanceReady: true });
   });
 
   it('runs POOL_SIZE jobs at once, one per processor', async () => {
@@ -302,7 +302,7 @@ describe('file queue with the fake backend', () => {
     await enqueue({ id: 43, script: 'true' });
     await fileAppears(join(queueDir('started'), '43.json'));
     const stopping = w.stop();
-    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'shutdown' });
+    expect((await done).result).toEqual({ outcome: 'requeued', cause: 'shutdown', instanceReady: true });
     await stopping;
     expect(await readdir(queueDir('created'))).toEqual(['43.json']);
   });

@@ -173,7 +173,7 @@ describe('drain', () => {
     expect(await readdir(join(dir, 'instances'))).toHaveLength(1);
     const done = jobDone(w, 3);
     w.drain('test');
-    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'shutdown' });
+    expect((await done).result).toEqual({ outcome: 'requeued', cause: 'shutdown', instanceReady: true });
     await w.stopped;
     expect(await statesOf(3, 3)).toEqual(['received', 'started', 'reset']);
     expect(await readdir(join(dir, 'instances'))).toEqual([]);
@@ -192,7 +192,7 @@ describe('drain', () => {
       signals.emit('SIGTERM', 'SIGTERM');
       expect(w.state).toBe('DRAINING');
       signals.emit('SIGTERM', 'SIGTERM');
-      expect((await done).result).toEqual({ outcome: 'requeued', reason: 'shutdown' });
+      expect((await done).result).toEqual({ outcome: 'requeued', cause: 'shutdown', instanceReady: true });
       await w.stopped;
       expect(await readdir(join(dir, 'instances'))).toEqual([]);
     } finally {
@@ -389,7 +389,7 @@ describe('control API', () => {
     await running(10);
     const done = jobDone(w, 10);
     expect((await call(w, 'DELETE', '/worker', { body: { graceful: false } })).status).toBe(204);
-    expect((await done).result).toEqual({ outcome: 'requeued', reason: 'shutdown' });
+    expect((await done).result).toEqual({ outcome: 'requeued', cause: 'shutdown', instanceReady: true });
     await w.stopped;
   });
 });

@@ -101,13 +101,6 @@ describe('AmqpLogSink', () => {
     expect(publisher.sent[0]).toMatchObject({ exchange: 'reporting.jobs.logs_sharded', routingKey: '721270' });
   });
 
-  it('fills an empty meta.infra from the queue setting', async () => {
-    const publisher = new FakePublisher();
-    const sink = makeSink(publisher, { jobId: 1, uuid: 'u', sharding: false, infra: 'gce' });
-    await sink.publish({ ...part(0), meta: { repo: 'o/r', infra: '' } });
-    expect(publisher.sent[0]?.body.meta).toEqual({ repo: 'o/r', infra: 'gce' });
-  });
-
   it(`hands parts over at once up to ${LOG_PUBLISH_WINDOW} unconfirmed, then waits for a confirm`, async () => {
     const publisher = new FakePublisher();
     const sink = makeSink(publisher);

@@ -6,6 +6,7 @@
 import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BACKOFF_JITTER, CircuitBreaker, backoffFor, isStartFailure, type BreakerOpened } from '../../src/backend/breaker.js';
+import type { JobResult, RequeueCause } from '../../src/job/outcome.js';
 import { silentLogger } from '../../src/logger.js';
 
 let breaker: CircuitBreaker | undefined;
@@ -32,11 +33,27 @@ describe('backoffFor', () => {
 });
 
 describe('isStartFailure', () => {
-  it('counts failures to bring up an instance, not a lost run, the build API or a shutdown', () => {
-    const counted = ['E_INSTANCE_START', 'E_NO_CAPACITY', 'E_STARTUP_TIMEOUT', 'E_SSH_UNREACHABLE', 'E_UPLOAD', 'E_UPLOAD_TIMEOUT', 'E_STALE_VM'];
-    const ignored = ['E_CONNECTION_LOST', 'E_SCRIPT_UNAVAILABLE', 'E_BROKER', 'E_UNEXPECTED', 'shutdown', 'delivery-lost'];
-    expect(counted.filter(isStartFailure)).toEqual(counted);
-    expect(ignored.filter(isStartFailure)).toEqual([]);
+  const requeued = (cause: RequeueCause, instanceReady = false): JobResult => ({ outcome: 'requeued', cause, instanceReady });
+  const startCauses: RequeueCause[] = ['E_INSTANCE_START', 'E_NO_CAPACITY', 'E_STARTUP_TIMEOUT', 'E_SSH_UNREACHABLE', 'E_UPLOAD', 'E_UPLOAD_TIMEOUT', 'E_STALE_VM'];
+
+  it('counts a requeue for a failure to bring up an instance, not a lost run, the build API, the broker, a bug or a stop', () => {
+    const otherCauses: RequeueCause[] = ['E_CONNECTION_LOST', 'E_SCRIPT_UNAVAILABLE', 'E_BROKER', 'E_UNEXPECTED', 'shutdown', 'log-undeliverable'];
+    expect(startCauses.map((cause) => requeued(cause)).filter(isStartFailure)).toEqual(startCauses.map((cause) => requeued(cause)));
+    expect(otherCauses.map((cause) => requeued(cause)).filter(isStartFailure)).toEqual([]);
+  });
+
+  it('counts a start failure only before the instance was ready: once it took its script, the start worked', () => {
+    expect(startCauses.map((cause) => isStartFailure(requeued(cause, false)))).toEqual(startCauses.map(() => true));
+    expect(startCauses.map((cause) => isStartFailure(requeued(cause, true)))).toEqual(startCauses.map(() => false));
+  });
+
+  it('never counts a finished or abandoned run', () => {
+    const ends: JobResult[] = [
+      { outcome: 'finished', state: 'errored' },
+      { outcome: 'abandoned', cause: 'delivery-lost' },
+      { outcome: 'abandoned', cause: 'report failed' },
+    ];
+    expect(ends.filter(isStartFailure)).toEqual([]);
   });
 });
 

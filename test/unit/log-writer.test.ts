@@ -16,7 +16,7 @@ const NEVER_MS = 3_600_000;
 interface Harness {
   sink: MemoryLogSink;
   log: LogWriter;
-  silences: number;
+  outputs: number;
   maxLengths: number;
 }
 
@@ -24,15 +24,14 @@ const open: LogWriter[] = [];
 
 function harness(options: Partial<LogWriterOptions> = {}): Harness {
   const sink = new MemoryLogSink();
-  const h: Harness = { sink, log: undefined as unknown as LogWriter, silences: 0, maxLengths: 0 };
+  const h: Harness = { sink, log: undefined as unknown as LogWriter, outputs: 0, maxLengths: 0 };
   h.log = new LogWriter({
     sink,
     maxLogBytes: 4 * 1024 * 1024,
     // No room kept for a trailer unless a test asks: limits below are the output's.
     trailerReserveBytes: 0,
-    silenceTimeoutMs: NEVER_MS,
     flushIntervalMs: NEVER_MS,
-    onSilence: () => h.silences++,
+    onOutput: () => h.outputs++,
     onMaxLength: () => h.maxLengths++,
     ...options,
   });
@@ -306,46 +305,18 @@ describe('LogWriter maximum length', () => {
   });
 });
 
-describe('LogWriter silence', () => {
-  it('fires only while watched, once, and restarts on output', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    const h = harness({ silenceTimeoutMs: 1000 });
-    await vi.advanceTimersByTimeAsync(5000);
-    expect(h.silences).toBe(0);
-
-    h.log.watchSilence(true);
-    await vi.advanceTimersByTimeAsync(999);
+describe('LogWriter output reports', () => {
+  it('reports every write of output, the dropped ones past the maximum length too, not empty writes or writes after close', async () => {
+    const h = harness({ maxLogBytes: 8 });
     await h.log.write('tick');
-    await vi.advanceTimersByTimeAsync(999);
-    expect(h.silences).toBe(0);
-    await vi.advanceTimersByTimeAsync(1);
-    expect(h.silences).toBe(1);
-    await h.log.write('late');
-    await vi.advanceTimersByTimeAsync(5000);
-    expect(h.silences).toBe(1);
-  });
-
-  it('stops measuring when the watch is turned off', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    const h = harness({ silenceTimeoutMs: 1000 });
-    h.log.watchSilence(true);
-    await vi.advanceTimersByTimeAsync(900);
-    h.log.watchSilence(false);
-    await vi.advanceTimersByTimeAsync(5000);
-    expect(h.silences).toBe(0);
-    h.log.watchSilence(true);
-    await vi.advanceTimersByTimeAsync(1000);
-    expect(h.silences).toBe(1);
-  });
-
-  it('stops measuring at close', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    const h = harness({ silenceTimeoutMs: 1000 });
-    h.log.watchSilence(true);
+    await h.log.write('');
+    await h.log.write('long enough to pass the limit');
+    await h.log.write('dropped');
+    expect(h.outputs).toBe(3);
+    expect(h.maxLengths).toBe(1);
     await h.log.close();
-    await vi.advanceTimersByTimeAsync(5000);
-    expect(h.silences).toBe(0);
-    expect(vi.getTimerCount()).toBe(0);
+    await h.log.write('after close');
+    expect(h.outputs).toBe(3);
   });
 });
 

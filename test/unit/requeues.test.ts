@@ -12,9 +12,18 @@ describe('RequeueCounter', () => {
     const counter = new RequeueCounter(1);
     expect(counter.admit(1)).toBe(true);
     expect(counter.admit(2)).toBe(true);
-    counter.forget(1);
+    counter.settled(1, { outcome: 'finished', state: 'passed' });
     expect(counter.admit(1)).toBe(true);
     expect(counter.admit(2)).toBe(false);
+  });
+
+  it('keeps counting across runs that were requeued or abandoned', () => {
+    const counter = new RequeueCounter(2);
+    expect(counter.admit(5)).toBe(true);
+    counter.settled(5, { outcome: 'requeued', cause: 'E_INSTANCE_START', instanceReady: false });
+    counter.settled(5, { outcome: 'abandoned', cause: 'delivery-lost' });
+    expect(counter.admit(5)).toBe(true);
+    expect(counter.admit(5)).toBe(false);
   });
 
   it('never refuses with a limit of 0', () => {
