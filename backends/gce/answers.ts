@@ -14,7 +14,7 @@
  */
 import { z } from 'zod';
 import type { protos } from '@google-cloud/compute';
-import { MalformedAnswerError, ipAddress, quoteValue } from '../../src/backend/kit.js';
+import { MalformedAnswerError, invalidJsonProblem, ipAddress, quoteValue } from '../../src/backend/kit.js';
 
 type Status<E> = Exclude<keyof E, 'UNDEFINED_STATUS'>;
 
@@ -62,7 +62,8 @@ export const IMAGES = z.array(z.object({ name: nonEmpty, selfLink: nonEmpty }));
 /** `err` (what the SDK threw) as a `MalformedAnswerError` when the transport could not read the answer; anything else unchanged. */
 export function unreadableAnswer(err: unknown): unknown {
   if (err instanceof SyntaxError) {
-    return new MalformedAnswerError('garbled', `the answer is not whole JSON (${err.message}): a proxy's page, or an answer cut short`);
+    // The parser's own message quotes the answer around the fault: say where, never what.
+    return new MalformedAnswerError('garbled', `the answer is ${invalidJsonProblem(err)}: a proxy's page, or an answer cut short`);
   }
   const message = err instanceof Error ? err.message : '';
   if (/^Received null response from RPC /.test(message)) return new MalformedAnswerError('garbled', 'the answer has an empty body');
