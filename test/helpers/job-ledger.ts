@@ -11,7 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { connect, type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
-import { LOG_QUEUE, REPORTING_EXCHANGE, STATE_QUEUE } from '../../src/amqp/messages.js';
+import { LOG_QUEUE, REPORTING_EXCHANGE, STATE_QUEUE } from '../../src/queue/amqp/messages.js';
 
 /** What `report` found for one scenario; one JSON line of `MAYFLY_FAULT_REPORT`. */
 export interface LedgerReport {
@@ -59,7 +59,7 @@ export interface JobLedger {
 }
 
 const TERMINAL: ReadonlySet<string> = new Set(['passed', 'failed', 'errored', 'cancelled']);
-/** As src/amqp/declare.ts declares them: a declare with other attributes would fail with 406 PRECONDITION_FAILED. */
+/** As src/queue/amqp/declare.ts declares them: a declare with other attributes would fail with 406 PRECONDITION_FAILED. */
 const DURABLE_QUEUE = { durable: true, exclusive: false, autoDelete: false } as const;
 const DURABLE_EXCHANGE = { durable: true, autoDelete: false, internal: false } as const;
 /** The AMQP `type` of the ledger's own markers (see `settled`); never a protocol type. */

@@ -9,9 +9,9 @@ import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { AmqpConfig } from '../../src/config.js';
 import { ConfigError } from '../../src/errors.js';
-import { AmqpJobQueue, type AmqpQueueOptions } from '../../src/amqp/queue.js';
-import { BrokerError } from '../../src/amqp/errors.js';
-import type { AmqpQueuedJob } from '../../src/amqp/job.js';
+import { AmqpJobQueue, type AmqpQueueOptions } from '../../src/queue/amqp/queue.js';
+import { BrokerError } from '../../src/queue/amqp/errors.js';
+import type { AmqpQueuedJob } from '../../src/queue/amqp/job.js';
 import type { CancelCommand, JobSource, QueuedJob } from '../../src/queue/contract.js';
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
 import {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { LOG_QUEUE, REPORTING_EXCHANGE, STATE_QUEUE, logPartBody, stateUpdateBody } from '../../src/amqp/messages.js';
+import { LOG_QUEUE, REPORTING_EXCHANGE, STATE_QUEUE, logPartBody, stateUpdateBody } from '../../src/queue/amqp/messages.js';
 import type { JobState } from '../../src/queue/contract.js';
 import { startLedger, type JobLedger, type LedgerOptions, type LedgerReport } from '../helpers/job-ledger.js';
 import { createVhost, publishRaw, type TestVhost } from '../helpers/rabbitmq.js';

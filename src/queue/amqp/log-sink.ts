@@ -13,10 +13,10 @@
  * timeout fails the sink (`failed` aborts), and the job is requeued rather
  * than waiting on a broker without bound.
  */
-import type { LogPart, LogPartMeta, LogSink } from '../queue/contract.js';
-import { errorMessage } from '../errors.js';
-import type { Logger } from '../logger.js';
-import { abortableSleep } from '../util/abort.js';
+import type { LogPart, LogPartMeta, LogSink } from '../contract.js';
+import { errorMessage } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import { abortableSleep } from '../../util/abort.js';
 import { nextRepublishPause, type ConfirmPublisher } from './confirm-channel.js';
 import { BrokerError } from './errors.js';
 import { LOG_EVENT, LOG_QUEUE, REPORTING_EXCHANGE, SHARDED_LOG_EXCHANGE, logPartBody, publishOptions } from './messages.js';

@@ -12,12 +12,12 @@ import { createHash } from 'node:crypto';
 import { constants, watch, type FSWatcher, type Stats } from 'node:fs';
 import { mkdir, open, readdir, rename, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { FileQueueConfig } from '../config.js';
-import { errorMessage } from '../errors.js';
-import type { Logger } from '../logger.js';
-import { parseJobPayload, type JobPayload } from '../job/payload.js';
-import { abortableSleep } from '../util/abort.js';
-import type { CancelCommand, JobQueue, JobSource, LogPart, LogSink, QueuedJob, TerminalState } from './contract.js';
+import type { FileQueueConfig } from '../../config.js';
+import { errorMessage } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import { parseJobPayload, type JobPayload } from '../../job/payload.js';
+import { abortableSleep } from '../../util/abort.js';
+import type { CancelCommand, JobQueue, JobSource, LogPart, LogSink, QueuedJob, TerminalState } from '../contract.js';
 
 /**
  * A writer that does not write atomically (a temporary name, then a rename
