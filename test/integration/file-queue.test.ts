@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LOG_TRAILER_RESERVE_BYTES } from '../../src/job-log/writer.js';
-import { STAGES } from '../../src/queue/file/queue.js';
+import { STAGES } from '../../src/queue/file/layout.js';
 import { silentLogger, type Logger } from '../../src/logger.js';
 import { fileAppears } from '../helpers/files.js';
 import { captureLog } from '../helpers/log-capture.js';
