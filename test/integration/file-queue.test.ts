@@ -168,7 +168,7 @@ describe('file queue with the local backend', () => {
     const done = w.jobDone(31);
     await enqueue({ id: 31, script: 'true' });
     expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
-    expect(readFileSync(join(queueDir('finished'), '30.error'), 'utf8')).toMatch(/not JSON/);
+    expect(readFileSync(join(queueDir('finished'), '30.error'), 'utf8')).toMatch(/not valid JSON/);
   });
 
   describe('takes regular job files only, and one bad entry costs no processor', () => {
