@@ -53,6 +53,8 @@ export interface JobLedger {
   settled(signal: AbortSignal): Promise<void>;
   /** States seen for a job, in arrival order (deduplicated by state_update_count+state+uuid). */
   states(jobId: number): string[];
+  /** The log text of the job's latest run (the last one seen), parts in arrival order; '' before any. */
+  log(jobId: number): string;
   /** Checks the invariants for jobIds and returns the counts. */
   report(scenario: string, jobIds: number[], measured?: { vmsLeaked: number }): LedgerReport;
   close(): Promise<void>;
@@ -193,6 +195,10 @@ class Ledger implements JobLedger {
 
   states(jobId: number): string[] {
     return [...(this.#jobs.get(jobId)?.states ?? [])];
+  }
+
+  log(jobId: number): string {
+    return [...(this.#jobs.get(jobId)?.runs.values() ?? [])].at(-1)?.logText ?? '';
   }
 
   report(scenario: string, jobIds: number[], measured?: { vmsLeaked: number }): LedgerReport {
