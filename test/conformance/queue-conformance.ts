@@ -30,7 +30,11 @@ export interface QueueReader {
 export interface QueueConformanceTarget {
   /** A new, unopened queue on this target's queue name; a second call stands for a second worker on the same queue. */
   createQueue(): JobQueue;
-  /** Put a job on the queue as its producer would: a payload object, or text that is not a job at all. */
+  /**
+   * Put a job on the queue as its producer would: a payload object, or text
+   * that is not a job at all. Called once a queue on the name was opened
+   * (opening declares the AMQP queue, makes the directories).
+   */
   publish(body: Record<string, unknown> | string): Promise<void>;
   reader: QueueReader;
   /** What the target's queues still hold open or claimed, in words; empty once their sources and the queues are closed. */
@@ -141,6 +145,16 @@ export function describeQueueConformance(name: string, features: QueueFeatures, 
       return job;
     }
 
+    /** A job published and taken by a source of a new queue, then reported received and started. */
+    async function startedJob(): Promise<{ source: JobSource; jobId: number; job: QueuedJob }> {
+      const source = await openSource();
+      const jobId = await publishJob();
+      const job = await nextJob(source);
+      await job.received();
+      await job.started('instance-1');
+      return { source, jobId, job };
+    }
+
     async function settle(job: QueuedJob, state: TerminalState = 'passed'): Promise<void> {
       await job.finish(state);
       await job.acknowledge();
@@ -178,11 +192,7 @@ export function describeQueueConformance(name: string, features: QueueFeatures, 
     });
 
     it('reports log parts in order, all delivered once flushed() resolves', async () => {
-      const source = await openSource();
-      const jobId = await publishJob();
-      const job = await nextJob(source);
-      await job.received();
-      await job.started('instance-1');
+      const { jobId, job } = await startedJob();
       const lines = Array.from({ length: 50 }, (_, n) => `line ${n} ünïcode\r\n`);
       for (const [number, content] of lines.entries()) {
         await job.log.publish({ number, content, final: false, ...(number === 0 ? { meta: { repo: 'octo/conformance', infra: 'test' } } : {}) });
@@ -194,11 +204,7 @@ export function describeQueueConformance(name: string, features: QueueFeatures, 
     });
 
     it('gives a requeued job back with its payload, and its new run starts a log of its own', async () => {
-      const source = await openSource();
-      const jobId = await publishJob();
-      const first = await nextJob(source);
-      await first.received();
-      await first.started('instance-1');
+      const { source, jobId, job: first } = await startedJob();
       await first.log.publish({ number: 0, content: 'first run\r\n', final: false });
       await first.log.flushed();
       await first.requeue();

@@ -7,6 +7,11 @@
  *
  * Several processors (and several workers) can share the directories: a job
  * is claimed by renaming it out of `10-created.d`, which only one can do.
+ *
+ * This module keeps the directories and wakes waiting sources; source.ts
+ * claims and reads job files (read-job-file.ts), job.ts moves a job through
+ * the stages, log-sink.ts writes its log, layout.ts names the directories
+ * and files.
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
