@@ -4,7 +4,7 @@
  * (the AMQP timestamp property has one-second resolution, useless here).
  */
 import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
-import { LOG_QUEUE, REPORTING_EXCHANGE, STATE_QUEUE } from '../src/amqp/messages.js';
+import { LOG_QUEUE, REPORTING_EXCHANGE, STATE_QUEUE } from '../src/queue/amqp/messages.js';
 import { wallUs } from './stats.js';
 
 const DURABLE_QUEUE = { durable: true, exclusive: false, autoDelete: false } as const;

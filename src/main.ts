@@ -15,15 +15,13 @@ import type { BackendDefinition } from './backend/contract.js';
 import type { WorkerConfig } from './config/types.js';
 import { ConfigError } from './errors.js';
 import type { Logger } from './logger.js';
-import { AmqpJobQueue } from './amqp/queue.js';
 import { startControlServer } from './control/routes.js';
 import { startDebugServer } from './debug/server.js';
 import { watchHeartbeat } from './lifecycle/heartbeat.js';
 import { runHook } from './lifecycle/hooks.js';
 import { HeldInstances } from './reaper/held.js';
 import { startReaper, type Reaper } from './reaper/reaper.js';
-import type { JobQueue } from './queue/contract.js';
-import { FileJobQueue } from './queue/file.js';
+import { createQueue } from './queue/create.js';
 import { Releasers } from './releasers.js';
 import { createPrometheusMetrics, noopMetrics, type WorkerMetrics } from './telemetry/metrics.js';
 import { startTracing } from './telemetry/tracing.js';
@@ -35,24 +33,6 @@ export interface StartWorkerOptions {
   tracer?: Tracer;
   /** Metrics to record into; else Prometheus metrics when a listener serves them, or none. */
   metrics?: WorkerMetrics;
-}
-
-function createQueue(config: WorkerConfig, logger: Logger): JobQueue {
-  if (config.queueType === 'file') {
-    return new FileJobQueue({
-      config: config.file,
-      queueName: config.queueName,
-      logger,
-      payloadMaxBytes: config.payloadMaxBytes,
-    });
-  }
-  return new AmqpJobQueue({
-    config: config.amqp,
-    queueName: config.queueName,
-    logger,
-    payloadMaxBytes: config.payloadMaxBytes,
-    hostname: config.hostname,
-  });
 }
 
 export async function startWorker(

@@ -1,7 +1,9 @@
 /**
  * Where jobs come from and where their states and logs go: one contract
  * for the `amqp` queue (docs/protocol.md) and the `file` queue (the embedded
- * default). The processor pool and the job pipeline see only these types.
+ * default). The processor pool and the job pipeline see only these types;
+ * src/queue/create.ts picks the implementation, and
+ * test/conformance/queue-conformance.ts checks each against this contract.
  */
 import type { JobPayload } from '../job/payload.js';
 

@@ -11,7 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { connect, type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
-import { LOG_QUEUE, REPORTING_EXCHANGE, STATE_QUEUE } from '../../src/amqp/messages.js';
+import { LOG_QUEUE, REPORTING_EXCHANGE, STATE_QUEUE } from '../../src/queue/amqp/messages.js';
 
 /** What `report` found for one scenario; one JSON line of `MAYFLY_FAULT_REPORT`. */
 export interface LedgerReport {
@@ -53,13 +53,15 @@ export interface JobLedger {
   settled(signal: AbortSignal): Promise<void>;
   /** States seen for a job, in arrival order (deduplicated by state_update_count+state+uuid). */
   states(jobId: number): string[];
+  /** The log text of the job's latest run (the last one seen), parts in arrival order; '' before any. */
+  log(jobId: number): string;
   /** Checks the invariants for jobIds and returns the counts. */
   report(scenario: string, jobIds: number[], measured?: { vmsLeaked: number }): LedgerReport;
   close(): Promise<void>;
 }
 
 const TERMINAL: ReadonlySet<string> = new Set(['passed', 'failed', 'errored', 'cancelled']);
-/** As src/amqp/declare.ts declares them: a declare with other attributes would fail with 406 PRECONDITION_FAILED. */
+/** As src/queue/amqp/declare.ts declares them: a declare with other attributes would fail with 406 PRECONDITION_FAILED. */
 const DURABLE_QUEUE = { durable: true, exclusive: false, autoDelete: false } as const;
 const DURABLE_EXCHANGE = { durable: true, autoDelete: false, internal: false } as const;
 /** The AMQP `type` of the ledger's own markers (see `settled`); never a protocol type. */
@@ -193,6 +195,10 @@ class Ledger implements JobLedger {
 
   states(jobId: number): string[] {
     return [...(this.#jobs.get(jobId)?.states ?? [])];
+  }
+
+  log(jobId: number): string {
+    return [...(this.#jobs.get(jobId)?.runs.values() ?? [])].at(-1)?.logText ?? '';
   }
 
   report(scenario: string, jobIds: number[], measured?: { vmsLeaked: number }): LedgerReport {

@@ -39,6 +39,23 @@ export async function createVhost(): Promise<TestVhost> {
   };
 }
 
+/**
+ * Dead-letter what is rejected from the queues of `vhost` whose names match
+ * `queuePattern` into the queue `deadLetters`. The worker declares the job
+ * queue without arguments (as travis does), so the route comes from a
+ * policy, as an operator would set it.
+ */
+export async function routeDeadLetters(vhost: TestVhost, queuePattern: string, deadLetters: string): Promise<void> {
+  await rabbitmqctl('set_policy', '-p', vhost.name, 'dead-letters', queuePattern, '{"dead-letter-exchange":"dlx"}', '--apply-to', 'queues');
+  await withConnection(vhost.uri, async (connection) => {
+    const channel = await connection.createChannel();
+    await channel.assertExchange('dlx', 'fanout', { durable: false });
+    await channel.assertQueue(deadLetters, { durable: false });
+    await channel.bindQueue(deadLetters, 'dlx', '');
+    await channel.close();
+  });
+}
+
 /** Connect, run `use`, always close. */
 export async function withConnection<T>(uri: string, use: (connection: ChannelModel) => Promise<T>): Promise<T> {
   const connection = await connect(uri);
@@ -143,19 +160,33 @@ export async function purge(uri: string, ...queues: string[]): Promise<void> {
   });
 }
 
+/** The connections of `vhost`, with the name their client gave itself (client property `connection_name`). */
+async function listConnections(vhost: string): Promise<Array<{ pid: string; name: string }>> {
+  // The table format prints pids as close_connection takes them (`<rabbit@host.N.N.N>`); JSON does not.
+  const rows = (await rabbitmqctl('list_connections', '-p', vhost, '--no-table-headers', 'pid', 'client_properties')).split('\n');
+  const connections: Array<{ pid: string; name: string }> = [];
+  for (const row of rows) {
+    const [pid, properties] = row.split('\t');
+    const name = properties?.match(/\{"connection_name","((?:[^"\\]|\\.)*)"\}/)?.[1];
+    if (pid && name !== undefined) connections.push({ pid, name });
+  }
+  return connections;
+}
+
+/** The names of the connections of `vhost` whose client named itself starting with `namePrefix`. */
+export async function connectionNames(vhost: string, namePrefix: string): Promise<string[]> {
+  return (await listConnections(vhost)).filter(({ name }) => name.startsWith(namePrefix)).map(({ name }) => name);
+}
+
 /**
  * Close, from the broker's side, every connection of `vhost` whose client
  * named itself starting with `namePrefix` (client property `connection_name`).
  * Returns how many were closed.
  */
 export async function closeConnections(vhost: string, namePrefix: string, reason = 'closed by a test'): Promise<number> {
-  // The table format prints pids as close_connection takes them (`<rabbit@host.N.N.N>`); JSON does not.
-  const rows = (await rabbitmqctl('list_connections', '-p', vhost, '--no-table-headers', 'pid', 'client_properties')).split('\n');
   let closed = 0;
-  for (const row of rows) {
-    const [pid, properties] = row.split('\t');
-    const name = properties?.match(/\{"connection_name","((?:[^"\\]|\\.)*)"\}/)?.[1];
-    if (!pid || name === undefined || !name.startsWith(namePrefix)) continue;
+  for (const { pid, name } of await listConnections(vhost)) {
+    if (!name.startsWith(namePrefix)) continue;
     await rabbitmqctl('close_connection', pid, reason);
     closed++;
   }

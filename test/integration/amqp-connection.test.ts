@@ -1,14 +1,14 @@
 /**
  * The broker connection against the real broker: its socket writes are
- * coalesced per tick (src/amqp/connection.ts), and a burst of messages
+ * coalesced per tick (src/queue/amqp/connection.ts), and a burst of messages
  * published in one tick, far over the socket's write buffer, still
  * arrives whole, in order, and confirmed. And a channel closed just as its
  * connection dies is closed, not waited on for ever (close-channel.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { closeChannel } from '../../src/amqp/close-channel.js';
-import { openConnection, type BrokerConnection } from '../../src/amqp/connection.js';
+import { closeChannel } from '../../src/queue/amqp/close-channel.js';
+import { openConnection, type BrokerConnection } from '../../src/queue/amqp/connection.js';
 import { silentLogger } from '../../src/logger.js';
 import { BROKER, createVhost, drain, type TestVhost } from '../helpers/rabbitmq.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';

@@ -9,9 +9,9 @@ import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { AmqpConfig } from '../../src/config/types.js';
 import { ConfigError } from '../../src/errors.js';
-import { AmqpJobQueue, type AmqpQueueOptions } from '../../src/amqp/queue.js';
-import { BrokerError } from '../../src/amqp/errors.js';
-import type { AmqpQueuedJob } from '../../src/amqp/job.js';
+import { AmqpJobQueue, type AmqpQueueOptions } from '../../src/queue/amqp/queue.js';
+import { BrokerError } from '../../src/queue/amqp/errors.js';
+import type { AmqpQueuedJob } from '../../src/queue/amqp/job.js';
 import type { CancelCommand, JobSource, QueuedJob } from '../../src/queue/contract.js';
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
 import {
@@ -23,6 +23,7 @@ import {
   publishRaw,
   purge,
   rabbitmqctl,
+  routeDeadLetters,
   withConnection,
   type DrainedMessage,
   type TestVhost,
@@ -37,16 +38,7 @@ const cleanups: Array<() => Promise<unknown>> = [];
 
 beforeAll(async () => {
   vhost = await createVhost();
-  // The worker declares the job queue without arguments (as travis does), so
-  // the dead-letter route comes from a policy, as an operator would set it.
-  await rabbitmqctl('set_policy', '-p', vhost.name, 'dead-letters', '^builds\\.', '{"dead-letter-exchange":"dlx"}', '--apply-to', 'queues');
-  await withConnection(vhost.uri, async (connection) => {
-    const channel = await connection.createChannel();
-    await channel.assertExchange('dlx', 'fanout', { durable: false });
-    await channel.assertQueue(DEAD_LETTERS, { durable: false });
-    await channel.bindQueue(DEAD_LETTERS, 'dlx', '');
-    await channel.close();
-  });
+  await routeDeadLetters(vhost, '^builds\\.', DEAD_LETTERS);
 }, 60_000);
 
 afterAll(async () => {
@@ -233,25 +225,6 @@ describe('AmqpJobQueue', () => {
     const redelivered = await drain(vhost.uri, harness.queueName, 1, AbortSignal.timeout(10_000));
     expect(redelivered[0]?.fields.redelivered).toBe(true);
     expect((redelivered[0]?.body as { job: { id: number } }).job.id).toBe(721270);
-  });
-
-  it('removes the job from the queue for good once acknowledged', async () => {
-    const harness = await openQueue();
-    const source = await openSource(harness);
-    await enqueue(harness.queueName, payload(11));
-    const job = await nextJob(source);
-    await job.received();
-    await job.finish('failed');
-    await job.acknowledge();
-    await source.close();
-    await harness.queue.close();
-
-    // Were the job still there (requeued by the closing channel), it would come before the marker.
-    await enqueue(harness.queueName, { marker: true });
-    const [first] = await drain(vhost.uri, harness.queueName, 1, AbortSignal.timeout(10_000));
-    expect(first?.body).toEqual({ marker: true });
-    const [, failed] = await states(2);
-    expect(failed?.body).toMatchObject({ state: 'failed', meta: { state_update_count: 6 } });
   });
 
   it('fills received_at and started_at with the finish time when the job never got there', async () => {

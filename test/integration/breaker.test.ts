@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { JobDone } from '../../src/worker.js';
-import { STAGES } from '../../src/queue/file.js';
+import { STAGES } from '../../src/queue/file/layout.js';
 import { createVhost, messageCount, publishRaw, purge, type TestVhost } from '../helpers/rabbitmq.js';
 import { allPaused as everyProcessorPaused, startTestWorker, untilProcessors, type TestWorker } from '../helpers/worker.js';
 

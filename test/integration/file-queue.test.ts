@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DEFAULT_REQUEUE_LIMIT } from '../../src/job/requeues.js';
 import { LOG_TRAILER_RESERVE_BYTES } from '../../src/job-log/writer.js';
-import { STAGES } from '../../src/queue/file.js';
+import { STAGES } from '../../src/queue/file/layout.js';
 import { silentLogger, type Logger } from '../../src/logger.js';
 import { fileAppears } from '../helpers/files.js';
 import { captureLog } from '../helpers/log-capture.js';

@@ -22,7 +22,7 @@ import { definition as gce } from '../../backends/gce/index.js';
 import { LABELS as GCE_LABELS, labelValue } from '../../backends/gce/instance-spec.js';
 import type { Backend } from '../../src/backend/contract.js';
 import { silentLogger } from '../../src/logger.js';
-import { STAGES } from '../../src/queue/file.js';
+import { STAGES } from '../../src/queue/file/layout.js';
 import { HeldInstances } from '../../src/reaper/held.js';
 import { reapOnce, type ReapSummary } from '../../src/reaper/reaper.js';
 import { FakeEc2 } from '../fakes/ec2-server.js';

@@ -4,9 +4,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Options } from 'amqplib';
-import type { ConfirmPublisher, PublishResult } from '../../src/amqp/confirm-channel.js';
-import { BrokerError } from '../../src/amqp/errors.js';
-import { AmqpLogSink, LOG_PUBLISH_WINDOW, type AmqpLogSinkOptions } from '../../src/amqp/log-sink.js';
+import type { ConfirmPublisher, PublishResult } from '../../src/queue/amqp/confirm-channel.js';
+import { BrokerError } from '../../src/queue/amqp/errors.js';
+import { AmqpLogSink, LOG_PUBLISH_WINDOW, type AmqpLogSinkOptions } from '../../src/queue/amqp/log-sink.js';
 import { silentLogger } from '../../src/logger.js';
 import type { LogPart } from '../../src/queue/contract.js';
 

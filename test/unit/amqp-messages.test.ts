@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_CANCEL_TEXT_BYTES, parseCancelCommand } from '../../src/amqp/canceller.js';
-import { BrokerError, isConsumerTimeout, isUnknownExchangeType } from '../../src/amqp/errors.js';
-import { logPartBody, publishOptions, rfc3339, stateUpdateBody } from '../../src/amqp/messages.js';
-import { connectTarget } from '../../src/amqp/uri.js';
+import { MAX_CANCEL_TEXT_BYTES, parseCancelCommand } from '../../src/queue/amqp/canceller.js';
+import { BrokerError, isConsumerTimeout, isUnknownExchangeType } from '../../src/queue/amqp/errors.js';
+import { logPartBody, publishOptions, rfc3339, stateUpdateBody } from '../../src/queue/amqp/messages.js';
+import { connectTarget } from '../../src/queue/amqp/uri.js';
 
 function closeError(code: number, message: string): Error {
   return Object.assign(new Error(message), { code });

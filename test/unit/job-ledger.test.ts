@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { LOG_QUEUE, REPORTING_EXCHANGE, STATE_QUEUE, logPartBody, stateUpdateBody } from '../../src/amqp/messages.js';
+import { LOG_QUEUE, REPORTING_EXCHANGE, STATE_QUEUE, logPartBody, stateUpdateBody } from '../../src/queue/amqp/messages.js';
 import type { JobState } from '../../src/queue/contract.js';
 import { startLedger, type JobLedger, type LedgerOptions, type LedgerReport } from '../helpers/job-ledger.js';
 import { createVhost, publishRaw, type TestVhost } from '../helpers/rabbitmq.js';
@@ -73,11 +73,12 @@ const clean = (scenario: string, jobsRun: number): LedgerReport => ({
 });
 
 describe('job ledger', () => {
-  it('accepts a finished run after an abandoned one, and drops duplicate copies', async () => {
+  it('accepts a finished run after an abandoned one, drops duplicate copies, and gives the latest run\'s log', async () => {
     const ledger = await start();
     const abandoned = run(1, 'aaaaaaaa-1');
     await abandoned.states('received', 'started');
-    await abandoned.parts(0, 1);
+    await abandoned.part(0, 'abandoned run\r\n');
+    await abandoned.part(1, 'never finished\r\n');
     const finished = run(1, 'bbbbbbbb-1');
     await finished.states('received', 'started');
     await finished.parts(0, 1);
@@ -88,6 +89,7 @@ describe('job ledger', () => {
 
     await ledger.untilFinished([1], timeout());
     expect(ledger.states(1)).toEqual(['received', 'started', 'received', 'started', 'passed']);
+    expect(ledger.log(1)).toBe('line 0\r\nline 1\r\n');
     expect(ledger.report('clean', [1])).toEqual(clean('clean', 1));
   });
 

@@ -10,11 +10,11 @@
  * connection is back.
  */
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
-import { errorMessage } from '../errors.js';
-import { raceAbort } from '../util/abort.js';
-import { parseJobPayload, type JobPayload } from '../job/payload.js';
-import type { Logger } from '../logger.js';
-import type { JobSource, QueuedJob } from '../queue/contract.js';
+import { errorMessage } from '../../errors.js';
+import { raceAbort } from '../../util/abort.js';
+import { parseJobPayload, type JobPayload } from '../../job/payload.js';
+import type { Logger } from '../../logger.js';
+import type { JobSource, QueuedJob } from '../contract.js';
 import { ConfirmChannelSlot } from './confirm-channel.js';
 import { BrokerError, CONSUMER_TIMEOUT_ADVICE, isConsumerTimeout } from './errors.js';
 import { AmqpQueuedJob } from './job.js';

@@ -4,17 +4,17 @@
  *
  * Connections: one for jobs, states and cancel commands (`config.uri`), and
  * one for log parts when `config.logsUri` is set (else the jobs one). Each
- * reconnects on its own when lost (src/amqp/reconnecting.ts): the jobs in
+ * reconnects on its own when lost (src/queue/amqp/reconnecting.ts): the jobs in
  * flight on a lost jobs connection are lost (their `lost` signal aborts;
  * the broker hands them out again), the processors wait for the broker
  * and consume again, and `notReadyReason` says why meanwhile.
  */
 import { hostname as osHostname } from 'node:os';
 import type { Channel } from 'amqplib';
-import type { AmqpConfig } from '../config/types.js';
-import { errorMessage, type BrokerError } from '../errors.js';
-import type { Logger } from '../logger.js';
-import type { CancelCommand, JobQueue, JobSource } from '../queue/contract.js';
+import type { AmqpConfig } from '../../config/types.js';
+import { errorMessage, type BrokerError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import type { CancelCommand, JobQueue, JobSource } from '../contract.js';
 import { consumeCommands } from './canceller.js';
 import { openConnection } from './connection.js';
 import { declareJobObjects, declareLogObjects } from './declare.js';

@@ -5,8 +5,8 @@
  * awaits it (a processor's job source, a shutdown) would wait forever.
  */
 import type { Channel } from 'amqplib';
-import { errorMessage } from '../errors.js';
-import type { Logger } from '../logger.js';
+import { errorMessage } from '../../errors.js';
+import type { Logger } from '../../logger.js';
 
 /** Close `channel`; resolves once it is closed, however that happens. Never throws: a failure is logged at debug, naming `what`. */
 export function closeChannel(channel: Channel, logger: Logger, what: string): Promise<void> {

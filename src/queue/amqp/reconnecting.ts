@@ -13,9 +13,9 @@
 import { EventEmitter } from 'node:events';
 import type { ChannelModel } from 'amqplib';
 import pRetry, { AbortError } from 'p-retry';
-import { errorMessage } from '../errors.js';
-import type { Logger } from '../logger.js';
-import { raceAbort } from '../util/abort.js';
+import { errorMessage } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import { raceAbort } from '../../util/abort.js';
 import type { BrokerConnection } from './connection.js';
 import { BrokerError } from './errors.js';
 

@@ -5,13 +5,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Channel, ConsumeMessage } from 'amqplib';
-import { errorMessage } from '../errors.js';
-import type { JobPayload } from '../job/payload.js';
-import type { Logger } from '../logger.js';
-import type { JobState, QueuedJob, TerminalState } from '../queue/contract.js';
+import { errorMessage } from '../../errors.js';
+import type { JobPayload } from '../../job/payload.js';
+import type { Logger } from '../../logger.js';
+import type { JobState, QueuedJob, TerminalState } from '../contract.js';
 import { REPUBLISH_FIRST_PAUSE_MS, nextRepublishPause, type ConfirmPublisher } from './confirm-channel.js';
 import type { ReportedJobs } from './reported-jobs.js';
-import { abortableSleep, raceAbort } from '../util/abort.js';
+import { abortableSleep, raceAbort } from '../../util/abort.js';
 import { BrokerError } from './errors.js';
 import { AmqpLogSink } from './log-sink.js';
 import { STATE_EVENT, STATE_QUEUE, publishOptions, stateUpdateBody } from './messages.js';

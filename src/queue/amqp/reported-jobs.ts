@@ -8,7 +8,7 @@
  * a redelivery unrun when it comes back here; a redelivery another worker
  * takes is beyond any one worker's memory.
  */
-import type { JobState } from '../queue/contract.js';
+import type { JobState } from '../contract.js';
 
 /** Reports remembered at most: far more than a pool runs between a reconnect and the redeliveries it brings. */
 const REMEMBERED = 10_000;

@@ -3,7 +3,7 @@
  * recognise the ones an operator must act on.
  */
 
-export { BrokerError, type BrokerErrorKind } from '../errors.js';
+export { BrokerError, type BrokerErrorKind } from '../../errors.js';
 
 /** AMQP reply codes amqplib puts in `err.code` when the server closes a channel or connection. */
 const PRECONDITION_FAILED = 406;

@@ -5,8 +5,8 @@
  */
 import type { Channel, ChannelModel } from 'amqplib';
 import type { BrokerConnection } from './connection.js';
-import { ConfigError } from '../errors.js';
-import type { Logger } from '../logger.js';
+import { ConfigError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
 import { isUnknownExchangeType } from './errors.js';
 import { LOG_QUEUE, REPORTING_EXCHANGE, SHARDED_LOG_EXCHANGE, STATE_QUEUE } from './messages.js';
 import { closeChannel } from './close-channel.js';

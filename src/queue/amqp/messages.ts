@@ -3,7 +3,7 @@
  * sends them (docs/protocol.md, "State updates" and "Log parts").
  */
 import type { Options } from 'amqplib';
-import type { JobState, LogPart } from '../queue/contract.js';
+import type { JobState, LogPart } from '../contract.js';
 
 /** Broker objects named by the protocol. */
 export const REPORTING_EXCHANGE = 'reporting';

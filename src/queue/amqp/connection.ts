@@ -5,9 +5,9 @@
  */
 import { Socket } from 'node:net';
 import { connect, type ChannelModel, type SocketOptions } from 'amqplib';
-import { maskUrl } from '../redact.js';
-import { errorMessage } from '../errors.js';
-import type { Logger } from '../logger.js';
+import { maskUrl } from '../../redact.js';
+import { errorMessage } from '../../errors.js';
+import type { Logger } from '../../logger.js';
 import { BrokerError } from './errors.js';
 import { connectTarget, type ConnectSettings } from './uri.js';
 

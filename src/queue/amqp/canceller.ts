@@ -6,10 +6,10 @@
  */
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import { z } from 'zod';
-import { errorMessage } from '../errors.js';
-import { truncateUtf8 } from '../job-log/utf8.js';
-import type { Logger } from '../logger.js';
-import type { CancelCommand } from '../queue/contract.js';
+import { errorMessage } from '../../errors.js';
+import { truncateUtf8 } from '../../job-log/utf8.js';
+import type { Logger } from '../../logger.js';
+import type { CancelCommand } from '../contract.js';
 import { COMMANDS_EXCHANGE } from './messages.js';
 import { closeChannel } from './close-channel.js';
 

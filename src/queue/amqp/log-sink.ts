@@ -13,11 +13,11 @@
  * timeout fails the sink (`failed` aborts), and the job is requeued rather
  * than waiting on a broker without bound.
  */
-import type { LogPart, LogSink } from '../queue/contract.js';
-import { errorMessage } from '../errors.js';
-import type { Logger } from '../logger.js';
-import { abortableSleep } from '../util/abort.js';
-import { timerDelay } from '../util/timers.js';
+import type { LogPart, LogSink } from '../contract.js';
+import { errorMessage } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import { abortableSleep } from '../../util/abort.js';
+import { timerDelay } from '../../util/timers.js';
 import { nextRepublishPause, type ConfirmPublisher } from './confirm-channel.js';
 import { BrokerError } from './errors.js';
 import { LOG_EVENT, LOG_QUEUE, REPORTING_EXCHANGE, SHARDED_LOG_EXCHANGE, logPartBody, publishOptions } from './messages.js';

@@ -7,9 +7,9 @@
  * its high-water mark, and a promise of the broker's confirm.
  */
 import type { ChannelModel, ConfirmChannel, Options } from 'amqplib';
-import { errorMessage } from '../errors.js';
-import type { Logger } from '../logger.js';
-import { raceAbort } from '../util/abort.js';
+import { errorMessage } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import { raceAbort } from '../../util/abort.js';
 import { BrokerError } from './errors.js';
 import { closeChannel } from './close-channel.js';
 
