@@ -115,7 +115,12 @@ function cgroupContainment(parent: string): Containment {
         // The shell moves itself into the cgroup before it becomes the
         // script, so every process of the job starts inside.
         command: (argv) => ['bash', '-c', 'echo 0 > "$0/cgroup.procs" && exec "$@"', dir, ...argv],
-        kill: () => void killAll().catch(() => undefined),
+        // The root is signalled too: until the shell has joined the cgroup
+        // (its first command), `cgroup.kill` would find nobody to kill.
+        kill(root, exited) {
+          if (!exited) killProcessTree(root);
+          void killAll().catch(() => undefined);
+        },
         async release() {
           if (released) return;
           await killAll();

@@ -99,6 +99,15 @@ describe.each<ContainmentKind>(['cgroup', 'pid-namespace', 'session'])('local ba
     await instance.destroy();
   });
 
+  it('ends a run stopped as it starts, before the script is in its container', async () => {
+    const instance = await start('sleep 300; echo never');
+    const output = new CollectingWritable();
+    const stopped = AbortSignal.abort(new Error('cancelled'));
+    expect((await instance.run({ output, signal: stopped })).exitCode).toBeNull();
+    expect(output.text).not.toContain('never');
+    await instance.destroy();
+  });
+
   it('does not let a setsid child holding stdout keep the run open after the script exits', async () => {
     const instance = await start('[setsid % &] echo done');
     const output = new CollectingWritable();
