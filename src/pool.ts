@@ -1,15 +1,6 @@
 /**
- * The processor pool: `TRAVIS_WORKER_POOL_SIZE` processors, each taking one
- * job at a time from its own source (its own AMQP channel with prefetch 1,
- * as travis does) and running it to the end.
- *
- * A processor that must stop taking jobs (pause, drain, pool decrement)
- * closes its source at once rather than just not calling `next()`: with
- * prefetch 1 the broker may already have pushed it a delivery, and closing
- * the source hands that delivery back to the queue (nack, requeue) instead
- * of leaving it unacknowledged on a worker that will not run it. The job in
- * hand, if any, runs on; its channel stays open until it is settled. On
- * resume each processor opens a fresh source.
+ * The processor pool: `TRAVIS_WORKER_POOL_SIZE` processors
+ * (src/processor.ts), grown, shrunk and held together.
  *
  * The worker (src/worker.ts) decides whether the pool takes jobs, from
  * its pause reasons; the pool applies it (`hold`): every processor takes
@@ -17,32 +8,10 @@
  * processor (the trial) does and the others stay paused.
  */
 import { EventEmitter } from 'node:events';
-import { errorMessage } from './errors.js';
 import { LifecycleError } from './lifecycle/state.js';
 import type { Logger } from './logger.js';
-import type { JobQueue, JobSource, QueuedJob } from './queue/contract.js';
-import type { JobResult } from './job/outcome.js';
-
-/**
- * - `starting`: opening its job source
- * - `waiting`: idle, ready for a job
- * - `processing`: running a job
- * - `paused`: not taking jobs until resumed (its source is closed)
- * - `stopping`: removed from the pool (decrement, drain): finishing its job, then gone
- * - `stopped`: done
- */
-export type ProcessorState = 'starting' | 'waiting' | 'processing' | 'paused' | 'stopping' | 'stopped';
-
-export interface ProcessorStatus {
-  id: string;
-  state: ProcessorState;
-  /** The job being processed, if any. */
-  jobId?: number;
-  /** The last job this processor took, if any (travis' `lastJobId`). */
-  lastJobId?: number;
-  /** Jobs this processor has settled. */
-  processed: number;
-}
+import type { JobQueue } from './queue/contract.js';
+import { Processor, type ProcessorStatus, type RunJob } from './processor.js';
 
 /**
  * The most processors a pool may have, however it is sized (POOL_SIZE,
@@ -59,177 +28,8 @@ export class PoolLimitError extends LifecycleError {
   override readonly code = 'E_POOL_LIMIT';
 }
 
-export type RunJob = (job: QueuedJob, processorId: string) => Promise<JobResult>;
-
 /** Which processors take jobs: all (`none` held), none (`all`), or only one trial processor (`trial`). */
 export type PoolHold = 'none' | 'all' | 'trial';
-
-/** Resolves once; `wait` gives the same promise to every caller. */
-class Gate {
-  private opened = false;
-  private resolvers: Array<() => void> = [];
-
-  open(): void {
-    this.opened = true;
-    for (const resolve of this.resolvers.splice(0)) resolve();
-  }
-
-  wait(): Promise<void> {
-    return this.opened ? Promise.resolve() : new Promise((resolve) => this.resolvers.push(resolve));
-  }
-}
-
-class Processor {
-  private current: ProcessorState = 'starting';
-  jobId: number | undefined;
-  lastJobId: number | undefined;
-  processed = 0;
-  private source: JobSource | undefined;
-  private closingSource: Promise<void> | undefined;
-  /** Aborts the current `next()` when the processor must stop taking jobs. */
-  private take = new AbortController();
-  private paused: boolean;
-  private retired = false;
-  /** Opened to end a pause (or to let a retired paused processor finish). */
-  private unpause = new Gate();
-  /** Opened once the processor is past its first source opening (or paused, or stopped). */
-  private readonly settledIn = new Gate();
-  readonly done: Promise<void>;
-
-  constructor(
-    readonly id: string,
-    private readonly queue: JobQueue,
-    private readonly runJob: RunJob,
-    private readonly logger: Logger,
-    paused: boolean,
-    private readonly onStopped: (processor: Processor) => void,
-    private readonly onChange: (processor: Processor) => void,
-  ) {
-    this.paused = paused;
-    this.done = this.loop();
-  }
-
-  get state(): ProcessorState {
-    return this.current;
-  }
-
-  set state(state: ProcessorState) {
-    if (state === this.current) return;
-    this.current = state;
-    this.onChange(this);
-  }
-
-  /** Stop taking jobs until `resume`; the job in hand runs on. */
-  pause(): void {
-    if (this.retired || this.paused) return;
-    this.paused = true;
-    this.unpause = new Gate();
-    this.stopTaking();
-  }
-
-  resume(): void {
-    if (!this.paused) return;
-    this.paused = false;
-    this.unpause.open();
-  }
-
-  /** Leave the pool: finish the job in hand, take no other. */
-  retire(): void {
-    if (this.retired) return;
-    this.retired = true;
-    if (this.state !== 'stopped') this.state = this.state === 'processing' ? 'stopping' : this.state;
-    this.stopTaking();
-    this.unpause.open();
-  }
-
-  /** Resolves once the processor has opened its first source, is paused, or has stopped. */
-  get started(): Promise<void> {
-    return this.settledIn.wait();
-  }
-
-  get isRetired(): boolean {
-    return this.retired;
-  }
-
-  status(): ProcessorStatus {
-    return {
-      id: this.id,
-      state: this.state,
-      processed: this.processed,
-      ...(this.jobId === undefined ? {} : { jobId: this.jobId }),
-      ...(this.lastJobId === undefined ? {} : { lastJobId: this.lastJobId }),
-    };
-  }
-
-  private stopTaking(): void {
-    this.take.abort();
-    // Closing now (not after the job in hand) cancels the consumer at once,
-    // so nothing more is prefetched for a processor that won't run it.
-    this.closeSource();
-  }
-
-  private closeSource(): Promise<void> {
-    const source = this.source;
-    if (!source) return this.closingSource ?? Promise.resolve();
-    this.source = undefined;
-    this.closingSource = source.close().catch((err: unknown) => {
-      this.logger.warn({ processor: this.id, err: errorMessage(err) }, 'closing job source failed');
-    });
-    return this.closingSource;
-  }
-
-  private async loop(): Promise<void> {
-    try {
-      for (;;) {
-        if (this.retired) break;
-        if (this.paused) {
-          await this.closeSource();
-          this.state = 'paused';
-          this.settledIn.open();
-          await this.unpause.wait();
-          continue;
-        }
-        if (!this.source) {
-          await this.closingSource;
-          this.take = new AbortController();
-          this.state = 'starting';
-          const source = await this.queue.openSource(this.id);
-          this.source = source;
-          this.settledIn.open();
-          // Paused or retired while opening: give it back at once.
-          if (this.paused || this.retired) continue;
-        }
-        this.state = 'waiting';
-        const job = await this.source.next(this.take.signal);
-        if (!job) continue;
-        await this.process(job);
-      }
-    } catch (err) {
-      this.logger.error({ processor: this.id, err: errorMessage(err) }, 'processor stopped: its job source failed');
-    } finally {
-      await this.closeSource();
-      this.state = 'stopped';
-      this.settledIn.open();
-      this.onStopped(this);
-    }
-  }
-
-  private async process(job: QueuedJob): Promise<void> {
-    this.state = this.retired ? 'stopping' : 'processing';
-    this.jobId = job.payload.jobId;
-    this.lastJobId = this.jobId;
-    try {
-      await this.runJob(job, this.id);
-    } catch (err) {
-      // runJob settles every job itself; reaching here is a bug, but one
-      // job's bug must not take the processor down with it.
-      this.logger.error({ processor: this.id, job_id: this.jobId, err: errorMessage(err) }, 'job runner threw');
-    }
-    this.processed++;
-    this.jobId = undefined;
-    this.state = this.retired ? 'stopping' : this.paused ? 'paused' : 'waiting';
-  }
-}
 
 /** Counts of processors by what they are doing, for metrics. */
 export interface PoolCounts {

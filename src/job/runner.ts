@@ -10,7 +10,7 @@ import { isStartFailure, type CircuitBreaker } from '../backend/breaker.js';
 import type { Backend } from '../backend/contract.js';
 import type { WorkerConfig } from '../config/types.js';
 import type { Logger } from '../logger.js';
-import type { RunJob } from '../pool.js';
+import type { RunJob } from '../processor.js';
 import type { WorkerMetrics } from '../telemetry/metrics.js';
 import { VERSION } from '../version.js';
 import type { CancelRegistry } from './cancels.js';

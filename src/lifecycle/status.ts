@@ -4,7 +4,7 @@
  * tooling keeps reading them, plus the lifecycle state.
  */
 import { formatGoDuration } from '../config/formats.js';
-import type { ProcessorStatus } from '../pool.js';
+import type { ProcessorStatus } from '../processor.js';
 import type { WorkerState } from './state.js';
 
 export interface ProcessorInfo {

@@ -8,7 +8,7 @@ import { loadConfig } from '../../src/config/load.js';
 import type { WorkerConfig } from '../../src/config/types.js';
 import { silentLogger, type Logger } from '../../src/logger.js';
 import { startWorker } from '../../src/main.js';
-import type { ProcessorStatus } from '../../src/pool.js';
+import type { ProcessorStatus } from '../../src/processor.js';
 import type { JobDone, Worker } from '../../src/worker.js';
 
 export interface TestWorker {
