@@ -6,7 +6,7 @@ import type { Backend, BackendDefinition } from '../../src/backend/contract.js';
 import { echoConfig, listBackendProviders } from '../../src/config/echo.js';
 import { IGNORED_SETTINGS } from '../../src/config/ignored.js';
 import { loadConfig } from '../../src/config/load.js';
-import { CORE_SETTINGS } from '../../src/config/schema.js';
+import { CORE_VARIABLES } from '../../src/config/schema.js';
 import type { AnyBackendDefinition, WorkerConfig } from '../../src/config/types.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES } from '../../src/job/payload.js';
 import { parseGoDuration } from '../../src/config/formats.js';
@@ -222,6 +222,14 @@ describe('loadConfig defaults', () => {
     });
   });
 
+  it('leaves unset settings out, and a group whose switch is unset, rather than holding them as empty', () => {
+    const config = loadConfig(BACKENDS, { TRAVIS_WORKER_PPROF_ADDR: '127.0.0.2', TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN: 'tok', TRAVIS_WORKER_LOGS_AMQP_URI: '' });
+    expect(['debug', 'heartbeat', 'control', 'remoteAuth'].filter((key) => key in config)).toEqual([]);
+    expect(['logsUri', 'tlsCert', 'logsTlsCert'].filter((key) => key in config.amqp)).toEqual([]);
+    expect(Object.keys(config.buildApi.options.cacheS3)).toEqual([]);
+    expect(config.hooks).toEqual({});
+  });
+
   it("uses this machine's host name when HOSTNAME is empty", () => {
     expect(loadConfig(BACKENDS, { TRAVIS_WORKER_HOSTNAME: '' }).hostname).toBe(hostname());
   });
@@ -414,7 +422,7 @@ describe('ignored travis settings', () => {
   });
 
   it('does not overlap the core settings', () => {
-    const core = new Set(Object.values(CORE_SETTINGS).map((setting) => setting.env));
+    const core = new Set(CORE_VARIABLES.map((variable) => variable.env));
     expect(IGNORED_SETTINGS.filter((setting) => core.has(setting.env))).toEqual([]);
   });
 });
