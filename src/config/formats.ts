@@ -1,7 +1,9 @@
 /**
  * The settings vocabulary shared by the core config and every backend's own
- * settings: convict schemas, plus the formats travis-ci/worker operators
- * already write (Go durations such as `3m30s`, comma-separated lists).
+ * settings: convict schemas, formats that know how a value is read from a
+ * variable's text and written back (`SettingFormat`), and the ones
+ * travis-ci/worker operators already write (Go durations such as `3m30s`,
+ * comma-separated lists).
  */
 import convict from 'convict';
 import { MAX_TIMER_MS } from '../util/timers.js';
