@@ -31,6 +31,12 @@ export const MAX_API_VERSION = '1.47';
 const ERROR_BODY_LIMIT_BYTES = 64 * 1024;
 /** Failures of `connect()` itself: nothing reached the engine, so trying again can't do anything twice. */
 const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOENT', 'EAI_AGAIN', 'EHOSTUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+/**
+ * Longest a call that is not `longLived` waits for the engine to begin its
+ * answer: undici's default, kept. Every short call is answered in well under
+ * a second by an engine that works; one that has not begun in 5 minutes is hung.
+ */
+const ANSWER_HEADERS_TIMEOUT_MS = 300_000;
 
 /** A failed Engine API call. `status` is the HTTP status, 0 when no answer came. */
 export class DockerApiError extends Error {
@@ -63,6 +69,8 @@ export interface DockerApiOptions {
   apiVersion: string;
   metrics: BackendMetrics;
   logger: Logger;
+  /** Longest a call that is not `longLived` waits for the answer to begin, in ms; `ANSWER_HEADERS_TIMEOUT_MS` unless a test lowers it. */
+  headersTimeoutMs?: number;
 }
 
 export interface CallOptions {
@@ -75,7 +83,10 @@ export interface CallOptions {
   signal: AbortSignal;
   /** Non-2xx statuses the caller handles itself (e.g. 404, 304) instead of an error. */
   accept?: readonly number[];
-  /** Leave the connection open for as long as the answer takes (exec output, wait, pull). */
+  /**
+   * Wait for the answer for as long as it takes (exec output, wait, pull, a
+   * stop that waits out its grace period), bounded only by `signal`.
+   */
   longLived?: boolean;
 }
 
@@ -133,21 +144,23 @@ export class DockerApi {
   constructor(options: DockerApiOptions) {
     this.#options = options;
     const { address } = options;
+    const headersTimeout = options.headersTimeoutMs ?? ANSWER_HEADERS_TIMEOUT_MS;
     if (address.kind === 'unix') {
       this.#origin = 'http://docker';
-      this.#dispatcher = new Agent({ connect: { socketPath: address.socketPath } });
+      this.#dispatcher = new Agent({ headersTimeout, connect: { socketPath: address.socketPath } });
     } else {
       this.#origin = address.origin;
-      this.#dispatcher = new Agent(
-        address.tls && options.certPath !== ''
+      this.#dispatcher = new Agent({
+        headersTimeout,
+        ...(address.tls && options.certPath !== ''
           ? {
               connect: {
                 ...readTlsFiles(options.certPath),
                 rejectUnauthorized: options.tlsVerify,
               },
             }
-          : {},
-      );
+          : {}),
+      });
     }
     this.#cloud = new CloudApi({
       backend: 'docker',

@@ -163,6 +163,10 @@ export class DockerEngine {
       path: `/containers/${id}/stop`,
       query: { t: graceSeconds },
       signal,
+      // The engine answers once the container is down, up to the grace period later
+      // (TRAVIS_WORKER_DOCKER_STOP_TIMEOUT, which may pass the timeout of short calls):
+      // the caller's signal (the destroy deadline) bounds the wait instead.
+      longLived: true,
       // 304: it was not running.
       accept: [304, 404],
     });

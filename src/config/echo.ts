@@ -2,100 +2,28 @@
 import type convict from 'convict';
 import type { SettingFamily } from '../backend/contract.js';
 import { MASK } from '../redact.js';
-import { formatListenAddress } from '../util/net.js';
 import { backendEnvName, exportLine, familyEnvPrefix, formatSettingValue, isRequired, schemaLeaves } from './env.js';
+import { settingFormat } from './formats.js';
 import { byCodeUnits } from './read.js';
-import { CORE_SETTINGS, ENV, type CoreKey, type CoreSettings } from './schema.js';
+import { CORE_LEAVES } from './schema.js';
 import type { AnyBackendDefinition, WorkerConfig } from './types.js';
 
-
 /**
- * The core settings' values back out of a loaded config, for echoing. The
- * certificate paths are not here: loading folded their files into the
- * certificates.
+ * A setting's line: `export NAME="value"` (secrets masked), or a comment
+ * describing a value that is not shown at all. A value loading left out
+ * (an unset setting, an optional group that is off) is echoed as its
+ * default.
  */
-function coreValues(config: WorkerConfig): Omit<CoreSettings, 'amqpTlsCertPath' | 'logsAmqpTlsCertPath'> {
-  const { amqp, buildApi, timeouts, defaults } = config;
-  const { options } = buildApi;
-  return {
-    providerName: config.providerName,
-    queueType: config.queueType,
-    queueName: config.queueName,
-    poolSize: config.poolSize,
-    hostname: config.hostname,
-    infra: config.infra,
-    debug: config.logLevel === 'debug',
-    amqpUri: amqp.uri,
-    amqpHeartbeat: amqp.heartbeatMs,
-    amqpConsumerPriority: amqp.consumerPriority,
-    amqpTlsCert: amqp.tlsCert ?? '',
-    amqpInsecure: amqp.insecure,
-    logsAmqpUri: amqp.logsUri ?? '',
-    logsAmqpTlsCert: amqp.logsTlsCert ?? '',
-    rabbitmqSharding: amqp.sharding,
-    amqpReconnectBackoff: amqp.reconnect.initialMs,
-    amqpReconnectMaxBackoff: amqp.reconnect.maxMs,
-    logDeliveryTimeout: amqp.logDeliveryTimeoutMs,
-    baseDir: config.file.baseDir,
-    filePollingInterval: config.file.pollingIntervalMs,
-    fileEchoLogs: config.file.echoLogs,
-    buildApiUri: buildApi.uri ?? '',
-    buildApiInsecureSkipVerify: buildApi.insecureSkipVerify,
-    buildApiTimeout: buildApi.timeoutMs,
-    hardTimeout: timeouts.hardMs,
-    logTimeout: timeouts.logSilenceMs,
-    startupTimeout: timeouts.startupMs,
-    scriptUploadTimeout: timeouts.scriptUploadMs,
-    initialSleep: timeouts.initialSleepMs,
-    shutdownTimeout: timeouts.shutdownMs,
-    maxLogLength: config.maxLogLength,
-    payloadMaxSize: config.payloadMaxBytes,
-    defaultLanguage: defaults.language,
-    defaultDist: defaults.dist,
-    defaultArch: defaults.arch,
-    defaultGroup: defaults.group,
-    defaultOs: defaults.os,
-    buildAptCache: options.aptCache ?? '',
-    buildNpmCache: options.npmCache ?? '',
-    buildParanoid: options.paranoid,
-    buildFixResolvConf: options.fixResolvConf,
-    buildFixEtcHosts: options.fixEtcHosts,
-    buildCacheType: options.cacheType ?? '',
-    buildCacheFetchTimeout: options.cacheFetchTimeoutS * 1000,
-    buildCachePushTimeout: options.cachePushTimeoutS * 1000,
-    buildCacheS3Scheme: options.cacheS3.scheme ?? '',
-    buildCacheS3Region: options.cacheS3.region ?? '',
-    buildCacheS3Bucket: options.cacheS3.bucket ?? '',
-    buildCacheS3AccessKeyId: options.cacheS3.accessKeyId ?? '',
-    buildCacheS3SecretAccessKey: options.cacheS3.secretAccessKey ?? '',
-    remoteControllerAddr: config.control ? formatListenAddress(config.control) : '',
-    remoteControllerAuth: config.remoteAuth ?? '',
-    pprofPort: config.debug ? String(config.debug.port) : '',
-    pprofAddr: config.debug?.host ?? '127.0.0.1',
-    pprofNoAuth: config.debug?.noAuth ?? false,
-    startHook: config.hooks.start ?? '',
-    stopHook: config.hooks.stop ?? '',
-    heartbeatUrl: config.heartbeat?.url ?? '',
-    heartbeatUrlAuthToken: config.heartbeat?.authToken ?? '',
-    breakerThreshold: config.breaker.threshold,
-    breakerBackoff: config.breaker.backoffMs,
-    breakerMaxBackoff: config.breaker.maxBackoffMs,
-    requeueLimit: config.requeueLimit,
-    reaperInterval: config.reaper.intervalMs,
-    reaperGrace: config.reaper.graceMs,
-  };
+function echoLine(variable: string, node: convict.SchemaObj, value: unknown): string {
+  const shown = value === undefined ? node.default : value;
+  const describe = settingFormat(node)?.describe;
+  if (describe !== undefined && shown !== null && shown !== undefined) return `# ${variable}: ${describe(shown)}`;
+  return exportLine(variable, formatSettingValue(node, shown));
 }
 
-/** Certificates are long: echo says how long instead. */
-const CERT_SETTINGS = new Set<CoreKey>(['amqpTlsCert', 'logsAmqpTlsCert']);
-
-function echoCoreLine(key: CoreKey, value: unknown): string {
-  const node: convict.SchemaObj = CORE_SETTINGS[key];
-  const variable = ENV[key];
-  if (CERT_SETTINGS.has(key) && typeof value === 'string' && value !== '') {
-    return `# ${variable}: ${value.length} characters of PEM (not shown)`;
-  }
-  return exportLine(variable, formatSettingValue(node, value));
+/** Lines for settings, sorted by variable. */
+function echoLeaves(leaves: readonly { variable: string; node: convict.SchemaObj; value: unknown }[]): string[] {
+  return [...leaves].sort((a, b) => byCodeUnits(a.variable, b.variable)).map(({ variable, node, value }) => echoLine(variable, node, value));
 }
 
 /**
@@ -105,20 +33,19 @@ function echoCoreLine(key: CoreKey, value: unknown): string {
  * (The `*_TLS_CERT_PATH` files were read into the `*_TLS_CERT` values.)
  */
 export function echoConfig(config: WorkerConfig, backends: readonly AnyBackendDefinition[]): string {
-  const values = coreValues(config);
-  const core = (Object.keys(values) as (keyof typeof values)[])
-    .sort((a, b) => byCodeUnits(ENV[a], ENV[b]))
-    .map((key) => echoCoreLine(key, values[key]));
+  const core = echoLeaves(CORE_LEAVES.map(({ node, parts }) => ({ variable: node.env, node, value: valueAt(config, parts) })));
 
   const backend = backends.find((candidate) => candidate.name === config.providerName);
   const provider =
     backend === undefined
       ? [`# (no backend named ${config.providerName} is known)`]
-      : schemaLeaves(backend.settings)
-          .map((leaf) => ({ leaf, variable: backendEnvName(backend.name, leaf.parts) }))
-          .sort((a, b) => byCodeUnits(a.variable, b.variable))
-          .map(({ leaf, variable }) => exportLine(variable, formatSettingValue(leaf.node, valueAt(config.backendSettings, leaf.parts))))
-          .concat(echoFamilies(backend, config.backendSettings));
+      : echoLeaves(
+          schemaLeaves(backend.settings).map((leaf) => ({
+            variable: backendEnvName(backend.name, leaf.parts),
+            node: leaf.node,
+            value: valueAt(config.backendSettings, leaf.parts),
+          })),
+        ).concat(echoFamilies(backend, config.backendSettings));
 
   const lines = ['# mayfly effective configuration (secrets masked)', ...core, '', `# provider settings (${config.providerName})`, ...provider];
   if (config.ignoredSettings.length > 0) {
@@ -135,7 +62,7 @@ function echoFamilies(backend: AnyBackendDefinition, settings: Record<string, un
   );
 }
 
-function valueAt(settings: Record<string, unknown>, parts: readonly string[]): unknown {
+function valueAt(settings: object, parts: readonly string[]): unknown {
   let value: unknown = settings;
   for (const part of parts) {
     value = typeof value === 'object' && value !== null ? (value as Record<string, unknown>)[part] : undefined;

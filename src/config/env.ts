@@ -7,7 +7,7 @@
  */
 import type convict from 'convict';
 import { MASK, maskUrl } from '../redact.js';
-import { formatGoDuration } from './formats.js';
+import { settingFormat } from './formats.js';
 
 /** Every mayfly (and travis-ci/worker) variable starts with this. */
 export const ENV_PREFIX = 'TRAVIS_WORKER_';
@@ -90,20 +90,26 @@ const TRUE_WORDS = new Set(['true', '1', 'yes']);
 // Empty counts as false: travis' flag library treats `TRAVIS_WORKER_X=` that way for booleans.
 const FALSE_WORDS = new Set(['false', '0', 'no', '']);
 
+/** A boolean variable's text (`true`/`false`, `1`/`0`, `yes`/`no`, any case). */
+export function parseFlag(text: string): boolean {
+  const word = text.trim().toLowerCase();
+  if (TRUE_WORDS.has(word)) return true;
+  if (FALSE_WORDS.has(word)) return false;
+  throw new Error('must be true or false (1/0 and yes/no work too)');
+}
+
 /**
- * The value to hand to convict for a variable's text: booleans and numbers
- * parsed strictly, anything else unchanged for the format's own coercion
- * (durations, lists). Throws an `Error` whose message says what is expected.
+ * The value to hand to convict for a variable's text: what the setting's
+ * format parses it to, else booleans and numbers parsed strictly and
+ * anything else unchanged for convict's coercion (durations, lists). Throws an `Error` whose message says what is expected.
  */
 export function parseEnvText(node: convict.SchemaObj, text: string): unknown {
+  const parse = settingFormat(node)?.parse;
+  if (parse !== undefined) return parse(text);
   const trimmed = text.trim();
   switch (textKind(node)) {
-    case 'boolean': {
-      const word = trimmed.toLowerCase();
-      if (TRUE_WORDS.has(word)) return true;
-      if (FALSE_WORDS.has(word)) return false;
-      throw new Error('must be true or false (1/0 and yes/no work too)');
-    }
+    case 'boolean':
+      return parseFlag(trimmed);
     case 'integer':
       if (!/^[+-]?\d+$/.test(trimmed)) throw new Error('must be a whole number');
       return Number(trimmed);
@@ -141,7 +147,8 @@ export function formatSettingValue(node: convict.SchemaObj, value: unknown): str
 
 function plainText(node: convict.SchemaObj, value: unknown): string {
   if (value === undefined || value === null) return '';
-  if (node.format === 'duration' && typeof value === 'number') return formatGoDuration(value);
+  const render = settingFormat(node)?.render;
+  if (render !== undefined) return render(value);
   if (Array.isArray(value)) return value.map(String).join(',');
   if (typeof value === 'object') return JSON.stringify(value);
   return String(value);

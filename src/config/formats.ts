@@ -1,7 +1,9 @@
 /**
  * The settings vocabulary shared by the core config and every backend's own
- * settings: convict schemas, plus the formats travis-ci/worker operators
- * already write (Go durations such as `3m30s`, comma-separated lists).
+ * settings: convict schemas, formats that know how a value is read from a
+ * variable's text and written back (`SettingFormat`), and the ones
+ * travis-ci/worker operators already write (Go durations such as `3m30s`,
+ * comma-separated lists).
  */
 import convict from 'convict';
 import { MAX_TIMER_MS } from '../util/timers.js';
@@ -55,19 +57,64 @@ export function formatGoDuration(ms: number): string {
   return `${h ? `${h}h` : ''}${h || m ? `${m}m` : ''}${s}s`;
 }
 
-convict.addFormat({
-  name: 'duration',
-  validate(value: unknown) {
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-      throw new Error('must be a duration such as 50m, 3m30s or 500ms');
-    }
-    if (value > MAX_TIMER_MS) throw new Error(`must be at most ${formatGoDuration(MAX_TIMER_MS)} (the longest a timer can wait)`);
-  },
+/**
+ * How a setting's value is read from a variable's text and written back,
+ * beside convict's check of the value: the one place that knows both
+ * directions, so loading and `--echo-config` cannot drift apart.
+ */
+export interface SettingFormat {
+  /** convict's check of a value; throws an `Error` saying what is expected. */
+  validate(value: unknown): void;
+  /**
+   * The value of a variable's text (a derived value: parsed, trimmed, read
+   * from a file, unset when empty); throws an `Error` saying what is
+   * expected. Without it the text goes to convict as is.
+   */
+  parse?(text: string): unknown;
+  /** A value back as the text an operator would write; without it, `String(value)`. */
+  render?(value: unknown): string;
+  /** Set for a value `--echo-config` must not print even masked: what it prints instead (a description). */
+  describe?(value: unknown): string;
+}
+
+/** Formats a schema names with a string (`format: 'duration'`), as registered with convict. */
+const NAMED_FORMATS = new Map<string, SettingFormat>();
+
+/** Register a format schemas name with a string; `coerce` is convict's, for defaults written as text (`'5m'`). */
+function addNamedFormat(name: string, format: SettingFormat & { coerce?: (value: unknown) => unknown }): void {
+  NAMED_FORMATS.set(name, format);
+  convict.addFormat({ name, validate: format.validate, ...(format.coerce ? { coerce: format.coerce } : {}) });
+}
+
+/** A format a schema declares inline (`format: listenAddress`): a convict validator carrying its parse and render. */
+export type InlineFormat = ((value: unknown) => void) & SettingFormat;
+
+export function inlineFormat(format: SettingFormat): InlineFormat {
+  return Object.assign((value: unknown) => format.validate(value), format);
+}
+
+/** A setting's format, named or inline, when it is one of these (not a convict built-in). */
+export function settingFormat(node: convict.SchemaObj): SettingFormat | undefined {
+  const format: unknown = node.format;
+  if (typeof format === 'string') return NAMED_FORMATS.get(format);
+  return typeof format === 'function' && 'validate' in format ? (format as InlineFormat) : undefined;
+}
+
+/** The check of a duration in ms: convict's, and the longest a timer can wait. */
+export function validateDuration(value: unknown): void {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw new Error('must be a duration such as 50m, 3m30s or 500ms');
+  }
+  if (value > MAX_TIMER_MS) throw new Error(`must be at most ${formatGoDuration(MAX_TIMER_MS)} (the longest a timer can wait)`);
+}
+
+addNamedFormat('duration', {
+  validate: validateDuration,
   coerce: (value: unknown) => (typeof value === 'string' ? parseGoDuration(value) : value),
+  render: (value) => formatGoDuration(value as number),
 });
 
-convict.addFormat({
-  name: 'list',
+addNamedFormat('list', {
   validate(value: unknown) {
     if (!Array.isArray(value) || value.some((item) => typeof item !== 'string')) {
       throw new Error('must be a comma-separated list');
@@ -80,4 +127,5 @@ convict.addFormat({
           .map((item) => item.trim())
           .filter((item) => item !== '')
       : value,
+  render: (value) => (value as unknown[]).map(String).join(','),
 });

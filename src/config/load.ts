@@ -8,31 +8,15 @@
  * naming every offending variable. Settings travis reads but mayfly has no
  * use for are accepted and listed in `ignoredSettings` for a warning.
  */
-import { readFileSync } from 'node:fs';
 import type { SettingFamily } from '../backend/contract.js';
-import { ConfigError, errorMessage } from '../errors.js';
+import { ConfigError } from '../errors.js';
 import { isLoopback } from '../util/net.js';
-import { toWorkerConfig } from './compile.js';
 import { ENV_PREFIX, backendEnvName, closestName, familyEnvPrefix, schemaLeaves } from './env.js';
 import { COMMAND_LINE_ONLY, IGNORED_SETTINGS } from './ignored.js';
 import { Problems, readSettings } from './read.js';
-import { CORE_SETTINGS, ENV, type CoreSettings } from './schema.js';
+import { CORE_SETTINGS, CORE_VARIABLES, type CoreConfig } from './schema.js';
 import type { AnyBackendDefinition, WorkerConfig } from './types.js';
-
-const CORE_LEAVES = schemaLeaves(CORE_SETTINGS);
-
-/** The PEM text to trust: the inline certificate and the file's, both kept (as travis adds both to its pool). */
-function trustedCerts(inline: string, path: string, pathVariable: string, problems: Problems): string | undefined {
-  const pems = inline.trim() === '' ? [] : [inline];
-  if (path !== '') {
-    try {
-      pems.push(readFileSync(path, 'utf8'));
-    } catch (err) {
-      problems.add(pathVariable, `cannot read the certificate file: ${errorMessage(err)}`);
-    }
-  }
-  return pems.length === 0 ? undefined : pems.join('\n');
-}
+import { withoutUnset } from './unset.js';
 
 type Owner = { kind: 'core' | 'ignored' } | { kind: 'backend'; backend: string };
 
@@ -73,7 +57,7 @@ function readFamilies(
 /** Which variables exist: core, ignored, and every declared setting of every backend. */
 function knownVariables(backends: readonly AnyBackendDefinition[]): Map<string, Owner> {
   const known = new Map<string, Owner>();
-  for (const leaf of CORE_LEAVES) known.set(leaf.node.env as string, { kind: 'core' });
+  for (const { env } of CORE_VARIABLES) known.set(env, { kind: 'core' });
   for (const setting of IGNORED_SETTINGS) known.set(setting.env, { kind: 'ignored' });
   for (const backend of backends) {
     for (const leaf of schemaLeaves(backend.settings)) {
@@ -113,15 +97,16 @@ export function loadConfig(backends: readonly AnyBackendDefinition[], env: NodeJ
     problems.add(variable, `unknown setting${suggestion === undefined ? '' : ` (did you mean ${suggestion}?)`}`);
   }
 
-  const core = readSettings(CORE_SETTINGS, (leaf) => leaf.node.env as string, env, problems) as CoreSettings | undefined;
+  const settings = readSettings(CORE_SETTINGS, (leaf) => leaf.node.env as string, env, problems);
+  const core = settings && (withoutUnset(CORE_SETTINGS, settings) as CoreConfig);
 
   // The backend is looked up even when other core settings are bad, so one run reports everything.
-  const providerName = env[ENV.providerName] ?? CORE_SETTINGS.providerName.default ?? '';
+  const providerName = env[CORE_SETTINGS.providerName.env] ?? CORE_SETTINGS.providerName.default ?? '';
   const backend = backends.find((candidate) => candidate.name.toLowerCase() === providerName.trim().toLowerCase());
   let backendSettings: Record<string, unknown> | undefined;
   if (backend === undefined) {
     const names = backends.map((candidate) => candidate.name).sort();
-    problems.add(ENV.providerName, `unknown provider ${JSON.stringify(providerName)} (known: ${names.join(', ') || 'none'})`);
+    problems.add(CORE_SETTINGS.providerName.env, `unknown provider ${JSON.stringify(providerName)} (known: ${names.join(', ') || 'none'})`);
   } else {
     const declared = readSettings(backend.settings, (leaf) => backendEnvName(backend.name, leaf.parts), env, problems);
     if (declared !== undefined) backendSettings = { ...declared, ...readFamilies(backend, backends, known, env) };
@@ -131,52 +116,44 @@ export function loadConfig(backends: readonly AnyBackendDefinition[], env: NodeJ
       }
     }
   }
-
-  const tlsCert = core && trustedCerts(core.amqpTlsCert, core.amqpTlsCertPath, ENV.amqpTlsCertPath, problems);
-  const logsTlsCert = core && trustedCerts(core.logsAmqpTlsCert, core.logsAmqpTlsCertPath, ENV.logsAmqpTlsCertPath, problems);
-  const heartbeatToken = core && heartbeatAuthToken(core.heartbeatUrlAuthToken, problems);
-  if (core && core.pprofPort.trim() !== '' && core.remoteControllerAuth === '') {
-    if (!isLoopback(core.pprofAddr.trim())) {
-      problems.add(ENV.pprofAddr, 'is not a loopback address, so the debug port needs TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH to protect it');
-    } else if (!core.pprofNoAuth) {
-      problems.add(
-        ENV.pprofPort,
-        'is set, so the debug port needs TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: every process on this host can reach loopback, jobs of the local and ssh backends included (TRAVIS_WORKER_PPROF_NO_AUTH=true serves it there without credentials anyway)',
-      );
-    }
-  }
-  if (core && core.breakerThreshold > 0 && core.breakerBackoff <= 0) {
-    problems.add(ENV.breakerBackoff, 'must be longer than 0s while the circuit breaker is on (BREAKER_THRESHOLD > 0)');
-  }
-  if (core && core.breakerMaxBackoff < core.breakerBackoff) {
-    problems.add(ENV.breakerMaxBackoff, 'must be at least TRAVIS_WORKER_BREAKER_BACKOFF');
-  }
-  // Zero would retry a refused connection in a tight loop.
-  if (core && core.amqpReconnectBackoff <= 0) problems.add(ENV.amqpReconnectBackoff, 'must be longer than 0s');
-  if (core && core.amqpReconnectMaxBackoff < core.amqpReconnectBackoff) {
-    problems.add(ENV.amqpReconnectMaxBackoff, 'must be at least TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF');
-  }
-  if (core && core.logDeliveryTimeout <= 0) problems.add(ENV.logDeliveryTimeout, 'must be longer than 0s');
+  if (core) checkTogether(core, problems);
   const otlpEndpoint = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim() || undefined;
 
   if (problems.count > 0 || core === undefined || backend === undefined || backendSettings === undefined) {
     throw problems.toError();
   }
-  const config = toWorkerConfig(core, backend.name, backendSettings, { tlsCert, logsTlsCert }, ignoredSettings.sort());
-  if (heartbeatToken !== undefined && config.heartbeat) config.heartbeat.authToken = heartbeatToken;
-  if (otlpEndpoint !== undefined) config.telemetry.otlpEndpoint = otlpEndpoint;
-  return config;
+  return {
+    ...core,
+    providerName: backend.name,
+    backendSettings,
+    ignoredSettings: ignoredSettings.sort(),
+    telemetry: otlpEndpoint === undefined ? {} : { otlpEndpoint },
+  };
 }
 
-/** The heartbeat token: the text itself, or the file's content for `file://path` (as travis reads it), trimmed. */
-function heartbeatAuthToken(value: string, problems: Problems): string | undefined {
-  if (!value.startsWith('file://')) return value.trim() === '' ? undefined : value.trim();
-  try {
-    const token = readFileSync(value.slice('file://'.length), 'utf8').trim();
-    return token === '' ? undefined : token;
-  } catch (err) {
-    problems.add(ENV.heartbeatUrlAuthToken, `cannot read the token file: ${errorMessage(err)}`);
-    return undefined;
+/** Problems no single setting shows: settings that must agree with each other. */
+function checkTogether(core: CoreConfig, problems: Problems): void {
+  const { debug, breaker, amqp } = core;
+  if (debug && core.remoteAuth === undefined) {
+    if (!isLoopback(debug.host)) {
+      problems.add(CORE_SETTINGS.debug.host.env, 'is not a loopback address, so the debug port needs TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH to protect it');
+    } else if (!debug.noAuth) {
+      problems.add(
+        CORE_SETTINGS.debug.port.env,
+        'is set, so the debug port needs TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: every process on this host can reach loopback, jobs of the local and ssh backends included (TRAVIS_WORKER_PPROF_NO_AUTH=true serves it there without credentials anyway)',
+      );
+    }
   }
+  if (breaker.threshold > 0 && breaker.backoffMs <= 0) {
+    problems.add(CORE_SETTINGS.breaker.backoffMs.env, 'must be longer than 0s while the circuit breaker is on (BREAKER_THRESHOLD > 0)');
+  }
+  if (breaker.maxBackoffMs < breaker.backoffMs) {
+    problems.add(CORE_SETTINGS.breaker.maxBackoffMs.env, 'must be at least TRAVIS_WORKER_BREAKER_BACKOFF');
+  }
+  // Zero would retry a refused connection in a tight loop.
+  if (amqp.reconnect.initialMs <= 0) problems.add(CORE_SETTINGS.amqp.reconnect.initialMs.env, 'must be longer than 0s');
+  if (amqp.reconnect.maxMs < amqp.reconnect.initialMs) {
+    problems.add(CORE_SETTINGS.amqp.reconnect.maxMs.env, 'must be at least TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF');
+  }
+  if (amqp.logDeliveryTimeoutMs <= 0) problems.add(CORE_SETTINGS.amqp.logDeliveryTimeoutMs.env, 'must be longer than 0s');
 }
-

@@ -2,6 +2,7 @@
  * Reading one schema's settings from the environment, every problem
  * collected under the name of its variable so that one error names them all.
  */
+import { readFileSync } from 'node:fs';
 import convict from 'convict';
 import { ConfigError, errorMessage } from '../errors.js';
 import { isRequired, isUrlSetting, parseEnvText, schemaLeaves, type SettingLeaf } from './env.js';
@@ -55,7 +56,7 @@ export function readSettings(
   for (const leaf of leaves) {
     const variable = envName(leaf);
     variableOfPath.set(leaf.path, variable);
-    const raw = env[variable];
+    const raw = variableText(leaf, variable, env, problems);
     if (isRequired(leaf.node) && (raw === undefined || raw.trim() === '')) {
       problems.add(variable, 'is required but not set');
       continue;
@@ -92,6 +93,26 @@ export function readSettings(
     }
   }
   return problems.count === before ? settings.getProperties() : undefined;
+}
+
+/**
+ * The text a setting reads: its variable's, and for a setting declared with
+ * `fileEnv` the text of the file that variable names, after a line break
+ * (travis trusts both certificates when both are given).
+ */
+function variableText(leaf: SettingLeaf, variable: string, env: NodeJS.ProcessEnv, problems: Problems): string | undefined {
+  const own = env[variable];
+  const fileVariable = (leaf.node.fileEnv as { env: string } | undefined)?.env;
+  const path = fileVariable === undefined ? undefined : env[fileVariable];
+  if (fileVariable === undefined || path === undefined || path === '') return own;
+  let fileText: string;
+  try {
+    fileText = readFileSync(path, 'utf8');
+  } catch (err) {
+    problems.add(fileVariable, `cannot read the file: ${errorMessage(err)}`);
+    return own;
+  }
+  return own === undefined || own.trim() === '' ? fileText : `${own}\n${fileText}`;
 }
 
 /** A value's problem, quoting the value when that can't reveal a secret. */

@@ -1,6 +1,7 @@
 /**
- * The worker's configuration as the engine reads it, compiled once by the
- * loader (load.ts): durations are `...Ms` numbers.
+ * The worker's configuration as the engine reads it: what the core schema
+ * (schema.ts, shaped like `WorkerConfig`) loads into, plus what the loader
+ * (load.ts) adds. Durations are `...Ms` numbers.
  */
 import type { BackendDefinition } from '../backend/contract.js';
 import type { ListenConfig } from '../util/net.js';
@@ -59,7 +60,7 @@ export interface FileQueueConfig {
   echoLogs: boolean;
 }
 
-/** Everything the worker reads, compiled once: durations are `...Ms` numbers. */
+/** Everything the worker reads, loaded once: durations are `...Ms` numbers. */
 export interface WorkerConfig {
   providerName: string;
   queueType: 'amqp' | 'file';

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { BackendDefinition } from '../../src/backend/contract.js';
 import { loadConfig } from '../../src/config/load.js';
-import { CORE_SETTINGS } from '../../src/config/schema.js';
+import { CORE_VARIABLES } from '../../src/config/schema.js';
 
 const EXAMPLE = fileURLToPath(new URL('../../config.example.env', import.meta.url));
 const CONFIGURATION_PAGE = fileURLToPath(new URL('../../docs/configuration.md', import.meta.url));
@@ -50,7 +50,7 @@ function readExample(): { settings: ExampleLine[]; assignments: string[] } {
   return { settings, assignments };
 }
 
-const coreByEnv = new Map(Object.values(CORE_SETTINGS).map((setting) => [setting.env, setting]));
+const coreByEnv = new Map(CORE_VARIABLES.map((variable) => [variable.env, variable]));
 
 describe('config.example.env', () => {
   const { settings, assignments } = readExample();

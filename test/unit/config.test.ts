@@ -6,7 +6,7 @@ import type { Backend, BackendDefinition } from '../../src/backend/contract.js';
 import { echoConfig, listBackendProviders } from '../../src/config/echo.js';
 import { IGNORED_SETTINGS } from '../../src/config/ignored.js';
 import { loadConfig } from '../../src/config/load.js';
-import { CORE_SETTINGS } from '../../src/config/schema.js';
+import { CORE_VARIABLES } from '../../src/config/schema.js';
 import type { AnyBackendDefinition, WorkerConfig } from '../../src/config/types.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES } from '../../src/job/payload.js';
 import { parseGoDuration } from '../../src/config/formats.js';
@@ -222,6 +222,14 @@ describe('loadConfig defaults', () => {
     });
   });
 
+  it('leaves unset settings out, and a group whose switch is unset, rather than holding them as empty', () => {
+    const config = loadConfig(BACKENDS, { TRAVIS_WORKER_PPROF_ADDR: '127.0.0.2', TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN: 'tok', TRAVIS_WORKER_LOGS_AMQP_URI: '' });
+    expect(['debug', 'heartbeat', 'control', 'remoteAuth'].filter((key) => key in config)).toEqual([]);
+    expect(['logsUri', 'tlsCert', 'logsTlsCert'].filter((key) => key in config.amqp)).toEqual([]);
+    expect(Object.keys(config.buildApi.options.cacheS3)).toEqual([]);
+    expect(config.hooks).toEqual({});
+  });
+
   it("uses this machine's host name when HOSTNAME is empty", () => {
     expect(loadConfig(BACKENDS, { TRAVIS_WORKER_HOSTNAME: '' }).hostname).toBe(hostname());
   });
@@ -414,7 +422,7 @@ describe('ignored travis settings', () => {
   });
 
   it('does not overlap the core settings', () => {
-    const core = new Set(Object.values(CORE_SETTINGS).map((setting) => setting.env));
+    const core = new Set(CORE_VARIABLES.map((variable) => variable.env));
     expect(IGNORED_SETTINGS.filter((setting) => core.has(setting.env))).toEqual([]);
   });
 });
@@ -556,6 +564,159 @@ describe('backend setting families', () => {
   });
 });
 
+/** --echo-config of the configuration in the test that uses it, recorded before the core schema was nested. */
+const FULL_ECHO = `# mayfly effective configuration (secrets masked)
+export TRAVIS_WORKER_AMQP_CONSUMER_PRIORITY="0"
+export TRAVIS_WORKER_AMQP_HEARTBEAT="10s"
+export TRAVIS_WORKER_AMQP_INSECURE="false"
+export TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF="1s"
+export TRAVIS_WORKER_AMQP_RECONNECT_MAX_BACKOFF="30s"
+# TRAVIS_WORKER_AMQP_TLS_CERT: 59 characters of PEM (not shown)
+export TRAVIS_WORKER_AMQP_URI="amqp://****:****@rabbit.example.com/vhost"
+export TRAVIS_WORKER_BASE_DIR="./var/file-queue"
+export TRAVIS_WORKER_BREAKER_BACKOFF="30s"
+export TRAVIS_WORKER_BREAKER_MAX_BACKOFF="10m0s"
+export TRAVIS_WORKER_BREAKER_THRESHOLD="5"
+export TRAVIS_WORKER_BUILD_API_INSECURE_SKIP_VERIFY="false"
+export TRAVIS_WORKER_BUILD_API_TIMEOUT="2m0s"
+export TRAVIS_WORKER_BUILD_API_URI="https://****@build.example.com/script"
+export TRAVIS_WORKER_BUILD_APT_CACHE="http://****:****@apt.example.com/"
+export TRAVIS_WORKER_BUILD_CACHE_FETCH_TIMEOUT="1m30s"
+export TRAVIS_WORKER_BUILD_CACHE_PUSH_TIMEOUT="5m0s"
+export TRAVIS_WORKER_BUILD_CACHE_S3_ACCESS_KEY_ID="AKIA"
+export TRAVIS_WORKER_BUILD_CACHE_S3_BUCKET="cache"
+export TRAVIS_WORKER_BUILD_CACHE_S3_REGION=""
+export TRAVIS_WORKER_BUILD_CACHE_S3_SCHEME=""
+export TRAVIS_WORKER_BUILD_CACHE_S3_SECRET_ACCESS_KEY="********"
+export TRAVIS_WORKER_BUILD_CACHE_TYPE="s3"
+export TRAVIS_WORKER_BUILD_FIX_ETC_HOSTS="false"
+export TRAVIS_WORKER_BUILD_FIX_RESOLV_CONF="false"
+export TRAVIS_WORKER_BUILD_NPM_CACHE=""
+export TRAVIS_WORKER_BUILD_PARANOID="false"
+export TRAVIS_WORKER_DEBUG="true"
+export TRAVIS_WORKER_DEFAULT_ARCH="amd64"
+export TRAVIS_WORKER_DEFAULT_DIST="xenial"
+export TRAVIS_WORKER_DEFAULT_GROUP="stable"
+export TRAVIS_WORKER_DEFAULT_LANGUAGE="default"
+export TRAVIS_WORKER_DEFAULT_OS="linux"
+export TRAVIS_WORKER_FILE_ECHO_LOGS="false"
+export TRAVIS_WORKER_FILE_POLLING_INTERVAL="5s"
+export TRAVIS_WORKER_HARD_TIMEOUT="1h2m3.5s"
+export TRAVIS_WORKER_HEARTBEAT_URL="https://****:****@supervisor.example.com/hb"
+export TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN="********"
+export TRAVIS_WORKER_HOSTNAME="worker-7"
+export TRAVIS_WORKER_INFRA="gce"
+export TRAVIS_WORKER_INITIAL_SLEEP="1s"
+# TRAVIS_WORKER_LOGS_AMQP_TLS_CERT: 59 characters of PEM (not shown)
+export TRAVIS_WORKER_LOGS_AMQP_URI="amqps://****:****@logs.example.com"
+export TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT="2m0s"
+export TRAVIS_WORKER_LOG_TIMEOUT="10m0s"
+export TRAVIS_WORKER_MAX_LOG_LENGTH="4500000"
+export TRAVIS_WORKER_PAYLOAD_MAX_SIZE="1048576"
+export TRAVIS_WORKER_POOL_SIZE="7"
+export TRAVIS_WORKER_PPROF_ADDR="127.0.0.2"
+export TRAVIS_WORKER_PPROF_NO_AUTH="false"
+export TRAVIS_WORKER_PPROF_PORT="6060"
+export TRAVIS_WORKER_PROVIDER_NAME="testcloud"
+export TRAVIS_WORKER_QUEUE_NAME="builds.gce"
+export TRAVIS_WORKER_QUEUE_TYPE="amqp"
+export TRAVIS_WORKER_RABBITMQ_SHARDING="true"
+export TRAVIS_WORKER_REAPER_GRACE="10m0s"
+export TRAVIS_WORKER_REAPER_INTERVAL="0s"
+export TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR="127.0.0.1:8080"
+export TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH="********"
+export TRAVIS_WORKER_REQUEUE_LIMIT="0"
+export TRAVIS_WORKER_SCRIPT_UPLOAD_TIMEOUT="3m30s"
+export TRAVIS_WORKER_SHUTDOWN_TIMEOUT="45m0s"
+export TRAVIS_WORKER_STARTUP_TIMEOUT="4m0s"
+export TRAVIS_WORKER_START_HOOK="/usr/local/bin/register  --up"
+export TRAVIS_WORKER_STOP_HOOK=""
+
+# provider settings (testcloud)
+export TRAVIS_WORKER_TESTCLOUD_API_TOKEN="********"
+export TRAVIS_WORKER_TESTCLOUD_BOOT_TIMEOUT="2m0s"
+export TRAVIS_WORKER_TESTCLOUD_MAX_INSTANCES="10"
+export TRAVIS_WORKER_TESTCLOUD_MODE="fast"
+export TRAVIS_WORKER_TESTCLOUD_PREEMPTIBLE="false"
+export TRAVIS_WORKER_TESTCLOUD_PROJECT_ID="ci-project"
+export TRAVIS_WORKER_TESTCLOUD_SSH_KEY_PATH="/etc/mayfly/key"
+export TRAVIS_WORKER_TESTCLOUD_ZONE="us-central1-b"
+
+# set but not used by mayfly: TRAVIS_WORKER_LIBRATO_TOKEN TRAVIS_WORKER_SENTRY_DSN
+`;
+
+/** --echo-config of the defaults (host name aside), recorded before the core schema was nested. */
+const DEFAULT_ECHO = `# mayfly effective configuration (secrets masked)
+export TRAVIS_WORKER_AMQP_CONSUMER_PRIORITY="0"
+export TRAVIS_WORKER_AMQP_HEARTBEAT="10s"
+export TRAVIS_WORKER_AMQP_INSECURE="false"
+export TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF="1s"
+export TRAVIS_WORKER_AMQP_RECONNECT_MAX_BACKOFF="30s"
+export TRAVIS_WORKER_AMQP_TLS_CERT=""
+export TRAVIS_WORKER_AMQP_URI="amqp://"
+export TRAVIS_WORKER_BASE_DIR="./var/file-queue"
+export TRAVIS_WORKER_BREAKER_BACKOFF="30s"
+export TRAVIS_WORKER_BREAKER_MAX_BACKOFF="10m0s"
+export TRAVIS_WORKER_BREAKER_THRESHOLD="5"
+export TRAVIS_WORKER_BUILD_API_INSECURE_SKIP_VERIFY="false"
+export TRAVIS_WORKER_BUILD_API_TIMEOUT="2m0s"
+export TRAVIS_WORKER_BUILD_API_URI=""
+export TRAVIS_WORKER_BUILD_APT_CACHE=""
+export TRAVIS_WORKER_BUILD_CACHE_FETCH_TIMEOUT="5m0s"
+export TRAVIS_WORKER_BUILD_CACHE_PUSH_TIMEOUT="5m0s"
+export TRAVIS_WORKER_BUILD_CACHE_S3_ACCESS_KEY_ID=""
+export TRAVIS_WORKER_BUILD_CACHE_S3_BUCKET=""
+export TRAVIS_WORKER_BUILD_CACHE_S3_REGION=""
+export TRAVIS_WORKER_BUILD_CACHE_S3_SCHEME=""
+export TRAVIS_WORKER_BUILD_CACHE_S3_SECRET_ACCESS_KEY=""
+export TRAVIS_WORKER_BUILD_CACHE_TYPE=""
+export TRAVIS_WORKER_BUILD_FIX_ETC_HOSTS="false"
+export TRAVIS_WORKER_BUILD_FIX_RESOLV_CONF="false"
+export TRAVIS_WORKER_BUILD_NPM_CACHE=""
+export TRAVIS_WORKER_BUILD_PARANOID="false"
+export TRAVIS_WORKER_DEBUG="false"
+export TRAVIS_WORKER_DEFAULT_ARCH="amd64"
+export TRAVIS_WORKER_DEFAULT_DIST="xenial"
+export TRAVIS_WORKER_DEFAULT_GROUP="stable"
+export TRAVIS_WORKER_DEFAULT_LANGUAGE="default"
+export TRAVIS_WORKER_DEFAULT_OS="linux"
+export TRAVIS_WORKER_FILE_ECHO_LOGS="true"
+export TRAVIS_WORKER_FILE_POLLING_INTERVAL="5s"
+export TRAVIS_WORKER_HARD_TIMEOUT="50m0s"
+export TRAVIS_WORKER_HEARTBEAT_URL=""
+export TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN=""
+export TRAVIS_WORKER_HOSTNAME="worker-1"
+export TRAVIS_WORKER_INFRA=""
+export TRAVIS_WORKER_INITIAL_SLEEP="1s"
+export TRAVIS_WORKER_LOGS_AMQP_TLS_CERT=""
+export TRAVIS_WORKER_LOGS_AMQP_URI=""
+export TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT="2m0s"
+export TRAVIS_WORKER_LOG_TIMEOUT="10m0s"
+export TRAVIS_WORKER_MAX_LOG_LENGTH="4500000"
+export TRAVIS_WORKER_PAYLOAD_MAX_SIZE="1048576"
+export TRAVIS_WORKER_POOL_SIZE="1"
+export TRAVIS_WORKER_PPROF_ADDR="127.0.0.1"
+export TRAVIS_WORKER_PPROF_NO_AUTH="false"
+export TRAVIS_WORKER_PPROF_PORT=""
+export TRAVIS_WORKER_PROVIDER_NAME="local"
+export TRAVIS_WORKER_QUEUE_NAME="builds"
+export TRAVIS_WORKER_QUEUE_TYPE="file"
+export TRAVIS_WORKER_RABBITMQ_SHARDING="false"
+export TRAVIS_WORKER_REAPER_GRACE="10m0s"
+export TRAVIS_WORKER_REAPER_INTERVAL="5m0s"
+export TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR=""
+export TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH=""
+export TRAVIS_WORKER_REQUEUE_LIMIT="10"
+export TRAVIS_WORKER_SCRIPT_UPLOAD_TIMEOUT="3m30s"
+export TRAVIS_WORKER_SHUTDOWN_TIMEOUT="45m0s"
+export TRAVIS_WORKER_STARTUP_TIMEOUT="4m0s"
+export TRAVIS_WORKER_START_HOOK=""
+export TRAVIS_WORKER_STOP_HOOK=""
+
+# provider settings (local)
+export TRAVIS_WORKER_LOCAL_SCRIPTS_DIR="./var/local"
+`;
+
 describe('echoConfig', () => {
   const secrets = {
     TRAVIS_WORKER_PROVIDER_NAME: 'testcloud',
@@ -613,6 +774,50 @@ describe('echoConfig', () => {
     const text = echoConfig(loadConfig(BACKENDS, { TRAVIS_WORKER_LIBRATO_TOKEN: 'librato-s3cr3t' }), BACKENDS);
     expect(text).toContain('TRAVIS_WORKER_LIBRATO_TOKEN');
     expect(text).not.toContain('librato-s3cr3t');
+  });
+
+  it('prints a full, non-trivial configuration exactly as operators have seen it', () => {
+    const files = mkdtempSync(join(tmpdir(), 'mayfly-echo-'));
+    try {
+      writeFileSync(join(files, 'logs.pem'), '-----BEGIN CERTIFICATE-----\nLOGS\n-----END CERTIFICATE-----\n');
+      writeFileSync(join(files, 'token'), ' heartbeat-s3cr3t\n');
+      const config = loadConfig(BACKENDS, {
+        ...secrets,
+        TRAVIS_WORKER_QUEUE_TYPE: 'amqp',
+        TRAVIS_WORKER_QUEUE_NAME: 'builds.gce',
+        TRAVIS_WORKER_POOL_SIZE: '7',
+        TRAVIS_WORKER_HOSTNAME: 'worker-7',
+        TRAVIS_WORKER_INFRA: 'gce',
+        TRAVIS_WORKER_DEBUG: 'yes',
+        TRAVIS_WORKER_LOGS_AMQP_TLS_CERT_PATH: join(files, 'logs.pem'),
+        TRAVIS_WORKER_RABBITMQ_SHARDING: 'true',
+        TRAVIS_WORKER_FILE_ECHO_LOGS: 'false',
+        TRAVIS_WORKER_BUILD_APT_CACHE: 'http://apt-user:apt-s3cr3t@apt.example.com',
+        TRAVIS_WORKER_BUILD_CACHE_TYPE: 's3',
+        TRAVIS_WORKER_BUILD_CACHE_FETCH_TIMEOUT: '1m30.9s',
+        TRAVIS_WORKER_BUILD_CACHE_S3_BUCKET: 'cache',
+        TRAVIS_WORKER_BUILD_CACHE_S3_ACCESS_KEY_ID: 'AKIA',
+        TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: ':8080',
+        TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: 'ops:control-s3cr3t',
+        TRAVIS_WORKER_PPROF_PORT: ' 6060 ',
+        TRAVIS_WORKER_PPROF_ADDR: ' 127.0.0.2 ',
+        TRAVIS_WORKER_START_HOOK: ' /usr/local/bin/register  --up ',
+        TRAVIS_WORKER_HEARTBEAT_URL: 'https://hb:hb-s3cr3t@supervisor.example.com/hb',
+        TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN: `file://${join(files, 'token')}`,
+        TRAVIS_WORKER_REQUEUE_LIMIT: '0',
+        TRAVIS_WORKER_REAPER_INTERVAL: '0',
+        TRAVIS_WORKER_TESTCLOUD_MODE: 'fast',
+        TRAVIS_WORKER_SENTRY_DSN: 'https://key@sentry.example.com/1',
+        TRAVIS_WORKER_LIBRATO_TOKEN: 'librato-s3cr3t',
+      });
+      expect(echoConfig(config, BACKENDS)).toBe(FULL_ECHO);
+    } finally {
+      rmSync(files, { recursive: true, force: true });
+    }
+  });
+
+  it('prints the defaults exactly as operators have seen them', () => {
+    expect(echoConfig(loadConfig(BACKENDS, { TRAVIS_WORKER_HOSTNAME: 'worker-1' }), BACKENDS)).toBe(DEFAULT_ECHO);
   });
 
   it('prints what loads back to the same configuration', () => {

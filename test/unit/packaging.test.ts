@@ -16,7 +16,7 @@ const read = (path: string): string => readFileSync(fileURLToPath(new URL(`../..
 const EXECUTABLE = 'dist/bin/mayfly.js';
 
 /** The drain's default, in ms. */
-const DRAIN_MS = CORE_SETTINGS.shutdownTimeout.default as number;
+const DRAIN_MS = CORE_SETTINGS.timeouts.shutdownMs.default as number;
 
 /** `[Section]` -> key -> values (a key may repeat), comments and blank lines dropped. */
 function parseUnit(text: string): Map<string, Map<string, string[]>> {
