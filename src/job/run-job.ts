@@ -56,8 +56,19 @@ export interface JobRunnerDeps {
   onInstanceReady?: () => void;
 }
 
-function describeStop(reason: StopReason): string {
-  return reason.kind === 'cancelled' ? `cancelled: ${reason.reason}` : reason.kind;
+/** A stop as worker-log fields: the limit that stopped the job goes here, since the job log keeps travis' text without it. */
+function describeStop(reason: StopReason): Record<string, unknown> {
+  switch (reason.kind) {
+    case 'cancelled':
+      return { stop: `cancelled: ${reason.reason}` };
+    case 'hard-timeout':
+    case 'log-silence':
+      return { stop: reason.kind, limit_ms: reason.limitMs };
+    case 'max-log-length':
+      return { stop: reason.kind, limit_bytes: reason.limitBytes };
+    default:
+      return { stop: reason.kind };
+  }
 }
 
 export async function runJob(job: QueuedJob, processorId: string, deps: JobRunnerDeps): Promise<JobResult> {
@@ -266,7 +277,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     const reason = stop.reason;
     const decision = endOf(reason, err);
     if (reason) {
-      logger.info({ stop: describeStop(reason) }, 'job stopped');
+      logger.info(describeStop(reason), 'job stopped');
     } else {
       // An error mayfly did not raise on purpose is a bug: its stack helps.
       const fields = isMayflyError(err)
