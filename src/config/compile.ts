@@ -35,6 +35,8 @@ export function toWorkerConfig(
     poolSize: core.poolSize,
     hostname: core.hostname.trim() === '' ? osHostname() : core.hostname,
     infra: core.infra,
+    progressType: core.progressType as WorkerConfig['progressType'],
+    ...(core.payloadFilterExecutable === '' ? {} : { payloadFilterExecutable: core.payloadFilterExecutable }),
     amqp: {
       uri: core.amqpUri,
       ...(logsUri === undefined ? {} : { logsUri }),

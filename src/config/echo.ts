@@ -24,6 +24,8 @@ function coreValues(config: WorkerConfig): Omit<CoreSettings, 'amqpTlsCertPath' 
     poolSize: config.poolSize,
     hostname: config.hostname,
     infra: config.infra,
+    progressType: config.progressType,
+    payloadFilterExecutable: config.payloadFilterExecutable ?? '',
     debug: config.logLevel === 'debug',
     amqpUri: amqp.uri,
     amqpHeartbeat: amqp.heartbeatMs,

@@ -156,9 +156,7 @@ describe('amqp worker on ssh hosts', () => {
       if (last) expect(part.log).toBe('');
     }
     // The first part published after `started` carries the meta, and no other part does: the part
-    // holding the worker information, the first text written after `started`. The host's progress
-    // line before it goes out on its own, without meta, when starting and uploading outlast the
-    // 500 ms flush (travis' ticker does the same).
+    // holding the worker information, the first text written after `started`.
     const firstAfterStarted = parts.findIndex((m) => (m.body as { log: string }).log.includes('travis_fold:start:worker_info'));
     expect(firstAfterStarted).toBeGreaterThanOrEqual(0);
     expect(parts.flatMap((m, i) => ('meta' in (m.body as object) ? [i] : []))).toEqual([firstAfterStarted]);
@@ -177,6 +175,23 @@ describe('amqp worker on ssh hosts', () => {
 
     // Acknowledged: nothing left in the job queue, nothing redelivered.
     expect(await messageCount(amqp.vhost.uri, QUEUE)).toBe(0);
+  });
+
+  it('writes the backend progress in a fold only with TRAVIS_WORKER_PROGRESS_TYPE=text, as travis does', async () => {
+    const w = await start({ TRAVIS_WORKER_PROGRESS_TYPE: 'text' });
+    const jobId = 810;
+    buildApi.scripts.set(jobId, 'echo hi');
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId));
+    await done;
+    const log = logTextOf(await drainAll('reporting.jobs.logs'));
+    // step_start_instance.go's fold, and backend/text_progresser.go's neutral line.
+    const fold =
+      'travis_fold:start:step_start_instance\r\x1b[0K\x1b[33;1mStarting instance\x1b[0m\r\n' +
+      `• Using host ${target.host}:${target.port}\r\n` +
+      'travis_fold:end:step_start_instance\r\x1b[0K';
+    expect(log).toContain(fold);
+    expect(log.indexOf(fold)).toBeLessThan(log.indexOf('travis_fold:start:worker_info'));
   });
 
   it.each([
