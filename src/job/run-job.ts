@@ -1,7 +1,7 @@
 /**
  * One job, start to end (docs/failure-modes.md, "How a job runs").
  *
- *   received -> script -> start instance -> upload -> started -> worker info
+ *   received -> payload filter -> script -> start instance -> upload -> started -> worker info
  *   -> run under a PTY -> terminal state -> instance destroyed -> ack
  *
  * Every step runs under the job's stop signal (shutdown, cancel, hard
@@ -30,6 +30,7 @@ import { startAttributesOf } from './start-attributes.js';
 import { UNEXPECTED_ERROR_CODE, endOf, endPastRequeueLimit, stateOfExit, type EndDecision, type JobResult } from './outcome.js';
 import { JobStopController, type StopReason } from './stop.js';
 import { JobClock } from './timers.js';
+import { filterPayload } from './payload-filter.js';
 import { START_INSTANCE_FOLD_END, START_INSTANCE_FOLD_START, progressLine, workerInfoFold } from './worker-info.js';
 import { abortableSleep } from '../util/abort.js';
 import { noopMetrics, type JobMetrics } from '../telemetry/metrics.js';
@@ -183,7 +184,11 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     }
     throwIfStopped();
     await abortableSleep(config.timeouts.initialSleepMs, stop.signal);
-    const script = await step('script', () => deps.scripts.generate(payload, stop.signal));
+    const filterExecutable = config.payloadFilterExecutable;
+    const toGenerate = filterExecutable
+      ? { ...payload, raw: await step('filter', () => filterPayload(filterExecutable, payload.raw, { maxBytes: config.payloadMaxBytes, signal: stop.signal })) }
+      : payload;
+    const script = await step('script', () => deps.scripts.generate(toGenerate, stop.signal));
 
     const attributes = startAttributesOf(payload, config.defaults, hardTimeoutMs);
     const startup = clock.startupDeadline();

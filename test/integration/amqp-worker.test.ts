@@ -5,6 +5,9 @@
  * message against the wire protocol (docs/protocol.md).
  */
 import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_REQUEUE_LIMIT } from '../../src/job/requeues.js';
 import { MAX_SCRIPT_BYTES } from '../../src/job/script.js';
@@ -69,6 +72,20 @@ async function publishJob(payload: Record<string, unknown> | string): Promise<vo
 }
 
 const timeout = (): AbortSignal => AbortSignal.timeout(20_000);
+
+/** Write an executable file named `name` holding `text` into a fresh directory; its path. */
+const scratchDirs: string[] = [];
+afterAll(async () => {
+  await Promise.all(scratchDirs.map((dir) => rm(dir, { recursive: true, force: true })));
+});
+
+async function executable(name: string, text: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'mayfly-filter-'));
+  scratchDirs.push(dir);
+  const path = join(dir, name);
+  await writeFile(path, text, { mode: 0o755 });
+  return path;
+}
 
 /** Every message now in a reporting queue (the worker publishes with confirms before it settles a job). */
 async function drainAll(queue: string): Promise<DrainedMessage[]> {
@@ -192,6 +209,34 @@ describe('amqp worker on ssh hosts', () => {
       'travis_fold:end:step_start_instance\r\x1b[0K';
     expect(log).toContain(fold);
     expect(log.indexOf(fold)).toBeLessThan(log.indexOf('travis_fold:start:worker_info'));
+  });
+
+  it('pipes the payload through TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE before the build API', async () => {
+    const filter = await executable(
+      'filter.mjs',
+      `#!${process.execPath}\nlet text = '';\nprocess.stdin.on('data', (c) => (text += c));\nprocess.stdin.on('end', () => {\n  const payload = JSON.parse(text);\n  payload.filtered_by = 'ops';\n  delete payload.env_vars;\n  process.stdout.write(JSON.stringify(payload));\n});\n`,
+    );
+    const w = await start({ TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE: filter });
+    const jobId = 811;
+    buildApi.scripts.set(jobId, 'echo filtered');
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId, { env_vars: [{ name: 'SECRET', value: 'x', public: false }] }));
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    const sent = buildApi.requests.find((r) => r.url.includes(`job_id=${jobId}`))?.body;
+    expect(sent).toMatchObject({ filtered_by: 'ops', job: { id: jobId } });
+    expect(sent).not.toHaveProperty('env_vars');
+  });
+
+  it('errors a job whose payload filter fails, its log saying so, without asking the build API', async () => {
+    const filter = await executable('failing-filter.sh', '#!/bin/sh\ncat >/dev/null\nexit 3\n');
+    const w = await start({ TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE: filter });
+    const jobId = 812;
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId));
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
+    expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'errored']);
+    expect(logTextOf(await drainAll('reporting.jobs.logs'))).toContain('The job payload filter (TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE) exited with status 3.');
+    expect(buildApi.requests.some((r) => r.url.includes(`job_id=${jobId}`))).toBe(false);
   });
 
   it.each([

@@ -145,8 +145,8 @@ describe('the log as the logs service sees it', () => {
   it('sends every meta key when the payload has no queued_at and no queue: null and empty', async () => {
     const w = await start();
     const done = w.jobDone(77);
-    const { queue: _queue, ...withoutQueue } = EXAMPLE_PAYLOAD;
-    const payload = { ...withoutQueue, job: { id: 77, number: '1.1' } };
+    const payload: Record<string, unknown> = { ...EXAMPLE_PAYLOAD, job: { id: 77, number: '1.1' } };
+    delete payload.queue;
     await publishRaw(amqp.vhost.uri, '', QUEUE, JSON.stringify(payload));
     await done;
     const first = bodies(await drainAll('reporting.jobs.logs')).find((p) => 'meta' in p);
