@@ -281,8 +281,8 @@ describe('amqp worker on ssh hosts', () => {
 
   // With the default limit (the setting unset): without a limit the job goes round for ever.
   it('errors a job requeued the default limit of times in a row instead of requeueing it again', async () => {
-    // A build API that refuses connections: every attempt is an infrastructure failure, requeued (and one the circuit breaker ignores).
-    const w = await start({ TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${await freePort()}/script`, TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms' });
+    // A build API that refuses connections: every attempt is an infrastructure failure, requeued (the circuit breaker, off here, would hold the job back).
+    const w = await start({ TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${await freePort()}/script`, TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms', TRAVIS_WORKER_BREAKER_THRESHOLD: '0' });
     const jobId = 904;
     const expected = [...Array<unknown>(DEFAULT_REQUEUE_LIMIT).fill({ outcome: 'requeued', cause: 'E_SCRIPT_UNAVAILABLE', instanceReady: false }), { outcome: 'finished', state: 'errored' }];
     const results: JobDone['result'][] = [];

@@ -140,7 +140,7 @@ describe('file queue with the local backend', () => {
   // With the default limit, as an operator who never heard of the setting runs it: without a limit the job goes round for ever.
   it('ends a job errored, saying why, once it was requeued the default limit of times in a row', async () => {
     // A build API that refuses connections: every attempt is an infrastructure failure, requeued.
-    const w = await start({ TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${await freePort()}/script`, TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms' });
+    const w = await start({ TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${await freePort()}/script`, TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms', TRAVIS_WORKER_BREAKER_THRESHOLD: '0' });
     const outcomes: string[] = [];
     w.worker.events.on('job-done', ({ jobId, result }) => {
       if (jobId === 25) outcomes.push(result.outcome === 'finished' ? result.state : result.outcome);
