@@ -7,6 +7,7 @@
 export type ErrorCode =
   | 'E_CONFIG'
   | 'E_PAYLOAD_INVALID'
+  | 'E_PAYLOAD_FILTER'
   | 'E_SCRIPT_REJECTED'
   | 'E_SCRIPT_UNAVAILABLE'
   | 'E_SCRIPT_TOO_LARGE'
@@ -55,6 +56,18 @@ export class PayloadError extends MayflyError {
   ) {
     super(`invalid job payload: ${field}: ${problem}`);
   }
+}
+
+/**
+ * `TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE` failed on this payload (could
+ * not start, exited non-zero, timed out, printed no JSON object). The job
+ * is errored, not requeued: the same filter would fail on the same payload
+ * on any worker, and running the job unfiltered could send the build API
+ * what the filter exists to keep from it.
+ */
+export class PayloadFilterError extends MayflyError {
+  readonly code = 'E_PAYLOAD_FILTER';
+  readonly requeue = false;
 }
 
 /** The build API refused the job (4xx): running it again would not help. */

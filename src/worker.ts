@@ -33,7 +33,7 @@ import type { CancelCommand, JobQueue } from './queue/contract.js';
 import type { Reaper } from './reaper/reaper.js';
 import type { Releasers } from './releasers.js';
 import type { WorkerMetrics } from './telemetry/metrics.js';
-import { VERSION } from './version.js';
+import { GENERATED, REVISION, VERSION } from './version.js';
 
 export type { JobDone } from './job/runner.js';
 
@@ -181,6 +181,8 @@ export class Worker implements WorkerControl, SignalControl {
   status(): WorkerStatus {
     return buildStatus({
       version: VERSION,
+      revision: REVISION,
+      generated: GENERATED,
       startedAt: this.lifecycle.startedAt,
       state: this.state,
       expectedPoolSize: this.pool.size,

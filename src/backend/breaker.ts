@@ -22,19 +22,22 @@ import type { JobResult, RequeueCause } from '../job/outcome.js';
 import type { Logger } from '../logger.js';
 
 /**
- * The requeue causes that mean "the backend did not give the job a working
- * machine". The job never ran a line of its script; the same fault will
- * hit the next job too. Upload failures count: the instance came up but
- * could not be reached or written to, which is a broken image or network
- * as much as a failed boot. `E_STALE_VM` counts: the backend handed out a
- * machine that had already run a job, so it can't give clean ones.
+ * The requeue causes that mean "the job could not be given a working
+ * machine with its script". The job never ran a line of its script; the
+ * same fault will hit the next job too. Upload failures count: the instance
+ * came up but could not be reached or written to, which is a broken image or
+ * network as much as a failed boot. `E_STALE_VM` counts: the backend handed
+ * out a machine that had already run a job, so it can't give clean ones.
+ * `E_SCRIPT_UNAVAILABLE` counts: while the build API is down every job would
+ * be taken, marked received and reset in a loop; held back, they wait in the
+ * queue instead (travis errors them after a minute; mayfly keeps them).
  *
  * Not counted: `E_CONNECTION_LOST` (the script was running: the start
- * worked), `E_SCRIPT_UNAVAILABLE` (the build API, not the backend),
- * `E_BROKER` and stop reasons (shutdown, cancel, lost delivery), and
- * unexpected errors (a bug is not a backend outage).
+ * worked), `E_BROKER` and stop reasons (shutdown, cancel, lost delivery),
+ * and unexpected errors (a bug is not an outage).
  */
 const START_FAILURE_CODES = [
+  'E_SCRIPT_UNAVAILABLE',
   'E_INSTANCE_START',
   'E_NO_CAPACITY',
   'E_STARTUP_TIMEOUT',
@@ -144,7 +147,7 @@ export class CircuitBreaker extends EventEmitter<BreakerEvents> {
   /** Why jobs are held back, for /ready; undefined while closed. */
   reason(): string | undefined {
     if (this.#state === 'closed') return undefined;
-    const what = `the backend failed to start instances ${this.#failures} times in a row (last: ${this.#lastCode})`;
+    const what = `jobs failed to start ${this.#failures} times in a row (last: ${this.#lastCode})`;
     if (this.#state === 'half-open') return `${what}: circuit breaker half-open, trying one job`;
     const seconds = Math.max(0, Math.ceil((this.#retryAt - Date.now()) / 1000));
     return `${what}: circuit breaker open, trying one job again in ${seconds}s`;
@@ -198,7 +201,7 @@ export class CircuitBreaker extends EventEmitter<BreakerEvents> {
     const opened: BreakerOpened = { failures: this.#failures, trialFailed, lastCode, backoffMs, openings: this.#openings };
     this.#options.logger.warn(
       { breaker: 'open', failures: opened.failures, last_code: opened.lastCode, backoff_ms: backoffMs, openings: opened.openings },
-      `circuit breaker open: the backend failed to start ${trialFailed ? 'the trial job\'s instance too' : `instances ${opened.failures} times in a row`}; taking no jobs for ${Math.ceil(backoffMs / 1000)}s`,
+      `circuit breaker open: ${trialFailed ? 'the trial job failed to start too' : `jobs failed to start ${opened.failures} times in a row`}; taking no jobs for ${Math.ceil(backoffMs / 1000)}s`,
     );
     this.emit('open', opened);
     clearTimeout(this.#timer);

@@ -73,6 +73,16 @@ export const CORE_SETTINGS = {
   } satisfies CoreSettingSchema<number>,
   hostname: hostName('TRAVIS_WORKER_HOSTNAME', "Names this worker in job logs and state updates (empty: this machine's host name)"),
   infra: text('TRAVIS_WORKER_INFRA', '', 'Infrastructure tag sent with the first log part, e.g. gce or ec2'),
+  progressType: {
+    env: 'TRAVIS_WORKER_PROGRESS_TYPE',
+    doc: "Backend progress in the job log while the instance starts: text (in a fold, as travis writes it) or empty (none, travis' default)",
+    format: ['', 'text'],
+    default: '',
+  } satisfies CoreSettingSchema<'' | 'text'>,
+  payloadFilterExecutable: optionalText(
+    'TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE',
+    'Executable the job payload is piped through (JSON on stdin, JSON on stdout) before it goes to the build API; a failing filter errors the job',
+  ),
   logLevel: logLevel('TRAVIS_WORKER_DEBUG', 'Log at debug level'),
 
   amqp: {

@@ -69,6 +69,10 @@ export interface WorkerConfig {
   hostname: string;
   /** `TRAVIS_WORKER_INFRA`, sent in the first log part's meta. */
   infra: string;
+  /** `TRAVIS_WORKER_PROGRESS_TYPE`: `text` writes the backend's progress into the job log, in a fold. */
+  progressType: '' | 'text';
+  /** `TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE`: the payload goes through it before the build API; undefined: not filtered. */
+  payloadFilterExecutable?: string;
   amqp: AmqpConfig;
   file: FileQueueConfig;
   buildApi: BuildApiConfig;

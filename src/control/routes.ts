@@ -8,12 +8,15 @@
  *                            "Not Ready: <why>" while the circuit breaker holds
  *                            jobs back (no auth)
  *   GET    /worker           JSON status
- *   PATCH  /worker           {"poolSize": n, "paused": bool}: resize, pause/resume (204)
+ *   PATCH  /worker           {"poolSize": n, "paused": bool}: resize (0: no change),
+ *                            pause/resume (204)
  *   DELETE /worker           {"graceful": bool, "pause": bool}: drain (graceful),
  *                            pause (graceful + pause), or stop now (204)
  *   POST   /pool/increment   one more processor (204)
  *   POST   /pool/decrement   one processor fewer: it finishes its job first (204)
  *   GET    /metrics          Prometheus text
+ *   GET    /debug/...        the profiler (src/debug/server.ts), where travis serves
+ *                            Go's pprof, but behind the same auth as the rest
  *
  * A request the worker's state forbids (pausing while draining, resizing a
  * stopping pool) answers 409 with the reason.
@@ -23,6 +26,7 @@ import type { Logger } from '../logger.js';
 import { LifecycleError } from '../lifecycle/state.js';
 import type { WorkerStatus } from '../lifecycle/status.js';
 import { MAX_POOL_SIZE } from '../pool.js';
+import { profilerRoutes } from '../debug/server.js';
 import { HttpError, jsonBody, listen, sendJson, sendText, type HttpListener, type Route, type RouteContext } from './http.js';
 
 /** What the control API (and the signal handlers) can do to a worker. */
@@ -45,10 +49,12 @@ export interface WorkerControl {
 
 /**
  * PATCH /worker. travis decodes this into its whole status object, so a
- * GET answer sent back is accepted: unknown fields are ignored.
+ * GET answer sent back is accepted: unknown fields are ignored. A
+ * `poolSize` of 0 is travis' "no size given" (Go's zero value): it changes
+ * nothing.
  */
 const PatchWorker = z.object({
-  poolSize: z.number().int().min(1).max(MAX_POOL_SIZE).optional(),
+  poolSize: z.number().int().min(0).max(MAX_POOL_SIZE).optional(),
   paused: z.boolean().optional(),
 });
 
@@ -105,7 +111,7 @@ export function controlRoutes(worker: WorkerControl, metrics: ControlServerOptio
         const body = await jsonBody(context.request, PatchWorker);
         await act(async () => {
           if (body.paused === true) worker.pause();
-          if (body.poolSize !== undefined) await worker.resize(body.poolSize);
+          if (body.poolSize) await worker.resize(body.poolSize);
           if (body.paused === false) worker.resume();
         });
         logger.info({ ...body }, 'control API: worker updated');
@@ -151,15 +157,31 @@ export function controlRoutes(worker: WorkerControl, metrics: ControlServerOptio
 }
 
 /** Start the control API. */
-export function startControlServer(options: ControlServerOptions): Promise<HttpListener> {
+export async function startControlServer(options: ControlServerOptions): Promise<HttpListener> {
   if (options.auth === undefined) {
     options.logger.warn('TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH is not set: the control API answers only /healthz and /ready');
   }
-  return listen(options.host, options.port, {
-    name: 'control',
-    routes: controlRoutes(options.worker, options.metrics, options.logger),
-    auth: options.auth,
-    enforceAuth: true,
-    logger: options.logger,
-  });
+  const profiler = profilerRoutes(options.auth, options.logger.child({ listener: 'control' }));
+  let listener: HttpListener;
+  try {
+    listener = await listen(options.host, options.port, {
+      name: 'control',
+      routes: [...controlRoutes(options.worker, options.metrics, options.logger), ...profiler.routes],
+      auth: options.auth,
+      enforceAuth: true,
+      logger: options.logger,
+    });
+  } catch (err) {
+    profiler.release();
+    throw err;
+  }
+  return {
+    url: listener.url,
+    address: listener.address,
+    async close() {
+      // First: a profile in progress ends instead of holding the close up.
+      profiler.release();
+      await listener.close();
+    },
+  };
 }

@@ -134,14 +134,22 @@ function waitFor(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-export async function startDebugServer(options: DebugServerOptions): Promise<DebugServer> {
-  // Loading the config refuses these first, with the variables to set; this is the last line.
-  if (options.auth === undefined && !(options.noAuth && isLoopback(options.host))) {
-    throw new Error(`the debug port on ${options.host} needs credentials (TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH)`);
-  }
-  const logger = options.logger.child({ listener: 'debug' });
+/** The profiler's routes (every one behind auth) and what releases them. */
+export interface ProfilerRoutes {
+  routes: Route[];
+  /** End a profile in progress and stop the heap sampler (when the listener serving the routes closes). */
+  release(): void;
+}
+
+/**
+ * The profiling routes under `/debug/`, for the debug port and for the
+ * control API (which serves them where travis-ci/worker serves Go's pprof,
+ * behind the controller's auth). `auth` is the listener's credentials: the
+ * heap snapshot is refused on a listener without them.
+ */
+export function profilerRoutes(auth: string | undefined, logger: Logger): ProfilerRoutes {
   const releaseHeap = startHeapSampler();
-  /** Aborted on close, so a profile in progress ends instead of holding the process. */
+  /** Aborted on release, so a profile in progress ends instead of holding the process. */
   const closing = new AbortController();
 
   const routes: Route[] = [
@@ -184,7 +192,7 @@ export async function startDebugServer(options: DebugServerOptions): Promise<Deb
       path: '/debug/heapsnapshot',
       auth: true,
       handler: oneAtATime('a heap snapshot', async ({ response }) => {
-        if (options.auth === undefined) {
+        if (auth === undefined) {
           throw new HttpError(403, 'the heap snapshot holds every string in memory, secrets included: set TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH to take one');
         }
         logger.info('writing a heap snapshot (the worker pauses while V8 walks the heap)');
@@ -206,6 +214,23 @@ export async function startDebugServer(options: DebugServerOptions): Promise<Deb
         }),
     },
   ];
+  return {
+    routes,
+    release() {
+      closing.abort();
+      releaseHeap();
+    },
+  };
+}
+
+export async function startDebugServer(options: DebugServerOptions): Promise<DebugServer> {
+  // Loading the config refuses these first, with the variables to set; this is the last line.
+  if (options.auth === undefined && !(options.noAuth && isLoopback(options.host))) {
+    throw new Error(`the debug port on ${options.host} needs credentials (TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH)`);
+  }
+  const logger = options.logger.child({ listener: 'debug' });
+  const profiler = profilerRoutes(options.auth, logger);
+  const routes = [...profiler.routes];
   if (options.metrics) {
     const metrics = options.metrics;
     routes.push({ method: 'GET', path: '/metrics', auth: true, handler: ({ request, response }) => metrics(request, response) });
@@ -221,7 +246,7 @@ export async function startDebugServer(options: DebugServerOptions): Promise<Deb
       logger,
     });
   } catch (err) {
-    releaseHeap();
+    profiler.release();
     throw err;
   }
   logger.info({ pprof: `${listener.url}/debug/pprof/profile` }, 'profiler ready (go tool pprof <url>)');
@@ -229,9 +254,9 @@ export async function startDebugServer(options: DebugServerOptions): Promise<Deb
     url: listener.url,
     address: listener.address,
     async close() {
-      closing.abort();
+      // First: a profile in progress ends instead of holding the close up.
+      profiler.release();
       await listener.close().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'closing the debug listener failed'));
-      releaseHeap();
     },
   };
 }

@@ -74,7 +74,11 @@ export function endOf(stop: StopReason | undefined, err: unknown): EndDecision {
   return { action: 'requeue', cause: isMayflyError(err) ? err.code : UNEXPECTED_ERROR_CODE };
 }
 
-/** The log lines keep travis' wording and add the limit. */
+/**
+ * The log lines are travis' exactly (step_run_script.go): the logs service
+ * and users' tooling match on them. The limits that stopped a job go to the
+ * worker log (run-job.ts), not into these texts.
+ */
 function endOfStop(reason: StopReason): EndDecision {
   switch (reason.kind) {
     case 'cancelled':
@@ -87,7 +91,7 @@ function endOfStop(reason: StopReason): EndDecision {
       return {
         action: 'finish',
         state: 'errored',
-        logLine: `\n\nThe job exceeded the maximum time limit for jobs (${formatGoDuration(reason.limitMs)}), and has been terminated.\n\n`,
+        logLine: '\n\nThe job exceeded the maximum time limit for jobs, and has been terminated.\n\n',
       };
     case 'log-silence':
       return {
@@ -102,7 +106,7 @@ function endOfStop(reason: StopReason): EndDecision {
       return {
         action: 'finish',
         state: 'errored',
-        logLine: `\n\nThe job exceeded the maximum log length (${reason.limitBytes} bytes), and has been terminated.\n\n`,
+        logLine: '\n\nThe job exceeded the maximum log length, and has been terminated.\n\n',
       };
     case 'shutdown':
     case 'log-undeliverable':

@@ -39,6 +39,8 @@ export interface JobPayload {
   uuid?: string;
   repositorySlug: string;
   queuedAt?: Date;
+  /** `job.queued_at` exactly as the payload has it, for the first log part's meta. */
+  queuedAtText?: string;
   /** The job's `config` object (language, dist, script, ...). */
   config: Record<string, unknown>;
   /** `timeouts.hard_limit` in ms; undefined means the worker's default. */
@@ -206,7 +208,10 @@ export function parseJobPayload(body: Uint8Array, maxBytes = DEFAULT_MAX_PAYLOAD
   if (p.job.number != null) payload.jobNumber = String(p.job.number);
   if (p.uuid) payload.uuid = p.uuid;
   if (p.queue) payload.queue = p.queue;
-  if (p.job.queued_at) payload.queuedAt = new Date(p.job.queued_at);
+  if (p.job.queued_at) {
+    payload.queuedAt = new Date(p.job.queued_at);
+    payload.queuedAtText = p.job.queued_at;
+  }
   if (p.vm_size) payload.vmSize = p.vm_size;
   if (p.vm_config?.gpu_count != null) payload.vmConfig.gpuCount = p.vm_config.gpu_count;
   if (p.vm_config?.gpu_type) payload.vmConfig.gpuType = p.vm_config.gpu_type;

@@ -1,7 +1,7 @@
 /**
  * One job, start to end (docs/failure-modes.md, "How a job runs").
  *
- *   received -> script -> start instance -> upload -> started -> worker info
+ *   received -> payload filter -> script -> start instance -> upload -> started -> worker info
  *   -> run under a PTY -> terminal state -> instance destroyed -> ack
  *
  * Every step runs under the job's stop signal (shutdown, cancel, hard
@@ -20,7 +20,7 @@ import type { Backend, Instance } from '../backend/contract.js';
 import type { WorkerConfig } from '../config/types.js';
 import { errorMessage, isMayflyError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { LogWriter, fold } from '../job-log/writer.js';
+import { LogWriter } from '../job-log/writer.js';
 import type { QueuedJob } from '../queue/contract.js';
 import { destroyInstance } from '../backend/destroy.js';
 import type { CancelRegistry } from './cancels.js';
@@ -30,6 +30,8 @@ import { startAttributesOf } from './start-attributes.js';
 import { UNEXPECTED_ERROR_CODE, endOf, endPastRequeueLimit, stateOfExit, type EndDecision, type JobResult } from './outcome.js';
 import { JobStopController, type StopReason } from './stop.js';
 import { JobClock } from './timers.js';
+import { filterPayload } from './payload-filter.js';
+import { START_INSTANCE_FOLD_END, START_INSTANCE_FOLD_START, progressLine, workerInfoFold } from './worker-info.js';
 import { abortableSleep } from '../util/abort.js';
 import { noopMetrics, type JobMetrics } from '../telemetry/metrics.js';
 import { noopTracer } from '../telemetry/tracing.js';
@@ -46,6 +48,8 @@ export interface JobRunnerDeps {
   logger: Logger;
   /** `mayfly <version>`, for the worker-info fold. */
   version: string;
+  /** The commit of this build (`?` when unknown), for the worker-info fold. */
+  revision: string;
   /** How the job came in (`amqp`, `file`), for the worker-info fold. */
   queueType: string;
   /** Where the job's metrics go; nothing is recorded when absent. */
@@ -56,8 +60,19 @@ export interface JobRunnerDeps {
   onInstanceReady?: () => void;
 }
 
-function describeStop(reason: StopReason): string {
-  return reason.kind === 'cancelled' ? `cancelled: ${reason.reason}` : reason.kind;
+/** A stop as worker-log fields: the limit that stopped the job goes here, since the job log keeps travis' text without it. */
+function describeStop(reason: StopReason): Record<string, unknown> {
+  switch (reason.kind) {
+    case 'cancelled':
+      return { stop: `cancelled: ${reason.reason}` };
+    case 'hard-timeout':
+    case 'log-silence':
+      return { stop: reason.kind, limit_ms: reason.limitMs };
+    case 'max-log-length':
+      return { stop: reason.kind, limit_bytes: reason.limitBytes };
+    default:
+      return { stop: reason.kind };
+  }
 }
 
 export async function runJob(job: QueuedJob, processorId: string, deps: JobRunnerDeps): Promise<JobResult> {
@@ -169,16 +184,24 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     }
     throwIfStopped();
     await abortableSleep(config.timeouts.initialSleepMs, stop.signal);
-    const script = await step('script', () => deps.scripts.generate(payload, stop.signal));
+    const filterExecutable = config.payloadFilterExecutable;
+    const toGenerate = filterExecutable
+      ? { ...payload, raw: await step('filter', () => filterPayload(filterExecutable, payload.raw, { maxBytes: config.payloadMaxBytes, signal: stop.signal })) }
+      : payload;
+    const script = await step('script', () => deps.scripts.generate(toGenerate, stop.signal));
 
     const attributes = startAttributesOf(payload, config.defaults, hardTimeoutMs);
     const startup = clock.startupDeadline();
+    // As travis: progress goes into the job log only when asked for, inside a fold.
+    const textProgress = config.progressType === 'text';
+    // A failed sink also fails the close that follows; no need to hear of it twice.
+    const writeLog = (text: string): void => void log.write(text).catch(() => {});
+    if (textProgress) writeLog(START_INSTANCE_FOLD_START);
     try {
       instance = await step('start', () =>
         backend.start(attributes, {
           signal: startup.signal,
-          // A failed sink also fails the close that follows; no need to hear of it twice.
-          progress: (line) => log.write(`${line}\r\n`).catch(() => {}),
+          progress: textProgress ? (line) => writeLog(progressLine(line)) : () => {},
           logger,
           recordPhase: (phase, durationMs) => {
             metrics.bootPhase(phase, durationMs);
@@ -191,6 +214,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
       throw startup.signal.aborted ? startup.signal.reason : err;
     } finally {
       startup.dispose();
+      if (textProgress) writeLog(START_INSTANCE_FOLD_END);
     }
     logger.info({ instance: instance.id, startup_ms: instance.startupMs }, 'instance started');
 
@@ -210,13 +234,24 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     const ready = instance;
     await step('started', () => job.started(ready.id));
     metrics.timeToStarted(Date.now() - takenAt);
+    // travis' JobStartedMeta: every key, in its order.
     log.setStartedMeta({
-      ...(payload.queuedAt ? { queued_at: payload.queuedAt.toISOString().replace(/\.\d{3}Z$/, 'Z') } : {}),
+      queued_at: payload.queuedAtText ?? null,
       repo: payload.repositorySlug,
-      ...(payload.queue ? { queue: payload.queue } : {}),
+      queue: payload.queue ?? '',
       infra: config.infra,
     });
-    await log.write(workerInfo(instance));
+    await log.write(
+      workerInfoFold({
+        hostname: processorId,
+        version: deps.version,
+        revision: deps.revision,
+        instanceId: instance.id,
+        imageName: instance.imageName,
+        via: deps.queueType,
+        startupMs: instance.startupMs,
+      }),
+    );
 
     clock.scriptStarted();
     const scriptStart = Date.now();
@@ -248,10 +283,11 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
           logger.error({ reason: cause, requeue_limit: deps.requeues.limit }, 'job requeued too many times in a row; ending it errored instead');
           return end(endPastRequeueLimit(cause, deps.requeues.limit));
         }
-        // The parts written so far stay published; a final part is not, since
-        // this run is not the job's last.
+        // This run's log ends with a final part, as travis' cleanup closes it:
+        // the logs service would otherwise keep it open. The next run starts
+        // again at part 0.
         return step('requeue', async () => {
-          await log.flush().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'could not flush the log'));
+          await log.close().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'could not close the log'));
           await job.requeue();
           return { outcome: 'requeued', cause, instanceReady };
         });
@@ -266,7 +302,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     const reason = stop.reason;
     const decision = endOf(reason, err);
     if (reason) {
-      logger.info({ stop: describeStop(reason) }, 'job stopped');
+      logger.info(describeStop(reason), 'job stopped');
     } else {
       // An error mayfly did not raise on purpose is a bug: its stack helps.
       const fields = isMayflyError(err)
@@ -282,18 +318,5 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
       logger.error({ err: errorMessage(publishErr) }, 'could not report the job; leaving it to be redelivered');
       return { outcome: 'abandoned', cause: 'report failed' };
     }
-  }
-
-  function workerInfo(started: Instance): string {
-    return fold(
-      'worker_info',
-      [
-        '\x1b[33;1mWorker information\x1b[0m',
-        `hostname: ${processorId}`,
-        `version: ${deps.version}`,
-        `instance: ${started.id} ${started.imageName} (via ${deps.queueType})`,
-        `startup: ${(started.startupMs / 1000).toFixed(3)}s`,
-      ].join('\r\n'),
-    );
   }
 }

@@ -12,7 +12,7 @@ import type { WorkerConfig } from '../config/types.js';
 import type { Logger } from '../logger.js';
 import type { RunJob } from '../processor.js';
 import type { WorkerMetrics } from '../telemetry/metrics.js';
-import { VERSION } from '../version.js';
+import { REVISION, VERSION } from '../version.js';
 import type { CancelRegistry } from './cancels.js';
 import { RequeueCounter } from './requeues.js';
 import type { JobResult } from './outcome.js';
@@ -56,6 +56,7 @@ export function createJobRunner(parts: JobRunnerParts): RunJob {
       shutdown: parts.shutdown,
       logger,
       version: `mayfly ${VERSION}`,
+      revision: REVISION,
       queueType: parts.queueType,
       metrics: parts.metrics,
       tracer: parts.tracer,

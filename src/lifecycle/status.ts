@@ -20,6 +20,10 @@ export interface ProcessorInfo {
 
 export interface WorkerStatus {
   version: string;
+  /** The commit of this build, `?` when unknown (travis' `revision`). */
+  revision: string;
+  /** When this build was made, ISO 8601, `?` when unknown (travis' `generated`). */
+  generated: string;
   /** Since the worker started, the Go way (`1h2m3.5s`), as travis. */
   uptime: string;
   uptimeSeconds: number;
@@ -34,6 +38,8 @@ export interface WorkerStatus {
 
 export function buildStatus(input: {
   version: string;
+  revision: string;
+  generated: string;
   startedAt: number;
   state: WorkerState;
   expectedPoolSize: number;
@@ -43,6 +49,8 @@ export function buildStatus(input: {
   const uptimeMs = Date.now() - input.startedAt;
   return {
     version: input.version,
+    revision: input.revision,
+    generated: input.generated,
     uptime: formatGoDuration(uptimeMs),
     uptimeSeconds: Math.floor(uptimeMs / 1000),
     state: input.state,

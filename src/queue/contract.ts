@@ -13,9 +13,11 @@ export type TerminalState = 'passed' | 'failed' | 'errored' | 'cancelled';
 
 /** Sent with the first log part after `started` (docs/protocol.md, "Log parts"). */
 export interface LogPartMeta {
-  queued_at?: string;
+  /** `job.queued_at` as the payload gave it; null when it had none (travis sends every key). */
+  queued_at: string | null;
   repo: string;
-  queue?: string;
+  /** The payload's `queue`, empty when it had none. */
+  queue: string;
   infra: string;
 }
 

@@ -195,7 +195,7 @@ export function describeQueueConformance(name: string, features: QueueFeatures, 
       const { jobId, job } = await startedJob();
       const lines = Array.from({ length: 50 }, (_, n) => `line ${n} ünïcode\r\n`);
       for (const [number, content] of lines.entries()) {
-        await job.log.publish({ number, content, final: false, ...(number === 0 ? { meta: { repo: 'octo/conformance', infra: 'test' } } : {}) });
+        await job.log.publish({ number, content, final: false, ...(number === 0 ? { meta: { queued_at: null, repo: 'octo/conformance', queue: '', infra: 'test' } } : {}) });
       }
       await job.log.publish({ number: lines.length, content: '', final: true });
       await job.log.flushed();

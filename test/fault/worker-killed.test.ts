@@ -1,6 +1,8 @@
 /**
  * Fault: the worker process is killed with SIGKILL while a job's script
- * prints (OOM killer, power loss, `kill -9`). The broker gives the
+ * prints (OOM killer, power loss, `kill -9`), also while it drains after a
+ * SIGTERM (a unit whose stop timeout, e.g. systemd's TimeoutStopSec, is
+ * shorter than TRAVIS_WORKER_SHUTDOWN_TIMEOUT). The broker gives the
  * unacknowledged delivery back; the next worker of the same name takes it
  * and runs it to the end, and its reaper destroys the VM the killed worker
  * left. Read from the broker: the killed run abandoned, one terminal state,
@@ -63,8 +65,12 @@ describe('fault: worker process killed with SIGKILL mid-script (ec2)', () => {
     });
   }
 
-  it("redelivers the job to the next worker, which runs it to passed and reaps the killed worker's VM", async () => {
-    const jobId = 7401;
+  /**
+   * A worker process (bin/mayfly.ts) runs job `jobId`'s endless script; once
+   * it prints, `kill` ends the process; a successor worker must run the job
+   * to passed and reap the VM left behind.
+   */
+  async function killMidScript(jobId: number, kill: (killed: ChildProcess, output: () => string) => Promise<void>): Promise<void> {
     const signal = AbortSignal.timeout(25_000);
     ledger = await startLedger(amqp.vhost.uri);
     buildApi.scripts.set(jobId, ENDLESS_SCRIPT);
@@ -112,7 +118,7 @@ describe('fault: worker process killed with SIGKILL mid-script (ec2)', () => {
     if (!left) throw new Error('the job runs on no VM');
     // The run after the fault gets a script that ends.
     buildApi.scripts.set(jobId, FINISHING_SCRIPT);
-    killed.kill('SIGKILL');
+    await kill(killed, () => output);
     await once(killed, 'exit').catch(() => undefined);
     expect(left.state).toBe('running');
 
@@ -130,5 +136,30 @@ describe('fault: worker process killed with SIGKILL mid-script (ec2)', () => {
     const report = ledger.report('worker killed with SIGKILL mid-script', [jobId], { vmsLeaked: fake.live().length });
     expect(report.problems).toEqual([]);
     expect(report).toMatchObject({ jobsRun: 1, jobsLost: 0, partsLost: 0, duplicateTerminalStates: 0, vmsLeaked: 0 });
+  }
+
+  it("redelivers the job to the next worker, which runs it to passed and reaps the killed worker's VM", async () => {
+    await killMidScript(7401, async (killed) => {
+      killed.kill('SIGKILL');
+    });
+  });
+
+  it('loses no job when SIGKILL follows SIGTERM while the worker drains (a stop timeout shorter than the drain)', async () => {
+    await killMidScript(7402, async (killed, output) => {
+      killed.kill('SIGTERM');
+      // Killed once it drains, as systemd does when TimeoutStopSec passes first.
+      const draining = (): boolean => output().includes('"state":"DRAINING"');
+      if (!draining()) {
+        await new Promise<void>((resolve) => {
+          const onData = (): void => {
+            if (!draining()) return;
+            killed.stdout?.off('data', onData);
+            resolve();
+          };
+          killed.stdout?.on('data', onData);
+        });
+      }
+      killed.kill('SIGKILL');
+    });
   });
 });

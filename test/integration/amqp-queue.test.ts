@@ -296,7 +296,7 @@ describe('AmqpJobQueue', () => {
         number: n,
         content: `line ${n} ünïcode\r\n`,
         final: false,
-        ...(n === 0 ? { meta: { repo: 'octo/hello-world', infra: 'test-infra', queued_at: '2018-05-14T14:26:50Z' } } : {}),
+        ...(n === 0 ? { meta: { queued_at: '2018-05-14T14:26:50Z', repo: 'octo/hello-world', queue: '', infra: 'test-infra' } } : {}),
       });
     }
     await job.log.publish({ number: count, content: '', final: true });
@@ -311,7 +311,7 @@ describe('AmqpJobQueue', () => {
     expect(parts.map((p) => (p.body as { number: number }).number)).toEqual(Array.from({ length: count + 1 }, (_, n) => n));
     expect(parts[0]?.text).toBe(
       `{"id":15,"log":"line 0 ünïcode\\r\\n","number":0,"uuid":"${uuid}","final":false,` +
-        `"meta":{"repo":"octo/hello-world","infra":"test-infra","queued_at":"2018-05-14T14:26:50Z"}}`,
+        `"meta":{"queued_at":"2018-05-14T14:26:50Z","repo":"octo/hello-world","queue":"","infra":"test-infra"}}`,
     );
     expect(parts[1]?.text).toBe(`{"id":15,"log":"line 1 ünïcode\\r\\n","number":1,"uuid":"${uuid}","final":false}`);
     expect(parts[count]?.body).toEqual({ id: 15, log: '', number: count, uuid, final: true });

@@ -5,6 +5,9 @@
  * message against the wire protocol (docs/protocol.md).
  */
 import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_REQUEUE_LIMIT } from '../../src/job/requeues.js';
 import { MAX_SCRIPT_BYTES } from '../../src/job/script.js';
@@ -69,6 +72,20 @@ async function publishJob(payload: Record<string, unknown> | string): Promise<vo
 }
 
 const timeout = (): AbortSignal => AbortSignal.timeout(20_000);
+
+/** Write an executable file named `name` holding `text` into a fresh directory; its path. */
+const scratchDirs: string[] = [];
+afterAll(async () => {
+  await Promise.all(scratchDirs.map((dir) => rm(dir, { recursive: true, force: true })));
+});
+
+async function executable(name: string, text: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'mayfly-filter-'));
+  scratchDirs.push(dir);
+  const path = join(dir, name);
+  await writeFile(path, text, { mode: 0o755 });
+  return path;
+}
 
 /** Every message now in a reporting queue (the worker publishes with confirms before it settles a job). */
 async function drainAll(queue: string): Promise<DrainedMessage[]> {
@@ -156,9 +173,7 @@ describe('amqp worker on ssh hosts', () => {
       if (last) expect(part.log).toBe('');
     }
     // The first part published after `started` carries the meta, and no other part does: the part
-    // holding the worker information, the first text written after `started`. The host's progress
-    // line before it goes out on its own, without meta, when starting and uploading outlast the
-    // 500 ms flush (travis' ticker does the same).
+    // holding the worker information, the first text written after `started`.
     const firstAfterStarted = parts.findIndex((m) => (m.body as { log: string }).log.includes('travis_fold:start:worker_info'));
     expect(firstAfterStarted).toBeGreaterThanOrEqual(0);
     expect(parts.flatMap((m, i) => ('meta' in (m.body as object) ? [i] : []))).toEqual([firstAfterStarted]);
@@ -177,6 +192,51 @@ describe('amqp worker on ssh hosts', () => {
 
     // Acknowledged: nothing left in the job queue, nothing redelivered.
     expect(await messageCount(amqp.vhost.uri, QUEUE)).toBe(0);
+  });
+
+  it('writes the backend progress in a fold only with TRAVIS_WORKER_PROGRESS_TYPE=text, as travis does', async () => {
+    const w = await start({ TRAVIS_WORKER_PROGRESS_TYPE: 'text' });
+    const jobId = 810;
+    buildApi.scripts.set(jobId, 'echo hi');
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId));
+    await done;
+    const log = logTextOf(await drainAll('reporting.jobs.logs'));
+    // step_start_instance.go's fold, and backend/text_progresser.go's neutral line.
+    const fold =
+      'travis_fold:start:step_start_instance\r\x1b[0K\x1b[33;1mStarting instance\x1b[0m\r\n' +
+      `• Using host ${target.host}:${target.port}\r\n` +
+      'travis_fold:end:step_start_instance\r\x1b[0K';
+    expect(log).toContain(fold);
+    expect(log.indexOf(fold)).toBeLessThan(log.indexOf('travis_fold:start:worker_info'));
+  });
+
+  it('pipes the payload through TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE before the build API', async () => {
+    const filter = await executable(
+      'filter.mjs',
+      `#!${process.execPath}\nlet text = '';\nprocess.stdin.on('data', (c) => (text += c));\nprocess.stdin.on('end', () => {\n  const payload = JSON.parse(text);\n  payload.filtered_by = 'ops';\n  delete payload.env_vars;\n  process.stdout.write(JSON.stringify(payload));\n});\n`,
+    );
+    const w = await start({ TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE: filter });
+    const jobId = 811;
+    buildApi.scripts.set(jobId, 'echo filtered');
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId, { env_vars: [{ name: 'SECRET', value: 'x', public: false }] }));
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    const sent = buildApi.requests.find((r) => r.url.includes(`job_id=${jobId}`))?.body;
+    expect(sent).toMatchObject({ filtered_by: 'ops', job: { id: jobId } });
+    expect(sent).not.toHaveProperty('env_vars');
+  });
+
+  it('errors a job whose payload filter fails, its log saying so, without asking the build API', async () => {
+    const filter = await executable('failing-filter.sh', '#!/bin/sh\ncat >/dev/null\nexit 3\n');
+    const w = await start({ TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE: filter });
+    const jobId = 812;
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId));
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
+    expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'errored']);
+    expect(logTextOf(await drainAll('reporting.jobs.logs'))).toContain('The job payload filter (TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE) exited with status 3.');
+    expect(buildApi.requests.some((r) => r.url.includes(`job_id=${jobId}`))).toBe(false);
   });
 
   it.each([
@@ -221,8 +281,8 @@ describe('amqp worker on ssh hosts', () => {
 
   // With the default limit (the setting unset): without a limit the job goes round for ever.
   it('errors a job requeued the default limit of times in a row instead of requeueing it again', async () => {
-    // A build API that refuses connections: every attempt is an infrastructure failure, requeued (and one the circuit breaker ignores).
-    const w = await start({ TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${await freePort()}/script`, TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms' });
+    // A build API that refuses connections: every attempt is an infrastructure failure, requeued (the circuit breaker, off here, would hold the job back).
+    const w = await start({ TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${await freePort()}/script`, TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms', TRAVIS_WORKER_BREAKER_THRESHOLD: '0' });
     const jobId = 904;
     const expected = [...Array<unknown>(DEFAULT_REQUEUE_LIMIT).fill({ outcome: 'requeued', cause: 'E_SCRIPT_UNAVAILABLE', instanceReady: false }), { outcome: 'finished', state: 'errored' }];
     const results: JobDone['result'][] = [];

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { JobDone } from '../../src/worker.js';
 import { STAGES } from '../../src/queue/file/layout.js';
+import { freePort } from '../helpers/ports.js';
 import { createVhost, messageCount, publishRaw, purge, type TestVhost } from '../helpers/rabbitmq.js';
 import { allPaused as everyProcessorPaused, startTestWorker, untilProcessors, type TestWorker } from '../helpers/worker.js';
 
@@ -96,11 +97,28 @@ describe('circuit breaker on the file queue', () => {
     expect(w.worker.pool.counts()).toEqual({ busy: 0, idle: 0, paused: 2 });
     const ready = await get(w, '/ready');
     expect(ready.status).toBe(503);
-    expect(ready.text).toMatch(/^Not Ready: the backend failed to start instances 3 times in a row \(last: E_INSTANCE_START\): circuit breaker open, trying one job again in \d+s$/);
+    expect(ready.text).toMatch(/^Not Ready: jobs failed to start 3 times in a row \(last: E_INSTANCE_START\): circuit breaker open, trying one job again in \d+s$/);
     const metrics = (await get(w, '/metrics')).text;
     expect(metrics).toMatch(/^mayfly_breaker_open\{[^}]*\} 1$/m);
     expect(metrics).toMatch(/^mayfly_breaker_openings_total\{[^}]*\} 1$/m);
     expect(w.worker.state).toBe('RUNNING');
+  });
+
+  it('holds jobs back in the queue while the build API is down, instead of taking and resetting each', async () => {
+    const w = await start({
+      // A build API that refuses connections.
+      TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${await freePort()}/script`,
+      TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms',
+      TRAVIS_WORKER_BREAKER_THRESHOLD: '2',
+      TRAVIS_WORKER_BREAKER_BACKOFF: '10m',
+    });
+    const opened = once(w.worker.breaker, 'open');
+    await Promise.all([1, 2, 3].map((id) => writeFile(join(created(), `${id}.json`), payload(id))));
+    const [event] = (await opened) as [{ failures: number; lastCode: string }];
+    expect(event).toMatchObject({ failures: 2, lastCode: 'E_SCRIPT_UNAVAILABLE' });
+    await allPaused(w);
+    expect((await readdir(created())).sort()).toEqual(['1.json', '2.json', '3.json']);
+    expect((await get(w, '/ready')).text).toMatch(/^Not Ready: jobs failed to start 2 times in a row \(last: E_SCRIPT_UNAVAILABLE\)/);
   });
 
   it('half-opens after the backoff, lets one job through, reopens for longer when it fails, and closes once starts work', async () => {

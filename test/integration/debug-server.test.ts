@@ -2,7 +2,8 @@
  * The debug port of a running worker (file queue, fake backend): the CPU
  * and heap profiles are pprof protobuf that decodes, the diagnostic report
  * is what its readers expect and carries no secret, /metrics answers, and
- * every route asks for the control API's credentials, on loopback too.
+ * every route asks for the control API's credentials, on loopback too; the
+ * control API serves the same profiles behind its auth.
  * (The heap snapshot is taken from the spawned CLI in cli-signals.test.ts:
  * a test runner's heap is big.)
  */
@@ -30,17 +31,28 @@ afterEach(async () => {
   await rm(base, { recursive: true, force: true });
 });
 
-async function start(env: Record<string, string> = {}): Promise<string> {
+async function launch(env: Record<string, string>): Promise<TestWorker> {
   worker = await startTestWorker({
     TRAVIS_WORKER_QUEUE_TYPE: 'file',
     TRAVIS_WORKER_BASE_DIR: base,
     TRAVIS_WORKER_PROVIDER_NAME: 'fake',
-    TRAVIS_WORKER_PPROF_PORT: '0',
     TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: AUTH,
     ...env,
   });
-  const url = worker.worker.debugUrl;
+  return worker;
+}
+
+/** A worker with its debug port; its URL. */
+async function start(env: Record<string, string> = {}): Promise<string> {
+  const url = (await launch({ TRAVIS_WORKER_PPROF_PORT: '0', ...env })).worker.debugUrl;
   if (url === undefined) throw new Error('no debug port');
+  return url;
+}
+
+/** A worker with the control API and no debug port; the control API's URL. */
+async function startControl(env: Record<string, string> = {}): Promise<string> {
+  const url = (await launch({ TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: '127.0.0.1:0', ...env })).worker.controlUrl;
+  if (url === undefined) throw new Error('no control API');
   return url;
 }
 
@@ -142,5 +154,24 @@ describe('debug port', () => {
     const snapshot = await fetch(`${url}/debug/heapsnapshot`);
     expect(snapshot.status).toBe(403);
     expect(((await snapshot.json()) as { error: string }).error).toMatch(/secrets included: set TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH/);
+  });
+});
+
+describe('profiler on the control API', () => {
+  it('serves the profiles where travis serves pprof, behind the controller auth', async () => {
+    const url = await startControl();
+    for (const path of ['/debug/pprof/', '/debug/pprof/heap', '/debug/report']) {
+      const anonymous = await fetch(`${url}${path}`);
+      expect([path, anonymous.status]).toEqual([path, 401]);
+    }
+    const heap = await fetch(`${url}/debug/pprof/heap`, { headers: CREDENTIALS });
+    expect(heap.status).toBe(200);
+    expect(decodePprof(await bytes(heap)).sampleTypes).toContainEqual(['inuse_space', 'bytes']);
+    expect((await fetch(`${url}/debug/pprof/`, { headers: CREDENTIALS })).status).toBe(200);
+  });
+
+  it('refuses the profiles when the controller has no credentials', async () => {
+    const url = await startControl({ TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: '' });
+    expect((await fetch(`${url}/debug/pprof/heap`)).status).toBe(403);
   });
 });

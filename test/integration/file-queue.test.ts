@@ -94,7 +94,7 @@ describe('file queue with the local backend', () => {
     const done = w.jobDone(20);
     await enqueue({ id: 20, script: 'echo started; sleep 60', timeouts: { hard_limit: 1 } });
     expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
-    expect(logOf(20)).toMatch(/started[\s\S]*exceeded the maximum time limit for jobs \(1s\)/);
+    expect(logOf(20)).toMatch(/started[\s\S]*exceeded the maximum time limit for jobs, and has been terminated\./);
   });
 
   it('stops a job that is silent for longer than its log silence limit', async () => {
@@ -111,7 +111,7 @@ describe('file queue with the local backend', () => {
     await enqueue({ id: 22, script: 'while true; do echo 0123456789; done' });
     expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
     const log = logOf(22);
-    const [output] = log.split('\n\nThe job exceeded the maximum log length (5000 bytes)');
+    const [output] = log.split('\n\nThe job exceeded the maximum log length, and has been terminated.');
     expect(Buffer.byteLength(output as string)).toBe(5000 - LOG_TRAILER_RESERVE_BYTES);
     expect(Buffer.byteLength(log)).toBeLessThanOrEqual(5000);
   });
@@ -140,7 +140,7 @@ describe('file queue with the local backend', () => {
   // With the default limit, as an operator who never heard of the setting runs it: without a limit the job goes round for ever.
   it('ends a job errored, saying why, once it was requeued the default limit of times in a row', async () => {
     // A build API that refuses connections: every attempt is an infrastructure failure, requeued.
-    const w = await start({ TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${await freePort()}/script`, TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms' });
+    const w = await start({ TRAVIS_WORKER_BUILD_API_URI: `http://127.0.0.1:${await freePort()}/script`, TRAVIS_WORKER_BUILD_API_TIMEOUT: '10ms', TRAVIS_WORKER_BREAKER_THRESHOLD: '0' });
     const outcomes: string[] = [];
     w.worker.events.on('job-done', ({ jobId, result }) => {
       if (jobId === 25) outcomes.push(result.outcome === 'finished' ? result.state : result.outcome);

@@ -328,6 +328,9 @@ describe('control API', () => {
         totalProcessed: 0,
         uptime: expect.stringMatching(/s$/),
         version: expect.any(String),
+        // travis' build stamps: a commit (or `?` from a checkout) and a build time.
+        revision: expect.stringMatching(/^([0-9a-f]{40}|\?)$/),
+        generated: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
       }),
     );
     // Either processor may have taken the job: both consume the queue.
@@ -345,9 +348,12 @@ describe('control API', () => {
     expect(w.pool.size).toBe(3);
     expect((await queueInfo()).consumerCount).toBe(3);
 
-    const zero = await call(w, 'PATCH', '/worker', { body: { poolSize: 0 } });
-    expect(zero.status).toBe(400);
-    expect(((await zero.json()) as { error: string }).error).toMatch(/^poolSize: /);
+    // travis reads 0 as "no size given": 204, and the pool stays as it is.
+    expect((await call(w, 'PATCH', '/worker', { body: { poolSize: 0 } })).status).toBe(204);
+    expect(w.pool.size).toBe(3);
+    const negative = await call(w, 'PATCH', '/worker', { body: { poolSize: -1 } });
+    expect(negative.status).toBe(400);
+    expect(((await negative.json()) as { error: string }).error).toMatch(/^poolSize: /);
     const text = await call(w, 'PATCH', '/worker', { body: { poolSize: 'four' } });
     expect(((await text.json()) as { error: string }).error).toMatch(/^poolSize: /);
     const notJson = await call(w, 'PATCH', '/worker', { body: '{poolSize' });

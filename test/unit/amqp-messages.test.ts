@@ -44,8 +44,8 @@ describe('log part bodies', () => {
     expect(logPartBody(5, 'u', { number: 0, content: 'hi\r\n', final: false }).toString()).toBe(
       '{"id":5,"log":"hi\\r\\n","number":0,"uuid":"u","final":false}',
     );
-    expect(logPartBody(5, 'u', { number: 1, content: '', final: true, meta: { repo: 'o/r', infra: 'gce' } }).toString()).toBe(
-      '{"id":5,"log":"","number":1,"uuid":"u","final":true,"meta":{"repo":"o/r","infra":"gce"}}',
+    expect(logPartBody(5, 'u', { number: 1, content: '', final: true, meta: { queued_at: null, repo: 'o/r', queue: '', infra: 'gce' } }).toString()).toBe(
+      '{"id":5,"log":"","number":1,"uuid":"u","final":true,"meta":{"queued_at":null,"repo":"o/r","queue":"","infra":"gce"}}',
     );
   });
 });

@@ -34,10 +34,10 @@ describe('backoffFor', () => {
 
 describe('isStartFailure', () => {
   const requeued = (cause: RequeueCause, instanceReady = false): JobResult => ({ outcome: 'requeued', cause, instanceReady });
-  const startCauses: RequeueCause[] = ['E_INSTANCE_START', 'E_NO_CAPACITY', 'E_STARTUP_TIMEOUT', 'E_SSH_UNREACHABLE', 'E_UPLOAD', 'E_UPLOAD_TIMEOUT', 'E_STALE_VM'];
+  const startCauses: RequeueCause[] = ['E_SCRIPT_UNAVAILABLE', 'E_INSTANCE_START', 'E_NO_CAPACITY', 'E_STARTUP_TIMEOUT', 'E_SSH_UNREACHABLE', 'E_UPLOAD', 'E_UPLOAD_TIMEOUT', 'E_STALE_VM'];
 
-  it('counts a requeue for a failure to bring up an instance, not a lost run, the build API, the broker, a bug or a stop', () => {
-    const otherCauses: RequeueCause[] = ['E_CONNECTION_LOST', 'E_SCRIPT_UNAVAILABLE', 'E_BROKER', 'E_UNEXPECTED', 'shutdown', 'log-undeliverable'];
+  it('counts a requeue for a failure to get the script or bring up an instance, not a lost run, the broker, a bug or a stop', () => {
+    const otherCauses: RequeueCause[] = ['E_CONNECTION_LOST', 'E_BROKER', 'E_UNEXPECTED', 'shutdown', 'log-undeliverable'];
     expect(startCauses.map((cause) => requeued(cause)).filter(isStartFailure)).toEqual(startCauses.map((cause) => requeued(cause)));
     expect(otherCauses.map((cause) => requeued(cause)).filter(isStartFailure)).toEqual([]);
   });
@@ -69,7 +69,7 @@ describe('CircuitBreaker', () => {
     b.recordFailure('E_NO_CAPACITY');
     expect(b.state).toBe('open');
     expect(opened).toEqual([{ failures: 3, trialFailed: false, lastCode: 'E_NO_CAPACITY', backoffMs: 60_000, openings: 1 }]);
-    expect(b.reason()).toMatch(/failed to start instances 3 times in a row \(last: E_NO_CAPACITY\): circuit breaker open, trying one job again in 60s/);
+    expect(b.reason()).toMatch(/jobs failed to start 3 times in a row \(last: E_NO_CAPACITY\): circuit breaker open, trying one job again in 60s/);
   });
 
   it('starts counting again after a working start', () => {

@@ -80,6 +80,7 @@ describe('loadConfig defaults', () => {
       poolSize: 1,
       hostname: hostname(),
       infra: '',
+      progressType: '',
       amqp: {
         uri: 'amqp://',
         heartbeatMs: 10_000,

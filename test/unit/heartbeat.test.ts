@@ -57,3 +57,42 @@ describe('heartbeat', () => {
     expect(JSON.stringify(log.lines)).not.toContain('s3cr3t');
   });
 });
+
+describe("cli_test.go's heartbeat answers", () => {
+  it('has the effect travis gives each: failures retried, a missing or up state ignored, down drains', async () => {
+    // TestCLI_heartbeatHandler's supervisor, answer by answer.
+    const answers: [number, string][] = [
+      [404, 'no\n'],
+      [200, '{bork\n'],
+      [200, '{"etat": "sous"}'],
+      [200, '{"state": true}'],
+      [200, '{"state": "up"}'],
+      [200, '{"state": "down"}'],
+    ];
+    let served = 0;
+    supervisor = createServer((_request, response) => {
+      const [status, body] = answers[Math.min(served++, answers.length - 1)] as [number, string];
+      response.writeHead(status);
+      response.end(body);
+    });
+    supervisor.listen(0, '127.0.0.1');
+    await once(supervisor, 'listening');
+    const url = `http://127.0.0.1:${(supervisor.address() as AddressInfo).port}/`;
+    const log = captureLog();
+    let drainedAfter: number | undefined;
+    await watchHeartbeat({
+      url,
+      logger: log.logger,
+      onDown: () => (drainedAfter = served),
+      signal: AbortSignal.timeout(10_000),
+      intervalMs: 0,
+      errorIntervalMs: 0,
+    });
+    // Drained on the sixth answer and not before; the 404, the broken JSON and the
+    // mistyped state were failed polls (travis: an error, retried), the others not.
+    expect(drainedAfter).toBe(6);
+    const failures = log.lines.filter((line) => line.msg === 'failed to get heartbeat');
+    expect(failures).toHaveLength(3);
+    expect(failures[0]).toMatchObject({ err: 'unhappy status code 404' });
+  });
+});

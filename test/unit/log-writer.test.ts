@@ -102,12 +102,12 @@ describe('LogWriter numbering', () => {
     const { sink, log } = harness();
     await log.write('before');
     await log.flush();
-    log.setStartedMeta({ repo: 'octo/hello', infra: 'local', queue: 'builds.local' });
+    log.setStartedMeta({ queued_at: null, repo: 'octo/hello', infra: 'local', queue: 'builds.local' });
     await log.write('after');
     await log.close();
     expect(sink.parts.map((part) => part.meta)).toEqual([
       undefined,
-      { repo: 'octo/hello', infra: 'local', queue: 'builds.local' },
+      { queued_at: null, repo: 'octo/hello', infra: 'local', queue: 'builds.local' },
       undefined,
     ]);
   });

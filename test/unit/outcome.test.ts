@@ -22,21 +22,31 @@ import {
 import { endOf, endPastRequeueLimit, stateOfExit } from '../../src/job/outcome.js';
 
 describe('the end of a stopped job', () => {
-  it('finishes a cancelled or limited job in the state travis reports, naming the limit', () => {
+  it('finishes a cancelled or limited job in the state travis reports, with travis\' log texts exactly', () => {
     expect(endOf({ kind: 'cancelled', reason: 'by user' }, undefined)).toEqual({
       action: 'finish',
       state: 'cancelled',
       logLine: '\n\nDone: Job Cancelled\n\nby user',
     });
-    const hard = endOf({ kind: 'hard-timeout', limitMs: 50 * 60_000 }, undefined);
-    expect(hard).toMatchObject({ action: 'finish', state: 'errored' });
-    expect(hard.action === 'finish' && hard.logLine).toContain('maximum time limit for jobs (50m0s)');
-    const silence = endOf({ kind: 'log-silence', limitMs: 10 * 60_000 }, undefined);
-    expect(silence).toMatchObject({ action: 'finish', state: 'errored' });
-    expect(silence.action === 'finish' && silence.logLine).toContain('No output has been received in the last 10m0s');
-    const long = endOf({ kind: 'max-log-length', limitBytes: 4_500_000 }, undefined);
-    expect(long).toMatchObject({ action: 'finish', state: 'errored' });
-    expect(long.action === 'finish' && long.logLine).toContain('maximum log length (4500000 bytes)');
+    // step_run_script.go's texts, byte for byte.
+    expect(endOf({ kind: 'hard-timeout', limitMs: 50 * 60_000 }, undefined)).toEqual({
+      action: 'finish',
+      state: 'errored',
+      logLine: '\n\nThe job exceeded the maximum time limit for jobs, and has been terminated.\n\n',
+    });
+    expect(endOf({ kind: 'log-silence', limitMs: 10 * 60_000 }, undefined)).toEqual({
+      action: 'finish',
+      state: 'errored',
+      logLine:
+        '\n\nNo output has been received in the last 10m0s, this potentially indicates a stalled build or something wrong with the build itself.\n' +
+        'Check the details on how to adjust your build configuration on: https://docs.travis-ci.com/user/common-build-problems/#build-times-out-because-no-output-was-received\n\n' +
+        'The build has been terminated\n\n',
+    });
+    expect(endOf({ kind: 'max-log-length', limitBytes: 4_500_000 }, undefined)).toEqual({
+      action: 'finish',
+      state: 'errored',
+      logLine: '\n\nThe job exceeded the maximum log length, and has been terminated.\n\n',
+    });
   });
 
   it('requeues on shutdown and on an undeliverable log, abandons a lost delivery', () => {
