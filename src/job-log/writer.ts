@@ -11,6 +11,10 @@
  * - a sink failure is reported to the writer's caller, not only logged;
  * - writes wait while too much is unpublished, so a slow broker slows the
  *   reading of the script's output instead of growing memory.
+ *
+ * It is one module, over the usual size, because those guarantees share one
+ * state (buffered bytes, the length cap, part numbers, the final part, the
+ * waiters of backpressure): split, each half would have to see the other's.
  */
 import { isUtf8 } from 'node:buffer';
 import { Writable } from 'node:stream';

@@ -10,6 +10,8 @@
  * published (unless the delivery itself is lost), the instance is
  * destroyed, and the delivery is settled. How the run ends is decided in
  * outcome.ts; this carries the decision out.
+ * (A little over the usual size: it is the pipeline, one step after another,
+ * and reads best in one place.)
  *
  * Each job is one trace (a `job` span with a child span per step: received,
  * script, start, upload, started, run, finish or requeue, destroy) and feeds

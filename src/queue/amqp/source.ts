@@ -8,6 +8,10 @@
  * connection is lost), the job in flight is lost (the broker redelivers it)
  * and the next `next()` opens a fresh channel and consumer, once the
  * connection is back.
+ *
+ * Over the usual size on purpose: the channel's life, the consumer, the
+ * delivery in flight and what a lost channel means for it are one state
+ * machine, and reading it whole is what makes its races visible.
  */
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import { errorMessage } from '../../errors.js';
