@@ -23,3 +23,23 @@ export function imageCandidateKeys(attributes: Pick<StartAttributes, 'language' 
   if (os) keys.push(`default_os_${os}`, `os_${os}`, os);
   return keys.map((key) => key.toLowerCase());
 }
+
+/** The name travis' env selector starts from and ends on when no key is set. */
+const DEFAULT_KEY = 'default';
+
+/**
+ * The `IMAGE_<KEY>` value travis-ci/worker's env selector picks for a job:
+ * the first candidate key set (non-empty), else `default`; a value naming
+ * another key is followed once (which gives stable aliases); `default`, as
+ * chosen or as followed, becomes `imageDefault`.
+ */
+export function selectImageSetting(
+  attributes: Pick<StartAttributes, 'language' | 'dist' | 'group' | 'os' | 'osxImage'>,
+  images: Readonly<Record<string, string>>,
+  imageDefault: string,
+): string {
+  const key = imageCandidateKeys(attributes).find((candidate) => (images[candidate] ?? '') !== '');
+  const chosen = key === undefined ? DEFAULT_KEY : (images[key] as string);
+  const followed = images[chosen.toLowerCase()] ?? chosen;
+  return followed === DEFAULT_KEY ? imageDefault : followed;
+}
