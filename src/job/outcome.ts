@@ -17,7 +17,7 @@
  */
 import { isMayflyError, type ErrorCode } from '../errors.js';
 import type { TerminalState } from '../queue/contract.js';
-import { formatGoDuration } from '../settings.js';
+import { formatGoDuration } from '../config/formats.js';
 import type { StopReason } from './stop.js';
 
 /** The code a requeue reports for an error mayfly did not raise on purpose (a bug is not the job's fault: run it again). */
