@@ -4,7 +4,7 @@
  * them, and turning the operator's text (custom tags, user data) into what
  * the backend uses.
  */
-import { generateJobKeyPair, settingProblems, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
+import { checkUserName, generateJobKeyPair, settingProblems, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
 import { buildUserData } from './user-data.js';
 
 export interface Ec2Settings {
@@ -65,8 +65,6 @@ export interface Ec2Settings {
 /** Families of settings, keyed by the property that receives them. */
 export type Ec2SettingFamilies = 'images';
 
-/** travis' `SSH_USER` is hard-wired to `travis`; images with another login user need this. */
-const USER_NAME = /^[a-z_][a-z0-9_-]{0,31}$/;
 const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
 
 export const settingsSchema: SettingsSchema<Omit<Ec2Settings, Ec2SettingFamilies>> = {
@@ -175,7 +173,6 @@ export function decodeUserData(text: string): string {
 /** What the schema can't check (the backend's `validate` hook): every problem, keyed by setting. */
 export function validateSettings(settings: Ec2Settings): SettingProblem[] {
   const problems: SettingProblem[] = [];
-  if (!USER_NAME.test(settings.sshUser)) problems.push({ setting: 'sshUser', problem: `"${settings.sshUser}" is not a user name` });
   if (settings.awsAccessKeyId !== '' && settings.awsSecretAccessKey === '') {
     problems.push({ setting: 'awsSecretAccessKey', problem: unpaired('TRAVIS_WORKER_EC2_AWS_ACCESS_KEY_ID') });
   }
@@ -190,6 +187,7 @@ export function validateSettings(settings: Ec2Settings): SettingProblem[] {
   }
   return problems.concat(
     settingProblems([
+      ['sshUser', () => checkUserName(settings.sshUser)],
       ['customTags', () => parseCustomTags(settings.customTags)],
       // USER_DATA that can't be combined with the key script, or is too large with it, would fail every job.
       ['userData', () => buildUserData({ publicKey: generateJobKeyPair().publicKey, user: settings.sshUser, extra: decodeUserData(settings.userData), implodeAfterMinutes: 0 })],

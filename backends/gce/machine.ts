@@ -32,7 +32,7 @@ export interface MachineDefaults {
   machineType: string;
   premiumMachineType: string;
   diskSize: number;
-  gpuCount: number;
+  /** The type of `vm_config.gpu_count` GPUs when the job names none. */
   gpuType: string;
 }
 
@@ -45,8 +45,9 @@ export interface Machine {
 
 /**
  * Premium jobs get the premium machine type; otherwise a known `vm_size`
- * picks the type (and GPUs); `vm_config.gpu_count` overrides the GPUs; the
- * worker's `GPU_COUNT` applies to jobs that asked for none.
+ * picks the type (and GPUs); `vm_config.gpu_count` overrides the GPUs. A
+ * job that asks for none gets none, whatever `GPU_COUNT` says (travis reads
+ * that setting but never attaches it).
  */
 export function machineFor(attributes: Pick<StartAttributes, 'vmType' | 'vmSize' | 'vmConfig'>, defaults: MachineDefaults): Machine {
   const size = attributes.vmSize === undefined ? undefined : VM_SIZES[attributes.vmSize];
@@ -55,7 +56,6 @@ export function machineFor(attributes: Pick<StartAttributes, 'vmType' | 'vmSize'
   let gpu: GpuConfig | undefined = premium ? undefined : size?.gpu;
   const asked = attributes.vmConfig.gpuCount ?? 0;
   if (asked > 0) gpu = { count: asked, type: attributes.vmConfig.gpuType ?? gpu?.type ?? defaults.gpuType };
-  else if (gpu === undefined && defaults.gpuCount > 0) gpu = { count: defaults.gpuCount, type: defaults.gpuType };
   const diskSizeGb = Math.max(defaults.diskSize, premium ? 0 : (size?.diskSizeGb ?? 0));
   return gpu === undefined ? { machineType, diskSizeGb } : { machineType, gpu, diskSizeGb };
 }

@@ -47,7 +47,7 @@ describe('user data', () => {
     const text = buildUserData({ publicKey, user: 'travis', implodeAfterMinutes: 65, extra: '' });
     expect(text.startsWith('#!/usr/bin/env bash\n')).toBe(true);
     expect(text).toContain(`cat >> ~travis/.ssh/authorized_keys <<'MAYFLY_KEY'\n${publicKey}\nMAYFLY_KEY\n`);
-    expect(text).toContain('shutdown -h +65');
+    expect(text).toContain('shutdown -P +65');
     expect(buildUserData({ publicKey, user: 'travis', extra: '' })).not.toContain('shutdown');
   });
 
