@@ -20,10 +20,15 @@ export const VM_SIZE_INSTANCE_TYPES: Readonly<Record<'amd64' | 'arm64', Readonly
   arm64: { medium: 'm6g.large', large: 'm6g.xlarge', 'x-large': 'm6g.2xlarge', '2x-large': 'm6g.4xlarge' },
 };
 
-export function instanceTypeFor(attributes: Pick<StartAttributes, 'vmSize' | 'arch'>, fallback: string): string {
-  if (!attributes.vmSize) return fallback;
+/**
+ * The instance type the job's `vm_size` maps to; undefined when it asked for
+ * none or for a size not in the table (INSTANCE_TYPE then). travis reports
+ * the mapped type as the job's `vm_size` from then on.
+ */
+export function mappedInstanceType(attributes: Pick<StartAttributes, 'vmSize' | 'arch'>): string | undefined {
+  if (!attributes.vmSize) return undefined;
   const table = attributes.arch.startsWith('arm64') ? VM_SIZE_INSTANCE_TYPES.arm64 : VM_SIZE_INSTANCE_TYPES.amd64;
-  return table[attributes.vmSize] ?? fallback;
+  return table[attributes.vmSize];
 }
 
 export interface LaunchInput {

@@ -238,6 +238,7 @@ export class GceBackend implements Backend {
           logger,
         }),
         address,
+        vmSize: machine.reportedVmSize,
         sshAttempts: settings.uploadRetries,
         preemptible: settings.preemptible,
         wasPreempted: () => this.#wasPreempted(vmZone, name, logger),

@@ -38,6 +38,12 @@ export interface MachineDefaults {
 
 export interface Machine {
   machineType: string;
+  /**
+   * `vm_size` as travis' gce backend rewrites it for state updates: `premium`
+   * for premium jobs, the machine type of a known non-GPU size, else the
+   * job's own (undefined when it had none).
+   */
+  reportedVmSize?: string;
   /** Absent when the VM gets no GPU. */
   gpu?: GpuConfig;
   diskSizeGb: number;
@@ -57,5 +63,11 @@ export function machineFor(attributes: Pick<StartAttributes, 'vmType' | 'vmSize'
   const asked = attributes.vmConfig.gpuCount ?? 0;
   if (asked > 0) gpu = { count: asked, type: attributes.vmConfig.gpuType ?? gpu?.type ?? defaults.gpuType };
   const diskSizeGb = Math.max(defaults.diskSize, premium ? 0 : (size?.diskSizeGb ?? 0));
-  return gpu === undefined ? { machineType, diskSizeGb } : { machineType, gpu, diskSizeGb };
+  const reportedVmSize = premium ? 'premium' : size !== undefined && size.gpu === undefined ? size.machineType : attributes.vmSize;
+  return {
+    machineType,
+    ...(gpu === undefined ? {} : { gpu }),
+    diskSizeGb,
+    ...(reportedVmSize === undefined ? {} : { reportedVmSize }),
+  };
 }

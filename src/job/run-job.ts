@@ -208,7 +208,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     throwIfStopped();
 
     const ready = instance;
-    await step('started', () => job.started(ready.id));
+    await step('started', () => job.started(ready.id, ready.vmSize));
     metrics.timeToStarted(Date.now() - takenAt);
     log.setStartedMeta({
       ...(payload.queuedAt ? { queued_at: payload.queuedAt.toISOString().replace(/\.\d{3}Z$/, 'Z') } : {}),

@@ -347,7 +347,7 @@ describe('ec2 backend', () => {
     // destroy (afterEach) terminates the stopped instance.
   });
 
-  it('picks the image per language: IMAGE_<LANGUAGE> name filters take the newest available AMI of the owners', async () => {
+  it('picks the image per language (IMAGE_<LANGUAGE> name filters take the newest available AMI of the owners) and reports a mapped vm_size as its instance type', async () => {
     const old = fake.registerImage({ name: 'travis-ruby-2020', creationDate: '2020-01-01T00:00:00.000Z' });
     const newest = fake.registerImage({ name: 'travis-ruby-2021', creationDate: '2021-01-01T00:00:00.000Z' });
     fake.registerImage({ name: 'travis-ruby-2022', creationDate: '2022-01-01T00:00:00.000Z', state: 'pending' });
@@ -364,6 +364,8 @@ describe('ec2 backend', () => {
     expect(ruby.imageName).toBe('travis-ruby-2021');
     expect(fake.instance(ruby.id).imageId).toBe(newest);
     expect(fake.instance(ruby.id).instanceType).toBe('m6i.xlarge');
+    // travis reports a mapped size as the instance type it became.
+    expect(ruby.vmSize).toBe('m6i.xlarge');
 
     const onBionic = await started(backend, testAttributes({ language: 'ruby', dist: 'bionic', arch: 'arm64', vmSize: 'large' }));
     expect(fake.instance(onBionic.id).imageId).toBe(bionic);
@@ -371,6 +373,7 @@ describe('ec2 backend', () => {
 
     const aliased = await started(backend, testAttributes({ language: 'python' }));
     expect(fake.instance(aliased.id).imageId).toBe(old);
+    expect(aliased.vmSize).toBeUndefined();
 
     const other = await started(backend, testAttributes({ language: 'go' }));
     expect(other.imageName).toBe('travis-ci-default-xenial-1700000000');

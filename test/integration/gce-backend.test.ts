@@ -381,6 +381,29 @@ describe('gce backend in a worker on RabbitMQ', () => {
     expect(record?.deleted).toBe(true);
   });
 
+  it("reports vm_size as travis' gce backend rewrites it: the machine type of a known size, premium for premium jobs, a GPU size as asked", async () => {
+    const w = await start();
+    const jobs = [
+      { id: 9201, vm_size: 'large', expected: 'n2-standard-4' },
+      { id: 9202, vm_type: 'premium', expected: 'premium' },
+      { id: 9203, vm_size: 'gpu-medium', expected: 'gpu-medium' },
+    ];
+    for (const { id, vm_size, vm_type } of jobs) {
+      const done = w.jobDone(id);
+      await publishRaw(amqp.vhost.uri, '', QUEUE, JSON.stringify({ ...JSON.parse(payload(id)), ...(vm_size ? { vm_size } : {}), ...(vm_type ? { vm_type } : {}) }));
+      expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    }
+    const states = await drain(amqp.vhost.uri, 'reporting.jobs.builds', await messageCount(amqp.vhost.uri, 'reporting.jobs.builds'), AbortSignal.timeout(20_000));
+    const sizes = (id: number): (string | undefined)[] =>
+      states.map((m) => m.body as { id: number; vm_size?: string }).filter((body) => body.id === id).map((body) => body.vm_size);
+    // `received` goes out before the VM exists, with the payload's own value, as in travis.
+    expect(jobs.map(({ id }) => sizes(id))).toEqual([
+      ['large', 'n2-standard-4', 'n2-standard-4'],
+      [undefined, 'premium', 'premium'],
+      ['gpu-medium', 'gpu-medium', 'gpu-medium'],
+    ]);
+  });
+
   it('requeues a job whose VM does not boot within the startup timeout, and deletes the VM', async () => {
     fake.bootMs = 10 * 60_000;
     const w = await start({ TRAVIS_WORKER_STARTUP_TIMEOUT: '1s' });

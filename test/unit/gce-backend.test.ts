@@ -13,12 +13,12 @@ const defaults = { machineType: 'n1-standard-2', premiumMachineType: 'n1-standar
 describe('gce machine table', () => {
   it.each([
     [{ vmType: 'default', vmConfig: {} }, { machineType: 'n1-standard-2', diskSizeGb: 20 }],
-    [{ vmType: 'premium', vmSize: 'large', vmConfig: {} }, { machineType: 'n1-standard-4', diskSizeGb: 20 }],
-    [{ vmType: 'default', vmSize: 'x-large', vmConfig: {} }, { machineType: 'n2-standard-8', diskSizeGb: 20 }],
-    [{ vmType: 'default', vmSize: 'unknown', vmConfig: {} }, { machineType: 'n1-standard-2', diskSizeGb: 20 }],
+    [{ vmType: 'premium', vmSize: 'large', vmConfig: {} }, { machineType: 'n1-standard-4', diskSizeGb: 20, reportedVmSize: 'premium' }],
+    [{ vmType: 'default', vmSize: 'x-large', vmConfig: {} }, { machineType: 'n2-standard-8', diskSizeGb: 20, reportedVmSize: 'n2-standard-8' }],
+    [{ vmType: 'default', vmSize: 'unknown', vmConfig: {} }, { machineType: 'n1-standard-2', diskSizeGb: 20, reportedVmSize: 'unknown' }],
     [
       { vmType: 'default', vmSize: 'gpu-xlarge', vmConfig: {} },
-      { machineType: 'n1-standard-8', gpu: { count: 1, type: 'nvidia-tesla-v100' }, diskSizeGb: 300 },
+      { machineType: 'n1-standard-8', gpu: { count: 1, type: 'nvidia-tesla-v100' }, diskSizeGb: 300, reportedVmSize: 'gpu-xlarge' },
     ],
     [
       { vmType: 'default', vmConfig: { gpuCount: 2, gpuType: 'nvidia-l4' } },
