@@ -168,6 +168,7 @@ export class Ec2Backend implements Backend {
         imageName,
         startupMs,
         target: { host, port: SSH_PORT, username: settings.sshUser, privateKey: keys.privateKey },
+        runCommand: settings.execCmd.trim(),
         dialTimeoutMs: settings.sshDialTimeout,
         retrySleepMs: settings.uploadRetrySleep,
         maxAttempts: settings.uploadRetries,

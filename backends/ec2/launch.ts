@@ -62,6 +62,7 @@ export function launchRequest({ settings, image, instanceType, clientToken, user
       { ResourceType: 'volume', Tags: tags },
     ],
   };
+  if (settings.keyName !== '') request.KeyName = settings.keyName;
   if (settings.subnetId !== '') {
     // Only an explicit network interface can say yes or no to a public IP;
     // its groups then go on the interface.

@@ -32,6 +32,14 @@ export interface Ec2Settings {
   imageOwners: string[];
   /** The user the job runs as and the worker logs in as; default `travis` (travis' images). */
   sshUser: string;
+  /**
+   * An existing EC2 key pair for the image's admin user (login access for
+   * operators), sent as RunInstances' `KeyName`, as travis does; the worker
+   * still reaches the job as `sshUser` with the job's own key. Empty = none.
+   */
+  keyName: string;
+  /** What runs the uploaded script (`build.sh` in the user's home) over SSH; default travis' `bash ~/build.sh`. */
+  execCmd: string;
   /** Extra user data, base64 (RFC 4648, standard or URL-safe alphabet): shell text or `#cloud-config`. */
   userData: string;
   /** `key=value,key2=value2`: extra tags on every instance and volume. */
@@ -102,6 +110,12 @@ export const settingsSchema: SettingsSchema<Omit<Ec2Settings, Ec2SettingFamilies
     default: ['self'],
   },
   sshUser: { doc: 'user the job runs as (its authorized key is set in user data)', format: String, default: 'travis' },
+  keyName: {
+    doc: "existing key pair for the image's admin user (operators' login); the job is still reached with its own key",
+    format: String,
+    default: '',
+  },
+  execCmd: { doc: 'command that runs the uploaded script (build.sh in the home directory) over SSH', format: String, default: 'bash ~/build.sh' },
   userData: {
     doc: 'extra user data, base64: shell text appended to the key setup, or #cloud-config sent alongside it',
     format: String,
@@ -182,6 +196,7 @@ export function validateSettings(settings: Ec2Settings): SettingProblem[] {
   if (settings.endpoint !== '' && !URL.canParse(settings.endpoint)) {
     problems.push({ setting: 'endpoint', problem: 'is not a URL (e.g. https://ec2.eu-west-1.amazonaws.com)' });
   }
+  if (settings.execCmd.trim() === '') problems.push({ setting: 'execCmd', problem: 'is empty: name the command that runs the script' });
   if (settings.spotMaxPrice !== '' && !/^\d+(\.\d+)?$/.test(settings.spotMaxPrice)) {
     problems.push({ setting: 'spotMaxPrice', problem: `"${settings.spotMaxPrice}" is not a price such as 0.05` });
   }

@@ -6,7 +6,7 @@
  */
 import { once } from 'node:events';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
+import { homedir, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -197,6 +197,26 @@ describe('ec2 backend on the worker (RabbitMQ -> EC2 -> SSH -> log -> state)', (
 });
 
 describe('ec2 backend', () => {
+  it("launches with KEY_NAME for the image's admin user, as travis does, and still reaches the job as SSH_USER with the job's own key", async () => {
+    const { backend } = ec2Backend({ TRAVIS_WORKER_EC2_KEY_NAME: 'ops-admin' });
+    const instance = await started(backend);
+    expect(fake.instance(instance.id).params['KeyName']).toBe('ops-admin');
+    await instance.upload(Buffer.from('echo "reached as $(id -un)"'), { signal: never });
+    const output = new CollectingWritable();
+    expect(await instance.run({ output, signal: never })).toEqual({ exitCode: 0 });
+    expect(output.text).toContain(`reached as ${userInfo().username}`);
+  });
+
+  it('runs the uploaded script with EXEC_CMD, as travis does', async () => {
+    const { backend } = ec2Backend({ TRAVIS_WORKER_EC2_EXEC_CMD: 'env MAYFLY_RUN_BY=exec-cmd bash ~/build.sh' });
+    const instance = await started(backend);
+    expect(fake.instance(instance.id).params['KeyName']).toBeUndefined();
+    await instance.upload(Buffer.from('echo "run by $MAYFLY_RUN_BY"'), { signal: never });
+    const output = new CollectingWritable();
+    expect(await instance.run({ output, signal: never })).toEqual({ exitCode: 0 });
+    expect(output.text).toContain('run by exec-cmd');
+  });
+
   it('boots, reports its progress and phases, and runs a script as the SSH user', async () => {
     const { backend } = ec2Backend();
     const run = boot();
