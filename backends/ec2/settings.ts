@@ -4,7 +4,7 @@
  * them, and turning the operator's text (custom tags, user data) into what
  * the backend uses.
  */
-import { checkUserName, generateJobKeyPair, settingProblems, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
+import { checkImageSelectorType, checkUserName, generateJobKeyPair, settingProblems, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
 import { buildUserData } from './user-data.js';
 
 export interface Ec2Settings {
@@ -203,6 +203,7 @@ export function validateSettings(settings: Ec2Settings): SettingProblem[] {
   return problems.concat(
     settingProblems([
       ['sshUser', () => checkUserName(settings.sshUser)],
+      ['imageSelectorType', () => checkImageSelectorType(settings.images)],
       ['customTags', () => parseCustomTags(settings.customTags)],
       // USER_DATA that can't be combined with the key script, or is too large with it, would fail every job.
       ['userData', () => buildUserData({ publicKey: generateJobKeyPair().publicKey, user: settings.sshUser, extra: decodeUserData(settings.userData), implodeAfterMinutes: 0 })],

@@ -3,7 +3,7 @@
  * defaulted as travis-ci/worker's backend/gce.go names them, plus the
  * endpoints that let an operator (or a test) point the backend elsewhere.
  */
-import { checkUserName, settingProblems, type SettingFamily, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
+import { checkImageSelectorType, checkUserName, settingProblems, type SettingFamily, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
 import { endpointOptions } from './api.js';
 import { parseAccountJson } from './auth.js';
 import { checkAliases } from './images.js';
@@ -160,6 +160,7 @@ export function validateSettings(settings: GceSettings): SettingProblem[] {
     ['accountJson', () => settings.accountJson.trim() !== '' && parseAccountJson(settings.accountJson)],
     ['apiEndpoint', () => endpointOptions(settings.apiEndpoint)],
     ['imageAliases', () => checkAliases(settings.imageAliases, settings.images)],
+    ['imageSelectorType', () => checkImageSelectorType(settings.images)],
     ['sshUser', () => checkUserName(settings.sshUser)],
     ['travisSite', () => checkNetworkTag(settings.travisSite)],
   ]);

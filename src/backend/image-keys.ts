@@ -43,3 +43,21 @@ export function selectImageSetting(
   const followed = images[chosen.toLowerCase()] ?? chosen;
   return followed === DEFAULT_KEY ? imageDefault : followed;
 }
+
+/** Where an `IMAGE_SELECTOR_TYPE` setting lands: the `IMAGE_<NAME>` family takes every `IMAGE_*` variable not declared. */
+const SELECTOR_TYPE_KEY = 'selector_type';
+
+/**
+ * travis' `IMAGE_SELECTOR_TYPE`: `env` is what mayfly does; `api` (travis'
+ * job-board image API) is not supported, and an env file that relies on it
+ * has no `IMAGE_<KEY>` names, so every job would silently boot
+ * `IMAGE_DEFAULT`. Throws an `Error` saying so (reported under
+ * `imageSelectorType`).
+ */
+export function checkImageSelectorType(images: Readonly<Record<string, string>>): void {
+  const type = images[SELECTOR_TYPE_KEY];
+  if (type === undefined || type.trim().toLowerCase() === 'env') return;
+  throw new Error(
+    `${JSON.stringify(type)} is not supported: mayfly selects images from IMAGE_<KEY> settings (travis' "env" selector); set those, and IMAGE_SELECTOR_TYPE=env or leave it unset`,
+  );
+}

@@ -49,7 +49,7 @@ export {
 export { CloudApi, CloudCallError, type CloudErrorKind } from './cloud-api.js';
 export { MalformedAnswerError, checkAnswer, describeBody, ipAddress, quoteValue } from './malformed-answer.js';
 /** Which image a job runs on: the keys to look up, most specific first. */
-export { imageCandidateKeys, selectImageSetting } from './image-keys.js';
+export { checkImageSelectorType, imageCandidateKeys, selectImageSetting } from './image-keys.js';
 /** Describing a value that failed to parse without quoting it (it may be a secret). */
 export { invalidJsonProblem } from '../redact.js';
 

@@ -6,8 +6,12 @@
 import { describe, expect, it } from 'vitest';
 import { envImageName } from '../../backends/docker/images.js';
 import { imageSetting } from '../../backends/ec2/images.js';
+import { definition as ec2 } from '../../backends/ec2/index.js';
 import { imagePattern } from '../../backends/gce/images.js';
+import { definition as gce } from '../../backends/gce/index.js';
 import type { StartAttributes } from '../../src/backend/kit.js';
+import { loadConfig } from '../../src/config/load.js';
+import { configErrorOf } from '../helpers/config-error.js';
 
 interface Row {
   expected: string;
@@ -122,4 +126,16 @@ describe('an IMAGE_<KEY> naming default', () => {
       expect(lookup(env, attributesOf({ language: 'ruby' }))).toBe('travis:default');
     });
   }
+});
+
+describe("travis' IMAGE_SELECTOR_TYPE", () => {
+  it.each([
+    ['gce', gce],
+    ['ec2', ec2],
+  ])('%s refuses the api selector it does not have, naming the variable, and accepts env', (name, definition) => {
+    const prefix = `TRAVIS_WORKER_${name.toUpperCase()}`;
+    const loading = configErrorOf({ TRAVIS_WORKER_PROVIDER_NAME: name, [`${prefix}_IMAGE_SELECTOR_TYPE`]: 'api', [`${prefix}_IMAGE_SELECTOR_URL`]: 'http://127.0.0.1:1/images' }, [definition]);
+    expect(loading).toMatch(new RegExp(`${prefix}_IMAGE_SELECTOR_TYPE: "api" is not supported: mayfly selects images from IMAGE_<KEY> settings`));
+    expect(() => loadConfig([definition], { TRAVIS_WORKER_PROVIDER_NAME: name, [`${prefix}_IMAGE_SELECTOR_TYPE`]: 'env' })).not.toThrow();
+  });
 });
