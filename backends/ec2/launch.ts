@@ -31,6 +31,12 @@ export function mappedInstanceType(attributes: Pick<StartAttributes, 'vmSize' | 
   return table[attributes.vmSize];
 }
 
+/**
+ * Burstable families travis launches with unlimited CPU credits, so a build
+ * is not throttled once its credits run out (travis: `^(t2|t3)`).
+ */
+const UNLIMITED_CREDIT_TYPES = /^(t2|t3)/;
+
 export interface LaunchInput {
   settings: Ec2Settings;
   image: SelectedImage;
@@ -63,6 +69,8 @@ export function launchRequest({ settings, image, instanceType, clientToken, user
     ],
   };
   if (settings.keyName !== '') request.KeyName = settings.keyName;
+  // travis decides on INSTANCE_TYPE even when vm_size picked another type, which EC2 refuses for non-burstable ones.
+  if (UNLIMITED_CREDIT_TYPES.test(instanceType)) request.CreditSpecification = { CpuCredits: 'unlimited' };
   if (settings.subnetId !== '') {
     // Only an explicit network interface can say yes or no to a public IP;
     // its groups then go on the interface.

@@ -207,6 +207,15 @@ describe('ec2 backend', () => {
     expect(output.text).toContain(`reached as ${userInfo().username}`);
   });
 
+  it('launches t2 and t3 instances with unlimited CPU credits, as travis does, and other types without', async () => {
+    const { backend } = ec2Backend({ TRAVIS_WORKER_EC2_INSTANCE_TYPE: 't3.medium' });
+    const burstable = await started(backend);
+    const sized = await started(backend, testAttributes({ vmSize: 'large' }));
+    expect(fake.instance(burstable.id).params['CreditSpecification.CpuCredits']).toBe('unlimited');
+    expect(fake.instance(sized.id).instanceType).toBe('m6i.xlarge');
+    expect(fake.instance(sized.id).params['CreditSpecification.CpuCredits']).toBeUndefined();
+  });
+
   it('runs the uploaded script with EXEC_CMD, as travis does', async () => {
     const { backend } = ec2Backend({ TRAVIS_WORKER_EC2_EXEC_CMD: 'env MAYFLY_RUN_BY=exec-cmd bash ~/build.sh' });
     const instance = await started(backend);
