@@ -103,6 +103,8 @@ export class Ec2Backend implements Backend {
     const began = Date.now();
     const settings = this.#settings;
 
+    // travis reports a mapped size as the instance type it became.
+    const mappedType = mappedInstanceType(attributes);
     let request: RunInstancesRequest;
     let imageName: string;
     let keys: ReturnType<typeof generateJobKeyPair>;
@@ -112,7 +114,7 @@ export class Ec2Backend implements Backend {
       // Made here, held in memory only: its public half goes in the user data, its private half to SshMachine.
       keys = generateJobKeyPair();
       const clientToken = randomUUID();
-      const instanceType = mappedInstanceType(attributes) ?? settings.instanceType;
+      const instanceType = mappedType ?? settings.instanceType;
       request = launchRequest({
         settings,
         image,
@@ -176,7 +178,7 @@ export class Ec2Backend implements Backend {
       });
       return new Ec2Instance({
         ssh,
-        vmSize: mappedInstanceType(attributes) ?? attributes.vmSize,
+        vmSize: mappedType ?? attributes.vmSize,
         api,
         terminate: () => terminateInstance(id, { api, pollMs, logger, signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) }),
         uploadRetries: settings.uploadRetries,
