@@ -38,6 +38,31 @@ const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOENT', 'EAI_AGAIN', 'EHOSTU
  */
 const ANSWER_HEADERS_TIMEOUT_MS = 300_000;
 
+/** Node's codes for an engine certificate that did not verify (OpenSSL's verify errors, and a name that does not match). */
+const CERTIFICATE_FAILURES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * For an engine whose certificate did not verify, which setting restores
+ * travis' way: travis-ci/worker skipped the check unless TLS_VERIFY was
+ * set; mayfly verifies unless it is `false`. Empty for any other failure.
+ */
+function certificateHint(err: unknown, certPath: string): string {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code !== 'string' || !CERTIFICATE_FAILURES.has(code)) return '';
+  return ` (the engine's certificate did not verify against ${join(certPath, 'ca.pem')}; TRAVIS_WORKER_DOCKER_TLS_VERIFY=false skips the check, as travis-ci/worker did when TLS_VERIFY was unset)`;
+}
+
 /** A failed Engine API call. `status` is the HTTP status, 0 when no answer came. */
 export class DockerApiError extends Error {
   constructor(
@@ -244,7 +269,9 @@ export class DockerApi {
             return socket;
           } catch (err) {
             if (signal.aborted) throw err;
-            throw new DockerApiError(operation, 0, `the engine at ${this.label} did not hand over the stream: ${errorMessage(err)}`, { cause: err });
+            throw new DockerApiError(operation, 0, `the engine at ${this.label} did not hand over the stream: ${errorMessage(err)}${this.#hint(err)}`, {
+              cause: err,
+            });
           }
         },
         options.signal,
@@ -256,6 +283,11 @@ export class DockerApi {
 
   async close(): Promise<void> {
     await this.#dispatcher.close();
+  }
+
+  /** The certificate hint, when this API verifies certificates at all. */
+  #hint(err: unknown): string {
+    return this.#options.tlsVerify && this.#options.certPath !== '' ? certificateHint(err, this.#options.certPath) : '';
   }
 
   async #call(operation: string, options: CallOptions, versioned: boolean): Promise<RawAnswer> {
@@ -278,7 +310,7 @@ export class DockerApi {
           });
         } catch (err) {
           if (signal.aborted) throw err;
-          throw new DockerApiError(operation, 0, `cannot reach the engine at ${this.label}: ${errorMessage(err)}`, { cause: err });
+          throw new DockerApiError(operation, 0, `cannot reach the engine at ${this.label}: ${errorMessage(err)}${this.#hint(err)}`, { cause: err });
         }
         const { statusCode } = response;
         if ((statusCode >= 200 && statusCode < 300) || options.accept?.includes(statusCode) === true) {

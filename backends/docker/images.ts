@@ -1,13 +1,13 @@
 /**
- * Which image a job's container is made from. The job's `image_name` wins;
- * then `TRAVIS_WORKER_DOCKER_IMAGE_<LANGUAGE>`; then, with the `tag`
- * selector (travis' default), the first image the engine has tagged
- * `travis:<language>`, `<language>`, `travis:default` or `default`. With the
- * `env` selector, `IMAGE_DEFAULT` or an image literally named `default`.
+ * Which image a job's container is made from. The job's `image_name` wins.
+ * With the `tag` selector (travis' default): `TRAVIS_WORKER_DOCKER_IMAGE_<LANGUAGE>`,
+ * else the first image the engine has tagged `travis:<language>`,
+ * `<language>`, `travis:default` or `default`. With the `env` selector: the
+ * `IMAGE_<KEY>` travis' env selector picks (see `selectImageSetting`).
  * An image the engine lacks is pulled when `PULL` is set; otherwise the
  * start fails with an error naming it.
  */
-import { InstanceStartError, PayloadError, type StartAttributes } from '../../src/backend/kit.js';
+import { InstanceStartError, PayloadError, selectImageSetting, type StartAttributes } from '../../src/backend/kit.js';
 import type { DockerEngine, ImageSummary } from './engine.js';
 
 export interface ImageSettings {
@@ -63,6 +63,15 @@ function missing(name: string, where: string, how: string): InstanceStartError {
   });
 }
 
+/**
+ * The image name the `env` selector picks: the `IMAGE_<KEY>` travis' env
+ * selector picks for the job's language, dist, group and os, else
+ * `IMAGE_DEFAULT`, else an image literally named `default`.
+ */
+export function envImageName(attributes: StartAttributes, images: Readonly<Record<string, string>>): string {
+  return selectImageSetting(attributes, images, 'default');
+}
+
 export async function selectImage(
   engine: DockerEngine,
   attributes: StartAttributes,
@@ -70,15 +79,16 @@ export async function selectImage(
   progress: (line: string) => void,
   signal: AbortSignal,
 ): Promise<SelectedImage> {
-  const language = attributes.language.toLowerCase();
-  const explicit = attributes.imageName ?? settings.images[familyKey(language)];
-  if (explicit !== undefined && explicit !== '') {
-    return named(engine, explicit, attributes.imageName !== undefined ? 'config.image_name' : `IMAGE_${familyKey(language).toUpperCase()}`, settings, progress, signal);
+  if (attributes.imageName !== undefined && attributes.imageName !== '') {
+    return named(engine, attributes.imageName, 'config.image_name', settings, progress, signal);
   }
   if (settings.selector === 'env') {
-    const fallback = settings.images['default'] ?? 'default';
-    // travis' env selector follows one level of indirection: IMAGE_DEFAULT=ruby uses IMAGE_RUBY.
-    return named(engine, settings.images[fallback.toLowerCase()] ?? fallback, 'IMAGE_DEFAULT', settings, progress, signal);
+    return named(engine, envImageName(attributes, settings.images), 'IMAGE_<KEY> (env selector)', settings, progress, signal);
+  }
+  const language = attributes.language.toLowerCase();
+  const override = settings.images[familyKey(language)];
+  if (override !== undefined && override !== '') {
+    return named(engine, override, `IMAGE_${familyKey(language).toUpperCase()}`, settings, progress, signal);
   }
   const candidates = candidateTags(language);
   const found = findByTag(candidates, await engine.listImages(signal));

@@ -34,7 +34,7 @@ import { Ec2Api, type Ec2InstanceDescription } from './api.js';
 import { ec2ErrorCode } from './classify.js';
 import { imageSetting, resolveImage } from './images.js';
 import { Ec2Instance } from './instance.js';
-import { instanceTypeFor, launchRequest } from './launch.js';
+import { launchRequest, mappedInstanceType } from './launch.js';
 import { MANAGED_FILTERS, managedInstance } from './managed.js';
 import { decodeUserData, parseCustomTags, type Ec2Settings, type Tag } from './settings.js';
 import { jobTags, LEASE_MARGIN_MS } from './tags.js';
@@ -103,6 +103,8 @@ export class Ec2Backend implements Backend {
     const began = Date.now();
     const settings = this.#settings;
 
+    // travis reports a mapped size as the instance type it became.
+    const mappedType = mappedInstanceType(attributes);
     let request: RunInstancesRequest;
     let imageName: string;
     let keys: ReturnType<typeof generateJobKeyPair>;
@@ -112,7 +114,7 @@ export class Ec2Backend implements Backend {
       // Made here, held in memory only: its public half goes in the user data, its private half to SshMachine.
       keys = generateJobKeyPair();
       const clientToken = randomUUID();
-      const instanceType = instanceTypeFor(attributes, settings.instanceType);
+      const instanceType = mappedType ?? settings.instanceType;
       request = launchRequest({
         settings,
         image,
@@ -168,6 +170,7 @@ export class Ec2Backend implements Backend {
         imageName,
         startupMs,
         target: { host, port: SSH_PORT, username: settings.sshUser, privateKey: keys.privateKey },
+        runCommand: settings.execCmd.trim(),
         dialTimeoutMs: settings.sshDialTimeout,
         retrySleepMs: settings.uploadRetrySleep,
         maxAttempts: settings.uploadRetries,
@@ -175,6 +178,7 @@ export class Ec2Backend implements Backend {
       });
       return new Ec2Instance({
         ssh,
+        vmSize: mappedType ?? attributes.vmSize,
         api,
         terminate: () => terminateInstance(id, { api, pollMs, logger, signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) }),
         uploadRetries: settings.uploadRetries,

@@ -7,7 +7,7 @@
  * filter (`*` and `?` wildcards) over IMAGE_OWNERS' available images, of
  * which the newest (by creation date) wins.
  */
-import { imageCandidateKeys, InstanceStartError, type StartAttributes } from '../../src/backend/kit.js';
+import { selectImageSetting, InstanceStartError, type StartAttributes } from '../../src/backend/kit.js';
 import type { Image } from '@aws-sdk/client-ec2';
 import type { Ec2Api } from './api.js';
 
@@ -27,16 +27,13 @@ const DEFAULT_ROOT_DEVICE = '/dev/sda1';
 
 /** The setting value (AMI id or name filter) for a job; throws `InstanceStartError` when nothing is configured. */
 export function imageSetting(attributes: StartAttributes, images: Record<string, string>, imageDefault: string): string {
-  const key = imageCandidateKeys(attributes).find((candidate) => images[candidate] !== undefined);
-  let value = key === undefined ? imageDefault : (images[key] as string);
-  // One level of indirection: IMAGE_RUBY=stable, IMAGE_STABLE=ami-... .
-  value = images[value.toLowerCase()] ?? value;
-  if (value.trim() === '') {
+  const value = selectImageSetting(attributes, images, imageDefault).trim();
+  if (value === '') {
     throw new InstanceStartError(`no image configured for language ${attributes.language}: set TRAVIS_WORKER_EC2_IMAGE_DEFAULT`, {
       userMessage: 'The worker has no image configured for this job.',
     });
   }
-  return value.trim();
+  return value;
 }
 
 function describe(image: Image): SelectedImage {

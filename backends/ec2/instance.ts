@@ -27,6 +27,8 @@ const LOST_CHECK_TIMEOUT_MS = 10_000;
 export interface Ec2InstanceOptions {
   /** SSH to the instance; its `destroy` only closes the connection. */
   ssh: SshMachine;
+  /** `Instance.vmSize`: what travis reports as the job's `vm_size`. */
+  vmSize?: string | undefined;
   api: Ec2Api;
   /** Terminates the instance (and makes sure it is going); may throw, and is then tried again by the next `destroy`. */
   terminate: () => Promise<void>;
@@ -56,6 +58,7 @@ export class Ec2Instance implements Instance {
   readonly id: string;
   readonly imageName: string;
   readonly startupMs: number;
+  readonly vmSize: string | undefined;
   readonly #options: Ec2InstanceOptions;
   #destroyed: Promise<void> | undefined;
 
@@ -64,6 +67,7 @@ export class Ec2Instance implements Instance {
     this.id = options.ssh.id;
     this.imageName = options.ssh.imageName;
     this.startupMs = options.ssh.startupMs;
+    this.vmSize = options.vmSize;
   }
 
   async upload(script: Buffer, options: UploadOptions): Promise<void> {

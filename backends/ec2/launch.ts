@@ -20,11 +20,22 @@ export const VM_SIZE_INSTANCE_TYPES: Readonly<Record<'amd64' | 'arm64', Readonly
   arm64: { medium: 'm6g.large', large: 'm6g.xlarge', 'x-large': 'm6g.2xlarge', '2x-large': 'm6g.4xlarge' },
 };
 
-export function instanceTypeFor(attributes: Pick<StartAttributes, 'vmSize' | 'arch'>, fallback: string): string {
-  if (!attributes.vmSize) return fallback;
+/**
+ * The instance type the job's `vm_size` maps to; undefined when it asked for
+ * none or for a size not in the table (INSTANCE_TYPE then). travis reports
+ * the mapped type as the job's `vm_size` from then on.
+ */
+export function mappedInstanceType(attributes: Pick<StartAttributes, 'vmSize' | 'arch'>): string | undefined {
+  if (!attributes.vmSize) return undefined;
   const table = attributes.arch.startsWith('arm64') ? VM_SIZE_INSTANCE_TYPES.arm64 : VM_SIZE_INSTANCE_TYPES.amd64;
-  return table[attributes.vmSize] ?? fallback;
+  return table[attributes.vmSize];
 }
+
+/**
+ * Burstable families travis launches with unlimited CPU credits, so a build
+ * is not throttled once its credits run out (travis: `^(t2|t3)`).
+ */
+const UNLIMITED_CREDIT_TYPES = /^(t2|t3)/;
 
 export interface LaunchInput {
   settings: Ec2Settings;
@@ -57,6 +68,9 @@ export function launchRequest({ settings, image, instanceType, clientToken, user
       { ResourceType: 'volume', Tags: tags },
     ],
   };
+  if (settings.keyName !== '') request.KeyName = settings.keyName;
+  // travis decides on INSTANCE_TYPE even when vm_size picked another type, which EC2 refuses for non-burstable ones.
+  if (UNLIMITED_CREDIT_TYPES.test(instanceType)) request.CreditSpecification = { CpuCredits: 'unlimited' };
   if (settings.subnetId !== '') {
     // Only an explicit network interface can say yes or no to a public IP;
     // its groups then go on the interface.

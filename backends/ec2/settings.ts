@@ -4,7 +4,7 @@
  * them, and turning the operator's text (custom tags, user data) into what
  * the backend uses.
  */
-import { generateJobKeyPair, settingProblems, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
+import { checkImageSelectorType, checkUserName, generateJobKeyPair, settingProblems, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
 import { buildUserData } from './user-data.js';
 
 export interface Ec2Settings {
@@ -32,6 +32,14 @@ export interface Ec2Settings {
   imageOwners: string[];
   /** The user the job runs as and the worker logs in as; default `travis` (travis' images). */
   sshUser: string;
+  /**
+   * An existing EC2 key pair for the image's admin user (login access for
+   * operators), sent as RunInstances' `KeyName`, as travis does; the worker
+   * still reaches the job as `sshUser` with the job's own key. Empty = none.
+   */
+  keyName: string;
+  /** What runs the uploaded script (`build.sh` in the user's home) over SSH; default travis' `bash ~/build.sh`. */
+  execCmd: string;
   /** Extra user data, base64 (RFC 4648, standard or URL-safe alphabet): shell text or `#cloud-config`. */
   userData: string;
   /** `key=value,key2=value2`: extra tags on every instance and volume. */
@@ -65,8 +73,6 @@ export interface Ec2Settings {
 /** Families of settings, keyed by the property that receives them. */
 export type Ec2SettingFamilies = 'images';
 
-/** travis' `SSH_USER` is hard-wired to `travis`; images with another login user need this. */
-const USER_NAME = /^[a-z_][a-z0-9_-]{0,31}$/;
 const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
 
 export const settingsSchema: SettingsSchema<Omit<Ec2Settings, Ec2SettingFamilies>> = {
@@ -104,6 +110,12 @@ export const settingsSchema: SettingsSchema<Omit<Ec2Settings, Ec2SettingFamilies
     default: ['self'],
   },
   sshUser: { doc: 'user the job runs as (its authorized key is set in user data)', format: String, default: 'travis' },
+  keyName: {
+    doc: "existing key pair for the image's admin user (operators' login); the job is still reached with its own key",
+    format: String,
+    default: '',
+  },
+  execCmd: { doc: 'command that runs the uploaded script (build.sh in the home directory) over SSH', format: String, default: 'bash ~/build.sh' },
   userData: {
     doc: 'extra user data, base64: shell text appended to the key setup, or #cloud-config sent alongside it',
     format: String,
@@ -175,7 +187,6 @@ export function decodeUserData(text: string): string {
 /** What the schema can't check (the backend's `validate` hook): every problem, keyed by setting. */
 export function validateSettings(settings: Ec2Settings): SettingProblem[] {
   const problems: SettingProblem[] = [];
-  if (!USER_NAME.test(settings.sshUser)) problems.push({ setting: 'sshUser', problem: `"${settings.sshUser}" is not a user name` });
   if (settings.awsAccessKeyId !== '' && settings.awsSecretAccessKey === '') {
     problems.push({ setting: 'awsSecretAccessKey', problem: unpaired('TRAVIS_WORKER_EC2_AWS_ACCESS_KEY_ID') });
   }
@@ -185,11 +196,14 @@ export function validateSettings(settings: Ec2Settings): SettingProblem[] {
   if (settings.endpoint !== '' && !URL.canParse(settings.endpoint)) {
     problems.push({ setting: 'endpoint', problem: 'is not a URL (e.g. https://ec2.eu-west-1.amazonaws.com)' });
   }
+  if (settings.execCmd.trim() === '') problems.push({ setting: 'execCmd', problem: 'is empty: name the command that runs the script' });
   if (settings.spotMaxPrice !== '' && !/^\d+(\.\d+)?$/.test(settings.spotMaxPrice)) {
     problems.push({ setting: 'spotMaxPrice', problem: `"${settings.spotMaxPrice}" is not a price such as 0.05` });
   }
   return problems.concat(
     settingProblems([
+      ['sshUser', () => checkUserName(settings.sshUser)],
+      ['imageSelectorType', () => checkImageSelectorType(settings.images)],
       ['customTags', () => parseCustomTags(settings.customTags)],
       // USER_DATA that can't be combined with the key script, or is too large with it, would fail every job.
       ['userData', () => buildUserData({ publicKey: generateJobKeyPair().publicKey, user: settings.sshUser, extra: decodeUserData(settings.userData), implodeAfterMinutes: 0 })],

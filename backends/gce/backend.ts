@@ -103,6 +103,12 @@ export class GceBackend implements Backend {
       metrics: context.metrics,
       logger: context.logger,
     });
+    if (settings.gpuCount > 0) {
+      context.logger.warn(
+        { gpu_count: settings.gpuCount },
+        'TRAVIS_WORKER_GCE_GPU_COUNT has no effect: as in travis-ci/worker, a VM gets GPUs only when its job asks (vm_size gpu-medium or gpu-xlarge, or vm_config.gpu_count)',
+      );
+    }
     this.#images = new ImageResolver(this.#api, () => this.#imageProject());
     // Settle the placement now, so a worker without a project says so at startup, not at its first job.
     this.placement().catch((err: unknown) => {
@@ -176,6 +182,7 @@ export class GceBackend implements Backend {
             workerHost: this.#context.hostname,
             sshUser: settings.sshUser,
             publicKey: keys.publicKey,
+            site: settings.travisSite,
             preemptible: settings.preemptible,
             publicIp: settings.publicIp,
             autoImplode: settings.autoImplode,
@@ -231,6 +238,7 @@ export class GceBackend implements Backend {
           logger,
         }),
         address,
+        vmSize: machine.reportedVmSize,
         sshAttempts: settings.uploadRetries,
         preemptible: settings.preemptible,
         wasPreempted: () => this.#wasPreempted(vmZone, name, logger),

@@ -1,10 +1,10 @@
 /**
  * Which image a job boots: a name pattern chosen from the `IMAGE_<KEY>`
- * settings the way travis-ci/worker's env selector chooses (most specific
- * key first: dist+group+language, dist+language, ..., os), then the newest
+ * settings the way travis-ci/worker's env selector chooses (see
+ * `selectImageSetting`), then the newest
  * image whose name fully matches that regular expression.
  */
-import { imageCandidateKeys, InstanceStartError, type StartAttributes } from '../../src/backend/kit.js';
+import { selectImageSetting, InstanceStartError, type StartAttributes } from '../../src/backend/kit.js';
 import type { GceApi, GceImage } from './api.js';
 
 /** Images are published now and then; a pattern's answer is reused this long, in ms. */
@@ -24,22 +24,10 @@ export function decodePattern(pattern: string): string {
 
 /**
  * The image name pattern for a job: its explicit `image_name`, else the
- * first `IMAGE_<KEY>` that matches, else `IMAGE_DEFAULT`; a value naming
- * another key (an alias) is followed once.
+ * `IMAGE_<KEY>` travis' env selector picks (`IMAGE_DEFAULT` when none).
  */
 export function imagePattern(attributes: SelectAttributes, images: Readonly<Record<string, string>>, imageDefault: string): string {
-  let chosen = attributes.imageName?.trim() || undefined;
-  if (chosen === undefined) {
-    for (const key of imageCandidateKeys(attributes)) {
-      const value = images[key];
-      if (value !== undefined && value !== '') {
-        chosen = value;
-        break;
-      }
-    }
-  }
-  chosen ??= 'default';
-  chosen = images[chosen.toLowerCase()] ?? chosen;
+  const chosen = attributes.imageName?.trim() || selectImageSetting(attributes, images, imageDefault);
   return decodePattern(chosen === 'default' ? imageDefault : chosen);
 }
 

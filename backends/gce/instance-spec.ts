@@ -1,10 +1,11 @@
 /**
  * The Compute `Instance` resource of one job's VM: name, labels, machine,
- * boot disk, network, scheduling, and the metadata that carries the job's
- * SSH key and the self-destruct timer.
+ * boot disk, network tags, scheduling, and the metadata that carries the
+ * job's SSH key (twice: `ssh-keys` and the startup script) and the
+ * self-destruct timer.
  */
 import { randomUUID } from 'node:crypto';
-import type { StartAttributes } from '../../src/backend/kit.js';
+import { startupScript, type StartAttributes } from '../../src/backend/kit.js';
 import type { GceInstanceResource } from './api.js';
 import type { Machine } from './machine.js';
 
@@ -52,9 +53,11 @@ export interface InstanceSpecInput {
   sourceImage: string;
   attributes: Pick<StartAttributes, 'jobId' | 'repository' | 'language' | 'hardTimeoutMs'>;
   workerHost: string;
-  /** `<user>:<public key>` line for the `ssh-keys` metadata. */
+  /** The build user: its key goes into the `ssh-keys` metadata and the startup script. */
   sshUser: string;
   publicKey: string;
+  /** travis' site (`org`, `com`), added as a network tag; empty = none. */
+  site: string;
   preemptible: boolean;
   publicIp: boolean;
   autoImplode: boolean;
@@ -72,30 +75,31 @@ const networkUrl = (projectId: string, network: string): string =>
 const subnetworkUrl = (projectId: string, region: string, subnetwork: string): string =>
   subnetwork.includes('/') ? subnetwork : `projects/${projectId}/regions/${region}/subnetworks/${subnetwork}`;
 
-/**
- * A startup script that powers the VM off once the job can no longer be
- * running, whatever happened to the worker: `shutdown` schedules it with
- * systemd, `at` is travis' way on images without it.
- */
-export function autoImplodeScript(hardTimeoutMs: number): string {
-  const minutes = Math.ceil((hardTimeoutMs + LEASE_MARGIN_MS) / 60_000);
-  return [
-    '#!/bin/sh',
-    `# mayfly: power off ${minutes} minutes from boot (the job's hard limit plus a margin), even if the worker is gone`,
-    `shutdown -P +${minutes} 'mayfly: job lease expired' || echo poweroff | at now + ${minutes} minutes`,
-    '',
-  ].join('\n');
+/** Minutes from boot after which the VM powers itself off: the job's hard limit plus the margin. */
+export function implodeMinutes(hardTimeoutMs: number): number {
+  return Math.ceil((hardTimeoutMs + LEASE_MARGIN_MS) / 60_000);
 }
 
 export function instanceSpec(input: InstanceSpecInput): GceInstanceResource {
   const { machine, zone } = input;
   const leaseExpiry = Math.ceil((input.now + input.attributes.hardTimeoutMs + LEASE_MARGIN_MS) / 1000);
   const items = [
+    // Both ways in: the guest agent reads ssh-keys; travis' images, which may lack it, run the startup script.
     { key: 'ssh-keys', value: `${input.sshUser}:${input.publicKey.trim()}` },
     // Only the job's key: keys set project-wide must not open this VM.
     { key: 'block-project-ssh-keys', value: 'true' },
+    {
+      key: 'startup-script',
+      value: startupScript({
+        user: input.sshUser,
+        publicKey: input.publicKey,
+        ...(input.autoImplode ? { powerOffAfterMinutes: implodeMinutes(input.attributes.hardTimeoutMs) } : {}),
+      }),
+    },
   ];
-  if (input.autoImplode) items.push({ key: 'startup-script', value: autoImplodeScript(input.attributes.hardTimeoutMs) });
+  const tags = input.publicIp ? ['testing'] : ['testing', 'no-ip'];
+  // travis tags the VM with its site (TRAVIS_SITE), which firewall rules may select on.
+  if (input.site !== '') tags.push(input.site);
   const gpu = machine.gpu;
   return {
     name: input.name,
@@ -108,7 +112,7 @@ export function instanceSpec(input: InstanceSpecInput): GceInstanceResource {
       // Seconds since the epoch: the reaper deletes VMs whose lease has passed.
       [LABELS.leaseExpiry]: String(leaseExpiry),
     },
-    tags: { items: input.publicIp ? ['testing'] : ['testing', 'no-ip'] },
+    tags: { items: tags },
     metadata: { items },
     disks: [
       {

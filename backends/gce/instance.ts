@@ -17,6 +17,8 @@ import {
 
 export interface GceInstanceOptions {
   ssh: SshMachine;
+  /** `Instance.vmSize`: what travis reports as the job's `vm_size`. */
+  vmSize?: string | undefined;
   /** Where SSH is reached, for progress lines. */
   address: string;
   sshAttempts: number;
@@ -37,6 +39,7 @@ export class GceInstance implements Instance {
   readonly id: string;
   readonly imageName: string;
   readonly startupMs: number;
+  readonly vmSize: string | undefined;
   readonly #options: GceInstanceOptions;
   #deleting: Promise<void> | undefined;
 
@@ -45,6 +48,7 @@ export class GceInstance implements Instance {
     this.id = options.ssh.id;
     this.imageName = options.ssh.imageName;
     this.startupMs = options.ssh.startupMs;
+    this.vmSize = options.vmSize;
   }
 
   async upload(script: Buffer, options: UploadOptions): Promise<void> {

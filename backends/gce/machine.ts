@@ -32,12 +32,18 @@ export interface MachineDefaults {
   machineType: string;
   premiumMachineType: string;
   diskSize: number;
-  gpuCount: number;
+  /** The type of `vm_config.gpu_count` GPUs when the job names none. */
   gpuType: string;
 }
 
 export interface Machine {
   machineType: string;
+  /**
+   * `vm_size` as travis' gce backend rewrites it for state updates: `premium`
+   * for premium jobs, the machine type of a known non-GPU size, else the
+   * job's own (undefined when it had none).
+   */
+  reportedVmSize?: string;
   /** Absent when the VM gets no GPU. */
   gpu?: GpuConfig;
   diskSizeGb: number;
@@ -45,8 +51,9 @@ export interface Machine {
 
 /**
  * Premium jobs get the premium machine type; otherwise a known `vm_size`
- * picks the type (and GPUs); `vm_config.gpu_count` overrides the GPUs; the
- * worker's `GPU_COUNT` applies to jobs that asked for none.
+ * picks the type (and GPUs); `vm_config.gpu_count` overrides the GPUs. A
+ * job that asks for none gets none, whatever `GPU_COUNT` says (travis reads
+ * that setting but never attaches it).
  */
 export function machineFor(attributes: Pick<StartAttributes, 'vmType' | 'vmSize' | 'vmConfig'>, defaults: MachineDefaults): Machine {
   const size = attributes.vmSize === undefined ? undefined : VM_SIZES[attributes.vmSize];
@@ -55,7 +62,12 @@ export function machineFor(attributes: Pick<StartAttributes, 'vmType' | 'vmSize'
   let gpu: GpuConfig | undefined = premium ? undefined : size?.gpu;
   const asked = attributes.vmConfig.gpuCount ?? 0;
   if (asked > 0) gpu = { count: asked, type: attributes.vmConfig.gpuType ?? gpu?.type ?? defaults.gpuType };
-  else if (gpu === undefined && defaults.gpuCount > 0) gpu = { count: defaults.gpuCount, type: defaults.gpuType };
   const diskSizeGb = Math.max(defaults.diskSize, premium ? 0 : (size?.diskSizeGb ?? 0));
-  return gpu === undefined ? { machineType, diskSizeGb } : { machineType, gpu, diskSizeGb };
+  const reportedVmSize = premium ? 'premium' : size !== undefined && size.gpu === undefined ? size.machineType : attributes.vmSize;
+  return {
+    machineType,
+    ...(gpu === undefined ? {} : { gpu }),
+    diskSizeGb,
+    ...(reportedVmSize === undefined ? {} : { reportedVmSize }),
+  };
 }

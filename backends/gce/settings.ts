@@ -3,7 +3,7 @@
  * defaulted as travis-ci/worker's backend/gce.go names them, plus the
  * endpoints that let an operator (or a test) point the backend elsewhere.
  */
-import { settingProblems, type SettingFamily, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
+import { checkImageSelectorType, checkUserName, settingProblems, type SettingFamily, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
 import { endpointOptions } from './api.js';
 import { parseAccountJson } from './auth.js';
 import { checkAliases } from './images.js';
@@ -57,12 +57,15 @@ export interface GceSettings {
   uploadRetrySleep: number;
   /** One SSH connection attempt, in ms. */
   sshDialTimeout: number;
-  /** User the job logs in as (put in the `ssh-keys` metadata with the job's key). */
+  /** User the job logs in as (its key goes into the `ssh-keys` metadata and the startup script). */
   sshUser: string;
+  /** travis' site (`org`, `com`): a network tag on every VM, as travis sets; empty = none. */
+  travisSite: string;
   /** The VM powers itself off after the job's hard limit plus a margin, even if the worker is gone. */
   autoImplode: boolean;
-  /** GPUs for every job that asks for none through `vm_size`/`vm_config` (0 = none). */
+  /** Accepted for travis env files and warned about: travis reads it but attaches no GPUs from it, nor does mayfly. */
   gpuCount: number;
+  /** GPU type of a job's `vm_config.gpu_count` when it names none. */
   gpuType: string;
   /** API calls per `rateLimitDuration` (0 = unlimited). */
   rateLimitMaxCalls: number;
@@ -118,10 +121,15 @@ export const settingsSchema: SettingsSchema<Omit<GceSettings, GceFamilies>> = {
   uploadRetries: { doc: 'SSH connection attempts before the VM counts as unreachable', format: 'nat', default: 120 },
   uploadRetrySleep: { doc: 'sleep between SSH connection attempts', format: 'duration', default: 1_000 },
   sshDialTimeout: { doc: 'time allowed for one SSH connection attempt', format: 'duration', default: 5_000 },
-  sshUser: { doc: 'user the job logs in as (its key goes into the ssh-keys metadata)', format: String, default: 'travis' },
+  sshUser: { doc: 'user the job logs in as (its key goes into the ssh-keys metadata and the startup script)', format: String, default: 'travis' },
+  travisSite: { doc: 'travis site (org, com), added as a network tag to every VM', format: String, default: '' },
   autoImplode: { doc: 'VMs power themselves off after the job\'s hard limit plus a margin', format: Boolean, default: true },
-  gpuCount: { doc: 'GPUs for jobs that ask for none (vm_size, vm_config)', format: 'nat', default: 0 },
-  gpuType: { doc: 'GPU type for GPU_COUNT and for vm_config.gpu_count without a type', format: String, default: 'nvidia-tesla-p100' },
+  gpuCount: {
+    doc: 'no effect, as in travis (a warning says so): VMs get GPUs only through the job\'s vm_size (gpu-*) or vm_config.gpu_count',
+    format: 'nat',
+    default: 0,
+  },
+  gpuType: { doc: 'GPU type for a job\'s vm_config.gpu_count without a type', format: String, default: 'nvidia-tesla-p100' },
   rateLimitMaxCalls: { doc: 'Compute API calls per RATE_LIMIT_DURATION (0 = unlimited)', format: 'nat', default: 10 },
   rateLimitDuration: { doc: 'interval of RATE_LIMIT_MAX_CALLS', format: 'duration', default: 1_000 },
   apiEndpoint: { doc: 'Compute API base URL', format: String, default: 'https://compute.googleapis.com', url: true },
@@ -139,11 +147,21 @@ export const settingFamilies: Record<GceFamilies, SettingFamily> = {
   },
 };
 
+/** GCE network tags: lower case letters, digits and `-`, starting with a letter, at most 63 characters (RFC 1035). */
+const NETWORK_TAG = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+function checkNetworkTag(tag: string): void {
+  if (tag !== '' && !NETWORK_TAG.test(tag)) throw new Error(`"${tag}" is not a GCE network tag (lower case letters, digits and -, starting with a letter)`);
+}
+
 /** What the schema can't check (the backend's `validate` hook): every problem, keyed by setting. */
 export function validateSettings(settings: GceSettings): SettingProblem[] {
   return settingProblems([
     ['accountJson', () => settings.accountJson.trim() !== '' && parseAccountJson(settings.accountJson)],
     ['apiEndpoint', () => endpointOptions(settings.apiEndpoint)],
     ['imageAliases', () => checkAliases(settings.imageAliases, settings.images)],
+    ['imageSelectorType', () => checkImageSelectorType(settings.images)],
+    ['sshUser', () => checkUserName(settings.sshUser)],
+    ['travisSite', () => checkNetworkTag(settings.travisSite)],
   ]);
 }

@@ -83,6 +83,12 @@ export interface Instance {
   /** How long `start` took, in milliseconds. */
   readonly startupMs: number;
   /**
+   * The `vm_size` state updates report once the job has started, as travis'
+   * cloud backends rewrite it: the machine or instance type the job's size
+   * mapped to, or `premium`. Undefined: the payload's own `vm_size`.
+   */
+  readonly vmSize?: string | undefined;
+  /**
    * Put the build script on the instance, waiting for it to accept connections.
    * Throws `StaleVmError` when a script is already there, `UploadError`,
    * `SshUnreachableError` or `UploadTimeoutError` otherwise.

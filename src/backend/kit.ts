@@ -49,7 +49,7 @@ export {
 export { CloudApi, CloudCallError, type CloudErrorKind } from './cloud-api.js';
 export { MalformedAnswerError, checkAnswer, describeBody, ipAddress, quoteValue } from './malformed-answer.js';
 /** Which image a job runs on: the keys to look up, most specific first. */
-export { imageCandidateKeys } from './image-keys.js';
+export { checkImageSelectorType, imageCandidateKeys, selectImageSetting } from './image-keys.js';
 /** Describing a value that failed to parse without quoting it (it may be a secret). */
 export { invalidJsonProblem } from '../redact.js';
 
@@ -57,6 +57,8 @@ export { invalidJsonProblem } from '../redact.js';
 export { SshMachine } from '../ssh/machine.js';
 export type { SshTarget } from '../ssh/target.js';
 export { generateJobKeyPair } from '../ssh/keys.js';
+/** The boot script that authorizes a job's key on a cloud VM and can schedule its power-off. */
+export { checkUserName, startupScript, type StartupScriptOptions } from './startup-script.js';
 
 /** Waiting that ends when the job's signal aborts; processes and output of locally run jobs. */
 export { abortableSleep, raceAbort } from '../util/abort.js';

@@ -234,7 +234,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     throwIfStopped();
 
     const ready = instance;
-    await step('started', () => job.started(ready.id));
+    await step('started', () => job.started(ready.id, ready.vmSize));
     metrics.timeToStarted(Date.now() - takenAt);
     // travis' JobStartedMeta: every key, in its order.
     log.setStartedMeta({

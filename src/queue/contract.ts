@@ -68,8 +68,12 @@ export interface QueuedJob {
   readonly payload: JobPayload;
   /** Publish `received`. */
   received(): Promise<void>;
-  /** Publish `started`; `instanceId` goes into the state's meta. */
-  started(instanceId: string): Promise<void>;
+  /**
+   * Publish `started`; `instanceId` goes into the state's meta. `vmSize`,
+   * when given, replaces the payload's `vm_size` in this and later updates
+   * (the backend's `Instance.vmSize`).
+   */
+  started(instanceId: string, vmSize?: string): Promise<void>;
   /** Publish the terminal state (confirmed by the broker before it resolves). */
   finish(state: TerminalState): Promise<void>;
   /** Publish `reset` (run it again elsewhere), confirmed. */

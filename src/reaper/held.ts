@@ -75,6 +75,10 @@ class HeldInstance implements Instance {
     return this.inner.startupMs;
   }
 
+  get vmSize(): string | undefined {
+    return this.inner.vmSize;
+  }
+
   upload(script: Buffer, options: UploadOptions): Promise<void> {
     return this.inner.upload(script, options);
   }

@@ -147,6 +147,15 @@ function base64url(text: string): Buffer {
   return Buffer.from(text.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
 }
 
+/** The lines a startup script writes into an `authorized_keys` file through a here-document. */
+function startupScriptKeys(script: string): string[] {
+  const keys: string[] = [];
+  for (const [, , body] of script.matchAll(/authorized_keys <<'?(\w+)'?\n([\s\S]*?)\n\1\n/g)) {
+    keys.push(...(body ?? '').split('\n').map((line) => line.trim()).filter((line) => line !== ''));
+  }
+  return keys;
+}
+
 export class FakeGce {
   readonly project: string;
   /** Every request, in order: which API operation, the status answered. */
@@ -162,6 +171,12 @@ export class FakeGce {
   readonly accountJson: string;
   /** Deletes still to be "lost": reported DONE while the instance stays. */
   lostDeletes = 0;
+  /**
+   * Whether VMs run Google's guest agent, which installs the keys of the
+   * `ssh-keys` metadata. False: an image like travis', where only the keys
+   * its startup script writes into `authorized_keys` open the VM.
+   */
+  guestAgent = true;
   readonly #publicKey: string;
   readonly #clientEmail: string;
   readonly #server: Server;
@@ -489,11 +504,13 @@ export class FakeGce {
       resource,
       createdAt: Date.now(),
     };
-    // Only the keys the worker handed over in metadata open the VM (`user:key` per line).
-    const authorizedKeys = (metadata['ssh-keys'] ?? '')
-      .split('\n')
-      .map((line) => line.slice(line.indexOf(':') + 1).trim())
-      .filter((key) => key !== '');
+    // Only the keys the worker handed over open the VM: `user:key` lines of ssh-keys for the guest agent, else the startup script's.
+    const authorizedKeys = this.guestAgent
+      ? (metadata['ssh-keys'] ?? '')
+          .split('\n')
+          .map((line) => line.slice(line.indexOf(':') + 1).trim())
+          .filter((key) => key !== '')
+      : startupScriptKeys(metadata['startup-script'] ?? '');
     const live: LiveInstance = { record, sshdStarted: Promise.resolve() };
     live.sshdStarted = startSshd({ authorizedKeys, port: 22 }).then(
       async (sshd) => {

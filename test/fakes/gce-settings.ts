@@ -38,6 +38,7 @@ export function gceSettings(fake: FakeGce, overrides: Partial<GceSettings> = {})
     sshDialTimeout: 5_000,
     // The fake's sshd lets the test process's own user in.
     sshUser: userInfo().username,
+    travisSite: '',
     autoImplode: true,
     gpuCount: 0,
     gpuType: 'nvidia-tesla-p100',

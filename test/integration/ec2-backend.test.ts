@@ -6,7 +6,7 @@
  */
 import { once } from 'node:events';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
+import { homedir, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -197,6 +197,35 @@ describe('ec2 backend on the worker (RabbitMQ -> EC2 -> SSH -> log -> state)', (
 });
 
 describe('ec2 backend', () => {
+  it("launches with KEY_NAME for the image's admin user, as travis does, and still reaches the job as SSH_USER with the job's own key", async () => {
+    const { backend } = ec2Backend({ TRAVIS_WORKER_EC2_KEY_NAME: 'ops-admin' });
+    const instance = await started(backend);
+    expect(fake.instance(instance.id).params['KeyName']).toBe('ops-admin');
+    await instance.upload(Buffer.from('echo "reached as $(id -un)"'), { signal: never });
+    const output = new CollectingWritable();
+    expect(await instance.run({ output, signal: never })).toEqual({ exitCode: 0 });
+    expect(output.text).toContain(`reached as ${userInfo().username}`);
+  });
+
+  it('launches t2 and t3 instances with unlimited CPU credits, as travis does, and other types without', async () => {
+    const { backend } = ec2Backend({ TRAVIS_WORKER_EC2_INSTANCE_TYPE: 't3.medium' });
+    const burstable = await started(backend);
+    const sized = await started(backend, testAttributes({ vmSize: 'large' }));
+    expect(fake.instance(burstable.id).params['CreditSpecification.CpuCredits']).toBe('unlimited');
+    expect(fake.instance(sized.id).instanceType).toBe('m6i.xlarge');
+    expect(fake.instance(sized.id).params['CreditSpecification.CpuCredits']).toBeUndefined();
+  });
+
+  it('runs the uploaded script with EXEC_CMD, as travis does', async () => {
+    const { backend } = ec2Backend({ TRAVIS_WORKER_EC2_EXEC_CMD: 'env MAYFLY_RUN_BY=exec-cmd bash ~/build.sh' });
+    const instance = await started(backend);
+    expect(fake.instance(instance.id).params['KeyName']).toBeUndefined();
+    await instance.upload(Buffer.from('echo "run by $MAYFLY_RUN_BY"'), { signal: never });
+    const output = new CollectingWritable();
+    expect(await instance.run({ output, signal: never })).toEqual({ exitCode: 0 });
+    expect(output.text).toContain('run by exec-cmd');
+  });
+
   it('boots, reports its progress and phases, and runs a script as the SSH user', async () => {
     const { backend } = ec2Backend();
     const run = boot();
@@ -347,7 +376,7 @@ describe('ec2 backend', () => {
     // destroy (afterEach) terminates the stopped instance.
   });
 
-  it('picks the image per language: IMAGE_<LANGUAGE> name filters take the newest available AMI of the owners', async () => {
+  it('picks the image per language (IMAGE_<LANGUAGE> name filters take the newest available AMI of the owners) and reports a mapped vm_size as its instance type', async () => {
     const old = fake.registerImage({ name: 'travis-ruby-2020', creationDate: '2020-01-01T00:00:00.000Z' });
     const newest = fake.registerImage({ name: 'travis-ruby-2021', creationDate: '2021-01-01T00:00:00.000Z' });
     fake.registerImage({ name: 'travis-ruby-2022', creationDate: '2022-01-01T00:00:00.000Z', state: 'pending' });
@@ -364,6 +393,8 @@ describe('ec2 backend', () => {
     expect(ruby.imageName).toBe('travis-ruby-2021');
     expect(fake.instance(ruby.id).imageId).toBe(newest);
     expect(fake.instance(ruby.id).instanceType).toBe('m6i.xlarge');
+    // travis reports a mapped size as the instance type it became.
+    expect(ruby.vmSize).toBe('m6i.xlarge');
 
     const onBionic = await started(backend, testAttributes({ language: 'ruby', dist: 'bionic', arch: 'arm64', vmSize: 'large' }));
     expect(fake.instance(onBionic.id).imageId).toBe(bionic);
@@ -371,6 +402,7 @@ describe('ec2 backend', () => {
 
     const aliased = await started(backend, testAttributes({ language: 'python' }));
     expect(fake.instance(aliased.id).imageId).toBe(old);
+    expect(aliased.vmSize).toBeUndefined();
 
     const other = await started(backend, testAttributes({ language: 'go' }));
     expect(other.imageName).toBe('travis-ci-default-xenial-1700000000');

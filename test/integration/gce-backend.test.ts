@@ -26,6 +26,7 @@ import { drain, messageCount, publishRaw } from '../helpers/rabbitmq.js';
 import type { TestWorker } from '../helpers/worker.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
 import { useAmqpWorker } from '../helpers/amqp-worker.js';
+import { captureLog } from '../helpers/log-capture.js';
 
 const never = new AbortController().signal;
 let fake: FakeGce;
@@ -123,6 +124,37 @@ describe('gce backend against the fake GCE', () => {
     expect(started.phases).toEqual(['create', 'running', 'ip', 'ssh-ready', 'upload']);
     await instance.destroy();
     expect(record).toMatchObject({ deleted: true, deleteRequests: 1 });
+  });
+
+  it("reaches a VM without Google's guest agent (as travis' images may be) through the key its startup script installs, keeping ssh-keys too", async () => {
+    fake.guestAgent = false;
+    const started = makeBackend({ uploadRetries: 3, autoImplode: false });
+    const instance = await startOn(started);
+    const [record] = fake.record;
+    const user = gceSettings(fake).sshUser;
+    expect(record?.metadata['startup-script']).toContain(`~${user}/.ssh/authorized_keys`);
+    expect(record?.metadata['ssh-keys']).toMatch(new RegExp(`^${user}:ssh-ed25519 `));
+    expect(await runScript(instance, 'exit 0')).toMatchObject({ exitCode: 0 });
+  });
+
+  it('adds TRAVIS_SITE to the network tags, as travis does', async () => {
+    await startOn(makeBackend({ travisSite: 'org' }));
+    await startOn(makeBackend({ travisSite: 'com', publicIp: false }));
+    expect(fake.record.map((record) => record.resource['tags'])).toEqual([{ items: ['testing', 'org'] }, { items: ['testing', 'no-ip', 'com'] }]);
+  });
+
+  it('attaches no GPUs for GPU_COUNT to a job that asks for none (travis reads it but never attaches it), and warns that it has no effect', async () => {
+    const log = captureLog();
+    const context = testBackendContext({ logger: log.logger });
+    const backend = gce.create(gceSettings(fake, { gpuCount: 2 }), context);
+    backends.push(backend);
+    const instance = await backend.start(testAttributes(), { signal: never, progress: () => {}, logger: silentLogger, recordPhase: () => {} });
+    instances.push(instance);
+    const resource = fake.record[0]?.resource ?? {};
+    // The SDK leaves an empty list off the wire.
+    expect(resource['guestAccelerators'] ?? []).toEqual([]);
+    expect(resource).toMatchObject({ scheduling: { onHostMaintenance: 'MIGRATE' } });
+    expect(log.lines).toEqual(expect.arrayContaining([expect.objectContaining({ level: 'warn', msg: expect.stringContaining('TRAVIS_WORKER_GCE_GPU_COUNT has no effect') })]));
   });
 
   it('falls back to the next zone on a capacity error, and says so', async () => {
@@ -347,6 +379,29 @@ describe('gce backend in a worker on RabbitMQ', () => {
     expect(text).toContain(`Starting instance ${record?.name} in us-central1-a`);
     expect(text).toContain('job 9101 on ');
     expect(record?.deleted).toBe(true);
+  });
+
+  it("reports vm_size as travis' gce backend rewrites it: the machine type of a known size, premium for premium jobs, a GPU size as asked", async () => {
+    const w = await start();
+    const jobs = [
+      { id: 9201, vm_size: 'large', expected: 'n2-standard-4' },
+      { id: 9202, vm_type: 'premium', expected: 'premium' },
+      { id: 9203, vm_size: 'gpu-medium', expected: 'gpu-medium' },
+    ];
+    for (const { id, vm_size, vm_type } of jobs) {
+      const done = w.jobDone(id);
+      await publishRaw(amqp.vhost.uri, '', QUEUE, JSON.stringify({ ...JSON.parse(payload(id)), ...(vm_size ? { vm_size } : {}), ...(vm_type ? { vm_type } : {}) }));
+      expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    }
+    const states = await drain(amqp.vhost.uri, 'reporting.jobs.builds', await messageCount(amqp.vhost.uri, 'reporting.jobs.builds'), AbortSignal.timeout(20_000));
+    const sizes = (id: number): (string | undefined)[] =>
+      states.map((m) => m.body as { id: number; vm_size?: string }).filter((body) => body.id === id).map((body) => body.vm_size);
+    // `received` goes out before the VM exists, with the payload's own value, as in travis.
+    expect(jobs.map(({ id }) => sizes(id))).toEqual([
+      ['large', 'n2-standard-4', 'n2-standard-4'],
+      [undefined, 'premium', 'premium'],
+      ['gpu-medium', 'gpu-medium', 'gpu-medium'],
+    ]);
   });
 
   it('requeues a job whose VM does not boot within the startup timeout, and deletes the VM', async () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { classifyEc2Error } from '../../backends/ec2/classify.js';
 import { definition } from '../../backends/ec2/index.js';
 import { imageSetting } from '../../backends/ec2/images.js';
-import { instanceTypeFor } from '../../backends/ec2/launch.js';
+import { mappedInstanceType } from '../../backends/ec2/launch.js';
 import { decodeUserData, parseCustomTags } from '../../backends/ec2/settings.js';
 import { buildUserData } from '../../backends/ec2/user-data.js';
 import { loadConfig } from '../../src/config/load.js';
@@ -47,7 +47,7 @@ describe('user data', () => {
     const text = buildUserData({ publicKey, user: 'travis', implodeAfterMinutes: 65, extra: '' });
     expect(text.startsWith('#!/usr/bin/env bash\n')).toBe(true);
     expect(text).toContain(`cat >> ~travis/.ssh/authorized_keys <<'MAYFLY_KEY'\n${publicKey}\nMAYFLY_KEY\n`);
-    expect(text).toContain('shutdown -h +65');
+    expect(text).toContain('shutdown -P +65');
     expect(buildUserData({ publicKey, user: 'travis', extra: '' })).not.toContain('shutdown');
   });
 
@@ -122,9 +122,9 @@ describe('image and instance type selection', () => {
   });
 
   it('maps vm_size per arch, else uses INSTANCE_TYPE', () => {
-    expect(instanceTypeFor({ vmSize: 'x-large', arch: 'amd64' }, 't3.large')).toBe('m6i.2xlarge');
-    expect(instanceTypeFor({ vmSize: 'medium', arch: 'arm64' }, 't3.large')).toBe('m6g.large');
-    expect(instanceTypeFor({ arch: 'amd64' }, 't3.large')).toBe('t3.large');
-    expect(instanceTypeFor({ vmSize: 'gpu-medium', arch: 'amd64' }, 't3.large')).toBe('t3.large');
+    expect(mappedInstanceType({ vmSize: 'x-large', arch: 'amd64' })).toBe('m6i.2xlarge');
+    expect(mappedInstanceType({ vmSize: 'medium', arch: 'arm64' })).toBe('m6g.large');
+    expect(mappedInstanceType({ arch: 'amd64' })).toBeUndefined();
+    expect(mappedInstanceType({ vmSize: 'gpu-medium', arch: 'amd64' })).toBeUndefined();
   });
 });

@@ -1,24 +1,24 @@
 import { describe, expect, it } from 'vitest';
 import { classifyGceError, GceOperationError } from '../../backends/gce/errors.js';
 import { checkAliases, imagePattern, newestImage } from '../../backends/gce/images.js';
-import { autoImplodeScript, labelValue, regionOf } from '../../backends/gce/instance-spec.js';
+import { implodeMinutes, labelValue, regionOf } from '../../backends/gce/instance-spec.js';
 import { machineFor } from '../../backends/gce/machine.js';
 import { endpointOptions } from '../../backends/gce/api.js';
 import { parseAccountJson } from '../../backends/gce/auth.js';
 import { definition } from '../../backends/gce/index.js';
 import { configErrorOf } from '../helpers/config-error.js';
 
-const defaults = { machineType: 'n1-standard-2', premiumMachineType: 'n1-standard-4', diskSize: 20, gpuCount: 0, gpuType: 'nvidia-tesla-p100' };
+const defaults = { machineType: 'n1-standard-2', premiumMachineType: 'n1-standard-4', diskSize: 20, gpuType: 'nvidia-tesla-p100' };
 
 describe('gce machine table', () => {
   it.each([
     [{ vmType: 'default', vmConfig: {} }, { machineType: 'n1-standard-2', diskSizeGb: 20 }],
-    [{ vmType: 'premium', vmSize: 'large', vmConfig: {} }, { machineType: 'n1-standard-4', diskSizeGb: 20 }],
-    [{ vmType: 'default', vmSize: 'x-large', vmConfig: {} }, { machineType: 'n2-standard-8', diskSizeGb: 20 }],
-    [{ vmType: 'default', vmSize: 'unknown', vmConfig: {} }, { machineType: 'n1-standard-2', diskSizeGb: 20 }],
+    [{ vmType: 'premium', vmSize: 'large', vmConfig: {} }, { machineType: 'n1-standard-4', diskSizeGb: 20, reportedVmSize: 'premium' }],
+    [{ vmType: 'default', vmSize: 'x-large', vmConfig: {} }, { machineType: 'n2-standard-8', diskSizeGb: 20, reportedVmSize: 'n2-standard-8' }],
+    [{ vmType: 'default', vmSize: 'unknown', vmConfig: {} }, { machineType: 'n1-standard-2', diskSizeGb: 20, reportedVmSize: 'unknown' }],
     [
       { vmType: 'default', vmSize: 'gpu-xlarge', vmConfig: {} },
-      { machineType: 'n1-standard-8', gpu: { count: 1, type: 'nvidia-tesla-v100' }, diskSizeGb: 300 },
+      { machineType: 'n1-standard-8', gpu: { count: 1, type: 'nvidia-tesla-v100' }, diskSizeGb: 300, reportedVmSize: 'gpu-xlarge' },
     ],
     [
       { vmType: 'default', vmConfig: { gpuCount: 2, gpuType: 'nvidia-l4' } },
@@ -27,10 +27,6 @@ describe('gce machine table', () => {
     [{ vmType: 'default', vmConfig: { gpuCount: 1 } }, { machineType: 'n1-standard-2', gpu: { count: 1, type: 'nvidia-tesla-p100' }, diskSizeGb: 20 }],
   ])('maps %j', (attributes, machine) => {
     expect(machineFor(attributes, defaults)).toEqual(machine);
-  });
-
-  it('gives GPU_COUNT GPUs to jobs that asked for none', () => {
-    expect(machineFor({ vmType: 'default', vmConfig: {} }, { ...defaults, gpuCount: 1 }).gpu).toEqual({ count: 1, type: 'nvidia-tesla-p100' });
   });
 });
 
@@ -89,7 +85,7 @@ describe('gce instance spec helpers', () => {
   });
 
   it('powers the VM off after the hard limit plus the margin', () => {
-    expect(autoImplodeScript(50 * 60_000)).toContain('shutdown -P +60 ');
+    expect(implodeMinutes(50 * 60_000)).toBe(60);
   });
 
   it('knows a zone\'s region and parses the API endpoint', () => {
@@ -119,5 +115,16 @@ describe('TRAVIS_WORKER_GCE_ACCOUNT_JSON errors', () => {
       thrown = err;
     }
     expect(`${String(thrown)} ${String((thrown as Error).cause)}`).not.toMatch(/S3CR3T|client_email|eyJ|LS0t/);
+  });
+});
+
+describe('gce settings the startup script and tags carry', () => {
+  it('refuses an SSH_USER the startup script cannot use and a TRAVIS_SITE that is no network tag, naming each', () => {
+    const loading = configErrorOf(
+      { TRAVIS_WORKER_PROVIDER_NAME: 'gce', TRAVIS_WORKER_GCE_SSH_USER: 'travis; rm -rf /', TRAVIS_WORKER_GCE_TRAVIS_SITE: 'Org_1' },
+      [definition],
+    );
+    expect(loading).toMatch(/TRAVIS_WORKER_GCE_SSH_USER: .*is not a user name/);
+    expect(loading).toMatch(/TRAVIS_WORKER_GCE_TRAVIS_SITE: "Org_1" is not a GCE network tag/);
   });
 });

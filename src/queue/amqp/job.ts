@@ -47,6 +47,8 @@ export class AmqpQueuedJob implements QueuedJob {
   private phase: Phase = 'delivered';
   private count: number;
   private instanceId: string | undefined;
+  /** The payload's `vm_size`, until the backend says what it became (travis echoes its rewritten value). */
+  private vmSize: string | undefined;
   private receivedAt: Date | undefined;
   private startedAt: Date | undefined;
   private finishedAt: Date | undefined;
@@ -56,6 +58,7 @@ export class AmqpQueuedJob implements QueuedJob {
     this.payload = options.payload;
     this.uuid = options.payload.uuid ?? randomUUID();
     this.count = options.payload.stateUpdateCount;
+    this.vmSize = options.payload.vmSize;
     this.logger = options.logger.child({ job_id: options.payload.jobId });
     this.log = new AmqpLogSink({
       publisher: options.logs,
@@ -88,10 +91,11 @@ export class AmqpQueuedJob implements QueuedJob {
     await this.publishState('received');
   }
 
-  async started(instanceId: string): Promise<void> {
+  async started(instanceId: string, vmSize?: string): Promise<void> {
     this.advance('started', ['delivered', 'received']);
     this.startedAt = new Date();
     this.instanceId = instanceId;
+    this.vmSize = vmSize ?? this.vmSize;
     await this.publishState('started');
   }
 
@@ -187,7 +191,7 @@ export class AmqpQueuedJob implements QueuedJob {
       uuid: this.uuid,
       trace: this.payload.trace,
       ...(this.instanceId === undefined ? {} : { instanceId: this.instanceId }),
-      ...(this.payload.vmSize === undefined ? {} : { vmSize: this.payload.vmSize }),
+      ...(this.vmSize === undefined ? {} : { vmSize: this.vmSize }),
       ...(this.payload.queuedAt === undefined ? {} : { queuedAt: this.payload.queuedAt }),
       ...(this.receivedAt === undefined ? {} : { receivedAt: this.receivedAt }),
       ...(this.startedAt === undefined ? {} : { startedAt: this.startedAt }),

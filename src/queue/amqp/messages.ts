@@ -46,7 +46,7 @@ export interface StateUpdate {
   count: number;
   instanceId?: string;
   uuid?: string;
-  /** The payload's `vm_size`; travis echoes it in every state update. */
+  /** The payload's `vm_size`, or what the backend made of it once started; travis echoes it in every state update. */
   vmSize?: string;
   queuedAt?: Date;
   receivedAt?: Date;
