@@ -132,7 +132,7 @@ describeWithDocker('docker backend through the worker (real engine, real broker)
     ['over ssh', {}],
     ['natively', { TRAVIS_WORKER_DOCKER_NATIVE: 'true' }],
   ])('runs a job from RabbitMQ in a container %s: log, states, and the container gone', async (_mode, env) => {
-    const w = await start(env);
+    const w = await start({ ...env, TRAVIS_WORKER_PROGRESS_TYPE: 'text' });
     const jobId = job('echo "hello from $(hostname) as $(id -un)"; test -d /run && echo has-run; exit 0');
     const done = w.jobDone(jobId);
     await publish(payload(jobId));

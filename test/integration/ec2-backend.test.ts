@@ -149,8 +149,8 @@ describe('ec2 backend on the worker (RabbitMQ -> EC2 -> SSH -> log -> state)', (
   const instanceOf = (jobId: number): FakeEc2Instance | undefined =>
     fake.instances.find((instance) => instance.tags['travis.job_id'] === String(jobId));
 
-  it('runs a job from the queue on a fresh instance, logs its output and reports it passed', async () => {
-    const w = await start();
+  it('runs a job from the queue on a fresh instance, logs its output (boot progress with PROGRESS_TYPE=text) and reports it passed', async () => {
+    const w = await start({ TRAVIS_WORKER_PROGRESS_TYPE: 'text' });
     const jobId = 94001;
     const done = w.jobDone(jobId);
     await publishRaw(amqp.vhost.uri, '', QUEUE, payload(jobId, 'echo "Hello from $(hostname -I 2>/dev/null || echo ec2)"; echo Hello World'));

@@ -365,7 +365,7 @@ describe('gce backend in a worker on RabbitMQ', () => {
 
   it('runs a job from RabbitMQ on a fresh VM and reports it passed, with boot progress in the log', async () => {
     fake.images.push({ name: 'travis-ci-ruby-xenial-7', creationTimestamp: '2001-01-01T00:00:00.000-07:00' });
-    const w = await start({ TRAVIS_WORKER_GCE_IMAGE_RUBY: 'travis-ci-ruby-xenial.%2B' });
+    const w = await start({ TRAVIS_WORKER_GCE_IMAGE_RUBY: 'travis-ci-ruby-xenial.%2B', TRAVIS_WORKER_PROGRESS_TYPE: 'text' });
     const done = w.jobDone(9101);
     await publishRaw(amqp.vhost.uri, '', QUEUE, payload(9101));
     expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
