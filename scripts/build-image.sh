@@ -83,7 +83,11 @@ if [ "$(mdocker image inspect --format '{{index .Config.Labels "mayfly.base"}}' 
 fi
 
 started=$(date +%s)
-# The engine is older than BuildKit's client here: the classic builder builds the same Dockerfile.
-DOCKER_BUILDKIT=0 mdocker build --quiet --network host --build-arg "NODE_IMAGE=$base" --tag "$IMAGE" . >/dev/null
+# The engine is older than BuildKit's client here: the classic builder builds the same Dockerfile
+# (--force-rm: a failed step's container goes too).
+DOCKER_BUILDKIT=0 mdocker build --quiet --force-rm --network host --label mayfly.build-image=1 \
+  --build-arg "NODE_IMAGE=$base" --tag "$IMAGE" . >/dev/null
+# The image this one replaced, now untagged (the label marks only final images: the stages' cache stays).
+mdocker image prune --force --filter label=mayfly.build-image=1 >/dev/null
 size=$(mdocker image inspect --format '{{.Size}}' "$IMAGE")
 say "built $IMAGE on $base in $(($(date +%s) - started)) s: $((size / 1000000)) MB"
