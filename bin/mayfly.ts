@@ -17,25 +17,42 @@ import { handleSignals } from '../src/lifecycle/signals.js';
 import { startWorker } from '../src/main.js';
 import { VERSION } from '../src/version.js';
 
-const USAGE = `Usage: mayfly [--echo-config] [--list-backend-providers] [--version] [--help]
+const USAGE = `Usage: mayfly [--echo-config | --list-backend-providers | --version | --help]
 
-Runs CI jobs from a queue, each on a fresh instance of a backend.
-Every setting is an environment variable (TRAVIS_WORKER_*): see config.example.env.
+Runs CI jobs from a queue (RabbitMQ, or a directory), each on a fresh
+instance of a backend, until SIGTERM or SIGINT drains it. Without an option
+it starts the worker.
 
   --echo-config              print the effective configuration as export lines (secrets masked) and exit
   --list-backend-providers   list the backends and their settings and exit
-  --version                  print the version and exit
+  -v, --version              print the version and exit
+  -h, --help                 print this help and exit
+
+Every setting is an environment variable (TRAVIS_WORKER_*, as travis-ci/worker's):
+config.example.env lists them with their defaults, docs/configuration.md
+describes them, and docs/operations.md covers signals, the control API,
+metrics and the logs. The worker log is JSON lines, readable when stdout is
+a terminal.
 `;
 
+/** The command line's options; an unknown one is an error that says where the known ones are. */
+function parseOptions() {
+  try {
+    return parseArgs({
+      options: {
+        'echo-config': { type: 'boolean' },
+        'list-backend-providers': { type: 'boolean' },
+        version: { type: 'boolean', short: 'v' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new Error(`${errorMessage(err)} (mayfly --help lists the options)`, { cause: err });
+  }
+}
+
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      'echo-config': { type: 'boolean' },
-      'list-backend-providers': { type: 'boolean' },
-      version: { type: 'boolean', short: 'v' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
+  const { values } = parseOptions();
   if (values.help) {
     process.stdout.write(USAGE);
     return 0;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure what the integration tests talk to is there: OpenSSH's sshd
-# (the tests start their own on loopback, as fake VMs) and a RabbitMQ broker
-# on 127.0.0.1:5672. Installs/starts them when it can (as root on Debian),
-# otherwise says what to do. Run by `npm test` before vitest.
+# (the tests start their own on loopback, as fake VMs), a RabbitMQ broker
+# on 127.0.0.1:5672, Prometheus and Go's pprof, and a Docker engine of the
+# tests' own. Installs/starts them when it can (as root on Debian), otherwise
+# says what to do. Run by `npm test` before vitest.
 set -euo pipefail
 
 say() { echo "test prerequisites: $*" >&2; }
@@ -12,6 +13,10 @@ missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+# The real clients of what the worker serves: Prometheus scrapes /metrics and
+# promtool checks it and the alert rules; `go tool pprof` reads the profiles.
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+command -v go >/dev/null || missing+=(golang-go)
 if [ ${#missing[@]} -gt 0 ]; then
   if can_install; then
     say "installing ${missing[*]}"
@@ -51,7 +56,8 @@ rabbitmqctl -q await_startup >/dev/null 2>&1 || rabbitmqctl -q status >/dev/null
 # cached as a tarball, with a `travis` user and an /sbin/init that runs sshd.
 # Failing here does not stop the other tests: the docker tests then fail in
 # CI (CI=true) and skip loudly elsewhere, saying the engine is missing.
-MAYFLY_DOCKER_SOCKET=/run/mayfly-test-docker.sock
+# shellcheck source=scripts/test-engine.sh
+. "$(dirname "$0")/test-engine.sh"
 MAYFLY_DOCKER_DATA_ROOT=/var/lib/mayfly-test-docker
 MAYFLY_DOCKER_EXEC_ROOT=/run/mayfly-test-docker
 MAYFLY_DOCKER_PIDFILE=/run/mayfly-test-docker.pid
@@ -59,13 +65,8 @@ MAYFLY_DOCKER_LOG=/var/log/mayfly-test-dockerd.log
 MAYFLY_DOCKER_NETWORK=mayfly-test
 # A private range nothing else on these machines uses (the host is on 192.0.2.0/24, fake VMs on 10.200.N.0).
 MAYFLY_DOCKER_SUBNET=10.213.77.0/24
-MAYFLY_CACHE=/var/cache/mayfly-test
-MAYFLY_ROOTFS_TAR=$MAYFLY_CACHE/debootstrap-bookworm-minbase-sshd.tar
 # Bump when the customisation below changes: the image is rebuilt from the cached rootfs.
 MAYFLY_IMAGE_REVISION=2
-
-mdocker() { docker -H "unix://$MAYFLY_DOCKER_SOCKET" "$@"; }
-docker_up() { [ -S "$MAYFLY_DOCKER_SOCKET" ] && mdocker version >/dev/null 2>&1; }
 
 start_dockerd() { # $1: storage driver. (fd 9 is the setup lock: the daemon must not keep it.)
   mkdir -p "$MAYFLY_DOCKER_DATA_ROOT" "$MAYFLY_DOCKER_EXEC_ROOT"

@@ -2,11 +2,13 @@
  * The Docker engine the docker backend's tests run against: the one
  * scripts/test-prerequisites.sh starts (own socket, own data root, a
  * user-defined bridge network the host reaches, the job image
- * `travis:default` with sshd and a `travis` user). When it is not there,
- * the tests fail in CI with a message saying so, and are skipped loudly
- * elsewhere.
+ * `travis:default` with sshd and a `travis` user). The container image's
+ * test runs mayfly's own image there (scripts/build-image.sh builds it).
+ * When the engine or an image is missing, the tests fail, saying so.
  */
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
 import { describe, it } from 'vitest';
 import { DockerApi } from '../../backends/docker/api.js';
 import { LABELS } from '../../backends/docker/backend.js';
@@ -14,10 +16,12 @@ import { DockerEngine } from '../../backends/docker/engine.js';
 import type { DockerSettings } from '../../backends/docker/settings.js';
 import { silentLogger } from '../../src/logger.js';
 
-/** Kept in step with scripts/test-prerequisites.sh. */
+/** Kept in step with scripts/test-engine.sh. */
 export const TEST_DOCKER_SOCKET = process.env.MAYFLY_TEST_DOCKER_SOCKET ?? '/run/mayfly-test-docker.sock';
 export const TEST_DOCKER_NETWORK = 'mayfly-test';
 export const TEST_IMAGE = 'travis:default';
+/** mayfly's container image, as scripts/build-image.sh tags it. */
+export const MAYFLY_IMAGE = 'mayfly:test';
 
 /** A client of the test engine for the tests' own look at it (labels, kill); close it after use. */
 export function testEngine(): DockerEngine {
@@ -33,12 +37,12 @@ export function testEngine(): DockerEngine {
   );
 }
 
-/** Why the test engine can't be used, or undefined when it can. */
-export async function dockerUnavailable(): Promise<string | undefined> {
+/** Why the test engine can't be used, or undefined when it can: it must answer and hold `image` (which `madeBy` makes). */
+export async function dockerUnavailable(image = TEST_IMAGE, madeBy = 'scripts/test-prerequisites.sh'): Promise<string | undefined> {
   const engine = testEngine();
   try {
     const signal = AbortSignal.timeout(10_000);
-    if ((await engine.imageId(TEST_IMAGE, signal)) === undefined) return `the engine has no ${TEST_IMAGE} image`;
+    if ((await engine.imageId(image, signal)) === undefined) return `the engine has no ${image} image: ${madeBy} makes it`;
     return undefined;
   } catch (err) {
     return (err as Error).message;
@@ -49,8 +53,9 @@ export async function dockerUnavailable(): Promise<string | undefined> {
 
 /**
  * `describe`, when the test engine is up. Otherwise one failing test that
- * says why and how to start it: a missing engine fails, in CI and out of it
- * (`npm test` starts one first, so it is only missing when that failed).
+ * says why and how to start it: a missing engine or image fails, in CI and
+ * out of it (`npm test` starts the engine first, so it is only missing when
+ * that failed).
  */
 export function describeWithDocker(name: string, unavailable: string | undefined, body: () => void): void {
   if (unavailable === undefined) {
@@ -117,4 +122,10 @@ export async function containersOf(engine: DockerEngine, worker: string): Promis
 /** Remove whatever a worker named `worker` left (after the assertion that there is nothing). */
 export async function removeContainersOf(engine: DockerEngine, worker: string): Promise<void> {
   for (const id of await containersOf(engine, worker)) await engine.removeContainer(id, AbortSignal.timeout(30_000));
+}
+
+/** The docker command line, against the test engine; rejects with its stderr when it fails. */
+export async function dockerCli(args: string[], signal: AbortSignal = AbortSignal.timeout(120_000)): Promise<string> {
+  const { stdout } = await promisify(execFile)('docker', ['-H', `unix://${TEST_DOCKER_SOCKET}`, ...args], { signal, encoding: 'utf8' });
+  return stdout;
 }

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { decodePprof } from '../helpers/pprof.js';
+import { runTool, type ToolRun } from '../helpers/tools.js';
 import { startTestWorker, type TestWorker } from '../helpers/worker.js';
 
 const AUTH = 'ops:debug-pw-s3cr3t';
@@ -56,6 +57,26 @@ async function startControl(env: Record<string, string> = {}): Promise<string> {
   return url;
 }
 
+/** Keep the profiled process busy until `until` settles, so samples land in JS frames (pbkdf2Sync) whatever else runs. */
+async function busyUntil<T>(until: Promise<T>): Promise<T> {
+  let settled = false;
+  void until.finally(() => (settled = true)).catch(() => undefined);
+  while (!settled) {
+    pbkdf2Sync('password', 'salt', 2_000, 32, 'sha256');
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  return until;
+}
+
+/** `go tool pprof -top` on a profile of the debug port, fetched with the control credentials in the URL, as docs/security.md shows. */
+async function pprofTop(url: string, path: string, workDir: string): Promise<ToolRun> {
+  const withCredentials = url.replace('http://', `http://${AUTH}@`);
+  // pprof keeps a copy of each profile it fetches under PPROF_TMPDIR (default ~/pprof): here, the test's own directory.
+  return runTool('go', ['tool', 'pprof', '-top', `${withCredentials}${path}`], {
+    env: { ...process.env, PPROF_TMPDIR: workDir, HOME: workDir },
+  });
+}
+
 async function bytes(response: Response): Promise<Buffer> {
   return Buffer.from(await response.arrayBuffer());
 }
@@ -64,15 +85,7 @@ describe('debug port', () => {
   it('serves a CPU profile in gzipped pprof format, as go tool pprof fetches it', async () => {
     const url = await start();
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-    const fetching = fetch(`${url}/debug/pprof/profile?seconds=1`, { headers: CREDENTIALS });
-    // Keep the profiled process busy so samples land in JS frames, whatever else runs.
-    let settled = false;
-    void fetching.finally(() => (settled = true));
-    while (!settled) {
-      pbkdf2Sync('password', 'salt', 2_000, 32, 'sha256');
-      await new Promise<void>((resolve) => setImmediate(resolve));
-    }
-    const response = await fetching;
+    const response = await busyUntil(fetch(`${url}/debug/pprof/profile?seconds=1`, { headers: CREDENTIALS }));
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toBe('application/octet-stream');
     const body = await bytes(response);
@@ -83,6 +96,23 @@ describe('debug port', () => {
     expect(profile.periodType).toEqual(['wall', 'nanoseconds']);
     expect(profile.sampleCount).toBeGreaterThan(0);
     expect(profile.functionNames).toContain('pbkdf2Sync');
+  });
+
+  it('gives go tool pprof a CPU profile it reads, with the functions that ran', async () => {
+    const url = await start();
+    const { code, stdout } = await busyUntil(pprofTop(url, '/debug/pprof/profile?seconds=1', base));
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^Type: wall$/m);
+    expect(stdout).toMatch(/^\s*flat\s+flat%\s+sum%\s+cum\s+cum%$/m);
+    expect(stdout).toMatch(/ pbkdf2Sync$/m);
+  });
+
+  it('gives go tool pprof a heap profile it reads', async () => {
+    const url = await start();
+    const { code, stdout } = await pprofTop(url, '/debug/pprof/heap', base);
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^Type: inuse_space$/m);
+    expect(stdout).toMatch(/^Showing nodes accounting for [\d.]+[kMG]?B, [\d.]+% of [\d.]+[kMG]?B total$/m);
   });
 
   it('refuses a profile length it would not take', async () => {
