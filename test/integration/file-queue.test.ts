@@ -223,7 +223,7 @@ describe('file queue with the local backend', () => {
     expect(errors).toHaveLength(1);
     const [errorFile] = errors as [string];
     expect(errorFile.startsWith('7777')).toBe(true);
-    expect(readFileSync(join(queueDir('finished'), errorFile), 'utf8')).toMatch(/file name is 255 bytes long, over the 254-byte limit/);
+    expect(readFileSync(join(queueDir('finished'), errorFile), 'utf8')).toMatch(/file name is 255 bytes long, over the 250-byte limit/);
     expect(existsSync(join(queueDir('finished'), errorFile.replace(/\.error$/, '.json')))).toBe(true);
   });
 

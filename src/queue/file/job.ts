@@ -32,7 +32,11 @@ export class FileJob implements QueuedJob {
 
   async finish(state: TerminalState): Promise<void> {
     await this.moveTo('finished');
-    await writeFile(join(this.queue.dir('finished'), sibling(this.name, '.state')), state);
+    // Written aside and renamed into place, so whoever watches for the
+    // `.state` file never reads it half written (an empty state).
+    const finished = this.queue.dir('finished');
+    await writeFile(join(finished, sibling(this.name, '.state.tmp')), state);
+    await rename(join(finished, sibling(this.name, '.state.tmp')), join(finished, sibling(this.name, '.state')));
   }
 
   async requeue(): Promise<void> {

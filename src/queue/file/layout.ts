@@ -11,12 +11,13 @@ import { createHash } from 'node:crypto';
 const NAME_MAX_BYTES = 255;
 
 /** Files kept beside a job's `<id>.json`, named `<id><suffix>`. */
-type SiblingSuffix = '.state' | '.error' | '.log';
-const SIBLING_SUFFIXES: readonly SiblingSuffix[] = ['.state', '.error', '.log'];
+/** `.state.tmp`: the state being written, renamed to `.state` once whole. */
+type SiblingSuffix = '.state' | '.state.tmp' | '.error' | '.log';
+const SIBLING_SUFFIXES: readonly SiblingSuffix[] = ['.state', '.state.tmp', '.error', '.log'];
 
 /**
  * The longest job file name accepted: `<id>.json` whose every sibling
- * (`<id>.state`, the longest) still fits in NAME_MAX. A longer name would
+ * (`<id>.state.tmp`, the longest) still fits in NAME_MAX. A longer name would
  * run its job and then fail to record the outcome, so the job would run again.
  */
 export const MAX_JOB_FILE_NAME_BYTES = NAME_MAX_BYTES - Math.max(...SIBLING_SUFFIXES.map((suffix) => Buffer.byteLength(suffix))) + '.json'.length;
