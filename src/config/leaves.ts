@@ -204,6 +204,11 @@ export function trimmed(env: string, defaultValue: string, doc: string): CoreSet
   return { env, doc, format: trimmedFormat, default: defaultValue };
 }
 
+/** True for a setting whose command-line flag may stand alone (`--debug`), as travis' boolean flags do. */
+export function isSwitch(node: convict.SchemaObj): boolean {
+  return node.format === Boolean || node.format === logLevelFormat;
+}
+
 export function logLevel(env: string, doc: string): CoreSettingSchema<'debug' | 'info'> {
   return { env, doc, format: logLevelFormat, default: 'info' };
 }

@@ -37,7 +37,7 @@ import type { WorkerConfig } from './types.js';
 import { optionalGroup } from './unset.js';
 
 /** What the core settings load into: the config, less what loading adds (the backend's settings and the rest). */
-export type CoreConfig = Omit<WorkerConfig, 'backendSettings' | 'ignoredSettings' | 'telemetry'>;
+export type CoreConfig = Omit<WorkerConfig, 'backendSettings' | 'warnings' | 'telemetry'>;
 
 /** A schema shaped like `T`: a leaf for each field, or a group for each object field. */
 type CoreSchema<T> = {
@@ -74,6 +74,10 @@ export const CORE_SETTINGS = {
   hostname: hostName('TRAVIS_WORKER_HOSTNAME', "Names this worker in job logs and state updates (empty: this machine's host name)"),
   infra: text('TRAVIS_WORKER_INFRA', '', 'Infrastructure tag sent with the first log part, e.g. gce or ec2'),
   logLevel: logLevel('TRAVIS_WORKER_DEBUG', 'Log at debug level'),
+  strictConfig: flag(
+    'TRAVIS_WORKER_STRICT_CONFIG',
+    'Stop at startup on an unknown TRAVIS_WORKER_* variable, usually a typo, instead of warning about it (mayfly only)',
+  ),
 
   amqp: {
     uri: url('TRAVIS_WORKER_AMQP_URI', 'amqp://', 'The RabbitMQ broker jobs come from (amqp:// alone means guest@localhost)', ['amqp', 'amqps']),
