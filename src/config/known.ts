@@ -15,7 +15,7 @@ import { settingText, type SettingInput } from './sources.js';
 import type { AnyBackendDefinition, ConfigWarning } from './types.js';
 
 /** What a variable is to mayfly. */
-type Owner =
+export type Owner =
   | { kind: 'core' }
   | { kind: 'backend'; backend: string; family?: { key: string; name: string } }
   | { kind: 'ignored'; backend?: string; setting: IgnoredSetting }

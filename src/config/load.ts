@@ -41,6 +41,11 @@ function readFamilies(backend: AnyBackendDefinition, known: KnownVariables, inpu
   return families;
 }
 
+/** Every variable mayfly knows: the core settings and commands, and what `backends` and ignored.ts add. */
+export function knownVariables(backends: readonly AnyBackendDefinition[]): KnownVariables {
+  return new KnownVariables(backends, [...CORE_VARIABLES, ...COMMAND_VARIABLES].map(({ env }) => env));
+}
+
 /**
  * Read the configuration from `env` (the process environment by default)
  * and the command-line `flags` (keyed by the variable each stands for, see
@@ -55,7 +60,7 @@ export function loadConfig(
 ): WorkerConfig {
   const input: SettingInput = { env, flags };
   const problems = new Problems();
-  const known = new KnownVariables(backends, [...CORE_VARIABLES, ...COMMAND_VARIABLES].map(({ env: variable }) => variable));
+  const known = knownVariables(backends);
 
   const settings = readSettings(CORE_SETTINGS, (leaf) => leaf.node.env as string, input, problems);
   const core = settings && (withoutUnset(CORE_SETTINGS, settings) as CoreConfig);
