@@ -66,12 +66,13 @@ export function loadConfig(
   const core = settings && (withoutUnset(CORE_SETTINGS, settings) as CoreConfig);
 
   // The backend is looked up even when other core settings are bad, so one run reports everything.
-  const providerName = settingText(input, CORE_SETTINGS.providerName.env)?.text ?? CORE_SETTINGS.providerName.default ?? '';
+  const givenProvider = settingText(input, CORE_SETTINGS.providerName.env);
+  const providerName = givenProvider?.text ?? CORE_SETTINGS.providerName.default ?? '';
   const backend = backends.find((candidate) => candidate.name.toLowerCase() === providerName.trim().toLowerCase());
   let backendSettings: Record<string, unknown> | undefined;
   if (backend === undefined) {
     const names = backends.map((candidate) => candidate.name).sort();
-    problems.add(CORE_SETTINGS.providerName.env, `unknown provider ${JSON.stringify(providerName)} (known: ${names.join(', ') || 'none'})`);
+    problems.add(givenProvider?.source ?? CORE_SETTINGS.providerName.env, `unknown provider ${JSON.stringify(providerName)} (known: ${names.join(', ') || 'none'})`);
   } else {
     const declared = readSettings(backend.settings, (leaf) => backendEnvName(backend.name, leaf.parts), input, problems, providerValue);
     if (declared !== undefined) backendSettings = { ...declared, ...readFamilies(backend, known, input) };
