@@ -48,9 +48,8 @@ export function echoConfig(config: WorkerConfig, backends: readonly AnyBackendDe
         ).concat(echoFamilies(backend, config.backendSettings));
 
   const lines = ['# mayfly effective configuration (secrets masked)', ...core, '', `# provider settings (${config.providerName})`, ...provider];
-  if (config.ignoredSettings.length > 0) {
-    lines.push('', `# set but not used by mayfly: ${config.ignoredSettings.join(' ')}`);
-  }
+  const unused = config.warnings.flatMap((warning) => warning.variables).sort(byCodeUnits);
+  if (unused.length > 0) lines.push('', `# set but not used by mayfly: ${unused.join(' ')}`);
   return `${lines.join('\n')}\n`;
 }
 

@@ -86,16 +86,17 @@ function textKind(node: convict.SchemaObj): TextKind {
   return 'text';
 }
 
-const TRUE_WORDS = new Set(['true', '1', 'yes']);
-// Empty counts as false: travis' flag library treats `TRAVIS_WORKER_X=` that way for booleans.
-const FALSE_WORDS = new Set(['false', '0', 'no', '']);
+// Go's strconv.ParseBool (1 t T TRUE true True, and the false ones), which travis' flags use, in
+// any case, plus yes/no; empty is false, as travis' flag library reads `TRAVIS_WORKER_X=`.
+const TRUE_WORDS = new Set(['1', 't', 'true', 'yes']);
+const FALSE_WORDS = new Set(['0', 'f', 'false', 'no', '']);
 
-/** A boolean variable's text (`true`/`false`, `1`/`0`, `yes`/`no`, any case). */
+/** A boolean variable's text (`true`/`false`, `t`/`f`, `1`/`0`, `yes`/`no`, any case). */
 export function parseFlag(text: string): boolean {
   const word = text.trim().toLowerCase();
   if (TRUE_WORDS.has(word)) return true;
   if (FALSE_WORDS.has(word)) return false;
-  throw new Error('must be true or false (1/0 and yes/no work too)');
+  throw new Error('must be true or false (t/f, 1/0 and yes/no work too)');
 }
 
 /**

@@ -129,3 +129,19 @@ addNamedFormat('list', {
       : value,
   render: (value) => (value as unknown[]).map(String).join(','),
 });
+
+// travis reads some provider switches with its own asBool rather than strconv.ParseBool: any
+// text but these (in any case) turns them on, so `on` and `enabled` do and a typo does too.
+const LOOSE_FALSE_WORDS = new Set(['0', 'no', 'off', 'false', '']);
+
+/**
+ * `format: 'loose-boolean'`: a switch read as travis reads the provider
+ * settings it passes to asBool (EC2 and GCE `PUBLIC_IP`, `PREEMPTIBLE`, ...):
+ * `0`, `no`, `off`, `false` and empty are false, anything else is true.
+ */
+addNamedFormat('loose-boolean', {
+  validate(value: unknown) {
+    if (typeof value !== 'boolean') throw new Error('must be true or false');
+  },
+  parse: (text) => !LOOSE_FALSE_WORDS.has(text.trim().toLowerCase()),
+});

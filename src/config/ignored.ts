@@ -1,41 +1,91 @@
-/** travis-ci/worker settings mayfly accepts, so an existing env file still starts, but does not use. */
+/**
+ * travis-ci/worker settings mayfly accepts, so an existing env file still
+ * starts, but does not use: each with why, which the one warning about it
+ * says. A setting that gets implemented leaves its list here.
+ */
 
-/** A travis-ci/worker setting mayfly accepts (so an existing env file still starts) but does not use. */
+/** A travis-ci/worker setting mayfly accepts but does not use. */
 export interface IgnoredSetting {
-  env: string;
-  doc: string;
-  sensitive?: boolean;
+  /** The variable (core), or the key after `TRAVIS_WORKER_<PROVIDER>_` (provider). */
+  name: string;
+  /** Why it has no effect in mayfly; ends the warning. */
+  why: string;
+  sensitive?: true;
+  /** A travis boolean flag: `--log-metrics` alone means true. */
+  switch?: true;
 }
 
-/** travis-ci/worker v6 variables with no effect here; loading lists the ones that are set. */
+const LIBRATO = 'mayfly serves its metrics for Prometheus on the control API (/metrics) instead of sending them to Librato';
+const SENTRY = 'mayfly has no Sentry client: errors are in its JSON log';
+const POOLS = 'mayfly has no separate pools of log and state-update senders: each job sends its own';
+const HTTP_QUEUE = 'mayfly has no http (job-board) queue';
+const BUILD_TRACE = 'mayfly does not download build traces';
+const TRACING = 'mayfly traces with OpenTelemetry instead (OTEL_EXPORTER_OTLP_ENDPOINT)';
+const WRAPPER = "read by travis-worker's systemd wrapper script, not by the worker";
+
+/** travis-ci/worker v6 core variables with no effect here. */
 export const IGNORED_SETTINGS: readonly IgnoredSetting[] = [
-  { env: 'TRAVIS_WORKER_LIBRATO_EMAIL', doc: 'Librato metrics account email' },
-  { env: 'TRAVIS_WORKER_LIBRATO_TOKEN', doc: 'Librato metrics account token', sensitive: true },
-  { env: 'TRAVIS_WORKER_LIBRATO_SOURCE', doc: 'Librato metrics source name' },
-  { env: 'TRAVIS_WORKER_SENTRY_DSN', doc: 'Sentry DSN', sensitive: true },
-  { env: 'TRAVIS_WORKER_SENTRY_HOOK_ERRORS', doc: 'Send error-level log lines to Sentry' },
-  { env: 'TRAVIS_WORKER_STATE_UPDATE_POOL_SIZE', doc: 'travis state update goroutines' },
-  { env: 'TRAVIS_WORKER_LOG_POOL_SIZE', doc: 'travis log writer goroutines' },
-  { env: 'TRAVIS_WORKER_JOB_BOARD_URL', doc: 'job-board URL for the http queue', sensitive: true },
-  { env: 'TRAVIS_WORKER_TRAVIS_SITE', doc: 'org or com, for job-board' },
-  { env: 'TRAVIS_WORKER_HTTP_POLLING_INTERVAL', doc: 'http queue polling interval' },
-  { env: 'TRAVIS_WORKER_HTTP_REFRESH_CLAIM_INTERVAL', doc: 'http queue claim refresh interval' },
-  { env: 'TRAVIS_WORKER_BUILD_TRACE_ENABLED', doc: 'Download build traces' },
-  { env: 'TRAVIS_WORKER_BUILD_TRACE_S3_BUCKET', doc: 'Build trace S3 bucket' },
-  { env: 'TRAVIS_WORKER_BUILD_TRACE_S3_KEY_PREFIX', doc: 'Build trace S3 key prefix' },
-  { env: 'TRAVIS_WORKER_BUILD_TRACE_S3_REGION', doc: 'Build trace S3 region' },
-  { env: 'TRAVIS_WORKER_SKIP_SHUTDOWN_ON_LOG_TIMEOUT', doc: 'Keep VMs of log-timed-out jobs for debugging' },
-  { env: 'TRAVIS_WORKER_SILENCE_METRICS', doc: 'Deprecated travis flag' },
-  { env: 'TRAVIS_WORKER_LOG_METRICS', doc: 'Print metrics periodically' },
-  { env: 'TRAVIS_WORKER_UPDATE_IMAGES', doc: 'LXD image update mode' },
-  { env: 'TRAVIS_WORKER_STACKDRIVER_TRACE_ACCOUNT_JSON', doc: 'Stackdriver trace credentials (file path or JSON)', sensitive: true },
-  { env: 'TRAVIS_WORKER_STACKDRIVER_PROJECT_ID', doc: 'Stackdriver trace project' },
-  { env: 'TRAVIS_WORKER_OPENCENSUS_TRACING_ENABLED', doc: 'OpenCensus tracing' },
-  { env: 'TRAVIS_WORKER_OPENCENSUS_SAMPLING_RATE', doc: 'OpenCensus sampling rate' },
-  // Read by travis' systemd-wrapper rather than the worker, but they live in the same env file.
-  { env: 'TRAVIS_WORKER_PRESTART_HOOK', doc: 'Script travis-worker\'s systemd wrapper runs first' },
-  { env: 'TRAVIS_WORKER_SELF_IMAGE', doc: 'Docker image travis-worker\'s systemd wrapper runs' },
+  { name: 'TRAVIS_WORKER_LIBRATO_EMAIL', why: LIBRATO },
+  { name: 'TRAVIS_WORKER_LIBRATO_TOKEN', why: LIBRATO, sensitive: true },
+  { name: 'TRAVIS_WORKER_LIBRATO_SOURCE', why: LIBRATO },
+  { name: 'TRAVIS_WORKER_SENTRY_DSN', why: SENTRY, sensitive: true },
+  { name: 'TRAVIS_WORKER_SENTRY_HOOK_ERRORS', why: SENTRY, switch: true },
+  { name: 'TRAVIS_WORKER_STATE_UPDATE_POOL_SIZE', why: POOLS },
+  { name: 'TRAVIS_WORKER_LOG_POOL_SIZE', why: POOLS },
+  { name: 'TRAVIS_WORKER_JOB_BOARD_URL', why: HTTP_QUEUE, sensitive: true },
+  { name: 'TRAVIS_WORKER_TRAVIS_SITE', why: `${HTTP_QUEUE}; the gce backend's network tag is TRAVIS_WORKER_GCE_TRAVIS_SITE` },
+  { name: 'TRAVIS_WORKER_HTTP_POLLING_INTERVAL', why: HTTP_QUEUE },
+  { name: 'TRAVIS_WORKER_HTTP_REFRESH_CLAIM_INTERVAL', why: HTTP_QUEUE },
+  { name: 'TRAVIS_WORKER_BUILD_TRACE_ENABLED', why: BUILD_TRACE, switch: true },
+  { name: 'TRAVIS_WORKER_BUILD_TRACE_S3_BUCKET', why: BUILD_TRACE },
+  { name: 'TRAVIS_WORKER_BUILD_TRACE_S3_KEY_PREFIX', why: BUILD_TRACE },
+  { name: 'TRAVIS_WORKER_BUILD_TRACE_S3_REGION', why: BUILD_TRACE },
+  { name: 'TRAVIS_WORKER_SKIP_SHUTDOWN_ON_LOG_TIMEOUT', why: "mayfly destroys every job's instance, a log-timed-out one too", switch: true },
+  { name: 'TRAVIS_WORKER_SILENCE_METRICS', why: 'deprecated in travis-ci/worker too', switch: true },
+  { name: 'TRAVIS_WORKER_LOG_METRICS', why: 'mayfly serves its metrics on the control API (/metrics) instead of printing them', switch: true },
+  { name: 'TRAVIS_WORKER_UPDATE_IMAGES', why: 'it updates LXD images, and mayfly has no lxd backend', switch: true },
+  { name: 'TRAVIS_WORKER_STACKDRIVER_TRACE_ACCOUNT_JSON', why: TRACING, sensitive: true },
+  { name: 'TRAVIS_WORKER_STACKDRIVER_PROJECT_ID', why: TRACING },
+  { name: 'TRAVIS_WORKER_OPENCENSUS_TRACING_ENABLED', why: TRACING, switch: true },
+  { name: 'TRAVIS_WORKER_OPENCENSUS_SAMPLING_RATE', why: TRACING },
+  { name: 'TRAVIS_WORKER_PRESTART_HOOK', why: WRAPPER },
+  { name: 'TRAVIS_WORKER_SELF_IMAGE', why: WRAPPER },
 ];
 
-/** travis flags that its CLI library also read from the environment; here they are command-line only. */
-export const COMMAND_LINE_ONLY = new Set(['TRAVIS_WORKER_ECHO_CONFIG', 'TRAVIS_WORKER_LIST_BACKEND_PROVIDERS']);
+const GCE_WARMER = 'mayfly has no warmer service client: every VM is started for its job';
+const GCE_REDIS_RATE_LIMIT = 'mayfly limits its API calls per worker (RATE_LIMIT_MAX_CALLS, RATE_LIMIT_DURATION), not through Redis';
+const EC2_HELP_ONLY = 'travis-ci/worker lists it in its help but never reads it';
+
+/**
+ * Per backend of mayfly, the settings travis' provider of the same name
+ * reads that the backend accepts without using. One list per provider: when
+ * a backend implements one, its entry goes (a test says which).
+ */
+export const IGNORED_PROVIDER_SETTINGS: Readonly<Record<string, readonly IgnoredSetting[]>> = {
+  gce: [
+    { name: 'WARMER_URL', why: GCE_WARMER },
+    { name: 'WARMER_TIMEOUT', why: GCE_WARMER },
+    { name: 'WARMER_SSH_PASSPHRASE', why: GCE_WARMER, sensitive: true },
+    { name: 'RATE_LIMIT_REDIS_URL', why: GCE_REDIS_RATE_LIMIT, sensitive: true },
+    { name: 'RATE_LIMIT_PREFIX', why: GCE_REDIS_RATE_LIMIT },
+    { name: 'RATE_LIMIT_DYNAMIC_CONFIG', why: GCE_REDIS_RATE_LIMIT },
+    { name: 'RATE_LIMIT_DYNAMIC_CONFIG_TTL', why: GCE_REDIS_RATE_LIMIT },
+    { name: 'BACKOFF_RETRY_MAX', why: 'mayfly retries API calls with its own bounded backoff' },
+    { name: 'DETERMINISTIC_HOSTNAME', why: 'mayfly names each VM travis-job-<random uuid>, as travis does by default' },
+    { name: 'DISK_SIZE_WINDOWS', why: 'mayfly runs no Windows jobs on GCE: every VM gets DISK_SIZE' },
+    { name: 'DEFAULT_LANGUAGE', why: "the job's default language is TRAVIS_WORKER_DEFAULT_LANGUAGE" },
+  ],
+  ec2: [
+    { name: 'CPU_CREDIT_SPECIFICATION', why: EC2_HELP_ONLY },
+    { name: 'IAM_INSTANCE_PROFILE', why: EC2_HELP_ONLY },
+    { name: 'SECURITY_GROUPS', why: `${EC2_HELP_ONLY} (SECURITY_GROUP_IDS is the one it reads)` },
+    { name: 'TAGS', why: `${EC2_HELP_ONLY} (CUSTOM_TAGS is the one it reads)` },
+  ],
+};
+
+/**
+ * travis-ci/worker providers mayfly has no backend for. An env file may
+ * carry their settings beside the ones in use; they are accepted, with one
+ * warning per provider.
+ */
+export const FOREIGN_PROVIDERS: readonly string[] = ['lxd', 'jupiterbrain', 'openstack', 'cloudbrain'];

@@ -17,9 +17,8 @@ import { formatGoDuration, inlineFormat, parseGoDuration, validateDuration, type
  * One core setting: everything about it in one declaration. `env` is the
  * variable it is read from (and echoed as); a setting with `fileEnv` also
  * reads the file that variable names, its text added to the setting's
- * (travis' `*_TLS_CERT_PATH`). Another name for the same setting (a second
- * variable, a command-line flag) belongs here too, read where `fileEnv` is
- * (read.ts) and listed with it in `CORE_VARIABLES` (schema.ts).
+ * (travis' `*_TLS_CERT_PATH`). Its other names, the plain variable and the
+ * command-line flag, follow from `env` (sources.ts, cli.ts).
  */
 export type CoreSettingSchema<T> = convict.SchemaObj<T> & { env: string; doc: string; fileEnv?: { env: string; doc: string } };
 
@@ -202,6 +201,11 @@ export function optionalPort(env: string, doc: string): Optional<number> {
 
 export function trimmed(env: string, defaultValue: string, doc: string): CoreSettingSchema<string> {
   return { env, doc, format: trimmedFormat, default: defaultValue };
+}
+
+/** True for a setting whose command-line flag may stand alone (`--debug`), as travis' boolean flags do. */
+export function isSwitch(node: convict.SchemaObj): boolean {
+  return node.format === Boolean || node.format === logLevelFormat;
 }
 
 export function logLevel(env: string, doc: string): CoreSettingSchema<'debug' | 'info'> {

@@ -1,122 +1,92 @@
 /**
  * The worker's configuration: the only module that reads `process.env`.
  *
- * Settings of the selected backend are `TRAVIS_WORKER_<BACKEND>_<KEY>`,
- * declared by the backend's own schema and checked by its `validate` hook.
- * Loading is strict: an unknown `TRAVIS_WORKER_*` variable (a typo), a bad
- * value or a missing required setting stops startup with a `ConfigError`
- * naming every offending variable. Settings travis reads but mayfly has no
- * use for are accepted and listed in `ignoredSettings` for a warning.
+ * Each core setting is read as travis-ci/worker reads it: its command-line
+ * flag, else `TRAVIS_WORKER_<NAME>`, else `<NAME>` (sources.ts). Settings of
+ * the selected backend are `TRAVIS_WORKER_<BACKEND>_<KEY>` or
+ * `<BACKEND>_<KEY>`, URL-unescaped, declared by the backend's own schema and
+ * checked by its `validate` hook. A bad value or a missing required setting
+ * stops startup with a `ConfigError` naming every offending variable; what
+ * is set but has no effect (an unknown variable, a travis setting mayfly
+ * does not use) is a warning (known.ts), an unknown variable a problem too
+ * with STRICT_CONFIG.
  */
-import type { SettingFamily } from '../backend/contract.js';
-import { ConfigError } from '../errors.js';
 import { isLoopback } from '../util/net.js';
-import { ENV_PREFIX, backendEnvName, closestName, familyEnvPrefix, schemaLeaves } from './env.js';
-import { COMMAND_LINE_ONLY, IGNORED_SETTINGS } from './ignored.js';
+import { COMMAND_VARIABLES } from './cli.js';
+import { ENV_PREFIX, backendEnvName } from './env.js';
+import { KnownVariables } from './known.js';
 import { Problems, readSettings } from './read.js';
 import { CORE_SETTINGS, CORE_VARIABLES, type CoreConfig } from './schema.js';
+import { providerValue, settingText, type SettingInput } from './sources.js';
 import type { AnyBackendDefinition, WorkerConfig } from './types.js';
 import { withoutUnset } from './unset.js';
 
-type Owner = { kind: 'core' | 'ignored' } | { kind: 'backend'; backend: string };
-
-/** A family variable's backend, family key and name (lower case), if `variable` is one. */
-function familyMember(
-  variable: string,
-  backends: readonly AnyBackendDefinition[],
-): { backend: string; family: string; name: string } | undefined {
-  for (const backend of backends) {
-    for (const [family, { prefix }] of Object.entries(backend.settingFamilies ?? {}) as [string, SettingFamily][]) {
-      const start = familyEnvPrefix(backend.name, prefix);
-      if (variable.startsWith(start) && variable.length > start.length) {
-        return { backend: backend.name, family, name: variable.slice(start.length).toLowerCase() };
-      }
-    }
-  }
-  return undefined;
-}
-
-/** The selected backend's family settings from `env`, e.g. `{ images: { ruby: '...' } }`. */
-function readFamilies(
-  backend: AnyBackendDefinition,
-  backends: readonly AnyBackendDefinition[],
-  known: Map<string, Owner>,
-  env: NodeJS.ProcessEnv,
-): Record<string, Record<string, string>> {
+/**
+ * The selected backend's family settings from `input`, e.g.
+ * `{ images: { ruby: '...' } }`: `TRAVIS_WORKER_<BACKEND>_<PREFIX>_<NAME>` or
+ * `<BACKEND>_<PREFIX>_<NAME>`, the prefixed one winning.
+ */
+function readFamilies(backend: AnyBackendDefinition, known: KnownVariables, input: SettingInput): Record<string, Record<string, string>> {
   const families: Record<string, Record<string, string>> = Object.fromEntries(
     Object.keys(backend.settingFamilies ?? {}).map((family) => [family, {}]),
   );
-  for (const [variable, value] of Object.entries(env)) {
-    if (value === undefined || known.has(variable)) continue;
-    const member = familyMember(variable, backends);
-    if (member?.backend === backend.name) (families[member.family] as Record<string, string>)[member.name] = value;
+  // Plain names first, so that the prefixed ones overwrite them.
+  const prefixedLast = Object.entries(input.env).sort(([a], [b]) => Number(a.startsWith(ENV_PREFIX)) - Number(b.startsWith(ENV_PREFIX)));
+  for (const [name, value] of prefixedLast) {
+    const variable = name.startsWith(ENV_PREFIX) ? name : `${ENV_PREFIX}${name}`;
+    const owner = known.owner(variable);
+    if (value === undefined || owner?.kind !== 'backend' || owner.backend !== backend.name || owner.family === undefined) continue;
+    (families[owner.family.key] as Record<string, string>)[owner.family.name] = providerValue(variable, value);
   }
   return families;
 }
 
-/** Which variables exist: core, ignored, and every declared setting of every backend. */
-function knownVariables(backends: readonly AnyBackendDefinition[]): Map<string, Owner> {
-  const known = new Map<string, Owner>();
-  for (const { env } of CORE_VARIABLES) known.set(env, { kind: 'core' });
-  for (const setting of IGNORED_SETTINGS) known.set(setting.env, { kind: 'ignored' });
-  for (const backend of backends) {
-    for (const leaf of schemaLeaves(backend.settings)) {
-      const variable = backendEnvName(backend.name, leaf.parts);
-      const previous = known.get(variable);
-      if (previous !== undefined && !(previous.kind === 'backend' && previous.backend === backend.name)) {
-        // A programming error in a backend, but it must not silently shadow a core setting.
-        throw new ConfigError(`backend ${backend.name}: setting ${leaf.path} would be read from ${variable}, which is already taken`);
-      }
-      known.set(variable, { kind: 'backend', backend: backend.name });
-    }
-  }
-  return known;
+/** Every variable mayfly knows: the core settings and commands, and what `backends` and ignored.ts add. */
+export function knownVariables(backends: readonly AnyBackendDefinition[]): KnownVariables {
+  return new KnownVariables(backends, [...CORE_VARIABLES, ...COMMAND_VARIABLES].map(({ env }) => env));
 }
 
 /**
- * Read the configuration from `env` (the process environment by default):
- * core settings, then the selected backend's. Throws a `ConfigError` naming
- * each unknown variable, bad value, missing required setting, and an unknown
- * provider name.
+ * Read the configuration from `env` (the process environment by default)
+ * and the command-line `flags` (keyed by the variable each stands for, see
+ * cli.ts): core settings, then the selected backend's. Throws a
+ * `ConfigError` naming each bad value, missing required setting, an unknown
+ * provider name, and with STRICT_CONFIG each unknown variable.
  */
-export function loadConfig(backends: readonly AnyBackendDefinition[], env: NodeJS.ProcessEnv = process.env): WorkerConfig {
+export function loadConfig(
+  backends: readonly AnyBackendDefinition[],
+  env: NodeJS.ProcessEnv = process.env,
+  flags: Readonly<Record<string, string>> = {},
+): WorkerConfig {
+  const input: SettingInput = { env, flags };
   const problems = new Problems();
   const known = knownVariables(backends);
-  const ignoredSettings: string[] = [];
 
-  for (const [variable, value] of Object.entries(env)) {
-    if (!variable.startsWith(ENV_PREFIX) || value === undefined) continue;
-    const owner = known.get(variable);
-    if (owner?.kind === 'ignored') ignoredSettings.push(variable);
-    if (owner !== undefined || familyMember(variable, backends) !== undefined) continue;
-    if (COMMAND_LINE_ONLY.has(variable)) {
-      problems.add(variable, 'is not read from the environment by mayfly: pass the command-line flag instead');
-      continue;
-    }
-    const suggestion = closestName(variable, known.keys());
-    problems.add(variable, `unknown setting${suggestion === undefined ? '' : ` (did you mean ${suggestion}?)`}`);
-  }
-
-  const settings = readSettings(CORE_SETTINGS, (leaf) => leaf.node.env as string, env, problems);
+  const settings = readSettings(CORE_SETTINGS, (leaf) => leaf.node.env as string, input, problems);
   const core = settings && (withoutUnset(CORE_SETTINGS, settings) as CoreConfig);
 
   // The backend is looked up even when other core settings are bad, so one run reports everything.
-  const providerName = env[CORE_SETTINGS.providerName.env] ?? CORE_SETTINGS.providerName.default ?? '';
+  const givenProvider = settingText(input, CORE_SETTINGS.providerName.env);
+  const providerName = givenProvider?.text ?? CORE_SETTINGS.providerName.default ?? '';
   const backend = backends.find((candidate) => candidate.name.toLowerCase() === providerName.trim().toLowerCase());
   let backendSettings: Record<string, unknown> | undefined;
   if (backend === undefined) {
     const names = backends.map((candidate) => candidate.name).sort();
-    problems.add(CORE_SETTINGS.providerName.env, `unknown provider ${JSON.stringify(providerName)} (known: ${names.join(', ') || 'none'})`);
+    problems.add(givenProvider?.source ?? CORE_SETTINGS.providerName.env, `unknown provider ${JSON.stringify(providerName)} (known: ${names.join(', ') || 'none'})`);
   } else {
-    const declared = readSettings(backend.settings, (leaf) => backendEnvName(backend.name, leaf.parts), env, problems);
-    if (declared !== undefined) backendSettings = { ...declared, ...readFamilies(backend, backends, known, env) };
+    const declared = readSettings(backend.settings, (leaf) => backendEnvName(backend.name, leaf.parts), input, problems, providerValue);
+    if (declared !== undefined) backendSettings = { ...declared, ...readFamilies(backend, known, input) };
     if (backendSettings !== undefined) {
       for (const { setting, problem } of backend.validate?.(backendSettings) ?? []) {
-        problems.add(backendEnvName(backend.name, setting.split('.')), problem);
+        const variable = backendEnvName(backend.name, setting.split('.'));
+        problems.add(settingText(input, variable)?.source ?? variable, problem);
       }
     }
   }
   if (core) checkTogether(core, problems);
+  // Read on its own, so that unknown variables are reported even when other core settings are bad.
+  const strict = readSettings({ strictConfig: CORE_SETTINGS.strictConfig }, () => CORE_SETTINGS.strictConfig.env, input, new Problems());
+  const warnings = known.warnings(input, backend?.name ?? '', strict?.strictConfig === true, problems);
   const otlpEndpoint = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim() || undefined;
 
   if (problems.count > 0 || core === undefined || backend === undefined || backendSettings === undefined) {
@@ -126,7 +96,7 @@ export function loadConfig(backends: readonly AnyBackendDefinition[], env: NodeJ
     ...core,
     providerName: backend.name,
     backendSettings,
-    ignoredSettings: ignoredSettings.sort(),
+    warnings,
     telemetry: otlpEndpoint === undefined ? {} : { otlpEndpoint },
   };
 }

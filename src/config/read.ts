@@ -1,11 +1,13 @@
 /**
- * Reading one schema's settings from the environment, every problem
- * collected under the name of its variable so that one error names them all.
+ * Reading one schema's settings from the environment and the command line,
+ * every problem collected under the name its value was given as so that one
+ * error names them all.
  */
 import { readFileSync } from 'node:fs';
 import convict from 'convict';
 import { ConfigError, errorMessage } from '../errors.js';
 import { isRequired, isUrlSetting, parseEnvText, schemaLeaves, type SettingLeaf } from './env.js';
+import { settingText, type SettingInput, type SettingText } from './sources.js';
 
 /** Plain string order (Go's sort.Strings), not locale order, which ignores `_`. */
 export function byCodeUnits(a: string, b: string): number {
@@ -37,28 +39,32 @@ export class Problems {
 }
 
 /**
- * Read one schema's settings from `env`: each leaf from the variable
- * `envName(leaf)` names, parsed strictly, then validated by convict. Every
- * problem goes to `problems` under the variable's name; the result is
- * undefined when there was any.
+ * Read one schema's settings from `input`: each leaf from the variable
+ * `envName(leaf)` names (or its flag or plain name, see sources.ts), its
+ * text passed through `decode`, parsed strictly, then validated by convict.
+ * Every problem goes to `problems` under the name the value was given as;
+ * the result is undefined when there was any.
  */
 export function readSettings(
   schema: object,
   envName: (leaf: SettingLeaf) => string,
-  env: NodeJS.ProcessEnv,
+  input: SettingInput,
   problems: Problems,
+  decode: (variable: string, text: string) => string = (_variable, text) => text,
 ): Record<string, unknown> | undefined {
   const before = problems.count;
   const leaves = schemaLeaves(schema);
   // Values are set below one by one, so each failure is tied to its variable; convict itself reads nothing.
   const settings = convict<Record<string, unknown>>(schema as convict.Schema<Record<string, unknown>>, { env: {}, args: [] });
-  const variableOfPath = new Map<string, string>();
+  const given = new Map<string, { leaf: SettingLeaf; source: string; raw: string | undefined }>();
   for (const leaf of leaves) {
     const variable = envName(leaf);
-    variableOfPath.set(leaf.path, variable);
-    const raw = variableText(leaf, variable, env, problems);
+    const read = leafText(leaf, variable, input, problems);
+    const source = read?.source ?? variable;
+    const raw = read === undefined ? undefined : decode(variable, read.text);
+    given.set(leaf.path, { leaf, source, raw });
     if (isRequired(leaf.node) && (raw === undefined || raw.trim() === '')) {
-      problems.add(variable, 'is required but not set');
+      problems.add(source, 'is required but not set');
       continue;
     }
     if (raw === undefined) continue;
@@ -66,14 +72,14 @@ export function readSettings(
     try {
       value = parseEnvText(leaf.node, raw);
     } catch (err) {
-      problems.add(variable, describeBadValue(leaf.node, raw, errorMessage(err)));
+      problems.add(source, describeBadValue(leaf.node, raw, errorMessage(err)));
       continue;
     }
     try {
       // A format's own coercion (durations, JSON) runs here; its message may quote the value.
       settings.set(leaf.path, value);
     } catch (err) {
-      problems.add(variable, leaf.node.sensitive === true ? 'has a value its format rejects' : describeBadValue(leaf.node, raw, errorMessage(err)));
+      problems.add(source, leaf.node.sensitive === true ? 'has a value its format rejects' : describeBadValue(leaf.node, raw, errorMessage(err)));
     }
   }
   try {
@@ -82,37 +88,37 @@ export function readSettings(
     // convict reports one `path: message[: value was ...]` line per setting; name the variable instead.
     for (const line of errorMessage(err).split('\n')) {
       const match = /^([^:\s]+): (.*?)(?:: value was .*)?$/.exec(line);
-      const variable = match ? variableOfPath.get(match[1] as string) : undefined;
-      if (match === null || variable === undefined) {
+      const setting = match ? given.get(match[1] as string) : undefined;
+      if (match === null || setting === undefined) {
         problems.add('(settings)', line);
         continue;
       }
-      const raw = env[variable];
-      const leaf = leaves.find((candidate) => candidate.path === match[1]) as SettingLeaf;
-      problems.add(variable, raw === undefined ? (match[2] as string) : describeBadValue(leaf.node, raw, match[2] as string));
+      const { leaf, source, raw } = setting;
+      problems.add(source, raw === undefined ? (match[2] as string) : describeBadValue(leaf.node, raw, match[2] as string));
     }
   }
   return problems.count === before ? settings.getProperties() : undefined;
 }
 
 /**
- * The text a setting reads: its variable's, and for a setting declared with
- * `fileEnv` the text of the file that variable names, after a line break
- * (travis trusts both certificates when both are given).
+ * The text a setting reads, and where from: its variable's, and for a
+ * setting declared with `fileEnv` the text of the file that variable names,
+ * after a line break (travis trusts both certificates when both are given).
  */
-function variableText(leaf: SettingLeaf, variable: string, env: NodeJS.ProcessEnv, problems: Problems): string | undefined {
-  const own = env[variable];
+function leafText(leaf: SettingLeaf, variable: string, input: SettingInput, problems: Problems): SettingText | undefined {
+  const own = settingText(input, variable);
   const fileVariable = (leaf.node.fileEnv as { env: string } | undefined)?.env;
-  const path = fileVariable === undefined ? undefined : env[fileVariable];
-  if (fileVariable === undefined || path === undefined || path === '') return own;
+  const path = fileVariable === undefined ? undefined : settingText(input, fileVariable);
+  if (path === undefined || path.text === '') return own;
   let fileText: string;
   try {
-    fileText = readFileSync(path, 'utf8');
+    fileText = readFileSync(path.text, 'utf8');
   } catch (err) {
-    problems.add(fileVariable, `cannot read the file: ${errorMessage(err)}`);
+    problems.add(path.source, `cannot read the file: ${errorMessage(err)}`);
     return own;
   }
-  return own === undefined || own.trim() === '' ? fileText : `${own}\n${fileText}`;
+  const text = own === undefined || own.text.trim() === '' ? fileText : `${own.text}\n${fileText}`;
+  return { source: own?.source ?? path.source, text };
 }
 
 /** A value's problem, quoting the value when that can't reveal a secret. */

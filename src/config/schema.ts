@@ -37,7 +37,7 @@ import type { WorkerConfig } from './types.js';
 import { optionalGroup } from './unset.js';
 
 /** What the core settings load into: the config, less what loading adds (the backend's settings and the rest). */
-export type CoreConfig = Omit<WorkerConfig, 'backendSettings' | 'ignoredSettings' | 'telemetry'>;
+export type CoreConfig = Omit<WorkerConfig, 'backendSettings' | 'warnings' | 'telemetry'>;
 
 /** A schema shaped like `T`: a leaf for each field, or a group for each object field. */
 type CoreSchema<T> = {
@@ -84,6 +84,10 @@ export const CORE_SETTINGS = {
     'Executable the job payload is piped through (JSON on stdin, JSON on stdout) before it goes to the build API; a failing filter errors the job',
   ),
   logLevel: logLevel('TRAVIS_WORKER_DEBUG', 'Log at debug level'),
+  strictConfig: flag(
+    'TRAVIS_WORKER_STRICT_CONFIG',
+    'Stop at startup on an unknown TRAVIS_WORKER_* variable, usually a typo, instead of warning about it (mayfly only)',
+  ),
 
   amqp: {
     uri: url('TRAVIS_WORKER_AMQP_URI', 'amqp://', 'The RabbitMQ broker jobs come from (amqp:// alone means guest@localhost)', ['amqp', 'amqps']),

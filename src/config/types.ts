@@ -97,11 +97,10 @@ export interface WorkerConfig {
   logLevel: 'debug' | 'info';
   /** Validated settings of the selected backend (`TRAVIS_WORKER_<PROVIDER>_*`). */
   backendSettings: Record<string, unknown>;
-  /**
-   * travis-ci/worker variables that were set but that mayfly does not use
-   * (`IGNORED_SETTINGS`), sorted; main warns about them.
-   */
-  ignoredSettings: string[];
+  /** `TRAVIS_WORKER_STRICT_CONFIG`: an unknown `TRAVIS_WORKER_*` variable stops startup instead of being warned about. */
+  strictConfig: boolean;
+  /** What was set but has no effect (src/config/known.ts); main logs each once. */
+  warnings: ConfigWarning[];
   /** The control API (`TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR`); undefined = not served. */
   control?: ListenConfig;
   /**
@@ -136,6 +135,14 @@ export interface WorkerConfig {
     /** `TRAVIS_WORKER_REAPER_GRACE`: an unclaimed instance of this worker younger than this is left alone, in ms. */
     graceMs: number;
   };
+}
+
+/** A warning about settings that were set but have no effect. */
+export interface ConfigWarning {
+  /** The variables (or flags) it is about, as they were set. */
+  variables: string[];
+  /** A sentence naming them and saying why they have no effect. */
+  message: string;
 }
 
 /** Where the debug port binds, and whether it may go without credentials. */

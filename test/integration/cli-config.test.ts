@@ -1,10 +1,12 @@
 /**
  * The executable as an operator meets it: `--help` lists the options that
  * work and says where the settings are documented; the worker log is
- * readable on a terminal. And it refuses a bad configuration before doing
+ * readable on a terminal. It refuses a bad configuration before doing
  * anything with it: `--echo-config` refuses what startup would refuse, and
- * startup stops before the broker is contacted. Run from the sources
- * (ts-loader), on loopback only.
+ * startup stops before the broker is contacted. It takes travis-ci/worker's
+ * command line and env file: settings as flags and plain names, the
+ * commands from the environment. Run from the sources (ts-loader), on
+ * loopback only.
  */
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -37,13 +39,14 @@ function mayfly(env: Record<string, string>, args: string[] = []): Promise<Exit>
 }
 
 describe('mayfly --help', { timeout: 120_000 }, () => {
-  it('lists options that each work, and says where the settings are documented', async () => {
+  it('lists commands that each work, and says where the settings are documented', async () => {
     const { code, stdout } = await mayfly({}, ['--help']);
     expect(code).toBe(0);
-    const options = [...new Set(stdout.match(/--[a-z-]+/g))].sort();
-    expect(options).toEqual(['--echo-config', '--help', '--list-backend-providers', '--version']);
-    // Each one it lists exits 0 at once (none starts the worker); --help ran above.
-    const others = options.filter((option) => option !== '--help');
+    const options = new Set(stdout.match(/--[a-z-]+/g));
+    const commands = ['--echo-config', '--help', '--list-backend-providers', '--version'];
+    expect(commands.filter((command) => !options.has(command))).toEqual([]);
+    // Each command exits 0 at once (none starts the worker); --help ran above.
+    const others = commands.filter((option) => option !== '--help');
     const codes = await Promise.all(others.map(async (option) => [option, (await mayfly({}, [option])).code]));
     expect(codes).toEqual(others.map((option) => [option, 0]));
     for (const doc of ['docs/configuration.md', 'config.example.env', 'docs/operations.md']) {
@@ -55,7 +58,7 @@ describe('mayfly --help', { timeout: 120_000 }, () => {
   it('refuses an option it does not have, pointing at --help', async () => {
     const { code, stderr } = await mayfly({}, ['--frobnicate']);
     expect(code).toBe(2);
-    expect(stderr).toMatch(/^mayfly: Unknown option '--frobnicate'.*\(mayfly --help lists the options\)\n$/s);
+    expect(stderr).toMatch(/^mayfly: unknown flag --frobnicate.*; see --help\n$/s);
   });
 });
 
@@ -136,5 +139,42 @@ describe('mayfly with a bad backend setting', { timeout: 60_000 }, () => {
     expect(stderr).toContain('TRAVIS_WORKER_EC2_USER_DATA: is not base64');
     expect(code).toBe(2);
     expect(connections).toEqual([]);
+  });
+});
+
+describe('mayfly with a travis-ci/worker command line and env file', { timeout: 60_000 }, () => {
+  it('--help lists a flag for each setting', async () => {
+    const { code, stdout } = await mayfly({}, ['--help']);
+    expect(code).toBe(0);
+    for (const flag of ['--amqp-uri=VALUE', '--pool-size=VALUE', '--provider-name=VALUE', '--debug\n', '--echo-config\n', '--strict-config\n']) {
+      expect(stdout).toContain(`  ${flag}`);
+    }
+  });
+
+  it('takes settings as flags, over the environment, and plain names', async () => {
+    const { code, stdout } = await mayfly({ TRAVIS_WORKER_POOL_SIZE: '2', QUEUE_NAME: 'builds.plain' }, ['--pool-size=3', '--debug', '--echo-config']);
+    expect(code).toBe(0);
+    expect(stdout).toContain('export TRAVIS_WORKER_POOL_SIZE="3"\n');
+    expect(stdout).toContain('export TRAVIS_WORKER_DEBUG="true"\n');
+    expect(stdout).toContain('export TRAVIS_WORKER_QUEUE_NAME="builds.plain"\n');
+  });
+
+  it('echoes the config when TRAVIS_WORKER_ECHO_CONFIG=true, an unknown variable being no obstacle', async () => {
+    const { code, stdout } = await mayfly({ TRAVIS_WORKER_ECHO_CONFIG: 'true', TRAVIS_WORKER_POOLSIZE: '3', TRAVIS_WORKER_LXD_CPUS: '2' });
+    expect(code).toBe(0);
+    expect(stdout).toContain('export TRAVIS_WORKER_POOL_SIZE="1"\n');
+    expect(stdout).toContain('# set but not used by mayfly: TRAVIS_WORKER_LXD_CPUS TRAVIS_WORKER_POOLSIZE\n');
+  });
+
+  it('lists the backends when TRAVIS_WORKER_LIST_BACKEND_PROVIDERS=true', async () => {
+    const { code, stdout } = await mayfly({ TRAVIS_WORKER_LIST_BACKEND_PROVIDERS: 'true' });
+    expect(code).toBe(0);
+    expect(stdout).toContain('TRAVIS_WORKER_GCE_PROJECT_ID');
+  });
+
+  it('refuses an unknown flag, naming the closest one', async () => {
+    const { code, stderr } = await mayfly({}, ['--pool-sise=3', '--echo-config']);
+    expect(code).toBe(2);
+    expect(stderr).toBe('mayfly: unknown flag --pool-sise (did you mean --pool-size?); see --help\n');
   });
 });

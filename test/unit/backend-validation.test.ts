@@ -121,8 +121,11 @@ describe('backend settings are validated while loading, every problem at once', 
     expect(message).not.toMatch(/S3CR3T|client_email/);
   });
 
-  it('local: a containment it does not know and a misspelt setting', () => {
-    const message = configErrorOf({ TRAVIS_WORKER_PROVIDER_NAME: 'local', TRAVIS_WORKER_LOCAL_CONTAINMENT: 'jail', TRAVIS_WORKER_LOCAL_SCRIPT_DIR: '/tmp' }, backends);
+  it('local: a containment it does not know and a misspelt setting (strict)', () => {
+    const message = configErrorOf(
+      { TRAVIS_WORKER_STRICT_CONFIG: 'true', TRAVIS_WORKER_PROVIDER_NAME: 'local', TRAVIS_WORKER_LOCAL_CONTAINMENT: 'jail', TRAVIS_WORKER_LOCAL_SCRIPT_DIR: '/tmp' },
+      backends,
+    );
     expect(named(message)).toEqual(['TRAVIS_WORKER_LOCAL_CONTAINMENT', 'TRAVIS_WORKER_LOCAL_SCRIPT_DIR']);
   });
 

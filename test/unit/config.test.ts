@@ -109,7 +109,8 @@ describe('loadConfig defaults', () => {
       defaults: { language: 'default', dist: 'xenial', arch: 'amd64', group: 'stable', os: 'linux' },
       logLevel: 'info',
       backendSettings: { scriptsDir: './var/local' },
-      ignoredSettings: [],
+      strictConfig: false,
+      warnings: [],
       hooks: {},
       telemetry: {},
       breaker: { threshold: 5, backoffMs: 30_000, maxBackoffMs: 600_000 },
@@ -135,9 +136,10 @@ describe('loadConfig defaults', () => {
     );
   });
 
-  it('ignores variables without the TRAVIS_WORKER_ prefix', () => {
-    const config = loadConfig(BACKENDS, { PATH: '/bin', POOL_SIZE: 'lots', TRAVIS_WORKERS: 'x' });
+  it('ignores variables that are no setting of its own', () => {
+    const config = loadConfig(BACKENDS, { PATH: '/bin', TRAVIS_WORKERS: 'x' });
     expect(config.poolSize).toBe(1);
+    expect(config.warnings).toEqual([]);
   });
 
   it('maps each setting into WorkerConfig', () => {
@@ -275,14 +277,14 @@ describe('Go durations', () => {
 });
 
 describe('bad values', () => {
-  it('names an unknown variable and suggests the closest known one', () => {
-    const message = configErrorOf({ TRAVIS_WORKER_POOLSIZE: '3' });
+  it('names an unknown variable and suggests the closest known one (strict)', () => {
+    const message = configErrorOf({ TRAVIS_WORKER_STRICT_CONFIG: 'true', TRAVIS_WORKER_POOLSIZE: '3' });
     expect(message).toContain('TRAVIS_WORKER_POOLSIZE: unknown setting');
     expect(message).toContain('did you mean TRAVIS_WORKER_POOL_SIZE?');
   });
 
-  it('suggests nothing when no known name is close', () => {
-    const message = configErrorOf({ TRAVIS_WORKER_FROBNICATE: '1' });
+  it('suggests nothing when no known name is close (strict)', () => {
+    const message = configErrorOf({ TRAVIS_WORKER_STRICT_CONFIG: 'true', TRAVIS_WORKER_FROBNICATE: '1' });
     expect(message).toContain('TRAVIS_WORKER_FROBNICATE: unknown setting');
     expect(message).not.toContain('did you mean');
   });
@@ -364,15 +366,12 @@ describe('bad values', () => {
       TRAVIS_WORKER_HARD_TIMEOUT: '30',
       TRAVIS_WORKER_NOPE: '1',
       TRAVIS_WORKER_PROVIDER_NAME: 'gce',
+      TRAVIS_WORKER_STRICT_CONFIG: 'true',
     });
     expect(message).toContain('4 problems');
     for (const variable of ['POOL_SIZE', 'HARD_TIMEOUT', 'NOPE', 'PROVIDER_NAME']) {
       expect(message).toContain(`TRAVIS_WORKER_${variable}: `);
     }
-  });
-
-  it('asks for the command-line flag when a travis CLI flag is set in the environment', () => {
-    expect(configErrorOf({ TRAVIS_WORKER_ECHO_CONFIG: 'true' })).toContain('TRAVIS_WORKER_ECHO_CONFIG: is not read from the environment');
   });
 });
 
@@ -410,7 +409,7 @@ describe('ignored travis settings', () => {
       TRAVIS_WORKER_LIBRATO_TOKEN: 'tok',
       TRAVIS_WORKER_STATE_UPDATE_POOL_SIZE: 'not even a number',
     });
-    expect(config.ignoredSettings).toEqual([
+    expect(config.warnings.flatMap((warning) => warning.variables).sort()).toEqual([
       'TRAVIS_WORKER_LIBRATO_TOKEN',
       'TRAVIS_WORKER_SENTRY_DSN',
       'TRAVIS_WORKER_STATE_UPDATE_POOL_SIZE',
@@ -418,13 +417,13 @@ describe('ignored travis settings', () => {
   });
 
   it('marks their secrets sensitive', () => {
-    const sensitive = IGNORED_SETTINGS.filter((setting) => setting.sensitive === true).map((setting) => setting.env);
+    const sensitive = IGNORED_SETTINGS.filter((setting) => setting.sensitive === true).map((setting) => setting.name);
     expect(sensitive).toEqual(expect.arrayContaining(['TRAVIS_WORKER_LIBRATO_TOKEN', 'TRAVIS_WORKER_SENTRY_DSN']));
   });
 
   it('does not overlap the core settings', () => {
     const core = new Set(CORE_VARIABLES.map((variable) => variable.env));
-    expect(IGNORED_SETTINGS.filter((setting) => core.has(setting.env))).toEqual([]);
+    expect(IGNORED_SETTINGS.filter((setting) => core.has(setting.name))).toEqual([]);
   });
 });
 
@@ -484,7 +483,7 @@ describe('backend settings', () => {
   });
 
   it('suggests the right name for a misspelt backend setting', () => {
-    expect(configErrorOf({ ...base, TRAVIS_WORKER_TESTCLOUD_ZONES: 'a' })).toContain(
+    expect(configErrorOf({ ...base, TRAVIS_WORKER_STRICT_CONFIG: 'true', TRAVIS_WORKER_TESTCLOUD_ZONES: 'a' })).toContain(
       'TRAVIS_WORKER_TESTCLOUD_ZONES: unknown setting (did you mean TRAVIS_WORKER_TESTCLOUD_ZONE?)',
     );
   });
@@ -548,7 +547,9 @@ describe('backend setting families', () => {
 
   it("accepts another backend's family variables and still rejects unknown ones", () => {
     expect(loadConfig(backends, { TRAVIS_WORKER_IMAGED_IMAGE_GO: 'x' }).backendSettings).toEqual({ scriptsDir: './var/local' });
-    expect(configErrorOf({ TRAVIS_WORKER_IMAGED_IMAGES_GO: 'x' }, backends)).toContain('TRAVIS_WORKER_IMAGED_IMAGES_GO: unknown setting');
+    expect(configErrorOf({ TRAVIS_WORKER_STRICT_CONFIG: 'true', TRAVIS_WORKER_IMAGED_IMAGES_GO: 'x' }, backends)).toContain(
+      'TRAVIS_WORKER_IMAGED_IMAGES_GO: unknown setting',
+    );
   });
 
   it('echoes family members, masking sensitive ones, and lists the family', () => {
@@ -634,6 +635,7 @@ export TRAVIS_WORKER_SHUTDOWN_TIMEOUT="45m0s"
 export TRAVIS_WORKER_STARTUP_TIMEOUT="4m0s"
 export TRAVIS_WORKER_START_HOOK="/usr/local/bin/register  --up"
 export TRAVIS_WORKER_STOP_HOOK=""
+export TRAVIS_WORKER_STRICT_CONFIG="false"
 
 # provider settings (testcloud)
 export TRAVIS_WORKER_TESTCLOUD_API_TOKEN="********"
@@ -717,6 +719,7 @@ export TRAVIS_WORKER_SHUTDOWN_TIMEOUT="45m0s"
 export TRAVIS_WORKER_STARTUP_TIMEOUT="4m0s"
 export TRAVIS_WORKER_START_HOOK=""
 export TRAVIS_WORKER_STOP_HOOK=""
+export TRAVIS_WORKER_STRICT_CONFIG="false"
 
 # provider settings (local)
 export TRAVIS_WORKER_LOCAL_SCRIPTS_DIR="./var/local"
