@@ -154,7 +154,8 @@ export function validateSettings(settings: QemuSettings): SettingProblem[] {
     ['bridgeNameservers', () => ipv4List(settings.bridgeNameservers)],
   ];
   for (const [name, path] of Object.entries(settings.images)) {
-    checks.push(['images', () => readable(imagePath(settings.imageDir, path), `IMAGE_${name.toUpperCase()}: the image`)]);
+    // Keyed `image.<name>`, so the loader names the variable itself: TRAVIS_WORKER_QEMU_IMAGE_<NAME>.
+    checks.push([`image.${name}`, () => readable(imagePath(settings.imageDir, path), 'the image')]);
   }
   return settingProblems(checks);
 }
