@@ -7,7 +7,8 @@ import { rm } from 'node:fs/promises';
 import { vi } from 'vitest';
 import { definition as qemu } from '../../backends/qemu/index.js';
 import { testBackendContext } from '../helpers/backend-context.js';
-import { describeWithQemu, leftIn, testQemuSettings, testWorkDir, VM_TEST_TIMEOUT_MS } from '../helpers/qemu.js';
+import { describeWithQemu } from '../helpers/qemu-describe.js';
+import { leftIn, testQemuSettings, testWorkDir, VM_TEST_TIMEOUT_MS } from '../helpers/qemu.js';
 import { describeBackendConformance } from './backend-conformance.js';
 
 vi.setConfig({ testTimeout: VM_TEST_TIMEOUT_MS, hookTimeout: VM_TEST_TIMEOUT_MS });

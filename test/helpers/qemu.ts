@@ -4,14 +4,14 @@
  * test image's debootstrap tree, Debian's cloud kernel and a small
  * initramfs for direct-kernel boot), settings for it, and a look at what a
  * test's VMs left: directories in the work directory, QEMU processes
- * running its files. A missing tool or guest fails the tests, never skips them.
+ * running its files. Used by the bench too, so it does not import vitest
+ * (qemu-describe.ts holds what does).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'vitest';
 import type { QemuSettings } from '../../backends/qemu/settings.js';
 
 /** Kept in step with scripts/test-prerequisites.sh. */
@@ -40,20 +40,6 @@ export function qemuUnavailable(): string | undefined {
   const files = [TEST_GOLDEN_IMAGE, TEST_KERNEL, TEST_INITRD].filter((file) => !existsSync(file));
   if (files.length > 0) return `the test guest is not built (${files.join(', ')} missing)`;
   return undefined;
-}
-
-/** `describe` when QEMU and the test guest are there; otherwise one failing test saying why. */
-export function describeWithQemu(name: string, body: () => void): void {
-  const unavailable = qemuUnavailable();
-  if (unavailable === undefined) {
-    describe(name, body);
-    return;
-  }
-  describe(name, () => {
-    it('needs QEMU and the test guest', () => {
-      throw new Error(`${unavailable}: scripts/test-prerequisites.sh installs QEMU and builds the guest (as root)`);
-    });
-  });
 }
 
 /** A fresh work directory under /tmp (short: QEMU's paths stay readable in `ps`). */

@@ -28,7 +28,8 @@ import { testAttributes } from '../helpers/attributes.js';
 import { testBackendContext } from '../helpers/backend-context.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
 import { fileAppears } from '../helpers/files.js';
-import { describeWithQemu, leftIn, qemuPidIn, testQemuEnv, testQemuSettings, testWorkDir, VM_TEST_TIMEOUT_MS } from '../helpers/qemu.js';
+import { describeWithQemu } from '../helpers/qemu-describe.js';
+import { leftIn, qemuPidIn, testQemuEnv, testQemuSettings, testWorkDir, VM_TEST_TIMEOUT_MS } from '../helpers/qemu.js';
 import { drain, messageCount, publishRaw, type DrainedMessage } from '../helpers/rabbitmq.js';
 import { startTestWorker, type TestWorker } from '../helpers/worker.js';
 
