@@ -7,6 +7,13 @@ set -euo pipefail
 
 say() { echo "test prerequisites: $*" >&2; }
 can_install() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+# Install Debian packages (as root), saying which; fails when apt does.
+install_packages() {
+  say "installing $*"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
 missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
@@ -14,10 +21,7 @@ command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
 if [ ${#missing[@]} -gt 0 ]; then
   if can_install; then
-    say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    install_packages "${missing[@]}"
   else
     say "missing ${missing[*]}: install them (Debian: apt-get install ${missing[*]})"
     exit 1
@@ -137,10 +141,7 @@ prepare_docker() {
   command -v dockerd >/dev/null || need+=(docker.io)
   command -v debootstrap >/dev/null || need+=(debootstrap)
   if [ ${#need[@]} -gt 0 ]; then
-    say "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || { say "could not install ${need[*]}"; return 1; }
+    install_packages "${need[@]}" || { say "could not install ${need[*]}"; return 1; }
   fi
   if ! docker_up; then
     stop_dockerd
@@ -190,10 +191,7 @@ prepare_qemu() {
   command -v depmod >/dev/null || need+=(kmod)
   command -v debootstrap >/dev/null || need+=(debootstrap)
   if [ ${#need[@]} -gt 0 ]; then
-    say "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || { say "could not install ${need[*]}"; return 1; }
+    install_packages "${need[@]}" || { say "could not install ${need[*]}"; return 1; }
   fi
   if [ "$(cat "$MAYFLY_QEMU_GUEST/revision" 2>/dev/null)" != "$MAYFLY_QEMU_GUEST_REVISION" ]; then
     [ -s "$MAYFLY_ROOTFS_TAR" ] || build_rootfs_tar || return 1

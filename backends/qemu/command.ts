@@ -3,9 +3,9 @@
  * start chose for it (cores, port or tap address, files). Pure, so what a
  * mode asks of QEMU can be read and tested without running it.
  *
- * - `-no-reboot` and `panic=-1`-style guests: a reboot or panic ends QEMU,
- *   which the backend notices at once (the child exits); a pvpanic device
- *   reports a guest panic as a QMP event first.
+ * - `-no-reboot`, and a pvpanic device with `-action panic=exit-failure`:
+ *   a guest that reboots or panics ends QEMU, which the backend notices at
+ *   once (the child exits); the panic is a QMP event first.
  * - QMP runs on QEMU's stdin/stdout (`-qmp stdio`): a pipe pair owned by the
  *   worker, so there is no socket file to wait for, guard or leave behind.
  * - `-pidfile` and `-name` carry the VM's name, which carries the job's:
@@ -87,6 +87,9 @@ export function qemuCommand(binary: string, vm: VmCommand): string[] {
     `file:${files.console}`,
     '-device',
     'pvpanic',
+    // A guest that panics without rebooting itself (stock kernels wait for ever) ends QEMU too.
+    '-action',
+    'panic=exit-failure',
     '-drive',
     // The overlay dies with the VM: flushing it to the host's disk would only cost time.
     `file=${files.overlay},if=virtio,format=qcow2,cache=unsafe,discard=unmap`,

@@ -10,24 +10,21 @@
  * the boot is surely still under way when the test acts, whatever the
  * machine's speed, and costs no kernel boot.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { runTool } from '../../backends/qemu/tools.js';
 import { QemuBackend } from '../../backends/qemu/backend.js';
 import type { StartOptions } from '../../src/backend/contract.js';
 import { InstanceStartError, NoCapacityError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
-import { STAGES } from '../../src/queue/file.js';
 import { useAmqpWorker } from '../helpers/amqp-worker.js';
 import { testAttributes } from '../helpers/attributes.js';
 import { testBackendContext } from '../helpers/backend-context.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
-import { fileAppears } from '../helpers/files.js';
+import { faultPayload } from '../helpers/fault-jobs.js';
+import { KILLED_JOB_ID, killWorkerMidJob, killWorkerProcess, type WorkerProcess } from '../helpers/killed-worker.js';
 import { describeWithQemu } from '../helpers/qemu-describe.js';
 import { leftIn, qemuPidIn, testQemuEnv, testQemuSettings, testWorkDir, VM_TEST_TIMEOUT_MS } from '../helpers/qemu.js';
 import { drain, messageCount, publishRaw, type DrainedMessage } from '../helpers/rabbitmq.js';
@@ -35,9 +32,7 @@ import { startTestWorker, type TestWorker } from '../helpers/worker.js';
 
 vi.setConfig({ testTimeout: VM_TEST_TIMEOUT_MS, hookTimeout: VM_TEST_TIMEOUT_MS });
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const QUEUE = 'builds.qemu';
-const REPOSITORY = 'octo/qemu-it';
 let nextJobId = 840_000 + Math.floor(Math.random() * 10_000) * 10;
 let workDir: string;
 /** Holds `blank.qcow2`: a disk with nothing to boot. */
@@ -69,22 +64,6 @@ describeWithQemu('qemu backend (real VMs)', () => {
     afterAll(() => buildApi?.close());
     const amqp = useAmqpWorker(QUEUE);
 
-    function payload(id: number): string {
-      return JSON.stringify({
-        type: 'test',
-        vm_type: 'default',
-        queue: QUEUE,
-        uuid: `uuid-${id}`,
-        config: { language: 'shell', os: 'linux', dist: 'bookworm' },
-        env_vars: [],
-        job: { id, number: '1.1', commit: 'abc', branch: 'main', pull_request: false, queued_at: '2026-11-22T00:00:00Z' },
-        source: { id: 1, number: '1', event_type: 'push' },
-        repository: { id: 2, slug: REPOSITORY },
-        ssh_key: null,
-        timeouts: { hard_limit: 600, log_silence: null },
-      });
-    }
-
     function job(script: string): number {
       nextJobId += 1;
       buildApi.scripts.set(nextJobId, script);
@@ -111,7 +90,7 @@ describeWithQemu('qemu backend (real VMs)', () => {
       const w = await amqp.start({ TRAVIS_WORKER_BUILD_API_URI: buildApi.uri, ...testQemuEnv(workDir) });
       const passing = job('echo "hello from $(hostname) as $(id -un)"');
       const passed = w.jobDone(passing);
-      await publish(payload(passing));
+      await publish(faultPayload(QUEUE, passing));
       const text = await logUntil('hello from');
       expect((await passed).result).toEqual({ outcome: 'finished', state: 'passed' });
       expect(text).toMatch(new RegExp(`hello from mayfly-job-${passing}-[0-9a-f]{8} as travis`));
@@ -120,7 +99,7 @@ describeWithQemu('qemu backend (real VMs)', () => {
 
       const killed = job('echo running; sleep 600; echo not reached');
       const requeued = w.jobDone(killed);
-      await publish(payload(killed));
+      await publish(faultPayload(QUEUE, killed));
       await logUntil('running');
       process.kill(await qemuPidIn(workDir), 'SIGKILL');
       expect((await requeued).result).toEqual({ outcome: 'requeued', cause: 'E_CONNECTION_LOST', instanceReady: true });
@@ -140,7 +119,7 @@ describeWithQemu('qemu backend (real VMs)', () => {
       });
       const jobId = job('echo must not run');
       const done = w.jobDone(jobId);
-      await publish(payload(jobId));
+      await publish(faultPayload(QUEUE, jobId));
       expect((await done).result).toEqual({ outcome: 'requeued', cause: 'E_STARTUP_TIMEOUT', instanceReady: false });
       expect(await statesOf(jobId)).toEqual(['received', 'reset']);
     });
@@ -205,56 +184,22 @@ describeWithQemu('qemu backend (real VMs)', () => {
   describe('a worker killed with SIGKILL mid-job', () => {
     const host = 'qemu-kill9-worker';
     let base: string;
-    let child: ChildProcess | undefined;
+    let killed: WorkerProcess | undefined;
     let successor: TestWorker | undefined;
 
     beforeEach(async () => {
       base = await mkdtemp(join(tmpdir(), 'mayfly-qemu-kill9-'));
     });
     afterEach(async () => {
-      if (child && child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGKILL');
-        await once(child, 'exit');
-      }
+      await killWorkerProcess(killed);
       await successor?.stop();
       await rm(base, { recursive: true, force: true });
     });
 
     it("leaves its VM running, which the next worker of the same name kills and removes in its reaper's first pass", async () => {
-      const queue = join(base, 'queue');
-      for (const stage of Object.values(STAGES)) await mkdir(join(queue, 'builds', stage), { recursive: true });
-      const env = {
-        TRAVIS_WORKER_QUEUE_TYPE: 'file',
-        TRAVIS_WORKER_BASE_DIR: queue,
-        TRAVIS_WORKER_FILE_ECHO_LOGS: 'false',
-        TRAVIS_WORKER_HOSTNAME: host,
-        TRAVIS_WORKER_INITIAL_SLEEP: '0s',
-        ...testQemuEnv(workDir),
-      };
-      // The worker as it runs in production (bin/mayfly.ts), from the sources.
-      child = spawn(process.execPath, ['--import', join(ROOT, 'test/helpers/ts-loader.mjs'), join(ROOT, 'bin/mayfly.ts')], {
-        cwd: ROOT,
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env, TRAVIS_WORKER_REAPER_INTERVAL: '0' },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
-      let stderr = '';
-      child.stderr?.on('data', (chunk: Buffer) => {
-        stderr += chunk.toString();
-      });
-      const exited = once(child, 'exit').then(() => {
-        throw new Error(`the worker exited before its job started:\n${stderr}`);
-      });
-      const started = fileAppears(join(queue, 'builds', STAGES.started, '1.json'));
-      await writeFile(
-        join(queue, 'builds', STAGES.created, '1.json'),
-        JSON.stringify({ type: 'test', job: { id: 1, number: '1.1' }, repository: { id: 1, slug: 'octo/repo' }, config: { language: 'shell', script: 'sleep 300' }, timeouts: {} }),
-      );
-      await Promise.race([started, exited]);
-      exited.catch(() => undefined);
-      child.kill('SIGKILL');
-      await once(child, 'exit').catch(() => undefined);
+      const { env } = await killWorkerMidJob(base, host, testQemuEnv(workDir), (worker) => (killed = worker));
       const left = await leftIn(workDir);
-      expect(left.entries).toEqual([expect.stringMatching(/^mayfly-job-1-[0-9a-f]{8}$/)]);
+      expect(left.entries).toEqual([expect.stringMatching(new RegExp(`^mayfly-job-${KILLED_JOB_ID}-[0-9a-f]{8}$`))]);
       expect(left.processes).toEqual([await qemuPidIn(workDir)]);
 
       // The grace period covers a start in flight; this worker has none, and the VM is seconds old.
