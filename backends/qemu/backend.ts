@@ -10,6 +10,7 @@ import { accessSync, constants } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  ConfigError,
   CpuSetPool,
   InstanceStartError,
   NoCapacityError,
@@ -31,9 +32,20 @@ import { QemuInstance } from './instance.js';
 import { listVms, removeVm, vmName, writeLease } from './lease.js';
 import { AddressPool, freeLoopbackPort, randomMac } from './network.js';
 import { writeSeed, type StaticAddress } from './seed.js';
-import { cpuSetSizeOf, maxVmsOf, parseAddresses, type QemuSettings } from './settings.js';
+import { cpuSetSizeOf, findProgram, maxVmsOf, parseAddresses, type QemuSettings } from './settings.js';
 import { runTool } from './tools.js';
 import { describeExit, QemuVm } from './vm.js';
+
+/** Programs every VM is made with besides QEMU's own, and the Debian package of each. */
+const HOST_TOOLS = [
+  ['mkfs.vfat', 'dosfstools'],
+  ['mcopy', 'mtools'],
+  ['taskset', 'util-linux'],
+] as const;
+/** The host tools not found on `path`, each with its Debian package. */
+export function missingHostTools(path?: string): string[] {
+  return HOST_TOOLS.filter(([tool]) => findProgram(tool, path) === undefined).map(([tool, pkg]) => `${tool} (${pkg})`);
+}
 
 /** Beyond the hard timeout: startup, upload and destroy of the job may take this long too (as the cloud backends). */
 const LEASE_MARGIN_MS = 30 * 60_000;
@@ -70,8 +82,14 @@ export class QemuBackend implements Backend {
   /** VMs the last `listManaged` found: `destroyManaged` removes only these. */
   #managed = new Set<string>();
 
-  /** Takes settings that passed `validateSettings`; `kvmUsable` says whether /dev/kvm can be opened (ACCEL=auto). */
+  /**
+   * Takes settings that passed `validateSettings`; `kvmUsable` says whether
+   * /dev/kvm can be opened (ACCEL=auto). Throws `ConfigError` when a host
+   * tool every VM needs is missing, so the worker does not start to fail every job.
+   */
   constructor(settings: QemuSettings, context: BackendContext, kvmUsable: boolean) {
+    const missing = missingHostTools();
+    if (missing.length > 0) throw new ConfigError(`the qemu backend needs ${missing.join(', ')} on the worker's PATH`);
     this.#settings = settings;
     this.#context = context;
     this.#cores = new CpuSetPool(cpuSetSizeOf(settings));

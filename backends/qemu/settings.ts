@@ -7,7 +7,7 @@
  */
 import { accessSync, constants } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { isAbsolute, join } from 'node:path';
+import { delimiter, isAbsolute, join } from 'node:path';
 import { settingProblems, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
 
 export interface QemuSettings {
@@ -132,6 +132,23 @@ function readable(path: string, what: string): void {
   }
 }
 
+/** Where `command` runs from: itself when it names a path, else the first match on PATH; undefined when it can't be run. */
+export function findProgram(command: string, path: string = process.env.PATH ?? ''): string | undefined {
+  const candidates = command.includes('/') ? [command] : path.split(delimiter).filter((dir) => dir !== '').map((dir) => join(dir, command));
+  return candidates.find((candidate) => {
+    try {
+      accessSync(candidate, constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+function program(command: string): void {
+  if (findProgram(command) === undefined) throw new Error(`"${command}" is not a program this worker can run (not found, or not executable, on PATH)`);
+}
+
 /** What the schema can't check (the backend's `validate` hook): every problem, keyed by setting. */
 export function validateSettings(settings: QemuSettings): SettingProblem[] {
   const bridged = settings.network === 'bridge';
@@ -143,6 +160,8 @@ export function validateSettings(settings: QemuSettings): SettingProblem[] {
       'cpus',
       () => settings.cpus <= cpuSetSizeOf(settings) || fail(`${settings.cpus} is more than the ${cpuSetSizeOf(settings)} cores there are (TRAVIS_WORKER_QEMU_CPU_SET_SIZE)`),
     ],
+    ['binary', () => program(settings.binary)],
+    ['imgBinary', () => program(settings.imgBinary)],
     ['workDir', () => isAbsolute(settings.workDir) || fail(`"${settings.workDir}" is not an absolute path`)],
     ['sshUser', () => USER_NAME.test(settings.sshUser) || fail(`"${settings.sshUser}" is not a user name`)],
     ['kernel', () => settings.kernel === '' || readable(settings.kernel, 'the kernel')],

@@ -7,12 +7,11 @@
  * running its files. Used by the bench too, so it does not import vitest
  * (qemu-describe.ts holds what does).
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { QemuSettings } from '../../backends/qemu/settings.js';
+import { findProgram, type QemuSettings } from '../../backends/qemu/settings.js';
 
 /** Kept in step with scripts/test-prerequisites.sh. */
 export const TEST_GUEST_DIR = process.env.MAYFLY_TEST_QEMU_GUEST ?? '/var/cache/mayfly-test/qemu';
@@ -24,18 +23,12 @@ export const TEST_APPEND = 'console=ttyS0 panic=-1 quiet';
 /** A VM boots to SSH in seconds under TCG, far longer when the two cores are busy with other tests. */
 export const VM_TEST_TIMEOUT_MS = 180_000;
 
-const TOOLS = ['qemu-system-x86_64', 'qemu-img', 'mkfs.vfat', 'mcopy', 'taskset'];
+/** What the backend runs, and what its tests read the seed back with. */
+const TOOLS = ['qemu-system-x86_64', 'qemu-img', 'mkfs.vfat', 'mcopy', 'mtype', 'mlabel', 'taskset'];
 
 /** Why the qemu tests can't run here, or undefined when they can. */
 export function qemuUnavailable(): string | undefined {
-  const missing = TOOLS.filter((tool) => {
-    try {
-      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-      return false;
-    } catch {
-      return true;
-    }
-  });
+  const missing = TOOLS.filter((tool) => findProgram(tool) === undefined);
   if (missing.length > 0) return `missing ${missing.join(', ')}`;
   const files = [TEST_GOLDEN_IMAGE, TEST_KERNEL, TEST_INITRD].filter((file) => !existsSync(file));
   if (files.length > 0) return `the test guest is not built (${files.join(', ')} missing)`;

@@ -108,6 +108,7 @@ describe('backend settings are validated while loading, every problem at once', 
     const message = configErrorOf(
       {
         TRAVIS_WORKER_PROVIDER_NAME: 'qemu',
+        TRAVIS_WORKER_QEMU_BINARY: nowhere,
         TRAVIS_WORKER_QEMU_MEMORY: 'lots',
         TRAVIS_WORKER_QEMU_DISK_SIZE: '20 parsecs',
         TRAVIS_WORKER_QEMU_CPUS: '3',
@@ -122,6 +123,7 @@ describe('backend settings are validated while loading, every problem at once', 
       backends,
     );
     expect([...new Set(named(message))]).toEqual([
+      'TRAVIS_WORKER_QEMU_BINARY',
       'TRAVIS_WORKER_QEMU_BRIDGE',
       'TRAVIS_WORKER_QEMU_BRIDGE_ADDRESSES',
       'TRAVIS_WORKER_QEMU_CPUS',
@@ -134,6 +136,7 @@ describe('backend settings are validated while loading, every problem at once', 
     ]);
     expect(message).toContain('TRAVIS_WORKER_QEMU_BRIDGE_ADDRESSES: "192.168.50.10" is not an IPv4 address with a prefix length');
     expect(message).toContain('TRAVIS_WORKER_QEMU_CPUS: 3 is more than the 2 cores there are');
+    expect(message).toContain(`TRAVIS_WORKER_QEMU_BINARY: "${nowhere}" is not a program this worker can run`);
     expect(message).toContain(`TRAVIS_WORKER_QEMU_IMAGE_DEFAULT: the image ${join(nowhere, 'golden.qcow2')} does not exist or cannot be read`);
     expect(message).toContain(`TRAVIS_WORKER_QEMU_INITRD: the initramfs ${nowhere} does not exist or cannot be read`);
     const initrdAlone = configErrorOf({ TRAVIS_WORKER_PROVIDER_NAME: 'qemu', TRAVIS_WORKER_QEMU_INITRD: missing }, backends);

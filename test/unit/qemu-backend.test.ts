@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { chooseAccel, overlayArgs, QemuBackend } from '../../backends/qemu/backend.js';
+import { chooseAccel, missingHostTools, overlayArgs, QemuBackend } from '../../backends/qemu/backend.js';
 import { qemuCommand, vmFiles, type VmCommand } from '../../backends/qemu/command.js';
 import { selectImage } from '../../backends/qemu/images.js';
 import { listVms, writeLease } from '../../backends/qemu/lease.js';
@@ -85,6 +85,11 @@ describe('qemu command line', () => {
   it('makes the overlay copy-on-write on the golden image, grown to the disk size when one is set', () => {
     expect(overlayArgs('/img/golden.qcow2', '/w/disk.qcow2', '')).toEqual(['create', '-q', '-f', 'qcow2', '-b', '/img/golden.qcow2', '-F', 'qcow2', '/w/disk.qcow2']);
     expect(overlayArgs('/img/golden.qcow2', '/w/disk.qcow2', '20G').at(-1)).toBe('20G');
+  });
+
+  it('names the host tools a VM is made with that PATH lacks, with their packages', () => {
+    expect(missingHostTools(dir)).toEqual(['mkfs.vfat (dosfstools)', 'mcopy (mtools)', 'taskset (util-linux)']);
+    expect(missingHostTools()).toEqual([]);
   });
 
   it('ACCEL=auto uses KVM when /dev/kvm opens, else TCG with a warning naming the cost; kvm and tcg are taken as set', () => {
