@@ -34,7 +34,7 @@ import { AddressPool, freeLoopbackPort, randomMac } from './network.js';
 import { writeSeed, type StaticAddress } from './seed.js';
 import { cpuSetSizeOf, findProgram, maxVmsOf, parseAddresses, type QemuSettings } from './settings.js';
 import { runTool } from './tools.js';
-import { describeExit, QemuVm } from './vm.js';
+import { describeExit, QemuVm, type VmExit } from './vm.js';
 
 /** Programs every VM is made with besides QEMU's own, and the Debian package of each. */
 const HOST_TOOLS = [
@@ -177,8 +177,11 @@ export class QemuBackend implements Backend {
       });
     } catch (err) {
       await ssh?.destroy().catch(() => {});
-      const died = vm?.died.aborted === true ? (vm.died.reason as Parameters<typeof describeExit>[0]) : undefined;
-      await this.#teardown(vm, files, release, DISCARD_GRACE_MS, logger);
+      const died = vm?.died.aborted === true ? (vm.died.reason as VmExit) : undefined;
+      await this.#teardown(vm, files, release, DISCARD_GRACE_MS, logger).catch((cleanup: unknown) => {
+        // The start's own error is the one that matters; this one is for the operator.
+        logger.error({ dir: files.dir, err: errorMessage(cleanup) }, 'could not remove the directory of a failed VM start: remove it by hand');
+      });
       if (signal.aborted) throw signal.reason;
       if (died !== undefined) throw new InstanceStartError(`VM ${name} stopped while it booted (${describeExit(died)})`, { cause: err });
       if (isMayflyError(err)) throw err;
