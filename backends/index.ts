@@ -10,7 +10,8 @@ import { definition as ec2 } from './ec2/index.js';
 import { definition as fake } from './fake/index.js';
 import { definition as gce } from './gce/index.js';
 import { definition as local } from './local/index.js';
+import { definition as qemu } from './qemu/index.js';
 import { definition as ssh } from './ssh/index.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each backend has its own settings type
-export const backends: readonly BackendDefinition<any>[] = [local, fake, ssh, ec2, gce, docker];
+export const backends: readonly BackendDefinition<any>[] = [local, fake, ssh, ec2, gce, docker, qemu];

@@ -8,6 +8,13 @@ set -euo pipefail
 
 say() { echo "test prerequisites: $*" >&2; }
 can_install() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+# Install Debian packages (as root), saying which; fails when apt does.
+install_packages() {
+  say "installing $*"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
 missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
@@ -19,10 +26,7 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(
 command -v go >/dev/null || missing+=(golang-go)
 if [ ${#missing[@]} -gt 0 ]; then
   if can_install; then
-    say "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    install_packages "${missing[@]}"
   else
     say "missing ${missing[*]}: install them (Debian: apt-get install ${missing[*]})"
     exit 1
@@ -138,10 +142,7 @@ prepare_docker() {
   command -v dockerd >/dev/null || need+=(docker.io)
   command -v debootstrap >/dev/null || need+=(debootstrap)
   if [ ${#need[@]} -gt 0 ]; then
-    say "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || { say "could not install ${need[*]}"; return 1; }
+    install_packages "${need[@]}" || { say "could not install ${need[*]}"; return 1; }
   fi
   if ! docker_up; then
     stop_dockerd
@@ -167,4 +168,40 @@ prepare_docker() {
 mkdir -p "$MAYFLY_CACHE"
 if ! (flock 9 && prepare_docker) 9>"$MAYFLY_CACHE/.lock"; then
   say "the docker backend tests will fail in CI and be skipped elsewhere: no test Docker engine"
+fi
+
+# --- QEMU and a small guest for the qemu backend's tests ------------------
+# QEMU (TCG is enough: CI has no usable KVM), qemu-img, and what the backend
+# builds each VM's NoCloud seed with (dosfstools' mkfs.vfat, mtools' mcopy).
+# The guest is built once from the docker image's cached debootstrap tree
+# (scripts/qemu-test-guest.sh: golden qcow2, Debian's cloud kernel, a small
+# initramfs; cpio and kmod's depmod make the initramfs) and cached. Failing
+# here does not stop the other tests: the qemu tests then fail, saying why.
+MAYFLY_QEMU_GUEST=$MAYFLY_CACHE/qemu
+# Bump when scripts/qemu-test-guest.sh changes: the guest is rebuilt.
+MAYFLY_QEMU_GUEST_REVISION=1
+
+prepare_qemu() {
+  if [ "$(id -u)" != 0 ]; then say "not root: cannot install QEMU or build the qemu test guest"; return 1; fi
+  local need=()
+  command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+  command -v qemu-img >/dev/null || need+=(qemu-utils)
+  command -v mkfs.vfat >/dev/null || need+=(dosfstools)
+  command -v mcopy >/dev/null || need+=(mtools)
+  command -v cpio >/dev/null || need+=(cpio)
+  command -v depmod >/dev/null || need+=(kmod)
+  command -v debootstrap >/dev/null || need+=(debootstrap)
+  if [ ${#need[@]} -gt 0 ]; then
+    install_packages "${need[@]}" || { say "could not install ${need[*]}"; return 1; }
+  fi
+  if [ "$(cat "$MAYFLY_QEMU_GUEST/revision" 2>/dev/null)" != "$MAYFLY_QEMU_GUEST_REVISION" ]; then
+    [ -s "$MAYFLY_ROOTFS_TAR" ] || build_rootfs_tar || return 1
+    say "building the qemu test guest (about half a minute, once)"
+    bash "$(dirname "$0")/qemu-test-guest.sh" "$MAYFLY_QEMU_GUEST" "$MAYFLY_ROOTFS_TAR" || { say "could not build the qemu test guest"; return 1; }
+    echo "$MAYFLY_QEMU_GUEST_REVISION" >"$MAYFLY_QEMU_GUEST/revision"
+  fi
+}
+
+if ! (flock 9 && prepare_qemu) 9>"$MAYFLY_CACHE/.lock"; then
+  say "the qemu backend tests will fail: no QEMU or no test guest"
 fi

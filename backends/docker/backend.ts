@@ -13,6 +13,7 @@ import {
   isMayflyError,
   SshMachine,
   generateJobKeyPair,
+  CpuSetPool,
   type Backend,
   type BackendContext,
   type Instance,
@@ -22,7 +23,6 @@ import {
   type Logger,
 } from '../../src/backend/kit.js';
 import { DockerApi, DockerApiError } from './api.js';
-import { CpuSetPool } from './cpusets.js';
 import { DockerEngine, type ContainerInfo, type ContainerSpec, type ContainerSummary } from './engine.js';
 import { selectImage, type ImageSettings, type SelectedImage } from './images.js';
 import { DockerInstance } from './instance.js';

@@ -48,6 +48,8 @@ export {
 /** Calling a cloud API: throttling, retries, classified failures, and checks on what it answers. */
 export { CloudApi, CloudCallError, type CloudErrorKind } from './cloud-api.js';
 export { MalformedAnswerError, checkAnswer, describeBody, ipAddress, quoteValue } from './malformed-answer.js';
+/** Cores of the host handed out so that two jobs' machines never share one (docker cpusets, qemu VMs). */
+export { CpuSetPool } from './cpusets.js';
 /** Which image a job runs on: the keys to look up, most specific first. */
 export { checkImageSelectorType, imageCandidateKeys, selectImageSetting } from './image-keys.js';
 /** Describing a value that failed to parse without quoting it (it may be a secret). */

@@ -7,12 +7,9 @@
  * Then the real thing: a worker process running a job is killed with
  * SIGKILL, and the next worker of the same name cleans up after it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LABELS as DOCKER_LABELS } from '../../backends/docker/backend.js';
 import { definition as docker } from '../../backends/docker/index.js';
@@ -22,7 +19,6 @@ import { definition as gce } from '../../backends/gce/index.js';
 import { LABELS as GCE_LABELS, labelValue } from '../../backends/gce/instance-spec.js';
 import type { Backend } from '../../src/backend/contract.js';
 import { silentLogger } from '../../src/logger.js';
-import { STAGES } from '../../src/queue/file/layout.js';
 import { HeldInstances } from '../../src/reaper/held.js';
 import { reapOnce, type ReapSummary } from '../../src/reaper/reaper.js';
 import { FakeEc2 } from '../fakes/ec2-server.js';
@@ -31,7 +27,7 @@ import { FakeGce } from '../fakes/gce-server.js';
 import { TEST_ZONES, gceSettings, travisImages } from '../fakes/gce-settings.js';
 import { testBackendContext, type RecordedApiCall } from '../helpers/backend-context.js';
 import { TEST_IMAGE, describeWithDocker, dockerUnavailable, testDockerSettings, testEngine, testWorkerName } from '../helpers/docker.js';
-import { fileAppears } from '../helpers/files.js';
+import { KILLED_JOB_ID, killWorkerMidJob, killWorkerProcess, type WorkerProcess } from '../helpers/killed-worker.js';
 import { startTestWorker, type TestWorker } from '../helpers/worker.js';
 
 const HOUR = 3_600_000;
@@ -224,11 +220,10 @@ describeWithDocker('reaper on docker (real engine)', dockerMissing, () => {
 });
 
 describe('a worker killed with SIGKILL mid-job (ec2)', () => {
-  const ROOT = fileURLToPath(new URL('../..', import.meta.url));
   const host = 'reaper-kill9-worker';
   let fake: FakeEc2;
   let base: string;
-  let child: ChildProcess | undefined;
+  let killed: WorkerProcess | undefined;
   let successor: TestWorker | undefined;
 
   beforeEach(async () => {
@@ -237,52 +232,16 @@ describe('a worker killed with SIGKILL mid-job (ec2)', () => {
     base = await mkdtemp(join(tmpdir(), 'mayfly-kill9-'));
   });
   afterEach(async () => {
-    if (child && child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await once(child, 'exit');
-    }
+    await killWorkerProcess(killed);
     await successor?.stop();
     await fake?.close();
     await rm(base, { recursive: true, force: true });
   });
 
   it("leaves an instance behind, which the next worker of the same name destroys in its reaper's first pass", async () => {
-    const queue = join(base, 'queue');
-    for (const stage of Object.values(STAGES)) await mkdir(join(queue, 'builds', stage), { recursive: true });
-    const env = {
-      TRAVIS_WORKER_QUEUE_TYPE: 'file',
-      TRAVIS_WORKER_BASE_DIR: queue,
-      TRAVIS_WORKER_FILE_ECHO_LOGS: 'false',
-      TRAVIS_WORKER_PROVIDER_NAME: 'ec2',
-      TRAVIS_WORKER_HOSTNAME: host,
-      TRAVIS_WORKER_INITIAL_SLEEP: '0s',
-      ...ec2Env(fake),
-    };
-    // The worker as it runs in production (bin/mayfly.ts), from the sources.
-    child = spawn(process.execPath, ['--import', join(ROOT, 'test/helpers/ts-loader.mjs'), join(ROOT, 'bin/mayfly.ts')], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env, TRAVIS_WORKER_REAPER_INTERVAL: '0' },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr?.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-    });
-    const exited = once(child, 'exit').then(() => {
-      throw new Error(`the worker exited before its job started:\n${stderr}`);
-    });
-    const started = join(queue, 'builds', STAGES.started, '1.json');
-    const running = fileAppears(started);
-    await writeFile(
-      join(queue, 'builds', STAGES.created, '1.json'),
-      JSON.stringify({ type: 'test', job: { id: 1, number: '1.1' }, repository: { id: 1, slug: 'octo/repo' }, config: { language: 'shell', script: 'sleep 300' }, timeouts: {} }),
-    );
-    await Promise.race([running, exited]);
-    exited.catch(() => undefined);
-    child.kill('SIGKILL');
-    await once(child, 'exit').catch(() => undefined);
+    const { env } = await killWorkerMidJob(base, host, { TRAVIS_WORKER_PROVIDER_NAME: 'ec2', ...ec2Env(fake) }, (worker) => (killed = worker));
     const [left] = fake.live();
-    expect(fake.live().map((instance) => [instance.state, instance.tags[TAG_WORKER], instance.tags[TAG_JOB_ID]])).toEqual([['running', host, '1']]);
+    expect(fake.live().map((instance) => [instance.state, instance.tags[TAG_WORKER], instance.tags[TAG_JOB_ID]])).toEqual([['running', host, String(KILLED_JOB_ID)]]);
 
     // The grace period covers a start in flight; this worker has none, and the instance is seconds old.
     successor = await startTestWorker({ ...env, TRAVIS_WORKER_REAPER_GRACE: '0s', TRAVIS_WORKER_REAPER_INTERVAL: '1h' });

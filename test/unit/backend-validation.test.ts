@@ -104,6 +104,46 @@ describe('backend settings are validated while loading, every problem at once', 
     expect(named(endpoints)).toEqual(['TRAVIS_WORKER_DOCKER_HOST', 'TRAVIS_WORKER_DOCKER_MEMORY']);
   });
 
+  it('qemu: sizes, cores, paths, files that are not there, the bridge mode\'s bridge and addresses', () => {
+    const message = configErrorOf(
+      {
+        TRAVIS_WORKER_PROVIDER_NAME: 'qemu',
+        TRAVIS_WORKER_QEMU_BINARY: nowhere,
+        TRAVIS_WORKER_QEMU_MEMORY: 'lots',
+        TRAVIS_WORKER_QEMU_DISK_SIZE: '20 parsecs',
+        TRAVIS_WORKER_QEMU_CPUS: '3',
+        TRAVIS_WORKER_QEMU_CPU_SET_SIZE: '2',
+        TRAVIS_WORKER_QEMU_WORK_DIR: 'relative/dir',
+        TRAVIS_WORKER_QEMU_INITRD: nowhere,
+        TRAVIS_WORKER_QEMU_SSH_USER: 'Robert; rm',
+        TRAVIS_WORKER_QEMU_IMAGE_DEFAULT: join(nowhere, 'golden.qcow2'),
+        TRAVIS_WORKER_QEMU_NETWORK: 'bridge',
+        TRAVIS_WORKER_QEMU_BRIDGE_ADDRESSES: '192.168.50.10 10.0.0.300/24',
+      },
+      backends,
+    );
+    expect([...new Set(named(message))]).toEqual([
+      'TRAVIS_WORKER_QEMU_BINARY',
+      'TRAVIS_WORKER_QEMU_BRIDGE',
+      'TRAVIS_WORKER_QEMU_BRIDGE_ADDRESSES',
+      'TRAVIS_WORKER_QEMU_CPUS',
+      'TRAVIS_WORKER_QEMU_DISK_SIZE',
+      'TRAVIS_WORKER_QEMU_IMAGE_DEFAULT',
+      'TRAVIS_WORKER_QEMU_INITRD',
+      'TRAVIS_WORKER_QEMU_MEMORY',
+      'TRAVIS_WORKER_QEMU_SSH_USER',
+      'TRAVIS_WORKER_QEMU_WORK_DIR',
+    ]);
+    expect(message).toContain('TRAVIS_WORKER_QEMU_BRIDGE_ADDRESSES: "192.168.50.10" is not an IPv4 address with a prefix length');
+    expect(message).toContain('TRAVIS_WORKER_QEMU_CPUS: 3 is more than the 2 cores there are');
+    expect(message).toContain(`TRAVIS_WORKER_QEMU_BINARY: "${nowhere}" is not a program this worker can run`);
+    expect(message).toContain(`TRAVIS_WORKER_QEMU_IMAGE_DEFAULT: the image ${join(nowhere, 'golden.qcow2')} does not exist or cannot be read`);
+    expect(message).toContain(`TRAVIS_WORKER_QEMU_INITRD: the initramfs ${nowhere} does not exist or cannot be read`);
+    const initrdAlone = configErrorOf({ TRAVIS_WORKER_PROVIDER_NAME: 'qemu', TRAVIS_WORKER_QEMU_INITRD: missing }, backends);
+    expect(named(initrdAlone)).toEqual(['TRAVIS_WORKER_QEMU_INITRD']);
+    expect(initrdAlone).toContain('is set without TRAVIS_WORKER_QEMU_KERNEL: an initramfs is only used for direct-kernel boot');
+  });
+
   it('gce: account key, API endpoint and an alias without its image, never quoting the key', () => {
     const key = JSON.stringify({ client_email: 'ci@example.iam.gserviceaccount.com', private_key: 'S3CR3TKEY' });
     const message = configErrorOf(

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { containerAddress, containerName } from '../../backends/docker/backend.js';
-import { CpuSetPool } from '../../backends/docker/cpusets.js';
+import { CpuSetPool } from '../../src/backend/cpusets.js';
 import { readPullStream, splitImageName, type ContainerInfo } from '../../backends/docker/engine.js';
 import { candidateTags, findByTag, isValidImageName } from '../../backends/docker/images.js';
 import { compileSettings, engineAddress, parseBytes, parseMap, validateSettings } from '../../backends/docker/settings.js';

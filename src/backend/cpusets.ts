@@ -1,7 +1,7 @@
 /**
- * The cores of the engine's host, handed out so that two jobs never share
- * one: each container is pinned (`CpusetCpus`) to cores no other running
- * container of this worker has. travis hands out the lowest free cores; so
+ * The cores of a host, handed out so that two jobs never share one: each
+ * container (docker's `CpusetCpus`) or VM (qemu, under `taskset`) is pinned
+ * to cores no other running machine of this worker has. travis hands out the lowest free cores; so
  * does this, which keeps a mostly idle host's jobs on the same cores.
  */
 export class CpuSetPool {
