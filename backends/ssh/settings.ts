@@ -40,8 +40,9 @@ export const settingsSchema: SettingsSchema<SshBackendSettings> = {
   },
   user: { doc: 'user to log in as on every host', format: String, default: 'travis' },
   keyPath: { doc: 'private key file to log in with', format: String, default: '' },
-  key: { doc: 'private key (text) to log in with', format: String, default: '', sensitive: true },
-  password: { doc: 'password to log in with', format: String, default: '', sensitive: true },
+  // Taken as written: a PEM key and a password hold `+` and `%`, which URL-unescaping would damage.
+  key: { doc: 'private key (text) to log in with', format: String, default: '', sensitive: true, literal: true },
+  password: { doc: 'password to log in with', format: String, default: '', sensitive: true, literal: true },
   resetCommand: {
     doc: 'command run on a host after each job, e.g. to restore a snapshot; if it fails the host counts as failed',
     format: String,

@@ -129,6 +129,16 @@ export function isRequired(node: convict.SchemaObj): boolean {
   return node.default === null && node.nullable !== true;
 }
 
+/**
+ * True for a backend setting declared `literal: true`: taken as written,
+ * never URL-unescaped as travis' provider values are. For settings travis
+ * has no counterpart of whose text `+` and `%` belong to (a private key, a
+ * password): no env file written for travis carries them escaped.
+ */
+export function isLiteralSetting(node: convict.SchemaObj): boolean {
+  return node.literal === true;
+}
+
 /** True for a setting declared `url: true`: its value may carry credentials in the URL. */
 export function isUrlSetting(node: convict.SchemaObj): boolean {
   return node.url === true;

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import convict from 'convict';
 import { ConfigError, errorMessage } from '../errors.js';
-import { isRequired, isUrlSetting, parseEnvText, schemaLeaves, type SettingLeaf } from './env.js';
+import { isLiteralSetting, isRequired, isUrlSetting, parseEnvText, schemaLeaves, type SettingLeaf } from './env.js';
 import { settingText, type SettingInput, type SettingText } from './sources.js';
 
 /** Plain string order (Go's sort.Strings), not locale order, which ignores `_`. */
@@ -61,7 +61,7 @@ export function readSettings(
     const variable = envName(leaf);
     const read = leafText(leaf, variable, input, problems);
     const source = read?.source ?? variable;
-    const raw = read === undefined ? undefined : decode(variable, read.text);
+    const raw = read === undefined ? undefined : isLiteralSetting(leaf.node) ? read.text : decode(variable, read.text);
     given.set(leaf.path, { leaf, source, raw });
     if (isRequired(leaf.node) && (raw === undefined || raw.trim() === '')) {
       problems.add(source, 'is required but not set');

@@ -27,10 +27,11 @@ interface TinySettings {
   zone: string;
   accountJson: string;
   preemptible: boolean;
+  key: string;
   images: Record<string, string>;
 }
 
-/** A backend of these tests only: a required setting, a switch, a JSON secret and a family. */
+/** A backend of these tests only: a required setting, a switch, a JSON secret, a literal key and a family. */
 const tiny: BackendDefinition<TinySettings, 'images'> = {
   name: 'tiny',
   description: 'exists only in these tests',
@@ -39,6 +40,7 @@ const tiny: BackendDefinition<TinySettings, 'images'> = {
     zone: { doc: 'zone', format: String, default: 'us-central1-b' },
     accountJson: { doc: 'credentials', format: String, default: '', sensitive: true },
     preemptible: { doc: 'preemptible machines', format: Boolean, default: false },
+    key: { doc: 'a key as text', format: String, default: '', sensitive: true, literal: true },
   },
   settingFamilies: { images: { prefix: 'IMAGE', doc: 'image for jobs of language <NAME>' } },
   create: notStarted,
@@ -276,6 +278,11 @@ describe('provider values', () => {
       accountJson: '{"key":"a+b%2B"}',
       images: { ruby: 'travis-ci-ruby.+', go: 'go image' },
     });
+  });
+
+  it('leave a setting declared literal as written (a key travis has no counterpart of)', () => {
+    const pem = '-----BEGIN KEY-----\nAb+c/d%2Be==\n-----END KEY-----';
+    expect(loadConfig(BACKENDS, { ...TINY, TRAVIS_WORKER_TINY_KEY: pem }).backendSettings.key).toBe(pem);
   });
 
   it('leave core values as they are', () => {
