@@ -38,7 +38,7 @@ import { launchRequest, mappedInstanceType } from './launch.js';
 import { MANAGED_FILTERS, managedInstance } from './managed.js';
 import { decodeUserData, parseCustomTags, type Ec2Settings, type Tag } from './settings.js';
 import { jobTags, LEASE_MARGIN_MS } from './tags.js';
-import { terminateInstance, terminateLostLaunch } from './terminate.js';
+import { launchTimeOf, terminateInstance, terminateLostLaunch } from './terminate.js';
 import { buildUserData } from './user-data.js';
 
 /** travis' images run sshd on the standard port. */
@@ -165,6 +165,7 @@ export class Ec2Backend implements Backend {
 
       const api = this.#api;
       const pollMs = settings.bootPollSleep;
+      const launchedAt = launchTimeOf(launched);
       const ssh = new SshMachine({
         id,
         imageName,
@@ -180,7 +181,7 @@ export class Ec2Backend implements Backend {
         ssh,
         vmSize: mappedType ?? attributes.vmSize,
         api,
-        terminate: () => terminateInstance(id, { api, pollMs, logger, signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) }),
+        terminate: () => terminateInstance(id, { api, pollMs, logger, launchedAt, signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) }),
         uploadRetries: settings.uploadRetries,
         interruptionPollMs: settings.interruptionPollSleep,
         recordPhase,
@@ -227,7 +228,7 @@ export class Ec2Backend implements Backend {
   ): Promise<void> {
     const options = { api: this.#api, pollMs: this.#settings.bootPollSleep, logger, signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) };
     if (launched?.InstanceId !== undefined) {
-      await terminateInstance(launched.InstanceId, options).catch((terminateErr: unknown) => {
+      await terminateInstance(launched.InstanceId, { ...options, launchedAt: launchTimeOf(launched) }).catch((terminateErr: unknown) => {
         logger.error(
           { instance: launched.InstanceId, err: errorMessage(terminateErr) },
           'could not terminate the instance of a failed start: it may still be running, terminate it by hand',

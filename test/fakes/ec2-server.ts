@@ -123,6 +123,8 @@ export interface FakeEc2Instance {
   publicIp: string | undefined;
   associatePublicIp: boolean;
   launchTime: Date;
+  /** Until this moment (ms since the epoch) EC2 does not show the instance yet: see `notVisibleMs`. */
+  visibleAt: number;
   /** Every RunInstances parameter, as sent. */
   params: Record<string, string>;
   /** TerminateInstances calls naming it (lost ones included). */
@@ -144,6 +146,8 @@ export interface FakeEc2Call {
 export interface FakeEc2Options {
   /** pending -> running after this long, in ms; default 50. */
   bootDelayMs?: number;
+  /** See `FakeEc2.notVisibleMs`; default 0. */
+  notVisibleMs?: number;
 }
 
 export interface InterruptOptions {
@@ -191,6 +195,13 @@ export class FakeEc2 extends EventEmitter {
   readonly calls: FakeEc2Call[] = [];
   readonly images: FakeEc2Image[] = [];
   bootDelayMs: number;
+  /**
+   * For this long after RunInstances, EC2 does not show the instance it
+   * launched (eventual consistency): DescribeInstances and
+   * TerminateInstances naming it answer `InvalidInstanceID.NotFound` and
+   * filters do not list it, while it boots all the same.
+   */
+  notVisibleMs: number;
   /** While true, RunInstances launches the instance but never answers (the answer is "lost"). */
   withholdRunInstances = false;
 
@@ -208,6 +219,7 @@ export class FakeEc2 extends EventEmitter {
     super();
     this.#server = server;
     this.bootDelayMs = options.bootDelayMs ?? 50;
+    this.notVisibleMs = options.notVisibleMs ?? 0;
   }
 
   static async start(options: FakeEc2Options = {}): Promise<FakeEc2> {
@@ -295,6 +307,7 @@ export class FakeEc2 extends EventEmitter {
       publicIp: undefined,
       associatePublicIp: false,
       launchTime: options.launchTime ?? new Date(),
+      visibleAt: 0,
       params: {},
       terminateRequests: 0,
       sshd: undefined,
@@ -446,6 +459,7 @@ export class FakeEc2 extends EventEmitter {
       publicIp: undefined,
       associatePublicIp: params.get('NetworkInterface.1.AssociatePublicIpAddress') !== 'false',
       launchTime: new Date(),
+      visibleAt: Date.now() + this.notVisibleMs,
       params: Object.fromEntries(params),
       terminateRequests: 0,
       sshd: undefined,
@@ -501,9 +515,16 @@ export class FakeEc2 extends EventEmitter {
     await sshd?.stop();
   }
 
+  /** The instances EC2 shows now. */
+  #visible(): FakeEc2Instance[] {
+    const now = Date.now();
+    return this.instances.filter((instance) => instance.visibleAt <= now);
+  }
+
   #known(ids: string[]): FakeEc2Instance[] {
+    const visible = this.#visible();
     return ids.map((id) => {
-      const found = this.instances.find((instance) => instance.instanceId === id);
+      const found = visible.find((instance) => instance.instanceId === id);
       if (!found) throw new QueryError(400, 'InvalidInstanceID.NotFound', `The instance ID '${id}' does not exist`);
       return found;
     });
@@ -511,7 +532,7 @@ export class FakeEc2 extends EventEmitter {
 
   #describeInstances(params: QueryParams): Record<string, XmlValue> {
     const ids = memberList(params, 'InstanceId');
-    let selected = ids.length > 0 ? this.#known(ids) : [...this.instances];
+    let selected = ids.length > 0 ? this.#known(ids) : this.#visible();
     for (const filter of filters(params)) {
       const matches = (instance: FakeEc2Instance): boolean => {
         if (filter.name === 'client-token') return filter.values.includes(instance.clientToken);

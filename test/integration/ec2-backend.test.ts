@@ -37,6 +37,7 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   fake.resetFaults();
   fake.bootDelayMs = 50;
+  fake.notVisibleMs = 0;
   expect(fake.live().map((instance) => `${instance.instanceId} ${instance.state}`)).toEqual([]);
 });
 
@@ -295,6 +296,38 @@ describe('ec2 backend', () => {
     cancel.abort(new Error('cancelled by the test'));
     const result = await starting;
     expect('error' in result && (result.error as Error).message).toBe('cancelled by the test');
+    expect(instance.state).toBe('terminated');
+  });
+
+  it('keeps terminating an instance EC2 does not show yet when the start is cancelled right after the launch', async () => {
+    fake.bootDelayMs = 10 * 60_000;
+    fake.notVisibleMs = 500;
+    const { backend } = ec2Backend();
+    const cancel = new AbortController();
+    const run = boot(cancel.signal);
+    const starting = settle(backend.start(testAttributes(), run.options));
+    await run.progressed('waiting for it to run');
+    const instance = fake.instances.at(-1) as FakeEc2Instance;
+    cancel.abort(new Error('cancelled by the test'));
+    expect('error' in (await starting)).toBe(true);
+    const terminations = fake.callsOf('TerminateInstances').filter((call) => call.params['InstanceId.1'] === instance.instanceId);
+    expect(terminations[0]?.errorCode).toBe('InvalidInstanceID.NotFound');
+    expect(terminations.at(-1)?.errorCode).toBeUndefined();
+    expect(instance.state).toBe('terminated');
+  });
+
+  it('terminates a replayed lost launch that EC2 does not show yet', async () => {
+    fake.notVisibleMs = 1_000;
+    const { backend } = ec2Backend();
+    fake.withholdRunInstances = true;
+    const cancel = new AbortController();
+    const launched = launchedNow();
+    const starting = settle(backend.start(testAttributes(), boot(cancel.signal).options));
+    const instance = await launched;
+    fake.withholdRunInstances = false;
+    cancel.abort(new Error('cancelled while launching'));
+    expect('error' in (await starting)).toBe(true);
+    expect(fake.callsOf('TerminateInstances').some((call) => call.errorCode === 'InvalidInstanceID.NotFound')).toBe(true);
     expect(instance.state).toBe('terminated');
   });
 
