@@ -136,6 +136,25 @@ const ERRORS: Record<Exclude<FakeGceFault, 'reset' | 'drop' | MalformedGceAnswer
 /** What a misconfigured proxy in front of the API answers, with a 200. */
 const PROXY_PAGE = '<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>';
 
+/**
+ * GPUs GCE attaches by `guestAccelerators`, and only to N1 machine types
+ * (Compute Engine, "GPU machine types"). The fake keeps its own copy of the
+ * rule rather than the backend's, so a backend that gets it wrong is refused.
+ */
+const N1_ONLY_GPUS = /^nvidia-tesla-(t4|v100|p100|p4)(-vws)?$/;
+
+/** Why GCE refuses the machine type and accelerators of `resource`, if it does. */
+function acceleratorProblem(resource: Record<string, unknown>): string | undefined {
+  const machineType = String(resource['machineType'] ?? '').split('/').pop() ?? '';
+  const accelerators = (resource['guestAccelerators'] as { acceleratorType?: string }[] | undefined) ?? [];
+  for (const accelerator of accelerators) {
+    const type = String(accelerator.acceleratorType ?? '').split('/').pop() ?? '';
+    // As GCE words it when a GPU and a machine type don't go together.
+    if (!N1_ONLY_GPUS.test(type) || !machineType.startsWith('n1-')) return `[${machineType}, ${type}] features are not compatible for creating instance.`;
+  }
+  return undefined;
+}
+
 /** What a zone answers every insert with. */
 export type ZoneFault = 'quota' | 'capacity';
 
@@ -475,6 +494,8 @@ export class FakeGce {
     const name = String(resource['name'] ?? '');
     if (project !== this.project || !INSTANCE_NAME.test(name)) return this.#error(response, operationName, request, ERRORS.badRequest);
     if (this.#instances.has(`${zone}/${name}`)) return this.#error(response, operationName, request, ERRORS.conflict);
+    const incompatible = acceleratorProblem(resource);
+    if (incompatible !== undefined) return this.#error(response, operationName, request, { ...ERRORS.badRequest, message: incompatible });
     const zoneFault = this.#zoneFaults.get(zone);
     if (zoneFault === 'quota') return this.#error(response, operationName, request, ERRORS.quota);
 

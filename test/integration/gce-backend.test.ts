@@ -15,7 +15,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { definition as gce } from '../../backends/gce/index.js';
 import type { GceSettings } from '../../backends/gce/settings.js';
 import type { Backend, BootPhase, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
-import { ConfigError, ConnectionLostError, NoCapacityError, StartupTimeoutError } from '../../src/errors.js';
+import { ConfigError, ConnectionLostError, NoCapacityError, PayloadError, StartupTimeoutError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import { FakeGce } from '../fakes/gce-server.js';
 import { gceEnv, gceSettings, travisImages } from '../fakes/gce-settings.js';
@@ -155,6 +155,26 @@ describe('gce backend against the fake GCE', () => {
     expect(resource['guestAccelerators'] ?? []).toEqual([]);
     expect(resource).toMatchObject({ scheduling: { onHostMaintenance: 'MIGRATE' } });
     expect(log.lines).toEqual(expect.arrayContaining([expect.objectContaining({ level: 'warn', msg: expect.stringContaining('TRAVIS_WORKER_GCE_GPU_COUNT has no effect') })]));
+  });
+
+  it('puts a job that asks for GPUs with an n2 vm_size on the N1 machine of the same size, the only family GCE attaches them to', async () => {
+    const started = makeBackend();
+    await startOn(started, { vmSize: 'large', vmConfig: { gpuCount: 1 } });
+    expect(fake.record[0]?.resource).toMatchObject({
+      machineType: 'zones/us-central1-a/machineTypes/n1-standard-4',
+      guestAccelerators: [{ acceleratorCount: 1, acceleratorType: `projects/${fake.project}/zones/us-central1-a/acceleratorTypes/nvidia-tesla-p100` }],
+    });
+  });
+
+  it('refuses a GPU type GCE does not attach to a VM with a job error naming vm_config.gpu_type, and inserts nothing', async () => {
+    const started = makeBackend();
+    const error = await started.backend.start(testAttributes({ vmConfig: { gpuCount: 1, gpuType: 'nvidia-l4' } }), started.options()).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(PayloadError);
+    expect(error).toMatchObject({ requeue: false, field: 'vm_config.gpu_type' });
+    expect(fake.record).toEqual([]);
   });
 
   it('falls back to the next zone on a capacity error, and says so', async () => {
