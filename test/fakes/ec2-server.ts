@@ -202,6 +202,12 @@ export class FakeEc2 extends EventEmitter {
    * filters do not list it, while it boots all the same.
    */
   notVisibleMs: number;
+  /**
+   * The IAM actions the caller is allowed (`ec2:RunInstances`, ...);
+   * undefined: every action. A call needing one it lacks is refused with
+   * 403 `UnauthorizedOperation`, naming it, as IAM's messages do.
+   */
+  permissions: ReadonlySet<string> | undefined;
   /** While true, RunInstances launches the instance but never answers (the answer is "lost"). */
   withholdRunInstances = false;
 
@@ -407,6 +413,7 @@ export class FakeEc2 extends EventEmitter {
       throw new QueryError(401, 'AuthFailure', 'AWS was not able to validate the provided access credentials');
     }
     if (params.get('Version') !== API_VERSION) throw new QueryError(400, 'InvalidParameterValue', `unsupported Version ${params.get('Version')}`);
+    this.#authorize(action, params);
     const fault = this.#faults.get(action)?.shift();
     if (fault === 'drop') return undefined;
     if (fault !== undefined && isMalformed(fault)) {
@@ -429,6 +436,24 @@ export class FakeEc2 extends EventEmitter {
       default:
         throw new QueryError(400, 'InvalidAction', `The action ${action} is not valid for this web service.`);
     }
+  }
+
+  /**
+   * Refuses a call the caller's `permissions` don't allow. Tagging in
+   * RunInstances needs `ec2:CreateTags` besides `ec2:RunInstances` (EC2 user
+   * guide, "Grant permission to tag resources during creation").
+   */
+  #authorize(action: string, params: QueryParams): void {
+    if (this.permissions === undefined) return;
+    const needed = [`ec2:${action}`];
+    if (action === 'RunInstances' && params.has('TagSpecification.1.ResourceType')) needed.push('ec2:CreateTags');
+    const missing = needed.find((permission) => !this.permissions?.has(permission));
+    if (missing === undefined) return;
+    throw new QueryError(
+      403,
+      'UnauthorizedOperation',
+      `You are not authorized to perform this operation. User: arn:aws:iam::${OWNER_ID}:user/mayfly is not authorized to perform: ${missing} because no identity-based policy allows the ${missing} action`,
+    );
   }
 
   #runInstances(params: QueryParams): Record<string, XmlValue> | undefined {

@@ -155,6 +155,37 @@ function acceleratorProblem(resource: Record<string, unknown>): string | undefin
   return undefined;
 }
 
+/** The IAM permission every request of an operation needs (Compute API reference, "IAM Permissions" of each method). */
+const OPERATION_PERMISSIONS: Record<FakeGceOperationName, string> = {
+  'instances.insert': 'compute.instances.create',
+  'instances.get': 'compute.instances.get',
+  'instances.delete': 'compute.instances.delete',
+  'instances.list': 'compute.instances.list',
+  'zoneOperations.get': 'compute.zoneOperations.get',
+  'zoneOperations.wait': 'compute.zoneOperations.get',
+  'images.list': 'compute.images.list',
+};
+
+/**
+ * The permissions an insert needs besides `compute.instances.create`, for
+ * what its body asks (Compute Engine, "Create a VM": required permissions
+ * per field): a new boot disk from an image, a subnetwork with or without
+ * an external IP, metadata, labels and network tags.
+ */
+function insertPermissions(resource: Record<string, unknown>): string[] {
+  const needed = ['compute.instances.create'];
+  const disks = (resource['disks'] as { initializeParams?: { sourceImage?: string } }[] | undefined) ?? [];
+  if (disks.some((disk) => disk.initializeParams !== undefined)) needed.push('compute.disks.create');
+  if (disks.some((disk) => disk.initializeParams?.sourceImage !== undefined)) needed.push('compute.images.useReadOnly');
+  const interfaces = (resource['networkInterfaces'] as { accessConfigs?: unknown[] }[] | undefined) ?? [];
+  if (interfaces.length > 0) needed.push('compute.subnetworks.use');
+  if (interfaces.some((entry) => (entry.accessConfigs ?? []).length > 0)) needed.push('compute.subnetworks.useExternalIp');
+  if ((((resource['metadata'] as { items?: unknown[] } | undefined)?.items) ?? []).length > 0) needed.push('compute.instances.setMetadata');
+  if (Object.keys((resource['labels'] as Record<string, string> | undefined) ?? {}).length > 0) needed.push('compute.instances.setLabels');
+  if ((((resource['tags'] as { items?: unknown[] } | undefined)?.items) ?? []).length > 0) needed.push('compute.instances.setTags');
+  return needed;
+}
+
 /** What a zone answers every insert with. */
 export type ZoneFault = 'quota' | 'capacity';
 
@@ -196,6 +227,11 @@ export class FakeGce {
    * its startup script writes into `authorized_keys` open the VM.
    */
   guestAgent = true;
+  /**
+   * The IAM permissions of the caller; undefined: every permission. A request
+   * that needs one it lacks is refused with 403, naming it, as GCE does.
+   */
+  permissions: ReadonlySet<string> | undefined;
   readonly #publicKey: string;
   readonly #clientEmail: string;
   readonly #server: Server;
@@ -375,6 +411,11 @@ export class FakeGce {
     }
     if (operation === undefined) return this.#error(response, 'unknown', request, ERRORS.notFound);
     if (!this.#authorized(request)) return this.#error(response, operation, request, ERRORS.unauthorized);
+    const needed = operation === 'instances.insert' ? insertPermissions(JSON.parse(body || '{}') as Record<string, unknown>) : [OPERATION_PERMISSIONS[operation]];
+    const missing = needed.find((permission) => this.permissions !== undefined && !this.permissions.has(permission));
+    if (missing !== undefined) {
+      return this.#error(response, operation, request, { code: 403, reason: 'forbidden', message: `Required '${missing}' permission for '${path.replace('/compute/v1/', '')}'` });
+    }
 
     const zone = zoned?.[2];
     const fault = this.#faults.find((f) => f.operation === operation && f.remaining > 0 && (f.zone === undefined || f.zone === zone));
