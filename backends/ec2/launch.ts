@@ -60,6 +60,9 @@ export function launchRequest({ settings, image, instanceType, clientToken, user
     // A power-off from inside (AUTO_IMPLODE, a job running `poweroff`) ends
     // the instance instead of leaving a stopped one that still costs storage.
     InstanceInitiatedShutdownBehavior: 'terminate',
+    // IMDSv2 only: a job's code (or a proxy it is tricked into) can't read
+    // the instance metadata with a plain GET, the SSRF path IMDSv1 leaves open.
+    MetadataOptions: { HttpTokens: 'required', HttpEndpoint: 'enabled' },
     BlockDeviceMappings: [
       { DeviceName: image.rootDeviceName, Ebs: { VolumeSize: settings.diskSize, DeleteOnTermination: true } },
     ],

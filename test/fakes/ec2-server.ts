@@ -125,6 +125,12 @@ export interface FakeEc2Instance {
   launchTime: Date;
   /** Until this moment (ms since the epoch) EC2 does not show the instance yet: see `notVisibleMs`. */
   visibleAt: number;
+  /**
+   * Whether the instance metadata service wants IMDSv2 session tokens
+   * (`required`) or also answers IMDSv1 (`optional`, EC2's default for an
+   * AMI that does not say otherwise).
+   */
+  httpTokens: 'optional' | 'required';
   /** Every RunInstances parameter, as sent. */
   params: Record<string, string>;
   /** TerminateInstances calls naming it (lost ones included). */
@@ -314,6 +320,7 @@ export class FakeEc2 extends EventEmitter {
       associatePublicIp: false,
       launchTime: options.launchTime ?? new Date(),
       visibleAt: 0,
+      httpTokens: 'optional',
       params: {},
       terminateRequests: 0,
       sshd: undefined,
@@ -467,6 +474,10 @@ export class FakeEc2 extends EventEmitter {
     if (!this.images.some((image) => image.imageId === imageId)) {
       throw new QueryError(400, 'InvalidAMIID.NotFound', `The image id '[${imageId}]' does not exist`);
     }
+    const httpTokens = params.get('MetadataOptions.HttpTokens') ?? 'optional';
+    if (httpTokens !== 'optional' && httpTokens !== 'required') {
+      throw new QueryError(400, 'InvalidParameterValue', `Value (${httpTokens}) for parameter HttpTokens is invalid.`);
+    }
     const userData = Buffer.from(params.get('UserData') ?? '', 'base64').toString('utf8');
     const instance: FakeEc2Instance = {
       instanceId: hexId('i'),
@@ -485,6 +496,7 @@ export class FakeEc2 extends EventEmitter {
       associatePublicIp: params.get('NetworkInterface.1.AssociatePublicIpAddress') !== 'false',
       launchTime: new Date(),
       visibleAt: Date.now() + this.notVisibleMs,
+      httpTokens,
       params: Object.fromEntries(params),
       terminateRequests: 0,
       sshd: undefined,

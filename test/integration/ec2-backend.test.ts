@@ -441,6 +441,12 @@ describe('ec2 backend', () => {
     expect(other.imageName).toBe('travis-ci-default-xenial-1700000000');
   });
 
+  it('launches job instances whose metadata service answers IMDSv2 (session tokens) only', async () => {
+    const { backend } = ec2Backend();
+    const instance = await started(backend);
+    expect(fake.instance(instance.id).httpTokens).toBe('required');
+  });
+
   it('tags the instance and its volume in RunInstances, with a lease expiry, and makes no key pair', async () => {
     const { backend } = ec2Backend({ TRAVIS_WORKER_EC2_CUSTOM_TAGS: 'team=ci, cost-center=42,Name=not-ours' });
     const attributes = testAttributes({ jobId: 7070, repository: 'octo/tagged', hardTimeoutMs: 30 * 60_000 });
