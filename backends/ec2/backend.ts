@@ -34,7 +34,7 @@ import { Ec2Api, type Ec2InstanceDescription } from './api.js';
 import { ec2ErrorCode } from './classify.js';
 import { imageSetting, resolveImage } from './images.js';
 import { Ec2Instance } from './instance.js';
-import { launchRequest, mappedInstanceType } from './launch.js';
+import { defaultInstanceType, launchRequest, mappedInstanceType } from './launch.js';
 import { MANAGED_FILTERS, managedInstance } from './managed.js';
 import { decodeUserData, parseCustomTags, type Ec2Settings, type Tag } from './settings.js';
 import { jobTags, LEASE_MARGIN_MS } from './tags.js';
@@ -114,7 +114,7 @@ export class Ec2Backend implements Backend {
       // Made here, held in memory only: its public half goes in the user data, its private half to SshMachine.
       keys = generateJobKeyPair();
       const clientToken = randomUUID();
-      const instanceType = mappedType ?? settings.instanceType;
+      const instanceType = mappedType ?? defaultInstanceType(attributes, settings);
       request = launchRequest({
         settings,
         image,

@@ -101,6 +101,8 @@ export interface FakeEc2Image {
   ownerAlias?: string;
   rootDeviceName: string;
   state: 'available' | 'pending' | 'failed';
+  /** Default `x86_64`. */
+  architecture: 'x86_64' | 'arm64';
 }
 
 export interface FakeEc2Instance {
@@ -183,6 +185,9 @@ const RESULT_SETS: Record<Ec2Action, string> = {
   DescribeImages: 'imagesSet',
 };
 
+
+/** Graviton types (a1, and families with a `g` after the generation: m6g, t4g, c7gn, ...) are arm64; the rest x86_64. */
+const architectureOf = (instanceType: string): 'x86_64' | 'arm64' => (/^(a1|[a-z]+\d+g[a-z]*)\./.test(instanceType) ? 'arm64' : 'x86_64');
 
 const hexId = (prefix: string): string => `${prefix}-${randomBytes(9).toString('hex').slice(0, 17)}`;
 
@@ -272,6 +277,7 @@ export class FakeEc2 extends EventEmitter {
       ownerId: OWNER_ID,
       rootDeviceName: '/dev/sda1',
       state: 'available',
+      architecture: 'x86_64',
       ...image,
     };
     this.images.push(registered);
@@ -471,8 +477,15 @@ export class FakeEc2 extends EventEmitter {
       throw new QueryError(400, 'InvalidParameterValue', 'the fake launches exactly one instance per call');
     }
     const imageId = params.get('ImageId') ?? '';
-    if (!this.images.some((image) => image.imageId === imageId)) {
-      throw new QueryError(400, 'InvalidAMIID.NotFound', `The image id '[${imageId}]' does not exist`);
+    const image = this.images.find((candidate) => candidate.imageId === imageId);
+    if (!image) throw new QueryError(400, 'InvalidAMIID.NotFound', `The image id '[${imageId}]' does not exist`);
+    const typeArchitecture = architectureOf(params.get('InstanceType') ?? 'm1.small');
+    if (typeArchitecture !== image.architecture) {
+      throw new QueryError(
+        400,
+        'InvalidParameterValue',
+        `The architecture '${typeArchitecture}' of the specified instance type does not match the architecture '${image.architecture}' of the specified AMI. Specify an instance type and an AMI that have matching architectures, and try again.`,
+      );
     }
     const httpTokens = params.get('MetadataOptions.HttpTokens') ?? 'optional';
     if (httpTokens !== 'optional' && httpTokens !== 'required') {
@@ -654,7 +667,7 @@ export class FakeEc2 extends EventEmitter {
         imageOwnerAlias: image.ownerAlias,
         creationDate: image.creationDate,
         isPublic: false,
-        architecture: 'x86_64',
+        architecture: image.architecture,
         imageType: 'machine',
         name: image.name,
         rootDeviceType: 'ebs',

@@ -414,7 +414,7 @@ describe('ec2 backend', () => {
     const newest = fake.registerImage({ name: 'travis-ruby-2021', creationDate: '2021-01-01T00:00:00.000Z' });
     fake.registerImage({ name: 'travis-ruby-2022', creationDate: '2022-01-01T00:00:00.000Z', state: 'pending' });
     fake.registerImage({ name: 'travis-ruby-2023', creationDate: '2023-01-01T00:00:00.000Z', ownerId: '999999999999' });
-    const bionic = fake.registerImage({ name: 'travis-bionic-ruby', creationDate: '2019-01-01T00:00:00.000Z' });
+    const bionic = fake.registerImage({ name: 'travis-bionic-ruby', creationDate: '2019-01-01T00:00:00.000Z', architecture: 'arm64' });
     const { backend } = ec2Backend({
       TRAVIS_WORKER_EC2_IMAGE_RUBY: 'travis-ruby-*',
       TRAVIS_WORKER_EC2_IMAGE_DIST_BIONIC_RUBY: bionic,
@@ -432,6 +432,10 @@ describe('ec2 backend', () => {
     const onBionic = await started(backend, testAttributes({ language: 'ruby', dist: 'bionic', arch: 'arm64', vmSize: 'large' }));
     expect(fake.instance(onBionic.id).imageId).toBe(bionic);
     expect(fake.instance(onBionic.id).instanceType).toBe('m6g.xlarge');
+
+    // No vm_size: an arm64 job still gets a Graviton type (INSTANCE_TYPE_ARM64), the only kind its AMI boots on.
+    const armDefault = await started(backend, testAttributes({ language: 'ruby', dist: 'bionic', arch: 'arm64' }));
+    expect(fake.instance(armDefault.id).instanceType).toBe('t4g.micro');
 
     const aliased = await started(backend, testAttributes({ language: 'python' }));
     expect(fake.instance(aliased.id).imageId).toBe(old);

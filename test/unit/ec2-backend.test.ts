@@ -94,6 +94,7 @@ describe('settings', () => {
     expect(settings).toMatchObject({
       region: 'eu-west-1',
       instanceType: 't2.micro',
+      instanceTypeArm64: 't4g.micro',
       diskSize: 100,
       uploadRetries: 120,
       uploadRetrySleep: 1000,
