@@ -54,6 +54,9 @@ const CLEANUP_TIMEOUT_MS = 5 * 60_000;
 /** State reasons of an instance that ended while pending for lack of capacity. */
 const CAPACITY_STATE_REASONS = new Set(['Server.InsufficientInstanceCapacity', 'Server.SpotInstanceTermination']);
 
+/** EC2's answer to a first spot launch by credentials that may not create the Spot service-linked role. */
+const SPOT_ROLE_MISSING = 'AuthFailure.ServiceLinkedRoleCreationNotPermitted';
+
 /** A failed call's kind, or undefined when it was no API failure (a bug, an abort). */
 const kindOf = (err: unknown): CloudErrorKind | undefined => (err instanceof CloudCallError ? err.kind : undefined);
 
@@ -68,6 +71,12 @@ function startError(err: unknown): Error {
       cause: err,
       userMessage: 'The EC2 account has reached its instance quota; the job will be run again.',
     });
+  }
+  if (code === SPOT_ROLE_MISSING) {
+    return new InstanceStartError(
+      `EC2 launches spot instances only once the account has the Spot service-linked role, and these credentials may not create it: run "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com" once, or allow iam:CreateServiceLinkedRole (${code}: ${detail})`,
+      { cause: err },
+    );
   }
   if (kind === 'capacity') {
     return new NoCapacityError(`EC2 has no capacity for this instance (${code}): ${detail}`, {

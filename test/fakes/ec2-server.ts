@@ -219,6 +219,12 @@ export class FakeEc2 extends EventEmitter {
    * 403 `UnauthorizedOperation`, naming it, as IAM's messages do.
    */
   permissions: ReadonlySet<string> | undefined;
+  /**
+   * Whether the account has EC2 Spot's service-linked role. Without it, the
+   * first spot launch creates it when the caller may
+   * (`iam:CreateServiceLinkedRole`), and fails as EC2 does otherwise.
+   */
+  spotRoleExists = true;
   /** While true, RunInstances launches the instance but never answers (the answer is "lost"). */
   withholdRunInstances = false;
 
@@ -491,6 +497,13 @@ export class FakeEc2 extends EventEmitter {
     if (httpTokens !== 'optional' && httpTokens !== 'required') {
       throw new QueryError(400, 'InvalidParameterValue', `Value (${httpTokens}) for parameter HttpTokens is invalid.`);
     }
+    const spot = params.get('InstanceMarketOptions.MarketType') === 'spot';
+    if (spot && !this.spotRoleExists) {
+      if (this.permissions !== undefined && !this.permissions.has('iam:CreateServiceLinkedRole')) {
+        throw new QueryError(403, 'AuthFailure.ServiceLinkedRoleCreationNotPermitted', 'The provided credentials do not have permission to create the service-linked role for EC2 Spot Instances.');
+      }
+      this.spotRoleExists = true;
+    }
     const userData = Buffer.from(params.get('UserData') ?? '', 'base64').toString('utf8');
     const instance: FakeEc2Instance = {
       instanceId: hexId('i'),
@@ -501,7 +514,7 @@ export class FakeEc2 extends EventEmitter {
       state: 'pending',
       tags: tagSpecification(params, 'instance'),
       volumeTags: tagSpecification(params, 'volume'),
-      spot: params.get('InstanceMarketOptions.MarketType') === 'spot',
+      spot,
       userData,
       publicKey: publicKeyIn(userData),
       privateIp: nextLoopbackAddress(),

@@ -13,7 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { definition } from '../../backends/ec2/index.js';
 import { LEASE_MARGIN_MS } from '../../backends/ec2/tags.js';
 import type { Backend, BootPhase, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
-import { ConnectionLostError, NoCapacityError } from '../../src/errors.js';
+import { ConnectionLostError, NoCapacityError, errorMessage } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import { FakeEc2, type FakeEc2Call, type FakeEc2Instance } from '../fakes/ec2-server.js';
 import { ec2Env, ec2Settings, registerDefaultImage } from '../fakes/ec2-settings.js';
@@ -443,6 +443,19 @@ describe('ec2 backend', () => {
 
     const other = await started(backend, testAttributes({ language: 'go' }));
     expect(other.imageName).toBe('travis-ci-default-xenial-1700000000');
+  });
+
+  it('says how to create the Spot service-linked role when a spot launch fails for lack of it', async () => {
+    fake.spotRoleExists = false;
+    fake.permissions = new Set(['ec2:DescribeImages', 'ec2:RunInstances', 'ec2:CreateTags', 'ec2:DescribeInstances', 'ec2:TerminateInstances']);
+    try {
+      const { backend } = ec2Backend({ TRAVIS_WORKER_EC2_SPOT: 'true' });
+      const error = await rejection(backend.start(testAttributes(), boot().options));
+      expect(errorMessage(error)).toContain('aws iam create-service-linked-role --aws-service-name spot.amazonaws.com');
+    } finally {
+      fake.permissions = undefined;
+      fake.spotRoleExists = true;
+    }
   });
 
   it('launches job instances whose metadata service answers IMDSv2 (session tokens) only', async () => {
