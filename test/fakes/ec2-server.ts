@@ -50,7 +50,7 @@ const ZONE_SUFFIX = 'a';
 const SSH_PORT = 22;
 
 /** An injectable failure, as EC2 (or something between it and the worker) answers it. */
-export type Ec2Fault = 'throttle' | 'server-error' | 'unavailable' | 'capacity' | 'quota' | 'vcpu-quota' | 'unsupported' | 'drop' | MalformedEc2Answer;
+export type Ec2Fault = 'throttle' | 'server-error' | 'unavailable' | 'capacity' | 'quota' | 'vcpu-quota' | 'unsupported' | 'unsupported-configuration' | 'drop' | MalformedEc2Answer;
 
 /**
  * A 200 whose body is not what EC2 sends. `malformed-html`: a debugging
@@ -89,6 +89,12 @@ const FAULTS: Record<Exclude<Ec2Fault, 'drop' | MalformedEc2Answer>, { status: n
     status: 400,
     code: 'Unsupported',
     message: 'Your requested instance type is not supported in your requested Availability Zone.',
+  },
+  // The same code for a launch no zone can satisfy.
+  'unsupported-configuration': {
+    status: 400,
+    code: 'Unsupported',
+    message: 'The requested configuration is currently not supported. Please check the documentation for supported configurations.',
   },
 };
 

@@ -284,6 +284,14 @@ describe('ec2 backend', () => {
     expect(fake.instances.length).toBe(before);
   });
 
+  it('fails the start without a capacity requeue when EC2 finds the configuration Unsupported anywhere', async () => {
+    const { backend } = ec2Backend();
+    fake.failNext('RunInstances', 1, 'unsupported-configuration');
+    const error = await rejection(backend.start(testAttributes(), boot().options));
+    expect(error).not.toBeInstanceOf(NoCapacityError);
+    expect(errorMessage(error)).toContain('The requested configuration is currently not supported');
+  });
+
   it('terminates the instance when the start is cancelled while it boots', async () => {
     fake.bootDelayMs = 10 * 60_000;
     const { backend } = ec2Backend();
