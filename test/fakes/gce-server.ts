@@ -240,6 +240,8 @@ export class FakeGce {
   readonly #operations = new Map<string, FakeOperation>();
   readonly #faults: InjectedFault[] = [];
   readonly #zoneFaults = new Map<string, ZoneFault>();
+  /** Machine and accelerator types a zone does not offer. */
+  readonly #zoneLacks = new Map<string, Set<string>>();
   /** Answers to drop (fault `drop`): the work is done, the client never hears. */
   readonly #dropping = new WeakSet<ServerResponse>();
   /** Answers to spoil (a `malformed-*` fault other than `malformed-html`): the work is done, the client hears nonsense. */
@@ -309,6 +311,29 @@ export class FakeGce {
   zoneFault(zone: string, fault: ZoneFault | undefined): void {
     if (fault === undefined) this.#zoneFaults.delete(zone);
     else this.#zoneFaults.set(zone, fault);
+  }
+
+  /** `zone` does not offer the machine or accelerator type `type` (not every zone has every family or GPU). */
+  zoneLacks(zone: string, type: string): void {
+    this.#zoneLacks.set(zone, new Set([...(this.#zoneLacks.get(zone) ?? []), type]));
+  }
+
+  /** The 400 GCE answers an insert naming a type `zone` does not offer, if it does. */
+  #notOffered(zone: string, resource: Record<string, unknown>): string | undefined {
+    const lacks = this.#zoneLacks.get(zone);
+    if (lacks === undefined) return undefined;
+    const machineType = String(resource['machineType'] ?? '').split('/').pop() ?? '';
+    if (lacks.has(machineType)) {
+      return `Invalid value for field 'resource.machineType': '${String(resource['machineType'])}'. Machine type with name '${machineType}' does not exist in zone '${zone}'.`;
+    }
+    const accelerators = (resource['guestAccelerators'] as { acceleratorType?: string }[] | undefined) ?? [];
+    for (const [index, accelerator] of accelerators.entries()) {
+      const type = String(accelerator.acceleratorType ?? '').split('/').pop() ?? '';
+      if (lacks.has(type)) {
+        return `Invalid value for field 'resource.guestAccelerators[${index}].acceleratorType': '${String(accelerator.acceleratorType)}'. Accelerator type '${type}' does not exist in zone '${zone}'.`;
+      }
+    }
+    return undefined;
   }
 
   /** Requests made of one API operation. */
@@ -537,6 +562,8 @@ export class FakeGce {
     if (this.#instances.has(`${zone}/${name}`)) return this.#error(response, operationName, request, ERRORS.conflict);
     const incompatible = acceleratorProblem(resource);
     if (incompatible !== undefined) return this.#error(response, operationName, request, { ...ERRORS.badRequest, message: incompatible });
+    const notOffered = this.#notOffered(zone, resource);
+    if (notOffered !== undefined) return this.#error(response, operationName, request, { ...ERRORS.badRequest, message: notOffered });
     const zoneFault = this.#zoneFaults.get(zone);
     if (zoneFault === 'quota') return this.#error(response, operationName, request, ERRORS.quota);
 

@@ -15,7 +15,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { definition as gce } from '../../backends/gce/index.js';
 import type { GceSettings } from '../../backends/gce/settings.js';
 import type { Backend, BootPhase, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
-import { ConfigError, ConnectionLostError, NoCapacityError, PayloadError, StartupTimeoutError } from '../../src/errors.js';
+import { ConfigError, ConnectionLostError, InstanceStartError, NoCapacityError, PayloadError, StartupTimeoutError, errorMessage } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import { FakeGce } from '../fakes/gce-server.js';
 import { gceEnv, gceSettings, travisImages } from '../fakes/gce-settings.js';
@@ -184,6 +184,23 @@ describe('gce backend against the fake GCE', () => {
     expect(fake.record.map((record) => record.zone)).toEqual(['us-central1-b']);
     expect(started.progress).toContain('No capacity in us-central1-a; trying us-central1-b');
     expect((await runScript(instance, 'exit 0')).exitCode).toBe(0);
+  });
+
+  it('tries the next zone when a zone does not offer the machine or GPU type, and says when none does', async () => {
+    fake.zoneLacks('us-central1-a', 'nvidia-tesla-t4');
+    const started = makeBackend();
+    await startOn(started, { vmSize: 'gpu-medium' });
+    expect(fake.record.map((record) => record.zone)).toEqual(['us-central1-b']);
+    expect(started.progress).toContain('No such machine in us-central1-a; trying us-central1-b');
+
+    fake.zoneLacks('us-central1-a', 'n2-standard-4');
+    fake.zoneLacks('us-central1-b', 'n2-standard-4');
+    const error = await started.backend.start(testAttributes({ vmSize: 'large' }), started.options()).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(InstanceStartError);
+    expect(errorMessage(error)).toContain("Machine type with name 'n2-standard-4' does not exist in zone 'us-central1-b'");
   });
 
   it('requeues with NoCapacityError naming quota or capacity when every zone refuses, and does not fall back for a pinned zone', async () => {
