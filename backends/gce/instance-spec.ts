@@ -88,6 +88,9 @@ export function instanceSpec(input: InstanceSpecInput): GceInstanceResource {
     { key: 'ssh-keys', value: `${input.sshUser}:${input.publicKey.trim()}` },
     // Only the job's key: keys set project-wide must not open this VM.
     { key: 'block-project-ssh-keys', value: 'true' },
+    // With OS Login on for the project, the guest agent ignores ssh-keys and
+    // lets in only IAM users: the job's key would open nothing.
+    { key: 'enable-oslogin', value: 'FALSE' },
     {
       key: 'startup-script',
       value: startupScript({

@@ -228,6 +228,12 @@ export class FakeGce {
    */
   guestAgent = true;
   /**
+   * The project's `enable-oslogin=TRUE` metadata: the guest agent then
+   * ignores `ssh-keys` on a VM unless the VM's own metadata turns OS Login
+   * off (`enable-oslogin=FALSE`), as Compute Engine's OS Login page describes.
+   */
+  projectOsLogin = false;
+  /**
    * The IAM permissions of the caller; undefined: every permission. A request
    * that needs one it lacks is refused with 403, naming it, as GCE does.
    */
@@ -594,8 +600,9 @@ export class FakeGce {
       createdAt: Date.now(),
     };
     // Only the keys the worker handed over open the VM: `user:key` lines of ssh-keys for the guest agent, else the startup script's.
+    const osLogin = (metadata['enable-oslogin'] ?? (this.projectOsLogin ? 'TRUE' : 'FALSE')).toUpperCase() === 'TRUE';
     const authorizedKeys = this.guestAgent
-      ? (metadata['ssh-keys'] ?? '')
+      ? (osLogin ? '' : (metadata['ssh-keys'] ?? ''))
           .split('\n')
           .map((line) => line.slice(line.indexOf(':') + 1).trim())
           .filter((key) => key !== '')

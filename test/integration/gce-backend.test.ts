@@ -137,6 +137,13 @@ describe('gce backend against the fake GCE', () => {
     expect(await runScript(instance, 'exit 0')).toMatchObject({ exitCode: 0 });
   });
 
+  it("turns OS Login off on the job's VM, so a project with OS Login on still lets the job's key in", async () => {
+    fake.projectOsLogin = true;
+    const instance = await startOn(makeBackend());
+    expect(fake.record[0]?.metadata['enable-oslogin']).toBe('FALSE');
+    expect((await runScript(instance, 'echo in')).output).toContain('in');
+  });
+
   it('adds TRAVIS_SITE to the network tags, as travis does', async () => {
     await startOn(makeBackend({ travisSite: 'org' }));
     await startOn(makeBackend({ travisSite: 'com', publicIp: false }));
