@@ -231,6 +231,11 @@ export class FakeEc2 extends EventEmitter {
    * (`iam:CreateServiceLinkedRole`), and fails as EC2 does otherwise.
    */
   spotRoleExists = true;
+  /**
+   * The most instances one DescribeInstances page holds, besides the
+   * caller's MaxResults (EC2 may answer fewer than asked); default no limit.
+   */
+  maxPageSize = Number.POSITIVE_INFINITY;
   /** While true, RunInstances launches the instance but never answers (the answer is "lost"). */
   withholdRunInstances = false;
 
@@ -616,6 +621,18 @@ export class FakeEc2 extends EventEmitter {
       };
       selected = selected.filter(matches);
     }
+    // Paging, as EC2: only when asked (MaxResults 5-1000, never with ids); NextToken is where the next page starts.
+    const maxResults = params.get('MaxResults');
+    let nextToken: string | undefined;
+    if (maxResults !== undefined) {
+      if (ids.length > 0) throw new QueryError(400, 'InvalidParameterCombination', 'The parameter instancesSet cannot be used with the parameter maxResults');
+      const size = Number(maxResults);
+      if (!Number.isInteger(size) || size < 5 || size > 1000) throw new QueryError(400, 'InvalidParameterValue', `Value ( ${maxResults} ) for parameter maxResults is invalid. Expecting a value between 5 and 1000.`);
+      const start = Number(params.get('NextToken') ?? '0');
+      const end = start + Math.min(size, this.maxPageSize);
+      if (end < selected.length) nextToken = String(end);
+      selected = selected.slice(start, end);
+    }
     const reservations = new Map<string, FakeEc2Instance[]>();
     for (const instance of selected) reservations.set(instance.reservationId, [...(reservations.get(instance.reservationId) ?? []), instance]);
     return {
@@ -625,6 +642,7 @@ export class FakeEc2 extends EventEmitter {
         groupSet: [],
         instancesSet: instances.map((instance) => this.#instanceXml(instance)),
       })),
+      ...(nextToken === undefined ? {} : { nextToken }),
     };
   }
 
