@@ -72,6 +72,32 @@ async function failureOf(backend: Backend): Promise<string | undefined> {
   );
 }
 
+/** A fake cloud as these tests drive it. */
+interface FakeCloud {
+  /** Grant exactly `permissions` (undefined: all). */
+  grant(permissions: Set<string> | undefined): void;
+  /** An instance of mayfly's left behind by a worker that is gone, for the reaper. */
+  plantLeak(): void;
+  backend(): Backend;
+  /** Names of the instances still there. */
+  live(): string[];
+}
+
+/** `lifecycle`'s failure with only `permissions` granted; afterwards nothing is left, whatever was refused. */
+async function failureWith(cloud: FakeCloud, permissions: Set<string>): Promise<string | undefined> {
+  cloud.plantLeak();
+  cloud.grant(permissions);
+  const backend = cloud.backend();
+  try {
+    return await failureOf(backend);
+  } finally {
+    cloud.grant(undefined);
+    await reapAll(backend, AbortSignal.timeout(60_000));
+    await backend.close();
+    expect(cloud.live()).toEqual([]);
+  }
+}
+
 describe('GCE role (deploy/gce/mayfly-role.yaml)', () => {
   let fake: FakeGce;
   beforeAll(async () => {
@@ -80,29 +106,19 @@ describe('GCE role (deploy/gce/mayfly-role.yaml)', () => {
   afterAll(async () => {
     await fake?.close();
   });
-
-  async function run(permissions: Set<string>): Promise<string | undefined> {
-    fake.plant({ name: 'travis-job-leaked', zone: 'us-central1-a', labels: { 'travis-job-id': '1', 'travis-worker': 'gone', 'travis-lease-expiry': '1' } });
-    fake.permissions = permissions;
-    const backend = gce.create(gceSettings(fake), testBackendContext());
-    try {
-      return await failureOf(backend);
-    } finally {
-      // Whatever the refused call left behind goes, with every permission.
-      fake.permissions = undefined;
-      await reapAll(backend, AbortSignal.timeout(60_000));
-      await backend.close();
-      expect(fake.liveInstances().map((record) => record.name)).toEqual([]);
-    }
-  }
+  const cloud: FakeCloud = {
+    grant: (permissions) => (fake.permissions = permissions),
+    plantLeak: () => fake.plant({ name: 'travis-job-leaked', zone: 'us-central1-a', labels: { 'travis-job-id': '1', 'travis-worker': 'gone', 'travis-lease-expiry': '1' } }),
+    backend: () => gce.create(gceSettings(fake), testBackendContext()),
+    live: () => fake.liveInstances().map((record) => record.name),
+  };
 
   it('is enough for the whole life of a job VM and the reaper', async () => {
-    expect(await run(new Set(gcePermissions()))).toBeUndefined();
-    expect(fake.record.filter((record) => record.name === 'travis-job-leaked').every((record) => record.deleted)).toBe(true);
+    expect(await failureWith(cloud, new Set(gcePermissions()))).toBeUndefined();
   });
 
   it.each(gcePermissions())('is needed in full: without %s the backend fails and says which', async (permission) => {
-    expect(await run(withoutOne(gcePermissions(), permission))).toContain(permission);
+    expect(await failureWith(cloud, withoutOne(gcePermissions(), permission))).toContain(permission);
   });
 });
 
@@ -115,26 +131,18 @@ describe('AWS policy (deploy/aws/mayfly-policy.json)', () => {
   afterAll(async () => {
     await fake?.close();
   });
-
-  async function run(permissions: Set<string>): Promise<string | undefined> {
-    fake.plant({ tags: { Name: 'travis-job-1', 'travis.job_id': '1', 'travis.worker': 'gone', 'travis.lease_expires': '2000-01-01T00:00:00.000Z' } });
-    fake.permissions = permissions;
-    const backend = ec2.create(ec2Settings(fake, { TRAVIS_WORKER_EC2_INTERRUPTION_POLL_SLEEP: '0s' }), testBackendContext());
-    try {
-      return await failureOf(backend);
-    } finally {
-      fake.permissions = undefined;
-      await reapAll(backend, AbortSignal.timeout(60_000));
-      await backend.close();
-      expect(fake.live().map((instance) => instance.instanceId)).toEqual([]);
-    }
-  }
+  const cloud: FakeCloud = {
+    grant: (permissions) => (fake.permissions = permissions),
+    plantLeak: () => fake.plant({ tags: { Name: 'travis-job-1', 'travis.job_id': '1', 'travis.worker': 'gone', 'travis.lease_expires': '2000-01-01T00:00:00.000Z' } }),
+    backend: () => ec2.create(ec2Settings(fake, { TRAVIS_WORKER_EC2_INTERRUPTION_POLL_SLEEP: '0s' }), testBackendContext()),
+    live: () => fake.live().map((instance) => instance.instanceId),
+  };
 
   it('is enough for the whole life of a job instance and the reaper', async () => {
-    expect(await run(new Set(ec2Permissions()))).toBeUndefined();
+    expect(await failureWith(cloud, new Set(ec2Permissions()))).toBeUndefined();
   });
 
   it.each(ec2Permissions())('is needed in full: without %s the backend fails and says which', async (permission) => {
-    expect(await run(withoutOne(ec2Permissions(), permission))).toContain(permission);
+    expect(await failureWith(cloud, withoutOne(ec2Permissions(), permission))).toContain(permission);
   });
 });

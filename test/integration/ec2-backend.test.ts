@@ -292,7 +292,8 @@ describe('ec2 backend', () => {
     expect(errorMessage(error)).toContain('The requested configuration is currently not supported');
   });
 
-  it('terminates the instance when the start is cancelled while it boots', async () => {
+  /** Start on an instance that never boots, and cancel the start once RunInstances has answered. */
+  async function cancelledWhileBooting(): Promise<{ instance: FakeEc2Instance; stateAtCancel: string; result: { value: Instance } | { error: unknown } }> {
     fake.bootDelayMs = 10 * 60_000;
     const { backend } = ec2Backend();
     const cancel = new AbortController();
@@ -300,54 +301,52 @@ describe('ec2 backend', () => {
     const starting = settle(backend.start(testAttributes(), run.options));
     await run.progressed('waiting for it to run');
     const instance = fake.instances.at(-1) as FakeEc2Instance;
-    expect(instance.state).toBe('pending');
+    const stateAtCancel = instance.state;
     cancel.abort(new Error('cancelled by the test'));
-    const result = await starting;
+    return { instance, stateAtCancel, result: await starting };
+  }
+
+  it('terminates the instance when the start is cancelled while it boots', async () => {
+    const { instance, stateAtCancel, result } = await cancelledWhileBooting();
+    expect(stateAtCancel).toBe('pending');
     expect('error' in result && (result.error as Error).message).toBe('cancelled by the test');
     expect(instance.state).toBe('terminated');
   });
 
   it('keeps terminating an instance EC2 does not show yet when the start is cancelled right after the launch', async () => {
-    fake.bootDelayMs = 10 * 60_000;
     fake.notVisibleMs = 500;
-    const { backend } = ec2Backend();
-    const cancel = new AbortController();
-    const run = boot(cancel.signal);
-    const starting = settle(backend.start(testAttributes(), run.options));
-    await run.progressed('waiting for it to run');
-    const instance = fake.instances.at(-1) as FakeEc2Instance;
-    cancel.abort(new Error('cancelled by the test'));
-    expect('error' in (await starting)).toBe(true);
+    const { instance, result } = await cancelledWhileBooting();
+    expect('error' in result).toBe(true);
     const terminations = fake.callsOf('TerminateInstances').filter((call) => call.params['InstanceId.1'] === instance.instanceId);
     expect(terminations[0]?.errorCode).toBe('InvalidInstanceID.NotFound');
     expect(terminations.at(-1)?.errorCode).toBeUndefined();
     expect(instance.state).toBe('terminated');
   });
 
-  it('terminates a replayed lost launch that EC2 does not show yet', async () => {
-    fake.notVisibleMs = 1_000;
+  /** Start with RunInstances' answer withheld, and cancel the start once the instance is launched. */
+  async function cancelledWhileLaunching(): Promise<{ instance: FakeEc2Instance; result: { value: Instance } | { error: unknown } }> {
     const { backend } = ec2Backend();
     fake.withholdRunInstances = true;
     const cancel = new AbortController();
     const launched = launchedNow();
     const starting = settle(backend.start(testAttributes(), boot(cancel.signal).options));
     const instance = await launched;
+    // A replay of the launch gets its answer.
     fake.withholdRunInstances = false;
     cancel.abort(new Error('cancelled while launching'));
-    expect('error' in (await starting)).toBe(true);
+    return { instance, result: await starting };
+  }
+
+  it('terminates a replayed lost launch that EC2 does not show yet', async () => {
+    fake.notVisibleMs = 1_000;
+    const { instance, result } = await cancelledWhileLaunching();
+    expect('error' in result).toBe(true);
     expect(fake.callsOf('TerminateInstances').some((call) => call.errorCode === 'InvalidInstanceID.NotFound')).toBe(true);
     expect(instance.state).toBe('terminated');
   });
 
   it('finds and terminates an instance whose RunInstances answer never arrived when the start is cancelled', async () => {
-    const { backend } = ec2Backend();
-    fake.withholdRunInstances = true;
-    const cancel = new AbortController();
-    const launched = launchedNow();
-    const starting = settle(backend.start(testAttributes(), boot(cancel.signal).options));
-    const instance = await launched;
-    cancel.abort(new Error('cancelled while launching'));
-    const result = await starting;
+    const { instance, result } = await cancelledWhileLaunching();
     expect('error' in result && (result.error as Error).message).toBe('cancelled while launching');
     expect(instance.state).toBe('terminated');
     const lookups = fake.callsOf('DescribeInstances').filter((call) => call.params['Filter.1.Name'] === 'client-token');
