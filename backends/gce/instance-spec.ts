@@ -142,6 +142,12 @@ export function instanceSpec(input: InstanceSpecInput): GceInstanceResource {
       automaticRestart: false,
       // GPUs can't live-migrate, and preemptible VMs must terminate on maintenance.
       onHostMaintenance: gpu !== undefined || input.preemptible ? 'TERMINATE' : 'MIGRATE',
+      // GCE itself deletes the VM (disk included) once the job's hard limit and
+      // the margin have passed, even if no worker is left: the startup
+      // script's power-off only stops it, and a stopped VM's disk still costs.
+      ...(input.autoImplode
+        ? { maxRunDuration: { seconds: implodeMinutes(input.attributes.hardTimeoutMs) * 60 }, instanceTerminationAction: 'DELETE' }
+        : {}),
     },
     guestAccelerators:
       gpu === undefined

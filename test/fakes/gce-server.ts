@@ -568,6 +568,14 @@ export class FakeGce {
     if (this.#instances.has(`${zone}/${name}`)) return this.#error(response, operationName, request, ERRORS.conflict);
     const incompatible = acceleratorProblem(resource);
     if (incompatible !== undefined) return this.#error(response, operationName, request, { ...ERRORS.badRequest, message: incompatible });
+    const scheduling = (resource['scheduling'] as { maxRunDuration?: unknown; instanceTerminationAction?: string } | undefined) ?? {};
+    if (scheduling.maxRunDuration !== undefined && !['STOP', 'DELETE'].includes(scheduling.instanceTerminationAction ?? '')) {
+      // As GCE: a run-time limit needs to say what happens when it is reached.
+      return this.#error(response, operationName, request, {
+        ...ERRORS.badRequest,
+        message: "Invalid value for field 'resource.scheduling.instanceTerminationAction': ''. instanceTerminationAction must be set when maxRunDuration is specified.",
+      });
+    }
     const notOffered = this.#notOffered(zone, resource);
     if (notOffered !== undefined) return this.#error(response, operationName, request, { ...ERRORS.badRequest, message: notOffered });
     const zoneFault = this.#zoneFaults.get(zone);

@@ -107,7 +107,8 @@ describe('gce backend against the fake GCE', () => {
     expect(record?.resource).toMatchObject({
       machineType: 'zones/us-central1-a/machineTypes/n1-standard-8',
       guestAccelerators: [{ acceleratorCount: 1, acceleratorType: `projects/${fake.project}/zones/us-central1-a/acceleratorTypes/nvidia-tesla-t4` }],
-      scheduling: { onHostMaintenance: 'TERMINATE', automaticRestart: false },
+      // GCE deletes the VM itself after the hard limit (10 minutes here) and the 10-minute margin.
+      scheduling: { onHostMaintenance: 'TERMINATE', automaticRestart: false, maxRunDuration: { seconds: String(hardLimitAndMarginS) }, instanceTerminationAction: 'DELETE' },
       disks: [{ boot: true, autoDelete: true, initializeParams: { diskSizeGb: '300' } }],
     });
 
