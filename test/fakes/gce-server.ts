@@ -490,8 +490,13 @@ export class FakeGce {
           .map((live) => this.#instanceJson(live.record));
         return this.#json(response, operation, request, { kind: 'compute#instanceList', items });
       }
-      case 'instances.delete':
-        return this.#delete(request, response, zone as string, name as string);
+      case 'instances.delete': {
+        // As for inserts: a request id GCE has seen answers with that request's operation, and nothing is done twice.
+        const requestId = url.searchParams.get('requestId');
+        const previous = this.#byRequestId.get(requestId ?? '');
+        if (previous) return this.#json(response, operation, request, this.#operationJson(previous));
+        return this.#delete(request, response, zone as string, name as string, requestId);
+      }
       case 'zoneOperations.get':
       case 'zoneOperations.wait': {
         const op = this.#operations.get(name as string);
@@ -644,12 +649,13 @@ export class FakeGce {
     return this.#json(response, operationName, request, this.#operationJson(op));
   }
 
-  async #delete(request: IncomingMessage, response: ServerResponse, zone: string, name: string): Promise<void> {
+  async #delete(request: IncomingMessage, response: ServerResponse, zone: string, name: string, requestId: string | null): Promise<void> {
     const operationName: FakeGceOperationName = 'instances.delete';
     const live = this.#instances.get(`${zone}/${name}`);
     if (!live) return this.#error(response, operationName, request, ERRORS.notFound);
     live.record.deleteRequests += 1;
     const op = this.#newOperation(zone, 'delete', name);
+    if (requestId) this.#byRequestId.set(requestId, op);
     if (this.lostDeletes > 0) {
       // Reported done; the instance stays as it was.
       this.lostDeletes -= 1;

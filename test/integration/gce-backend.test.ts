@@ -320,6 +320,20 @@ describe('gce backend against the fake GCE', () => {
     expect(sources).toEqual([expect.stringMatching(/\/global\/images\/travis-ci-garnet-trusty-1500000000$/), expect.stringMatching(/\/travis-ci-ruby-xenial-2$/)]);
   });
 
+  it('retries a delete whose answer was lost with the same request id, so GCE answers with the first delete', async () => {
+    const instance = await startOn(makeBackend());
+    fake.inject('instances.delete', 'drop');
+    await instance.destroy();
+    const deletes = fake.requests.filter((request) => request.operation === 'instances.delete');
+    const requestIds = deletes.map((request) => new URL(request.path, 'http://fake').searchParams.get('requestId'));
+    expect(requestIds).toHaveLength(2);
+    expect(requestIds[0]).toMatch(/^[0-9a-f-]{36}$/);
+    expect(requestIds[1]).toBe(requestIds[0]);
+    // The retry got the first delete's operation: the VM was deleted once.
+    expect(deletes.map((request) => request.status)).toEqual([0, 200]);
+    expect(fake.record[0]?.deleteRequests).toBe(1);
+  });
+
   it('sends the delete again when a delete reports done but the VM stays (lost delete)', async () => {
     const started = makeBackend();
     const instance = await startOn(started);
