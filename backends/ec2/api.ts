@@ -32,6 +32,9 @@ export type { Ec2InstanceDescription };
 
 type Sdk = typeof import('@aws-sdk/client-ec2');
 
+/** Results per DescribeInstances page: EC2's largest (API reference: MaxResults 5-1000, and never with InstanceIds). */
+const DESCRIBE_PAGE_SIZE = 1000;
+
 export class Ec2Api {
   readonly #settings: Ec2Settings;
   readonly #cloud: CloudApi;
@@ -124,7 +127,11 @@ export class Ec2Api {
     return output.Instances[0] as Ec2InstanceDescription;
   }
 
-  /** The instances with these ids and/or matching these filters (every page). */
+  /**
+   * The instances with these ids and/or matching these filters (every page).
+   * A filtered search asks for pages: without MaxResults EC2 answers the
+   * whole region at once, which it advises against.
+   */
   async describeInstances(input: { ids?: string[]; filters?: Filter[] }, signal: AbortSignal): Promise<Ec2InstanceDescription[]> {
     const { sdk, client } = await this.#load();
     const found: Ec2InstanceDescription[] = [];
@@ -138,6 +145,7 @@ export class Ec2Api {
             new sdk.DescribeInstancesCommand({
               ...(input.ids ? { InstanceIds: input.ids } : {}),
               ...(input.filters ? { Filters: input.filters } : {}),
+              ...(input.ids ? {} : { MaxResults: DESCRIBE_PAGE_SIZE }),
               ...(token === undefined ? {} : { NextToken: token }),
             }),
             { abortSignal: requestSignal },

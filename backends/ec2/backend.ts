@@ -34,11 +34,11 @@ import { Ec2Api, type Ec2InstanceDescription } from './api.js';
 import { ec2ErrorCode } from './classify.js';
 import { imageSetting, resolveImage } from './images.js';
 import { Ec2Instance } from './instance.js';
-import { launchRequest, mappedInstanceType } from './launch.js';
+import { defaultInstanceType, launchRequest, mappedInstanceType } from './launch.js';
 import { MANAGED_FILTERS, managedInstance } from './managed.js';
 import { decodeUserData, parseCustomTags, type Ec2Settings, type Tag } from './settings.js';
 import { jobTags, LEASE_MARGIN_MS } from './tags.js';
-import { terminateInstance, terminateLostLaunch } from './terminate.js';
+import { launchTimeOf, terminateInstance, terminateLostLaunch } from './terminate.js';
 import { buildUserData } from './user-data.js';
 
 /** travis' images run sshd on the standard port. */
@@ -54,6 +54,9 @@ const CLEANUP_TIMEOUT_MS = 5 * 60_000;
 /** State reasons of an instance that ended while pending for lack of capacity. */
 const CAPACITY_STATE_REASONS = new Set(['Server.InsufficientInstanceCapacity', 'Server.SpotInstanceTermination']);
 
+/** EC2's answer to a first spot launch by credentials that may not create the Spot service-linked role. */
+const SPOT_ROLE_MISSING = 'AuthFailure.ServiceLinkedRoleCreationNotPermitted';
+
 /** A failed call's kind, or undefined when it was no API failure (a bug, an abort). */
 const kindOf = (err: unknown): CloudErrorKind | undefined => (err instanceof CloudCallError ? err.kind : undefined);
 
@@ -68,6 +71,12 @@ function startError(err: unknown): Error {
       cause: err,
       userMessage: 'The EC2 account has reached its instance quota; the job will be run again.',
     });
+  }
+  if (code === SPOT_ROLE_MISSING) {
+    return new InstanceStartError(
+      `EC2 launches spot instances only once the account has the Spot service-linked role, and these credentials may not create it: run "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com" once, or allow iam:CreateServiceLinkedRole (${code}: ${detail})`,
+      { cause: err },
+    );
   }
   if (kind === 'capacity') {
     return new NoCapacityError(`EC2 has no capacity for this instance (${code}): ${detail}`, {
@@ -114,7 +123,7 @@ export class Ec2Backend implements Backend {
       // Made here, held in memory only: its public half goes in the user data, its private half to SshMachine.
       keys = generateJobKeyPair();
       const clientToken = randomUUID();
-      const instanceType = mappedType ?? settings.instanceType;
+      const instanceType = mappedType ?? defaultInstanceType(attributes, settings);
       request = launchRequest({
         settings,
         image,
@@ -165,6 +174,7 @@ export class Ec2Backend implements Backend {
 
       const api = this.#api;
       const pollMs = settings.bootPollSleep;
+      const launchedAt = launchTimeOf(launched);
       const ssh = new SshMachine({
         id,
         imageName,
@@ -180,7 +190,7 @@ export class Ec2Backend implements Backend {
         ssh,
         vmSize: mappedType ?? attributes.vmSize,
         api,
-        terminate: () => terminateInstance(id, { api, pollMs, logger, signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) }),
+        terminate: () => terminateInstance(id, { api, pollMs, logger, launchedAt, signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) }),
         uploadRetries: settings.uploadRetries,
         interruptionPollMs: settings.interruptionPollSleep,
         recordPhase,
@@ -227,7 +237,7 @@ export class Ec2Backend implements Backend {
   ): Promise<void> {
     const options = { api: this.#api, pollMs: this.#settings.bootPollSleep, logger, signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) };
     if (launched?.InstanceId !== undefined) {
-      await terminateInstance(launched.InstanceId, options).catch((terminateErr: unknown) => {
+      await terminateInstance(launched.InstanceId, { ...options, launchedAt: launchTimeOf(launched) }).catch((terminateErr: unknown) => {
         logger.error(
           { instance: launched.InstanceId, err: errorMessage(terminateErr) },
           'could not terminate the instance of a failed start: it may still be running, terminate it by hand',

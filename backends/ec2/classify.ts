@@ -22,9 +22,15 @@ const CAPACITY = new Set([
   'InsufficientCapacity',
   'InsufficientFreeAddressesInSubnet',
   'SpotMaxPriceTooLow',
-  // "Your requested instance type is not supported in your requested Availability Zone."
-  'Unsupported',
 ]);
+/**
+ * `Unsupported` is capacity only when it is about the zone ("Your requested
+ * instance type is not supported in your requested Availability Zone"); it
+ * also answers configurations EC2 can't launch anywhere ("The requested
+ * configuration is currently not supported"), which no retry mends.
+ */
+const UNSUPPORTED = 'Unsupported';
+const ABOUT_THE_ZONE = /availability zone/i;
 /** Errors of the socket or the HTTP client, not of EC2: the request may never have arrived. */
 const NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH']);
 const NETWORK_NAMES = new Set(['TimeoutError', 'AbortError', 'NetworkingError']);
@@ -42,6 +48,7 @@ export function classifyEc2Error(err: unknown): CloudErrorKind {
   if (THROTTLED.has(code)) return 'throttled';
   if (QUOTA.has(code)) return 'quota';
   if (CAPACITY.has(code)) return 'capacity';
+  if (code === UNSUPPORTED) return err instanceof Error && ABOUT_THE_ZONE.test(err.message) ? 'capacity' : 'fatal';
   if (code.endsWith('.NotFound')) return 'not-found';
   if (TRANSIENT.has(code)) return 'transient';
   const details = (typeof err === 'object' && err !== null ? err : {}) as {

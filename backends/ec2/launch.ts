@@ -20,6 +20,9 @@ export const VM_SIZE_INSTANCE_TYPES: Readonly<Record<'amd64' | 'arm64', Readonly
   arm64: { medium: 'm6g.large', large: 'm6g.xlarge', 'x-large': 'm6g.2xlarge', '2x-large': 'm6g.4xlarge' },
 };
 
+/** travis' arm64 archs (`arm64`, `arm64-graviton2`) run on Graviton. */
+const isArm64 = (attributes: Pick<StartAttributes, 'arch'>): boolean => attributes.arch.startsWith('arm64');
+
 /**
  * The instance type the job's `vm_size` maps to; undefined when it asked for
  * none or for a size not in the table (INSTANCE_TYPE then). travis reports
@@ -27,8 +30,14 @@ export const VM_SIZE_INSTANCE_TYPES: Readonly<Record<'amd64' | 'arm64', Readonly
  */
 export function mappedInstanceType(attributes: Pick<StartAttributes, 'vmSize' | 'arch'>): string | undefined {
   if (!attributes.vmSize) return undefined;
-  const table = attributes.arch.startsWith('arm64') ? VM_SIZE_INSTANCE_TYPES.arm64 : VM_SIZE_INSTANCE_TYPES.amd64;
+  const table = isArm64(attributes) ? VM_SIZE_INSTANCE_TYPES.arm64 : VM_SIZE_INSTANCE_TYPES.amd64;
   return table[attributes.vmSize];
+}
+
+
+/** The instance type of a job whose `vm_size` maps to none: INSTANCE_TYPE, or INSTANCE_TYPE_ARM64 for an arm64 job. */
+export function defaultInstanceType(attributes: Pick<StartAttributes, 'arch'>, settings: Pick<Ec2Settings, 'instanceType' | 'instanceTypeArm64'>): string {
+  return isArm64(attributes) ? settings.instanceTypeArm64 : settings.instanceType;
 }
 
 /**
@@ -60,6 +69,9 @@ export function launchRequest({ settings, image, instanceType, clientToken, user
     // A power-off from inside (AUTO_IMPLODE, a job running `poweroff`) ends
     // the instance instead of leaving a stopped one that still costs storage.
     InstanceInitiatedShutdownBehavior: 'terminate',
+    // IMDSv2 only: a job's code (or a proxy it is tricked into) can't read
+    // the instance metadata with a plain GET, the SSRF path IMDSv1 leaves open.
+    MetadataOptions: { HttpTokens: 'required', HttpEndpoint: 'enabled' },
     BlockDeviceMappings: [
       { DeviceName: image.rootDeviceName, Ebs: { VolumeSize: settings.diskSize, DeleteOnTermination: true } },
     ],

@@ -21,6 +21,8 @@ export interface Ec2Settings {
   securityGroupIds: string[];
   /** Instance type when the job asks for no `vm_size`; default `t2.micro` (travis). */
   instanceType: string;
+  /** Instance type of an `arm64` job that asks for no `vm_size`: an arm64 AMI boots only on Graviton; default `t4g.micro`. */
+  instanceTypeArm64: string;
   ebsOptimized: boolean;
   /** Root volume size in GiB; default 100 (travis). */
   diskSize: number;
@@ -97,6 +99,8 @@ export const settingsSchema: SettingsSchema<Omit<Ec2Settings, Ec2SettingFamilies
     default: [],
   },
   instanceType: { doc: 'instance type for jobs that ask for no vm_size', format: String, default: 't2.micro' },
+  // t2.micro's Graviton counterpart: EC2 refuses an arm64 AMI on an x86 type.
+  instanceTypeArm64: { doc: 'instance type for arm64 jobs that ask for no vm_size (an arm64 AMI needs a Graviton type)', format: String, default: 't4g.micro' },
   ebsOptimized: { doc: 'launch EBS-optimized instances', format: 'loose-boolean', default: false },
   diskSize: { doc: 'root volume size in GiB', format: 'nat', default: 100 },
   imageDefault: {

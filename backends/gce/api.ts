@@ -137,11 +137,13 @@ export class GceApi {
   }
 
   deleteInstance(project: string, zone: string, name: string, signal: AbortSignal): Promise<GceOperation> {
+    // One request id for every attempt, as for inserts: a retry whose first answer was lost gets that delete's operation.
+    const requestId = randomUUID();
     return this.#cloud.call(
       'instances.delete',
       async () => {
         const { instances } = await this.#sdk();
-        const [operation] = await read(instances.delete({ project, zone, instance: name }, CALL_OPTIONS));
+        const [operation] = await read(instances.delete({ project, zone, instance: name, requestId }, CALL_OPTIONS));
         return checkAnswer(OPERATION, operation.latestResponse as protos.google.cloud.compute.v1.IOperation, 'the delete operation');
       },
       signal,

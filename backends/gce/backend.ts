@@ -25,7 +25,7 @@ import {
 } from '../../src/backend/kit.js';
 import { GceApi, type GceImage, type GceInstanceResource, type GceOperation } from './api.js';
 import { authClientFor } from './auth.js';
-import { GceOperationError, classifyGceError } from './errors.js';
+import { GceOperationError, classifyGceError, notOfferedInZone } from './errors.js';
 import { ImageResolver, imagePattern } from './images.js';
 import { GceInstance } from './instance.js';
 import { instanceName, instanceSpec, regionOf } from './instance-spec.js';
@@ -161,6 +161,8 @@ export class GceBackend implements Backend {
     const sent: InsertSent[] = [];
     try {
       const failures: string[] = [];
+      /** Zones that do not offer the machine or GPU type at all. */
+      let notOffered = 0;
       let zone: string | undefined;
       let inserted = 0;
       for (const [index, candidate] of zones.entries()) {
@@ -201,13 +203,21 @@ export class GceBackend implements Backend {
         } catch (err) {
           if (signal.aborted) throw err;
           const kind = kindOf(err);
-          if (kind !== 'quota' && kind !== 'capacity') throw err;
-          const what = kind === 'quota' ? 'quota' : 'capacity';
+          const lacking = notOfferedInZone(err);
+          if (kind !== 'quota' && kind !== 'capacity' && !lacking) throw err;
+          if (lacking) notOffered += 1;
+          const what = lacking ? 'such machine' : kind === 'quota' ? 'quota' : 'capacity';
           failures.push(`${candidate}: no ${what} (${errorMessage(err)})`);
           logger.warn({ zone: candidate, kind, err: errorMessage(err) }, 'zone refused the instance');
           const next = zones[index + 1];
           progress(next === undefined ? `No ${what} in ${candidate}` : `No ${what} in ${candidate}; trying ${next}`);
         }
+      }
+      if (zone === undefined && notOffered === zones.length) {
+        // No zone offers it: a setting or the job's vm_size/vm_config asks for what this region lacks.
+        throw new InstanceStartError(`no zone offers the machine of instance ${name}: ${failures.join('; ')}`, {
+          userMessage: 'No GCE zone of this worker offers the machine type or GPU this job asks for.',
+        });
       }
       if (zone === undefined) {
         throw new NoCapacityError(`no zone could take instance ${name}: ${failures.join('; ')}`, {

@@ -103,3 +103,13 @@ export function classifyGceError(err: unknown): CloudErrorKind {
   if (err instanceof Error && /socket hang up|network|timed? ?out/i.test(err.message) && status === undefined) return 'transient';
   return 'fatal';
 }
+
+/**
+ * Whether an insert was refused because its zone does not offer the machine
+ * or accelerator type (not every zone has every family or GPU): a 400 that
+ * says "... does not exist in zone ...". Another zone may offer it.
+ */
+export function notOfferedInZone(err: unknown): boolean {
+  const { status } = parse(err);
+  return status === 400 && err instanceof Error && /does not exist in zone/i.test(err.message);
+}

@@ -88,6 +88,9 @@ export function instanceSpec(input: InstanceSpecInput): GceInstanceResource {
     { key: 'ssh-keys', value: `${input.sshUser}:${input.publicKey.trim()}` },
     // Only the job's key: keys set project-wide must not open this VM.
     { key: 'block-project-ssh-keys', value: 'true' },
+    // With OS Login on for the project, the guest agent ignores ssh-keys and
+    // lets in only IAM users: the job's key would open nothing.
+    { key: 'enable-oslogin', value: 'FALSE' },
     {
       key: 'startup-script',
       value: startupScript({
@@ -139,6 +142,12 @@ export function instanceSpec(input: InstanceSpecInput): GceInstanceResource {
       automaticRestart: false,
       // GPUs can't live-migrate, and preemptible VMs must terminate on maintenance.
       onHostMaintenance: gpu !== undefined || input.preemptible ? 'TERMINATE' : 'MIGRATE',
+      // GCE itself deletes the VM (disk included) once the job's hard limit and
+      // the margin have passed, even if no worker is left: the startup
+      // script's power-off only stops it, and a stopped VM's disk still costs.
+      ...(input.autoImplode
+        ? { maxRunDuration: { seconds: implodeMinutes(input.attributes.hardTimeoutMs) * 60 }, instanceTerminationAction: 'DELETE' }
+        : {}),
     },
     guestAccelerators:
       gpu === undefined

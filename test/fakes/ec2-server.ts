@@ -50,7 +50,7 @@ const ZONE_SUFFIX = 'a';
 const SSH_PORT = 22;
 
 /** An injectable failure, as EC2 (or something between it and the worker) answers it. */
-export type Ec2Fault = 'throttle' | 'server-error' | 'unavailable' | 'capacity' | 'quota' | 'vcpu-quota' | 'unsupported' | 'drop' | MalformedEc2Answer;
+export type Ec2Fault = 'throttle' | 'server-error' | 'unavailable' | 'capacity' | 'quota' | 'vcpu-quota' | 'unsupported' | 'unsupported-configuration' | 'drop' | MalformedEc2Answer;
 
 /**
  * A 200 whose body is not what EC2 sends. `malformed-html`: a debugging
@@ -90,6 +90,12 @@ const FAULTS: Record<Exclude<Ec2Fault, 'drop' | MalformedEc2Answer>, { status: n
     code: 'Unsupported',
     message: 'Your requested instance type is not supported in your requested Availability Zone.',
   },
+  // The same code for a launch no zone can satisfy.
+  'unsupported-configuration': {
+    status: 400,
+    code: 'Unsupported',
+    message: 'The requested configuration is currently not supported. Please check the documentation for supported configurations.',
+  },
 };
 
 export interface FakeEc2Image {
@@ -101,6 +107,8 @@ export interface FakeEc2Image {
   ownerAlias?: string;
   rootDeviceName: string;
   state: 'available' | 'pending' | 'failed';
+  /** Default `x86_64`. */
+  architecture: 'x86_64' | 'arm64';
 }
 
 export interface FakeEc2Instance {
@@ -123,6 +131,14 @@ export interface FakeEc2Instance {
   publicIp: string | undefined;
   associatePublicIp: boolean;
   launchTime: Date;
+  /** Until this moment (ms since the epoch) EC2 does not show the instance yet: see `notVisibleMs`. */
+  visibleAt: number;
+  /**
+   * Whether the instance metadata service wants IMDSv2 session tokens
+   * (`required`) or also answers IMDSv1 (`optional`, EC2's default for an
+   * AMI that does not say otherwise).
+   */
+  httpTokens: 'optional' | 'required';
   /** Every RunInstances parameter, as sent. */
   params: Record<string, string>;
   /** TerminateInstances calls naming it (lost ones included). */
@@ -144,6 +160,8 @@ export interface FakeEc2Call {
 export interface FakeEc2Options {
   /** pending -> running after this long, in ms; default 50. */
   bootDelayMs?: number;
+  /** See `FakeEc2.notVisibleMs`; default 0. */
+  notVisibleMs?: number;
 }
 
 export interface InterruptOptions {
@@ -174,6 +192,9 @@ const RESULT_SETS: Record<Ec2Action, string> = {
 };
 
 
+/** Graviton types (a1, and families with a `g` after the generation: m6g, t4g, c7gn, ...) are arm64; the rest x86_64. */
+const architectureOf = (instanceType: string): 'x86_64' | 'arm64' => (/^(a1|[a-z]+\d+g[a-z]*)\./.test(instanceType) ? 'arm64' : 'x86_64');
+
 const hexId = (prefix: string): string => `${prefix}-${randomBytes(9).toString('hex').slice(0, 17)}`;
 
 /** The first authorized_keys line in user data (shell script, cloud-config or MIME multi-part). */
@@ -191,6 +212,30 @@ export class FakeEc2 extends EventEmitter {
   readonly calls: FakeEc2Call[] = [];
   readonly images: FakeEc2Image[] = [];
   bootDelayMs: number;
+  /**
+   * For this long after RunInstances, EC2 does not show the instance it
+   * launched (eventual consistency): DescribeInstances and
+   * TerminateInstances naming it answer `InvalidInstanceID.NotFound` and
+   * filters do not list it, while it boots all the same.
+   */
+  notVisibleMs: number;
+  /**
+   * The IAM actions the caller is allowed (`ec2:RunInstances`, ...);
+   * undefined: every action. A call needing one it lacks is refused with
+   * 403 `UnauthorizedOperation`, naming it, as IAM's messages do.
+   */
+  permissions: ReadonlySet<string> | undefined;
+  /**
+   * Whether the account has EC2 Spot's service-linked role. Without it, the
+   * first spot launch creates it when the caller may
+   * (`iam:CreateServiceLinkedRole`), and fails as EC2 does otherwise.
+   */
+  spotRoleExists = true;
+  /**
+   * The most instances one DescribeInstances page holds, besides the
+   * caller's MaxResults (EC2 may answer fewer than asked); default no limit.
+   */
+  maxPageSize = Number.POSITIVE_INFINITY;
   /** While true, RunInstances launches the instance but never answers (the answer is "lost"). */
   withholdRunInstances = false;
 
@@ -208,6 +253,7 @@ export class FakeEc2 extends EventEmitter {
     super();
     this.#server = server;
     this.bootDelayMs = options.bootDelayMs ?? 50;
+    this.notVisibleMs = options.notVisibleMs ?? 0;
   }
 
   static async start(options: FakeEc2Options = {}): Promise<FakeEc2> {
@@ -248,6 +294,7 @@ export class FakeEc2 extends EventEmitter {
       ownerId: OWNER_ID,
       rootDeviceName: '/dev/sda1',
       state: 'available',
+      architecture: 'x86_64',
       ...image,
     };
     this.images.push(registered);
@@ -295,6 +342,8 @@ export class FakeEc2 extends EventEmitter {
       publicIp: undefined,
       associatePublicIp: false,
       launchTime: options.launchTime ?? new Date(),
+      visibleAt: 0,
+      httpTokens: 'optional',
       params: {},
       terminateRequests: 0,
       sshd: undefined,
@@ -394,6 +443,7 @@ export class FakeEc2 extends EventEmitter {
       throw new QueryError(401, 'AuthFailure', 'AWS was not able to validate the provided access credentials');
     }
     if (params.get('Version') !== API_VERSION) throw new QueryError(400, 'InvalidParameterValue', `unsupported Version ${params.get('Version')}`);
+    this.#authorize(action, params);
     const fault = this.#faults.get(action)?.shift();
     if (fault === 'drop') return undefined;
     if (fault !== undefined && isMalformed(fault)) {
@@ -418,6 +468,24 @@ export class FakeEc2 extends EventEmitter {
     }
   }
 
+  /**
+   * Refuses a call the caller's `permissions` don't allow. Tagging in
+   * RunInstances needs `ec2:CreateTags` besides `ec2:RunInstances` (EC2 user
+   * guide, "Grant permission to tag resources during creation").
+   */
+  #authorize(action: string, params: QueryParams): void {
+    if (this.permissions === undefined) return;
+    const needed = [`ec2:${action}`];
+    if (action === 'RunInstances' && params.has('TagSpecification.1.ResourceType')) needed.push('ec2:CreateTags');
+    const missing = needed.find((permission) => !this.permissions?.has(permission));
+    if (missing === undefined) return;
+    throw new QueryError(
+      403,
+      'UnauthorizedOperation',
+      `You are not authorized to perform this operation. User: arn:aws:iam::${OWNER_ID}:user/mayfly is not authorized to perform: ${missing} because no identity-based policy allows the ${missing} action`,
+    );
+  }
+
   #runInstances(params: QueryParams): Record<string, XmlValue> | undefined {
     const token = params.get('ClientToken') ?? '';
     const earlier = token === '' ? undefined : this.instances.find((instance) => instance.clientToken === token);
@@ -426,8 +494,26 @@ export class FakeEc2 extends EventEmitter {
       throw new QueryError(400, 'InvalidParameterValue', 'the fake launches exactly one instance per call');
     }
     const imageId = params.get('ImageId') ?? '';
-    if (!this.images.some((image) => image.imageId === imageId)) {
-      throw new QueryError(400, 'InvalidAMIID.NotFound', `The image id '[${imageId}]' does not exist`);
+    const image = this.images.find((candidate) => candidate.imageId === imageId);
+    if (!image) throw new QueryError(400, 'InvalidAMIID.NotFound', `The image id '[${imageId}]' does not exist`);
+    const typeArchitecture = architectureOf(params.get('InstanceType') ?? 'm1.small');
+    if (typeArchitecture !== image.architecture) {
+      throw new QueryError(
+        400,
+        'InvalidParameterValue',
+        `The architecture '${typeArchitecture}' of the specified instance type does not match the architecture '${image.architecture}' of the specified AMI. Specify an instance type and an AMI that have matching architectures, and try again.`,
+      );
+    }
+    const httpTokens = params.get('MetadataOptions.HttpTokens') ?? 'optional';
+    if (httpTokens !== 'optional' && httpTokens !== 'required') {
+      throw new QueryError(400, 'InvalidParameterValue', `Value (${httpTokens}) for parameter HttpTokens is invalid.`);
+    }
+    const spot = params.get('InstanceMarketOptions.MarketType') === 'spot';
+    if (spot && !this.spotRoleExists) {
+      if (this.permissions !== undefined && !this.permissions.has('iam:CreateServiceLinkedRole')) {
+        throw new QueryError(403, 'AuthFailure.ServiceLinkedRoleCreationNotPermitted', 'The provided credentials do not have permission to create the service-linked role for EC2 Spot Instances.');
+      }
+      this.spotRoleExists = true;
     }
     const userData = Buffer.from(params.get('UserData') ?? '', 'base64').toString('utf8');
     const instance: FakeEc2Instance = {
@@ -439,13 +525,15 @@ export class FakeEc2 extends EventEmitter {
       state: 'pending',
       tags: tagSpecification(params, 'instance'),
       volumeTags: tagSpecification(params, 'volume'),
-      spot: params.get('InstanceMarketOptions.MarketType') === 'spot',
+      spot,
       userData,
       publicKey: publicKeyIn(userData),
       privateIp: nextLoopbackAddress(),
       publicIp: undefined,
       associatePublicIp: params.get('NetworkInterface.1.AssociatePublicIpAddress') !== 'false',
       launchTime: new Date(),
+      visibleAt: Date.now() + this.notVisibleMs,
+      httpTokens,
       params: Object.fromEntries(params),
       terminateRequests: 0,
       sshd: undefined,
@@ -501,9 +589,16 @@ export class FakeEc2 extends EventEmitter {
     await sshd?.stop();
   }
 
+  /** The instances EC2 shows now. */
+  #visible(): FakeEc2Instance[] {
+    const now = Date.now();
+    return this.instances.filter((instance) => instance.visibleAt <= now);
+  }
+
   #known(ids: string[]): FakeEc2Instance[] {
+    const visible = this.#visible();
     return ids.map((id) => {
-      const found = this.instances.find((instance) => instance.instanceId === id);
+      const found = visible.find((instance) => instance.instanceId === id);
       if (!found) throw new QueryError(400, 'InvalidInstanceID.NotFound', `The instance ID '${id}' does not exist`);
       return found;
     });
@@ -511,7 +606,7 @@ export class FakeEc2 extends EventEmitter {
 
   #describeInstances(params: QueryParams): Record<string, XmlValue> {
     const ids = memberList(params, 'InstanceId');
-    let selected = ids.length > 0 ? this.#known(ids) : [...this.instances];
+    let selected = ids.length > 0 ? this.#known(ids) : this.#visible();
     for (const filter of filters(params)) {
       const matches = (instance: FakeEc2Instance): boolean => {
         if (filter.name === 'client-token') return filter.values.includes(instance.clientToken);
@@ -526,6 +621,18 @@ export class FakeEc2 extends EventEmitter {
       };
       selected = selected.filter(matches);
     }
+    // Paging, as EC2: only when asked (MaxResults 5-1000, never with ids); NextToken is where the next page starts.
+    const maxResults = params.get('MaxResults');
+    let nextToken: string | undefined;
+    if (maxResults !== undefined) {
+      if (ids.length > 0) throw new QueryError(400, 'InvalidParameterCombination', 'The parameter instancesSet cannot be used with the parameter maxResults');
+      const size = Number(maxResults);
+      if (!Number.isInteger(size) || size < 5 || size > 1000) throw new QueryError(400, 'InvalidParameterValue', `Value ( ${maxResults} ) for parameter maxResults is invalid. Expecting a value between 5 and 1000.`);
+      const start = Number(params.get('NextToken') ?? '0');
+      const end = start + Math.min(size, this.maxPageSize);
+      if (end < selected.length) nextToken = String(end);
+      selected = selected.slice(start, end);
+    }
     const reservations = new Map<string, FakeEc2Instance[]>();
     for (const instance of selected) reservations.set(instance.reservationId, [...(reservations.get(instance.reservationId) ?? []), instance]);
     return {
@@ -535,6 +642,7 @@ export class FakeEc2 extends EventEmitter {
         groupSet: [],
         instancesSet: instances.map((instance) => this.#instanceXml(instance)),
       })),
+      ...(nextToken === undefined ? {} : { nextToken }),
     };
   }
 
@@ -596,7 +704,7 @@ export class FakeEc2 extends EventEmitter {
         imageOwnerAlias: image.ownerAlias,
         creationDate: image.creationDate,
         isPublic: false,
-        architecture: 'x86_64',
+        architecture: image.architecture,
         imageType: 'machine',
         name: image.name,
         rootDeviceType: 'ebs',

@@ -136,6 +136,56 @@ const ERRORS: Record<Exclude<FakeGceFault, 'reset' | 'drop' | MalformedGceAnswer
 /** What a misconfigured proxy in front of the API answers, with a 200. */
 const PROXY_PAGE = '<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>';
 
+/**
+ * GPUs GCE attaches by `guestAccelerators`, and only to N1 machine types
+ * (Compute Engine, "GPU machine types"). The fake keeps its own copy of the
+ * rule rather than the backend's, so a backend that gets it wrong is refused.
+ */
+const N1_ONLY_GPUS = /^nvidia-tesla-(t4|v100|p100|p4)(-vws)?$/;
+
+/** Why GCE refuses the machine type and accelerators of `resource`, if it does. */
+function acceleratorProblem(resource: Record<string, unknown>): string | undefined {
+  const machineType = String(resource['machineType'] ?? '').split('/').pop() ?? '';
+  const accelerators = (resource['guestAccelerators'] as { acceleratorType?: string }[] | undefined) ?? [];
+  for (const accelerator of accelerators) {
+    const type = String(accelerator.acceleratorType ?? '').split('/').pop() ?? '';
+    // As GCE words it when a GPU and a machine type don't go together.
+    if (!N1_ONLY_GPUS.test(type) || !machineType.startsWith('n1-')) return `[${machineType}, ${type}] features are not compatible for creating instance.`;
+  }
+  return undefined;
+}
+
+/** The IAM permission every request of an operation needs (Compute API reference, "IAM Permissions" of each method). */
+const OPERATION_PERMISSIONS: Record<FakeGceOperationName, string> = {
+  'instances.insert': 'compute.instances.create',
+  'instances.get': 'compute.instances.get',
+  'instances.delete': 'compute.instances.delete',
+  'instances.list': 'compute.instances.list',
+  'zoneOperations.get': 'compute.zoneOperations.get',
+  'zoneOperations.wait': 'compute.zoneOperations.get',
+  'images.list': 'compute.images.list',
+};
+
+/**
+ * The permissions an insert needs besides `compute.instances.create`, for
+ * what its body asks (Compute Engine, "Create a VM": required permissions
+ * per field): a new boot disk from an image, a subnetwork with or without
+ * an external IP, metadata, labels and network tags.
+ */
+function insertPermissions(resource: Record<string, unknown>): string[] {
+  const needed = ['compute.instances.create'];
+  const disks = (resource['disks'] as { initializeParams?: { sourceImage?: string } }[] | undefined) ?? [];
+  if (disks.some((disk) => disk.initializeParams !== undefined)) needed.push('compute.disks.create');
+  if (disks.some((disk) => disk.initializeParams?.sourceImage !== undefined)) needed.push('compute.images.useReadOnly');
+  const interfaces = (resource['networkInterfaces'] as { accessConfigs?: unknown[] }[] | undefined) ?? [];
+  if (interfaces.length > 0) needed.push('compute.subnetworks.use');
+  if (interfaces.some((entry) => (entry.accessConfigs ?? []).length > 0)) needed.push('compute.subnetworks.useExternalIp');
+  if ((((resource['metadata'] as { items?: unknown[] } | undefined)?.items) ?? []).length > 0) needed.push('compute.instances.setMetadata');
+  if (Object.keys((resource['labels'] as Record<string, string> | undefined) ?? {}).length > 0) needed.push('compute.instances.setLabels');
+  if ((((resource['tags'] as { items?: unknown[] } | undefined)?.items) ?? []).length > 0) needed.push('compute.instances.setTags');
+  return needed;
+}
+
 /** What a zone answers every insert with. */
 export type ZoneFault = 'quota' | 'capacity';
 
@@ -177,6 +227,17 @@ export class FakeGce {
    * its startup script writes into `authorized_keys` open the VM.
    */
   guestAgent = true;
+  /**
+   * The project's `enable-oslogin=TRUE` metadata: the guest agent then
+   * ignores `ssh-keys` on a VM unless the VM's own metadata turns OS Login
+   * off (`enable-oslogin=FALSE`), as Compute Engine's OS Login page describes.
+   */
+  projectOsLogin = false;
+  /**
+   * The IAM permissions of the caller; undefined: every permission. A request
+   * that needs one it lacks is refused with 403, naming it, as GCE does.
+   */
+  permissions: ReadonlySet<string> | undefined;
   readonly #publicKey: string;
   readonly #clientEmail: string;
   readonly #server: Server;
@@ -185,6 +246,8 @@ export class FakeGce {
   readonly #operations = new Map<string, FakeOperation>();
   readonly #faults: InjectedFault[] = [];
   readonly #zoneFaults = new Map<string, ZoneFault>();
+  /** Machine and accelerator types a zone does not offer. */
+  readonly #zoneLacks = new Map<string, Set<string>>();
   /** Answers to drop (fault `drop`): the work is done, the client never hears. */
   readonly #dropping = new WeakSet<ServerResponse>();
   /** Answers to spoil (a `malformed-*` fault other than `malformed-html`): the work is done, the client hears nonsense. */
@@ -254,6 +317,29 @@ export class FakeGce {
   zoneFault(zone: string, fault: ZoneFault | undefined): void {
     if (fault === undefined) this.#zoneFaults.delete(zone);
     else this.#zoneFaults.set(zone, fault);
+  }
+
+  /** `zone` does not offer the machine or accelerator type `type` (not every zone has every family or GPU). */
+  zoneLacks(zone: string, type: string): void {
+    this.#zoneLacks.set(zone, new Set([...(this.#zoneLacks.get(zone) ?? []), type]));
+  }
+
+  /** The 400 GCE answers an insert naming a type `zone` does not offer, if it does. */
+  #notOffered(zone: string, resource: Record<string, unknown>): string | undefined {
+    const lacks = this.#zoneLacks.get(zone);
+    if (lacks === undefined) return undefined;
+    const machineType = String(resource['machineType'] ?? '').split('/').pop() ?? '';
+    if (lacks.has(machineType)) {
+      return `Invalid value for field 'resource.machineType': '${String(resource['machineType'])}'. Machine type with name '${machineType}' does not exist in zone '${zone}'.`;
+    }
+    const accelerators = (resource['guestAccelerators'] as { acceleratorType?: string }[] | undefined) ?? [];
+    for (const [index, accelerator] of accelerators.entries()) {
+      const type = String(accelerator.acceleratorType ?? '').split('/').pop() ?? '';
+      if (lacks.has(type)) {
+        return `Invalid value for field 'resource.guestAccelerators[${index}].acceleratorType': '${String(accelerator.acceleratorType)}'. Accelerator type '${type}' does not exist in zone '${zone}'.`;
+      }
+    }
+    return undefined;
   }
 
   /** Requests made of one API operation. */
@@ -356,6 +442,11 @@ export class FakeGce {
     }
     if (operation === undefined) return this.#error(response, 'unknown', request, ERRORS.notFound);
     if (!this.#authorized(request)) return this.#error(response, operation, request, ERRORS.unauthorized);
+    const needed = operation === 'instances.insert' ? insertPermissions(JSON.parse(body || '{}') as Record<string, unknown>) : [OPERATION_PERMISSIONS[operation]];
+    const missing = needed.find((permission) => this.permissions !== undefined && !this.permissions.has(permission));
+    if (missing !== undefined) {
+      return this.#error(response, operation, request, { code: 403, reason: 'forbidden', message: `Required '${missing}' permission for '${path.replace('/compute/v1/', '')}'` });
+    }
 
     const zone = zoned?.[2];
     const fault = this.#faults.find((f) => f.operation === operation && f.remaining > 0 && (f.zone === undefined || f.zone === zone));
@@ -399,8 +490,13 @@ export class FakeGce {
           .map((live) => this.#instanceJson(live.record));
         return this.#json(response, operation, request, { kind: 'compute#instanceList', items });
       }
-      case 'instances.delete':
-        return this.#delete(request, response, zone as string, name as string);
+      case 'instances.delete': {
+        // As for inserts: a request id GCE has seen answers with that request's operation, and nothing is done twice.
+        const requestId = url.searchParams.get('requestId');
+        const previous = this.#byRequestId.get(requestId ?? '');
+        if (previous) return this.#json(response, operation, request, this.#operationJson(previous));
+        return this.#delete(request, response, zone as string, name as string, requestId);
+      }
       case 'zoneOperations.get':
       case 'zoneOperations.wait': {
         const op = this.#operations.get(name as string);
@@ -475,6 +571,18 @@ export class FakeGce {
     const name = String(resource['name'] ?? '');
     if (project !== this.project || !INSTANCE_NAME.test(name)) return this.#error(response, operationName, request, ERRORS.badRequest);
     if (this.#instances.has(`${zone}/${name}`)) return this.#error(response, operationName, request, ERRORS.conflict);
+    const incompatible = acceleratorProblem(resource);
+    if (incompatible !== undefined) return this.#error(response, operationName, request, { ...ERRORS.badRequest, message: incompatible });
+    const scheduling = (resource['scheduling'] as { maxRunDuration?: unknown; instanceTerminationAction?: string } | undefined) ?? {};
+    if (scheduling.maxRunDuration !== undefined && !['STOP', 'DELETE'].includes(scheduling.instanceTerminationAction ?? '')) {
+      // As GCE: a run-time limit needs to say what happens when it is reached.
+      return this.#error(response, operationName, request, {
+        ...ERRORS.badRequest,
+        message: "Invalid value for field 'resource.scheduling.instanceTerminationAction': ''. instanceTerminationAction must be set when maxRunDuration is specified.",
+      });
+    }
+    const notOffered = this.#notOffered(zone, resource);
+    if (notOffered !== undefined) return this.#error(response, operationName, request, { ...ERRORS.badRequest, message: notOffered });
     const zoneFault = this.#zoneFaults.get(zone);
     if (zoneFault === 'quota') return this.#error(response, operationName, request, ERRORS.quota);
 
@@ -505,8 +613,9 @@ export class FakeGce {
       createdAt: Date.now(),
     };
     // Only the keys the worker handed over open the VM: `user:key` lines of ssh-keys for the guest agent, else the startup script's.
+    const osLogin = (metadata['enable-oslogin'] ?? (this.projectOsLogin ? 'TRUE' : 'FALSE')).toUpperCase() === 'TRUE';
     const authorizedKeys = this.guestAgent
-      ? (metadata['ssh-keys'] ?? '')
+      ? (osLogin ? '' : (metadata['ssh-keys'] ?? ''))
           .split('\n')
           .map((line) => line.slice(line.indexOf(':') + 1).trim())
           .filter((key) => key !== '')
@@ -540,12 +649,13 @@ export class FakeGce {
     return this.#json(response, operationName, request, this.#operationJson(op));
   }
 
-  async #delete(request: IncomingMessage, response: ServerResponse, zone: string, name: string): Promise<void> {
+  async #delete(request: IncomingMessage, response: ServerResponse, zone: string, name: string, requestId: string | null): Promise<void> {
     const operationName: FakeGceOperationName = 'instances.delete';
     const live = this.#instances.get(`${zone}/${name}`);
     if (!live) return this.#error(response, operationName, request, ERRORS.notFound);
     live.record.deleteRequests += 1;
     const op = this.#newOperation(zone, 'delete', name);
+    if (requestId) this.#byRequestId.set(requestId, op);
     if (this.lostDeletes > 0) {
       // Reported done; the instance stays as it was.
       this.lostDeletes -= 1;

@@ -13,7 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { definition } from '../../backends/ec2/index.js';
 import { LEASE_MARGIN_MS } from '../../backends/ec2/tags.js';
 import type { Backend, BootPhase, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
-import { ConnectionLostError, NoCapacityError } from '../../src/errors.js';
+import { ConnectionLostError, NoCapacityError, errorMessage } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import { FakeEc2, type FakeEc2Call, type FakeEc2Instance } from '../fakes/ec2-server.js';
 import { ec2Env, ec2Settings, registerDefaultImage } from '../fakes/ec2-settings.js';
@@ -37,6 +37,7 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   fake.resetFaults();
   fake.bootDelayMs = 50;
+  fake.notVisibleMs = 0;
   expect(fake.live().map((instance) => `${instance.instanceId} ${instance.state}`)).toEqual([]);
 });
 
@@ -283,7 +284,16 @@ describe('ec2 backend', () => {
     expect(fake.instances.length).toBe(before);
   });
 
-  it('terminates the instance when the start is cancelled while it boots', async () => {
+  it('fails the start without a capacity requeue when EC2 finds the configuration Unsupported anywhere', async () => {
+    const { backend } = ec2Backend();
+    fake.failNext('RunInstances', 1, 'unsupported-configuration');
+    const error = await rejection(backend.start(testAttributes(), boot().options));
+    expect(error).not.toBeInstanceOf(NoCapacityError);
+    expect(errorMessage(error)).toContain('The requested configuration is currently not supported');
+  });
+
+  /** Start on an instance that never boots, and cancel the start once RunInstances has answered. */
+  async function cancelledWhileBooting(): Promise<{ instance: FakeEc2Instance; stateAtCancel: string; result: { value: Instance } | { error: unknown } }> {
     fake.bootDelayMs = 10 * 60_000;
     const { backend } = ec2Backend();
     const cancel = new AbortController();
@@ -291,22 +301,52 @@ describe('ec2 backend', () => {
     const starting = settle(backend.start(testAttributes(), run.options));
     await run.progressed('waiting for it to run');
     const instance = fake.instances.at(-1) as FakeEc2Instance;
-    expect(instance.state).toBe('pending');
+    const stateAtCancel = instance.state;
     cancel.abort(new Error('cancelled by the test'));
-    const result = await starting;
+    return { instance, stateAtCancel, result: await starting };
+  }
+
+  it('terminates the instance when the start is cancelled while it boots', async () => {
+    const { instance, stateAtCancel, result } = await cancelledWhileBooting();
+    expect(stateAtCancel).toBe('pending');
     expect('error' in result && (result.error as Error).message).toBe('cancelled by the test');
     expect(instance.state).toBe('terminated');
   });
 
-  it('finds and terminates an instance whose RunInstances answer never arrived when the start is cancelled', async () => {
+  it('keeps terminating an instance EC2 does not show yet when the start is cancelled right after the launch', async () => {
+    fake.notVisibleMs = 500;
+    const { instance, result } = await cancelledWhileBooting();
+    expect('error' in result).toBe(true);
+    const terminations = fake.callsOf('TerminateInstances').filter((call) => call.params['InstanceId.1'] === instance.instanceId);
+    expect(terminations[0]?.errorCode).toBe('InvalidInstanceID.NotFound');
+    expect(terminations.at(-1)?.errorCode).toBeUndefined();
+    expect(instance.state).toBe('terminated');
+  });
+
+  /** Start with RunInstances' answer withheld, and cancel the start once the instance is launched. */
+  async function cancelledWhileLaunching(): Promise<{ instance: FakeEc2Instance; result: { value: Instance } | { error: unknown } }> {
     const { backend } = ec2Backend();
     fake.withholdRunInstances = true;
     const cancel = new AbortController();
     const launched = launchedNow();
     const starting = settle(backend.start(testAttributes(), boot(cancel.signal).options));
     const instance = await launched;
+    // A replay of the launch gets its answer.
+    fake.withholdRunInstances = false;
     cancel.abort(new Error('cancelled while launching'));
-    const result = await starting;
+    return { instance, result: await starting };
+  }
+
+  it('terminates a replayed lost launch that EC2 does not show yet', async () => {
+    fake.notVisibleMs = 1_000;
+    const { instance, result } = await cancelledWhileLaunching();
+    expect('error' in result).toBe(true);
+    expect(fake.callsOf('TerminateInstances').some((call) => call.errorCode === 'InvalidInstanceID.NotFound')).toBe(true);
+    expect(instance.state).toBe('terminated');
+  });
+
+  it('finds and terminates an instance whose RunInstances answer never arrived when the start is cancelled', async () => {
+    const { instance, result } = await cancelledWhileLaunching();
     expect('error' in result && (result.error as Error).message).toBe('cancelled while launching');
     expect(instance.state).toBe('terminated');
     const lookups = fake.callsOf('DescribeInstances').filter((call) => call.params['Filter.1.Name'] === 'client-token');
@@ -381,7 +421,7 @@ describe('ec2 backend', () => {
     const newest = fake.registerImage({ name: 'travis-ruby-2021', creationDate: '2021-01-01T00:00:00.000Z' });
     fake.registerImage({ name: 'travis-ruby-2022', creationDate: '2022-01-01T00:00:00.000Z', state: 'pending' });
     fake.registerImage({ name: 'travis-ruby-2023', creationDate: '2023-01-01T00:00:00.000Z', ownerId: '999999999999' });
-    const bionic = fake.registerImage({ name: 'travis-bionic-ruby', creationDate: '2019-01-01T00:00:00.000Z' });
+    const bionic = fake.registerImage({ name: 'travis-bionic-ruby', creationDate: '2019-01-01T00:00:00.000Z', architecture: 'arm64' });
     const { backend } = ec2Backend({
       TRAVIS_WORKER_EC2_IMAGE_RUBY: 'travis-ruby-*',
       TRAVIS_WORKER_EC2_IMAGE_DIST_BIONIC_RUBY: bionic,
@@ -400,12 +440,35 @@ describe('ec2 backend', () => {
     expect(fake.instance(onBionic.id).imageId).toBe(bionic);
     expect(fake.instance(onBionic.id).instanceType).toBe('m6g.xlarge');
 
+    // No vm_size: an arm64 job still gets a Graviton type (INSTANCE_TYPE_ARM64), the only kind its AMI boots on.
+    const armDefault = await started(backend, testAttributes({ language: 'ruby', dist: 'bionic', arch: 'arm64' }));
+    expect(fake.instance(armDefault.id).instanceType).toBe('t4g.micro');
+
     const aliased = await started(backend, testAttributes({ language: 'python' }));
     expect(fake.instance(aliased.id).imageId).toBe(old);
     expect(aliased.vmSize).toBeUndefined();
 
     const other = await started(backend, testAttributes({ language: 'go' }));
     expect(other.imageName).toBe('travis-ci-default-xenial-1700000000');
+  });
+
+  it('says how to create the Spot service-linked role when a spot launch fails for lack of it', async () => {
+    fake.spotRoleExists = false;
+    fake.permissions = new Set(['ec2:DescribeImages', 'ec2:RunInstances', 'ec2:CreateTags', 'ec2:DescribeInstances', 'ec2:TerminateInstances']);
+    try {
+      const { backend } = ec2Backend({ TRAVIS_WORKER_EC2_SPOT: 'true' });
+      const error = await rejection(backend.start(testAttributes(), boot().options));
+      expect(errorMessage(error)).toContain('aws iam create-service-linked-role --aws-service-name spot.amazonaws.com');
+    } finally {
+      fake.permissions = undefined;
+      fake.spotRoleExists = true;
+    }
+  });
+
+  it('launches job instances whose metadata service answers IMDSv2 (session tokens) only', async () => {
+    const { backend } = ec2Backend();
+    const instance = await started(backend);
+    expect(fake.instance(instance.id).httpTokens).toBe('required');
   });
 
   it('tags the instance and its volume in RunInstances, with a lease expiry, and makes no key pair', async () => {

@@ -15,7 +15,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { definition as gce } from '../../backends/gce/index.js';
 import type { GceSettings } from '../../backends/gce/settings.js';
 import type { Backend, BootPhase, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
-import { ConfigError, ConnectionLostError, NoCapacityError, StartupTimeoutError } from '../../src/errors.js';
+import { ConfigError, ConnectionLostError, InstanceStartError, NoCapacityError, PayloadError, StartupTimeoutError, errorMessage } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import { FakeGce } from '../fakes/gce-server.js';
 import { gceEnv, gceSettings, travisImages } from '../fakes/gce-settings.js';
@@ -107,7 +107,8 @@ describe('gce backend against the fake GCE', () => {
     expect(record?.resource).toMatchObject({
       machineType: 'zones/us-central1-a/machineTypes/n1-standard-8',
       guestAccelerators: [{ acceleratorCount: 1, acceleratorType: `projects/${fake.project}/zones/us-central1-a/acceleratorTypes/nvidia-tesla-t4` }],
-      scheduling: { onHostMaintenance: 'TERMINATE', automaticRestart: false },
+      // GCE deletes the VM itself after the hard limit (10 minutes here) and the 10-minute margin.
+      scheduling: { onHostMaintenance: 'TERMINATE', automaticRestart: false, maxRunDuration: { seconds: String(hardLimitAndMarginS) }, instanceTerminationAction: 'DELETE' },
       disks: [{ boot: true, autoDelete: true, initializeParams: { diskSizeGb: '300' } }],
     });
 
@@ -137,6 +138,13 @@ describe('gce backend against the fake GCE', () => {
     expect(await runScript(instance, 'exit 0')).toMatchObject({ exitCode: 0 });
   });
 
+  it("turns OS Login off on the job's VM, so a project with OS Login on still lets the job's key in", async () => {
+    fake.projectOsLogin = true;
+    const instance = await startOn(makeBackend());
+    expect(fake.record[0]?.metadata['enable-oslogin']).toBe('FALSE');
+    expect((await runScript(instance, 'echo in')).output).toContain('in');
+  });
+
   it('adds TRAVIS_SITE to the network tags, as travis does', async () => {
     await startOn(makeBackend({ travisSite: 'org' }));
     await startOn(makeBackend({ travisSite: 'com', publicIp: false }));
@@ -157,6 +165,26 @@ describe('gce backend against the fake GCE', () => {
     expect(log.lines).toEqual(expect.arrayContaining([expect.objectContaining({ level: 'warn', msg: expect.stringContaining('TRAVIS_WORKER_GCE_GPU_COUNT has no effect') })]));
   });
 
+  it('puts a job that asks for GPUs with an n2 vm_size on the N1 machine of the same size, the only family GCE attaches them to', async () => {
+    const started = makeBackend();
+    await startOn(started, { vmSize: 'large', vmConfig: { gpuCount: 1 } });
+    expect(fake.record[0]?.resource).toMatchObject({
+      machineType: 'zones/us-central1-a/machineTypes/n1-standard-4',
+      guestAccelerators: [{ acceleratorCount: 1, acceleratorType: `projects/${fake.project}/zones/us-central1-a/acceleratorTypes/nvidia-tesla-p100` }],
+    });
+  });
+
+  it('refuses a GPU type GCE does not attach to a VM with a job error naming vm_config.gpu_type, and inserts nothing', async () => {
+    const started = makeBackend();
+    const error = await started.backend.start(testAttributes({ vmConfig: { gpuCount: 1, gpuType: 'nvidia-l4' } }), started.options()).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(PayloadError);
+    expect(error).toMatchObject({ requeue: false, field: 'vm_config.gpu_type' });
+    expect(fake.record).toEqual([]);
+  });
+
   it('falls back to the next zone on a capacity error, and says so', async () => {
     fake.zoneFault('us-central1-a', 'capacity');
     const started = makeBackend();
@@ -164,6 +192,23 @@ describe('gce backend against the fake GCE', () => {
     expect(fake.record.map((record) => record.zone)).toEqual(['us-central1-b']);
     expect(started.progress).toContain('No capacity in us-central1-a; trying us-central1-b');
     expect((await runScript(instance, 'exit 0')).exitCode).toBe(0);
+  });
+
+  it('tries the next zone when a zone does not offer the machine or GPU type, and says when none does', async () => {
+    fake.zoneLacks('us-central1-a', 'nvidia-tesla-t4');
+    const started = makeBackend();
+    await startOn(started, { vmSize: 'gpu-medium' });
+    expect(fake.record.map((record) => record.zone)).toEqual(['us-central1-b']);
+    expect(started.progress).toContain('No such machine in us-central1-a; trying us-central1-b');
+
+    fake.zoneLacks('us-central1-a', 'n2-standard-4');
+    fake.zoneLacks('us-central1-b', 'n2-standard-4');
+    const error = await started.backend.start(testAttributes({ vmSize: 'large' }), started.options()).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(InstanceStartError);
+    expect(errorMessage(error)).toContain("Machine type with name 'n2-standard-4' does not exist in zone 'us-central1-b'");
   });
 
   it('requeues with NoCapacityError naming quota or capacity when every zone refuses, and does not fall back for a pinned zone', async () => {
@@ -273,6 +318,20 @@ describe('gce backend against the fake GCE', () => {
     expect(ruby.imageName).toBe('travis-ci-ruby-xenial-2');
     const sources = fake.record.map((record) => (record.resource['disks'] as { initializeParams: { sourceImage: string } }[])[0]?.initializeParams.sourceImage);
     expect(sources).toEqual([expect.stringMatching(/\/global\/images\/travis-ci-garnet-trusty-1500000000$/), expect.stringMatching(/\/travis-ci-ruby-xenial-2$/)]);
+  });
+
+  it('retries a delete whose answer was lost with the same request id, so GCE answers with the first delete', async () => {
+    const instance = await startOn(makeBackend());
+    fake.inject('instances.delete', 'drop');
+    await instance.destroy();
+    const deletes = fake.requests.filter((request) => request.operation === 'instances.delete');
+    const requestIds = deletes.map((request) => new URL(request.path, 'http://fake').searchParams.get('requestId'));
+    expect(requestIds).toHaveLength(2);
+    expect(requestIds[0]).toMatch(/^[0-9a-f-]{36}$/);
+    expect(requestIds[1]).toBe(requestIds[0]);
+    // The retry got the first delete's operation: the VM was deleted once.
+    expect(deletes.map((request) => request.status)).toEqual([0, 200]);
+    expect(fake.record[0]?.deleteRequests).toBe(1);
   });
 
   it('sends the delete again when a delete reports done but the VM stays (lost delete)', async () => {

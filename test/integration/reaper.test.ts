@@ -156,6 +156,15 @@ describe('reaper on ec2 (fake EC2, real SDK)', () => {
     expect([...foreign, live, young].map((instance) => instance.terminateRequests)).toEqual([0, 0, 0, 0]);
     expect(operations(apiCalls)).toEqual(['DescribeInstances', 'TerminateInstances']);
   });
+
+  it('asks for the instances page by page (MaxResults) and reaps those of every page', async () => {
+    fake.maxPageSize = 2;
+    const expired = Array.from({ length: 5 }, (_, index) => fake.plant({ tags: tags(10 + index, OTHER, -MINUTE), launchTime: new Date(Date.now() - HOUR) }));
+    const summary = await reap(backend, host, 10 * MINUTE);
+    expect(summary.reaped.map((reaped) => reaped.id).sort()).toEqual(expired.map((instance) => instance.instanceId).sort());
+    const listings = fake.callsOf('DescribeInstances').filter((call) => call.params['Filter.1.Name'] === 'tag-key');
+    expect(listings.map((call) => call.params.MaxResults)).toEqual(['1000', '1000', '1000']);
+  });
 });
 
 const dockerMissing = await dockerUnavailable();

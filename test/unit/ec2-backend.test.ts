@@ -25,12 +25,17 @@ describe('classifyEc2Error', () => {
     ['VcpuLimitExceeded', 400, 'quota'],
     // EC2 answers a capacity shortage with a 500: the code must win over the status.
     ['InsufficientInstanceCapacity', 500, 'capacity'],
-    ['Unsupported', 400, 'capacity'],
     ['InvalidInstanceID.NotFound', 400, 'not-found'],
     ['InvalidParameterValue', 400, 'fatal'],
     ['AuthFailure', 401, 'fatal'],
   ])('%s (HTTP %i) is %s', (code, status, kind) => {
     expect(classifyEc2Error(serviceError(code, status))).toBe(kind);
+  });
+
+  it('takes Unsupported for capacity only when it is about the zone', () => {
+    const unsupported = (message: string): Error => Object.assign(serviceError('Unsupported', 400), { message });
+    expect(classifyEc2Error(unsupported('Your requested instance type is not supported in your requested Availability Zone.'))).toBe('capacity');
+    expect(classifyEc2Error(unsupported('The requested configuration is currently not supported.'))).toBe('fatal');
   });
 
   it('treats network failures and request timeouts as transient', () => {
@@ -94,6 +99,7 @@ describe('settings', () => {
     expect(settings).toMatchObject({
       region: 'eu-west-1',
       instanceType: 't2.micro',
+      instanceTypeArm64: 't4g.micro',
       diskSize: 100,
       uploadRetries: 120,
       uploadRetrySleep: 1000,

@@ -21,12 +21,25 @@ describe('gce machine table', () => {
       { machineType: 'n1-standard-8', gpu: { count: 1, type: 'nvidia-tesla-v100' }, diskSizeGb: 300, reportedVmSize: 'gpu-xlarge' },
     ],
     [
-      { vmType: 'default', vmConfig: { gpuCount: 2, gpuType: 'nvidia-l4' } },
-      { machineType: 'n1-standard-2', gpu: { count: 2, type: 'nvidia-l4' }, diskSizeGb: 20 },
+      { vmType: 'default', vmConfig: { gpuCount: 2, gpuType: 'nvidia-tesla-t4' } },
+      { machineType: 'n1-standard-2', gpu: { count: 2, type: 'nvidia-tesla-t4' }, diskSizeGb: 20 },
+    ],
+    [
+      { vmType: 'default', vmSize: '2x-large', vmConfig: { gpuCount: 1 } },
+      { machineType: 'n1-standard-16', gpu: { count: 1, type: 'nvidia-tesla-p100' }, diskSizeGb: 20, reportedVmSize: 'n1-standard-16' },
     ],
     [{ vmType: 'default', vmConfig: { gpuCount: 1 } }, { machineType: 'n1-standard-2', gpu: { count: 1, type: 'nvidia-tesla-p100' }, diskSizeGb: 20 }],
   ])('maps %j', (attributes, machine) => {
     expect(machineFor(attributes, defaults)).toEqual(machine);
+  });
+
+  it('refuses GPUs GCE does not attach, and GPUs on a machine type with no N1 of its size, naming the field', () => {
+    expect(() => machineFor({ vmType: 'default', vmConfig: { gpuCount: 1, gpuType: 'nvidia-l4' } }, defaults)).toThrow(
+      expect.objectContaining({ field: 'vm_config.gpu_type' }),
+    );
+    expect(() => machineFor({ vmType: 'default', vmConfig: { gpuCount: 1 } }, { ...defaults, machineType: 'e2-medium' })).toThrow(
+      expect.objectContaining({ field: 'vm_config.gpu_count', message: expect.stringContaining('e2-medium') }),
+    );
   });
 });
 
