@@ -56,7 +56,10 @@ export async function startRabbitCluster(): Promise<RabbitCluster> {
   const names = Array.from({ length: CLUSTER_SIZE }, (_, index) => `mayfly-${tag}-${index + 1}@localhost`);
   const running: RunningNode[] = [];
   try {
-    for (const name of names) running.push(await launch(base, name, names));
+    const ports = await distinctFreePorts(2 * CLUSTER_SIZE);
+    for (const [index, name] of names.entries()) {
+      running.push(await launch(base, name, names, ports[2 * index] as number, ports[2 * index + 1] as number));
+    }
     await Promise.all(running.map((node) => awaitStartup(node)));
   } catch (err) {
     await stopAll(running, base);
@@ -74,9 +77,15 @@ export async function startRabbitCluster(): Promise<RabbitCluster> {
   };
 }
 
-async function launch(base: string, name: string, peers: readonly string[]): Promise<RunningNode> {
+/** `count` ports nothing listens on, all different: the kernel may hand out a port again once it is free. */
+async function distinctFreePorts(count: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < count) ports.add(await freePort());
+  return [...ports];
+}
+
+async function launch(base: string, name: string, peers: readonly string[], port: number, distPort: number): Promise<RunningNode> {
   const dir = join(base, name.split('@')[0] as string);
-  const [port, distPort] = [await freePort(), await freePort()];
   await mkdir(join(dir, 'mnesia'), { recursive: true });
   await mkdir(join(dir, 'log'));
   const config = [

@@ -144,7 +144,6 @@ export class AmqpJobQueue implements JobQueue {
     return this.jobs?.unavailable ?? this.logs?.unavailable;
   }
 
-  /** The nodes in use (URIs, passwords masked), by connection role, while connected. */
   brokerNodes(): Record<string, string> {
     const nodes: Record<string, string> = {};
     if (this.jobs?.node !== undefined) nodes['jobs'] = this.jobs.node;
