@@ -88,6 +88,7 @@ export async function startWorker(
       poolSize: () => worker.pool.size,
       processors: () => worker.pool.counts(),
       brokerConnected: () => queue.notReadyReason() === undefined,
+      brokerNodes: () => queue.brokerNodes?.() ?? {},
       breakerOpen: () => worker.breaker.state !== 'closed',
     });
     if (config.control) {

@@ -37,6 +37,14 @@ export function maskUrl(text: string): string {
   return parsed.href;
 }
 
+/** `maskUrl` for each of several comma-separated URLs (the nodes of a RabbitMQ cluster). */
+export function maskUrlList(text: string): string {
+  return text
+    .split(',')
+    .map((one) => maskUrl(one.trim()))
+    .join(',');
+}
+
 /**
  * What went wrong in a `JSON.parse` of secret-bearing text, for a message:
  * `not valid JSON (at character N)`. V8's own message quotes the text

@@ -199,6 +199,10 @@ export class Worker implements WorkerControl, SignalControl {
     return this.parts.queue.notReadyReason() ?? this.breaker.reason();
   }
 
+  brokerNodes(): Readonly<Record<string, string>> {
+    return this.parts.queue.brokerNodes?.() ?? {};
+  }
+
   /** Stop taking jobs (running ones go on) until `resume(reason)`. The operator's pause is the PAUSED state. */
   pause(reason: PauseReason = 'operator'): void {
     if (reason === 'operator') {

@@ -6,7 +6,7 @@
  * in `load.ts` for the core settings and for every backend's settings.
  */
 import type convict from 'convict';
-import { MASK, maskUrl } from '../redact.js';
+import { MASK, maskUrl, maskUrlList } from '../redact.js';
 import { settingFormat } from './formats.js';
 
 /** Every mayfly (and travis-ci/worker) variable starts with this. */
@@ -139,9 +139,9 @@ export function isLiteralSetting(node: convict.SchemaObj): boolean {
   return node.literal === true;
 }
 
-/** True for a setting declared `url: true`: its value may carry credentials in the URL. */
+/** True for a setting declared `url: true` (or `url: 'list'`, several comma-separated): its value may carry credentials in the URL. */
 export function isUrlSetting(node: convict.SchemaObj): boolean {
-  return node.url === true;
+  return node.url === true || node.url === 'list';
 }
 
 /**
@@ -153,6 +153,7 @@ export function isUrlSetting(node: convict.SchemaObj): boolean {
 export function formatSettingValue(node: convict.SchemaObj, value: unknown): string {
   const text = plainText(node, value);
   if (node.sensitive === true) return text === '' ? '' : MASK;
+  if (node.url === 'list') return maskUrlList(text);
   return isUrlSetting(node) ? maskUrl(text) : text;
 }
 

@@ -78,30 +78,51 @@ export function wholeSeconds(env: string, goDefault: string, doc: string): CoreS
 }
 
 /** A URL of one of `schemes`. Messages never repeat the value: it may hold a password. */
-function urlFormat(schemes: readonly string[], optional: boolean): InlineFormat {
+/** The URLs of a setting that lists several, comma-separated (the nodes of a RabbitMQ cluster), blanks dropped. */
+export function listedUrls(text: string): string[] {
+  return text
+    .split(',')
+    .map((part) => part.trim())
+    .filter((part) => part !== '');
+}
+
+function urlFormat(schemes: readonly string[], optional: boolean, list: boolean): InlineFormat {
   const expected = `a URL starting with ${schemes.map((scheme) => `${scheme}://`).join(' or ')}`;
+  const validateOne = (value: string, problem: string): void => {
+    let parsed: URL;
+    try {
+      parsed = new URL(value);
+    } catch {
+      throw new Error(problem);
+    }
+    if (!schemes.includes(parsed.protocol.slice(0, -1))) throw new Error(problem);
+  };
   return inlineFormat({
     validate(value) {
       if (typeof value !== 'string') throw new Error('must be a URL');
-      let parsed: URL;
-      try {
-        parsed = new URL(value);
-      } catch {
-        throw new Error(`must be ${expected}`);
-      }
-      if (!schemes.includes(parsed.protocol.slice(0, -1))) throw new Error(`must be ${expected}`);
+      if (!list) return validateOne(value, `must be ${expected}`);
+      const urls = listedUrls(value);
+      if (urls.length === 0 && !(optional && value === '')) throw new Error(`must be ${expected}, or several separated by commas`);
+      // Which one is bad is said by its place: the URL itself may hold a password.
+      urls.forEach((one, index) => validateOne(one, urls.length === 1 ? `must be ${expected}` : `URL ${index + 1} of ${urls.length} must be ${expected}`));
     },
     parse: (value) => (value === '' && optional ? null : value),
   });
 }
 
-export function url(env: string, defaultValue: string, doc: string, schemes: readonly string[]): CoreSettingSchema<string> {
-  return { env, doc, format: urlFormat(schemes, false), default: defaultValue, url: true };
-}
-
 /** A URL where empty means unset. */
 export function optionalUrl(env: string, doc: string, schemes: readonly string[]): Optional<string> {
-  return { ...optional(env, doc, urlFormat(schemes, true)), url: true };
+  return { ...optional(env, doc, urlFormat(schemes, true, false)), url: true };
+}
+
+/** One URL or several, comma-separated (`listedUrls` splits them); each is masked on its own when shown. */
+export function urlList(env: string, defaultValue: string, doc: string, schemes: readonly string[]): CoreSettingSchema<string> {
+  return { env, doc, format: urlFormat(schemes, false, true), default: defaultValue, url: 'list' };
+}
+
+/** `urlList` where empty means unset. */
+export function optionalUrlList(env: string, doc: string, schemes: readonly string[]): Optional<string> {
+  return { ...optional(env, doc, urlFormat(schemes, true, true)), url: 'list' };
 }
 
 /** A command (split on spaces, no shell), trimmed; blank means none. */

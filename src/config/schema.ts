@@ -24,11 +24,12 @@ import {
   optionalPort,
   optionalText,
   optionalUrl,
+  optionalUrlList,
   pem,
   secretOrFile,
   text,
   trimmed,
-  url,
+  urlList,
   wholeNumber,
   wholeSeconds,
   type CoreSettingSchema,
@@ -48,6 +49,16 @@ type CoreSchema<T> = {
 const MIN_MAX_LOG_LENGTH = 2 * LOG_TRAILER_RESERVE_BYTES;
 
 const QUEUE_TYPES = ['amqp', 'file'] as const;
+
+const AMQP_QUEUE_TYPES = ['classic', 'quorum'] as const;
+
+/**
+ * Deliveries of one job a quorum queue allows before it dead-letters it:
+ * RabbitMQ 4's default `delivery-limit` for quorum queues, and above the
+ * worker's own DEFAULT_REQUEUE_LIMIT, so a job the worker keeps requeueing
+ * is ended by the worker (errored, with a log) before the broker steps in.
+ */
+const DEFAULT_AMQP_DELIVERY_LIMIT = 20;
 
 export const CORE_SETTINGS = {
   providerName: text('TRAVIS_WORKER_PROVIDER_NAME', 'local', 'The backend that makes a machine for each job (see --list-backend-providers); travis defaults to docker'),
@@ -90,7 +101,12 @@ export const CORE_SETTINGS = {
   ),
 
   amqp: {
-    uri: url('TRAVIS_WORKER_AMQP_URI', 'amqp://', 'The RabbitMQ broker jobs come from (amqp:// alone means guest@localhost)', ['amqp', 'amqps']),
+    uri: urlList(
+      'TRAVIS_WORKER_AMQP_URI',
+      'amqp://',
+      'The RabbitMQ broker jobs come from (amqp:// alone means guest@localhost); the nodes of a cluster comma-separated, tried in turn',
+      ['amqp', 'amqps'],
+    ),
     heartbeatMs: duration('TRAVIS_WORKER_AMQP_HEARTBEAT', '10s', 'AMQP heartbeat: after this long without traffic the broker connection counts as dead'),
     consumerPriority: wholeNumber('TRAVIS_WORKER_AMQP_CONSUMER_PRIORITY', 0, 'Consumer priority (x-priority) on the jobs queue', 'int'),
     tlsCert: pem(
@@ -100,7 +116,11 @@ export const CORE_SETTINGS = {
       'File holding a PEM certificate to trust for the jobs broker',
     ),
     insecure: flag('TRAVIS_WORKER_AMQP_INSECURE', "Don't verify the brokers' TLS certificates"),
-    logsUri: optionalUrl('TRAVIS_WORKER_LOGS_AMQP_URI', 'A separate RabbitMQ broker for log parts (empty: the jobs broker)', ['amqp', 'amqps']),
+    logsUri: optionalUrlList(
+      'TRAVIS_WORKER_LOGS_AMQP_URI',
+      'A separate RabbitMQ broker for log parts (empty: the jobs broker); the nodes of a cluster comma-separated',
+      ['amqp', 'amqps'],
+    ),
     logsTlsCert: pem(
       'TRAVIS_WORKER_LOGS_AMQP_TLS_CERT',
       'PEM certificate to trust for the logs broker',
@@ -112,6 +132,19 @@ export const CORE_SETTINGS = {
       initialMs: duration('TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF', '1s', 'First pause before reconnecting a lost broker connection; doubles (with jitter) on each failed attempt (mayfly only)'),
       maxMs: duration('TRAVIS_WORKER_AMQP_RECONNECT_MAX_BACKOFF', '30s', 'Longest pause between attempts to reconnect to the broker (mayfly only)'),
     },
+    queueType: {
+      env: 'TRAVIS_WORKER_AMQP_QUEUE_TYPE',
+      doc: 'Type of the queues mayfly declares when they do not exist yet: classic or quorum (a cluster); existing queues are used as they are (mayfly only)',
+      default: 'classic',
+      format(value: unknown) {
+        if (!AMQP_QUEUE_TYPES.includes(value as (typeof AMQP_QUEUE_TYPES)[number])) throw new Error('must be classic or quorum');
+      },
+    } satisfies CoreSettingSchema<(typeof AMQP_QUEUE_TYPES)[number]>,
+    deliveryLimit: wholeNumber(
+      'TRAVIS_WORKER_AMQP_DELIVERY_LIMIT',
+      DEFAULT_AMQP_DELIVERY_LIMIT,
+      'Quorum job queue declared by mayfly: deliveries of one job before the broker moves it to the queue <QUEUE_NAME>.dead-letter (mayfly only)',
+    ),
     logDeliveryTimeoutMs: duration('TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT', '2m', 'Longest a log part or state update may wait for the broker, reconnects included, before the job is requeued (mayfly only)'),
   },
 

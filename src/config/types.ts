@@ -36,8 +36,9 @@ export interface BuildApiConfig {
 }
 
 export interface AmqpConfig {
+  /** One broker URI, or the nodes of a cluster comma-separated (`listedUrls` splits them). */
   uri: string;
-  /** A separate broker (connection) for log parts; undefined = same as `uri`. */
+  /** A separate broker (connection) for log parts, one or several URIs like `uri`; undefined = same as `uri`. */
   logsUri?: string;
   heartbeatMs: number;
   consumerPriority: number;
@@ -51,6 +52,10 @@ export interface AmqpConfig {
   reconnect: { initialMs: number; maxMs: number };
   /** `TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT`: longest a log part or state update may go unconfirmed, retries included, before its job is requeued. */
   logDeliveryTimeoutMs: number;
+  /** The type of the queues mayfly declares (existing ones are used as they are). */
+  queueType: 'classic' | 'quorum';
+  /** `x-delivery-limit` of a quorum job queue mayfly declares. */
+  deliveryLimit: number;
 }
 
 export interface FileQueueConfig {

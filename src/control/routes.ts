@@ -29,6 +29,9 @@ import { MAX_POOL_SIZE } from '../pool.js';
 import { profilerRoutes } from '../debug/server.js';
 import { HttpError, jsonBody, listen, sendJson, sendText, type HttpListener, type Route, type RouteContext } from './http.js';
 
+/** `/ready`'s header naming the broker node of each connection: `jobs=<uri>, logs=<uri>`, passwords masked. */
+export const BROKER_NODES_HEADER = 'mayfly-broker-nodes';
+
 /** What the control API (and the signal handlers) can do to a worker. */
 export interface WorkerControl {
   status(): WorkerStatus;
@@ -36,6 +39,8 @@ export interface WorkerControl {
   ready(): boolean;
   /** Why the worker is not ready, when there is more to say than its state (the broker is away, the circuit breaker is open). */
   notReadyReason(): string | undefined;
+  /** The broker node each connection uses now, by role, URIs with passwords masked (none without a broker). */
+  brokerNodes(): Readonly<Record<string, string>>;
   pause(): void;
   resume(): void;
   resize(size: number): Promise<void>;
@@ -97,6 +102,9 @@ export function controlRoutes(worker: WorkerControl, metrics: ControlServerOptio
       path: '/ready',
       auth: false,
       handler: ({ response }) => {
+        // The body stays travis' "OK" for probes that compare it; which nodes serve is a header.
+        const nodes = Object.entries(worker.brokerNodes()).map(([role, node]) => `${role}=${node}`);
+        if (nodes.length > 0) response.setHeader(BROKER_NODES_HEADER, nodes.join(', '));
         if (worker.ready()) return sendText(response, 200, 'OK');
         const reason = worker.notReadyReason();
         return sendText(response, 503, reason === undefined ? 'Not Ready' : `Not Ready: ${reason}`);

@@ -119,6 +119,8 @@ export interface JobQueue {
   onCancel(listener: (command: CancelCommand) => void): void;
   /** Why jobs can't flow now (e.g. the broker is away and being reconnected to), or undefined when they can: `/ready` says it. */
   notReadyReason(): string | undefined;
+  /** The broker node each connection uses now, by role (`jobs`, `logs`), URIs with passwords masked; queues without a broker have none. */
+  brokerNodes?(): Readonly<Record<string, string>>;
   /** Called with `notReadyReason()` each time it changes between "ready" and "not"; queues that are always ready never call it. */
   onReadinessChange(listener: (notReadyReason: string | undefined) => void): void;
   /** Close every connection, after the sources are closed and jobs settled. */

@@ -49,6 +49,8 @@ export interface WorkerGauges {
   processors(): PoolCounts;
   /** 1 while the broker connection is up (always 1 for the file queue). */
   brokerConnected(): boolean;
+  /** The broker node each connection uses now, by role, URIs with passwords masked. */
+  brokerNodes(): Readonly<Record<string, string>>;
   /** True while the circuit breaker holds jobs back (open or half-open). */
   breakerOpen(): boolean;
 }
@@ -171,6 +173,21 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
       meter
         .createObservableGauge('mayfly_broker_connected', { description: '1 while every broker connection (jobs, and logs if separate) is up' })
         .addCallback((result) => result.observe(gauges.brokerConnected() ? 1 : 0, { queue: labels.queue }));
+      // The exporter keeps reporting a label set once observed, so a node used before is set to 0, not left out.
+      const nodesSeen = new Map<string, { role: string; node: string }>();
+      meter
+        .createObservableGauge('mayfly_broker_node', {
+          description: '1 for the broker node each connection (role jobs or logs) uses now, 0 for one it used before; the node label is its URI, password masked',
+        })
+        .addCallback((result) => {
+          const inUse = new Set<string>();
+          for (const [role, node] of Object.entries(gauges.brokerNodes())) {
+            const key = `${role} ${node}`;
+            inUse.add(key);
+            nodesSeen.set(key, { role, node });
+          }
+          for (const [key, { role, node }] of nodesSeen) result.observe(inUse.has(key) ? 1 : 0, { queue: labels.queue, role, node });
+        });
       meter
         .createObservableGauge('mayfly_worker_state', { description: '1 for the state the worker is in, 0 for the others' })
         .addCallback((result) => {

@@ -44,6 +44,8 @@ describeQueueConformance('amqp', { commands: true, connectionLoss: true }, async
         sharding: false,
         reconnect: { initialMs: 50, maxMs: 500 },
         logDeliveryTimeoutMs: 10_000,
+        queueType: 'classic',
+        deliveryLimit: 20,
       };
       return {
         createQueue: () => new AmqpJobQueue({ config, queueName, logger: silentLogger, payloadMaxBytes: PAYLOAD_MAX_BYTES, hostname }),

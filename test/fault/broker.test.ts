@@ -25,15 +25,13 @@ import type { Logger } from '../../src/logger.js';
 import { useAmqpWorker } from '../helpers/amqp-worker.js';
 import { captureLog } from '../helpers/log-capture.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
-import { ENDLESS_SCRIPT, FINISHING_LAST_LINE, FINISHING_SCRIPT, faultPayload } from '../helpers/fault-jobs.js';
+import { ENDLESS_SCRIPT, FINISHING_LAST_LINE, FINISHING_SCRIPT, SLOW_SCRIPT, faultPayload } from '../helpers/fault-jobs.js';
 import { startLedger, type JobLedger } from '../helpers/job-ledger.js';
 import { BROKER, messageCount, publishRaw } from '../helpers/rabbitmq.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { allPaused, untilProcessors, type TestWorker } from '../helpers/worker.js';
 
 const QUEUE = 'builds.ec2';
-/** Lines printed 50 ms apart for about three seconds, then success: long enough to cut the broker in the middle. */
-const SLOW_SCRIPT = 'for i in $(seq 1 60); do echo "line $i"; sleep 0.05; done';
 const SLOW_LAST_LINE = 'line 60\r\n';
 /**
  * The flood: 8 KiB lines as fast as the PTY takes them (tens of MB/s on

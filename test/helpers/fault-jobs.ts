@@ -25,6 +25,9 @@ export function faultPayload(queue: string, jobId: number, config: Record<string
 /** Prints a numbered line every 50 ms until killed: a fault injected once a line is logged surely lands mid-script. */
 export const ENDLESS_SCRIPT = 'i=0; while true; do i=$((i + 1)); echo "line $i"; sleep 0.05; done';
 
+/** Lines printed 50 ms apart for about three seconds, then success: long enough to cut the broker (or stop a node) in the middle. */
+export const SLOW_SCRIPT = 'for i in $(seq 1 60); do echo "line $i"; sleep 0.05; done';
+
 /** Numbered lines worth several log parts (1653 bytes each), then success. */
 export const FINISHING_SCRIPT = 'for i in $(seq 1 500); do echo "line $i"; done';
 

@@ -37,6 +37,8 @@ export interface LedgerOptions {
    * `reset` seen; a failure becomes a problem of the job.
    */
   onReset?: (jobId: number) => Promise<void>;
+  /** Declare the reporting queues as quorum queues, as a worker with `TRAVIS_WORKER_AMQP_QUEUE_TYPE=quorum` does (a cluster). */
+  quorum?: boolean;
 }
 
 export interface JobLedger {
@@ -359,8 +361,9 @@ export async function startLedger(uri: string, options: LedgerOptions = {}): Pro
   try {
     const channel = await connection.createChannel();
     await channel.assertExchange(REPORTING_EXCHANGE, 'topic', DURABLE_EXCHANGE);
-    await channel.assertQueue(STATE_QUEUE, DURABLE_QUEUE);
-    await channel.assertQueue(LOG_QUEUE, DURABLE_QUEUE);
+    const queue = options.quorum === true ? { ...DURABLE_QUEUE, arguments: { 'x-queue-type': 'quorum' } } : DURABLE_QUEUE;
+    await channel.assertQueue(STATE_QUEUE, queue);
+    await channel.assertQueue(LOG_QUEUE, queue);
     await channel.bindQueue(LOG_QUEUE, REPORTING_EXCHANGE, LOG_QUEUE);
     const ledger = new Ledger(connection, channel, options);
     await ledger.consume();

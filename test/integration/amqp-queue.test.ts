@@ -6,6 +6,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
+import type { Channel, Message } from 'amqplib';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { AmqpConfig } from '../../src/config/types.js';
 import { ConfigError } from '../../src/errors.js';
@@ -13,6 +14,7 @@ import { AmqpJobQueue, type AmqpQueueOptions } from '../../src/queue/amqp/queue.
 import { BrokerError } from '../../src/queue/amqp/errors.js';
 import type { AmqpQueuedJob } from '../../src/queue/amqp/job.js';
 import type { CancelCommand, JobSource, QueuedJob } from '../../src/queue/contract.js';
+import { freePort } from '../helpers/ports.js';
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
 import {
   closeConnections,
@@ -62,6 +64,8 @@ function amqpConfig(overrides: Partial<AmqpConfig> = {}): AmqpConfig {
     sharding: false,
     reconnect: { initialMs: 50, maxMs: 500 },
     logDeliveryTimeoutMs: 10_000,
+    queueType: 'classic',
+    deliveryLimit: 20,
     ...overrides,
   };
 }
@@ -555,3 +559,114 @@ describe('AmqpJobQueue with log sharding', () => {
     expect(parts[1]?.body).toMatchObject({ id: 721270, number: 1, final: true, uuid: 'uuid-721270' });
   }, 60_000);
 });
+
+describe('AmqpJobQueue on several nodes', () => {
+  it('connects to the next listed node when the first does not answer, and names the one in use with its password masked', async () => {
+    const down = `amqp://guest:guest@127.0.0.1:${await freePort()}/${encodeURIComponent(vhost.name)}`;
+    const harness = await openQueue({ uri: `${down}, ${vhost.uri}` });
+
+    expect(harness.queue.brokerNodes()).toEqual({ jobs: vhost.uri.replace('guest:guest@', '****:****@') });
+    expect(harness.queue.notReadyReason()).toBeUndefined();
+    const connected = harness.log.lines.filter((line) => line.msg === 'connected to the broker');
+    expect(connected.map((line) => line['uri'])).toEqual([vhost.uri.replace('guest:guest@', '****:****@')]);
+  });
+
+  it('says which node failed how, passwords masked, when none answers', async () => {
+    const [first, second] = [await freePort(), await freePort()];
+    const opening = openQueue({ uri: `amqp://guest:s3cret@127.0.0.1:${first},amqp://guest:s3cret@127.0.0.1:${second}` });
+
+    const err = await opening.catch((error: unknown) => error);
+    expect(err).toBeInstanceOf(BrokerError);
+    expect((err as Error).message).toContain(`no node of the cluster answered: could not connect to the jobs broker at amqp://****:****@127.0.0.1:${first}`);
+    expect((err as Error).message).toContain(`could not connect to the jobs broker at amqp://****:****@127.0.0.1:${second}`);
+    expect((err as Error).message).not.toContain('s3cret');
+  });
+});
+
+describe('AmqpJobQueue with quorum queues', () => {
+  let quorumVhost: TestVhost;
+
+  beforeAll(async () => {
+    quorumVhost = await createVhost();
+  }, 60_000);
+
+  afterAll(async () => {
+    await quorumVhost?.delete();
+  }, 60_000);
+
+  /** Each queue's type and arguments (rabbitmqctl lists arguments as `[name, AMQP type, value]`). */
+  async function queueTypes(): Promise<Map<string, { type: string; arguments: Record<string, unknown> }>> {
+    const rows = JSON.parse(await rabbitmqctl('list_queues', '-p', quorumVhost.name, 'name', 'type', 'arguments', '--formatter', 'json')) as Array<{
+      name: string;
+      type: string;
+      arguments: Array<[string, string, unknown]>;
+    }>;
+    return new Map(rows.map((row) => [row.name, { type: row.type, arguments: Object.fromEntries(row.arguments.map(([name, , value]) => [name, value])) }]));
+  }
+
+  it('uses existing queues of the other type as they are instead of failing on the declare', async () => {
+    const queueName = `builds.test-${randomBytes(4).toString('hex')}`;
+    await withConnection(quorumVhost.uri, async (connection) => {
+      const channel = await connection.createChannel();
+      await channel.assertQueue(queueName, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+      await channel.assertQueue('reporting.jobs.builds', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+      await channel.close();
+    });
+
+    const harness = await openQueue({ uri: quorumVhost.uri, queueType: 'classic' }, { queueName });
+    const source = await openSource(harness);
+    await publishRaw(quorumVhost.uri, '', queueName, JSON.stringify(payload(41)));
+    const job = await nextJob(source);
+    await job.received();
+    await job.finish('passed');
+    await job.acknowledge();
+
+    const types = await queueTypes();
+    expect(types.get(queueName)?.type).toBe('quorum');
+    expect(types.get('reporting.jobs.builds')?.type).toBe('quorum');
+    // What was missing was declared with the configured type.
+    expect(types.get('reporting.jobs.logs')?.type).toBe('classic');
+    const reported = await drain(quorumVhost.uri, 'reporting.jobs.builds', 2, AbortSignal.timeout(10_000));
+    expect(reported.map((message) => message.body)).toEqual([
+      expect.objectContaining({ id: 41, state: 'received' }),
+      expect.objectContaining({ id: 41, state: 'passed' }),
+    ]);
+  });
+
+  it('declares a missing job queue as a quorum queue that dead-letters a job delivered past the limit', async () => {
+    const queueName = `builds.test-${randomBytes(4).toString('hex')}`;
+    await openQueue({ uri: quorumVhost.uri, queueType: 'quorum', deliveryLimit: 2 }, { queueName });
+
+    const types = await queueTypes();
+    expect(types.get(queueName)).toMatchObject({
+      type: 'quorum',
+      arguments: { 'x-queue-type': 'quorum', 'x-delivery-limit': 2, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': `${queueName}.dead-letter` },
+    });
+    expect(types.get(`${queueName}.dead-letter`)?.type).toBe('quorum');
+
+    // A job whose worker keeps dying before it acknowledges: returned to the queue each time.
+    await publishRaw(quorumVhost.uri, '', queueName, JSON.stringify(payload(42)));
+    await withConnection(quorumVhost.uri, async (connection) => {
+      const channel = await connection.createChannel();
+      for (let delivery = 1; delivery <= 3; delivery++) {
+        const message = await waitForMessage(channel, queueName);
+        channel.nack(message, false, true);
+      }
+      await channel.close();
+    });
+    const [dead] = await drain(quorumVhost.uri, `${queueName}.dead-letter`, 1, AbortSignal.timeout(10_000));
+    expect(dead?.body).toMatchObject({ job: { id: 42 } });
+    expect(await messageCount(quorumVhost.uri, queueName)).toBe(0);
+  });
+});
+
+/** The next message of `queue`, by polling `get` (a consumer would take the redeliveries too). */
+async function waitForMessage(channel: Channel, queue: string): Promise<Message> {
+  const deadline = AbortSignal.timeout(10_000);
+  for (;;) {
+    deadline.throwIfAborted();
+    const message = await channel.get(queue);
+    if (message !== false) return message;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}

@@ -30,6 +30,7 @@ async function exportedNames(): Promise<Set<string>> {
     poolSize: () => 1,
     processors: () => ({ busy: 1, idle: 0, paused: 0 }),
     brokerConnected: () => true,
+    brokerNodes: () => ({ jobs: 'amqp://rabbit-1.example.com:5672/' }),
     breakerOpen: () => false,
   });
   const requeued: JobResult = { outcome: 'requeued', cause: 'E_NO_CAPACITY', instanceReady: false };

@@ -89,6 +89,8 @@ describe('loadConfig defaults', () => {
         sharding: false,
         reconnect: { initialMs: 1_000, maxMs: 30_000 },
         logDeliveryTimeoutMs: 120_000,
+        queueType: 'classic',
+        deliveryLimit: 20,
       },
       file: { baseDir: './var/file-queue', pollingIntervalMs: 5_000, echoLogs: true },
       buildApi: {
@@ -349,6 +351,24 @@ describe('bad values', () => {
     expect(message).not.toContain('hunter2');
   });
 
+  it('takes the nodes of a cluster comma-separated, and names a bad one by its place without quoting it', () => {
+    const nodes = 'amqp://u:p@rabbit-1:5672/ci, amqp://u:p@rabbit-2:5672/ci';
+    expect(loadConfig(BACKENDS, { TRAVIS_WORKER_AMQP_URI: nodes, TRAVIS_WORKER_LOGS_AMQP_URI: nodes }).amqp).toMatchObject({ uri: nodes, logsUri: nodes });
+
+    const message = configErrorOf({ TRAVIS_WORKER_AMQP_URI: 'amqp://u:p@rabbit-1/ci,http://u:hunter2@rabbit-2/ci' });
+    expect(message).toMatch(/TRAVIS_WORKER_AMQP_URI: URL 2 of 2 must be a URL starting with amqp:\/\/ or amqps:\/\//);
+    expect(message).not.toContain('hunter2');
+    expect(configErrorOf({ TRAVIS_WORKER_LOGS_AMQP_URI: 'amqp://logs-1,logs-2' })).toMatch(/TRAVIS_WORKER_LOGS_AMQP_URI: URL 2 of 2 must be/);
+  });
+
+  it('takes classic or quorum as the AMQP queue type', () => {
+    expect(loadConfig(BACKENDS, { TRAVIS_WORKER_AMQP_QUEUE_TYPE: 'quorum', TRAVIS_WORKER_AMQP_DELIVERY_LIMIT: '7' }).amqp).toMatchObject({
+      queueType: 'quorum',
+      deliveryLimit: 7,
+    });
+    expect(configErrorOf({ TRAVIS_WORKER_AMQP_QUEUE_TYPE: 'stream' })).toMatch(/TRAVIS_WORKER_AMQP_QUEUE_TYPE: must be classic or quorum/);
+  });
+
   it('says the http queue type is not supported', () => {
     expect(configErrorOf({ TRAVIS_WORKER_QUEUE_TYPE: 'http' })).toMatch(/TRAVIS_WORKER_QUEUE_TYPE: the http queue type .* not supported/);
     expect(configErrorOf({ TRAVIS_WORKER_QUEUE_TYPE: 'sqs' })).toMatch(/TRAVIS_WORKER_QUEUE_TYPE: must be amqp or file/);
@@ -569,8 +589,10 @@ describe('backend setting families', () => {
 /** --echo-config of the configuration in the test that uses it, recorded before the core schema was nested. */
 const FULL_ECHO = `# mayfly effective configuration (secrets masked)
 export TRAVIS_WORKER_AMQP_CONSUMER_PRIORITY="0"
+export TRAVIS_WORKER_AMQP_DELIVERY_LIMIT="20"
 export TRAVIS_WORKER_AMQP_HEARTBEAT="10s"
 export TRAVIS_WORKER_AMQP_INSECURE="false"
+export TRAVIS_WORKER_AMQP_QUEUE_TYPE="classic"
 export TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF="1s"
 export TRAVIS_WORKER_AMQP_RECONNECT_MAX_BACKOFF="30s"
 # TRAVIS_WORKER_AMQP_TLS_CERT: 59 characters of PEM (not shown)
@@ -653,8 +675,10 @@ export TRAVIS_WORKER_TESTCLOUD_ZONE="us-central1-b"
 /** --echo-config of the defaults (host name aside), recorded before the core schema was nested. */
 const DEFAULT_ECHO = `# mayfly effective configuration (secrets masked)
 export TRAVIS_WORKER_AMQP_CONSUMER_PRIORITY="0"
+export TRAVIS_WORKER_AMQP_DELIVERY_LIMIT="20"
 export TRAVIS_WORKER_AMQP_HEARTBEAT="10s"
 export TRAVIS_WORKER_AMQP_INSECURE="false"
+export TRAVIS_WORKER_AMQP_QUEUE_TYPE="classic"
 export TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF="1s"
 export TRAVIS_WORKER_AMQP_RECONNECT_MAX_BACKOFF="30s"
 export TRAVIS_WORKER_AMQP_TLS_CERT=""
@@ -744,6 +768,9 @@ describe('echoConfig', () => {
     expect(text).not.toContain('MIIB');
     expect(text).toContain('export TRAVIS_WORKER_AMQP_URI="amqp://****:****@rabbit.example.com/vhost"\n');
     expect(text).toContain('export TRAVIS_WORKER_LOGS_AMQP_URI="amqps://****:****@logs.example.com"\n');
+    const cluster = echoConfig(loadConfig(BACKENDS, { ...secrets, TRAVIS_WORKER_AMQP_URI: `${secrets.TRAVIS_WORKER_AMQP_URI},amqp://guest:amqp-pw-s3cr3t@rabbit-2` }), BACKENDS);
+    expect(cluster).not.toMatch(/s3cr3t/);
+    expect(cluster).toContain('export TRAVIS_WORKER_AMQP_URI="amqp://****:****@rabbit.example.com/vhost,amqp://****:****@rabbit-2"\n');
     expect(text).toContain('export TRAVIS_WORKER_BUILD_API_URI="https://****@build.example.com/script"\n');
     expect(text).toContain('export TRAVIS_WORKER_BUILD_CACHE_S3_SECRET_ACCESS_KEY="********"\n');
     expect(text).toContain('export TRAVIS_WORKER_TESTCLOUD_API_TOKEN="********"\n');

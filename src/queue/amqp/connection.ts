@@ -13,6 +13,8 @@ import { connectTarget, type ConnectSettings } from './uri.js';
 
 export interface BrokerConnection {
   readonly model: ChannelModel;
+  /** The node connected to: its URI with the password masked. */
+  readonly node: string;
   /** True once the connection closed, expectedly or not. */
   readonly closed: boolean;
   /**
@@ -73,6 +75,7 @@ export async function openConnection(options: OpenConnectionOptions): Promise<Br
 
   return {
     model,
+    node: masked,
     get closed() {
       return closed;
     },

@@ -6,6 +6,7 @@
 export { BrokerError, type BrokerErrorKind } from '../../errors.js';
 
 /** AMQP reply codes amqplib puts in `err.code` when the server closes a channel or connection. */
+const NOT_FOUND = 404;
 const PRECONDITION_FAILED = 406;
 const COMMAND_INVALID = 503;
 
@@ -34,4 +35,14 @@ export const CONSUMER_TIMEOUT_ADVICE =
 /** An exchange declare refused because the broker has no such exchange type (a plugin is not enabled). */
 export function isUnknownExchangeType(err: unknown): boolean {
   return replyCode(err) === COMMAND_INVALID && err instanceof Error && /exchange type/i.test(err.message);
+}
+
+/** A passive declare of a queue that does not exist. */
+export function isNotFound(err: unknown): boolean {
+  return replyCode(err) === NOT_FOUND;
+}
+
+/** A declare whose attributes clash with the existing object's (e.g. a classic queue declared as quorum). */
+export function isPreconditionFailed(err: unknown): boolean {
+  return replyCode(err) === PRECONDITION_FAILED;
 }

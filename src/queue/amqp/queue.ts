@@ -16,8 +16,10 @@ import { errorMessage, type BrokerError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { CancelCommand, JobQueue, JobSource } from '../contract.js';
 import { consumeCommands } from './canceller.js';
+import { listedUrls } from '../../config/leaves.js';
 import { openConnection } from './connection.js';
-import { declareJobObjects, declareLogObjects } from './declare.js';
+import { BrokerNodes } from './nodes.js';
+import { declareJobObjects, declareLogObjects, type QueueKind } from './declare.js';
 import { ReconnectingConnection } from './reconnecting.js';
 import { ReportedJobs } from './reported-jobs.js';
 import { AmqpJobSource } from './source.js';
@@ -59,25 +61,30 @@ export class AmqpJobQueue implements JobQueue {
     this.state = 'opening';
     const { config, queueName } = this.options;
     const connectionName = `mayfly ${this.options.hostname ?? osHostname()} ${process.pid}`;
-    const connect = (role: 'jobs' | 'logs', uri: string, tlsCert: string | undefined) =>
-      (onLost: (err: BrokerError) => void) =>
-        openConnection({
-          uri,
-          role,
-          heartbeatMs: config.heartbeatMs,
-          insecure: config.insecure,
-          ...(tlsCert === undefined ? {} : { tlsCert }),
-          connectionName: role === 'jobs' ? connectionName : `${connectionName} logs`,
-          logger: this.logger,
-          onLost,
-        });
+    const connect = (role: 'jobs' | 'logs', uris: string, tlsCert: string | undefined) => {
+      const nodes = new BrokerNodes(listedUrls(uris));
+      return (onLost: (err: BrokerError) => void) =>
+        nodes.connect((uri) =>
+          openConnection({
+            uri,
+            role,
+            heartbeatMs: config.heartbeatMs,
+            insecure: config.insecure,
+            ...(tlsCert === undefined ? {} : { tlsCert }),
+            connectionName: role === 'jobs' ? connectionName : `${connectionName} logs`,
+            logger: this.logger,
+            onLost,
+          }),
+        );
+    };
+    const kind: QueueKind = { type: config.queueType, deliveryLimit: config.deliveryLimit };
     const separateLogs = config.logsUri !== undefined && config.logsUri !== '';
     const jobs = new ReconnectingConnection({
       role: 'jobs',
       connect: connect('jobs', config.uri, config.tlsCert),
       prepare: async (connection) => {
-        await declareJobObjects(connection.model, queueName, this.logger);
-        if (!separateLogs) await declareLogObjects(connection, config.sharding, this.logger);
+        await declareJobObjects(connection.model, queueName, kind, this.logger);
+        if (!separateLogs) await declareLogObjects(connection, config.sharding, kind, this.logger);
       },
       backoff: config.reconnect,
       logger: this.logger,
@@ -87,7 +94,7 @@ export class AmqpJobQueue implements JobQueue {
       this.logs = new ReconnectingConnection({
         role: 'logs',
         connect: connect('logs', config.logsUri as string, config.logsTlsCert),
-        prepare: (connection) => declareLogObjects(connection, config.sharding, this.logger),
+        prepare: (connection) => declareLogObjects(connection, config.sharding, kind, this.logger),
         backoff: config.reconnect,
         logger: this.logger,
       });
@@ -135,6 +142,13 @@ export class AmqpJobQueue implements JobQueue {
   notReadyReason(): string | undefined {
     if (this.state !== 'open') return `the amqp queue is ${this.state}`;
     return this.jobs?.unavailable ?? this.logs?.unavailable;
+  }
+
+  brokerNodes(): Record<string, string> {
+    const nodes: Record<string, string> = {};
+    if (this.jobs?.node !== undefined) nodes['jobs'] = this.jobs.node;
+    if (this.logs?.node !== undefined) nodes['logs'] = this.logs.node;
+    return nodes;
   }
 
   onReadinessChange(listener: (notReadyReason: string | undefined) => void): void {

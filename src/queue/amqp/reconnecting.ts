@@ -77,6 +77,11 @@ export class ReconnectingConnection extends EventEmitter<ReconnectingConnectionE
     return this.state === 'up';
   }
 
+  /** The node in use (its URI, password masked), while the connection is up. */
+  get node(): string | undefined {
+    return this.state === 'up' ? this.connection?.node : undefined;
+  }
+
   /** Why the connection is not usable now, or undefined when it is. */
   get unavailable(): string | undefined {
     switch (this.state) {
@@ -194,7 +199,7 @@ export class ReconnectingConnection extends EventEmitter<ReconnectingConnectionE
     this.connection = connection;
     this.state = 'up';
     this.downReason = undefined;
-    logger.info({ broker: role, down_ms: Date.now() - startedAt }, 'reconnected to the broker');
+    logger.info({ broker: role, uri: connection.node, down_ms: Date.now() - startedAt }, 'reconnected to the broker');
     this.wakeAll();
     this.emit('restored', connection.model);
   }

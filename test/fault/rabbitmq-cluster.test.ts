@@ -1,0 +1,167 @@
+/**
+ * A RabbitMQ cluster of three nodes (test/helpers/rabbitmq-cluster.ts) with
+ * quorum queues, the worker given every node:
+ * - the node the worker is connected to stops mid-script: the worker moves
+ *   to the next node, the job is redelivered there and passes, exactly one
+ *   terminal state, the finishing run's log complete;
+ * - the node the log parts go to stops mid-script: the job goes on, the
+ *   unconfirmed parts go out again on another node, none is lost.
+ * Read from the broker by the job ledger, as test/fault/broker.test.ts does.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { BROKER_NODES_HEADER } from '../../src/control/routes.js';
+import type { Logger } from '../../src/logger.js';
+import { maskUrl } from '../../src/redact.js';
+import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
+import { ENDLESS_SCRIPT, FINISHING_SCRIPT, SLOW_SCRIPT, faultPayload } from '../helpers/fault-jobs.js';
+import { startLedger, type JobLedger } from '../helpers/job-ledger.js';
+import { captureLog } from '../helpers/log-capture.js';
+import { startRabbitCluster, type ClusterNode, type RabbitCluster } from '../helpers/rabbitmq-cluster.js';
+import { publishRaw, purge } from '../helpers/rabbitmq.js';
+import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+
+const QUEUE = 'builds.cluster';
+/** The local backend runs scripts without a terminal: lines end in a bare newline. */
+const SLOW_LAST_LINE = 'line 60\n';
+const FINISHING_LAST_LINE = 'line 500\n';
+const FIFTH_LINE = 'line 5\n';
+const CONTROL_AUTH = 'operator:cluster-suite';
+const basicAuth = (credentials: string): string => `Basic ${Buffer.from(credentials).toString('base64')}`;
+/** Booting three nodes at once takes about 25 s on two cores. */
+const CLUSTER_BOOT_TIMEOUT_MS = 150_000;
+
+describe('fault: a RabbitMQ cluster with quorum queues', () => {
+  let cluster: RabbitCluster;
+  let buildApi: FakeBuildApi;
+  let scriptsDir: string;
+  let worker: TestWorker | undefined;
+  const ledgers: JobLedger[] = [];
+  /** Nodes a test stopped: started again after it, so each test begins with the whole cluster. */
+  const stopped = new Set<ClusterNode>();
+
+  beforeAll(async () => {
+    cluster = await startRabbitCluster();
+    buildApi = await startBuildApi();
+    scriptsDir = await mkdtemp(join(tmpdir(), 'mayfly-cluster-'));
+  }, CLUSTER_BOOT_TIMEOUT_MS);
+
+  afterEach(async () => {
+    await worker?.stop();
+    worker = undefined;
+    for (const ledger of ledgers.splice(0)) await ledger.close();
+    await Promise.all([...stopped].map((node) => cluster.start(node)));
+    stopped.clear();
+    // A job of a failed test would keep the next test's worker busy.
+    await purge(node(2).uri, QUEUE, 'reporting.jobs.builds', 'reporting.jobs.logs');
+  }, 60_000);
+
+  afterAll(async () => {
+    buildApi?.close();
+    await cluster?.close();
+    if (scriptsDir) await rm(scriptsDir, { recursive: true, force: true });
+  }, 60_000);
+
+  const node = (index: number): ClusterNode => cluster.nodes[index] as ClusterNode;
+  const payload = (id: number): string => faultPayload(QUEUE, id);
+
+  async function stop(...nodes: ClusterNode[]): Promise<void> {
+    for (const one of nodes) stopped.add(one);
+    await Promise.all(nodes.map((one) => cluster.stop(one)));
+  }
+
+  /** A worker on the local backend, quorum queues, fast heartbeat and reconnect; connections as `env` says. */
+  async function startWorker(env: Record<string, string>, logger?: Logger): Promise<TestWorker> {
+    worker = await startTestWorker(
+      {
+        TRAVIS_WORKER_PROVIDER_NAME: 'local',
+        TRAVIS_WORKER_LOCAL_SCRIPTS_DIR: scriptsDir,
+        TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
+        TRAVIS_WORKER_QUEUE_TYPE: 'amqp',
+        TRAVIS_WORKER_QUEUE_NAME: QUEUE,
+        TRAVIS_WORKER_AMQP_QUEUE_TYPE: 'quorum',
+        TRAVIS_WORKER_AMQP_HEARTBEAT: '1s',
+        TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF: '100ms',
+        TRAVIS_WORKER_AMQP_RECONNECT_MAX_BACKOFF: '500ms',
+        ...env,
+      },
+      logger,
+    );
+    return worker;
+  }
+
+  /** The ledger on `on`, a node the test leaves running; a `reset` puts the job back on the queue. */
+  async function openLedger(on: ClusterNode): Promise<JobLedger> {
+    const ledger = await startLedger(on.uri, { quorum: true, onReset: (id) => publishRaw(on.uri, '', QUEUE, payload(id)) });
+    ledgers.push(ledger);
+    return ledger;
+  }
+
+  /** `/ready` (a header) and `/metrics` name `inUse` as the jobs connection's node, its password masked; `before`, used earlier, is at 0. */
+  async function expectNodeInUse(running: TestWorker, inUse: ClusterNode, before?: ClusterNode): Promise<void> {
+    const shown = maskUrl(inUse.uri);
+    expect(shown).not.toContain('guest:guest');
+    const ready = await fetch(`${running.worker.controlUrl}/ready`);
+    expect(ready.headers.get(BROKER_NODES_HEADER)).toBe(`jobs=${shown}`);
+    const metrics = await (await fetch(`${running.worker.controlUrl}/metrics`, { headers: { authorization: basicAuth(CONTROL_AUTH) } })).text();
+    const series = metrics.split('\n').filter((line) => line.startsWith('mayfly_broker_node{'));
+    const expected = [`mayfly_broker_node{queue="amqp",role="jobs",node="${shown}"} 1`];
+    if (before) expected.push(`mayfly_broker_node{queue="amqp",role="jobs",node="${maskUrl(before.uri)}"} 0`);
+    expect(series.sort()).toEqual(expected.sort());
+  }
+
+  function expectCleanReport(ledger: JobLedger, scenario: string, jobId: number): void {
+    const report = ledger.report(scenario, [jobId]);
+    expect(report.problems).toEqual([]);
+    expect(report).toMatchObject({ jobsRun: 1, jobsLost: 0, partsLost: 0, duplicateTerminalStates: 0 });
+  }
+
+  it('the node the worker is connected to stops mid-script: it moves to the next node, the redelivered job passes once, its log complete', async () => {
+    const jobId = 7401;
+    const signal = AbortSignal.timeout(40_000);
+    const journal = await openLedger(node(2));
+    buildApi.scripts.set(jobId, ENDLESS_SCRIPT);
+    const log = captureLog();
+    const running = await startWorker(
+      { TRAVIS_WORKER_AMQP_URI: cluster.uris(), TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: '127.0.0.1:0', TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: CONTROL_AUTH },
+      log.logger,
+    );
+    const firstRun = running.jobDone(jobId);
+    await publishRaw(node(2).uri, '', QUEUE, payload(jobId));
+    await journal.untilLogged(jobId, FIFTH_LINE, signal);
+    buildApi.scripts.set(jobId, FINISHING_SCRIPT);
+    await expectNodeInUse(running, node(0));
+
+    await stop(node(0));
+
+    expect((await firstRun).result).toEqual({ outcome: 'abandoned', cause: 'delivery-lost' });
+    await journal.untilFinished([jobId], signal);
+    await journal.untilLogged(jobId, FINISHING_LAST_LINE, signal);
+    expect(journal.states(jobId)).toEqual(['received', 'started', 'received', 'started', 'passed']);
+    const nodesUsed = log.lines.filter((line) => /^(re)?connected to the broker$/.test(line.msg ?? '')).map((line) => line['uri']);
+    expect(nodesUsed).toEqual([maskUrl(node(0).uri), maskUrl(node(1).uri), maskUrl(node(1).uri)]);
+    await expectNodeInUse(running, node(1), node(0));
+    expectCleanReport(journal, 'cluster: the connected node stops mid-script', jobId);
+  }, 60_000);
+
+  it('the node log parts go to stops mid-script: the job goes on, unconfirmed parts go out again on another node, none is lost', async () => {
+    const jobId = 7402;
+    const signal = AbortSignal.timeout(40_000);
+    const journal = await openLedger(node(2));
+    buildApi.scripts.set(jobId, SLOW_SCRIPT);
+    const running = await startWorker({ TRAVIS_WORKER_AMQP_URI: cluster.uris([0, 2]), TRAVIS_WORKER_LOGS_AMQP_URI: cluster.uris([1, 2]) });
+    const done = running.jobDone(jobId);
+    await publishRaw(node(2).uri, '', QUEUE, payload(jobId));
+    await journal.untilLogged(jobId, FIFTH_LINE, signal);
+
+    await stop(node(1));
+
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    await journal.untilFinished([jobId], signal);
+    await journal.untilLogged(jobId, SLOW_LAST_LINE, signal);
+    expect(journal.states(jobId)).toEqual(['received', 'started', 'passed']);
+    expectCleanReport(journal, 'cluster: the logs node stops mid-script', jobId);
+  }, 60_000);
+});
