@@ -244,6 +244,7 @@ export class FakeGce {
   readonly #instances = new Map<string, LiveInstance>();
   readonly #records: FakeInstanceRecord[] = [];
   readonly #operations = new Map<string, FakeOperation>();
+  readonly #deletesUnderWay = new Set<Promise<void>>();
   readonly #faults: InjectedFault[] = [];
   readonly #zoneFaults = new Map<string, ZoneFault>();
   /** Machine and accelerator types a zone does not offer. */
@@ -306,6 +307,11 @@ export class FakeGce {
   /** Instances that exist (running, booting or stopped but not deleted): what would still be billed. */
   liveInstances(): FakeInstanceRecord[] {
     return this.#records.filter((record) => !record.deleted);
+  }
+
+  /** Resolves once every delete accepted so far has finished (a caller that cannot read operations does not wait for them). */
+  async deletesFinished(): Promise<void> {
+    await Promise.all(this.#deletesUnderWay);
   }
 
   /** Answer the next `times` requests of `operation` (in `zone`, if given) with `fault`. */
@@ -665,7 +671,7 @@ export class FakeGce {
     live.record.status = 'STOPPING';
     clearTimeout(live.bootTimer);
     this.#instances.delete(`${zone}/${name}`);
-    void (async () => {
+    const deleting = (async () => {
       await live.sshdStarted;
       await live.sshd?.stop();
       live.record.status = 'TERMINATED';
@@ -673,6 +679,8 @@ export class FakeGce {
       op.finish();
       this.events.emit('deleted', live.record);
     })();
+    this.#deletesUnderWay.add(deleting);
+    void deleting.finally(() => this.#deletesUnderWay.delete(deleting));
     return this.#json(response, operationName, request, this.#operationJson(op));
   }
 

@@ -79,8 +79,8 @@ interface FakeCloud {
   /** An instance of mayfly's left behind by a worker that is gone, for the reaper. */
   plantLeak(): void;
   backend(): Backend;
-  /** Names of the instances still there. */
-  live(): string[];
+  /** Names of the instances still there once the deletes asked for have run their course. */
+  live(): Promise<string[]>;
 }
 
 /** `lifecycle`'s failure with only `permissions` granted; afterwards nothing is left, whatever was refused. */
@@ -94,7 +94,7 @@ async function failureWith(cloud: FakeCloud, permissions: Set<string>): Promise<
     cloud.grant(undefined);
     await reapAll(backend, AbortSignal.timeout(60_000));
     await backend.close();
-    expect(cloud.live()).toEqual([]);
+    expect(await cloud.live()).toEqual([]);
   }
 }
 
@@ -110,7 +110,10 @@ describe('GCE role (deploy/gce/mayfly-role.yaml)', () => {
     grant: (permissions) => (fake.permissions = permissions),
     plantLeak: () => fake.plant({ name: 'travis-job-leaked', zone: 'us-central1-a', labels: { 'travis-job-id': '1', 'travis-worker': 'gone', 'travis-lease-expiry': '1' } }),
     backend: () => gce.create(gceSettings(fake), testBackendContext()),
-    live: () => fake.liveInstances().map((record) => record.name),
+    live: async () => {
+      await fake.deletesFinished();
+      return fake.liveInstances().map((record) => record.name);
+    },
   };
 
   it('is enough for the whole life of a job VM and the reaper', async () => {
@@ -135,7 +138,7 @@ describe('AWS policy (deploy/aws/mayfly-policy.json)', () => {
     grant: (permissions) => (fake.permissions = permissions),
     plantLeak: () => fake.plant({ tags: { Name: 'travis-job-1', 'travis.job_id': '1', 'travis.worker': 'gone', 'travis.lease_expires': '2000-01-01T00:00:00.000Z' } }),
     backend: () => ec2.create(ec2Settings(fake, { TRAVIS_WORKER_EC2_INTERRUPTION_POLL_SLEEP: '0s' }), testBackendContext()),
-    live: () => fake.live().map((instance) => instance.instanceId),
+    live: async () => fake.live().map((instance) => instance.instanceId),
   };
 
   it('is enough for the whole life of a job instance and the reaper', async () => {
