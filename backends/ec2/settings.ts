@@ -132,7 +132,7 @@ export const settingsSchema: SettingsSchema<Omit<Ec2Settings, Ec2SettingFamilies
   uploadRetrySleep: { doc: 'pause between SSH connection attempts', format: 'duration', default: 1_000 },
   sshDialTimeout: { doc: 'time allowed for one SSH connection attempt', format: 'duration', default: 5_000 },
   spot: { doc: 'launch spot instances; a job whose instance is interrupted is run again', format: Boolean, default: false },
-  spotMaxPrice: { doc: 'highest hourly spot price in USD; empty = the on-demand price', format: String, default: '' },
+  spotMaxPrice: { doc: 'highest hourly spot price in USD, at least 0.001; empty = the on-demand price', format: String, default: '' },
   rateLimitMaxCalls: { doc: 'EC2 API calls allowed per RATE_LIMIT_DURATION (0 = no limit)', format: 'nat', default: 10 },
   rateLimitDuration: { doc: 'window of RATE_LIMIT_MAX_CALLS', format: 'duration', default: 1_000 },
   bootPollSleep: { doc: 'pause between state checks while an instance boots or terminates', format: 'duration', default: 2_000 },
@@ -201,18 +201,32 @@ export function validateSettings(settings: Ec2Settings): SettingProblem[] {
     problems.push({ setting: 'endpoint', problem: 'is not a URL (e.g. https://ec2.eu-west-1.amazonaws.com)' });
   }
   if (settings.execCmd.trim() === '') problems.push({ setting: 'execCmd', problem: 'is empty: name the command that runs the script' });
-  if (settings.spotMaxPrice !== '' && !/^\d+(\.\d+)?$/.test(settings.spotMaxPrice)) {
-    problems.push({ setting: 'spotMaxPrice', problem: `"${settings.spotMaxPrice}" is not a price such as 0.05` });
-  }
   return problems.concat(
     settingProblems([
       ['sshUser', () => checkUserName(settings.sshUser)],
       ['imageSelectorType', () => checkImageSelectorType(settings.images)],
       ['customTags', () => parseCustomTags(settings.customTags)],
+      ['spotMaxPrice', () => checkSpotMaxPrice(settings.spotMaxPrice)],
       // USER_DATA that can't be combined with the key script, or is too large with it, would fail every job.
       ['userData', () => buildUserData({ publicKey: generateJobKeyPair().publicKey, user: settings.sshUser, extra: decodeUserData(settings.userData), implodeAfterMinutes: 0 })],
     ]),
   );
+}
+
+/**
+ * The lowest spot `MaxPrice` EC2 takes, in USD per hour: below it a launch
+ * is refused with InvalidParameterValue (EC2 API reference, SpotMarketOptions
+ * and LaunchTemplateSpotMarketOptions, "MaxPrice").
+ */
+export const SPOT_MIN_PRICE = 0.001;
+/** A price as EC2 writes one: digits with an optional decimal fraction, no sign, exponent or currency. */
+const DECIMAL_PRICE = /^\d+(\.\d+)?$/;
+
+/** SPOT_MAX_PRICE as EC2 would take it: empty (the on-demand price), or a decimal of at least `SPOT_MIN_PRICE`. */
+export function checkSpotMaxPrice(price: string): void {
+  if (price === '') return;
+  if (!DECIMAL_PRICE.test(price)) throw new Error(`"${price}" is not a price in USD per hour such as 0.05`);
+  if (Number(price) < SPOT_MIN_PRICE) throw new Error(`"${price}" is below ${SPOT_MIN_PRICE}, the lowest spot price EC2 takes (USD per hour)`);
 }
 
 /** The static credentials go together. */

@@ -509,6 +509,11 @@ export class FakeEc2 extends EventEmitter {
       throw new QueryError(400, 'InvalidParameterValue', `Value (${httpTokens}) for parameter HttpTokens is invalid.`);
     }
     const spot = params.get('InstanceMarketOptions.MarketType') === 'spot';
+    const maxPrice = params.get('InstanceMarketOptions.SpotOptions.MaxPrice');
+    // As EC2: a spot price is a decimal of at least USD 0.001 per hour (the fake's own copy of the rule, not the backend's).
+    if (spot && maxPrice !== undefined && !(/^\d+(\.\d+)?$/.test(maxPrice) && Number(maxPrice) >= 0.001)) {
+      throw new QueryError(400, 'InvalidParameterValue', `Value (${maxPrice}) for parameter maxPrice is invalid. The value must be a price of at least 0.001.`);
+    }
     if (spot && !this.spotRoleExists) {
       if (this.permissions !== undefined && !this.permissions.has('iam:CreateServiceLinkedRole')) {
         throw new QueryError(403, 'AuthFailure.ServiceLinkedRoleCreationNotPermitted', 'The provided credentials do not have permission to create the service-linked role for EC2 Spot Instances.');

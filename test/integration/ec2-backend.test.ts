@@ -10,7 +10,7 @@ import { homedir, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { definition } from '../../backends/ec2/index.js';
+import { definition, type Ec2Settings } from '../../backends/ec2/index.js';
 import { LEASE_MARGIN_MS } from '../../backends/ec2/tags.js';
 import type { Backend, BootPhase, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
 import { ConnectionLostError, NoCapacityError, errorMessage } from '../../src/errors.js';
@@ -23,6 +23,7 @@ import { CollectingWritable } from '../helpers/collect.js';
 import { drain, messageCount, publishRaw, type DrainedMessage } from '../helpers/rabbitmq.js';
 import type { TestWorker } from '../helpers/worker.js';
 import { useAmqpWorker } from '../helpers/amqp-worker.js';
+import { configErrorOf } from '../helpers/config-error.js';
 
 const never = new AbortController().signal;
 let fake: FakeEc2;
@@ -51,8 +52,13 @@ interface Harness {
 }
 
 function ec2Backend(env: Record<string, string> = {}): Harness {
+  return ec2BackendWith(ec2Settings(fake, env));
+}
+
+/** A backend on `settings` as given, even ones the loader would refuse (to show what the cloud does with them). */
+function ec2BackendWith(settings: Ec2Settings): Harness {
   const context = testBackendContext();
-  const backend = definition.create(ec2Settings(fake, env), context);
+  const backend = definition.create(settings, context);
   cleanups.push(() => backend.close());
   return { backend, apiCalls: context.apiCalls };
 }
@@ -399,6 +405,16 @@ describe('ec2 backend', () => {
     expect((error as ConnectionLostError).requeue).toBe(true);
     expect((error as ConnectionLostError).userMessage).toContain('spot instance');
     expect(output.text).not.toContain('not reached');
+  });
+
+  it.each(['0.0005', '0', '0.000'])('refuses SPOT_MAX_PRICE=%s while loading, naming the setting, as EC2 refuses it at launch', async (price) => {
+    const spotEnv = { TRAVIS_WORKER_PROVIDER_NAME: 'ec2', ...ec2Env(fake, { TRAVIS_WORKER_EC2_SPOT: 'true', TRAVIS_WORKER_EC2_SPOT_MAX_PRICE: price }) };
+    expect(configErrorOf(spotEnv, [definition])).toMatch(/TRAVIS_WORKER_EC2_SPOT_MAX_PRICE: .* below 0\.001/);
+    // What the check spares the worker: the same price in a launch, which EC2 refuses.
+    const { backend } = ec2BackendWith({ ...ec2Settings(fake, { TRAVIS_WORKER_EC2_SPOT: 'true' }), spotMaxPrice: price });
+    const error = await rejection(backend.start(testAttributes(), boot().options));
+    expect(errorMessage(error)).toContain(`Value (${price}) for parameter maxPrice is invalid`);
+    expect(fake.callsOf('RunInstances').at(-1)).toMatchObject({ errorCode: 'InvalidParameterValue', params: { 'InstanceMarketOptions.SpotOptions.MaxPrice': price } });
   });
 
   it('notices an instance stopped by AWS while SSH still answers, and ends the run', async () => {
