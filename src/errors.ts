@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'E_STALE_VM'
   | 'E_CONNECTION_LOST'
   | 'E_NO_CAPACITY'
+  | 'E_JOB_REFUSED'
   | 'E_BROKER';
 
 export interface MayflyErrorOptions {
@@ -101,6 +102,18 @@ export class InstanceStartError extends MayflyError {
 export class NoCapacityError extends MayflyError {
   readonly code = 'E_NO_CAPACITY';
   readonly requeue = true;
+}
+
+/**
+ * The cloud refuses to make the machine this job needs as it is asked for
+ * (an instance type without a feature the launch requests), not for want of
+ * capacity: it would refuse it the same way on every retry, so the job ends
+ * errored, saying why, instead of going round the queue for ever. A job
+ * payload that is itself wrong is a `PayloadError`, which names the field.
+ */
+export class JobRefusedError extends MayflyError {
+  readonly code = 'E_JOB_REFUSED';
+  readonly requeue = false;
 }
 
 /** The instance was not ready within `TRAVIS_WORKER_STARTUP_TIMEOUT`. */

@@ -15,6 +15,7 @@ import {
   CloudCallError,
   MalformedAnswerError,
   InstanceStartError,
+  JobRefusedError,
   NoCapacityError,
   errorMessage,
   isMayflyError,
@@ -31,7 +32,7 @@ import {
   type Logger,
 } from '../../src/backend/kit.js';
 import { Ec2Api, type Ec2InstanceDescription } from './api.js';
-import { ec2ErrorCode } from './classify.js';
+import { ec2ErrorCode, isUnsupportedAnywhere } from './classify.js';
 import { imageSetting, resolveImage } from './images.js';
 import { Ec2Instance } from './instance.js';
 import { defaultInstanceType, launchRequest, mappedInstanceType } from './launch.js';
@@ -60,12 +61,23 @@ const SPOT_ROLE_MISSING = 'AuthFailure.ServiceLinkedRoleCreationNotPermitted';
 /** A failed call's kind, or undefined when it was no API failure (a bug, an abort). */
 const kindOf = (err: unknown): CloudErrorKind | undefined => (err instanceof CloudCallError ? err.kind : undefined);
 
-/** The error start() throws for a failure: quota and capacity say which; everything requeues. */
-function startError(err: unknown): Error {
+/**
+ * The error start() throws for a failure: quota and capacity say which and
+ * requeue; a configuration EC2 supports in no zone ends the job; anything
+ * else requeues. `launch` is the RunInstances request, once there is one.
+ */
+function startError(err: unknown, launch?: RunInstancesRequest): Error {
   if (isMayflyError(err)) return err;
   const kind = kindOf(err);
   const code = err instanceof CloudCallError ? ec2ErrorCode(err.cause) : undefined;
   const detail = err instanceof CloudCallError ? errorMessage(err.cause) : errorMessage(err);
+  if (err instanceof CloudCallError && isUnsupportedAnywhere(err.cause)) {
+    const what = launch === undefined ? 'the instance' : `a ${launch.InstanceType} instance from ${launch.ImageId}`;
+    return new JobRefusedError(`EC2 does not support launching ${what} (${code}): ${detail}`, {
+      cause: err,
+      userMessage: `EC2 refused to launch the build VM, ${what}: ${detail}\nIt would refuse it the same way again, so the job is not run again.`,
+    });
+  }
   if (kind === 'quota') {
     return new NoCapacityError(`EC2 quota exhausted (${code}): ${detail}`, {
       cause: err,
@@ -199,7 +211,7 @@ export class Ec2Backend implements Backend {
     } catch (err) {
       await this.#cleanUp(request, launched, sent, err, logger);
       if (signal.aborted) throw signal.reason;
-      throw startError(err);
+      throw startError(err, request);
     }
   }
 

@@ -43,12 +43,17 @@ export function ec2ErrorCode(err: unknown): string | undefined {
   return typeof name === 'string' ? name : undefined;
 }
 
+/** `Unsupported` that is not about the zone: EC2 launches this configuration in no zone, now or on a retry. */
+export function isUnsupportedAnywhere(err: unknown): boolean {
+  return ec2ErrorCode(err) === UNSUPPORTED && !(err instanceof Error && ABOUT_THE_ZONE.test(err.message));
+}
+
 export function classifyEc2Error(err: unknown): CloudErrorKind {
   const code = ec2ErrorCode(err) ?? '';
   if (THROTTLED.has(code)) return 'throttled';
   if (QUOTA.has(code)) return 'quota';
   if (CAPACITY.has(code)) return 'capacity';
-  if (code === UNSUPPORTED) return err instanceof Error && ABOUT_THE_ZONE.test(err.message) ? 'capacity' : 'fatal';
+  if (code === UNSUPPORTED) return isUnsupportedAnywhere(err) ? 'fatal' : 'capacity';
   if (code.endsWith('.NotFound')) return 'not-found';
   if (TRANSIENT.has(code)) return 'transient';
   const details = (typeof err === 'object' && err !== null ? err : {}) as {

@@ -35,6 +35,7 @@ export {
   ConfigError,
   ConnectionLostError,
   InstanceStartError,
+  JobRefusedError,
   NoCapacityError,
   PayloadError,
   SshUnreachableError,

@@ -50,7 +50,7 @@ const ZONE_SUFFIX = 'a';
 const SSH_PORT = 22;
 
 /** An injectable failure, as EC2 (or something between it and the worker) answers it. */
-export type Ec2Fault = 'throttle' | 'server-error' | 'unavailable' | 'capacity' | 'quota' | 'vcpu-quota' | 'unsupported' | 'unsupported-configuration' | 'drop' | MalformedEc2Answer;
+export type Ec2Fault = 'throttle' | 'server-error' | 'unavailable' | 'capacity' | 'quota' | 'vcpu-quota' | 'unsupported' | 'drop' | MalformedEc2Answer;
 
 /**
  * A 200 whose body is not what EC2 sends. `malformed-html`: a debugging
@@ -89,12 +89,6 @@ const FAULTS: Record<Exclude<Ec2Fault, 'drop' | MalformedEc2Answer>, { status: n
     status: 400,
     code: 'Unsupported',
     message: 'Your requested instance type is not supported in your requested Availability Zone.',
-  },
-  // The same code for a launch no zone can satisfy.
-  'unsupported-configuration': {
-    status: 400,
-    code: 'Unsupported',
-    message: 'The requested configuration is currently not supported. Please check the documentation for supported configurations.',
   },
 };
 
@@ -194,6 +188,9 @@ const RESULT_SETS: Record<Ec2Action, string> = {
 
 /** Graviton types (a1, and families with a `g` after the generation: m6g, t4g, c7gn, ...) are arm64; the rest x86_64. */
 const architectureOf = (instanceType: string): 'x86_64' | 'arm64' => (/^(a1|[a-z]+\d+g[a-z]*)\./.test(instanceType) ? 'arm64' : 'x86_64');
+
+/** Instance types EC2 launches without EBS optimization only (EC2 User Guide, "EBS-optimized instance types"): t1, t2 and m1.small. */
+const NOT_EBS_OPTIMIZABLE = /^(t1\.|t2\.|m1\.small$)/;
 
 const hexId = (prefix: string): string => `${prefix}-${randomBytes(9).toString('hex').slice(0, 17)}`;
 
@@ -503,6 +500,10 @@ export class FakeEc2 extends EventEmitter {
         'InvalidParameterValue',
         `The architecture '${typeArchitecture}' of the specified instance type does not match the architecture '${image.architecture}' of the specified AMI. Specify an instance type and an AMI that have matching architectures, and try again.`,
       );
+    }
+    if (params.get('EbsOptimized') === 'true' && NOT_EBS_OPTIMIZABLE.test(params.get('InstanceType') ?? 'm1.small')) {
+      // As EC2 answers it: the same code as a zone without the type, a message that names no zone.
+      throw new QueryError(400, 'Unsupported', 'EBS-optimized instances are not supported for your requested configuration. Please check the documentation for supported configurations.');
     }
     const httpTokens = params.get('MetadataOptions.HttpTokens') ?? 'optional';
     if (httpTokens !== 'optional' && httpTokens !== 'required') {

@@ -13,7 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { definition, type Ec2Settings } from '../../backends/ec2/index.js';
 import { LEASE_MARGIN_MS } from '../../backends/ec2/tags.js';
 import type { Backend, BootPhase, Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
-import { ConnectionLostError, NoCapacityError, errorMessage } from '../../src/errors.js';
+import { ConnectionLostError, JobRefusedError, NoCapacityError, errorMessage } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
 import { FakeEc2, type FakeEc2Call, type FakeEc2Instance } from '../fakes/ec2-server.js';
 import { ec2Env, ec2Settings, registerDefaultImage } from '../fakes/ec2-settings.js';
@@ -186,6 +186,19 @@ describe('ec2 backend on the worker (RabbitMQ -> EC2 -> SSH -> log -> state)', (
     expect(instanceOf(jobId)?.state).toBe('terminated');
   });
 
+  it('ends a job errored, saying why, when EC2 supports its launch in no zone (EBS optimization of a t2), instead of requeueing it for ever', async () => {
+    const w = await start({ TRAVIS_WORKER_EC2_INSTANCE_TYPE: 't2.micro', TRAVIS_WORKER_EC2_EBS_OPTIMIZED: 'true' });
+    const jobId = 94004;
+    const done = w.jobDone(jobId);
+    await publishRaw(amqp.vhost.uri, '', QUEUE, payload(jobId, 'echo never runs'));
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
+    expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'errored']);
+    expect(logOf(await drainAll('reporting.jobs.logs'))).toMatch(
+      /EC2 refused to launch the build VM, a t2\.micro instance from ami-[0-9a-f]+: EBS-optimized instances are not supported for your requested configuration\./,
+    );
+    expect(instanceOf(jobId)).toBeUndefined();
+  });
+
   it('requeues a job whose spot instance is interrupted while the script runs', async () => {
     const w = await start({ TRAVIS_WORKER_EC2_SPOT: 'true' });
     const jobId = 94003;
@@ -290,12 +303,15 @@ describe('ec2 backend', () => {
     expect(fake.instances.length).toBe(before);
   });
 
-  it('fails the start without a capacity requeue when EC2 finds the configuration Unsupported anywhere', async () => {
-    const { backend } = ec2Backend();
-    fake.failNext('RunInstances', 1, 'unsupported-configuration');
+  it('refuses the job, without a requeue, when EC2 finds the configuration Unsupported anywhere (EBS optimization of a t2)', async () => {
+    const { backend } = ec2Backend({ TRAVIS_WORKER_EC2_INSTANCE_TYPE: 't2.micro', TRAVIS_WORKER_EC2_EBS_OPTIMIZED: 'true' });
+    const callsBefore = fake.callsOf('RunInstances').length;
     const error = await rejection(backend.start(testAttributes(), boot().options));
-    expect(error).not.toBeInstanceOf(NoCapacityError);
-    expect(errorMessage(error)).toContain('The requested configuration is currently not supported');
+    expect(error).toBeInstanceOf(JobRefusedError);
+    expect((error as JobRefusedError).requeue).toBe(false);
+    expect((error as JobRefusedError).userMessage).toMatch(/^EC2 refused to launch the build VM, a t2\.micro instance from ami-[0-9a-f]+: EBS-optimized instances are not supported/);
+    // One call: no retry could mend it.
+    expect(fake.callsOf('RunInstances').slice(callsBefore).map((call) => call.errorCode)).toEqual(['Unsupported']);
   });
 
   /** Start on an instance that never boots, and cancel the start once RunInstances has answered. */
