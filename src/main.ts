@@ -1,7 +1,7 @@
 /**
- * The composition root: config -> telemetry -> queue -> backend (and its
- * reaper) -> worker -> listeners -> start hook -> pool -> heartbeat. The
- * only module that knows every part; `startWorker` is also what the
+ * The composition root: config -> telemetry -> queue -> backend (its
+ * startup checks, its reaper) -> worker -> listeners -> start hook -> pool
+ * -> heartbeat. The only module that knows every part; `startWorker` is also what the
  * end-to-end tests run, in-process. Signals are wired by the executable
  * (bin/mayfly.ts, `handleSignals`), so tests can call the same
  * `drain`/`pause`/... directly.
@@ -26,6 +26,13 @@ import { Releasers } from './releasers.js';
 import { createPrometheusMetrics, noopMetrics, type WorkerMetrics } from './telemetry/metrics.js';
 import { startTracing } from './telemetry/tracing.js';
 import { Worker } from './worker.js';
+
+/**
+ * How long a backend's startup checks (`Backend.ready`: a metadata server,
+ * an API call or two, each with its own retries) may hold startup before it
+ * fails instead of hanging.
+ */
+const BACKEND_READY_TIMEOUT_MS = 2 * 60_000;
 
 /** What tests (and embedders) may supply instead of what the config would make. */
 export interface StartWorkerOptions {
@@ -62,8 +69,10 @@ export async function startWorker(
 
     const held = new HeldInstances();
     const backendLogger = logger.child({ backend: definition.name });
-    const backend = held.wrap(definition.create(config.backendSettings, { logger: backendLogger, hostname: config.hostname, metrics: metrics.backend }));
-    releasers.add('the backend', () => backend.close());
+    const created = definition.create(config.backendSettings, { logger: backendLogger, hostname: config.hostname, metrics: metrics.backend });
+    releasers.add('the backend', () => created.close());
+    await created.ready?.(AbortSignal.timeout(BACKEND_READY_TIMEOUT_MS));
+    const backend = held.wrap(created);
 
     let reaper: Reaper | undefined;
     const { listManaged, destroyManaged } = backend;

@@ -25,13 +25,14 @@ import {
 } from '../../src/backend/kit.js';
 import { GceApi, type GceImage, type GceInstanceResource, type GceOperation } from './api.js';
 import { authClientFor } from './auth.js';
-import { GceOperationError, classifyGceError, notOfferedInZone } from './errors.js';
+import { GceOperationError, classifyGceError, needsSubnetwork, notOfferedInZone } from './errors.js';
 import { ImageResolver, imagePattern } from './images.js';
 import { GceInstance } from './instance.js';
 import { instanceName, instanceSpec, regionOf } from './instance-spec.js';
 import { machineFor } from './machine.js';
 import { MANAGED_FILTER, managedInstance } from './managed.js';
-import { resolvePlacement, type GcePlacement } from './metadata.js';
+import { metadataHostOf, resolvePlacement, type GcePlacement } from './metadata.js';
+import { checkVmScopes, usesVmCredentials } from './scopes.js';
 import type { GceSettings } from './settings.js';
 
 /** Job VMs listen for SSH where every image does. */
@@ -110,22 +111,32 @@ export class GceBackend implements Backend {
       );
     }
     this.#images = new ImageResolver(this.#api, () => this.#imageProject());
-    // Settle the placement now, so a worker without a project says so at startup, not at its first job.
-    this.placement().catch((err: unknown) => {
-      context.logger.error({ err: errorMessage(err) }, 'the gce backend cannot start VMs');
-    });
+  }
+
+  /** Settles the placement at startup: a worker without a project, scopes or a usable network stops there, not at its first job. */
+  async ready(signal: AbortSignal): Promise<void> {
+    await raceAbort(this.placement(), signal);
   }
 
   /**
    * Project, zones and network, settled once (the metadata server is asked
-   * at most once). Throws `ConfigError` when there is no project.
+   * at most once), after checking the scopes of the VM's own credentials
+   * when the worker uses them. Throws `ConfigError` saying what to set.
    */
   placement(): Promise<GcePlacement> {
-    this.#placement ??= resolvePlacement(this.#settings, this.#context.logger, this.#closing.signal).then((placement) => {
-      this.#project = placement.projectId;
-      return placement;
-    });
+    this.#placement ??= this.#settlePlacement();
     return this.#placement;
+  }
+
+  async #settlePlacement(): Promise<GcePlacement> {
+    const settings = this.#settings;
+    const signal = this.#closing.signal;
+    if (usesVmCredentials(settings.accountJson)) await checkVmScopes(metadataHostOf(settings.metadataHost), signal);
+    const placement = await resolvePlacement(settings, this.#context.logger, signal, (project, zone, name) =>
+      this.#api.getInstance(project, zone, name, signal),
+    );
+    this.#project = placement.projectId;
+    return placement;
   }
 
   #imageProject(): string {
@@ -175,9 +186,8 @@ export class GceBackend implements Backend {
             name,
             zone: candidate,
             projectId: placement.projectId,
-            network: placement.network,
-            subnetwork: settings.subnetwork.trim(),
-            region: settings.region.trim() || regionOf(candidate),
+            network: placement.network.network,
+            subnetwork: placement.network.subnetworkFor(regionOf(candidate)),
             machine,
             sourceImage: String(image.selfLink),
             attributes,
@@ -279,7 +289,8 @@ export class GceBackend implements Backend {
         userMessage: `GCE had no ${kind} for the build VM; the job will be run again.`,
       });
     }
-    return new InstanceStartError(`could not start instance ${name}: ${errorMessage(err)}`, {
+    const hint = needsSubnetwork(err) ? ' (the network is a custom-mode VPC: set TRAVIS_WORKER_GCE_SUBNETWORK)' : '';
+    return new InstanceStartError(`could not start instance ${name}${hint}: ${errorMessage(err)}`, {
       cause: err,
       userMessage: 'The build VM could not be started; the job will be run again.',
     });

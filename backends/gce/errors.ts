@@ -113,3 +113,13 @@ export function notOfferedInZone(err: unknown): boolean {
   const { status } = parse(err);
   return status === 400 && err instanceof Error && /does not exist in zone/i.test(err.message);
 }
+
+/**
+ * Whether an insert was refused because its network is a custom-mode VPC
+ * and the interface named no subnetwork (GCE: "Subnetwork should be
+ * specified for custom subnetmode network"): only SUBNETWORK mends it.
+ */
+export function needsSubnetwork(err: unknown): boolean {
+  const { status } = parse(err);
+  return status === 400 && err instanceof Error && /subnetwork should be specified for custom subnetmode network/i.test(err.message);
+}

@@ -44,10 +44,10 @@ export interface InstanceSpecInput {
   name: string;
   zone: string;
   projectId: string;
-  network: string;
-  /** Empty = none. */
-  subnetwork: string;
-  region: string;
+  /** The interface's network URL; undefined: the subnetwork's. */
+  network: string | undefined;
+  /** The interface's subnetwork URL; undefined: none named. */
+  subnetwork: string | undefined;
   machine: Machine;
   /** `selfLink` of the boot image. */
   sourceImage: string;
@@ -69,11 +69,6 @@ export interface InstanceSpecInput {
 export function regionOf(zone: string): string {
   return zone.replace(/-[a-z]$/, '');
 }
-
-const networkUrl = (projectId: string, network: string): string =>
-  network.includes('/') ? network : `projects/${projectId}/global/networks/${network}`;
-const subnetworkUrl = (projectId: string, region: string, subnetwork: string): string =>
-  subnetwork.includes('/') ? subnetwork : `projects/${projectId}/regions/${region}/subnetworks/${subnetwork}`;
 
 /** Minutes from boot after which the VM powers itself off: the job's hard limit plus the margin. */
 export function implodeMinutes(hardTimeoutMs: number): number {
@@ -132,8 +127,8 @@ export function instanceSpec(input: InstanceSpecInput): GceInstanceResource {
     ],
     networkInterfaces: [
       {
-        network: networkUrl(input.projectId, input.network),
-        ...(input.subnetwork === '' ? {} : { subnetwork: subnetworkUrl(input.projectId, input.region, input.subnetwork) }),
+        ...(input.network === undefined ? {} : { network: input.network }),
+        ...(input.subnetwork === undefined ? {} : { subnetwork: input.subnetwork }),
         ...(input.publicIp ? { accessConfigs: [{ name: 'External NAT', type: 'ONE_TO_ONE_NAT' }] } : {}),
       },
     ],

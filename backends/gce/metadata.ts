@@ -4,7 +4,9 @@
  * job VMs, so such a worker needs almost no settings.
  */
 import { ConfigError, type Logger } from '../../src/backend/kit.js';
-import { DEFAULT_NETWORK, DEFAULT_ZONE, type GceSettings } from './settings.js';
+import type { GceInstanceResource } from './api.js';
+import { resolveJobNetwork, type JobNetwork } from './network.js';
+import { DEFAULT_ZONE, type GceSettings } from './settings.js';
 
 /** The standard name; Google's libraries (gcp-metadata) honour `GCE_METADATA_HOST` too. */
 export const DEFAULT_METADATA_HOST = 'metadata.google.internal';
@@ -15,8 +17,7 @@ const METADATA_TIMEOUT_MS = 2_000;
 export interface GcePlacement {
   projectId: string;
   zones: string[];
-  /** Network name or URL. */
-  network: string;
+  network: JobNetwork;
 }
 
 /** `host[:port]` of the metadata server: the setting, else the standard environment variable, else the real one. */
@@ -25,7 +26,7 @@ export function metadataHostOf(setting: string, env: NodeJS.ProcessEnv = process
 }
 
 /** One metadata value, or undefined when the server is not there or does not know it. */
-async function metadataValue(host: string, path: string, signal: AbortSignal): Promise<string | undefined> {
+export async function metadataValue(host: string, path: string, signal: AbortSignal): Promise<string | undefined> {
   const base = /^https?:\/\//.test(host) ? host : `http://${host}`;
   try {
     const response = await fetch(`${base}/computeMetadata/v1/${path}`, {
@@ -47,31 +48,37 @@ const lastSegment = (text: string): string => text.split('/').filter(Boolean).po
 
 /**
  * Project, zones and network from the settings, asking the metadata server
- * only for those not set. Throws `ConfigError` naming
- * `TRAVIS_WORKER_GCE_PROJECT_ID` when no project can be found.
+ * only for those not set (and, when neither NETWORK nor SUBNETWORK is set,
+ * for the worker's own VM, whose network the job VMs then share). Throws
+ * `ConfigError` naming `TRAVIS_WORKER_GCE_PROJECT_ID` when no project can be
+ * found, and as `resolveJobNetwork` does.
  */
-export async function resolvePlacement(settings: GceSettings, logger: Logger, signal: AbortSignal): Promise<GcePlacement> {
-  const zones = settings.zones.length > 0 ? settings.zones : settings.zone.trim() === '' ? [] : settings.zone.split(',').map((z) => z.trim());
-  const known = { projectId: settings.projectId.trim(), network: settings.network.trim() };
-  if (known.projectId !== '' && zones.length > 0 && known.network !== '') {
-    return { projectId: known.projectId, zones, network: known.network };
-  }
+export async function resolvePlacement(
+  settings: GceSettings,
+  logger: Logger,
+  signal: AbortSignal,
+  getInstance: (project: string, zone: string, name: string) => Promise<GceInstanceResource>,
+): Promise<GcePlacement> {
+  const configuredZones = settings.zones.length > 0 ? settings.zones : settings.zone.trim() === '' ? [] : settings.zone.split(',').map((z) => z.trim());
+  const configuredProject = settings.projectId.trim();
+  const onOwnNetwork = settings.network.trim() === '' && settings.subnetwork.trim() === '';
   const host = metadataHostOf(settings.metadataHost);
-  const [projectId, zone, network] = await Promise.all([
-    known.projectId === '' ? metadataValue(host, 'project/project-id', signal) : Promise.resolve(known.projectId),
-    zones.length === 0 ? metadataValue(host, 'instance/zone', signal) : Promise.resolve(undefined),
-    known.network === '' ? metadataValue(host, 'instance/network-interfaces/0/network', signal) : Promise.resolve(known.network),
+  const ask = (path: string, needed: boolean): Promise<string | undefined> => (needed ? metadataValue(host, path, signal) : Promise.resolve(undefined));
+  const [vmProject, vmZone, vmName] = await Promise.all([
+    ask('project/project-id', configuredProject === '' || onOwnNetwork),
+    ask('instance/zone', configuredZones.length === 0 || onOwnNetwork),
+    ask('instance/name', onOwnNetwork),
   ]);
+  const projectId = configuredProject || vmProject;
   if (projectId === undefined) {
     throw new ConfigError(
       `TRAVIS_WORKER_GCE_PROJECT_ID is not set and the metadata server (${host}) did not answer: set TRAVIS_WORKER_GCE_PROJECT_ID`,
     );
   }
-  const placement = {
-    projectId,
-    zones: zones.length > 0 ? zones : [zone === undefined ? DEFAULT_ZONE : lastSegment(zone)],
-    network: known.network !== '' ? known.network : network === undefined ? DEFAULT_NETWORK : lastSegment(network),
-  };
-  logger.info({ project: placement.projectId, zones: placement.zones, network: placement.network }, 'gce placement resolved');
-  return placement;
+  const zones = configuredZones.length > 0 ? configuredZones : [vmZone === undefined ? DEFAULT_ZONE : lastSegment(vmZone)];
+  const workerVm =
+    vmProject !== undefined && vmZone !== undefined && vmName !== undefined ? { projectId: vmProject, zone: lastSegment(vmZone), name: vmName } : undefined;
+  const network = await resolveJobNetwork({ settings, projectId, zones, workerVm, getInstance });
+  logger.info({ project: projectId, zones, network: network.describe }, 'gce placement resolved');
+  return { projectId, zones, network };
 }

@@ -130,6 +130,13 @@ export interface Backend {
    * `signal` aborts, rejects after releasing anything half-made.
    */
   start(attributes: StartAttributes, options: StartOptions): Promise<Instance>;
+  /**
+   * Optional: what the backend must learn or check before it can take a job
+   * and that needs the network (its credentials' scopes, where its machines
+   * go). Called once at startup, before the first job; a rejection stops
+   * the worker with its message, instead of failing every job.
+   */
+  ready?(signal: AbortSignal): Promise<void>;
   /** Release backend-wide resources (clients, pools) at worker shutdown. */
   close(): Promise<void>;
   /**

@@ -10,14 +10,17 @@
  *   GET    /compute/v1/projects/P/zones/Z/operations/OP        get
  *   POST   /compute/v1/projects/P/zones/Z/operations/OP/wait   wait
  *   GET    /compute/v1/projects/P/global/images?filter=...     list (name eq RE)
- *   GET    /computeMetadata/v1/...                              the metadata server
+ *   GET    /computeMetadata/v1/...                              the metadata server (of the worker's own VM)
  *
  * Requests must carry a bearer JWT signed with the key of `accountJson`
  * (the backend signs its own, "self-signed JWT with scope"). Errors come in
  * the API's JSON shape. Each inserted instance gets a real sshd on its own
  * 127.x address, port 22, that accepts only the keys of its `ssh-keys`
- * metadata; deleting the instance stops it. Faults can be injected, and
- * `record` keeps every instance ever created with its final state.
+ * metadata; deleting the instance stops it. Inserts are checked against the
+ * fake's networks as GCE checks them (a custom-mode network needs a
+ * subnetwork of the VM's region; a Shared VPC's network and subnetworks
+ * belong to its host project). Faults can be injected, and `record` keeps
+ * every instance ever created with its final state.
  */
 import { createVerify, generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
@@ -95,6 +98,33 @@ export interface FakeMetadata {
   /** A bare zone name; served as `projects/NUM/zones/ZONE` like the real server. */
   zone: string;
   network: string;
+  /** `instance/name`, the VM's own name; absent: 404. */
+  instanceName?: string;
+  /** The access scopes of the VM's service-account token; absent: those GCE gives a VM by default. */
+  scopes?: readonly string[];
+}
+
+/**
+ * The scopes GCE gives a VM created with "default access": Compute is not
+ * among them, so a worker on such a VM's own credentials is refused every call.
+ */
+export const GCE_DEFAULT_SCOPES: readonly string[] = [
+  'https://www.googleapis.com/auth/devstorage.read_only',
+  'https://www.googleapis.com/auth/logging.write',
+  'https://www.googleapis.com/auth/monitoring.write',
+  'https://www.googleapis.com/auth/servicecontrol',
+  'https://www.googleapis.com/auth/service.management.readonly',
+  'https://www.googleapis.com/auth/trace.append',
+];
+
+/** A VPC network of the fake, in its own project or in a Shared VPC host project. */
+export interface FakeNetwork {
+  project: string;
+  name: string;
+  /** `auto`: a subnetwork named like the network in every region; `custom`: only `subnetworks`, and an insert must name one. */
+  mode: 'auto' | 'custom';
+  /** The subnetworks of a custom-mode network. */
+  subnetworks?: { region: string; name: string }[];
 }
 
 interface FakeOperation {
@@ -152,6 +182,55 @@ function acceleratorProblem(resource: Record<string, unknown>): string | undefin
     // As GCE words it when a GPU and a machine type don't go together.
     if (!N1_ONLY_GPUS.test(type) || !machineType.startsWith('n1-')) return `[${machineType}, ${type}] features are not compatible for creating instance.`;
   }
+  return undefined;
+}
+
+/** Region of a zone (the fake's own copy of the rule): `us-central1-b` -> `us-central1`. */
+const regionOfZone = (zone: string): string => zone.replace(/-[a-z]$/, '');
+
+/** Project and name of a network URL (full, `projects/P/global/networks/N`, or `global/networks/N` in `project`). */
+function networkRef(url: string, project: string): { project: string; name: string } | undefined {
+  const match = /(?:^|\/)(?:projects\/([^/]+)\/)?global\/networks\/([^/]+)$/.exec(url);
+  return match ? { project: match[1] ?? project, name: match[2] as string } : undefined;
+}
+
+/** Project, region and name of a subnetwork URL (full, `projects/P/regions/R/subnetworks/S`, or `regions/R/subnetworks/S` in `project`). */
+function subnetworkRef(url: string, project: string): { project: string; region: string; name: string } | undefined {
+  const match = /(?:^|\/)(?:projects\/([^/]+)\/)?regions\/([^/]+)\/subnetworks\/([^/]+)$/.exec(url);
+  return match ? { project: match[1] ?? project, region: match[2] as string, name: match[3] as string } : undefined;
+}
+
+const hasSubnetwork = (network: FakeNetwork, region: string, name: string): boolean =>
+  network.mode === 'auto' ? name === network.name : (network.subnetworks ?? []).some((subnet) => subnet.region === region && subnet.name === name);
+
+/**
+ * Why GCE refuses the first network interface of an insert into `zone` of
+ * `project`, if it does (Compute API reference, `instances.insert`,
+ * `networkInterfaces[].network` and `.subnetwork`): the network and
+ * subnetwork must exist where their URLs say, the subnetwork must be in the
+ * VM's region and of that network, and a custom-mode network needs one.
+ */
+function networkProblem(networks: readonly FakeNetwork[], resource: Record<string, unknown>, project: string, zone: string): { code: number; reason: string; message: string } | undefined {
+  const nic = ((resource['networkInterfaces'] as { network?: string; subnetwork?: string }[] | undefined) ?? [])[0] ?? {};
+  const invalid = (field: string, value: string, why: string) => ({ code: 400, reason: 'invalid', message: `Invalid value for field 'resource.networkInterfaces[0]${field}': '${value}'. ${why}` });
+  const notFound = (path: string) => ({ code: 404, reason: 'notFound', message: `The resource '${path}' was not found` });
+  const network = nic.network === undefined ? undefined : networkRef(nic.network, project);
+  if (nic.network !== undefined && network === undefined) return invalid('.network', nic.network, 'The URL is malformed.');
+  if (nic.subnetwork !== undefined) {
+    const subnet = subnetworkRef(nic.subnetwork, project);
+    if (subnet === undefined) return invalid('.subnetwork', nic.subnetwork, 'The URL is malformed.');
+    const owner = networks.find((candidate) => candidate.project === subnet.project && hasSubnetwork(candidate, subnet.region, subnet.name));
+    if (owner === undefined) return notFound(`projects/${subnet.project}/regions/${subnet.region}/subnetworks/${subnet.name}`);
+    if (subnet.region !== regionOfZone(zone)) return invalid('.subnetwork', nic.subnetwork, `Subnetwork must be in region '${regionOfZone(zone)}' of the instance.`);
+    if (network !== undefined && (network.project !== owner.project || network.name !== owner.name)) {
+      return invalid('.subnetwork', nic.subnetwork, `Subnetwork does not belong to network 'projects/${network.project}/global/networks/${network.name}'.`);
+    }
+    return undefined;
+  }
+  const wanted = network ?? { project, name: 'default' };
+  const found = networks.find((candidate) => candidate.project === wanted.project && candidate.name === wanted.name);
+  if (found === undefined) return notFound(`projects/${wanted.project}/global/networks/${wanted.name}`);
+  if (found.mode === 'custom') return invalid('', '', 'Subnetwork should be specified for custom subnetmode network');
   return undefined;
 }
 
@@ -217,6 +296,8 @@ export class FakeGce {
   images: FakeImage[];
   /** What the metadata server says; undefined: it answers 404 (not on GCE). */
   metadata: FakeMetadata | undefined;
+  /** The VPC networks inserts may use; at first the project's auto-mode `default`. */
+  readonly networks: FakeNetwork[];
   /** Service-account key JSON (text) whose signatures this fake accepts. */
   readonly accountJson: string;
   /** Deletes still to be "lost": reported DONE while the instance stays. */
@@ -262,6 +343,7 @@ export class FakeGce {
     this.project = options.project ?? 'mayfly-test';
     this.bootMs = options.bootMs ?? 0;
     this.images = options.images ?? [];
+    this.networks = [{ project: this.project, name: 'default', mode: 'auto' }];
     const { privateKey, publicKey } = generateKeyPairSync('rsa', {
       modulusLength: 2048,
       privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
@@ -385,6 +467,37 @@ export class FakeGce {
     this.#instances.set(`${options.zone}/${options.name}`, { record, sshdStarted: Promise.resolve() });
     this.#records.push(record);
     return record;
+  }
+
+  /**
+   * The worker itself runs on a VM of this fake, on `network` and
+   * `subnetwork` (URLs, as instances.get answers them): the metadata server
+   * answers for it and instances.get finds it. It is not a job VM, so
+   * `record` and `liveInstances` leave it out.
+   */
+  workerVm(options: { name: string; zone: string; network: string; subnetwork?: string; scopes?: readonly string[] }): void {
+    const nic = { network: options.network, ...(options.subnetwork === undefined ? {} : { subnetwork: options.subnetwork }) };
+    const record: FakeInstanceRecord = {
+      name: options.name,
+      zone: options.zone,
+      status: 'RUNNING',
+      deleted: false,
+      preempted: false,
+      deleteRequests: 0,
+      labels: {},
+      metadata: {},
+      resource: { name: options.name, networkInterfaces: [nic] },
+      address: '127.0.0.1',
+      createdAt: Date.now(),
+    };
+    this.#instances.set(`${options.zone}/${options.name}`, { record, sshdStarted: Promise.resolve() });
+    this.metadata = {
+      projectId: this.project,
+      zone: options.zone,
+      network: options.network.split('/').pop() ?? options.network,
+      instanceName: options.name,
+      ...(options.scopes === undefined ? {} : { scopes: options.scopes }),
+    };
   }
 
   /** Resolves with the next inserted instance's record. */
@@ -557,6 +670,9 @@ export class FakeGce {
       'project/project-id': this.metadata.projectId,
       'instance/zone': `projects/123456789/zones/${this.metadata.zone}`,
       'instance/network-interfaces/0/network': `projects/123456789/networks/${this.metadata.network}`,
+      // One scope a line, as the real server lists them.
+      'instance/service-accounts/default/scopes': `${(this.metadata.scopes ?? GCE_DEFAULT_SCOPES).join('\n')}\n`,
+      ...(this.metadata.instanceName === undefined ? {} : { 'instance/name': this.metadata.instanceName }),
     };
     const value = values?.[key];
     this.requests.push({ operation: `metadata:${key}`, method: request.method ?? 'GET', path: key, status: value === undefined ? 404 : 200 });
@@ -587,6 +703,8 @@ export class FakeGce {
         message: "Invalid value for field 'resource.scheduling.instanceTerminationAction': ''. instanceTerminationAction must be set when maxRunDuration is specified.",
       });
     }
+    const unusableNetwork = networkProblem(this.networks, resource, project, zone);
+    if (unusableNetwork !== undefined) return this.#error(response, operationName, request, unusableNetwork);
     const notOffered = this.#notOffered(zone, resource);
     if (notOffered !== undefined) return this.#error(response, operationName, request, { ...ERRORS.badRequest, message: notOffered });
     const zoneFault = this.#zoneFaults.get(zone);

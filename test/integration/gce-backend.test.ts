@@ -344,12 +344,15 @@ describe('gce backend against the fake GCE', () => {
     expect(fake.record[0]?.deleteRequests).toBe(2);
   });
 
-  it('takes project, zone and network from the metadata server when they are not set', async () => {
-    fake.metadata = { projectId: fake.project, zone: 'us-central1-b', network: 'ci-net' };
+  it("takes project and zone from the metadata server, and the worker VM's own network and subnetwork, when they are not set", async () => {
+    fake.networks.push({ project: fake.project, name: 'ci-net', mode: 'auto' });
+    const network = `https://www.googleapis.com/compute/v1/projects/${fake.project}/global/networks/ci-net`;
+    const subnetwork = `https://www.googleapis.com/compute/v1/projects/${fake.project}/regions/us-central1/subnetworks/ci-net`;
+    fake.workerVm({ name: 'mayfly-worker-1', zone: 'us-central1-b', network, subnetwork });
     const started = makeBackend({ projectId: '', zones: [], network: '' });
     await startOn(started);
     expect(fake.record[0]?.zone).toBe('us-central1-b');
-    expect(fake.record[0]?.resource).toMatchObject({ networkInterfaces: [{ network: `projects/${fake.project}/global/networks/ci-net` }] });
+    expect(fake.record[0]?.resource).toMatchObject({ networkInterfaces: [{ network, subnetwork }] });
   });
 
   it('fails with a ConfigError naming TRAVIS_WORKER_GCE_PROJECT_ID when there is no project and no metadata server', async () => {
