@@ -17,11 +17,15 @@ export interface GceSettings {
   zones: string[];
   /** Deprecated single zone (travis `ZONE`); `zones` wins. */
   zone: string;
-  /** Region of `subnetwork`; default: the zone's region. */
+  /** Region of a `subnetwork` given by name; default: each zone's region. */
   region: string;
-  /** Network name or URL; default: this VM's network on GCE, else `default`. */
+  /**
+   * Network name or URL; a name is in the project of a `subnetwork` URL, else
+   * the job project. Default: with `subnetwork`, the subnetwork's; else, on
+   * GCE, the worker VM's own network (and subnetwork); else `default`.
+   */
   network: string;
-  /** Subnetwork name or URL; empty = the network's default for the region. */
+  /** Subnetwork name (in the job project) or URL, used as given; a custom-mode VPC needs one. Empty = see `network`. */
   subnetwork: string;
   machineType: string;
   /** Machine type of `vm_type: premium` jobs. */
@@ -97,9 +101,17 @@ export const settingsSchema: SettingsSchema<Omit<GceSettings, GceFamilies>> = {
     default: [],
   },
   zone: { doc: 'deprecated: use ZONES', format: String, default: '' },
-  region: { doc: 'region of SUBNETWORK (default: the zone\'s region)', format: String, default: '' },
-  network: { doc: `network of the job VMs (default: this VM's network on GCE, else ${DEFAULT_NETWORK})`, format: String, default: '' },
-  subnetwork: { doc: 'subnetwork of the job VMs (default: none named)', format: String, default: '' },
+  region: { doc: 'region of a SUBNETWORK given by name (default: the zone\'s region)', format: String, default: '' },
+  network: {
+    doc: `network of the job VMs, a name or URL (default: SUBNETWORK's; else this worker VM's own network and subnetwork on GCE; else ${DEFAULT_NETWORK})`,
+    format: String,
+    default: '',
+  },
+  subnetwork: {
+    doc: 'subnetwork of the job VMs, a name in the job project or a URL (a Shared VPC host project\'s), used as given; a custom-mode VPC needs one',
+    format: String,
+    default: '',
+  },
   machineType: { doc: 'machine type of a job VM', format: String, default: 'n1-standard-2' },
   premiumMachineType: { doc: 'machine type of a vm_type: premium job', format: String, default: 'n1-standard-4' },
   diskSize: { doc: 'boot disk size in GB', format: 'nat', default: 20 },
