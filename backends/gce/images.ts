@@ -13,8 +13,8 @@ const IMAGE_CACHE_MS = 5 * 60_000;
 type SelectAttributes = Pick<StartAttributes, 'language' | 'dist' | 'group' | 'os' | 'osxImage' | 'imageName'>;
 
 
-/** Operators write `+` as `%2B` in env files (as travis documents); accept both. */
-export function decodePattern(pattern: string): string {
+/** A payload's `image_name` may carry `+` as `%2B`, as the settings do in env files (travis documents it); accept both. */
+function decodePattern(pattern: string): string {
   try {
     return decodeURIComponent(pattern);
   } catch {
@@ -23,12 +23,16 @@ export function decodePattern(pattern: string): string {
 }
 
 /**
- * The image name pattern for a job: its explicit `image_name`, else the
- * `IMAGE_<KEY>` travis' env selector picks (`IMAGE_DEFAULT` when none).
+ * The image name pattern for a job: its explicit `image_name` (URL-decoded),
+ * else the `IMAGE_<KEY>` travis' env selector picks (`IMAGE_DEFAULT` when
+ * none). Settings are used as they are: the loader URL-unescaped them
+ * already, and a second pass would turn an operator's `%252B` (a literal
+ * `%2B`) into `+`.
  */
 export function imagePattern(attributes: SelectAttributes, images: Readonly<Record<string, string>>, imageDefault: string): string {
-  const chosen = attributes.imageName?.trim() || selectImageSetting(attributes, images, imageDefault);
-  return decodePattern(chosen === 'default' ? imageDefault : chosen);
+  const requested = attributes.imageName?.trim();
+  const chosen = requested ? decodePattern(requested) : selectImageSetting(attributes, images, imageDefault);
+  return chosen === 'default' ? imageDefault : chosen;
 }
 
 /** Every alias of `IMAGE_ALIASES` must name an `IMAGE_<ALIAS>` setting. */

@@ -311,7 +311,8 @@ describe('gce backend against the fake GCE', () => {
       { name: 'travis-ci-ruby-xenial-2', creationTimestamp: '2019-02-01T00:00:00.000-07:00' },
       { name: 'other-travis-ci-garnet-trusty-9', creationTimestamp: '2030-01-01T00:00:00.000-07:00' },
     ];
-    const started = makeBackend({ imageDefault: 'travis-ci-garnet-trusty.%2B', images: { ruby: 'travis-ci-ruby-xenial-.+' } });
+    // Settings as the loader hands them: TRAVIS_WORKER_GCE_IMAGE_DEFAULT=travis-ci-garnet-trusty.%2B arrives unescaped.
+    const started = makeBackend({ imageDefault: 'travis-ci-garnet-trusty.+', images: { ruby: 'travis-ci-ruby-xenial-.+' } });
     const plain = await startOn(started, { language: 'go' });
     expect(plain.imageName).toBe('travis-ci-garnet-trusty-1500000000');
     const ruby = await startOn(started, { language: 'ruby' });

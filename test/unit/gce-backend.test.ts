@@ -69,8 +69,12 @@ describe('gce error classifier', () => {
 describe('gce images', () => {
   const job = { language: 'ruby', dist: 'xenial', group: 'stable', os: 'linux' };
 
-  it('picks IMAGE_<KEY>, follows an alias once, falls back to the (URL-decoded) default, and honours image_name', () => {
-    expect(imagePattern(job, {}, 'travis-ci-garnet-trusty.%2B')).toBe('travis-ci-garnet-trusty.+');
+  it('picks IMAGE_<KEY>, follows an alias once, falls back to the default as loaded (not URL-decoded twice), and honours image_name (URL-decoded)', () => {
+    expect(imagePattern(job, {}, 'travis-ci-garnet-trusty.+')).toBe('travis-ci-garnet-trusty.+');
+    // The loader unescaped `%252B` to `%2B` already: the pattern means those three characters.
+    expect(imagePattern(job, {}, 'release-%2B-.+')).toBe('release-%2B-.+');
+    expect(imagePattern(job, { ruby: 'ruby-%2B' }, 'd')).toBe('ruby-%2B');
+    expect(imagePattern({ ...job, imageName: 'travis-ci-garnet-trusty.%2B' }, {}, 'd')).toBe('travis-ci-garnet-trusty.+');
     expect(imagePattern(job, { ruby: 'ruby-img.+', xenial: 'xenial-img' }, 'd')).toBe('xenial-img');
     expect(imagePattern(job, { ruby: 'stable_alias', stable_alias: 'pinned-1' }, 'd')).toBe('pinned-1');
     expect(imagePattern({ ...job, imageName: 'explicit-1' }, { ruby: 'x' }, 'd')).toBe('explicit-1');
