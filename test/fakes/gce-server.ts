@@ -451,21 +451,28 @@ export class FakeGce {
    * (ms since the epoch) lets it look old.
    */
   plant(options: { name: string; zone: string; labels: Record<string, string>; createdAt?: number }): FakeInstanceRecord {
-    if (this.#instances.has(`${options.zone}/${options.name}`)) throw new Error(`instance ${options.name} exists`);
+    const record = this.#addRunning(options.name, options.zone, { labels: { ...options.labels } }, options.createdAt ?? Date.now());
+    this.#records.push(record);
+    return record;
+  }
+
+  /** A RUNNING instance without sshd, made outside `instances.insert`; `resource` adds to its name. */
+  #addRunning(name: string, zone: string, resource: Record<string, unknown>, createdAt: number): FakeInstanceRecord {
+    if (this.#instances.has(`${zone}/${name}`)) throw new Error(`instance ${name} exists`);
+    const labels = (resource['labels'] as Record<string, string> | undefined) ?? {};
     const record: FakeInstanceRecord = {
-      name: options.name,
-      zone: options.zone,
+      name,
+      zone,
       status: 'RUNNING',
       deleted: false,
       preempted: false,
       deleteRequests: 0,
-      labels: { ...options.labels },
+      labels,
       metadata: {},
-      resource: { name: options.name, labels: { ...options.labels } },
-      createdAt: options.createdAt ?? Date.now(),
+      resource: { name, ...resource },
+      createdAt,
     };
-    this.#instances.set(`${options.zone}/${options.name}`, { record, sshdStarted: Promise.resolve() });
-    this.#records.push(record);
+    this.#instances.set(`${zone}/${name}`, { record, sshdStarted: Promise.resolve() });
     return record;
   }
 
@@ -477,20 +484,7 @@ export class FakeGce {
    */
   workerVm(options: { name: string; zone: string; network: string; subnetwork?: string; scopes?: readonly string[] }): void {
     const nic = { network: options.network, ...(options.subnetwork === undefined ? {} : { subnetwork: options.subnetwork }) };
-    const record: FakeInstanceRecord = {
-      name: options.name,
-      zone: options.zone,
-      status: 'RUNNING',
-      deleted: false,
-      preempted: false,
-      deleteRequests: 0,
-      labels: {},
-      metadata: {},
-      resource: { name: options.name, networkInterfaces: [nic] },
-      address: '127.0.0.1',
-      createdAt: Date.now(),
-    };
-    this.#instances.set(`${options.zone}/${options.name}`, { record, sshdStarted: Promise.resolve() });
+    this.#addRunning(options.name, options.zone, { networkInterfaces: [nic] }, Date.now());
     this.metadata = {
       projectId: this.project,
       zone: options.zone,
