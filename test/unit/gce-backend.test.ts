@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { classifyGceError, GceOperationError } from '../../backends/gce/errors.js';
 import { checkAliases, imagePattern, newestImage } from '../../backends/gce/images.js';
@@ -5,6 +8,7 @@ import { implodeMinutes, labelValue, regionOf } from '../../backends/gce/instanc
 import { machineFor } from '../../backends/gce/machine.js';
 import { endpointOptions } from '../../backends/gce/api.js';
 import { parseAccountJson } from '../../backends/gce/auth.js';
+import { usesVmCredentials } from '../../backends/gce/scopes.js';
 import { definition } from '../../backends/gce/index.js';
 import { configErrorOf } from '../helpers/config-error.js';
 
@@ -143,5 +147,21 @@ describe('gce settings the startup script and tags carry', () => {
     );
     expect(loading).toMatch(/TRAVIS_WORKER_GCE_SSH_USER: .*is not a user name/);
     expect(loading).toMatch(/TRAVIS_WORKER_GCE_TRAVIS_SITE: "Org_1" is not a GCE network tag/);
+  });
+});
+
+describe("whether the gce backend is on its VM's own credentials (whose scopes it then checks)", () => {
+  it('is not with ACCOUNT_JSON, GOOGLE_APPLICATION_CREDENTIALS or gcloud application default credentials; is otherwise', () => {
+    const gcloud = mkdtempSync(join(tmpdir(), 'mayfly-gcloud-'));
+    try {
+      const none = { CLOUDSDK_CONFIG: gcloud };
+      expect(usesVmCredentials('', none)).toBe(true);
+      expect(usesVmCredentials('/etc/mayfly/key.json', none)).toBe(false);
+      expect(usesVmCredentials('', { ...none, GOOGLE_APPLICATION_CREDENTIALS: '/etc/key.json' })).toBe(false);
+      writeFileSync(join(gcloud, 'application_default_credentials.json'), '{}');
+      expect(usesVmCredentials('', none)).toBe(false);
+    } finally {
+      rmSync(gcloud, { recursive: true, force: true });
+    }
   });
 });
