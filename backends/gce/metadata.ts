@@ -48,8 +48,8 @@ const lastSegment = (text: string): string => text.split('/').filter(Boolean).po
 
 /**
  * Project, zones and network from the settings, asking the metadata server
- * only for those not set (and, when neither NETWORK nor SUBNETWORK is set,
- * for the worker's own VM, whose network the job VMs then share). Throws
+ * only for those not set (and, without SUBNETWORK, for the worker's own VM,
+ * whose network the job VMs may share). Throws
  * `ConfigError` naming `TRAVIS_WORKER_GCE_PROJECT_ID` when no project can be
  * found, and as `resolveJobNetwork` does.
  */
@@ -61,13 +61,16 @@ export async function resolvePlacement(
 ): Promise<GcePlacement> {
   const configuredZones = settings.zones.length > 0 ? settings.zones : settings.zone.trim() === '' ? [] : settings.zone.split(',').map((z) => z.trim());
   const configuredProject = settings.projectId.trim();
-  const onOwnNetwork = settings.network.trim() === '' && settings.subnetwork.trim() === '';
+  const configuredNetwork = settings.network.trim();
+  // Without SUBNETWORK, job VMs may share the worker VM's own interface (network.ts): find that VM.
+  const mayShare = settings.subnetwork.trim() === '';
   const host = metadataHostOf(settings.metadataHost);
   const ask = (path: string, needed: boolean): Promise<string | undefined> => (needed ? metadataValue(host, path, signal) : Promise.resolve(undefined));
-  const [vmProject, vmZone, vmName] = await Promise.all([
-    ask('project/project-id', configuredProject === '' || onOwnNetwork),
-    ask('instance/zone', configuredZones.length === 0 || onOwnNetwork),
-    ask('instance/name', onOwnNetwork),
+  const [vmProject, vmZone, vmName, vmNetwork] = await Promise.all([
+    ask('project/project-id', configuredProject === '' || mayShare),
+    ask('instance/zone', configuredZones.length === 0 || mayShare),
+    ask('instance/name', mayShare),
+    ask('instance/network-interfaces/0/network', mayShare && configuredNetwork !== ''),
   ]);
   const projectId = configuredProject || vmProject;
   if (projectId === undefined) {
@@ -77,7 +80,9 @@ export async function resolvePlacement(
   }
   const zones = configuredZones.length > 0 ? configuredZones : [vmZone === undefined ? DEFAULT_ZONE : lastSegment(vmZone)];
   const workerVm =
-    vmProject !== undefined && vmZone !== undefined && vmName !== undefined ? { projectId: vmProject, zone: lastSegment(vmZone), name: vmName } : undefined;
+    vmProject !== undefined && vmZone !== undefined && vmName !== undefined
+      ? { projectId: vmProject, zone: lastSegment(vmZone), name: vmName, ...(vmNetwork === undefined ? {} : { networkName: lastSegment(vmNetwork) }) }
+      : undefined;
   const network = await resolveJobNetwork({ settings, projectId, zones, workerVm, getInstance });
   logger.info({ project: projectId, zones, network: network.describe }, 'gce placement resolved');
   return { projectId, zones, network };

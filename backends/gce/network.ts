@@ -4,9 +4,10 @@
  * and on a Shared VPC both belong to the host project, not to the project
  * the VMs run in: a URL is therefore never rebuilt under a guessed project.
  * Either SUBNETWORK says where (a URL as given, or a name in the job
- * project's region), or a worker that runs on GCE puts job VMs where it is
- * itself (its own interface, read with instances.get), or the network alone
- * is named, which only an auto-mode or legacy network takes.
+ * project's region), or a worker that runs on GCE, with NETWORK empty or
+ * naming its own network, puts job VMs where it is itself (its own
+ * interface, read with instances.get), or the network alone is named, which
+ * only an auto-mode or legacy network takes.
  */
 import { ConfigError, errorMessage } from '../../src/backend/kit.js';
 import type { GceInstanceResource } from './api.js';
@@ -28,6 +29,8 @@ export interface WorkerVm {
   projectId: string;
   zone: string;
   name: string;
+  /** The name of its network (the metadata server gives no project), when asked for. */
+  networkName?: string;
 }
 
 export interface NetworkInput {
@@ -47,14 +50,16 @@ const isUrl = (value: string): boolean => value.includes('/');
 /** The project a resource URL names (`.../projects/P/...`). */
 const projectIn = (url: string): string | undefined => /(?:^|\/)projects\/([^/]+)\//.exec(url)?.[1];
 
-const NETWORK_URL = /(?:^|\/)projects\/[^/]+\/global\/networks\/[^/]+$/;
-const SUBNETWORK_URL = /(?:^|\/)projects\/[^/]+\/regions\/([^/]+)\/subnetworks\/[^/]+$/;
+const NETWORK_URL = /(?:^|\/)projects\/[^/]+\/global\/networks\/([^/]+)$/;
+const SUBNETWORK_URL = /(?:^|\/)projects\/[^/]+\/regions\/([^/]+)\/subnetworks\/([^/]+)$/;
 
 export async function resolveJobNetwork(input: NetworkInput): Promise<JobNetwork> {
   const network = input.settings.network.trim();
   const subnetwork = input.settings.subnetwork.trim();
   if (subnetwork !== '') return configuredSubnetwork(input, network, subnetwork);
-  if (network === '' && input.workerVm !== undefined) return workersOwn(input, input.workerVm);
+  const vm = input.workerVm;
+  // A name is no project: NETWORK naming the worker's own network shares its interface, whichever project (a Shared VPC host) holds it.
+  if (vm !== undefined && (network === '' || network === vm.networkName)) return workersOwn(input, vm);
   const name = network === '' ? DEFAULT_NETWORK : network;
   const url = isUrl(name) ? name : `projects/${input.projectId}/global/networks/${name}`;
   return { network: url, subnetworkFor: () => undefined, describe: url };
@@ -84,18 +89,22 @@ async function workersOwn(input: NetworkInput, vm: WorkerVm): Promise<JobNetwork
   }
   const nic = own.networkInterfaces?.[0];
   const network = nic?.network ?? '';
-  if (!NETWORK_URL.test(network)) {
+  const networkName = NETWORK_URL.exec(network)?.[1];
+  if (networkName === undefined) {
     throw new ConfigError(`instances.get of this worker's VM ${vm.name}: networkInterfaces[0].network is not a network URL (${JSON.stringify(network)}); set TRAVIS_WORKER_GCE_NETWORK and TRAVIS_WORKER_GCE_SUBNETWORK`);
   }
   // A legacy network has no subnetworks.
   if (nic?.subnetwork === undefined || nic.subnetwork === null) return { network, subnetworkFor: () => undefined, describe: network };
   const subnetwork = nic.subnetwork;
-  const region = SUBNETWORK_URL.exec(subnetwork)?.[1];
+  const [, region, subnetworkName] = SUBNETWORK_URL.exec(subnetwork) ?? [];
   if (region === undefined) {
     throw new ConfigError(`instances.get of this worker's VM ${vm.name}: networkInterfaces[0].subnetwork is not a subnetwork URL (${JSON.stringify(subnetwork)}); set TRAVIS_WORKER_GCE_SUBNETWORK`);
   }
   const elsewhere = input.zones.filter((zone) => regionOf(zone) !== region);
-  if (elsewhere.length > 0) {
+  // An auto-mode network names its subnetwork in every region after itself and takes
+  // inserts without one; a subnetwork named otherwise is a custom-mode VPC's, which
+  // has none to offer a VM in another region unless SUBNETWORK names it.
+  if (elsewhere.length > 0 && subnetworkName !== networkName) {
     throw new ConfigError(
       `TRAVIS_WORKER_GCE_ZONES: ${elsewhere.join(', ')} ${elsewhere.length === 1 ? 'is' : 'are'} not in ${region}, the region of this worker's subnetwork ${subnetwork}; set TRAVIS_WORKER_GCE_SUBNETWORK (a URL, or a name each region of the zones has)`,
     );

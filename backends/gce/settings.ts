@@ -22,10 +22,11 @@ export interface GceSettings {
   /**
    * Network name or URL; a name is in the project of a `subnetwork` URL, else
    * the job project. Default: with `subnetwork`, the subnetwork's; else, on
-   * GCE, the worker VM's own network (and subnetwork); else `default`.
+   * GCE, the worker VM's own network (and subnetwork, as when this names
+   * that network); else `default`.
    */
   network: string;
-  /** Subnetwork name (in the job project) or URL, used as given; a custom-mode VPC needs one. Empty = see `network`. */
+  /** Subnetwork name (in the job project) or URL, used as given; a custom-mode VPC needs one. Empty: see `network`. */
   subnetwork: string;
   machineType: string;
   /** Machine type of `vm_type: premium` jobs. */

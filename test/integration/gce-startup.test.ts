@@ -132,6 +132,23 @@ describe('the network of job VMs', () => {
     expect(await jobVmInterface(backend)).toMatchObject({ network: networkUrl(HOST_PROJECT), subnetwork: subnetworkUrl(HOST_PROJECT) });
   });
 
+  it("is the worker's own interface too when NETWORK names the worker's network: a name says no project, and a Shared VPC's is the host's", async () => {
+    customVpc(HOST_PROJECT);
+    fake.workerVm({ name: 'mayfly-worker-1', zone: 'us-central1-a', network: networkUrl(HOST_PROJECT), subnetwork: subnetworkUrl(HOST_PROJECT) });
+    const backend = makeBackend({ network: 'ci-vpc' });
+    expect(await jobVmInterface(backend)).toMatchObject({ network: networkUrl(HOST_PROJECT), subnetwork: subnetworkUrl(HOST_PROJECT) });
+  });
+
+  it("is the worker's auto-mode network, with the subnetwork left to GCE, for zones in another region than the worker", async () => {
+    const network = `${API}/projects/${fake.project}/global/networks/default`;
+    fake.workerVm({ name: 'mayfly-worker-1', zone: 'us-east1-b', network, subnetwork: `${API}/projects/${fake.project}/regions/us-east1/subnetworks/default` });
+    const backend = makeBackend({ network: '' });
+    expect(await ready(backend)).toBeUndefined();
+    const nic = await jobVmInterface(backend);
+    expect(nic).toMatchObject({ network });
+    expect(nic).not.toHaveProperty('subnetwork');
+  });
+
   it("takes SUBNETWORK given as a Shared VPC host project's URL as it is, and puts a named NETWORK in that host project", async () => {
     customVpc(HOST_PROJECT);
     const backend = makeBackend({ network: 'ci-vpc', subnetwork: subnetworkUrl(HOST_PROJECT) });
@@ -140,7 +157,7 @@ describe('the network of job VMs', () => {
     );
   });
 
-  it("stops the worker at startup, saying to set SUBNETWORK, when ZONES are outside the region of the worker's own subnetwork", async () => {
+  it("stops the worker at startup, saying to set SUBNETWORK, when ZONES are outside the region of the worker's own custom-mode subnetwork", async () => {
     customVpc(fake.project);
     fake.workerVm({ name: 'mayfly-worker-1', zone: 'us-central1-b', network: networkUrl(fake.project), subnetwork: subnetworkUrl(fake.project) });
     const error = await ready(makeBackend({ network: '', zones: ['us-east1-b', ...TEST_ZONES] }));
