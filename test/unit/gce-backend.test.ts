@@ -8,6 +8,7 @@ import { implodeMinutes, labelValue, regionOf } from '../../backends/gce/instanc
 import { machineFor } from '../../backends/gce/machine.js';
 import { endpointOptions } from '../../backends/gce/api.js';
 import { parseAccountJson } from '../../backends/gce/auth.js';
+import { resolveJobNetwork } from '../../backends/gce/network.js';
 import { usesVmCredentials } from '../../backends/gce/scopes.js';
 import { definition } from '../../backends/gce/index.js';
 import { configErrorOf } from '../helpers/config-error.js';
@@ -163,5 +164,31 @@ describe("whether the gce backend is on its VM's own credentials (whose scopes i
     } finally {
       rmSync(gcloud, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the network of gce job VMs from the settings alone (no worker VM to share)', () => {
+  const resolve = (settings: { network: string; subnetwork: string; region: string }) =>
+    resolveJobNetwork({
+      settings,
+      projectId: 'ci-project',
+      zones: ['us-central1-a'],
+      workerVm: undefined,
+      getInstance: () => Promise.reject(new Error('not on GCE')),
+    });
+
+  it('puts a SUBNETWORK name in the job project and the VM\'s region (or REGION), and leaves the network to GCE when NETWORK is empty', async () => {
+    const byZone = await resolve({ network: '', subnetwork: 'ci-sub', region: '' });
+    expect(byZone.network).toBeUndefined();
+    expect(byZone.subnetworkFor('us-east1')).toBe('projects/ci-project/regions/us-east1/subnetworks/ci-sub');
+    const pinned = await resolve({ network: 'ci-vpc', subnetwork: 'ci-sub', region: 'europe-west1' });
+    expect(pinned.network).toBe('projects/ci-project/global/networks/ci-vpc');
+    expect(pinned.subnetworkFor('us-east1')).toBe('projects/ci-project/regions/europe-west1/subnetworks/ci-sub');
+  });
+
+  it('names only the network without SUBNETWORK: NETWORK as given, a name in the job project, else default', async () => {
+    expect((await resolve({ network: '', subnetwork: '', region: '' })).network).toBe('projects/ci-project/global/networks/default');
+    expect((await resolve({ network: 'projects/host/global/networks/x', subnetwork: '', region: '' })).network).toBe('projects/host/global/networks/x');
+    expect((await resolve({ network: 'x', subnetwork: '', region: '' })).subnetworkFor('us-central1')).toBeUndefined();
   });
 });
