@@ -71,7 +71,11 @@ export async function startWorker(
     const backendLogger = logger.child({ backend: definition.name });
     const created = definition.create(config.backendSettings, { logger: backendLogger, hostname: config.hostname, metrics: metrics.backend });
     releasers.add('the backend', () => created.close());
-    await created.ready?.(AbortSignal.timeout(BACKEND_READY_TIMEOUT_MS));
+    const readyDeadline = AbortSignal.timeout(BACKEND_READY_TIMEOUT_MS);
+    await created.ready?.(readyDeadline).catch((err: unknown) => {
+      if (!readyDeadline.aborted) throw err;
+      throw new Error(`the ${definition.name} backend's startup checks did not finish in ${BACKEND_READY_TIMEOUT_MS / 60_000} minutes`, { cause: err });
+    });
     const backend = held.wrap(created);
 
     let reaper: Reaper | undefined;
