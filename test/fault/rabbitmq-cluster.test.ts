@@ -21,7 +21,7 @@ import { startLedger, type JobLedger } from '../helpers/job-ledger.js';
 import { captureLog } from '../helpers/log-capture.js';
 import { startRabbitCluster, type ClusterNode, type RabbitCluster } from '../helpers/rabbitmq-cluster.js';
 import { publishRaw, purge } from '../helpers/rabbitmq.js';
-import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+import { allPaused, startTestWorker, untilProcessors, type TestWorker } from '../helpers/worker.js';
 
 const QUEUE = 'builds.cluster';
 /** The local backend runs scripts without a terminal: lines end in a bare newline. */
@@ -164,4 +164,50 @@ describe('fault: a RabbitMQ cluster with quorum queues', () => {
     expect(journal.states(jobId)).toEqual(['received', 'started', 'passed']);
     expectCleanReport(journal, 'cluster: the logs node stops mid-script', jobId);
   }, 60_000);
+
+  it('the whole cluster stops with a job running and one queued, then comes back: the worker waits, never stops, and runs both to the end', async () => {
+    const [runningId, queuedId] = [7403, 7404];
+    const signal = AbortSignal.timeout(150_000);
+    const journal = await openLedger(node(2));
+    buildApi.scripts.set(runningId, ENDLESS_SCRIPT);
+    buildApi.scripts.set(queuedId, FINISHING_SCRIPT);
+    const running = await startWorker({
+      TRAVIS_WORKER_AMQP_URI: cluster.uris(),
+      TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: '127.0.0.1:0',
+      TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: CONTROL_AUTH,
+    });
+    const lifecycle: string[] = [];
+    running.worker.events.on('state', (to) => lifecycle.push(to));
+    const firstRun = running.jobDone(runningId);
+    await publishRaw(node(2).uri, '', QUEUE, payload(runningId));
+    await journal.untilLogged(runningId, FIFTH_LINE, signal);
+    // One processor: this job waits in the queue through the outage.
+    await publishRaw(node(2).uri, '', QUEUE, payload(queuedId));
+    buildApi.scripts.set(runningId, FINISHING_SCRIPT);
+
+    await stop(...cluster.nodes);
+
+    expect((await firstRun).result).toEqual({ outcome: 'abandoned', cause: 'delivery-lost' });
+    await untilProcessors(running.worker, allPaused, signal);
+    const away = await fetch(`${running.worker.controlUrl}/ready`);
+    expect(away.status).toBe(503);
+    expect(await away.text()).toMatch(/reconnecting to the jobs broker/);
+
+    // A node waits at boot for the peers it last saw: all three start at once, as after a power cut.
+    await Promise.all(cluster.nodes.map((one) => cluster.start(one)));
+    stopped.clear();
+    await journal.reconnect(node(2).uri);
+    await journal.untilFinished([runningId, queuedId], signal);
+    await journal.untilLogged(runningId, FINISHING_LAST_LINE, signal);
+    await journal.untilLogged(queuedId, FINISHING_LAST_LINE, signal);
+
+    // While the nodes stop one by one, the worker may reconnect to one about to go and lose a delivery again.
+    for (const id of [runningId, queuedId]) expect(journal.states(id).slice(-3)).toEqual(['received', 'started', 'passed']);
+    expect((await fetch(`${running.worker.controlUrl}/ready`)).status).toBe(200);
+    expect(lifecycle).toEqual([]);
+    expect(running.worker.state).toBe('RUNNING');
+    const report = journal.report('cluster: every node stops with a job running and one queued, then comes back', [runningId, queuedId]);
+    expect(report.problems).toEqual([]);
+    expect(report).toMatchObject({ jobsRun: 2, jobsLost: 0, partsLost: 0, duplicateTerminalStates: 0 });
+  }, 180_000);
 });
