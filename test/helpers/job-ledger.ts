@@ -397,7 +397,8 @@ export async function startLedger(uri: string, options: LedgerOptions = {}): Pro
   return ledger;
 }
 
-async function declareReporting(channel: Channel, options: LedgerOptions): Promise<void> {
+/** Declare `reporting`, its state and log queues and the binding as the worker does (on a cluster, the node of `channel` leads new quorum queues). */
+export async function declareReporting(channel: Channel, options: Pick<LedgerOptions, 'quorum'>): Promise<void> {
   await channel.assertExchange(REPORTING_EXCHANGE, 'topic', DURABLE_EXCHANGE);
   const queue = options.quorum === true ? { ...DURABLE_QUEUE, arguments: { 'x-queue-type': 'quorum' } } : DURABLE_QUEUE;
   await channel.assertQueue(STATE_QUEUE, queue);

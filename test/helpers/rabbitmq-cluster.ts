@@ -44,10 +44,15 @@ export interface RabbitCluster {
   uris(order?: readonly number[]): string;
   /** Stop a node: its connections close and its Erlang VM exits. */
   stop(node: ClusterNode): Promise<void>;
+  /** Freeze a node's Erlang VM (SIGSTOP), as a hung machine: its sockets stay open and nothing is answered. */
+  freeze(node: ClusterNode): Promise<void>;
+  /** Kill a node's Erlang VM (SIGKILL), frozen or not: its sockets reset, nothing is shut down cleanly. */
+  kill(node: ClusterNode): Promise<void>;
   /**
-   * Start a stopped node again (same name, ports, data) and wait until it
-   * serves. A node that was not stopped last waits at boot for the peers it
-   * last saw, so after the whole cluster stopped, start every node at once.
+   * Start a node again (same name, ports, data; a frozen one is killed
+   * first) and wait until it serves. A node that was not stopped last waits
+   * at boot for the peers it last saw, so after the whole cluster stopped,
+   * start every node at once.
    */
   start(node: ClusterNode): Promise<void>;
   /** Stop every node and remove their directories. Never throws. */
@@ -83,8 +88,13 @@ export async function startRabbitCluster(): Promise<RabbitCluster> {
     nodes: running,
     uris: (order = running.map((_, index) => index)) => order.map((index) => (running[index] as RunningNode).uri).join(','),
     stop: (node) => stopNode(node as RunningNode),
+    freeze: (node) => signalVm(node as RunningNode, 'SIGSTOP'),
+    kill: (node) => killVm(node as RunningNode),
     start: async (node) => {
       const stopped = node as RunningNode;
+      if (alive(stopped)) await killVm(stopped);
+      // `rabbitmqctl wait` would read the last VM's pid.
+      await rm(pidFile(stopped), { force: true });
       Object.assign(stopped, spawnServer(stopped.env));
       await awaitStartup(stopped);
     },
@@ -134,6 +144,20 @@ function spawnServer(env: Record<string, string>): Pick<RunningNode, 'process' |
   return { process: child, exited: new Promise<void>((resolve) => child.once('exit', () => resolve())) };
 }
 
+const pidFile = (node: RunningNode): string => join(node.dir, 'pid');
+const alive = (node: RunningNode): boolean => node.process.exitCode === null && node.process.signalCode === null;
+
+/** Signal the node's Erlang VM, whose pid `rabbitmq-server` writes to its pid file (the process spawned is `runuser`). */
+async function signalVm(node: RunningNode, signal: NodeJS.Signals): Promise<void> {
+  process.kill(Number((await readFile(pidFile(node), 'utf8')).trim()), signal);
+}
+
+/** `rabbitmq-server` exits once its VM is gone. */
+async function killVm(node: RunningNode): Promise<void> {
+  await signalVm(node, 'SIGKILL');
+  await node.exited;
+}
+
 /** `rabbitmqctl stop` returns once the node is down; its process may take a moment longer to exit. */
 async function stopNode(node: RunningNode): Promise<void> {
   await rabbitmqctl('-n', node.name, 'stop');
@@ -147,7 +171,7 @@ async function awaitStartup(node: RunningNode): Promise<void> {
   });
   try {
     // `wait` waits for the pid file, then for the node: `await_startup` fails at once on a node not registered yet.
-    await Promise.race([rabbitmqctl('-n', node.name, 'wait', join(node.dir, 'pid'), '--timeout', String(NODE_STARTUP_TIMEOUT_S)), exited]);
+    await Promise.race([rabbitmqctl('-n', node.name, 'wait', pidFile(node), '--timeout', String(NODE_STARTUP_TIMEOUT_S)), exited]);
   } finally {
     waiting = false;
   }
@@ -160,8 +184,9 @@ async function logTail(node: RunningNode): Promise<string> {
 
 async function stopAll(nodes: readonly RunningNode[], base: string): Promise<void> {
   await Promise.all(
-    nodes.map(async (node) => {
-      // A node stopped already has exited: rabbitmqctl fails and the kill is a no-op.
+    nodes.filter(alive).map(async (node) => {
+      // A frozen node would not answer `stop`.
+      await signalVm(node, 'SIGCONT').catch(() => undefined);
       await stopNode(node).catch(() => node.process.kill('SIGTERM'));
       await node.exited;
     }),
