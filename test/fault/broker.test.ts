@@ -29,6 +29,7 @@ import { ENDLESS_SCRIPT, FINISHING_LAST_LINE, FINISHING_SCRIPT, SLOW_SCRIPT, fau
 import { startLedger, type JobLedger } from '../helpers/job-ledger.js';
 import { BROKER, messageCount, publishRaw } from '../helpers/rabbitmq.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import type { ProcessorStatus } from '../../src/processor.js';
 import { allPaused, untilProcessors, type TestWorker } from '../helpers/worker.js';
 
 const QUEUE = 'builds.ec2';
@@ -272,6 +273,23 @@ describe('fault: the broker connection', () => {
     expect(journal.states(jobId)).toEqual(['received', 'started', 'reset', 'received', 'started', 'passed']);
     await worker.stop();
     await expectCleanReport('logs broker away past the delivery timeout', jobId);
+  });
+
+  it('the broker goes again while a processor starts consuming after a reconnect: it pauses, and the worker stops without waiting for the broker', async () => {
+    const signal = AbortSignal.timeout(20_000);
+    const worker = await startWorker({ TRAVIS_WORKER_AMQP_URI: proxy.uri(amqp.vhost.uri) });
+    const starting = (processors: ProcessorStatus[]): boolean => processors.every((processor) => processor.state === 'starting');
+    proxy.cut();
+    await untilProcessors(worker.worker, allPaused, signal);
+    await untilProcessors(worker.worker, starting, signal);
+    // Reconnected, the processor is opening its consumer: nothing it asks is answered, then the broker goes.
+    proxy.stall();
+    proxy.refuse();
+    proxy.cut();
+
+    await untilProcessors(worker.worker, allPaused, signal);
+    await worker.stop();
+    expect(worker.worker.state).toBe('STOPPED');
   });
 
   it('stops cleanly while the broker is away: nothing waits for it', async () => {

@@ -5,29 +5,39 @@
  *   to the next node, the job is redelivered there and passes, exactly one
  *   terminal state, the finishing run's log complete;
  * - the node the log parts go to stops mid-script: the job goes on, the
- *   unconfirmed parts go out again on another node, none is lost.
+ *   unconfirmed parts go out again on another node, none is lost;
+ * - the node that leads the reporting queues and carries the log parts
+ *   hangs, then dies, with parts and a state update unconfirmed: the parts
+ *   go out again on another node, the state update is confirmed once the
+ *   queue has a new leader, none is lost;
+ * - every node stops, with a job running and one queued, then all come
+ *   back: the worker waits (not ready meanwhile), never stops, and runs
+ *   both jobs to the end.
  * Read from the broker by the job ledger, as test/fault/broker.test.ts does.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BROKER_NODES_HEADER } from '../../src/control/routes.js';
 import type { Logger } from '../../src/logger.js';
+import { LOG_QUEUE, STATE_QUEUE } from '../../src/queue/amqp/messages.js';
 import { maskUrl } from '../../src/redact.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
 import { ENDLESS_SCRIPT, FINISHING_SCRIPT, SLOW_SCRIPT, faultPayload } from '../helpers/fault-jobs.js';
-import { startLedger, type JobLedger } from '../helpers/job-ledger.js';
+import { declareReporting, startLedger, type JobLedger } from '../helpers/job-ledger.js';
 import { captureLog } from '../helpers/log-capture.js';
 import { startRabbitCluster, type ClusterNode, type RabbitCluster } from '../helpers/rabbitmq-cluster.js';
-import { publishRaw, purge } from '../helpers/rabbitmq.js';
-import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+import { publishRaw, purge, rabbitmqctl, withConnection } from '../helpers/rabbitmq.js';
+import { allPaused, startTestWorker, untilProcessors, type TestWorker } from '../helpers/worker.js';
 
 const QUEUE = 'builds.cluster';
 /** The local backend runs scripts without a terminal: lines end in a bare newline. */
 const SLOW_LAST_LINE = 'line 60\n';
 const FINISHING_LAST_LINE = 'line 500\n';
 const FIFTH_LINE = 'line 5\n';
+/** The last line of the streaming job in the in-flight scenario. */
+const STREAM_END = 'streamed';
 const CONTROL_AUTH = 'operator:cluster-suite';
 const basicAuth = (credentials: string): string => `Basic ${Buffer.from(credentials).toString('base64')}`;
 /** Booting three nodes at once takes about 25 s on two cores. */
@@ -55,7 +65,7 @@ describe('fault: a RabbitMQ cluster with quorum queues', () => {
     await Promise.all([...stopped].map((node) => cluster.start(node)));
     stopped.clear();
     // A job of a failed test would keep the next test's worker busy.
-    await purge(node(2).uri, QUEUE, 'reporting.jobs.builds', 'reporting.jobs.logs');
+    await purge(node(2).uri, QUEUE, STATE_QUEUE, LOG_QUEUE);
   }, 60_000);
 
   afterAll(async () => {
@@ -112,6 +122,12 @@ describe('fault: a RabbitMQ cluster with quorum queues', () => {
     expect(series.sort()).toEqual(expected.sort());
   }
 
+  /** Each queue's leader node (classic queues: their node), asked of a node that is up. */
+  async function queueLeaders(): Promise<Record<string, string>> {
+    const rows = await rabbitmqctl('-n', node(2).name, 'list_queues', '--no-table-headers', 'name', 'leader');
+    return Object.fromEntries(rows.trim().split('\n').map((row) => row.split('\t')));
+  }
+
   function expectCleanReport(ledger: JobLedger, scenario: string, jobId: number): void {
     const report = ledger.report(scenario, [jobId]);
     expect(report.problems).toEqual([]);
@@ -164,4 +180,97 @@ describe('fault: a RabbitMQ cluster with quorum queues', () => {
     expect(journal.states(jobId)).toEqual(['received', 'started', 'passed']);
     expectCleanReport(journal, 'cluster: the logs node stops mid-script', jobId);
   }, 60_000);
+
+  it('the node that leads the reporting queues and carries the log parts hangs, then dies, with both in flight: parts go again on another node, state updates are confirmed by the new leader, none is lost', async () => {
+    const [streamingId, warmUpId, arrivingId] = [7405, 7406, 7407];
+    const signal = AbortSignal.timeout(90_000);
+    const endFile = join(scriptsDir, `end-${streamingId}`);
+    buildApi.scripts.set(streamingId, `while [ ! -e ${endFile} ]; do seq 1 1000; sleep 0.02; done; echo ${STREAM_END}`);
+    buildApi.scripts.set(warmUpId, FINISHING_SCRIPT);
+    buildApi.scripts.set(arrivingId, FINISHING_SCRIPT);
+    // Queues made afresh, so node 1 leads the reporting queues and node 0 (the worker's jobs node) the job queue.
+    await withConnection(node(1).uri, async (connection) => {
+      const channel = await connection.createChannel();
+      for (const queue of [QUEUE, STATE_QUEUE, LOG_QUEUE]) await channel.deleteQueue(queue);
+      await declareReporting(channel, { quorum: true });
+      await channel.close();
+    });
+    const journal = await openLedger(node(2));
+    const log = captureLog();
+    await startWorker(
+      { TRAVIS_WORKER_AMQP_URI: cluster.uris([0, 2]), TRAVIS_WORKER_LOGS_AMQP_URI: cluster.uris([1, 2]), TRAVIS_WORKER_POOL_SIZE: '2' },
+      log.logger,
+    );
+    expect(await queueLeaders()).toMatchObject({ [QUEUE]: node(0).name, [STATE_QUEUE]: node(1).name, [LOG_QUEUE]: node(1).name });
+    await publishRaw(node(0).uri, '', QUEUE, payload(streamingId));
+    await journal.untilLogged(streamingId, '\n1000\n', signal);
+    // A job on the other processor opens its state channel, so the next job's first state update goes out at once.
+    await publishRaw(node(0).uri, '', QUEUE, payload(warmUpId));
+    await journal.untilFinished([warmUpId], signal);
+
+    stopped.add(node(1));
+    await cluster.freeze(node(1));
+    await publishRaw(node(0).uri, '', QUEUE, payload(arrivingId));
+    await log.waitFor((line) => line.msg === 'job received' && line['job_id'] === arrivingId, signal);
+    // Nothing sent to node 1 since it froze is confirmed: the streaming job's window of log parts, the arriving job's `received`.
+    await cluster.kill(node(1));
+    await writeFile(endFile, '');
+
+    await journal.untilFinished([streamingId, arrivingId], signal);
+    await journal.untilLogged(streamingId, `${STREAM_END}\n`, signal);
+    await journal.untilLogged(arrivingId, FINISHING_LAST_LINE, signal);
+    for (const id of [streamingId, warmUpId, arrivingId]) expect(journal.states(id)).toEqual(['received', 'started', 'passed']);
+    const resent = log.lines.filter((line) => line.msg === 'log parts were not confirmed by the broker; publishing them again with their numbers');
+    expect(resent.length).toBeGreaterThan(0);
+    expect(resent.every((line) => Number(line['unconfirmed']) > 0)).toBe(true);
+    const report = journal.report('cluster: the node leading the reporting queues and carrying the log parts hangs, then dies', [streamingId, warmUpId, arrivingId]);
+    expect(report.problems).toEqual([]);
+    expect(report).toMatchObject({ jobsRun: 3, jobsLost: 0, partsLost: 0, duplicateTerminalStates: 0 });
+  }, 120_000);
+
+  it('the whole cluster stops with a job running and one queued, then comes back: the worker waits, never stops, and runs both to the end', async () => {
+    const [runningId, queuedId] = [7403, 7404];
+    const signal = AbortSignal.timeout(150_000);
+    const journal = await openLedger(node(2));
+    buildApi.scripts.set(runningId, ENDLESS_SCRIPT);
+    buildApi.scripts.set(queuedId, FINISHING_SCRIPT);
+    const running = await startWorker({
+      TRAVIS_WORKER_AMQP_URI: cluster.uris(),
+      TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: '127.0.0.1:0',
+      TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: CONTROL_AUTH,
+    });
+    const lifecycle: string[] = [];
+    running.worker.events.on('state', (to) => lifecycle.push(to));
+    const firstRun = running.jobDone(runningId);
+    await publishRaw(node(2).uri, '', QUEUE, payload(runningId));
+    await journal.untilLogged(runningId, FIFTH_LINE, signal);
+    // One processor: this job waits in the queue through the outage.
+    await publishRaw(node(2).uri, '', QUEUE, payload(queuedId));
+    buildApi.scripts.set(runningId, FINISHING_SCRIPT);
+
+    await stop(...cluster.nodes);
+
+    expect((await firstRun).result).toEqual({ outcome: 'abandoned', cause: 'delivery-lost' });
+    await untilProcessors(running.worker, allPaused, signal);
+    const away = await fetch(`${running.worker.controlUrl}/ready`);
+    expect(away.status).toBe(503);
+    expect(await away.text()).toMatch(/reconnecting to the jobs broker/);
+
+    // A node waits at boot for the peers it last saw: all three start at once, as after a power cut.
+    await Promise.all(cluster.nodes.map((one) => cluster.start(one)));
+    stopped.clear();
+    await journal.reconnect(node(2).uri);
+    await journal.untilFinished([runningId, queuedId], signal);
+    await journal.untilLogged(runningId, FINISHING_LAST_LINE, signal);
+    await journal.untilLogged(queuedId, FINISHING_LAST_LINE, signal);
+
+    // While the nodes stop one by one, the worker may reconnect to one about to go and lose a delivery again.
+    for (const id of [runningId, queuedId]) expect(journal.states(id).slice(-3)).toEqual(['received', 'started', 'passed']);
+    expect((await fetch(`${running.worker.controlUrl}/ready`)).status).toBe(200);
+    expect(lifecycle).toEqual([]);
+    expect(running.worker.state).toBe('RUNNING');
+    const report = journal.report('cluster: every node stops with a job running and one queued, then comes back', [runningId, queuedId]);
+    expect(report.problems).toEqual([]);
+    expect(report).toMatchObject({ jobsRun: 2, jobsLost: 0, partsLost: 0, duplicateTerminalStates: 0 });
+  }, 180_000);
 });

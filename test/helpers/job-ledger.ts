@@ -7,6 +7,10 @@
  * that finished is complete. Runs are told apart by their `uuid` (state
  * `meta.uuid`, log part `uuid`), which the worker makes up per delivery when
  * the payload has none: payloads of the suite must carry no `uuid`.
+ *
+ * Each message is acknowledged once recorded, so one the ledger had not
+ * read when its broker went away is still queued: `reconnect` reads it then
+ * (a copy read twice is dropped as a duplicate).
  */
 import { randomUUID } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
@@ -57,6 +61,12 @@ export interface JobLedger {
   states(jobId: number): string[];
   /** The log text of the job's latest run (the last one seen), parts in arrival order; '' before any. */
   log(jobId: number): string;
+  /**
+   * Consume again, on `uri`, after the ledger's connection was lost (its
+   * broker went away and is back): the messages it had not acknowledged
+   * come again, so nothing published meanwhile is missed.
+   */
+  reconnect(uri: string): Promise<void>;
   /** Checks the invariants for jobIds and returns the counts. */
   report(scenario: string, jobIds: number[], measured?: { vmsLeaked: number }): LedgerReport;
   close(): Promise<void>;
@@ -136,28 +146,50 @@ function waitFor(waiters: Set<Waiter>, ready: () => boolean, signal: AbortSignal
 
 class Ledger implements JobLedger {
   readonly #jobs = new Map<number, JobRecord>();
-  /** Messages that belong to no job (unreadable), and a connection lost under the ledger. */
+  /** Messages that belong to no job (unreadable). */
   readonly #problems: string[] = [];
   readonly #waiters = new Set<Waiter>();
   /** Markers published by `settled` and not read back yet. */
   readonly #markers = new Set<string>();
+  #connection: ChannelModel | undefined;
+  #channel: Channel | undefined;
+  /** The connection was lost and not replaced (`reconnect`): messages after that were not read. */
+  #disconnected = false;
   #closing = false;
 
-  constructor(
-    private readonly connection: ChannelModel,
-    private readonly channel: Channel,
-    private readonly options: LedgerOptions,
-  ) {
+  constructor(private readonly options: LedgerOptions) {}
+
+  /** Declare the reporting objects on `uri` and consume both queues there. */
+  async attach(uri: string): Promise<void> {
+    const connection = await connect(uri, { clientProperties: { connection_name: 'mayfly-test-ledger' } });
     connection.on('error', () => undefined);
-    connection.on('close', () => {
-      if (!this.#closing) this.#problems.push('the ledger lost its broker connection: messages after that were not read');
-    });
+    try {
+      const channel = await connection.createChannel();
+      await declareReporting(channel, this.options);
+      for (const queue of [STATE_QUEUE, LOG_QUEUE]) {
+        await channel.consume(
+          queue,
+          (message) => {
+            if (!message) return;
+            this.#read(queue, message);
+            channel.ack(message);
+          },
+          { exclusive: true },
+        );
+      }
+      connection.on('close', () => {
+        if (!this.#closing && this.#connection === connection) this.#disconnected = true;
+      });
+      [this.#connection, this.#channel, this.#disconnected] = [connection, channel, false];
+    } catch (err) {
+      await connection.close().catch(() => undefined);
+      throw err;
+    }
   }
 
-  async consume(): Promise<void> {
-    for (const queue of [STATE_QUEUE, LOG_QUEUE]) {
-      await this.channel.consume(queue, (message) => message && this.#read(queue, message), { noAck: true, exclusive: true });
-    }
+  async reconnect(uri: string): Promise<void> {
+    await this.#connection?.close().catch(() => undefined);
+    await this.attach(uri);
   }
 
   untilFinished(jobIds: number[], signal: AbortSignal): Promise<void> {
@@ -186,10 +218,12 @@ class Ledger implements JobLedger {
    * worker had confirmed before a state we saw) has been read by then.
    */
   async settled(signal: AbortSignal): Promise<void> {
+    const channel = this.#channel;
+    if (!channel) throw new Error('the ledger is not consuming');
     const ids = [STATE_QUEUE, LOG_QUEUE].map((queue) => {
       const id = randomUUID();
       this.#markers.add(id);
-      this.channel.sendToQueue(queue, Buffer.from('{}'), { type: MARKER_TYPE, messageId: id });
+      channel.sendToQueue(queue, Buffer.from('{}'), { type: MARKER_TYPE, messageId: id });
       return id;
     });
     await waitFor(this.#waiters, () => ids.every((id) => !this.#markers.has(id)), signal, () => 'the ledger did not read its own markers back');
@@ -213,6 +247,7 @@ class Ledger implements JobLedger {
       ...(measured === undefined ? {} : { vmsLeaked: measured.vmsLeaked }),
       problems: [...this.#problems],
     };
+    if (this.#disconnected) report.problems.push('the ledger lost its broker connection: messages after that were not read');
     for (const jobId of jobIds) this.#check(jobId, report);
     if (measured !== undefined && measured.vmsLeaked > 0) {
       report.problems.push(`${measured.vmsLeaked} VM(s) still live after the reaper's pass`);
@@ -224,7 +259,7 @@ class Ledger implements JobLedger {
 
   async close(): Promise<void> {
     this.#closing = true;
-    await this.connection.close().catch(() => undefined);
+    await this.#connection?.close().catch(() => undefined);
   }
 
   #check(jobId: number, report: LedgerReport): void {
@@ -357,19 +392,16 @@ class Ledger implements JobLedger {
  * first) until `close`, recording every message.
  */
 export async function startLedger(uri: string, options: LedgerOptions = {}): Promise<JobLedger> {
-  const connection = await connect(uri, { clientProperties: { connection_name: 'mayfly-test-ledger' } });
-  try {
-    const channel = await connection.createChannel();
-    await channel.assertExchange(REPORTING_EXCHANGE, 'topic', DURABLE_EXCHANGE);
-    const queue = options.quorum === true ? { ...DURABLE_QUEUE, arguments: { 'x-queue-type': 'quorum' } } : DURABLE_QUEUE;
-    await channel.assertQueue(STATE_QUEUE, queue);
-    await channel.assertQueue(LOG_QUEUE, queue);
-    await channel.bindQueue(LOG_QUEUE, REPORTING_EXCHANGE, LOG_QUEUE);
-    const ledger = new Ledger(connection, channel, options);
-    await ledger.consume();
-    return ledger;
-  } catch (err) {
-    await connection.close().catch(() => undefined);
-    throw err;
-  }
+  const ledger = new Ledger(options);
+  await ledger.attach(uri);
+  return ledger;
+}
+
+/** Declare `reporting`, its state and log queues and the binding as the worker does (on a cluster, the node of `channel` leads new quorum queues). */
+export async function declareReporting(channel: Channel, options: Pick<LedgerOptions, 'quorum'>): Promise<void> {
+  await channel.assertExchange(REPORTING_EXCHANGE, 'topic', DURABLE_EXCHANGE);
+  const queue = options.quorum === true ? { ...DURABLE_QUEUE, arguments: { 'x-queue-type': 'quorum' } } : DURABLE_QUEUE;
+  await channel.assertQueue(STATE_QUEUE, queue);
+  await channel.assertQueue(LOG_QUEUE, queue);
+  await channel.bindQueue(LOG_QUEUE, REPORTING_EXCHANGE, LOG_QUEUE);
 }

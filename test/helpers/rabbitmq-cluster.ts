@@ -7,6 +7,12 @@
  * all three boot at once instead of joining one by one (a `rabbitmqctl`
  * call costs about 2 s on a small machine). Boot once per file: about 25 s
  * on two cores.
+ *
+ * A node is stopped as a whole (its Erlang VM exits, as when a machine
+ * goes away) and started again as a new process with the same name, ports
+ * and data directory, so it rejoins with the queues it had. Stopping only
+ * the RabbitMQ application (`stop_app`) leaves the VM up: after the whole
+ * cluster went that way, `start_app` did not reliably bring it back.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -36,9 +42,18 @@ export interface RabbitCluster {
   readonly nodes: readonly ClusterNode[];
   /** Every node's URI, comma-separated, in `order` (indexes into `nodes`; all, in order, by default). */
   uris(order?: readonly number[]): string;
-  /** Stop the RabbitMQ application of a node (its connections close, its Erlang VM stays up). */
+  /** Stop a node: its connections close and its Erlang VM exits. */
   stop(node: ClusterNode): Promise<void>;
-  /** Start a stopped node's application again and wait until it serves. */
+  /** Freeze a node's Erlang VM (SIGSTOP), as a hung machine: its sockets stay open and nothing is answered. */
+  freeze(node: ClusterNode): Promise<void>;
+  /** Kill a node's Erlang VM (SIGKILL), frozen or not: its sockets reset, nothing is shut down cleanly. */
+  kill(node: ClusterNode): Promise<void>;
+  /**
+   * Start a node again (same name, ports, data; a frozen one is killed
+   * first) and wait until it serves. A node that was not stopped last waits
+   * at boot for the peers it last saw, so after the whole cluster stopped,
+   * start every node at once.
+   */
   start(node: ClusterNode): Promise<void>;
   /** Stop every node and remove their directories. Never throws. */
   close(): Promise<void>;
@@ -46,7 +61,11 @@ export interface RabbitCluster {
 
 interface RunningNode extends ClusterNode {
   dir: string;
+  /** The node's environment for `rabbitmq-server`, the same on every start. */
+  env: Record<string, string>;
+  /** The node's latest `rabbitmq-server` process. */
   process: ChildProcess;
+  /** Resolves when that process has exited. */
   exited: Promise<void>;
 }
 
@@ -68,10 +87,16 @@ export async function startRabbitCluster(): Promise<RabbitCluster> {
   return {
     nodes: running,
     uris: (order = running.map((_, index) => index)) => order.map((index) => (running[index] as RunningNode).uri).join(','),
-    stop: async (node) => void (await rabbitmqctl('-n', node.name, 'stop_app')),
+    stop: (node) => stopNode(node as RunningNode),
+    freeze: (node) => signalVm(node as RunningNode, 'SIGSTOP'),
+    kill: (node) => killVm(node as RunningNode),
     start: async (node) => {
-      await rabbitmqctl('-n', node.name, 'start_app');
-      await awaitStartup(node as RunningNode);
+      const stopped = node as RunningNode;
+      if (alive(stopped)) await killVm(stopped);
+      // `rabbitmqctl wait` would read the last VM's pid.
+      await rm(pidFile(stopped), { force: true });
+      Object.assign(stopped, spawnServer(stopped.env));
+      await awaitStartup(stopped);
     },
     close: () => stopAll(running, base),
   };
@@ -98,7 +123,7 @@ async function launch(base: string, name: string, peers: readonly string[], port
   const { uid, gid } = await rabbitmqIds();
   for (const path of [base, dir, join(dir, 'mnesia'), join(dir, 'log'), join(dir, 'rabbitmq.conf'), join(dir, 'enabled_plugins')]) await chown(path, uid, gid);
 
-  const env = {
+  const env: Record<string, string> = {
     HOME: RABBITMQ_HOME,
     RABBITMQ_NODENAME: name,
     RABBITMQ_DIST_PORT: String(distPort),
@@ -108,11 +133,35 @@ async function launch(base: string, name: string, peers: readonly string[], port
     RABBITMQ_ENABLED_PLUGINS_FILE: join(dir, 'enabled_plugins'),
     RABBITMQ_PID_FILE: join(dir, 'pid'),
   };
+  return { name, port, uri: `amqp://guest:guest@127.0.0.1:${port}`, dir, env, ...spawnServer(env) };
+}
+
+/** Run a node's `rabbitmq-server` (again) as the rabbitmq user. */
+function spawnServer(env: Record<string, string>): Pick<RunningNode, 'process' | 'exited'> {
   const args = ['-u', RABBITMQ_USER, '--', 'env', ...Object.entries(env).map(([key, value]) => `${key}=${value}`), 'rabbitmq-server'];
   const child = spawn('runuser', args, { stdio: 'ignore' });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.once('error', () => undefined);
-  return { name, port, uri: `amqp://guest:guest@127.0.0.1:${port}`, dir, process: child, exited };
+  return { process: child, exited: new Promise<void>((resolve) => child.once('exit', () => resolve())) };
+}
+
+const pidFile = (node: RunningNode): string => join(node.dir, 'pid');
+const alive = (node: RunningNode): boolean => node.process.exitCode === null && node.process.signalCode === null;
+
+/** Signal the node's Erlang VM, whose pid `rabbitmq-server` writes to its pid file (the process spawned is `runuser`). */
+async function signalVm(node: RunningNode, signal: NodeJS.Signals): Promise<void> {
+  process.kill(Number((await readFile(pidFile(node), 'utf8')).trim()), signal);
+}
+
+/** `rabbitmq-server` exits once its VM is gone. */
+async function killVm(node: RunningNode): Promise<void> {
+  await signalVm(node, 'SIGKILL');
+  await node.exited;
+}
+
+/** `rabbitmqctl stop` returns once the node is down; its process may take a moment longer to exit. */
+async function stopNode(node: RunningNode): Promise<void> {
+  await rabbitmqctl('-n', node.name, 'stop');
+  await node.exited;
 }
 
 async function awaitStartup(node: RunningNode): Promise<void> {
@@ -122,7 +171,7 @@ async function awaitStartup(node: RunningNode): Promise<void> {
   });
   try {
     // `wait` waits for the pid file, then for the node: `await_startup` fails at once on a node not registered yet.
-    await Promise.race([rabbitmqctl('-n', node.name, 'wait', join(node.dir, 'pid'), '--timeout', String(NODE_STARTUP_TIMEOUT_S)), exited]);
+    await Promise.race([rabbitmqctl('-n', node.name, 'wait', pidFile(node), '--timeout', String(NODE_STARTUP_TIMEOUT_S)), exited]);
   } finally {
     waiting = false;
   }
@@ -135,8 +184,10 @@ async function logTail(node: RunningNode): Promise<string> {
 
 async function stopAll(nodes: readonly RunningNode[], base: string): Promise<void> {
   await Promise.all(
-    nodes.map(async (node) => {
-      await rabbitmqctl('-n', node.name, 'stop').catch(() => node.process.kill('SIGTERM'));
+    nodes.filter(alive).map(async (node) => {
+      // A frozen node would not answer `stop`.
+      await signalVm(node, 'SIGCONT').catch(() => undefined);
+      await stopNode(node).catch(() => node.process.kill('SIGTERM'));
       await node.exited;
     }),
   );

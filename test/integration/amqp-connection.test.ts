@@ -3,12 +3,16 @@
  * coalesced per tick (src/queue/amqp/connection.ts), and a burst of messages
  * published in one tick, far over the socket's write buffer, still
  * arrives whole, in order, and confirmed. And a channel closed just as its
- * connection dies is closed, not waited on for ever (close-channel.ts).
+ * connection dies is closed, not waited on for ever (close-channel.ts); a
+ * lost connection comes back whatever a reconnect attempt throws
+ * (reconnecting.ts).
  */
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { closeChannel } from '../../src/queue/amqp/close-channel.js';
-import { openConnection, type BrokerConnection } from '../../src/queue/amqp/connection.js';
+import { openConnection, type BrokerConnection, type OpenConnectionOptions } from '../../src/queue/amqp/connection.js';
+import { ReconnectingConnection } from '../../src/queue/amqp/reconnecting.js';
 import { silentLogger } from '../../src/logger.js';
 import { BROKER, createVhost, drain, type TestVhost } from '../helpers/rabbitmq.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
@@ -23,7 +27,7 @@ afterAll(async () => {
   await vhost.delete();
 });
 
-async function open(uri = vhost.uri): Promise<BrokerConnection> {
+async function open(uri = vhost.uri, onLost: OpenConnectionOptions['onLost'] = () => undefined): Promise<BrokerConnection> {
   return openConnection({
     uri,
     role: 'logs',
@@ -31,7 +35,7 @@ async function open(uri = vhost.uri): Promise<BrokerConnection> {
     heartbeatMs: 0,
     insecure: false,
     connectionName: `mayfly-test-${randomBytes(4).toString('hex')}`,
-    onLost: () => undefined,
+    onLost,
   });
 }
 
@@ -69,6 +73,34 @@ it('closes a channel whose connection dies before the broker answers the close (
     proxy.cut();
     await closing;
     expect(connection.closed).toBe(true);
+  } finally {
+    await connection.close();
+    await proxy.close();
+  }
+});
+
+it('reconnects after an attempt that threw a TypeError (p-retry ends its retries for good on one)', async () => {
+  const broker = new URL(BROKER);
+  const proxy = await TcpProxy.start({ host: broker.hostname, port: Number(broker.port) });
+  let prepared = 0;
+  const connection = new ReconnectingConnection({
+    role: 'jobs',
+    connect: (onLost) => open(proxy.uri(vhost.uri), onLost),
+    prepare: async () => {
+      prepared += 1;
+      // What a bug in a client library throws while a connection is half made.
+      if (prepared === 2) throw new TypeError("Cannot read properties of undefined (reading 'channel')");
+    },
+    backoff: { initialMs: 10, maxMs: 50 },
+    logger: silentLogger,
+  });
+  try {
+    await connection.start();
+    const restored = once(connection, 'restored', { signal: AbortSignal.timeout(10_000) });
+    proxy.cut();
+    await restored;
+    expect(prepared).toBe(3);
+    expect(connection.up).toBe(true);
   } finally {
     await connection.close();
     await proxy.close();

@@ -2,7 +2,7 @@
  * The log sink's pipeline against an in-memory confirm publisher whose
  * confirms and buffer the test settles by hand.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { Options } from 'amqplib';
 import type { ConfirmPublisher, PublishResult } from '../../src/queue/amqp/confirm-channel.js';
 import { BrokerError } from '../../src/queue/amqp/errors.js';
@@ -172,6 +172,36 @@ describe('AmqpLogSink', () => {
     publisher.sent[2]?.ack();
     await sink.flushed();
     expect(sink.failed.aborted).toBe(false);
+  });
+
+  it('backs off between resends while the broker keeps refusing parts, and resends at once again after a confirm', async () => {
+    vi.useFakeTimers();
+    try {
+      const publisher = new FakePublisher();
+      const sink = makeSink(publisher);
+      await sink.publish(part(0));
+      const attempts = async (ms: number): Promise<number> => {
+        await vi.advanceTimersByTimeAsync(ms);
+        return publisher.sent.length;
+      };
+      publisher.sent[0]?.nack();
+      expect(await attempts(0)).toBe(2);
+      publisher.sent[1]?.nack();
+      expect(await attempts(99)).toBe(2);
+      expect(await attempts(1)).toBe(3);
+      publisher.sent[2]?.nack();
+      expect(await attempts(199)).toBe(3);
+      expect(await attempts(1)).toBe(4);
+      publisher.sent[3]?.ack();
+      await sink.publish(part(1));
+      publisher.sent[4]?.nack();
+      expect(await attempts(0)).toBe(6);
+      expect(publisher.sent.map((sent) => sent.body.number)).toEqual([0, 0, 0, 0, 1, 1]);
+      publisher.sent[5]?.ack();
+      await sink.flushed();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('after its channel dies, publishes every unconfirmed part again in order, before any new part', async () => {

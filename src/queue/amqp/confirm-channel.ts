@@ -66,6 +66,7 @@ export class ConfirmChannelSlot implements ConfirmPublisher {
       confirm = (err) => {
         if (err === null || err === undefined) resolve();
         else if (errorMessage(err) === 'message nacked') {
+          this.replace(channel);
           reject(new BrokerError(`the broker refused a ${this.purpose} message (nack)`, 'nacked', { cause: err }));
         } else {
           reject(new BrokerError(`the ${this.purpose} channel closed before the broker confirmed a message`, 'closed', { cause: err }));
@@ -89,6 +90,18 @@ export class ConfirmChannelSlot implements ConfirmPublisher {
     const channel = this.channel ?? (await this.opening?.catch(() => undefined));
     this.channel = undefined;
     if (channel) await closeChannel(channel, this.logger, this.purpose);
+  }
+
+  /**
+   * Publish on a fresh channel from now on, and close `channel`. A channel
+   * keeps what it learnt of each quorum queue: one opened while the queue
+   * had no leader (its node just died) goes on refusing publishes (nack)
+   * after the queue has a new one, where a fresh channel finds it.
+   */
+  private replace(channel: ConfirmChannel): void {
+    if (this.channel !== channel) return;
+    this.channel = undefined;
+    void closeChannel(channel, this.logger, this.purpose);
   }
 
   private get(): Promise<ConfirmChannel> {

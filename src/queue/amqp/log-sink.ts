@@ -79,6 +79,14 @@ export class AmqpLogSink implements LogSink {
   private resending: Promise<void> | undefined;
   /** Set when a part failed while a resend was under way: go round once more. */
   private resendAgain = false;
+  /**
+   * The pause before the next resend: none at first, then growing while the
+   * broker keeps refusing parts (a quorum queue nacks while it has no
+   * leader), back to none once it confirms one. Each nack starts a resend of
+   * its own, so a pause kept per resend would let a broker that nacks at
+   * once drive a hot loop.
+   */
+  private resendPause = 0;
   private deadline: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: AmqpLogSinkOptions) {
@@ -143,6 +151,7 @@ export class AmqpLogSink implements LogSink {
   private confirmed(entry: Unconfirmed): void {
     if (this.unconfirmed.get(entry.number) !== entry) return;
     this.unconfirmed.delete(entry.number);
+    this.resendPause = 0;
     this.wake();
   }
 
@@ -166,15 +175,13 @@ export class AmqpLogSink implements LogSink {
 
   /** Publish every unconfirmed part again, in order, until each has been handed over once more (or the sink fails). */
   private async resend(): Promise<void> {
-    let pause = 0;
     for (;;) {
       try {
-        await abortableSleep(pause, this.failure.signal);
+        await abortableSleep(this.resendPause, this.failure.signal);
       } catch {
         return;
       }
-      // The first resend goes at once; later ones back off.
-      pause = nextRepublishPause(pause);
+      this.resendPause = nextRepublishPause(this.resendPause);
       this.resendAgain = false;
       this.resentFrom = this.attempts;
       for (const entry of [...this.unconfirmed.values()]) {

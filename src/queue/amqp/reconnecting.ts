@@ -143,7 +143,15 @@ export class ReconnectingConnection extends EventEmitter<ReconnectingConnectionE
 
   /** One reconnect attempt. */
   private async attempt(): Promise<BrokerConnection> {
-    const opened = await this.openLive();
+    let opened: BrokerConnection;
+    try {
+      opened = await this.openLive();
+    } catch (err) {
+      // p-retry ends its retries for good on a TypeError (it takes one for a bug of its caller's), even `forever`:
+      // whatever a half-made connection throws must not leave the worker without a broker until it restarts.
+      if (err instanceof TypeError) throw new BrokerError(`the ${this.options.role} broker connection failed: ${err.message}`, 'closed', { cause: err });
+      throw err;
+    }
     // Closed while this attempt was under way: p-retry has given up on it, so close what it opened.
     if (this.state === 'closed') {
       await opened.close();

@@ -66,7 +66,7 @@ export class AmqpJobSource implements JobSource {
   private readonly states: ConfirmChannelSlot;
   private readonly logs: ConfirmChannelSlot;
   private consumer: Consumer | undefined;
-  private starting: Promise<Consumer> | undefined;
+  private starting: Promise<Consumer | undefined> | undefined;
   /** Parsed deliveries not yet handed out (at most one with prefetch 1). */
   private ready: Ready[] = [];
   /** Woken on a delivery, a lost consumer, or close. */
@@ -88,11 +88,13 @@ export class AmqpJobSource implements JobSource {
 
   /**
    * Open the channel and start consuming; `openSource` awaits this so a bad
-   * queue fails early. While the broker is away this returns at once, and
-   * `next()` waits for it.
+   * queue fails early. While the broker is away, or when it goes away
+   * meanwhile, this returns, and `next()` waits for it: a processor opening
+   * its source must not wait out an outage, or it could neither pause nor
+   * stop until the broker is back.
    */
   async start(): Promise<void> {
-    if (this.options.jobs.up) await this.ensureConsumer();
+    if (this.options.jobs.up) await this.ensureConsumer({ waitForBroker: false });
   }
 
   async next(signal: AbortSignal): Promise<QueuedJob | undefined> {
@@ -100,14 +102,15 @@ export class AmqpJobSource implements JobSource {
       if (this.closing || signal.aborted) return undefined;
       const ready = this.ready.shift();
       if (ready) return this.handOut(ready);
-      let consumer: Consumer;
+      let consumer: Consumer | undefined;
       try {
         consumer = await raceAbort(this.ensureConsumer(), signal);
       } catch (err) {
         if (this.closing || signal.aborted) return undefined;
         throw err;
       }
-      if (this.ready.length > 0 || consumer.gone) continue;
+      // No consumer: `start`'s attempt, which does not wait for the broker, lost it; this call waits.
+      if (this.ready.length > 0 || !consumer || consumer.gone) continue;
       await this.wake(signal);
     }
   }
@@ -166,9 +169,10 @@ export class AmqpJobSource implements JobSource {
     return job;
   }
 
-  private ensureConsumer(): Promise<Consumer> {
+  /** The consumer, started if there is none; see `startConsumer` for `waitForBroker`. */
+  private ensureConsumer(how = { waitForBroker: true }): Promise<Consumer | undefined> {
     if (this.consumer && !this.consumer.gone) return Promise.resolve(this.consumer);
-    this.starting ??= this.startConsumer().finally(() => {
+    this.starting ??= this.startConsumer(how.waitForBroker).finally(() => {
       this.starting = undefined;
     });
     return this.starting;
@@ -176,10 +180,11 @@ export class AmqpJobSource implements JobSource {
 
   /**
    * A consumer on a fresh channel, once the connection is up. A failure
-   * because the connection went down meanwhile waits for it to come back;
-   * any other (the queue is missing, access refused) is thrown.
+   * because the connection went down meanwhile waits for it to come back
+   * (or, without `waitForBroker`, gives undefined); any other (the queue is
+   * missing, access refused) is thrown.
    */
-  private async startConsumer(): Promise<Consumer> {
+  private async startConsumer(waitForBroker: boolean): Promise<Consumer | undefined> {
     for (;;) {
       const connection = await this.options.jobs.connected(this.closed.signal);
       try {
@@ -187,6 +192,7 @@ export class AmqpJobSource implements JobSource {
       } catch (err) {
         if (this.options.jobs.up || this.closed.signal.aborted) throw err;
         this.logger.info({ err: errorMessage(err) }, 'the broker went away while the job consumer started; waiting for it');
+        if (!waitForBroker) return undefined;
       }
     }
   }
