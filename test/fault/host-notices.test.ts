@@ -223,6 +223,7 @@ describe('fault: GCE preempts the host running jobs that never end', () => {
 });
 
 describe('fault: the metadata service fails and answers garbage', () => {
+  // Garbage from something in front of IMDS (even the token is a web page), 500s, then IMDS itself with garbled notices.
   it('never drains the worker: it keeps taking and finishing jobs', async () => {
     const signal = AbortSignal.timeout(40_000);
     const jobIds = [7531, 7532];
@@ -253,6 +254,12 @@ describe('fault: the metadata service fails and answers garbage', () => {
       await answered(10);
       imds.mode = 'error';
       await answered(10);
+      // Answers at the notices' paths that are not what EC2 sends.
+      imds.mode = 'ok';
+      imds.set('spot/instance-action', '{"action":"terminate","time":"in two minutes"}');
+      imds.setTargetLifecycleState('<html><body>Terminated</body></html>');
+      imds.set('events/recommendations/rebalance', '{"noticeTime":');
+      await answered(10);
       await ledger.untilFinished([jobIds[0] as number], signal);
       // Still taking jobs.
       await publishJob(jobIds[1] as number);
@@ -264,6 +271,9 @@ describe('fault: the metadata service fails and answers garbage', () => {
       expect(report.problems).toEqual([]);
     } finally {
       imds.mode = 'ok';
+      imds.set('spot/instance-action', undefined);
+      imds.setTargetLifecycleState('InService');
+      imds.set('events/recommendations/rebalance', undefined);
     }
   });
 });
