@@ -116,6 +116,35 @@ async function finishOnAnotherHost(env: Record<string, string>, jobIds: number[]
   await successor.stop();
 }
 
+interface NoticeScenario {
+  /** The worker's settings, less its cloud's: another host runs the requeued jobs with them. */
+  env: Record<string, string>;
+  jobIds: number[];
+  /** The notice's deadline, ms since the epoch. */
+  deadline: number;
+  /** The job instances the fake cloud still has. */
+  liveVms: () => unknown[];
+  scenario: string;
+}
+
+/**
+ * After a notice: the worker is gone before the deadline with no job
+ * instance left, every job was requeued before the deadline (as the ledger
+ * read it from the broker), and another host runs them to the end.
+ */
+async function expectRequeuedBeforeDeadline(worker: Worker, { env, jobIds, deadline, liveVms, scenario }: NoticeScenario, signal: AbortSignal): Promise<void> {
+  await worker.stopped;
+  const goneAt = Date.now();
+  expect(liveVms()).toEqual([]);
+  expect(goneAt).toBeLessThan(deadline);
+
+  await finishOnAnotherHost(env, jobIds, signal);
+  expect(statesOf(jobIds)).toEqual(jobIds.map(() => ['received', 'started', 'reset', 'received', 'started', 'passed']));
+  const report = ledger?.report(scenario, jobIds, { vmsLeaked: liveVms().length, deadline });
+  expect(report?.problems).toEqual([]);
+  expect(report?.requeuedBeforeDeadline).toBe(jobIds.length);
+}
+
 describe('fault: EC2 Auto Scaling scales the host in while jobs run', () => {
   it('drains with heartbeats, loses no job, and completes the lifecycle hook only after the last job settled', async () => {
     const signal = AbortSignal.timeout(40_000);
@@ -184,16 +213,7 @@ describe('fault: EC2 interrupts the spot host running jobs that never end', () =
     // The notice's time has whole seconds, as EC2 writes it.
     const deadline = Math.floor(Date.now() / 1000) * 1000 + 10_000;
     imds.noticeSpot(new Date(deadline));
-    await worker.stopped;
-    const goneAt = Date.now();
-    expect(ec2.live()).toEqual([]);
-    expect(goneAt).toBeLessThan(deadline);
-
-    await finishOnAnotherHost(env, jobIds, signal);
-    expect(statesOf(jobIds)).toEqual(jobIds.map(() => ['received', 'started', 'reset', 'received', 'started', 'passed']));
-    const report = ledger?.report('EC2 spot interruption notice, jobs longer than the notice', jobIds, { vmsLeaked: ec2.live().length, deadline });
-    expect(report?.problems).toEqual([]);
-    expect(report?.requeuedBeforeDeadline).toBe(jobIds.length);
+    await expectRequeuedBeforeDeadline(worker, { env, jobIds, deadline, liveVms: () => ec2.live(), scenario: 'EC2 spot interruption notice, jobs longer than the notice' }, signal);
   });
 });
 
@@ -205,20 +225,10 @@ describe('fault: GCE preempts the host running jobs that never end', () => {
     const env = { ...gceEnv(gce), TRAVIS_WORKER_HOSTNAME: 'preempted-host' };
     const worker = await startEndlessJobs({ ...env, TRAVIS_WORKER_HOST_CLOUD: 'gce', TRAVIS_WORKER_HOST_NOTICE_MARGIN: '29s' }, jobIds, signal);
 
-    const noticeAt = Date.now();
+    // The deadline counts from when the worker heard the notice, which is after now: this one is no later.
+    const deadline = Date.now() + 30_000;
     gceMetadata.preempt();
-    await worker.stopped;
-    const goneAt = Date.now();
-    expect(gce.liveInstances()).toEqual([]);
-    // The deadline is counted from when the worker heard the notice, which is after `noticeAt`: this one is no later.
-    const deadline = noticeAt + 30_000;
-    expect(goneAt).toBeLessThan(deadline);
-
-    await finishOnAnotherHost(env, jobIds, signal);
-    expect(statesOf(jobIds)).toEqual(jobIds.map(() => ['received', 'started', 'reset', 'received', 'started', 'passed']));
-    const report = ledger?.report('GCE preemption of the host, jobs longer than the notice', jobIds, { vmsLeaked: gce.liveInstances().length, deadline });
-    expect(report?.problems).toEqual([]);
-    expect(report?.requeuedBeforeDeadline).toBe(jobIds.length);
+    await expectRequeuedBeforeDeadline(worker, { env, jobIds, deadline, liveVms: () => gce.liveInstances(), scenario: 'GCE preemption of the host, jobs longer than the notice' }, signal);
   });
 });
 
