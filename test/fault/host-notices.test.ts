@@ -35,6 +35,7 @@ import { setProcessEnv } from '../helpers/process-env.js';
 import { publishRaw } from '../helpers/rabbitmq.js';
 
 const QUEUE = 'builds.host-notices';
+const CONTROL_AUTH = 'ops:notices';
 const amqp = useAmqpWorker(QUEUE);
 /** The build script every job gets, switched between scenarios and hosts. */
 let script = (): string => FINISHING_SCRIPT;
@@ -163,6 +164,8 @@ describe('fault: EC2 Auto Scaling scales the host in while jobs run', () => {
       TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL: '50ms',
       TRAVIS_WORKER_ASG_LIFECYCLE_HOOK: 'mayfly-drain',
       TRAVIS_WORKER_ASG_LIFECYCLE_HEARTBEAT_INTERVAL: '50ms',
+      TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: '127.0.0.1:0',
+      TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: CONTROL_AUTH,
     });
     const settledAt: number[] = [];
     worker.events.on('job-done', () => settledAt.push(Date.now()));
@@ -175,6 +178,8 @@ describe('fault: EC2 Auto Scaling scales the host in while jobs run', () => {
     // The jobs go on; the group hears from the host meanwhile.
     await untilCalls('RecordLifecycleActionHeartbeat', 2, signal);
     expect(autoScaling.callsOf('CompleteLifecycleAction')).toEqual([]);
+    const metrics = await fetch(`${worker.controlUrl}/metrics`, { headers: { authorization: `Basic ${Buffer.from(CONTROL_AUTH).toString('base64')}` } });
+    expect(await metrics.text()).toMatch(/^mayfly_host_notices_total\{[^}]*kind="scale-in"[^}]*\} 1$/m);
     await writeFile(flag, '');
     await worker.stopped;
     await ledger.untilFinished(jobIds, signal);
