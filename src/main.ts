@@ -1,11 +1,10 @@
 /**
  * The composition root: config -> telemetry -> host fleet -> queue ->
  * backend (and its reaper) -> worker -> listeners -> start hook -> pool ->
- * the cloud's notices, heartbeat. The
- * only module that knows every part; `startWorker` is also what the
- * end-to-end tests run, in-process. Signals are wired by the executable
- * (bin/mayfly.ts, `handleSignals`), so tests can call the same
- * `drain`/`pause`/... directly.
+ * the cloud's notices, heartbeat. The only module that knows every part;
+ * `startWorker` is also what the end-to-end tests run, in-process. Signals
+ * are wired by the executable (bin/mayfly.ts, `handleSignals`), so tests
+ * can call the same `drain`/`pause`/... directly.
  *
  * Everything started is registered as a releaser; the worker releases them
  * last-in first-out when it stops, or they are released at once if startup
