@@ -1,10 +1,10 @@
 /**
- * The composition root: config -> telemetry -> host fleet -> queue ->
- * backend (and its reaper) -> worker -> listeners -> start hook -> pool ->
- * the cloud's notices, heartbeat. The only module that knows every part;
- * `startWorker` is also what the end-to-end tests run, in-process. Signals
- * are wired by the executable (bin/mayfly.ts, `handleSignals`), so tests
- * can call the same `drain`/`pause`/... directly.
+ * The composition root: config -> telemetry -> queue -> backend (and its
+ * reaper) -> worker -> listeners -> start hook -> pool -> heartbeat. The
+ * only module that knows every part; `startWorker` is also what the
+ * end-to-end tests run, in-process. Signals are wired by the executable
+ * (bin/mayfly.ts, `handleSignals`), so tests can call the same
+ * `drain`/`pause`/... directly.
  *
  * Everything started is registered as a releaser; the worker releases them
  * last-in first-out when it stops, or they are released at once if startup
@@ -57,6 +57,7 @@ export async function startWorker(
     const metrics = options.metrics ?? (served ? createPrometheusMetrics({ backend: definition.name, queue: config.queueType }) : noopMetrics);
     releasers.add('metrics', () => metrics.shutdown());
 
+    // The host in its cloud (its notices are watched once the worker runs, below).
     const fleet = new HostFleet({ settings: config.host, logger, metrics });
     const { lifecycleHook } = fleet;
     // Released after the queue and the backend: the group may terminate the host only once every job has settled and its instance is gone.
