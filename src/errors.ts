@@ -6,6 +6,7 @@
 
 export type ErrorCode =
   | 'E_CONFIG'
+  | 'E_HOST_METADATA'
   | 'E_PAYLOAD_INVALID'
   | 'E_PAYLOAD_FILTER'
   | 'E_SCRIPT_REJECTED'
@@ -192,4 +193,14 @@ export function isMayflyError(err: unknown): err is MayflyError {
 /** The message of any thrown value, for log lines. */
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * The host's metadata service (EC2 IMDS, GCE's metadata server) failed or
+ * answered something it never sends. Logged and retried: such an answer is
+ * never taken for a notice, so it never drains the worker.
+ */
+export class HostMetadataError extends MayflyError {
+  readonly code = 'E_HOST_METADATA';
+  readonly requeue = false;
 }

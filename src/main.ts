@@ -17,6 +17,7 @@ import { ConfigError } from './errors.js';
 import type { Logger } from './logger.js';
 import { startControlServer } from './control/routes.js';
 import { startDebugServer } from './debug/server.js';
+import { HostFleet } from './fleet/host.js';
 import { watchHeartbeat } from './lifecycle/heartbeat.js';
 import { runHook } from './lifecycle/hooks.js';
 import { HeldInstances } from './reaper/held.js';
@@ -62,6 +63,12 @@ export async function startWorker(
     const served = config.control !== undefined || config.debug !== undefined;
     const metrics = options.metrics ?? (served ? createPrometheusMetrics({ backend: definition.name, queue: config.queueType }) : noopMetrics);
     releasers.add('metrics', () => metrics.shutdown());
+
+    // The host in its cloud (its notices are watched once the worker runs, below).
+    const fleet = new HostFleet({ settings: config.host, logger, metrics });
+    const { lifecycleHook } = fleet;
+    // Released after the queue and the backend: the group may terminate the host only once every job has settled and its instance is gone.
+    if (lifecycleHook) releasers.add('the lifecycle hook', () => lifecycleHook.complete());
 
     const queue = createQueue(config, logger);
     await queue.open();
@@ -117,6 +124,7 @@ export async function startWorker(
     releasers.add('background loops', async () => background.abort());
     if (config.hooks.start) await runHook('start', config.hooks.start, logger, background.signal);
     await worker.start();
+    fleet.watch(worker, background.signal);
     if (config.heartbeat) {
       void watchHeartbeat({ ...config.heartbeat, logger, signal: background.signal, onDown: () => worker.drain('heartbeat says down') });
     }

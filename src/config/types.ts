@@ -140,7 +140,23 @@ export interface WorkerConfig {
     /** `TRAVIS_WORKER_REAPER_GRACE`: an unclaimed instance of this worker younger than this is left alone, in ms. */
     graceMs: number;
   };
+  /** The host in its cloud: the notices it hears and the lifecycle step it completes (src/fleet/). */
+  host: {
+    /** `TRAVIS_WORKER_HOST_CLOUD`: whose metadata service to watch for notices; `none` never probes one. */
+    cloud: HostCloud;
+    /** `TRAVIS_WORKER_HOST_NOTICE_MARGIN`: kept free before a notice's deadline to requeue jobs and destroy their instances, in ms. */
+    noticeMarginMs: number;
+    /** `TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL`: between two reads of EC2's notices, and before retrying a failed read on either cloud, in ms. */
+    noticePollMs: number;
+    /** `TRAVIS_WORKER_ASG_LIFECYCLE_HOOK`: the termination hook this host completes itself after draining; unset: none. */
+    asgLifecycleHook?: string;
+    /** `TRAVIS_WORKER_ASG_LIFECYCLE_HEARTBEAT_INTERVAL`: between two RecordLifecycleActionHeartbeat calls while jobs finish, in ms. */
+    asgHeartbeatMs: number;
+  };
 }
+
+/** The cloud a worker host runs in, as far as its notices go. */
+export type HostCloud = 'aws' | 'gce' | 'none';
 
 /** A warning about settings that were set but have no effect. */
 export interface ConfigWarning {

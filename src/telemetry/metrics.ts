@@ -13,6 +13,7 @@ import type { Attributes, Meter } from '@opentelemetry/api';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import type { ApiCallOutcome, BackendMetrics, BootPhase } from '../backend/contract.js';
+import type { HostNoticeKind } from '../fleet/notices.js';
 import type { JobResult } from '../job/outcome.js';
 import type { WorkerState } from '../lifecycle/state.js';
 import type { PoolCounts } from '../pool.js';
@@ -71,6 +72,8 @@ export interface WorkerMetrics extends JobMetrics {
   reaped(reason: ReapReason): void;
   /** The reaper could not list or destroy (`operation`) instances. */
   reaperFailed(operation: 'list' | 'destroy'): void;
+  /** The cloud gave this host a notice (spot interruption, scale-in, rebalance, preemption, maintenance). */
+  hostNotice(kind: HostNoticeKind): void;
   /** Answer a scrape with the Prometheus text; undefined when metrics are off. */
   readonly handle: ((request: IncomingMessage, response: ServerResponse) => void) | undefined;
   shutdown(): Promise<void>;
@@ -98,6 +101,7 @@ export const noopMetrics: WorkerMetrics = {
   brokerLost() {},
   reaped() {},
   reaperFailed() {},
+  hostNotice() {},
   handle: undefined,
   async shutdown() {},
 };
@@ -131,6 +135,9 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
   });
   const reaped = meter.createCounter('mayfly_reaped_instances', { description: 'Orphaned instances the reaper destroyed, by reason' });
   const reaperFailures = meter.createCounter('mayfly_reaper_failures', { description: 'Reaper calls that failed, by operation (list, destroy)' });
+  const hostNotices = meter.createCounter('mayfly_host_notices', {
+    description: "Notices the cloud gave this host, by kind (spot-interruption, scale-in, rebalance, preemption, maintenance)",
+  });
 
   return {
     jobEnded(result) {
@@ -157,6 +164,7 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
     brokerLost: () => brokerOutages.add(1, { queue: labels.queue }),
     reaped: (reason) => reaped.add(1, { ...base, reason }),
     reaperFailed: (operation) => reaperFailures.add(1, { ...base, operation }),
+    hostNotice: (kind) => hostNotices.add(1, { ...base, kind }),
     observe(gauges) {
       meter
         .createObservableGauge('mayfly_breaker_open', { description: '1 while the circuit breaker holds jobs back (open or half-open)' })

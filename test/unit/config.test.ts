@@ -118,7 +118,21 @@ describe('loadConfig defaults', () => {
       breaker: { threshold: 5, backoffMs: 30_000, maxBackoffMs: 600_000 },
       requeueLimit: 10,
       reaper: { intervalMs: 300_000, graceMs: 600_000 },
+      host: { cloud: 'none', noticeMarginMs: 20_000, noticePollMs: 5_000, asgHeartbeatMs: 60_000 },
     });
+  });
+
+  it('reads the host settings, and refuses a lifecycle hook off AWS', () => {
+    const config = loadConfig(BACKENDS, {
+      TRAVIS_WORKER_HOST_CLOUD: 'aws',
+      TRAVIS_WORKER_HOST_NOTICE_MARGIN: '30s',
+      TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL: '2s',
+      TRAVIS_WORKER_ASG_LIFECYCLE_HOOK: 'mayfly-drain',
+      TRAVIS_WORKER_ASG_LIFECYCLE_HEARTBEAT_INTERVAL: '5m',
+    });
+    expect(config.host).toEqual({ cloud: 'aws', noticeMarginMs: 30_000, noticePollMs: 2_000, asgLifecycleHook: 'mayfly-drain', asgHeartbeatMs: 300_000 });
+    expect(configErrorOf({ TRAVIS_WORKER_HOST_CLOUD: 'azure' })).toContain('TRAVIS_WORKER_HOST_CLOUD: must be aws, gce or none');
+    expect(configErrorOf({ TRAVIS_WORKER_ASG_LIFECYCLE_HOOK: 'mayfly-drain' })).toContain('TRAVIS_WORKER_ASG_LIFECYCLE_HOOK: needs TRAVIS_WORKER_HOST_CLOUD=aws');
   });
 
   it('reads the circuit breaker and reaper settings, and refuses a maximum backoff below the first', () => {
@@ -597,6 +611,8 @@ export TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF="1s"
 export TRAVIS_WORKER_AMQP_RECONNECT_MAX_BACKOFF="30s"
 # TRAVIS_WORKER_AMQP_TLS_CERT: 59 characters of PEM (not shown)
 export TRAVIS_WORKER_AMQP_URI="amqp://****:****@rabbit.example.com/vhost"
+export TRAVIS_WORKER_ASG_LIFECYCLE_HEARTBEAT_INTERVAL="1m0s"
+export TRAVIS_WORKER_ASG_LIFECYCLE_HOOK=""
 export TRAVIS_WORKER_BASE_DIR="./var/file-queue"
 export TRAVIS_WORKER_BREAKER_BACKOFF="30s"
 export TRAVIS_WORKER_BREAKER_MAX_BACKOFF="10m0s"
@@ -629,6 +645,9 @@ export TRAVIS_WORKER_HARD_TIMEOUT="1h2m3.5s"
 export TRAVIS_WORKER_HEARTBEAT_URL="https://****:****@supervisor.example.com/hb"
 export TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN="********"
 export TRAVIS_WORKER_HOSTNAME="worker-7"
+export TRAVIS_WORKER_HOST_CLOUD="none"
+export TRAVIS_WORKER_HOST_NOTICE_MARGIN="20s"
+export TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL="5s"
 export TRAVIS_WORKER_INFRA="gce"
 export TRAVIS_WORKER_INITIAL_SLEEP="1s"
 # TRAVIS_WORKER_LOGS_AMQP_TLS_CERT: 59 characters of PEM (not shown)
@@ -683,6 +702,8 @@ export TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF="1s"
 export TRAVIS_WORKER_AMQP_RECONNECT_MAX_BACKOFF="30s"
 export TRAVIS_WORKER_AMQP_TLS_CERT=""
 export TRAVIS_WORKER_AMQP_URI="amqp://"
+export TRAVIS_WORKER_ASG_LIFECYCLE_HEARTBEAT_INTERVAL="1m0s"
+export TRAVIS_WORKER_ASG_LIFECYCLE_HOOK=""
 export TRAVIS_WORKER_BASE_DIR="./var/file-queue"
 export TRAVIS_WORKER_BREAKER_BACKOFF="30s"
 export TRAVIS_WORKER_BREAKER_MAX_BACKOFF="10m0s"
@@ -715,6 +736,9 @@ export TRAVIS_WORKER_HARD_TIMEOUT="50m0s"
 export TRAVIS_WORKER_HEARTBEAT_URL=""
 export TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN=""
 export TRAVIS_WORKER_HOSTNAME="worker-1"
+export TRAVIS_WORKER_HOST_CLOUD="none"
+export TRAVIS_WORKER_HOST_NOTICE_MARGIN="20s"
+export TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL="5s"
 export TRAVIS_WORKER_INFRA=""
 export TRAVIS_WORKER_INITIAL_SLEEP="1s"
 export TRAVIS_WORKER_LOGS_AMQP_TLS_CERT=""
