@@ -90,6 +90,7 @@ export async function startWorker(
       brokerConnected: () => queue.notReadyReason() === undefined,
       brokerNodes: () => queue.brokerNodes?.() ?? {},
       breakerOpen: () => worker.breaker.state !== 'closed',
+      readyJobs: () => queue.readyJobs(),
     });
     if (config.control) {
       const { host, port } = config.control;

@@ -53,6 +53,8 @@ export interface WorkerGauges {
   brokerNodes(): Readonly<Record<string, string>>;
   /** True while the circuit breaker holds jobs back (open or half-open). */
   breakerOpen(): boolean;
+  /** Jobs ready in the queue (JobQueue.readyJobs); rejects when that can't be known now. */
+  readyJobs(): Promise<number>;
 }
 
 /** Why the reaper destroyed an instance: its lease expired, or this worker made it and no job here holds it. */
@@ -166,6 +168,14 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
         .addCallback((result) => {
           const counts = gauges.processors();
           for (const [state, value] of Object.entries(counts)) result.observe(value, { state });
+        });
+      // With mayfly_processors{state="busy"} and mayfly_pool_size, the demand an autoscaler reads, in job slots (docs/fleet.md).
+      meter
+        .createObservableGauge('mayfly_queue_ready_jobs', { description: 'Jobs waiting in the queue, ready to be taken by any worker' })
+        .addCallback(async (result) => {
+          // A count that can't be read now (broker away) is left out of this scrape rather than reported as 0, which would read as "no demand".
+          const ready = await gauges.readyJobs().catch(() => undefined);
+          if (ready !== undefined) result.observe(ready, { queue: labels.queue });
         });
       meter
         .createObservableGauge('mayfly_pool_size', { description: 'Processors in the pool (TRAVIS_WORKER_POOL_SIZE, as resized)' })
