@@ -53,7 +53,8 @@ export async function startWorker(
       tracer = tracing.tracer;
     }
     const served = config.control !== undefined || config.debug !== undefined;
-    const metrics = options.metrics ?? (served ? createPrometheusMetrics({ backend: definition.name, queue: config.queueType }) : noopMetrics);
+    const otlp = config.telemetry.otlpEndpoint !== undefined;
+    const metrics = options.metrics ?? (served || otlp ? createPrometheusMetrics({ backend: definition.name, queue: config.queueType }, { otlp }) : noopMetrics);
     releasers.add('metrics', () => metrics.shutdown());
 
     const queue = createQueue(config, logger);
