@@ -248,6 +248,25 @@ export const CORE_SETTINGS = {
     intervalMs: duration('TRAVIS_WORKER_REAPER_INTERVAL', '5m', 'How often to look for and destroy orphaned instances (expired lease, or left by an earlier run of this worker); 0: off (mayfly only)'),
     graceMs: duration('TRAVIS_WORKER_REAPER_GRACE', '10m', 'An instance of this worker that no job here holds is destroyed only once it is older than this (mayfly only)'),
   },
+
+  // The host's lifetime in an autoscaled group (docs/fleet.md, "Host lifetime").
+  lifetime: {
+    idleShutdownAfterMs: duration(
+      'TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER',
+      '0s',
+      'Once no job has run for this long, drain and exit (and with HOST_TERMINATE, leave the group); 0: never (mayfly only)',
+    ),
+    maxJobs: wholeNumber('TRAVIS_WORKER_MAX_JOBS', 0, 'Take this many jobs in all, then drain and exit (and with HOST_TERMINATE, leave the group); 0: no limit (mayfly only)'),
+    maxUptimeMs: duration(
+      'TRAVIS_WORKER_MAX_UPTIME',
+      '0s',
+      'After running this long, take no more jobs, drain and exit (and with HOST_TERMINATE, leave the group); 0: no limit (mayfly only)',
+    ),
+    hostTerminate: flag(
+      'TRAVIS_WORKER_HOST_TERMINATE',
+      "After a drain for IDLE_SHUTDOWN_AFTER, MAX_JOBS or MAX_UPTIME, remove this host from its group, lowering the group's size (HOST_CLOUD aws: its Auto Scaling group, gce: its managed instance group) (mayfly only)",
+    ),
+  },
 } satisfies CoreSchema<CoreConfig>;
 
 /** A core setting: where it sits in the config, and its declaration (which names its variables). */

@@ -118,7 +118,19 @@ describe('loadConfig defaults', () => {
       breaker: { threshold: 5, backoffMs: 30_000, maxBackoffMs: 600_000 },
       requeueLimit: 10,
       reaper: { intervalMs: 300_000, graceMs: 600_000 },
+      lifetime: { idleShutdownAfterMs: 0, maxJobs: 0, maxUptimeMs: 0, hostTerminate: false },
     });
+  });
+
+  it('reads the host lifetime policy', () => {
+    const config = loadConfig(BACKENDS, {
+      TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER: '10m',
+      TRAVIS_WORKER_MAX_JOBS: '100',
+      TRAVIS_WORKER_MAX_UPTIME: '24h',
+    });
+    expect(config.lifetime).toEqual({ idleShutdownAfterMs: 600_000, maxJobs: 100, maxUptimeMs: 86_400_000, hostTerminate: false });
+    expect(configErrorOf({ TRAVIS_WORKER_MAX_JOBS: '-1' })).toContain('TRAVIS_WORKER_MAX_JOBS');
+    expect(configErrorOf({ TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER: 'soon' })).toContain('TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER');
   });
 
   it('reads the circuit breaker and reaper settings, and refuses a maximum backoff below the first', () => {
@@ -629,13 +641,17 @@ export TRAVIS_WORKER_HARD_TIMEOUT="1h2m3.5s"
 export TRAVIS_WORKER_HEARTBEAT_URL="https://****:****@supervisor.example.com/hb"
 export TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN="********"
 export TRAVIS_WORKER_HOSTNAME="worker-7"
+export TRAVIS_WORKER_HOST_TERMINATE="false"
+export TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER="0s"
 export TRAVIS_WORKER_INFRA="gce"
 export TRAVIS_WORKER_INITIAL_SLEEP="1s"
 # TRAVIS_WORKER_LOGS_AMQP_TLS_CERT: 59 characters of PEM (not shown)
 export TRAVIS_WORKER_LOGS_AMQP_URI="amqps://****:****@logs.example.com"
 export TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT="2m0s"
 export TRAVIS_WORKER_LOG_TIMEOUT="10m0s"
+export TRAVIS_WORKER_MAX_JOBS="0"
 export TRAVIS_WORKER_MAX_LOG_LENGTH="4500000"
+export TRAVIS_WORKER_MAX_UPTIME="0s"
 export TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE=""
 export TRAVIS_WORKER_PAYLOAD_MAX_SIZE="1048576"
 export TRAVIS_WORKER_POOL_SIZE="7"
@@ -715,13 +731,17 @@ export TRAVIS_WORKER_HARD_TIMEOUT="50m0s"
 export TRAVIS_WORKER_HEARTBEAT_URL=""
 export TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN=""
 export TRAVIS_WORKER_HOSTNAME="worker-1"
+export TRAVIS_WORKER_HOST_TERMINATE="false"
+export TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER="0s"
 export TRAVIS_WORKER_INFRA=""
 export TRAVIS_WORKER_INITIAL_SLEEP="1s"
 export TRAVIS_WORKER_LOGS_AMQP_TLS_CERT=""
 export TRAVIS_WORKER_LOGS_AMQP_URI=""
 export TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT="2m0s"
 export TRAVIS_WORKER_LOG_TIMEOUT="10m0s"
+export TRAVIS_WORKER_MAX_JOBS="0"
 export TRAVIS_WORKER_MAX_LOG_LENGTH="4500000"
+export TRAVIS_WORKER_MAX_UPTIME="0s"
 export TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE=""
 export TRAVIS_WORKER_PAYLOAD_MAX_SIZE="1048576"
 export TRAVIS_WORKER_POOL_SIZE="1"
