@@ -132,7 +132,7 @@ export class Worker implements WorkerControl, SignalControl {
       shutdown: this.shutdown.signal,
       onDone: (done) => this.events.emit('job-done', done),
     });
-    this.pool = new ProcessorPool(queue, run, logger, config.hostname);
+    this.pool = new ProcessorPool(queue, run, logger, config.hostname, config.lifetime.maxJobs);
     this.pool.on('change', (processor) => this.events.emit('processor', processor));
     // Released first on stop: stop taking jobs and let every job settle before anything else closes.
     this.parts.releasers.add('the pool', () => this.pool.stop());
