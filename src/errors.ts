@@ -19,7 +19,8 @@ export type ErrorCode =
   | 'E_STALE_VM'
   | 'E_CONNECTION_LOST'
   | 'E_NO_CAPACITY'
-  | 'E_BROKER';
+  | 'E_BROKER'
+  | 'E_HOST_METADATA';
 
 export interface MayflyErrorOptions {
   cause?: unknown;
@@ -179,4 +180,14 @@ export function isMayflyError(err: unknown): err is MayflyError {
 /** The message of any thrown value, for log lines. */
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * The host's metadata service (EC2 IMDS, GCE's metadata server) failed or
+ * answered something it never sends. Logged and retried: such an answer is
+ * never taken for a notice, so it never drains the worker.
+ */
+export class HostMetadataError extends MayflyError {
+  readonly code = 'E_HOST_METADATA';
+  readonly requeue = false;
 }

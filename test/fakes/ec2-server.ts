@@ -20,16 +20,8 @@ import { EventEmitter, once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { nextLoopbackAddress, startSshd, type SshdTarget } from '../helpers/sshd.js';
-import {
-  errorXml,
-  filters,
-  memberList,
-  responseXml,
-  tagSpecification,
-  wildcardMatch,
-  type QueryParams,
-  type XmlValue,
-} from './ec2-xml.js';
+import { memberList, QueryError, readQueryParams, signedBy, type QueryParams, type XmlValue } from './aws-query.js';
+import { errorXml, filters, responseXml, tagSpecification, wildcardMatch } from './ec2-xml.js';
 import { isMalformed, type MalformedAnswer } from './malformed.js';
 
 export type Ec2Action = 'RunInstances' | 'DescribeInstances' | 'TerminateInstances' | 'DescribeImages';
@@ -171,16 +163,6 @@ export interface InterruptOptions {
   reason?: string;
   /** Kill sshd (the machine is gone) or leave connections up (only the API knows); default true. */
   dropSsh?: boolean;
-}
-
-class QueryError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 /** The result set of each action's answer, which `malformed-shape` leaves out. */
@@ -399,9 +381,7 @@ export class FakeEc2 extends EventEmitter {
 
   async #handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const requestId = randomBytes(16).toString('hex');
-    const chunks: Buffer[] = [];
-    for await (const chunk of request) chunks.push(chunk as Buffer);
-    const params: QueryParams = new Map(new URLSearchParams(Buffer.concat(chunks).toString('utf8')));
+    const params = await readQueryParams(request);
     const action = params.get('Action') ?? '';
     const call: FakeEc2Call = { action, params: Object.fromEntries(params), status: 200 };
     this.calls.push(call);
@@ -438,8 +418,7 @@ export class FakeEc2 extends EventEmitter {
 
   async #dispatch(request: IncomingMessage, action: string, params: QueryParams, call: FakeEc2Call): Promise<Record<string, XmlValue> | undefined> {
     if (request.method !== 'POST') throw new QueryError(400, 'InvalidAction', 'EC2 Query requests are POSTs here');
-    const authorization = request.headers.authorization ?? '';
-    if (!authorization.startsWith('AWS4-HMAC-SHA256 ') || !authorization.includes(`Credential=${this.accessKeyId}/`)) {
+    if (!signedBy(request, this.accessKeyId)) {
       throw new QueryError(401, 'AuthFailure', 'AWS was not able to validate the provided access credentials');
     }
     if (params.get('Version') !== API_VERSION) throw new QueryError(400, 'InvalidParameterValue', `unsupported Version ${params.get('Version')}`);

@@ -2,31 +2,12 @@
  * The EC2 Query API's wire formats for the fake: reading the form-encoded
  * parameters the SDK sends (`InstanceId.1=...`, `Filter.1.Value.1=...`,
  * `TagSpecification.1.Tag.2.Key=...`) and writing EC2's XML answers
- * (API version 2016-11-15).
+ * (API version 2016-11-15). What all Query services share is in aws-query.ts.
  */
 
+import { escapeXml, memberIndexes, memberList, xml, type QueryParams, type XmlValue } from './aws-query.js';
+
 export const EC2_XMLNS = 'http://ec2.amazonaws.com/doc/2016-11-15/';
-
-/** Query parameters as the SDK flattened them. */
-export type QueryParams = ReadonlyMap<string, string>;
-
-/** `Prefix.1`, `Prefix.2`, ... until one is missing. */
-export function memberList(params: QueryParams, prefix: string): string[] {
-  const values: string[] = [];
-  for (let i = 1; params.has(`${prefix}.${i}`); i++) values.push(params.get(`${prefix}.${i}`) as string);
-  return values;
-}
-
-/** The indexes N for which some `Prefix.N.*` parameter exists, in order. */
-export function memberIndexes(params: QueryParams, prefix: string): number[] {
-  const indexes = new Set<number>();
-  const pattern = new RegExp(`^${prefix.replaceAll('.', '\\.')}\\.(\\d+)\\.`);
-  for (const key of params.keys()) {
-    const match = pattern.exec(key);
-    if (match) indexes.add(Number(match[1]));
-  }
-  return [...indexes].sort((a, b) => a - b);
-}
 
 export interface QueryFilter {
   name: string;
@@ -56,25 +37,6 @@ export function tagSpecification(params: QueryParams, resourceType: string): Rec
 export function wildcardMatch(pattern: string, value: string): boolean {
   const regex = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replaceAll('*', '.*').replaceAll('?', '.');
   return new RegExp(`^${regex}$`, 's').test(value);
-}
-
-export function escapeXml(text: string): string {
-  return text.replace(/[<>&'"]/g, (c) => `&${{ '<': 'lt', '>': 'gt', '&': 'amp', "'": 'apos', '"': 'quot' }[c] as string};`);
-}
-
-/** An XML element; `undefined` children are left out, strings are escaped, arrays become `<item>`s. */
-export type XmlValue = string | number | boolean | undefined | XmlValue[] | { [tag: string]: XmlValue };
-
-export function xml(tag: string, value: XmlValue): string {
-  if (value === undefined) return '';
-  if (Array.isArray(value)) return `<${tag}>${value.map((item) => xml('item', item)).join('')}</${tag}>`;
-  if (typeof value === 'object') {
-    const inner = Object.entries(value)
-      .map(([child, childValue]) => xml(child, childValue))
-      .join('');
-    return `<${tag}>${inner}</${tag}>`;
-  }
-  return `<${tag}>${escapeXml(String(value))}</${tag}>`;
 }
 
 /** A successful answer: `<ActionResponse xmlns=...><requestId/>...</ActionResponse>`. */
