@@ -22,6 +22,7 @@ import type { HttpListener } from './control/http.js';
 import type { WorkerControl } from './control/routes.js';
 import { CancelRegistry } from './job/cancels.js';
 import { createJobRunner, type JobDone } from './job/runner.js';
+import type { LifetimeSubject } from './fleet/lifetime.js';
 import { runHook } from './lifecycle/hooks.js';
 import type { SignalControl } from './lifecycle/signals.js';
 import { Lifecycle, type WorkerState } from './lifecycle/state.js';
@@ -295,6 +296,20 @@ export class Worker implements WorkerControl, SignalControl {
       this.events.emit('stopped');
     })();
     return this.stopping;
+  }
+
+  /** What the host lifetime policy (src/fleet/lifetime.ts) watches and drains. */
+  lifetimeSubject(): LifetimeSubject {
+    return {
+      drain: (reason) => this.drain(reason),
+      acceptsDrain: () => this.state === 'RUNNING' || this.state === 'PAUSED',
+      runningJobs: () => this.pool.counts().busy,
+      onProcessorChange: (listener) => {
+        this.events.on('processor', listener);
+        return () => this.events.off('processor', listener);
+      },
+      budget: this.pool.budget,
+    };
   }
 
   logStatus(message: string): void {

@@ -126,4 +126,7 @@ function checkTogether(core: CoreConfig, problems: Problems): void {
     problems.add(CORE_SETTINGS.amqp.reconnect.maxMs.env, 'must be at least TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF');
   }
   if (amqp.logDeliveryTimeoutMs <= 0) problems.add(CORE_SETTINGS.amqp.logDeliveryTimeoutMs.env, 'must be longer than 0s');
+  if (core.lifetime.hostTerminate && core.hostCloud === 'none') {
+    problems.add(CORE_SETTINGS.lifetime.hostTerminate.env, 'needs TRAVIS_WORKER_HOST_CLOUD=aws or gce: the host finds its group through its cloud');
+  }
 }

@@ -249,6 +249,12 @@ export const CORE_SETTINGS = {
     graceMs: duration('TRAVIS_WORKER_REAPER_GRACE', '10m', 'An instance of this worker that no job here holds is destroyed only once it is older than this (mayfly only)'),
   },
 
+  hostCloud: {
+    env: 'TRAVIS_WORKER_HOST_CLOUD',
+    doc: "which cloud's instance metadata the host reads: aws, gce or none",
+    default: 'none',
+    format: ['aws', 'gce', 'none'],
+  } satisfies CoreSettingSchema<'aws' | 'gce' | 'none'>,
   // The host's lifetime in an autoscaled group (docs/fleet.md, "Host lifetime").
   lifetime: {
     idleShutdownAfterMs: duration(
@@ -265,6 +271,11 @@ export const CORE_SETTINGS = {
     hostTerminate: flag(
       'TRAVIS_WORKER_HOST_TERMINATE',
       "After a drain for IDLE_SHUTDOWN_AFTER, MAX_JOBS or MAX_UPTIME, remove this host from its group, lowering the group's size (HOST_CLOUD aws: its Auto Scaling group, gce: its managed instance group) (mayfly only)",
+    ),
+    gceApiEndpoint: optionalUrl(
+      'TRAVIS_WORKER_HOST_GCE_API_ENDPOINT',
+      'Compute API base URL a GCE host calls to leave its managed instance group (HOST_TERMINATE); empty: https://compute.googleapis.com (mayfly only)',
+      ['http', 'https'],
     ),
   },
 } satisfies CoreSchema<CoreConfig>;

@@ -140,6 +140,8 @@ export interface WorkerConfig {
     /** `TRAVIS_WORKER_REAPER_GRACE`: an unclaimed instance of this worker younger than this is left alone, in ms. */
     graceMs: number;
   };
+  /** `TRAVIS_WORKER_HOST_CLOUD`: which cloud's instance metadata the host reads; `none` never probes a metadata address. */
+  hostCloud: 'aws' | 'gce' | 'none';
   /** When the host drains and exits by itself (src/fleet/lifetime.ts); every limit 0 = none. */
   lifetime: LifetimeConfig;
 }
@@ -154,6 +156,8 @@ export interface LifetimeConfig {
   maxUptimeMs: number;
   /** `TRAVIS_WORKER_HOST_TERMINATE`: after such a drain, remove this host from its autoscaled group. */
   hostTerminate: boolean;
+  /** `TRAVIS_WORKER_HOST_GCE_API_ENDPOINT`: the Compute API a GCE host leaves its group through; undefined = Google's. */
+  gceApiEndpoint?: string;
 }
 
 /** A warning about settings that were set but have no effect. */

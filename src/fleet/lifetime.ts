@@ -24,7 +24,7 @@ export interface LifetimeSubject {
   /** Drain (stop taking jobs, let running ones finish, then stop). */
   drain(reason: string): void;
   /** Whether the worker is still taking jobs (RUNNING or PAUSED): a drain now is the policy's own. */
-  readonly acceptsDrain: boolean;
+  acceptsDrain(): boolean;
   /** Jobs running now. */
   runningJobs(): number;
   /** Subscribe to processor changes; returns the unsubscriber. */
@@ -44,7 +44,7 @@ export function watchLifetime(policy: LifetimeConfig, subject: LifetimeSubject, 
   const cleanups: Array<() => void> = [];
 
   const reach = (limit: LifetimeLimit, reason: string, fields: Record<string, unknown>): void => {
-    if (signal.aborted || watch.reached !== undefined || !subject.acceptsDrain) return;
+    if (signal.aborted || watch.reached !== undefined || !subject.acceptsDrain()) return;
     watch.reached = limit;
     logger.info({ limit, ...fields }, `host lifetime: ${reason}; draining`);
     subject.drain(reason);

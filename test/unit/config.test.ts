@@ -118,6 +118,7 @@ describe('loadConfig defaults', () => {
       breaker: { threshold: 5, backoffMs: 30_000, maxBackoffMs: 600_000 },
       requeueLimit: 10,
       reaper: { intervalMs: 300_000, graceMs: 600_000 },
+      hostCloud: 'none',
       lifetime: { idleShutdownAfterMs: 0, maxJobs: 0, maxUptimeMs: 0, hostTerminate: false },
     });
   });
@@ -131,6 +132,11 @@ describe('loadConfig defaults', () => {
     expect(config.lifetime).toEqual({ idleShutdownAfterMs: 600_000, maxJobs: 100, maxUptimeMs: 86_400_000, hostTerminate: false });
     expect(configErrorOf({ TRAVIS_WORKER_MAX_JOBS: '-1' })).toContain('TRAVIS_WORKER_MAX_JOBS');
     expect(configErrorOf({ TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER: 'soon' })).toContain('TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER');
+    // Leaving the group needs to know which cloud's group it is.
+    expect(configErrorOf({ TRAVIS_WORKER_HOST_TERMINATE: 'true' })).toContain('TRAVIS_WORKER_HOST_TERMINATE: needs TRAVIS_WORKER_HOST_CLOUD=aws or gce');
+    const leaving = loadConfig(BACKENDS, { TRAVIS_WORKER_HOST_TERMINATE: 'true', TRAVIS_WORKER_HOST_CLOUD: 'gce', TRAVIS_WORKER_HOST_GCE_API_ENDPOINT: 'http://127.0.0.1:9' });
+    expect([leaving.hostCloud, leaving.lifetime.hostTerminate, leaving.lifetime.gceApiEndpoint]).toEqual(['gce', true, 'http://127.0.0.1:9']);
+    expect(configErrorOf({ TRAVIS_WORKER_HOST_CLOUD: 'azure' })).toContain('TRAVIS_WORKER_HOST_CLOUD');
   });
 
   it('reads the circuit breaker and reaper settings, and refuses a maximum backoff below the first', () => {
@@ -641,6 +647,8 @@ export TRAVIS_WORKER_HARD_TIMEOUT="1h2m3.5s"
 export TRAVIS_WORKER_HEARTBEAT_URL="https://****:****@supervisor.example.com/hb"
 export TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN="********"
 export TRAVIS_WORKER_HOSTNAME="worker-7"
+export TRAVIS_WORKER_HOST_CLOUD="none"
+export TRAVIS_WORKER_HOST_GCE_API_ENDPOINT=""
 export TRAVIS_WORKER_HOST_TERMINATE="false"
 export TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER="0s"
 export TRAVIS_WORKER_INFRA="gce"
@@ -731,6 +739,8 @@ export TRAVIS_WORKER_HARD_TIMEOUT="50m0s"
 export TRAVIS_WORKER_HEARTBEAT_URL=""
 export TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN=""
 export TRAVIS_WORKER_HOSTNAME="worker-1"
+export TRAVIS_WORKER_HOST_CLOUD="none"
+export TRAVIS_WORKER_HOST_GCE_API_ENDPOINT=""
 export TRAVIS_WORKER_HOST_TERMINATE="false"
 export TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER="0s"
 export TRAVIS_WORKER_INFRA=""

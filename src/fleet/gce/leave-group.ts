@@ -15,9 +15,6 @@ import { HostMetadataError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { endpointOptions } from '../../util/google-endpoint.js';
 
-/** The Compute API, unless `TRAVIS_WORKER_HOST_GCE_API_ENDPOINT` says otherwise. */
-export const DEFAULT_COMPUTE_ENDPOINT = 'https://compute.googleapis.com';
-
 /** Longest the deleteInstances call may take, retries included: GCE answers with an operation at once, in well under a second. */
 const LEAVE_TIMEOUT_MS = 60_000;
 
