@@ -1,0 +1,160 @@
+/**
+ * Fault: the host ends its own life in an autoscaled group, and no job may
+ * pay for it. With TRAVIS_WORKER_MAX_JOBS the worker takes exactly that
+ * many jobs (the rest stay in the queue, never delivered here) and leaves
+ * its GCE managed instance group; with TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER it
+ * drains once idle and leaves its EC2 Auto Scaling group, and jobs
+ * published the moment the idle timer fires are run, here or by the next
+ * worker, never lost. The host leaves its group only once no job runs and
+ * no job VM is left. Read from the broker (the ledger, the queue's count)
+ * and from the fakes' records.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { FakeAutoScaling, type FakeAutoScalingCall } from '../fakes/autoscaling-server.js';
+import { FakeGce } from '../fakes/gce-server.js';
+import { gceEnv, travisImages } from '../fakes/gce-settings.js';
+import { FakeImds } from '../fakes/imds-server.js';
+import { useAmqpWorker } from '../helpers/amqp-worker.js';
+import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
+import { FINISHING_SCRIPT, faultPayload } from '../helpers/fault-jobs.js';
+import { startLedger, type JobLedger } from '../helpers/job-ledger.js';
+import { setProcessEnv } from '../helpers/process-env.js';
+import { listConsumers, messageCount, publishRaw } from '../helpers/rabbitmq.js';
+
+const QUEUE = 'builds.host-lifetime';
+const amqp = useAmqpWorker(QUEUE);
+let buildApi: FakeBuildApi;
+let ledger: JobLedger | undefined;
+
+beforeAll(async () => {
+  buildApi = await startBuildApi('token', () => FINISHING_SCRIPT);
+});
+afterEach(async () => {
+  await ledger?.close();
+  ledger = undefined;
+});
+afterAll(() => {
+  buildApi?.close();
+});
+
+const publishJob = (jobId: number): Promise<void> => publishRaw(amqp.vhost.uri, '', QUEUE, faultPayload(QUEUE, jobId));
+
+describe('fault: MAX_JOBS on a host in a GCE managed instance group', () => {
+  const ZONE = 'us-central1-b';
+  let fake: FakeGce;
+  let restoreEnv: () => void;
+
+  beforeAll(async () => {
+    fake = await FakeGce.start({ images: travisImages() });
+    fake.metadata = {
+      projectId: fake.project,
+      zone: ZONE,
+      network: 'default',
+      instanceName: 'mayfly-host-1',
+      createdBy: `projects/123456789/zones/${ZONE}/instanceGroupManagers/mayfly-fleet`,
+    };
+    restoreEnv = setProcessEnv({ GCE_METADATA_HOST: fake.host });
+  });
+  afterAll(async () => {
+    restoreEnv?.();
+    await fake?.close();
+  });
+
+  it('takes exactly MAX_JOBS jobs with more processors than that, leaves the rest queued, and leaves its group once they settled and their VMs are gone', async () => {
+    const group = fake.addManagedGroup(ZONE, 'mayfly-fleet', 3);
+    ledger = await startLedger(amqp.vhost.uri);
+    const jobIds = [7401, 7402, 7403, 7404, 7405];
+    const { worker } = await amqp.start({
+      ...gceEnv(fake),
+      TRAVIS_WORKER_HOSTNAME: 'lifetime-gce-worker',
+      TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
+      TRAVIS_WORKER_POOL_SIZE: '4',
+      TRAVIS_WORKER_MAX_JOBS: '3',
+      TRAVIS_WORKER_HOST_CLOUD: 'gce',
+      TRAVIS_WORKER_HOST_TERMINATE: 'true',
+      TRAVIS_WORKER_HOST_GCE_API_ENDPOINT: fake.endpoint,
+    });
+    // Four processors, three jobs to take: only three consumers ever open, so no fourth job can be offered here.
+    const consumers = await listConsumers(amqp.vhost.name);
+    expect(consumers.filter((consumer) => consumer.queue_name === QUEUE)).toHaveLength(3);
+    for (const jobId of jobIds) await publishJob(jobId);
+    await worker.stopped;
+    await ledger.settled(AbortSignal.timeout(10_000));
+
+    const taken = jobIds.filter((id) => ledger?.states(id).length !== 0);
+    expect(taken).toHaveLength(3);
+    expect(taken.map((id) => ledger?.states(id))).toEqual(taken.map(() => ['received', 'started', 'passed']));
+    // Never delivered here: still ready in the queue for another worker.
+    expect(await messageCount(amqp.vhost.uri, QUEUE)).toBe(2);
+    expect(group.deletions).toEqual([{ instances: [`zones/${ZONE}/instances/mayfly-host-1`], at: expect.any(Number), liveJobVms: 0 }]);
+    expect(group.targetSize).toBe(2);
+
+    const report = ledger.report('max jobs reached: the host leaves its MIG', taken, { vmsLeaked: fake.liveInstances().length });
+    expect(report.problems).toEqual([]);
+    expect(report).toMatchObject({ jobsRun: 3, jobsLost: 0, partsLost: 0, duplicateTerminalStates: 0, vmsLeaked: 0 });
+  });
+});
+
+describe('fault: IDLE_SHUTDOWN_AFTER on a host in an EC2 Auto Scaling group', () => {
+  let autoScaling: FakeAutoScaling;
+  let imds: FakeImds;
+  let restoreEnv: () => void;
+
+  beforeAll(async () => {
+    autoScaling = await FakeAutoScaling.start();
+    imds = await FakeImds.start({ credentials: autoScaling });
+    restoreEnv = setProcessEnv({ AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint, AWS_ENDPOINT_URL_AUTO_SCALING: autoScaling.endpoint });
+  });
+  afterAll(async () => {
+    restoreEnv?.();
+    await Promise.all([autoScaling?.close(), imds?.close()]);
+  });
+
+  it('drains once idle and leaves its group with no job running; jobs published as the idle timer fires are run, here or by the next worker', async () => {
+    autoScaling.addGroup('mayfly-fleet');
+    autoScaling.addInstance('mayfly-fleet', imds.instanceId);
+    const started = await startLedger(amqp.vhost.uri);
+    ledger = started;
+    const env = { TRAVIS_WORKER_PROVIDER_NAME: 'local', TRAVIS_WORKER_BUILD_API_URI: buildApi.uri, TRAVIS_WORKER_POOL_SIZE: '2' };
+    const first = await amqp.start({
+      ...env,
+      TRAVIS_WORKER_HOSTNAME: 'lifetime-aws-worker',
+      TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER: '300ms',
+      TRAVIS_WORKER_HOST_CLOUD: 'aws',
+      TRAVIS_WORKER_HOST_TERMINATE: 'true',
+    });
+    const worker = first.worker;
+    await publishJob(7501);
+    await started.untilFinished([7501], AbortSignal.timeout(15_000));
+
+    // The moment the idle timer drains the worker, while its consumers are still open: publish more.
+    const atDeadline = [7502, 7503, 7504, 7505];
+    const published = new Promise<void>((resolve, reject) => {
+      worker.events.on('state', (to) => {
+        if (to === 'DRAINING') Promise.all(atDeadline.map(publishJob)).then(() => resolve(), reject);
+      });
+    });
+    const busyAtTermination: number[] = [];
+    autoScaling.on('call', (call: FakeAutoScalingCall) => {
+      if (call.action === 'TerminateInstanceInAutoScalingGroup') busyAtTermination.push(worker.pool.counts().busy);
+    });
+    await worker.stopped;
+    await published;
+
+    const terminations = autoScaling.callsOf('TerminateInstanceInAutoScalingGroup');
+    expect(terminations).toEqual([
+      expect.objectContaining({ status: 200, params: expect.objectContaining({ InstanceId: imds.instanceId, ShouldDecrementDesiredCapacity: 'true' }) }),
+    ]);
+    expect(busyAtTermination).toEqual([0]);
+    expect(autoScaling.desiredCapacity.get('mayfly-fleet')).toBe(0);
+
+    // Whatever the draining worker did not run went back to the queue: the next worker runs it.
+    await amqp.start({ ...env, TRAVIS_WORKER_HOSTNAME: 'lifetime-next-worker' });
+    const jobIds = [7501, ...atDeadline];
+    await started.untilFinished(jobIds, AbortSignal.timeout(20_000));
+    expect(jobIds.map((id) => started.states(id).at(-1))).toEqual(jobIds.map(() => 'passed'));
+    const report = started.report('idle shutdown: jobs published at the idle deadline, the host leaves its ASG', jobIds);
+    expect(report.problems).toEqual([]);
+    expect(report).toMatchObject({ jobsRun: 5, jobsLost: 0, partsLost: 0, duplicateTerminalStates: 0 });
+  });
+});
