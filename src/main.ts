@@ -18,7 +18,7 @@ import type { Logger } from './logger.js';
 import { startControlServer } from './control/routes.js';
 import { startDebugServer } from './debug/server.js';
 import { leaveGroup } from './fleet/leave-group.js';
-import { watchLifetime, type LifetimeWatch } from './fleet/lifetime.js';
+import { watchLifetime } from './fleet/lifetime.js';
 import { watchHeartbeat } from './lifecycle/heartbeat.js';
 import { runHook } from './lifecycle/hooks.js';
 import { HeldInstances } from './reaper/held.js';
@@ -86,16 +86,6 @@ export async function startWorker(
     }
 
     const worker = new Worker({ config, logger, queue, backend, metrics, tracer, reaper, releasers });
-    let lifetime: LifetimeWatch | undefined;
-    const { hostCloud } = config;
-    if (config.lifetime.hostTerminate && hostCloud !== 'none') {
-      // Once everything else is released (every job settled, its instance destroyed), before the control API closes.
-      releasers.addFinal('leaving the autoscaled group', async () => {
-        if (lifetime?.reached === undefined) return;
-        const { gceApiEndpoint } = config.lifetime;
-        await leaveGroup({ cloud: hostCloud, logger, ...(gceApiEndpoint === undefined ? {} : { gceApiEndpoint }) });
-      });
-    }
     metrics.observe({
       state: () => worker.state,
       poolSize: () => worker.pool.size,
@@ -118,7 +108,16 @@ export async function startWorker(
     releasers.add('background loops', async () => background.abort());
     if (config.hooks.start) await runHook('start', config.hooks.start, logger, background.signal);
     await worker.start();
-    lifetime = watchLifetime(config.lifetime, worker.lifetimeSubject(), logger, background.signal);
+    const lifetime = watchLifetime(config.lifetime, worker.lifetimeSubject(), logger, background.signal);
+    const { hostCloud } = config;
+    if (config.lifetime.hostTerminate && hostCloud !== 'none') {
+      // Last of all: every job has settled and its instance is destroyed by then.
+      releasers.addFinal('leaving the autoscaled group', async () => {
+        if (lifetime.reached === undefined) return;
+        const { gceApiEndpoint } = config.lifetime;
+        await leaveGroup({ cloud: hostCloud, logger, ...(gceApiEndpoint === undefined ? {} : { gceApiEndpoint }) });
+      });
+    }
     if (config.heartbeat) {
       void watchHeartbeat({ ...config.heartbeat, logger, signal: background.signal, onDown: () => worker.drain('heartbeat says down') });
     }
