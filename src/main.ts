@@ -1,6 +1,7 @@
 /**
- * The composition root: config -> telemetry -> queue -> backend (and its
- * reaper) -> worker -> listeners -> start hook -> pool -> heartbeat. The
+ * The composition root: config -> telemetry -> host fleet -> queue ->
+ * backend (and its reaper) -> worker -> listeners -> start hook -> pool ->
+ * the cloud's notices, heartbeat. The
  * only module that knows every part; `startWorker` is also what the
  * end-to-end tests run, in-process. Signals are wired by the executable
  * (bin/mayfly.ts, `handleSignals`), so tests can call the same
@@ -17,6 +18,7 @@ import { ConfigError } from './errors.js';
 import type { Logger } from './logger.js';
 import { startControlServer } from './control/routes.js';
 import { startDebugServer } from './debug/server.js';
+import { HostFleet } from './fleet/host.js';
 import { leaveGroup } from './fleet/leave-group.js';
 import { watchLifetime } from './fleet/lifetime.js';
 import { watchHeartbeat } from './lifecycle/heartbeat.js';
@@ -58,6 +60,11 @@ export async function startWorker(
     const otlp = config.telemetry.otlpEndpoint !== undefined;
     const metrics = options.metrics ?? (served || otlp ? createPrometheusMetrics({ backend: definition.name, queue: config.queueType }, { otlp }) : noopMetrics);
     releasers.add('metrics', () => metrics.shutdown());
+
+    const fleet = new HostFleet({ settings: config.host, logger, metrics });
+    const { lifecycleHook } = fleet;
+    // Released after the queue and the backend: the group may terminate the host only once every job has settled and its instance is gone.
+    if (lifecycleHook) releasers.add('the lifecycle hook', () => lifecycleHook.complete());
 
     const queue = createQueue(config, logger);
     await queue.open();
@@ -108,8 +115,9 @@ export async function startWorker(
     releasers.add('background loops', async () => background.abort());
     if (config.hooks.start) await runHook('start', config.hooks.start, logger, background.signal);
     await worker.start();
+    fleet.watch(worker, background.signal);
     const lifetime = watchLifetime(config.lifetime, worker.lifetimeSubject(), logger, background.signal);
-    const { hostCloud } = config;
+    const hostCloud = config.host.cloud;
     if (config.lifetime.hostTerminate && hostCloud !== 'none') {
       // Last of all: every job has settled and its instance is destroyed by then.
       releasers.addFinal('leaving the autoscaled group', async () => {

@@ -23,6 +23,7 @@ import type { WorkerControl } from './control/routes.js';
 import { CancelRegistry } from './job/cancels.js';
 import { createJobRunner, type JobDone } from './job/runner.js';
 import type { LifetimeSubject } from './fleet/lifetime.js';
+import { drainBudgetMs } from './lifecycle/drain-budget.js';
 import { runHook } from './lifecycle/hooks.js';
 import type { SignalControl } from './lifecycle/signals.js';
 import { Lifecycle, type WorkerState } from './lifecycle/state.js';
@@ -38,8 +39,26 @@ import { GENERATED, REVISION, VERSION } from './version.js';
 
 export type { JobDone } from './job/runner.js';
 
-/** Who holds the worker back from taking jobs: the operator, the circuit breaker, or a broker that is away. */
-export type PauseReason = 'operator' | 'breaker' | 'broker';
+/**
+ * Who holds the worker back from taking jobs: the operator, the circuit
+ * breaker, a broker that is away, or the cloud's rebalance recommendation
+ * (the host is at risk of interruption: running jobs go on, new ones are
+ * better started elsewhere).
+ */
+export type PauseReason = 'operator' | 'breaker' | 'broker' | 'rebalance';
+
+/** Each hold as the operator's resume names it when it still holds jobs back. */
+const HOLD_NAMES: Record<Exclude<PauseReason, 'operator'>, string> = {
+  breaker: 'the circuit breaker',
+  broker: 'a broker connection that is down',
+  rebalance: "the cloud's rebalance recommendation",
+};
+
+/** What bounds a drain besides the shutdown timeout. */
+export interface DrainOptions {
+  /** When the host goes away (ms since the epoch), from a cloud's notice; jobs get until then less `TRAVIS_WORKER_HOST_NOTICE_MARGIN`. */
+  deadline?: number;
+}
 
 export interface WorkerEvents {
   'job-done': [JobDone];
@@ -81,9 +100,11 @@ export class Worker implements WorkerControl, SignalControl {
   /** Aborts when running jobs must stop (and be requeued). */
   private readonly shutdown = new AbortController();
   /** Pauses that are not the operator's (whose pause is the PAUSED state). */
-  private readonly holds = new Set<'breaker' | 'broker'>();
+  private readonly holds = new Set<Exclude<PauseReason, 'operator'>>();
   private trialWanted = false;
   private drainTimer: NodeJS.Timeout | undefined;
+  /** When the drain's budget ends (ms since the epoch), while draining. */
+  private drainEndsAt: number | undefined;
   private stopping: Promise<void> | undefined;
   private readonly urls: { control?: string; debug?: string } = {};
 
@@ -228,7 +249,7 @@ export class Worker implements WorkerControl, SignalControl {
     }
     this.applyHolds();
     if (reason === 'operator') {
-      const still = [...this.holds].map((held) => (held === 'breaker' ? 'the circuit breaker' : 'a broker connection that is down'));
+      const still = [...this.holds].map((held) => HOLD_NAMES[held]);
       this.parts.logger.info(still.length > 0 ? `resumed by the operator; ${still.join(' and ')} still holds jobs back` : 'resumed: taking jobs');
     }
   }
@@ -255,25 +276,31 @@ export class Worker implements WorkerControl, SignalControl {
 
   /**
    * Stop taking jobs; running ones get `TRAVIS_WORKER_SHUTDOWN_TIMEOUT` to
-   * finish, then what still runs is requeued and the worker stops. Calling
-   * it again changes nothing; `stop` skips the rest of the wait.
+   * finish, or less when `options.deadline` (a cloud's notice) comes sooner
+   * (src/lifecycle/drain-budget.ts); then what still runs is requeued, its
+   * instance destroyed, and the worker stops. Calling it again only brings
+   * the end of the drain forward, when a nearer deadline arrives; `stop`
+   * skips the rest of the wait.
    */
-  drain(reason = 'drain'): void {
+  drain(reason = 'drain', options: DrainOptions = {}): void {
+    const { shutdownMs } = this.parts.config.timeouts;
+    const now = Date.now();
+    const deadline = options.deadline === undefined ? undefined : { at: options.deadline, marginMs: this.parts.config.host.noticeMarginMs };
+    const budgetMs = drainBudgetMs(shutdownMs, deadline, now);
+    const fields = { reason, running_jobs: this.runningJobs(), budget_ms: budgetMs, ...(deadline ? { deadline: new Date(deadline.at).toISOString() } : {}) };
+    if (this.state === 'DRAINING' && this.drainEndsAt !== undefined && now + budgetMs < this.drainEndsAt) {
+      this.parts.logger.warn(fields, 'draining already: a nearer deadline shortens the time running jobs have');
+      this.endDrainIn(budgetMs);
+      return;
+    }
     if (this.state !== 'RUNNING' && this.state !== 'PAUSED') {
       this.parts.logger.info({ state: this.state, reason }, 'already stopping');
       return;
     }
     this.lifecycle.transition('DRAINING');
-    const { shutdownMs } = this.parts.config.timeouts;
-    this.parts.logger.info(
-      { reason, running_jobs: this.runningJobs(), shutdown_timeout_ms: shutdownMs },
-      'draining: taking no more jobs; running jobs may finish within the shutdown timeout, then are requeued',
-    );
+    this.parts.logger.info(fields, 'draining: taking no more jobs; running jobs may finish within the budget, then are requeued');
     this.pool.stopTaking();
-    this.drainTimer = setTimeout(() => {
-      this.parts.logger.warn({ shutdown_timeout_ms: shutdownMs }, 'shutdown timeout passed: requeueing the jobs still running');
-      void this.stop('shutdown timeout');
-    }, shutdownMs);
+    this.endDrainIn(budgetMs);
     void this.pool.settled().then(() => {
       if (this.stopping) return;
       this.events.emit('drained');
@@ -316,6 +343,16 @@ export class Worker implements WorkerControl, SignalControl {
     this.parts.logger.info(statusLogFields(this.status()), message);
   }
 
+  /** Requeue what still runs once `budgetMs` has passed (at once when it is 0). */
+  private endDrainIn(budgetMs: number): void {
+    clearTimeout(this.drainTimer);
+    this.drainEndsAt = Date.now() + budgetMs;
+    this.drainTimer = setTimeout(() => {
+      this.parts.logger.warn({ budget_ms: budgetMs }, 'the drain budget is spent: requeueing the jobs still running');
+      void this.stop('drain budget spent');
+    }, budgetMs);
+  }
+
   private runningJobs(): number[] {
     return this.pool.status().flatMap((p) => (p.jobId === undefined ? [] : [p.jobId]));
   }
@@ -323,8 +360,8 @@ export class Worker implements WorkerControl, SignalControl {
   /** Tell the pool which processors take jobs, from what holds the worker now. */
   private applyHolds(): void {
     let hold: PoolHold = 'none';
-    // The operator's pause and the broker's hold every processor, a half-open trial too.
-    if (this.state === 'PAUSED' || this.holds.has('broker')) hold = 'all';
+    // The operator's pause, the broker's and a rebalance recommendation hold every processor, a half-open trial too.
+    if (this.state === 'PAUSED' || this.holds.has('broker') || this.holds.has('rebalance')) hold = 'all';
     else if (this.holds.has('breaker')) hold = this.trialWanted ? 'trial' : 'all';
     this.pool.hold(hold);
   }

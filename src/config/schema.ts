@@ -34,7 +34,7 @@ import {
   wholeSeconds,
   type CoreSettingSchema,
 } from './leaves.js';
-import type { WorkerConfig } from './types.js';
+import type { HostCloud, WorkerConfig } from './types.js';
 import { optionalGroup } from './unset.js';
 
 /** What the core settings load into: the config, less what loading adds (the backend's settings and the rest). */
@@ -51,6 +51,8 @@ const MIN_MAX_LOG_LENGTH = 2 * LOG_TRAILER_RESERVE_BYTES;
 const QUEUE_TYPES = ['amqp', 'file'] as const;
 
 const AMQP_QUEUE_TYPES = ['classic', 'quorum'] as const;
+
+const HOST_CLOUDS = ['aws', 'gce', 'none'] as const satisfies readonly HostCloud[];
 
 /**
  * Deliveries of one job a quorum queue allows before it dead-letters it:
@@ -249,12 +251,38 @@ export const CORE_SETTINGS = {
     graceMs: duration('TRAVIS_WORKER_REAPER_GRACE', '10m', 'An instance of this worker that no job here holds is destroyed only once it is older than this (mayfly only)'),
   },
 
-  hostCloud: {
-    env: 'TRAVIS_WORKER_HOST_CLOUD',
-    doc: "which cloud's instance metadata the host reads: aws, gce or none",
-    default: 'none',
-    format: ['aws', 'gce', 'none'],
-  } satisfies CoreSettingSchema<'aws' | 'gce' | 'none'>,
+  // The host in its cloud (docs/fleet.md).
+  host: {
+    cloud: {
+      env: 'TRAVIS_WORKER_HOST_CLOUD',
+      doc: "Whose instance metadata to watch for the cloud's notices (spot interruption, scale-in, rebalance; preemption, maintenance): aws, gce, or none, which never probes a metadata address (mayfly only)",
+      default: 'none',
+      format(value: unknown) {
+        if (!HOST_CLOUDS.includes(value as HostCloud)) throw new Error('must be aws, gce or none');
+      },
+    } satisfies CoreSettingSchema<HostCloud>,
+    // Requeueing a job is one publish; destroying its instance one API call and a short wait:
+    // 20 seconds covers both on a slow cloud API, and leaves 100 of a spot notice's 120 for jobs.
+    noticeMarginMs: duration(
+      'TRAVIS_WORKER_HOST_NOTICE_MARGIN',
+      '20s',
+      "Time kept before a notice's deadline to requeue the jobs still running and destroy their instances; jobs get what is left of the notice, at most SHUTDOWN_TIMEOUT (mayfly only)",
+    ),
+    noticePollMs: duration(
+      'TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL',
+      '5s',
+      "How often EC2's instance metadata is read for notices, and the pause before a failed read is retried on either cloud (mayfly only)",
+    ),
+    asgLifecycleHook: optionalText(
+      'TRAVIS_WORKER_ASG_LIFECYCLE_HOOK',
+      "The Auto Scaling group's termination lifecycle hook this host completes (CONTINUE) itself once it has drained, sending heartbeats meanwhile; needs HOST_CLOUD=aws (empty: none; mayfly only)",
+    ),
+    asgHeartbeatMs: duration(
+      'TRAVIS_WORKER_ASG_LIFECYCLE_HEARTBEAT_INTERVAL',
+      '1m',
+      "How often the lifecycle action is extended (RecordLifecycleActionHeartbeat) while jobs finish; keep it below the hook's heartbeat timeout (mayfly only)",
+    ),
+  },
   // The host's lifetime in an autoscaled group (docs/fleet.md, "Host lifetime").
   lifetime: {
     idleShutdownAfterMs: duration(

@@ -140,8 +140,19 @@ export interface WorkerConfig {
     /** `TRAVIS_WORKER_REAPER_GRACE`: an unclaimed instance of this worker younger than this is left alone, in ms. */
     graceMs: number;
   };
-  /** `TRAVIS_WORKER_HOST_CLOUD`: which cloud's instance metadata the host reads; `none` never probes a metadata address. */
-  hostCloud: 'aws' | 'gce' | 'none';
+  /** The host in its cloud: the notices it hears and the lifecycle step it completes (src/fleet/). */
+  host: {
+    /** `TRAVIS_WORKER_HOST_CLOUD`: whose metadata service to watch for notices; `none` never probes one. */
+    cloud: HostCloud;
+    /** `TRAVIS_WORKER_HOST_NOTICE_MARGIN`: kept free before a notice's deadline to requeue jobs and destroy their instances, in ms. */
+    noticeMarginMs: number;
+    /** `TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL`: between two reads of EC2's notices, and before retrying a failed read on either cloud, in ms. */
+    noticePollMs: number;
+    /** `TRAVIS_WORKER_ASG_LIFECYCLE_HOOK`: the termination hook this host completes itself after draining; unset: none. */
+    asgLifecycleHook?: string;
+    /** `TRAVIS_WORKER_ASG_LIFECYCLE_HEARTBEAT_INTERVAL`: between two RecordLifecycleActionHeartbeat calls while jobs finish, in ms. */
+    asgHeartbeatMs: number;
+  };
   /** When the host drains and exits by itself (src/fleet/lifetime.ts); every limit 0 = none. */
   lifetime: LifetimeConfig;
 }
@@ -159,6 +170,9 @@ export interface LifetimeConfig {
   /** `TRAVIS_WORKER_HOST_GCE_API_ENDPOINT`: the Compute API a GCE host leaves its group through; undefined = Google's. */
   gceApiEndpoint?: string;
 }
+
+/** The cloud a worker host runs in, as far as its notices go. */
+export type HostCloud = 'aws' | 'gce' | 'none';
 
 /** A warning about settings that were set but have no effect. */
 export interface ConfigWarning {

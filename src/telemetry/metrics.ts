@@ -16,6 +16,7 @@ import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
 import { MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from '@opentelemetry/sdk-metrics';
 import type { ApiCallOutcome, BackendMetrics, BootPhase } from '../backend/contract.js';
+import type { HostNoticeKind } from '../fleet/notices.js';
 import type { JobResult } from '../job/outcome.js';
 import type { WorkerState } from '../lifecycle/state.js';
 import type { PoolCounts } from '../pool.js';
@@ -76,6 +77,8 @@ export interface WorkerMetrics extends JobMetrics {
   reaped(reason: ReapReason): void;
   /** The reaper could not list or destroy (`operation`) instances. */
   reaperFailed(operation: 'list' | 'destroy'): void;
+  /** The cloud gave this host a notice (spot interruption, scale-in, rebalance, preemption, maintenance). */
+  hostNotice(kind: HostNoticeKind): void;
   /** Answer a scrape with the Prometheus text; undefined when metrics are off. */
   readonly handle: ((request: IncomingMessage, response: ServerResponse) => void) | undefined;
   shutdown(): Promise<void>;
@@ -103,6 +106,7 @@ export const noopMetrics: WorkerMetrics = {
   brokerLost() {},
   reaped() {},
   reaperFailed() {},
+  hostNotice() {},
   handle: undefined,
   async shutdown() {},
 };
@@ -144,6 +148,9 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
   });
   const reaped = meter.createCounter('mayfly_reaped_instances', { description: 'Orphaned instances the reaper destroyed, by reason' });
   const reaperFailures = meter.createCounter('mayfly_reaper_failures', { description: 'Reaper calls that failed, by operation (list, destroy)' });
+  const hostNotices = meter.createCounter('mayfly_host_notices', {
+    description: "Notices the cloud gave this host, by kind (spot-interruption, scale-in, rebalance, preemption, maintenance)",
+  });
 
   return {
     jobEnded(result) {
@@ -170,6 +177,7 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
     brokerLost: () => brokerOutages.add(1, { queue: labels.queue }),
     reaped: (reason) => reaped.add(1, { ...base, reason }),
     reaperFailed: (operation) => reaperFailures.add(1, { ...base, operation }),
+    hostNotice: (kind) => hostNotices.add(1, { ...base, kind }),
     observe(gauges) {
       meter
         .createObservableGauge('mayfly_breaker_open', { description: '1 while the circuit breaker holds jobs back (open or half-open)' })

@@ -26,6 +26,12 @@ export interface LedgerReport {
   duplicateTerminalStates: number;
   /** Instances the fakes still had after the reaper's pass, when the test measured it. */
   vmsLeaked?: number;
+  /**
+   * Jobs whose `reset` the ledger read before the deadline of the cloud's
+   * notice, in scenarios that have one; every job must have been (a job
+   * requeued later, or never, is a problem).
+   */
+  requeuedBeforeDeadline?: number;
   /** Every finding, in words; empty when the scenario kept every promise. */
   problems: string[];
 }
@@ -57,9 +63,19 @@ export interface JobLedger {
   states(jobId: number): string[];
   /** The log text of the job's latest run (the last one seen), parts in arrival order; '' before any. */
   log(jobId: number): string;
-  /** Checks the invariants for jobIds and returns the counts. */
-  report(scenario: string, jobIds: number[], measured?: { vmsLeaked: number }): LedgerReport;
+  /**
+   * Checks the invariants for jobIds and returns the counts. `measured.deadline`
+   * (ms since the epoch), for a scenario with a notice from the cloud: every
+   * job must have been requeued before it.
+   */
+  report(scenario: string, jobIds: number[], measured?: Measured): LedgerReport;
   close(): Promise<void>;
+}
+
+/** What a scenario measured besides the broker: instances left in the fakes, the deadline of the cloud's notice. */
+export interface Measured {
+  vmsLeaked?: number;
+  deadline?: number;
 }
 
 const TERMINAL: ReadonlySet<string> = new Set(['passed', 'failed', 'errored', 'cancelled']);
@@ -89,6 +105,8 @@ interface Run {
 
 interface JobRecord {
   runs: Map<string, Run>;
+  /** When the ledger read each `reset` of the job (ms since the epoch). */
+  resetsReadAt: number[];
   /** Deduplicated states of all runs, in arrival order. */
   states: string[];
   /** `state_update_count|state|uuid` of the states recorded. */
@@ -203,20 +221,23 @@ class Ledger implements JobLedger {
     return [...(this.#jobs.get(jobId)?.runs.values() ?? [])].at(-1)?.logText ?? '';
   }
 
-  report(scenario: string, jobIds: number[], measured?: { vmsLeaked: number }): LedgerReport {
+  report(scenario: string, jobIds: number[], measured: Measured = {}): LedgerReport {
+    const { vmsLeaked, deadline } = measured;
     const report: LedgerReport = {
       scenario,
       jobsRun: 0,
       jobsLost: 0,
       partsLost: 0,
       duplicateTerminalStates: 0,
-      ...(measured === undefined ? {} : { vmsLeaked: measured.vmsLeaked }),
+      ...(vmsLeaked === undefined ? {} : { vmsLeaked }),
+      ...(deadline === undefined ? {} : { requeuedBeforeDeadline: 0 }),
       problems: [...this.#problems],
     };
     for (const jobId of jobIds) this.#check(jobId, report);
-    if (measured !== undefined && measured.vmsLeaked > 0) {
-      report.problems.push(`${measured.vmsLeaked} VM(s) still live after the reaper's pass`);
+    if (vmsLeaked !== undefined && vmsLeaked > 0) {
+      report.problems.push(`${vmsLeaked} VM(s) still live after the reaper's pass`);
     }
+    if (deadline !== undefined) this.#checkDeadline(jobIds, deadline, report);
     const file = process.env.MAYFLY_FAULT_REPORT;
     if (file) appendFileSync(file, `${JSON.stringify(report)}\n`);
     return report;
@@ -225,6 +246,18 @@ class Ledger implements JobLedger {
   async close(): Promise<void> {
     this.#closing = true;
     await this.connection.close().catch(() => undefined);
+  }
+
+  #checkDeadline(jobIds: number[], deadline: number, report: LedgerReport): void {
+    for (const jobId of jobIds) {
+      const first = this.#jobs.get(jobId)?.resetsReadAt[0];
+      if (first !== undefined && first < deadline) {
+        report.requeuedBeforeDeadline = (report.requeuedBeforeDeadline ?? 0) + 1;
+      } else {
+        const when = first === undefined ? 'never requeued' : `requeued ${first - deadline} ms after it`;
+        report.problems.push(`job ${jobId} not requeued before the deadline (${new Date(deadline).toISOString()}): ${when}`);
+      }
+    }
   }
 
   #check(jobId: number, report: LedgerReport): void {
@@ -278,7 +311,7 @@ class Ledger implements JobLedger {
   #job(jobId: number): JobRecord {
     let job = this.#jobs.get(jobId);
     if (!job) {
-      job = { runs: new Map(), states: [], stateKeys: new Set(), problems: [] };
+      job = { runs: new Map(), resetsReadAt: [], states: [], stateKeys: new Set(), problems: [] };
       this.#jobs.set(jobId, job);
     }
     return job;
@@ -328,6 +361,7 @@ class Ledger implements JobLedger {
     job.stateKeys.add(key);
     job.states.push(state);
     this.#run(job, uuid).states.push(state);
+    if (state === 'reset') job.resetsReadAt.push(Date.now());
     if (state === 'reset' && this.options.onReset) {
       this.options.onReset(jobId).catch((err: unknown) => job.problems.push(`job ${jobId}: could not requeue it after reset: ${String(err)}`));
     }

@@ -118,9 +118,22 @@ describe('loadConfig defaults', () => {
       breaker: { threshold: 5, backoffMs: 30_000, maxBackoffMs: 600_000 },
       requeueLimit: 10,
       reaper: { intervalMs: 300_000, graceMs: 600_000 },
-      hostCloud: 'none',
+      host: { cloud: 'none', noticeMarginMs: 20_000, noticePollMs: 5_000, asgHeartbeatMs: 60_000 },
       lifetime: { idleShutdownAfterMs: 0, maxJobs: 0, maxUptimeMs: 0, hostTerminate: false },
     });
+  });
+
+  it('reads the host settings, and refuses a lifecycle hook off AWS', () => {
+    const config = loadConfig(BACKENDS, {
+      TRAVIS_WORKER_HOST_CLOUD: 'aws',
+      TRAVIS_WORKER_HOST_NOTICE_MARGIN: '30s',
+      TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL: '2s',
+      TRAVIS_WORKER_ASG_LIFECYCLE_HOOK: 'mayfly-drain',
+      TRAVIS_WORKER_ASG_LIFECYCLE_HEARTBEAT_INTERVAL: '5m',
+    });
+    expect(config.host).toEqual({ cloud: 'aws', noticeMarginMs: 30_000, noticePollMs: 2_000, asgLifecycleHook: 'mayfly-drain', asgHeartbeatMs: 300_000 });
+    expect(configErrorOf({ TRAVIS_WORKER_HOST_CLOUD: 'azure' })).toContain('TRAVIS_WORKER_HOST_CLOUD: must be aws, gce or none');
+    expect(configErrorOf({ TRAVIS_WORKER_ASG_LIFECYCLE_HOOK: 'mayfly-drain' })).toContain('TRAVIS_WORKER_ASG_LIFECYCLE_HOOK: needs TRAVIS_WORKER_HOST_CLOUD=aws');
   });
 
   it('reads the host lifetime policy', () => {
@@ -135,8 +148,7 @@ describe('loadConfig defaults', () => {
     // Leaving the group needs to know which cloud's group it is.
     expect(configErrorOf({ TRAVIS_WORKER_HOST_TERMINATE: 'true' })).toContain('TRAVIS_WORKER_HOST_TERMINATE: needs TRAVIS_WORKER_HOST_CLOUD=aws or gce');
     const leaving = loadConfig(BACKENDS, { TRAVIS_WORKER_HOST_TERMINATE: 'true', TRAVIS_WORKER_HOST_CLOUD: 'gce', TRAVIS_WORKER_HOST_GCE_API_ENDPOINT: 'http://127.0.0.1:9' });
-    expect([leaving.hostCloud, leaving.lifetime.hostTerminate, leaving.lifetime.gceApiEndpoint]).toEqual(['gce', true, 'http://127.0.0.1:9']);
-    expect(configErrorOf({ TRAVIS_WORKER_HOST_CLOUD: 'azure' })).toContain('TRAVIS_WORKER_HOST_CLOUD');
+    expect([leaving.host.cloud, leaving.lifetime.hostTerminate, leaving.lifetime.gceApiEndpoint]).toEqual(['gce', true, 'http://127.0.0.1:9']);
   });
 
   it('reads the circuit breaker and reaper settings, and refuses a maximum backoff below the first', () => {
@@ -615,6 +627,8 @@ export TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF="1s"
 export TRAVIS_WORKER_AMQP_RECONNECT_MAX_BACKOFF="30s"
 # TRAVIS_WORKER_AMQP_TLS_CERT: 59 characters of PEM (not shown)
 export TRAVIS_WORKER_AMQP_URI="amqp://****:****@rabbit.example.com/vhost"
+export TRAVIS_WORKER_ASG_LIFECYCLE_HEARTBEAT_INTERVAL="1m0s"
+export TRAVIS_WORKER_ASG_LIFECYCLE_HOOK=""
 export TRAVIS_WORKER_BASE_DIR="./var/file-queue"
 export TRAVIS_WORKER_BREAKER_BACKOFF="30s"
 export TRAVIS_WORKER_BREAKER_MAX_BACKOFF="10m0s"
@@ -649,6 +663,8 @@ export TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN="********"
 export TRAVIS_WORKER_HOSTNAME="worker-7"
 export TRAVIS_WORKER_HOST_CLOUD="none"
 export TRAVIS_WORKER_HOST_GCE_API_ENDPOINT=""
+export TRAVIS_WORKER_HOST_NOTICE_MARGIN="20s"
+export TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL="5s"
 export TRAVIS_WORKER_HOST_TERMINATE="false"
 export TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER="0s"
 export TRAVIS_WORKER_INFRA="gce"
@@ -707,6 +723,8 @@ export TRAVIS_WORKER_AMQP_RECONNECT_BACKOFF="1s"
 export TRAVIS_WORKER_AMQP_RECONNECT_MAX_BACKOFF="30s"
 export TRAVIS_WORKER_AMQP_TLS_CERT=""
 export TRAVIS_WORKER_AMQP_URI="amqp://"
+export TRAVIS_WORKER_ASG_LIFECYCLE_HEARTBEAT_INTERVAL="1m0s"
+export TRAVIS_WORKER_ASG_LIFECYCLE_HOOK=""
 export TRAVIS_WORKER_BASE_DIR="./var/file-queue"
 export TRAVIS_WORKER_BREAKER_BACKOFF="30s"
 export TRAVIS_WORKER_BREAKER_MAX_BACKOFF="10m0s"
@@ -741,6 +759,8 @@ export TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN=""
 export TRAVIS_WORKER_HOSTNAME="worker-1"
 export TRAVIS_WORKER_HOST_CLOUD="none"
 export TRAVIS_WORKER_HOST_GCE_API_ENDPOINT=""
+export TRAVIS_WORKER_HOST_NOTICE_MARGIN="20s"
+export TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL="5s"
 export TRAVIS_WORKER_HOST_TERMINATE="false"
 export TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER="0s"
 export TRAVIS_WORKER_INFRA=""

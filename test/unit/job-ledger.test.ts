@@ -239,16 +239,32 @@ describe('fault report', () => {
         "2 VM(s) still live after the reaper's pass",
       ]);
       ledger.report('nothing run', [13]);
+      // A notice's deadline: job 14 was requeued before it, job 15 after, job 16 never.
+      const early = run(14, 'oooooooo-14');
+      await early.states('received', 'started', 'reset');
+      await ledger.settled(timeout());
+      const deadline = Date.now() + 1;
+      const late = run(15, 'pppppppp-15');
+      await late.states('received', 'started', 'reset');
+      await run(16, 'qqqqqqqq-16').states('received', 'started', 'passed');
+      await ledger.settled(timeout());
+      const spot = ledger.report('spot notice', [14, 15, 16], { deadline });
+      expect(spot.requeuedBeforeDeadline).toBe(1);
+      expect(spot.problems.filter((problem) => problem.includes('deadline'))).toEqual([
+        expect.stringMatching(/^job 15 not requeued before the deadline \(.+\): requeued \d+ ms after it$/),
+        expect.stringMatching(/^job 16 not requeued before the deadline \(.+\): never requeued$/),
+      ]);
 
       const lines = (await readFile(file, 'utf8')).trim().split('\n');
-      expect(lines.map((line) => JSON.parse(line) as LedgerReport)).toEqual([leaky, expect.objectContaining({ scenario: 'nothing run', jobsLost: 1 })]);
+      expect(lines.map((line) => JSON.parse(line) as LedgerReport)).toEqual([leaky, expect.objectContaining({ scenario: 'nothing run', jobsLost: 1 }), spot]);
       const { stdout } = await promisify(execFile)(process.execPath, [script, file]);
       expect(stdout.trim().split('\n')).toEqual([
-        '| scenario | jobs run | jobs lost | log parts lost | VMs leaked |',
-        '|---|---:|---:|---:|---:|',
-        '| sshd \\| killed | 1 | 0 | 1 | 2 |',
-        '| nothing run | 0 | 1 | 0 | - |',
-        '| **2 scenarios** | 1 | 1 | 1 | 2 |',
+        '| scenario | jobs run | jobs lost | log parts lost | VMs leaked | requeued before the deadline |',
+        '|---|---:|---:|---:|---:|---:|',
+        '| sshd \\| killed | 1 | 0 | 1 | 2 | - |',
+        '| nothing run | 0 | 1 | 0 | - | - |',
+        '| spot notice | 3 | 2 | 1 | - | 1 |',
+        '| **3 scenarios** | 4 | 3 | 2 | 2 | 1 |',
       ]);
     } finally {
       await rm(dir, { recursive: true, force: true });
