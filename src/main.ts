@@ -123,7 +123,13 @@ export async function startWorker(
       releasers.addFinal('leaving the autoscaled group', async () => {
         if (lifetime.reached === undefined) return;
         const { gceApiEndpoint } = config.lifetime;
-        await leaveGroup({ cloud: hostCloud, logger, ...(gceApiEndpoint === undefined ? {} : { gceApiEndpoint }) });
+        const { asgLifecycleHook } = config.host;
+        await leaveGroup({
+          cloud: hostCloud,
+          logger,
+          ...(gceApiEndpoint === undefined ? {} : { gceApiEndpoint }),
+          ...(asgLifecycleHook === undefined ? {} : { asgLifecycleHook }),
+        });
       });
     }
     if (config.heartbeat) {

@@ -17,15 +17,17 @@ export interface LeaveGroupOptions {
   cloud: 'aws' | 'gce';
   /** The Compute API base URL (gce); default https://compute.googleapis.com. */
   gceApiEndpoint?: string;
+  /** The group's termination hook this host completes for its own termination (aws). */
+  asgLifecycleHook?: string;
   logger: Logger;
 }
 
 /** Remove this host from its group. A failure is logged, never thrown: the worker has drained and exits 0 either way. */
-export async function leaveGroup({ cloud, gceApiEndpoint, logger }: LeaveGroupOptions): Promise<boolean> {
+export async function leaveGroup({ cloud, gceApiEndpoint, asgLifecycleHook, logger }: LeaveGroupOptions): Promise<boolean> {
   try {
     if (cloud === 'aws') {
       const { leaveAutoScalingGroup } = await import('./aws/leave-group.js');
-      await leaveAutoScalingGroup(logger, AbortSignal.timeout(LEAVE_TIMEOUT_MS));
+      await leaveAutoScalingGroup(logger, AbortSignal.timeout(LEAVE_TIMEOUT_MS), asgLifecycleHook);
     } else {
       const { leaveManagedInstanceGroup } = await import('./gce/leave-group.js');
       await leaveManagedInstanceGroup(gceApiEndpoint ?? DEFAULT_COMPUTE_ENDPOINT, logger);

@@ -3,7 +3,8 @@
  * pay for it. With TRAVIS_WORKER_MAX_JOBS the worker takes exactly that
  * many jobs (the rest stay in the queue, never delivered here) and leaves
  * its GCE managed instance group; with TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER it
- * drains once idle and leaves its EC2 Auto Scaling group, and jobs
+ * drains once idle and leaves its EC2 Auto Scaling group (completing the
+ * group's termination hook for itself), and jobs
  * published the moment the idle timer fires are run, here or by the next
  * worker, never lost. The host leaves its group only once no job runs and
  * no job VM is left. Read from the broker (the ledger, the queue's count)
@@ -111,7 +112,8 @@ describe('fault: IDLE_SHUTDOWN_AFTER on a host in an EC2 Auto Scaling group', ()
   });
 
   it('drains once idle and leaves its group with no job running; jobs published as the idle timer fires are run, here or by the next worker', async () => {
-    autoScaling.addGroup('mayfly-fleet');
+    // Its termination hook holds a self-terminated instance too, until the host completes the action.
+    autoScaling.addGroup('mayfly-fleet', ['mayfly-drain']);
     autoScaling.addInstance('mayfly-fleet', imds.instanceId);
     const started = await startLedger(amqp.vhost.uri);
     ledger = started;
@@ -122,6 +124,7 @@ describe('fault: IDLE_SHUTDOWN_AFTER on a host in an EC2 Auto Scaling group', ()
       TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER: '300ms',
       TRAVIS_WORKER_HOST_CLOUD: 'aws',
       TRAVIS_WORKER_HOST_TERMINATE: 'true',
+      TRAVIS_WORKER_ASG_LIFECYCLE_HOOK: 'mayfly-drain',
     });
     const worker = first.worker;
     await publishJob(7501);
@@ -147,6 +150,10 @@ describe('fault: IDLE_SHUTDOWN_AFTER on a host in an EC2 Auto Scaling group', ()
     ]);
     expect(busyAtTermination).toEqual([0]);
     expect(autoScaling.desiredCapacity.get('mayfly-fleet')).toBe(0);
+    expect(autoScaling.callsOf('CompleteLifecycleAction')).toEqual([
+      expect.objectContaining({ status: 200, params: expect.objectContaining({ LifecycleHookName: 'mayfly-drain', LifecycleActionResult: 'CONTINUE' }) }),
+    ]);
+    expect(autoScaling.instances.get(imds.instanceId)?.lifecycleState).toBe('Terminating:Proceed');
 
     // Whatever the draining worker did not run went back to the queue: the next worker runs it.
     await amqp.start({ ...env, TRAVIS_WORKER_HOSTNAME: 'lifetime-next-worker' });
