@@ -118,15 +118,15 @@ resource "google_project_iam_custom_role" "mayfly_leave_group" {
   permissions = ["compute.instanceGroupManagers.update"]
 }
 
-resource "google_project_iam_member" "worker" {
+resource "google_project_iam_member" "mayfly" {
+  for_each = {
+    worker      = google_project_iam_custom_role.mayfly_worker.id
+    leave_group = google_project_iam_custom_role.mayfly_leave_group.id
+    # The Ops Agent writes the scraped /metrics to Cloud Monitoring.
+    metric_writer = "roles/monitoring.metricWriter"
+  }
   project = var.project
-  role    = google_project_iam_custom_role.mayfly_worker.id
-  member  = "serviceAccount:${google_service_account.mayfly.email}"
-}
-
-resource "google_project_iam_member" "leave_group" {
-  project = var.project
-  role    = google_project_iam_custom_role.mayfly_leave_group.id
+  role    = each.value
   member  = "serviceAccount:${google_service_account.mayfly.email}"
 }
 
@@ -135,13 +135,6 @@ resource "google_secret_manager_secret_iam_member" "amqp_uri" {
   secret_id = var.amqp_uri_secret
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.mayfly.email}"
-}
-
-# The Ops Agent writes the scraped /metrics to Cloud Monitoring.
-resource "google_project_iam_member" "metric_writer" {
-  project = var.project
-  role    = "roles/monitoring.metricWriter"
-  member  = "serviceAccount:${google_service_account.mayfly.email}"
 }
 
 resource "google_compute_instance_template" "mayfly" {

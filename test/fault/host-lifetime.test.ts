@@ -10,35 +10,18 @@
  * no job VM is left. Read from the broker (the ledger, the queue's count)
  * and from the fakes' records.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { FakeAutoScaling, type FakeAutoScalingCall } from '../fakes/autoscaling-server.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FakeAutoScalingCall } from '../fakes/autoscaling-server.js';
 import { FakeGce } from '../fakes/gce-server.js';
 import { gceEnv, travisImages } from '../fakes/gce-settings.js';
-import { FakeImds } from '../fakes/imds-server.js';
-import { useAmqpWorker } from '../helpers/amqp-worker.js';
-import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
-import { FINISHING_SCRIPT, faultPayload } from '../helpers/fault-jobs.js';
-import { startLedger, type JobLedger } from '../helpers/job-ledger.js';
+import { useAwsHost } from '../helpers/aws-host.js';
+import { useFaultWorker } from '../helpers/fault-worker.js';
 import { setProcessEnv } from '../helpers/process-env.js';
-import { listConsumers, messageCount, publishRaw } from '../helpers/rabbitmq.js';
+import { listConsumers, messageCount } from '../helpers/rabbitmq.js';
 
 const QUEUE = 'builds.host-lifetime';
-const amqp = useAmqpWorker(QUEUE);
-let buildApi: FakeBuildApi;
-let ledger: JobLedger | undefined;
-
-beforeAll(async () => {
-  buildApi = await startBuildApi('token', () => FINISHING_SCRIPT);
-});
-afterEach(async () => {
-  await ledger?.close();
-  ledger = undefined;
-});
-afterAll(() => {
-  buildApi?.close();
-});
-
-const publishJob = (jobId: number): Promise<void> => publishRaw(amqp.vhost.uri, '', QUEUE, faultPayload(QUEUE, jobId));
+const fault = useFaultWorker(QUEUE);
+const { amqp, publishJob } = fault;
 
 describe('fault: MAX_JOBS on a host in a GCE managed instance group', () => {
   const ZONE = 'us-central1-b';
@@ -63,12 +46,12 @@ describe('fault: MAX_JOBS on a host in a GCE managed instance group', () => {
 
   it('takes exactly MAX_JOBS jobs with more processors than that, leaves the rest queued, and leaves its group once they settled and their VMs are gone', async () => {
     const group = fake.addManagedGroup(ZONE, 'mayfly-fleet', 3);
-    ledger = await startLedger(amqp.vhost.uri);
+    const ledger = await fault.startLedger();
     const jobIds = [7401, 7402, 7403, 7404, 7405];
     const { worker } = await amqp.start({
       ...gceEnv(fake),
       TRAVIS_WORKER_HOSTNAME: 'lifetime-gce-worker',
-      TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
+      TRAVIS_WORKER_BUILD_API_URI: fault.buildApiUri,
       TRAVIS_WORKER_POOL_SIZE: '4',
       TRAVIS_WORKER_MAX_JOBS: '3',
       TRAVIS_WORKER_HOST_CLOUD: 'gce',
@@ -82,9 +65,9 @@ describe('fault: MAX_JOBS on a host in a GCE managed instance group', () => {
     await worker.stopped;
     await ledger.settled(AbortSignal.timeout(10_000));
 
-    const taken = jobIds.filter((id) => ledger?.states(id).length !== 0);
+    const taken = jobIds.filter((id) => ledger.states(id).length !== 0);
     expect(taken).toHaveLength(3);
-    expect(taken.map((id) => ledger?.states(id))).toEqual(taken.map(() => ['received', 'started', 'passed']));
+    expect(taken.map((id) => ledger.states(id))).toEqual(taken.map(() => ['received', 'started', 'passed']));
     // Never delivered here: still ready in the queue for another worker.
     expect(await messageCount(amqp.vhost.uri, QUEUE)).toBe(2);
     expect(group.deletions).toEqual([{ instances: [`zones/${ZONE}/instances/mayfly-host-1`], at: expect.any(Number), liveJobVms: 0 }]);
@@ -97,27 +80,15 @@ describe('fault: MAX_JOBS on a host in a GCE managed instance group', () => {
 });
 
 describe('fault: IDLE_SHUTDOWN_AFTER on a host in an EC2 Auto Scaling group', () => {
-  let autoScaling: FakeAutoScaling;
-  let imds: FakeImds;
-  let restoreEnv: () => void;
-
-  beforeAll(async () => {
-    autoScaling = await FakeAutoScaling.start();
-    imds = await FakeImds.start({ credentials: autoScaling });
-    restoreEnv = setProcessEnv({ AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint, AWS_ENDPOINT_URL_AUTO_SCALING: autoScaling.endpoint });
-  });
-  afterAll(async () => {
-    restoreEnv?.();
-    await Promise.all([autoScaling?.close(), imds?.close()]);
-  });
+  const host = useAwsHost();
 
   it('drains once idle and leaves its group with no job running; jobs published as the idle timer fires are run, here or by the next worker', async () => {
+    const { autoScaling, imds } = host;
     // Its termination hook holds a self-terminated instance too, until the host completes the action.
     autoScaling.addGroup('mayfly-fleet', ['mayfly-drain']);
     autoScaling.addInstance('mayfly-fleet', imds.instanceId);
-    const started = await startLedger(amqp.vhost.uri);
-    ledger = started;
-    const env = { TRAVIS_WORKER_PROVIDER_NAME: 'local', TRAVIS_WORKER_BUILD_API_URI: buildApi.uri, TRAVIS_WORKER_POOL_SIZE: '2' };
+    const started = await fault.startLedger();
+    const env = { TRAVIS_WORKER_PROVIDER_NAME: 'local', TRAVIS_WORKER_BUILD_API_URI: fault.buildApiUri, TRAVIS_WORKER_POOL_SIZE: '2' };
     const first = await amqp.start({
       ...env,
       TRAVIS_WORKER_HOSTNAME: 'lifetime-aws-worker',

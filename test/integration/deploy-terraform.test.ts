@@ -161,10 +161,10 @@ describe('deploy/gce-mig in detail', () => {
     expect(resource(module, 'google_project_iam_custom_role.mayfly_leave_group')['permissions']).toEqual(['compute.instanceGroupManagers.update']);
     const role = parseYaml(await readFile(join(ROOT, 'deploy/gce/mayfly-role.yaml'), 'utf8')) as { includedPermissions: string[] };
     expect(role.includedPermissions).toContain('compute.instances.create');
-    const grants = [...module.resources.entries()].filter(([address]) => address.startsWith('google_project_iam_member.'));
-    for (const role of ['mayfly_worker', 'mayfly_leave_group']) {
-      expect(grants.filter(([, grant]) => grant['role'] === `\${google_project_iam_custom_role.${role}.id}` && grant['member'] === 'serviceAccount:${google_service_account.mayfly.email}')).toHaveLength(1);
-    }
+    const grants = resource(module, 'google_project_iam_member.mayfly');
+    expect(grants['member']).toBe('serviceAccount:${google_service_account.mayfly.email}');
+    expect(grants['role']).toBe('${each.value}');
+    expect(grants['for_each']).toMatchObject({ worker: '${google_project_iam_custom_role.mayfly_worker.id}', leave_group: '${google_project_iam_custom_role.mayfly_leave_group.id}' });
   });
 
   it("heals on the control API's /healthz, on the port the hosts serve it", () => {
