@@ -1,7 +1,7 @@
 /**
  * The composition root: config -> telemetry -> host fleet -> queue ->
  * backend (and its reaper) -> worker -> listeners -> start hook -> pool ->
- * the cloud's notices, heartbeat. The
+ * the cloud's notices and the host lifetime policy, heartbeat. The
  * only module that knows every part; `startWorker` is also what the
  * end-to-end tests run, in-process. Signals are wired by the executable
  * (bin/mayfly.ts, `handleSignals`), so tests can call the same
