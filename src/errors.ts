@@ -6,6 +6,7 @@
 
 export type ErrorCode =
   | 'E_CONFIG'
+  | 'E_HOST_METADATA'
   | 'E_PAYLOAD_INVALID'
   | 'E_PAYLOAD_FILTER'
   | 'E_SCRIPT_REJECTED'
@@ -19,8 +20,7 @@ export type ErrorCode =
   | 'E_STALE_VM'
   | 'E_CONNECTION_LOST'
   | 'E_NO_CAPACITY'
-  | 'E_BROKER'
-  | 'E_HOST_METADATA';
+  | 'E_BROKER';
 
 export interface MayflyErrorOptions {
   cause?: unknown;

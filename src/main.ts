@@ -1,7 +1,7 @@
 /**
- * The composition root: config -> telemetry -> host fleet -> queue ->
- * backend (and its reaper) -> worker -> listeners -> start hook -> pool ->
- * the cloud's notices and the host lifetime policy, heartbeat. The
+ * The composition root: config -> telemetry -> queue -> backend (and its
+ * reaper) -> worker -> listeners -> start hook -> pool -> the cloud's
+ * notices and the host lifetime policy (src/fleet/) -> heartbeat. The
  * only module that knows every part; `startWorker` is also what the
  * end-to-end tests run, in-process. Signals are wired by the executable
  * (bin/mayfly.ts, `handleSignals`), so tests can call the same
@@ -61,6 +61,7 @@ export async function startWorker(
     const metrics = options.metrics ?? (served || otlp ? createPrometheusMetrics({ backend: definition.name, queue: config.queueType }, { otlp }) : noopMetrics);
     releasers.add('metrics', () => metrics.shutdown());
 
+    // The host in its cloud (its notices are watched once the worker runs, below).
     const fleet = new HostFleet({ settings: config.host, logger, metrics });
     const { lifecycleHook } = fleet;
     // Released after the queue and the backend: the group may terminate the host only once every job has settled and its instance is gone.

@@ -189,7 +189,7 @@ export const CORE_SETTINGS = {
     // The default drain leaves 5 minutes of a 50-minute stop budget (systemd/mayfly.service)
     // for requeueing, destroying instances and closing; a job that needs longer than 45
     // minutes is requeued and runs again elsewhere from the start.
-    shutdownMs: duration('TRAVIS_WORKER_SHUTDOWN_TIMEOUT', '45m', 'On SIGTERM or SIGINT, how long running jobs may go on before they are requeued (mayfly only)'),
+    shutdownMs: duration('TRAVIS_WORKER_SHUTDOWN_TIMEOUT', '45m', "On SIGTERM, SIGINT or a notice from the cloud, how long running jobs may go on before they are requeued; a notice's deadline can make it shorter (mayfly only)"),
   },
   maxLogLength: {
     env: 'TRAVIS_WORKER_MAX_LOG_LENGTH',

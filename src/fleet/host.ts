@@ -41,7 +41,8 @@ export class HostFleet {
     const noticeLogger = logger.child({ host_cloud: settings.cloud });
     const onNotice = (notice: HostNotice): void => {
       metrics.hostNotice(notice.kind);
-      noticeLogger.warn({ notice: notice.kind, ...('deadline' in notice ? { deadline: new Date(notice.deadline).toISOString() } : {}) }, 'notice from the cloud');
+      const { kind, ...details } = notice;
+      noticeLogger.warn({ notice: kind, ...details, ...('deadline' in details ? { deadline: new Date(details.deadline).toISOString() } : {}) }, 'notice from the cloud');
       if (notice.kind === 'scale-in') this.lifecycleHook?.begin();
       actOnNotice(notice, worker);
     };

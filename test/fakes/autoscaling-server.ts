@@ -16,10 +16,10 @@
  * `call`, for assertions.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { escapeXml, memberList, QueryError, readQueryParams, signedBy, xml, type QueryParams, type XmlValue } from './aws-query.js';
+import { listenOnLoopback, loopbackUrl } from './loopback-server.js';
 
 export const AUTOSCALING_XMLNS = 'http://autoscaling.amazonaws.com/doc/2011-01-01/';
 const API_VERSION = '2011-01-01';
@@ -75,14 +75,13 @@ export class FakeAutoScaling extends EventEmitter<{ call: [FakeAutoScalingCall] 
     const server = createServer();
     const fake = new FakeAutoScaling(server);
     server.on('request', (request, response) => void fake.#handle(request, response));
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
+    await listenOnLoopback(server);
     return fake;
   }
 
   /** For `AWS_ENDPOINT_URL_AUTO_SCALING`. */
   get endpoint(): string {
-    return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+    return loopbackUrl(this.#server);
   }
 
   /** A group with a termination lifecycle hook per name in `hooks`. */

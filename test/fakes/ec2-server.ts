@@ -16,12 +16,12 @@
  * ever launched with its final state, so a test can check none is left.
  */
 import { randomBytes } from 'node:crypto';
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { nextLoopbackAddress, startSshd, type SshdTarget } from '../helpers/sshd.js';
 import { memberList, QueryError, readQueryParams, signedBy, type QueryParams, type XmlValue } from './aws-query.js';
 import { errorXml, filters, responseXml, tagSpecification, wildcardMatch } from './ec2-xml.js';
+import { listenOnLoopback, loopbackUrl } from './loopback-server.js';
 import { isMalformed, type MalformedAnswer } from './malformed.js';
 
 export type Ec2Action = 'RunInstances' | 'DescribeInstances' | 'TerminateInstances' | 'DescribeImages';
@@ -242,14 +242,13 @@ export class FakeEc2 extends EventEmitter {
     const server = createServer();
     const fake = new FakeEc2(server, options);
     server.on('request', (request, response) => void fake.#handle(request, response));
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
+    await listenOnLoopback(server);
     return fake;
   }
 
   /** The URL to give the SDK (`endpoint`). */
   get endpoint(): string {
-    return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+    return loopbackUrl(this.#server);
   }
 
   /** Instances not (being) terminated: pending, running, stopping or stopped. */

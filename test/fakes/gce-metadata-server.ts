@@ -6,15 +6,14 @@
  * answer hangs until the value's ETag differs from `last_etag` (or from the
  * current one when none is given), or `timeout_sec` passes, as the real
  * server does. `preempt()` and `maintenance()` change the values; `mode`
- * makes it fail: 500s, garbage 200s without the flavor header, or answers
- * that never come.
+ * makes it fail: 500s, or garbage 200s without the flavor header.
  */
 import { createHash } from 'node:crypto';
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenOnLoopback, loopbackUrl } from './loopback-server.js';
 
-export type GceMetadataMode = 'ok' | 'error' | 'garbage' | 'hang';
+export type GceMetadataMode = 'ok' | 'error' | 'garbage';
 
 export interface GceMetadataRequest {
   key: string;
@@ -43,7 +42,6 @@ export class FakeGceMetadata extends EventEmitter<{ request: [GceMetadataRequest
     ['instance/maintenance-event', 'NONE'],
   ]);
   readonly #waiters = new Set<Waiter>();
-  readonly #held = new Set<ServerResponse>();
 
   private constructor(server: Server) {
     super();
@@ -54,14 +52,13 @@ export class FakeGceMetadata extends EventEmitter<{ request: [GceMetadataRequest
     const server = createServer();
     const fake = new FakeGceMetadata(server);
     server.on('request', (request, response) => fake.#handle(request, response));
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
+    await listenOnLoopback(server);
     return fake;
   }
 
   /** `127.0.0.1:PORT`, for `GCE_METADATA_HOST`. */
   get host(): string {
-    return `127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+    return new URL(loopbackUrl(this.#server)).host;
   }
 
   /** The VM is being preempted: `instance/preempted` turns TRUE. */
@@ -90,7 +87,6 @@ export class FakeGceMetadata extends EventEmitter<{ request: [GceMetadataRequest
   async close(): Promise<void> {
     for (const waiter of this.#waiters) clearTimeout(waiter.timer);
     this.#waiters.clear();
-    for (const response of this.#held) response.destroy();
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
@@ -108,12 +104,6 @@ export class FakeGceMetadata extends EventEmitter<{ request: [GceMetadataRequest
       response.end(body);
       this.emit('request', record);
     };
-    if (this.mode === 'hang') {
-      this.#held.add(response);
-      response.on('close', () => this.#held.delete(response));
-      this.emit('request', record);
-      return;
-    }
     if (this.mode === 'error') return answer(500, 'Internal Server Error');
     if (this.mode === 'garbage') return answer(200, '<html><body>Sign in to the hotel wifi</body></html>', { 'Content-Type': 'text/html' });
     if (request.headers['metadata-flavor'] !== 'Google') return answer(403, 'Missing Metadata-Flavor:Google header.');

@@ -15,9 +15,9 @@
  * fail: 500s, garbage 200s, or answers that never come.
  */
 import { randomBytes } from 'node:crypto';
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenOnLoopback, loopbackUrl } from './loopback-server.js';
 
 /** How the fake answers reads: as IMDS does, with 500s, with an HTML page (a proxy in the way), or not at all. */
 export type ImdsMode = 'ok' | 'error' | 'garbage' | 'hang';
@@ -80,14 +80,13 @@ export class FakeImds extends EventEmitter<{ request: [ImdsRequest] }> {
     const server = createServer();
     const fake = new FakeImds(server, options);
     server.on('request', (request, response) => fake.#handle(request, response));
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
+    await listenOnLoopback(server);
     return fake;
   }
 
   /** For `AWS_EC2_METADATA_SERVICE_ENDPOINT`. */
   get endpoint(): string {
-    return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+    return loopbackUrl(this.#server);
   }
 
   /** The two-minute spot notice: `{"action":..., "time":...}` from now on. */

@@ -35,6 +35,7 @@ import { setProcessEnv } from '../helpers/process-env.js';
 import { publishRaw } from '../helpers/rabbitmq.js';
 
 const QUEUE = 'builds.host-notices';
+const CONTROL_AUTH = 'ops:notices';
 const amqp = useAmqpWorker(QUEUE);
 /** The build script every job gets, switched between scenarios and hosts. */
 let script = (): string => FINISHING_SCRIPT;
@@ -116,6 +117,35 @@ async function finishOnAnotherHost(env: Record<string, string>, jobIds: number[]
   await successor.stop();
 }
 
+interface NoticeScenario {
+  /** The worker's settings, less its cloud's: another host runs the requeued jobs with them. */
+  env: Record<string, string>;
+  jobIds: number[];
+  /** The notice's deadline, ms since the epoch. */
+  deadline: number;
+  /** The job instances the fake cloud still has. */
+  liveVms: () => unknown[];
+  scenario: string;
+}
+
+/**
+ * After a notice: the worker is gone before the deadline with no job
+ * instance left, every job was requeued before the deadline (as the ledger
+ * read it from the broker), and another host runs them to the end.
+ */
+async function expectRequeuedBeforeDeadline(worker: Worker, { env, jobIds, deadline, liveVms, scenario }: NoticeScenario, signal: AbortSignal): Promise<void> {
+  await worker.stopped;
+  const goneAt = Date.now();
+  expect(liveVms()).toEqual([]);
+  expect(goneAt).toBeLessThan(deadline);
+
+  await finishOnAnotherHost(env, jobIds, signal);
+  expect(statesOf(jobIds)).toEqual(jobIds.map(() => ['received', 'started', 'reset', 'received', 'started', 'passed']));
+  const report = ledger?.report(scenario, jobIds, { vmsLeaked: liveVms().length, deadline });
+  expect(report?.problems).toEqual([]);
+  expect(report?.requeuedBeforeDeadline).toBe(jobIds.length);
+}
+
 describe('fault: EC2 Auto Scaling scales the host in while jobs run', () => {
   it('drains with heartbeats, loses no job, and completes the lifecycle hook only after the last job settled', async () => {
     const signal = AbortSignal.timeout(40_000);
@@ -134,6 +164,8 @@ describe('fault: EC2 Auto Scaling scales the host in while jobs run', () => {
       TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL: '50ms',
       TRAVIS_WORKER_ASG_LIFECYCLE_HOOK: 'mayfly-drain',
       TRAVIS_WORKER_ASG_LIFECYCLE_HEARTBEAT_INTERVAL: '50ms',
+      TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: '127.0.0.1:0',
+      TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: CONTROL_AUTH,
     });
     const settledAt: number[] = [];
     worker.events.on('job-done', () => settledAt.push(Date.now()));
@@ -146,6 +178,8 @@ describe('fault: EC2 Auto Scaling scales the host in while jobs run', () => {
     // The jobs go on; the group hears from the host meanwhile.
     await untilCalls('RecordLifecycleActionHeartbeat', 2, signal);
     expect(autoScaling.callsOf('CompleteLifecycleAction')).toEqual([]);
+    const metrics = await fetch(`${worker.controlUrl}/metrics`, { headers: { authorization: `Basic ${Buffer.from(CONTROL_AUTH).toString('base64')}` } });
+    expect(await metrics.text()).toMatch(/^mayfly_host_notices_total\{[^}]*kind="scale-in"[^}]*\} 1$/m);
     await writeFile(flag, '');
     await worker.stopped;
     await ledger.untilFinished(jobIds, signal);
@@ -184,16 +218,7 @@ describe('fault: EC2 interrupts the spot host running jobs that never end', () =
     // The notice's time has whole seconds, as EC2 writes it.
     const deadline = Math.floor(Date.now() / 1000) * 1000 + 10_000;
     imds.noticeSpot(new Date(deadline));
-    await worker.stopped;
-    const goneAt = Date.now();
-    expect(ec2.live()).toEqual([]);
-    expect(goneAt).toBeLessThan(deadline);
-
-    await finishOnAnotherHost(env, jobIds, signal);
-    expect(statesOf(jobIds)).toEqual(jobIds.map(() => ['received', 'started', 'reset', 'received', 'started', 'passed']));
-    const report = ledger?.report('EC2 spot interruption notice, jobs longer than the notice', jobIds, { vmsLeaked: ec2.live().length, deadline });
-    expect(report?.problems).toEqual([]);
-    expect(report?.requeuedBeforeDeadline).toBe(jobIds.length);
+    await expectRequeuedBeforeDeadline(worker, { env, jobIds, deadline, liveVms: () => ec2.live(), scenario: 'EC2 spot interruption notice, jobs longer than the notice' }, signal);
   });
 });
 
@@ -205,24 +230,15 @@ describe('fault: GCE preempts the host running jobs that never end', () => {
     const env = { ...gceEnv(gce), TRAVIS_WORKER_HOSTNAME: 'preempted-host' };
     const worker = await startEndlessJobs({ ...env, TRAVIS_WORKER_HOST_CLOUD: 'gce', TRAVIS_WORKER_HOST_NOTICE_MARGIN: '29s' }, jobIds, signal);
 
-    const noticeAt = Date.now();
+    // The deadline counts from when the worker heard the notice, which is after now: this one is no later.
+    const deadline = Date.now() + 30_000;
     gceMetadata.preempt();
-    await worker.stopped;
-    const goneAt = Date.now();
-    expect(gce.liveInstances()).toEqual([]);
-    // The deadline is counted from when the worker heard the notice, which is after `noticeAt`: this one is no later.
-    const deadline = noticeAt + 30_000;
-    expect(goneAt).toBeLessThan(deadline);
-
-    await finishOnAnotherHost(env, jobIds, signal);
-    expect(statesOf(jobIds)).toEqual(jobIds.map(() => ['received', 'started', 'reset', 'received', 'started', 'passed']));
-    const report = ledger?.report('GCE preemption of the host, jobs longer than the notice', jobIds, { vmsLeaked: gce.liveInstances().length, deadline });
-    expect(report?.problems).toEqual([]);
-    expect(report?.requeuedBeforeDeadline).toBe(jobIds.length);
+    await expectRequeuedBeforeDeadline(worker, { env, jobIds, deadline, liveVms: () => gce.liveInstances(), scenario: 'GCE preemption of the host, jobs longer than the notice' }, signal);
   });
 });
 
 describe('fault: the metadata service fails and answers garbage', () => {
+  // Garbage from something in front of IMDS (even the token is a web page), 500s, then IMDS itself with garbled notices.
   it('never drains the worker: it keeps taking and finishing jobs', async () => {
     const signal = AbortSignal.timeout(40_000);
     const jobIds = [7531, 7532];
@@ -243,7 +259,7 @@ describe('fault: the metadata service fails and answers garbage', () => {
         new Promise((resolve) => {
           let seen = 0;
           const listener = (request: ImdsRequest): void => {
-            if (++seen < count) return;
+            if (request.status === 0 || ++seen < count) return;
             imds.off('request', listener);
             resolve();
           };
@@ -252,6 +268,12 @@ describe('fault: the metadata service fails and answers garbage', () => {
       await publishJob(jobIds[0] as number);
       await answered(10);
       imds.mode = 'error';
+      await answered(10);
+      // Answers at the notices' paths that are not what EC2 sends.
+      imds.mode = 'ok';
+      imds.set('spot/instance-action', '{"action":"terminate","time":"in two minutes"}');
+      imds.setTargetLifecycleState('<html><body>Terminated</body></html>');
+      imds.set('events/recommendations/rebalance', '{"noticeTime":');
       await answered(10);
       await ledger.untilFinished([jobIds[0] as number], signal);
       // Still taking jobs.
@@ -264,6 +286,9 @@ describe('fault: the metadata service fails and answers garbage', () => {
       expect(report.problems).toEqual([]);
     } finally {
       imds.mode = 'ok';
+      imds.set('spot/instance-action', undefined);
+      imds.setTargetLifecycleState('InService');
+      imds.set('events/recommendations/rebalance', undefined);
     }
   });
 });

@@ -5,7 +5,7 @@
  * the same IMDS), its group from DescribeAutoScalingInstances.
  */
 import { CompleteLifecycleActionCommand } from '@aws-sdk/client-auto-scaling';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { findAutoScalingMember, NotInAutoScalingGroupError } from '../../src/fleet/aws/auto-scaling.js';
 import { ImdsClient } from '../../src/fleet/aws/imds.js';
 import { FakeImds } from '../fakes/imds-server.js';
@@ -57,6 +57,23 @@ describe('IMDSv2', () => {
     const tokens = imds.requests.filter((request) => request.method === 'PUT');
     expect(tokens.map((request) => request.status)).toEqual([200, 200]);
     expect(imds.requests.filter((request) => request.status === 401)).toHaveLength(1);
+  });
+
+  it('takes a new token before the old one expires, so no read is refused', async () => {
+    const client = new ImdsClient({ endpoint: imds.endpoint, tokenTtlSeconds: 60 });
+    const signal = AbortSignal.timeout(10_000);
+    const before = imds.requests.length;
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      expect(await client.get('instance-id', signal)).toBe(imds.instanceId);
+      expect(await client.get('instance-id', signal)).toBe(imds.instanceId);
+      // 55 of the token's 60 seconds later: still valid at IMDS, but about to expire.
+      vi.setSystemTime(Date.now() + 55_000);
+      expect(await client.get('instance-id', signal)).toBe(imds.instanceId);
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(imds.requests.slice(before).map((request) => `${request.method} ${request.status}`)).toEqual(['PUT 200', 'GET 200', 'GET 200', 'PUT 200', 'GET 200']);
   });
 
   it('fails with a named error when the service answers garbage', async () => {

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import { STAGES } from '../../src/queue/file/layout.js';
+import { FakeImds } from '../fakes/imds-server.js';
 import { fileAppears } from '../helpers/files.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -148,6 +149,30 @@ describe('mayfly under signals', { timeout: 120_000 }, () => {
     expect(await cli.exit).toBe(0);
     // Requeued: back in the created stage for the next worker.
     expect(existsSync(join(base, 'queue/builds', STAGES.created, '2.json'))).toBe(true);
+  });
+
+  it("requeues the running job and exits 0 before a spot notice's deadline", async () => {
+    const imds = await FakeImds.start();
+    try {
+      const cli = startCli({
+        AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
+        TRAVIS_WORKER_HOST_CLOUD: 'aws',
+        TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL: '50ms',
+        TRAVIS_WORKER_HOST_NOTICE_MARGIN: '9s',
+      });
+      await cli.logLine(/^worker started$/);
+      await enqueue(3);
+      await fileAppears(join(base, '3.running'));
+      // Whole seconds, as EC2 writes the time; the job gets at most one of them.
+      const deadline = Math.floor(Date.now() / 1000) * 1000 + 10_000;
+      imds.noticeSpot(new Date(deadline));
+      expect(await cli.logLine(/^notice from the cloud$/)).toMatchObject({ notice: 'spot-interruption', deadline: new Date(deadline).toISOString() });
+      expect(await cli.exit).toBe(0);
+      expect(Date.now()).toBeLessThan(deadline);
+      expect(existsSync(join(base, 'queue/builds', STAGES.created, '3.json'))).toBe(true);
+    } finally {
+      await imds.close();
+    }
   });
 
   it('logs its status on SIGUSR1 and serves a heap snapshot on the debug port', async () => {

@@ -40,12 +40,17 @@ function noticeQueue(): { onNotice: (notice: HostNotice) => void; next: (signal:
   };
 }
 
-/** Resolves once `fake` has answered `count` more requests matching `match`. */
-async function answered<T extends { status: number }>(fake: EventEmitter<{ request: [T] }>, count: number, match: (request: T) => boolean): Promise<void> {
+/** Resolves once `fake` has answered `count` more requests matching `match` (or, `unanswered`, held them without an answer). */
+async function answered<T extends { status: number }>(
+  fake: EventEmitter<{ request: [T] }>,
+  count: number,
+  match: (request: T) => boolean,
+  { unanswered = false } = {},
+): Promise<void> {
   let seen = 0;
   await new Promise<void>((resolve) => {
     const listener = (request: T): void => {
-      if (request.status === 0 || !match(request)) return;
+      if ((request.status === 0) !== unanswered || !match(request)) return;
       if (++seen < count) return;
       fake.off('request', listener);
       resolve();
@@ -83,7 +88,7 @@ describe('EC2 notices from IMDSv2', () => {
     expect(await notices.next(signal)).toEqual({ kind: 'scale-in' });
   });
 
-  it('takes nothing from a service that fails or answers garbage, logs it, and hears the notice once it answers again', async () => {
+  it('takes nothing from a service that hangs, fails or answers garbage, logs it, and hears the notice once it answers again', async () => {
     watch = new AbortController();
     imds.set('spot/instance-action', undefined);
     imds.setTargetLifecycleState('InService');
@@ -91,8 +96,13 @@ describe('EC2 notices from IMDSv2', () => {
     const log = captureLog();
     const notices = noticeQueue();
     const signal = AbortSignal.timeout(15_000);
-    void watchAwsNotices({ imds: new ImdsClient({ endpoint: imds.endpoint }), pollMs: 20, logger: log.logger, onNotice: notices.onNotice, signal: watch.signal });
+    const client = new ImdsClient({ endpoint: imds.endpoint, requestTimeoutMs: 50 });
+    void watchAwsNotices({ imds: client, pollMs: 20, logger: log.logger, onNotice: notices.onNotice, signal: watch.signal });
 
+    imds.mode = 'hang';
+    // Each read that hangs is given up (the request times out) and tried again.
+    await answered<ImdsRequest>(imds, 3, () => true, { unanswered: true });
+    expect(await log.waitFor((line) => String(line.err).includes('timeout'), signal)).toMatchObject({ level: 'warn' });
     for (const mode of ['garbage', 'error'] as const) {
       imds.mode = mode;
       await answered<ImdsRequest>(imds, 6, () => true);

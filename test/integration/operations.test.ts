@@ -181,6 +181,36 @@ describe('drain', () => {
     expect((await queueInfo()).messageCount).toBe(0);
   });
 
+  it("requeues at once when a notice's deadline leaves no budget, cutting short a drain already under way", async () => {
+    const w = await start({ TRAVIS_WORKER_SHUTDOWN_TIMEOUT: '10m', TRAVIS_WORKER_HOST_NOTICE_MARGIN: '1m' });
+    await publishJob(11);
+    await running(11);
+    const done = jobDone(w, 11);
+    w.drain('SIGTERM');
+    expect(w.state).toBe('DRAINING');
+    // 30 s away, less a minute's margin: nothing left for the job.
+    w.drain('spot-interruption', { deadline: Date.now() + 30_000 });
+    expect((await done).result).toEqual({ outcome: 'requeued', cause: 'shutdown', instanceReady: true });
+    await w.stopped;
+    expect(await statesOf(11, 3)).toEqual(['received', 'started', 'reset']);
+    expect(await readdir(join(dir, 'instances'))).toEqual([]);
+  });
+
+  it('takes no new job after a rebalance recommendation, and lets the running one finish', async () => {
+    const w = await start({ TRAVIS_WORKER_POOL_SIZE: '2' });
+    await publishJob(12);
+    await running(12);
+    w.pause('rebalance');
+    expect(w.pausedBy).toEqual(['rebalance']);
+    await publishJob(13);
+    const done = jobDone(w, 12);
+    await release(12);
+    expect((await done).result).toMatchObject({ outcome: 'finished', state: 'passed' });
+    await untilProcessors(w, allPaused);
+    expect(w.state).toBe('RUNNING');
+    expect((await queueInfo()).messageCount).toBe(1);
+  });
+
   it('skips the wait on a second SIGTERM', async () => {
     const w = await start({ TRAVIS_WORKER_SHUTDOWN_TIMEOUT: '10m' });
     const signals = new EventEmitter();

@@ -27,16 +27,20 @@ export interface ImdsOptions {
   endpoint?: string;
   /** The token's lifetime asked for, in seconds; default (and most) 21600. */
   tokenTtlSeconds?: number;
+  /** Longest one request may take, in ms; default 2000. */
+  requestTimeoutMs?: number;
 }
 
 export class ImdsClient {
   readonly #tokenTtlSeconds: number;
+  readonly #requestTimeoutMs: number;
   #endpoint: string | undefined;
   #token: { value: string; renewAt: number } | undefined;
 
   constructor(options: ImdsOptions = {}) {
     this.#endpoint = options.endpoint;
     this.#tokenTtlSeconds = options.tokenTtlSeconds ?? IMDS_MAX_TOKEN_TTL_SECONDS;
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? IMDS_REQUEST_TIMEOUT_MS;
   }
 
   /**
@@ -94,7 +98,7 @@ export class ImdsClient {
   async #fetch(path: string, init: RequestInit, signal: AbortSignal): Promise<Response> {
     const url = `${await this.#base()}${path}`;
     try {
-      return await fetch(url, { ...init, redirect: 'error', signal: AbortSignal.any([signal, AbortSignal.timeout(IMDS_REQUEST_TIMEOUT_MS)]) });
+      return await fetch(url, { ...init, redirect: 'error', signal: AbortSignal.any([signal, AbortSignal.timeout(this.#requestTimeoutMs)]) });
     } catch (err) {
       signal.throwIfAborted();
       throw new HostMetadataError(`instance metadata ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
