@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { leaveGroup } from '../../src/fleet/leave-group.js';
 import { FakeGce } from '../fakes/gce-server.js';
+import { managedHostMetadata } from '../fakes/gce-settings.js';
 import { useAwsHost } from '../helpers/aws-host.js';
 import { captureLog } from '../helpers/log-capture.js';
 import { setProcessEnv } from '../helpers/process-env.js';
@@ -28,13 +29,7 @@ describe('leaving a GCE managed instance group', () => {
   });
   beforeEach(() => {
     fake.permissions = undefined;
-    fake.metadata = {
-      projectId: fake.project,
-      zone: ZONE,
-      network: 'default',
-      instanceName: 'mayfly-host-7',
-      createdBy: `projects/123456789/zones/${ZONE}/instanceGroupManagers/mayfly-fleet`,
-    };
+    fake.metadata = managedHostMetadata(fake, ZONE, 'mayfly-host-7');
   });
 
   const leave = async (): Promise<{ left: boolean; errors: string[] }> => {
