@@ -143,6 +143,8 @@ describe.each([
     expect(template).toContain('path: /etc/default/mayfly');
     expect(template).toMatch(/%\{ for name, value in settings ~\}\n\s+\$\{name\}=\$\{value\}/);
     expect(template).toContain('[systemctl, enable, --now, mayfly]');
+    // Restarted only after a failure: a host whose lifetime ended (exit 0) stays stopped while it leaves its group.
+    expect(template).toMatch(/mayfly\.service\.d\/fleet\.conf\n\s+content: \|\n\s+\[Service\]\n\s+Restart=on-failure\n/);
     const calls = module.strings.filter((text) => text.includes('templatefile('));
     expect(calls.some((text) => text.includes('cloud-init.yaml.tftpl') && text.includes('settings') && text.includes('local.mayfly_settings') && text.includes('../../systemd/mayfly.service'))).toBe(true);
   });
