@@ -9,11 +9,11 @@
  *   the deadline, its VM destroyed, the worker gone before the deadline;
  *   another host then runs them to the end;
  * - GCE preemption of the host: the same;
- * - a metadata service that fails or answers garbage: no drain.
+ * - a metadata service (EC2's, GCE's) that fails or answers garbage: no drain.
  *
  * Read from the broker (the ledger) and from the fakes' records.
  */
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +23,7 @@ import type { Worker } from '../../src/worker.js';
 import { FakeAutoScaling, type FakeAutoScalingCall } from '../fakes/autoscaling-server.js';
 import { FakeEc2 } from '../fakes/ec2-server.js';
 import { ec2Env, registerDefaultImage } from '../fakes/ec2-settings.js';
-import { FakeGceMetadata } from '../fakes/gce-metadata-server.js';
+import { FakeGceMetadata, type GceMetadataRequest } from '../fakes/gce-metadata-server.js';
 import { FakeGce } from '../fakes/gce-server.js';
 import { gceEnv, travisImages } from '../fakes/gce-settings.js';
 import { FakeImds, type ImdsRequest } from '../fakes/imds-server.js';
@@ -237,58 +237,112 @@ describe('fault: GCE preempts the host running jobs that never end', () => {
   });
 });
 
+/** Resolves once `fake` has answered `count` more requests. */
+function answered<T extends { status: number }>(fake: EventEmitter<{ request: [T] }>, count: number): Promise<void> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    const listener = (request: T): void => {
+      if (request.status === 0 || ++seen < count) return;
+      fake.off('request', listener);
+      resolve();
+    };
+    fake.on('request', listener);
+  });
+}
+
+interface GarbledMetadata {
+  scenario: string;
+  /** The worker's settings: its backend and its cloud. */
+  env: Record<string, string>;
+  jobIds: number[];
+  /** Each way the metadata service misbehaves in turn; resolves once the worker has read it a few times. */
+  phases: (() => Promise<void>)[];
+  liveVms: () => unknown[];
+}
+
+/** While the metadata service fails and garbles, the worker keeps taking jobs and finishing them: it never drains. */
+async function expectNoDrain({ scenario, env, jobIds, phases, liveVms }: GarbledMetadata): Promise<void> {
+  const signal = AbortSignal.timeout(40_000);
+  const [first, second] = jobIds as [number, number];
+  script = () => FINISHING_SCRIPT;
+  ledger = await startLedger(amqp.vhost.uri);
+  const running = await amqp.start({ ...env, TRAVIS_WORKER_BUILD_API_URI: buildApi.uri, TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL: '20ms' });
+  const { worker } = running;
+  await publishJob(first);
+  for (const phase of phases) await phase();
+  await ledger.untilFinished([first], signal);
+  // Still taking jobs.
+  await publishJob(second);
+  await ledger.untilFinished(jobIds, signal);
+  expect(worker.state).toBe('RUNNING');
+  expect(statesOf(jobIds)).toEqual(jobIds.map(() => ['received', 'started', 'passed']));
+  // A job's VM goes after its terminal state is out: counted once the worker has stopped.
+  await running.stop();
+  const report = ledger.report(scenario, jobIds, { vmsLeaked: liveVms().length });
+  expect(report.problems).toEqual([]);
+}
+
 describe('fault: the metadata service fails and answers garbage', () => {
-  // Garbage from something in front of IMDS (even the token is a web page), 500s, then IMDS itself with garbled notices.
-  it('never drains the worker: it keeps taking and finishing jobs', async () => {
-    const signal = AbortSignal.timeout(40_000);
-    const jobIds = [7531, 7532];
-    script = () => FINISHING_SCRIPT;
-    ledger = await startLedger(amqp.vhost.uri);
+  it('never drains the worker on EC2: garbage in front of IMDS (even the token is a web page), 500s, then garbled notices', async () => {
     const completions = autoScaling.callsOf('CompleteLifecycleAction').length;
     imds.mode = 'garbage';
     try {
-      const { worker } = await amqp.start({
-        ...ec2Env(ec2),
-        TRAVIS_WORKER_HOSTNAME: 'garbled-metadata-host',
-        TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
-        TRAVIS_WORKER_HOST_CLOUD: 'aws',
-        TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL: '20ms',
-        TRAVIS_WORKER_ASG_LIFECYCLE_HOOK: 'mayfly-drain',
+      await expectNoDrain({
+        scenario: 'EC2 instance metadata fails and answers garbage',
+        env: { ...ec2Env(ec2), TRAVIS_WORKER_HOSTNAME: 'garbled-imds-host', TRAVIS_WORKER_HOST_CLOUD: 'aws', TRAVIS_WORKER_ASG_LIFECYCLE_HOOK: 'mayfly-drain' },
+        jobIds: [7531, 7532],
+        phases: [
+          () => answered<ImdsRequest>(imds, 10),
+          async () => {
+            imds.mode = 'error';
+            await answered<ImdsRequest>(imds, 10);
+          },
+          async () => {
+            // Answers at the notices' paths that are not what EC2 sends.
+            imds.mode = 'ok';
+            imds.set('spot/instance-action', '{"action":"terminate","time":"in two minutes"}');
+            imds.setTargetLifecycleState('<html><body>Terminated</body></html>');
+            imds.set('events/recommendations/rebalance', '{"noticeTime":');
+            await answered<ImdsRequest>(imds, 10);
+          },
+        ],
+        liveVms: () => ec2.live(),
       });
-      const answered = (count: number): Promise<void> =>
-        new Promise((resolve) => {
-          let seen = 0;
-          const listener = (request: ImdsRequest): void => {
-            if (request.status === 0 || ++seen < count) return;
-            imds.off('request', listener);
-            resolve();
-          };
-          imds.on('request', listener);
-        });
-      await publishJob(jobIds[0] as number);
-      await answered(10);
-      imds.mode = 'error';
-      await answered(10);
-      // Answers at the notices' paths that are not what EC2 sends.
-      imds.mode = 'ok';
-      imds.set('spot/instance-action', '{"action":"terminate","time":"in two minutes"}');
-      imds.setTargetLifecycleState('<html><body>Terminated</body></html>');
-      imds.set('events/recommendations/rebalance', '{"noticeTime":');
-      await answered(10);
-      await ledger.untilFinished([jobIds[0] as number], signal);
-      // Still taking jobs.
-      await publishJob(jobIds[1] as number);
-      await ledger.untilFinished(jobIds, signal);
-      expect(worker.state).toBe('RUNNING');
-      expect(statesOf(jobIds)).toEqual(jobIds.map(() => ['received', 'started', 'passed']));
       expect(autoScaling.callsOf('CompleteLifecycleAction')).toHaveLength(completions);
-      const report = ledger.report('host metadata service fails and answers garbage', jobIds, { vmsLeaked: ec2.live().length });
-      expect(report.problems).toEqual([]);
     } finally {
       imds.mode = 'ok';
       imds.set('spot/instance-action', undefined);
       imds.setTargetLifecycleState('InService');
       imds.set('events/recommendations/rebalance', undefined);
+    }
+  });
+
+  it("never drains the worker on GCE: 500s, answers without the metadata server's flavor, then values GCE never sends", async () => {
+    gceMetadata.set('instance/preempted', 'FALSE');
+    gceMetadata.maintenance('NONE');
+    gceMetadata.mode = 'error';
+    try {
+      await expectNoDrain({
+        scenario: 'GCE metadata server fails and answers garbage',
+        env: { ...gceEnv(gce), TRAVIS_WORKER_HOSTNAME: 'garbled-metadata-host', TRAVIS_WORKER_HOST_CLOUD: 'gce' },
+        jobIds: [7541, 7542],
+        phases: [
+          () => answered<GceMetadataRequest>(gceMetadata, 6),
+          async () => {
+            gceMetadata.mode = 'garbage';
+            await answered<GceMetadataRequest>(gceMetadata, 6);
+          },
+          async () => {
+            gceMetadata.mode = 'ok';
+            gceMetadata.set('instance/preempted', 'MAYBE');
+            gceMetadata.maintenance('<html>TERMINATE_ON_HOST_MAINTENANCE</html>');
+            await answered<GceMetadataRequest>(gceMetadata, 6);
+          },
+        ],
+        liveVms: () => gce.liveInstances(),
+      });
+    } finally {
+      gceMetadata.mode = 'ok';
     }
   });
 });

@@ -13,6 +13,7 @@ import type { HostNotice } from '../../src/fleet/notices.js';
 import { FakeGceMetadata, type GceMetadataRequest } from '../fakes/gce-metadata-server.js';
 import { FakeImds, type ImdsRequest } from '../fakes/imds-server.js';
 import { captureLog } from '../helpers/log-capture.js';
+import { freePort } from '../helpers/ports.js';
 import { setProcessEnv } from '../helpers/process-env.js';
 
 /** Notices as they arrive; `next()` resolves with the next one. */
@@ -120,6 +121,26 @@ describe('EC2 notices from IMDSv2', () => {
     imds.setTargetLifecycleState('Terminated');
     expect(await notices.next(signal)).toEqual({ kind: 'scale-in' });
     expect(notices.all).toEqual([{ kind: 'scale-in' }]);
+  });
+});
+
+describe('EC2 notices while IMDS is down', () => {
+  it('logs the refused connections, keeps trying, and hears nothing', async () => {
+    const watch = new AbortController();
+    const log = captureLog();
+    const notices = noticeQueue();
+    const signal = AbortSignal.timeout(10_000);
+    const endpoint = `http://127.0.0.1:${await freePort()}`;
+    try {
+      void watchAwsNotices({ imds: new ImdsClient({ endpoint }), pollMs: 20, logger: log.logger, onNotice: notices.onNotice, signal: watch.signal });
+      expect(await log.waitFor((line) => String(line.msg).includes('notice failed'), signal)).toMatchObject({ level: 'warn' });
+      // Tried again (and again), quietly.
+      let retries = 0;
+      await log.waitFor((line) => String(line.msg).includes('still failing') && ++retries >= 6, signal);
+      expect(notices.all).toEqual([]);
+    } finally {
+      watch.abort();
+    }
   });
 });
 
