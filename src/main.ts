@@ -1,7 +1,8 @@
 /**
  * The composition root: config -> telemetry -> queue -> backend (its
  * startup checks, its reaper) -> worker -> listeners -> start hook -> pool
- * -> heartbeat. The only module that knows every part; `startWorker` is also what the
+ * -> the cloud's notices and the host lifetime policy (src/fleet/) ->
+ * heartbeat. The only module that knows every part; `startWorker` is also what the
  * end-to-end tests run, in-process. Signals are wired by the executable
  * (bin/mayfly.ts, `handleSignals`), so tests can call the same
  * `drain`/`pause`/... directly.
@@ -18,6 +19,8 @@ import type { Logger } from './logger.js';
 import { startControlServer } from './control/routes.js';
 import { startDebugServer } from './debug/server.js';
 import { HostFleet } from './fleet/host.js';
+import { leaveGroup } from './fleet/leave-group.js';
+import { watchLifetime } from './fleet/lifetime.js';
 import { watchHeartbeat } from './lifecycle/heartbeat.js';
 import { runHook } from './lifecycle/hooks.js';
 import { HeldInstances } from './reaper/held.js';
@@ -61,7 +64,8 @@ export async function startWorker(
       tracer = tracing.tracer;
     }
     const served = config.control !== undefined || config.debug !== undefined;
-    const metrics = options.metrics ?? (served ? createPrometheusMetrics({ backend: definition.name, queue: config.queueType }) : noopMetrics);
+    const otlp = config.telemetry.otlpEndpoint !== undefined;
+    const metrics = options.metrics ?? (served || otlp ? createPrometheusMetrics({ backend: definition.name, queue: config.queueType }, { otlp }) : noopMetrics);
     releasers.add('metrics', () => metrics.shutdown());
 
     // The host in its cloud (its notices are watched once the worker runs, below).
@@ -110,6 +114,7 @@ export async function startWorker(
       brokerConnected: () => queue.notReadyReason() === undefined,
       brokerNodes: () => queue.brokerNodes?.() ?? {},
       breakerOpen: () => worker.breaker.state !== 'closed',
+      readyJobs: () => queue.readyJobs(),
     });
     if (config.control) {
       const { host, port } = config.control;
@@ -125,6 +130,22 @@ export async function startWorker(
     if (config.hooks.start) await runHook('start', config.hooks.start, logger, background.signal);
     await worker.start();
     fleet.watch(worker, background.signal);
+    const lifetime = watchLifetime(config.lifetime, worker.lifetimeSubject(), logger, background.signal);
+    const hostCloud = config.host.cloud;
+    if (config.lifetime.hostTerminate && hostCloud !== 'none') {
+      // Last of all: every job has settled and its instance is destroyed by then.
+      releasers.addFinal('leaving the autoscaled group', async () => {
+        if (lifetime.reached === undefined) return;
+        const { gceApiEndpoint } = config.lifetime;
+        const { asgLifecycleHook } = config.host;
+        await leaveGroup({
+          cloud: hostCloud,
+          logger,
+          ...(gceApiEndpoint === undefined ? {} : { gceApiEndpoint }),
+          ...(asgLifecycleHook === undefined ? {} : { asgLifecycleHook }),
+        });
+      });
+    }
     if (config.heartbeat) {
       void watchHeartbeat({ ...config.heartbeat, logger, signal: background.signal, onDown: () => worker.drain('heartbeat says down') });
     }

@@ -8,6 +8,7 @@
  * processor (the trial) does and the others stay paused.
  */
 import { EventEmitter } from 'node:events';
+import { JobBudget } from './job-budget.js';
 import { LifecycleError } from './lifecycle/state.js';
 import type { Logger } from './logger.js';
 import type { JobQueue } from './queue/contract.js';
@@ -52,14 +53,19 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
   private closed = false;
   /** Settled jobs of processors that have left the pool. */
   private processedByGone = 0;
+  /** The jobs the pool may still take (`TRAVIS_WORKER_MAX_JOBS`); its `spent` event says the last one was taken. */
+  readonly budget: JobBudget;
 
+  /** `maxJobs`: jobs the pool takes in all, then no more; 0 = no limit. */
   constructor(
     private readonly queue: JobQueue,
     private readonly runJob: RunJob,
     private readonly logger: Logger,
     private readonly hostname: string,
+    maxJobs = 0,
   ) {
     super();
+    this.budget = new JobBudget(maxJobs > 0 ? maxJobs : Infinity);
   }
 
   /** Add `count` processors, each with its own source; resolves once their sources are open. */
@@ -79,6 +85,7 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
         this.held !== 'none',
         (p) => this.forget(p),
         (p) => this.emit('change', p.status()),
+        this.budget,
       );
       this.processors.push(processor);
       added.push(processor);

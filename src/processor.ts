@@ -10,8 +10,13 @@
  * of leaving it unacknowledged on a worker that will not run it. The job in
  * hand, if any, runs on; its channel stays open until it is settled. On
  * resume the processor opens a fresh source.
+ *
+ * A source is open only on a permit of the pool's job budget
+ * (src/job-budget.ts, `TRAVIS_WORKER_MAX_JOBS`); a processor that gets none
+ * leaves the pool.
  */
 import { errorMessage } from './errors.js';
+import type { JobBudget } from './job-budget.js';
 import type { Logger } from './logger.js';
 import type { JobQueue, JobSource, QueuedJob } from './queue/contract.js';
 import type { JobResult } from './job/outcome.js';
@@ -65,6 +70,8 @@ export class Processor {
   private take = new AbortController();
   private paused: boolean;
   private retired = false;
+  /** Holds one of the budget's permits: true while its source is open (or opening) and no job was taken on it. */
+  private permit = false;
   /** Opened to end a pause (or to let a retired paused processor finish). */
   private unpause = new Gate();
   /** Opened once the processor is past its first source opening (or paused, or stopped). */
@@ -79,6 +86,7 @@ export class Processor {
     paused: boolean,
     private readonly onStopped: (processor: Processor) => void,
     private readonly onChange: (processor: Processor) => void,
+    private readonly budget: JobBudget,
   ) {
     this.paused = paused;
     this.done = this.loop();
@@ -144,6 +152,10 @@ export class Processor {
   }
 
   private closeSource(): Promise<void> {
+    if (this.permit) {
+      this.permit = false;
+      this.budget.release();
+    }
     const source = this.source;
     if (!source) return this.closingSource ?? Promise.resolve();
     this.source = undefined;
@@ -166,6 +178,7 @@ export class Processor {
         }
         if (!this.source) {
           await this.closingSource;
+          if (!this.holdPermit()) continue;
           this.take = new AbortController();
           this.state = 'starting';
           const source = await this.queue.openSource(this.id);
@@ -177,6 +190,10 @@ export class Processor {
         this.state = 'waiting';
         const job = await this.source.next(this.take.signal);
         if (!job) continue;
+        this.permit = false;
+        this.budget.spend();
+        // Before the job starts (and so before it is acknowledged, which lets the broker push another): the next permit, or no consumer.
+        this.holdPermit();
         await this.process(job);
       }
     } catch (err) {
@@ -187,6 +204,18 @@ export class Processor {
       this.settledIn.open();
       this.onStopped(this);
     }
+  }
+
+  /** Hold a permit of the job budget; without one, leave the pool (closing the source). False when it left. */
+  private holdPermit(): boolean {
+    if (this.permit) return true;
+    if (this.budget.reserve()) {
+      this.permit = true;
+      return true;
+    }
+    this.logger.info({ processor: this.id, max_jobs: this.budget.limit, taken: this.budget.spent }, 'no job left to take under TRAVIS_WORKER_MAX_JOBS: the processor leaves the pool');
+    this.retire();
+    return false;
   }
 
   private async process(job: QueuedJob): Promise<void> {

@@ -22,6 +22,7 @@ import type { HttpListener } from './control/http.js';
 import type { WorkerControl } from './control/routes.js';
 import { CancelRegistry } from './job/cancels.js';
 import { createJobRunner, type JobDone } from './job/runner.js';
+import type { LifetimeSubject } from './fleet/lifetime.js';
 import { drainBudgetMs } from './lifecycle/drain-budget.js';
 import { runHook } from './lifecycle/hooks.js';
 import type { SignalControl } from './lifecycle/signals.js';
@@ -153,7 +154,7 @@ export class Worker implements WorkerControl, SignalControl {
       shutdown: this.shutdown.signal,
       onDone: (done) => this.events.emit('job-done', done),
     });
-    this.pool = new ProcessorPool(queue, run, logger, config.hostname);
+    this.pool = new ProcessorPool(queue, run, logger, config.hostname, config.lifetime.maxJobs);
     this.pool.on('change', (processor) => this.events.emit('processor', processor));
     // Released first on stop: stop taking jobs and let every job settle before anything else closes.
     this.parts.releasers.add('the pool', () => this.pool.stop());
@@ -322,6 +323,20 @@ export class Worker implements WorkerControl, SignalControl {
       this.events.emit('stopped');
     })();
     return this.stopping;
+  }
+
+  /** What the host lifetime policy (src/fleet/lifetime.ts) watches and drains. */
+  lifetimeSubject(): LifetimeSubject {
+    return {
+      drain: (reason) => this.drain(reason),
+      acceptsDrain: () => this.state === 'RUNNING' || this.state === 'PAUSED',
+      runningJobs: () => this.pool.counts().busy,
+      onProcessorChange: (listener) => {
+        this.events.on('processor', listener);
+        return () => this.events.off('processor', listener);
+      },
+      budget: this.pool.budget,
+    };
   }
 
   logStatus(message: string): void {

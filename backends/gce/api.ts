@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type { ImagesClient, InstancesClient, ZoneOperationsClient, protos } from '@google-cloud/compute';
 import type { JWT } from 'google-auth-library';
 import type { z } from 'zod';
-import { CloudApi, checkAnswer, type BackendMetrics, type Logger } from '../../src/backend/kit.js';
+import { CloudApi, checkAnswer, endpointOptions, type BackendMetrics, type Logger } from '../../src/backend/kit.js';
 import { IMAGES, INSTANCE, OPERATION, unreadableAnswer } from './answers.js';
 import { COMPUTE_SCOPE } from './auth.js';
 import { classifyGceError } from './errors.js';
@@ -45,20 +45,6 @@ async function read<T>(answer: Promise<T>): Promise<T> {
   }
 }
 
-/** `apiEndpoint`, `port` and `protocol` client options from a base URL. */
-export function endpointOptions(endpoint: string): { apiEndpoint: string; port: number; protocol: string } {
-  let url: URL;
-  try {
-    url = new URL(endpoint);
-  } catch {
-    throw new Error('is not a URL (e.g. https://compute.googleapis.com)');
-  }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    throw new Error('must be an http:// or https:// URL');
-  }
-  const protocol = url.protocol.slice(0, -1);
-  return { apiEndpoint: url.hostname, port: url.port === '' ? (protocol === 'https' ? 443 : 80) : Number(url.port), protocol };
-}
 
 type ClientOptions = NonNullable<ConstructorParameters<typeof InstancesClient>[0]>;
 

@@ -3,8 +3,7 @@
  * defaulted as travis-ci/worker's backend/gce.go names them, plus the
  * endpoints that let an operator (or a test) point the backend elsewhere.
  */
-import { checkImageSelectorType, checkUserName, settingProblems, type SettingFamily, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
-import { endpointOptions } from './api.js';
+import { checkImageSelectorType, checkUserName, endpointOptions, settingProblems, type SettingFamily, type SettingProblem, type SettingsSchema } from '../../src/backend/kit.js';
 import { parseAccountJson } from './auth.js';
 import { checkAliases } from './images.js';
 

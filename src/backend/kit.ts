@@ -68,3 +68,4 @@ export { abortableSleep, raceAbort } from '../util/abort.js';
 export { timeoutSignal } from '../util/timers.js';
 export { killProcessGroup, killProcessTree } from '../util/process-tree.js';
 export { outputFlushed } from '../util/streams.js';
+export { endpointOptions } from '../util/google-endpoint.js';

@@ -130,6 +130,9 @@ function checkTogether(core: CoreConfig, problems: Problems): void {
   if (host.asgLifecycleHook !== undefined && host.cloud !== 'aws') {
     problems.add(CORE_SETTINGS.host.asgLifecycleHook.env, 'needs TRAVIS_WORKER_HOST_CLOUD=aws: the host learns of its scale-in from EC2 instance metadata');
   }
+  if (core.lifetime.hostTerminate && host.cloud === 'none') {
+    problems.add(CORE_SETTINGS.lifetime.hostTerminate.env, 'needs TRAVIS_WORKER_HOST_CLOUD=aws or gce: the host finds its group through its cloud');
+  }
   // Zero would read the metadata service (or retry a failed read) in a tight loop.
   if (host.noticePollMs <= 0) problems.add(CORE_SETTINGS.host.noticePollMs.env, 'must be longer than 0s');
   if (host.asgHeartbeatMs <= 0) problems.add(CORE_SETTINGS.host.asgHeartbeatMs.env, 'must be longer than 0s');

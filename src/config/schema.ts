@@ -283,6 +283,29 @@ export const CORE_SETTINGS = {
       "How often the lifecycle action is extended (RecordLifecycleActionHeartbeat) while jobs finish; keep it below the hook's heartbeat timeout (mayfly only)",
     ),
   },
+  // The host's lifetime in an autoscaled group (docs/fleet.md, "Host lifetime").
+  lifetime: {
+    idleShutdownAfterMs: duration(
+      'TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER',
+      '0s',
+      'Once no job has run for this long, drain and exit (and with HOST_TERMINATE, leave the group); 0: never (mayfly only)',
+    ),
+    maxJobs: wholeNumber('TRAVIS_WORKER_MAX_JOBS', 0, 'Take this many jobs in all, then drain and exit (and with HOST_TERMINATE, leave the group); 0: no limit (mayfly only)'),
+    maxUptimeMs: duration(
+      'TRAVIS_WORKER_MAX_UPTIME',
+      '0s',
+      'After running this long, take no more jobs, drain and exit (and with HOST_TERMINATE, leave the group); 0: no limit (mayfly only)',
+    ),
+    hostTerminate: flag(
+      'TRAVIS_WORKER_HOST_TERMINATE',
+      "After a drain for IDLE_SHUTDOWN_AFTER, MAX_JOBS or MAX_UPTIME, remove this host from its group, lowering the group's size (HOST_CLOUD aws: its Auto Scaling group, gce: its managed instance group) (mayfly only)",
+    ),
+    gceApiEndpoint: optionalUrl(
+      'TRAVIS_WORKER_HOST_GCE_API_ENDPOINT',
+      'Compute API base URL a GCE host calls to leave its managed instance group (HOST_TERMINATE); empty: https://compute.googleapis.com (mayfly only)',
+      ['http', 'https'],
+    ),
+  },
 } satisfies CoreSchema<CoreConfig>;
 
 /** A core setting: where it sits in the config, and its declaration (which names its variables). */

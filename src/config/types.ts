@@ -153,6 +153,22 @@ export interface WorkerConfig {
     /** `TRAVIS_WORKER_ASG_LIFECYCLE_HEARTBEAT_INTERVAL`: between two RecordLifecycleActionHeartbeat calls while jobs finish, in ms. */
     asgHeartbeatMs: number;
   };
+  /** When the host drains and exits by itself (src/fleet/lifetime.ts); every limit 0 = none. */
+  lifetime: LifetimeConfig;
+}
+
+/** The host's lifetime policy: each limit, once reached, drains the worker and exits. */
+export interface LifetimeConfig {
+  /** `TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER`: ms with no job running; 0 = never. */
+  idleShutdownAfterMs: number;
+  /** `TRAVIS_WORKER_MAX_JOBS`: jobs taken in all; 0 = no limit. */
+  maxJobs: number;
+  /** `TRAVIS_WORKER_MAX_UPTIME`: ms since the worker started; 0 = no limit. */
+  maxUptimeMs: number;
+  /** `TRAVIS_WORKER_HOST_TERMINATE`: after such a drain, remove this host from its autoscaled group. */
+  hostTerminate: boolean;
+  /** `TRAVIS_WORKER_HOST_GCE_API_ENDPOINT`: the Compute API a GCE host leaves its group through; undefined = Google's. */
+  gceApiEndpoint?: string;
 }
 
 /** The cloud a worker host runs in, as far as its notices go. */

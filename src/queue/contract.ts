@@ -123,6 +123,12 @@ export interface JobQueue {
   brokerNodes?(): Readonly<Record<string, string>>;
   /** Called with `notReadyReason()` each time it changes between "ready" and "not"; queues that are always ready never call it. */
   onReadinessChange(listener: (notReadyReason: string | undefined) => void): void;
+  /**
+   * Jobs waiting in the queue, ready to be taken (not the ones delivered to
+   * a worker): the demand an autoscaler reads. Rejects when it can't be
+   * known now (the broker is away).
+   */
+  readyJobs(): Promise<number>;
   /** Close every connection, after the sources are closed and jobs settled. */
   close(): Promise<void>;
 }

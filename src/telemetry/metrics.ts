@@ -2,8 +2,10 @@
  * The worker's metrics, served as Prometheus text at `/metrics` on the
  * control and debug listeners. Recorded through OpenTelemetry's metrics SDK
  * and read by its Prometheus exporter (no server of its own: our listeners
- * call its request handler). With no listener configured nothing would ever
- * read them, so `noopMetrics` is used and recording costs nothing.
+ * call its request handler); with `OTEL_EXPORTER_OTLP_ENDPOINT` set they are
+ * also pushed over OTLP, so a collector can ship them (the demand gauges
+ * above all) to CloudWatch or Cloud Monitoring. With neither, nothing would
+ * ever read them, so `noopMetrics` is used and recording costs nothing.
  *
  * Names follow Prometheus conventions: `mayfly_` prefix, `_seconds` and
  * `_bytes` units, counters end in `_total` (the exporter adds it).
@@ -11,7 +13,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Attributes, Meter } from '@opentelemetry/api';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
-import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
+import { MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from '@opentelemetry/sdk-metrics';
 import type { ApiCallOutcome, BackendMetrics, BootPhase } from '../backend/contract.js';
 import type { HostNoticeKind } from '../fleet/notices.js';
 import type { JobResult } from '../job/outcome.js';
@@ -54,6 +57,8 @@ export interface WorkerGauges {
   brokerNodes(): Readonly<Record<string, string>>;
   /** True while the circuit breaker holds jobs back (open or half-open). */
   breakerOpen(): boolean;
+  /** Jobs ready in the queue (JobQueue.readyJobs); rejects when that can't be known now. */
+  readyJobs(): Promise<number>;
 }
 
 /** Why the reaper destroyed an instance: its lease expired, or this worker made it and no job here holds it. */
@@ -106,10 +111,18 @@ export const noopMetrics: WorkerMetrics = {
   async shutdown() {},
 };
 
-/** Metrics recorded with the OpenTelemetry SDK and served in Prometheus format; `backend` labels every series. */
-export function createPrometheusMetrics(labels: { backend: string; queue: string }): WorkerMetrics {
+/**
+ * Metrics recorded with the OpenTelemetry SDK and served in Prometheus
+ * format; `backend` labels every series. With `otlp`, they are also pushed
+ * over OTLP (protobuf), the exporter reading the standard `OTEL_EXPORTER_OTLP_*`
+ * variables (endpoint, headers) itself, every `OTEL_METRIC_EXPORT_INTERVAL`
+ * (60 s by default) and once more on shutdown.
+ */
+export function createPrometheusMetrics(labels: { backend: string; queue: string }, options: { otlp?: boolean } = {}): WorkerMetrics {
   const exporter = new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true });
-  const provider = new MeterProvider({ readers: [exporter] });
+  const readers: IMetricReader[] = [exporter];
+  if (options.otlp === true) readers.push(new PeriodicExportingMetricReader({ exporter: new OTLPMetricExporter() }));
+  const provider = new MeterProvider({ readers });
   const meter: Meter = provider.getMeter('mayfly');
   const base: Attributes = { backend: labels.backend };
   const seconds = (name: string, description: string, buckets = DURATION_BUCKETS_S) =>
@@ -174,6 +187,14 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
         .addCallback((result) => {
           const counts = gauges.processors();
           for (const [state, value] of Object.entries(counts)) result.observe(value, { state });
+        });
+      // With mayfly_processors{state="busy"} and mayfly_pool_size, the demand an autoscaler reads, in job slots (docs/fleet.md).
+      meter
+        .createObservableGauge('mayfly_queue_ready_jobs', { description: 'Jobs waiting in the queue, ready to be taken by any worker' })
+        .addCallback(async (result) => {
+          // A count that can't be read now (broker away) is left out of this scrape rather than reported as 0, which would read as "no demand".
+          const ready = await gauges.readyJobs().catch(() => undefined);
+          if (ready !== undefined) result.observe(ready, { queue: labels.queue });
         });
       meter
         .createObservableGauge('mayfly_pool_size', { description: 'Processors in the pool (TRAVIS_WORKER_POOL_SIZE, as resized)' })

@@ -8,7 +8,7 @@
  * standard OTEL_* variables (endpoint, `OTEL_EXPORTER_OTLP_HEADERS` for
  * Honeycomb's key, protocol, sampler), which is what an operator who knows
  * OpenTelemetry expects; mayfly itself only decides whether to start it.
- * Metrics and logs are not sent over OTLP (metrics are scraped at /metrics).
+ * Metrics go over OTLP through their own provider (src/telemetry/metrics.ts); logs do not.
  */
 import { ProxyTracerProvider, trace, type Tracer } from '@opentelemetry/api';
 import { errorMessage } from '../errors.js';
@@ -35,7 +35,7 @@ export async function startTracing(otlpEndpoint: string | undefined, logger: Log
   const sdk = new NodeSDK({
     serviceName: 'mayfly',
     instrumentations: [],
-    // Metrics are served at /metrics; OTel logs are not used (the worker log is stdout).
+    // Metrics have their own provider (metrics.ts); OTel logs are not used (the worker log is stdout).
     metricReaders: [],
     logRecordProcessors: [],
   });

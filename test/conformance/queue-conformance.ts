@@ -272,6 +272,21 @@ export function describeQueueConformance(name: string, features: QueueFeatures, 
       await settle(next);
     });
 
+    it('counts the jobs ready in the queue: not the ones a worker has taken, nor the ones settled', async () => {
+      const queue = await openQueue();
+      expect(await queue.readyJobs()).toBe(0);
+      await publishJob();
+      await publishJob();
+      await publishJob();
+      expect(await queue.readyJobs()).toBe(3);
+      const source = await openSource(queue);
+      const job = await nextJob(source);
+      expect(await queue.readyJobs()).toBe(2);
+      await settle(job);
+      await source.close();
+      expect(await queue.readyJobs()).toBe(2);
+    });
+
     it('is ready once open, and stays ready while jobs flow', async () => {
       const queue = await openQueue();
       const heard: Array<string | undefined> = [];

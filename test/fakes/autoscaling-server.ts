@@ -8,6 +8,7 @@
  *   DescribeAutoScalingInstances    the group and lifecycle state of the instances named
  *   RecordLifecycleActionHeartbeat  extends a pending lifecycle action
  *   CompleteLifecycleAction         ends it: CONTINUE lets the termination go on
+ *   TerminateInstanceInAutoScalingGroup  the group terminates an instance, lowering its desired capacity if asked
  *
  * A heartbeat or completion for a hook the group does not have, or for an
  * instance with no lifecycle action pending, is refused with AWS's
@@ -24,7 +25,11 @@ export const AUTOSCALING_XMLNS = 'http://autoscaling.amazonaws.com/doc/2011-01-0
 const API_VERSION = '2011-01-01';
 const ACCOUNT_ID = '123456789012';
 
-export type AutoScalingAction = 'DescribeAutoScalingInstances' | 'RecordLifecycleActionHeartbeat' | 'CompleteLifecycleAction';
+export type AutoScalingAction =
+  | 'DescribeAutoScalingInstances'
+  | 'RecordLifecycleActionHeartbeat'
+  | 'CompleteLifecycleAction'
+  | 'TerminateInstanceInAutoScalingGroup';
 
 /** Lifecycle states of an instance in a group (the ones the fake uses). */
 export type FakeLifecycleState = 'InService' | 'Terminating:Wait' | 'Terminating:Proceed' | 'Terminated';
@@ -55,6 +60,8 @@ export class FakeAutoScaling extends EventEmitter<{ call: [FakeAutoScalingCall] 
   readonly instances = new Map<string, FakeAsgInstance>();
   /** group name -> its termination lifecycle hooks. */
   readonly groups = new Map<string, Set<string>>();
+  /** group name -> its desired capacity (one per instance added; lowered by a termination that asks to). */
+  readonly desiredCapacity = new Map<string, number>();
   /** When set, calls whose `autoscaling:<Action>` is not in it are refused with AccessDenied. */
   permissions: ReadonlySet<string> | undefined;
   readonly #server: Server;
@@ -86,6 +93,7 @@ export class FakeAutoScaling extends EventEmitter<{ call: [FakeAutoScalingCall] 
   addInstance(groupName: string, instanceId: string): void {
     if (!this.groups.has(groupName)) throw new Error(`no group ${groupName}`);
     this.instances.set(instanceId, { instanceId, groupName, lifecycleState: 'InService' });
+    this.desiredCapacity.set(groupName, (this.desiredCapacity.get(groupName) ?? 0) + 1);
   }
 
   /**
@@ -154,6 +162,8 @@ export class FakeAutoScaling extends EventEmitter<{ call: [FakeAutoScalingCall] 
         return undefined;
       case 'CompleteLifecycleAction':
         return this.#complete(params);
+      case 'TerminateInstanceInAutoScalingGroup':
+        return this.#terminate(params);
       default:
         throw new QueryError(400, 'InvalidAction', `The action ${action} is not valid for this web service.`);
     }
@@ -191,6 +201,32 @@ export class FakeAutoScaling extends EventEmitter<{ call: [FakeAutoScalingCall] 
       throw new QueryError(400, 'ValidationError', `No active Lifecycle Action found with instance ID ${instanceId}`);
     }
     return instance;
+  }
+
+  /** As scale-in does (a termination hook holds the instance in `Terminating:Wait`), and the desired capacity drops by one if asked. */
+  #terminate(params: QueryParams): Record<string, XmlValue> {
+    const instanceId = params.get('InstanceId') ?? '';
+    const decrement = params.get('ShouldDecrementDesiredCapacity');
+    if (decrement !== 'true' && decrement !== 'false') {
+      throw new QueryError(400, 'ValidationError', "1 validation error detected: Value null at 'shouldDecrementDesiredCapacity' failed to satisfy constraint: Member must not be null");
+    }
+    const instance = this.instances.get(instanceId);
+    if (instance === undefined || instance.lifecycleState !== 'InService') {
+      throw new QueryError(400, 'ValidationError', `Instance Id not found - No managed instance found for instance ID: ${instanceId}`);
+    }
+    this.scaleIn(instanceId);
+    if (decrement === 'true') this.desiredCapacity.set(instance.groupName, (this.desiredCapacity.get(instance.groupName) ?? 1) - 1);
+    return {
+      Activity: {
+        ActivityId: randomUUID(),
+        AutoScalingGroupName: instance.groupName,
+        Description: `Terminating EC2 instance: ${instanceId}`,
+        Cause: `At ${new Date().toISOString()} instance ${instanceId} was taken out of service in response to a user request${decrement === 'true' ? ', shrinking the capacity' : ''}.`,
+        StartTime: new Date().toISOString(),
+        StatusCode: 'InProgress',
+        Progress: 0,
+      },
+    };
   }
 
   #complete(params: QueryParams): undefined {

@@ -10,10 +10,14 @@
  *   GET    /compute/v1/projects/P/zones/Z/operations/OP        get
  *   POST   /compute/v1/projects/P/zones/Z/operations/OP/wait   wait
  *   GET    /compute/v1/projects/P/global/images?filter=...     list (name eq RE)
+ *   POST   /compute/v1/projects/P/zones/Z/instanceGroupManagers/M/deleteInstances
+ *                                                               a managed group deletes members, lowering its target size
  *   GET    /computeMetadata/v1/...                              the metadata server (of the worker's own VM)
  *
  * Requests must carry a bearer JWT signed with the key of `accountJson`
- * (the backend signs its own, "self-signed JWT with scope"). Errors come in
+ * (the backend signs its own, "self-signed JWT with scope"), or an access
+ * token the metadata server handed out (what a host's own service account
+ * uses). Errors come in
  * the API's JSON shape. Each inserted instance gets a real sshd on its own
  * 127.x address, port 22, that accepts only the keys of its `ssh-keys`
  * metadata; deleting the instance stops it. Inserts are checked against the
@@ -36,7 +40,8 @@ export type FakeGceOperationName =
   | 'instances.list'
   | 'zoneOperations.get'
   | 'zoneOperations.wait'
-  | 'images.list';
+  | 'images.list'
+  | 'instanceGroupManagers.deleteInstances';
 
 /**
  * An error a request can be answered with instead of its result: an API
@@ -102,6 +107,8 @@ export interface FakeMetadata {
   instanceName?: string;
   /** The access scopes of the VM's service-account token; absent: those GCE gives a VM by default. */
   scopes?: readonly string[];
+  /** `instance/attributes/created-by`: set by GCE on an instance a managed group made. */
+  createdBy?: string;
 }
 
 /**
@@ -125,6 +132,15 @@ export interface FakeNetwork {
   mode: 'auto' | 'custom';
   /** The subnetworks of a custom-mode network. */
   subnetworks?: { region: string; name: string }[];
+}
+
+/** A managed instance group: its target size, and the members it was asked to delete. */
+export interface FakeManagedGroup {
+  name: string;
+  zone: string;
+  targetSize: number;
+  /** Each deleteInstances call: the instance URLs named, when, and how many job VMs were live then. */
+  deletions: { instances: string[]; at: number; liveJobVms: number }[];
 }
 
 interface FakeOperation {
@@ -243,6 +259,7 @@ const OPERATION_PERMISSIONS: Record<FakeGceOperationName, string> = {
   'zoneOperations.get': 'compute.zoneOperations.get',
   'zoneOperations.wait': 'compute.zoneOperations.get',
   'images.list': 'compute.images.list',
+  'instanceGroupManagers.deleteInstances': 'compute.instanceGroupManagers.update',
 };
 
 /**
@@ -336,6 +353,10 @@ export class FakeGce {
   readonly #spoiling = new WeakMap<ServerResponse, MalformedGceAnswer>();
   /** Insert operations by `requestId`: a repeated request gets the first one's operation, as the API does. */
   readonly #byRequestId = new Map<string, FakeOperation>();
+  /** Access tokens the metadata server handed out (`instance/service-accounts/default/token`). */
+  readonly #metadataTokens = new Set<string>();
+  /** Managed instance groups, by `zone/name`. */
+  readonly managedGroups = new Map<string, FakeManagedGroup>();
   #closed = false;
 
   private constructor(server: Server, options: FakeGceOptions) {
@@ -494,6 +515,13 @@ export class FakeGce {
     };
   }
 
+  /** A zonal managed instance group of `targetSize` instances. */
+  addManagedGroup(zone: string, name: string, targetSize: number): FakeManagedGroup {
+    const group: FakeManagedGroup = { name, zone, targetSize, deletions: [] };
+    this.managedGroups.set(`${zone}/${name}`, group);
+    return group;
+  }
+
   /** Resolves with the next inserted instance's record. */
   async nextInsert(): Promise<FakeInstanceRecord> {
     const [record] = (await once(this.events, 'insert')) as [FakeInstanceRecord];
@@ -539,7 +567,7 @@ export class FakeGce {
     const path = url.pathname;
     if (path.startsWith('/computeMetadata/v1/')) return this.#metadataServer(request, response, path.slice('/computeMetadata/v1/'.length));
 
-    const zoned = /^\/compute\/v1\/projects\/([^/]+)\/zones\/([^/]+)\/(instances|operations)(?:\/([^/]+))?(\/wait)?$/.exec(path);
+    const zoned = /^\/compute\/v1\/projects\/([^/]+)\/zones\/([^/]+)\/(instances|operations|instanceGroupManagers)(?:\/([^/]+))?(\/wait|\/deleteInstances)?$/.exec(path);
     const images = /^\/compute\/v1\/projects\/([^/]+)\/global\/images$/.exec(path);
     let operation: FakeGceOperationName | undefined;
     if (zoned?.[3] === 'instances') {
@@ -549,7 +577,9 @@ export class FakeGce {
       else if (method === 'DELETE') operation = 'instances.delete';
     } else if (zoned?.[3] === 'operations' && zoned[4] !== undefined) {
       if (method === 'GET' && zoned[5] === undefined) operation = 'zoneOperations.get';
-      else if (method === 'POST' && zoned[5] !== undefined) operation = 'zoneOperations.wait';
+      else if (method === 'POST' && zoned[5] === '/wait') operation = 'zoneOperations.wait';
+    } else if (zoned?.[3] === 'instanceGroupManagers' && zoned[4] !== undefined) {
+      if (method === 'POST' && zoned[5] === '/deleteInstances') operation = 'instanceGroupManagers.deleteInstances';
     } else if (images && method === 'GET') {
       operation = 'images.list';
     }
@@ -610,6 +640,8 @@ export class FakeGce {
         if (previous) return this.#json(response, operation, request, this.#operationJson(previous));
         return this.#delete(request, response, zone as string, name as string, requestId);
       }
+      case 'instanceGroupManagers.deleteInstances':
+        return this.#deleteGroupMembers(request, response, project, zone as string, name as string, body);
       case 'zoneOperations.get':
       case 'zoneOperations.wait': {
         const op = this.#operations.get(name as string);
@@ -643,8 +675,27 @@ export class FakeGce {
     }
   }
 
+  /** A group's deleteInstances: the members named go, the target size drops by as many (an instance not in the group is refused, as GCE does). */
+  #deleteGroupMembers(request: IncomingMessage, response: ServerResponse, project: string, zone: string, name: string, body: string): void {
+    const operationName: FakeGceOperationName = 'instanceGroupManagers.deleteInstances';
+    const group = this.managedGroups.get(`${zone}/${name}`);
+    if (!group || project !== this.project) return this.#error(response, operationName, request, ERRORS.notFound);
+    const instances = (JSON.parse(body || '{}') as { instances?: unknown }).instances;
+    const member = new RegExp(`^(?:.*/)?zones/${zone}/instances/[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$`);
+    if (!Array.isArray(instances) || instances.length === 0 || !instances.every((url) => typeof url === 'string' && member.test(url))) {
+      return this.#error(response, operationName, request, { ...ERRORS.badRequest, message: "Invalid value for field 'resource.instances'" });
+    }
+    group.deletions.push({ instances: instances as string[], at: Date.now(), liveJobVms: this.liveInstances().length });
+    group.targetSize = Math.max(0, group.targetSize - instances.length);
+    const op = this.#newOperation(zone, 'delete', String(instances[0]).split('/').pop() as string);
+    op.finish();
+    this.events.emit('group-deletion', group);
+    return this.#json(response, operationName, request, this.#operationJson(op));
+  }
+
   #authorized(request: IncomingMessage): boolean {
     const match = /^Bearer (.+)$/.exec(request.headers.authorization ?? '');
+    if (match?.[1] !== undefined && this.#metadataTokens.has(match[1])) return true;
     const parts = match?.[1]?.split('.');
     if (parts?.length !== 3) return false;
     const [header, payload, signature] = parts as [string, string, string];
@@ -660,13 +711,22 @@ export class FakeGce {
       response.writeHead(403).end('Missing Metadata-Flavor:Google header.');
       return;
     }
+    if (this.metadata && key === 'instance/service-accounts/default/token') {
+      const token = `ya29.fake-${randomUUID()}`;
+      this.#metadataTokens.add(token);
+      this.requests.push({ operation: `metadata:${key}`, method: request.method ?? 'GET', path: key, status: 200 });
+      response.writeHead(200, { 'Metadata-Flavor': 'Google', 'Content-Type': 'application/json' });
+      response.end(JSON.stringify({ access_token: token, expires_in: 3599, token_type: 'Bearer' }));
+      return;
+    }
     const values: Record<string, string> | undefined = this.metadata && {
+      ...(this.metadata.instanceName === undefined ? {} : { 'instance/name': this.metadata.instanceName }),
+      ...(this.metadata.createdBy === undefined ? {} : { 'instance/attributes/created-by': this.metadata.createdBy }),
       'project/project-id': this.metadata.projectId,
       'instance/zone': `projects/123456789/zones/${this.metadata.zone}`,
       'instance/network-interfaces/0/network': `projects/123456789/networks/${this.metadata.network}`,
       // One scope a line, as the real server lists them.
       'instance/service-accounts/default/scopes': `${(this.metadata.scopes ?? GCE_DEFAULT_SCOPES).join('\n')}\n`,
-      ...(this.metadata.instanceName === undefined ? {} : { 'instance/name': this.metadata.instanceName }),
     };
     const value = values?.[key];
     this.requests.push({ operation: `metadata:${key}`, method: request.method ?? 'GET', path: key, status: value === undefined ? 404 : 200 });

@@ -1,11 +1,12 @@
 /**
  * Settings that point the gce backend at a `FakeGce`: as a settings object
  * (for `definition.create`) and as environment variables (for a whole
- * worker), with every sleep at zero so tests run fast.
+ * worker), with every sleep at zero so tests run fast; and the metadata a
+ * host in a managed instance group reads.
  */
 import { userInfo } from 'node:os';
 import type { GceSettings } from '../../backends/gce/settings.js';
-import type { FakeGce } from './gce-server.js';
+import type { FakeGce, FakeMetadata } from './gce-server.js';
 
 export const TEST_ZONES = ['us-central1-a', 'us-central1-b'];
 
@@ -78,4 +79,15 @@ export function travisImages(): { name: string; creationTimestamp: string }[] {
     { name: 'travis-ci-garnet-trusty-1512508224-986baf0', creationTimestamp: '2017-12-05T13:10:24.000-08:00' },
     { name: 'travis-ci-sugilite-trusty-1512508225-986baf0', creationTimestamp: '2017-12-05T13:10:25.000-08:00' },
   ];
+}
+
+/** What the metadata server says on host `instanceName`, a member of the zonal managed group `group` (its `created-by`). */
+export function managedHostMetadata(fake: FakeGce, zone: string, instanceName: string, group = 'mayfly-fleet'): FakeMetadata {
+  return {
+    projectId: fake.project,
+    zone,
+    network: 'default',
+    instanceName,
+    createdBy: `projects/123456789/zones/${zone}/instanceGroupManagers/${group}`,
+  };
 }

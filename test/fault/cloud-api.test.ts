@@ -6,44 +6,26 @@
  * and no VM may outlive the next worker's first reaper pass. Read from the
  * broker (the ledger) and from the fakes' records.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReapSummary } from '../../src/reaper/reaper.js';
 import { FakeEc2 } from '../fakes/ec2-server.js';
 import { ec2Env, registerDefaultImage } from '../fakes/ec2-settings.js';
 import { FakeGce, type FakeInstanceRecord } from '../fakes/gce-server.js';
 import { gceEnv, travisImages } from '../fakes/gce-settings.js';
-import { useAmqpWorker } from '../helpers/amqp-worker.js';
-import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
-import { FINISHING_SCRIPT, faultPayload } from '../helpers/fault-jobs.js';
-import { startLedger, type JobLedger } from '../helpers/job-ledger.js';
-import { publishRaw } from '../helpers/rabbitmq.js';
+import { useFaultWorker } from '../helpers/fault-worker.js';
+import type { JobLedger } from '../helpers/job-ledger.js';
 
 const QUEUE = 'builds.cloud-faults';
-const amqp = useAmqpWorker(QUEUE);
-let buildApi: FakeBuildApi;
-let ledger: JobLedger | undefined;
-
-beforeAll(async () => {
-  buildApi = await startBuildApi('token', () => FINISHING_SCRIPT);
-});
-afterEach(async () => {
-  await ledger?.close();
-  ledger = undefined;
-});
-afterAll(() => {
-  buildApi?.close();
-});
-
-const publishJob = (jobId: number): Promise<void> => publishRaw(amqp.vhost.uri, '', QUEUE, faultPayload(QUEUE, jobId));
+const fault = useFaultWorker(QUEUE);
+const { amqp, publishJob } = fault;
 
 /**
  * Run `jobIds` on a worker (two at a time) configured by `env`, with the
  * ledger playing the hub, until each has a terminal state; then stop the worker.
  */
 async function runJobs(env: Record<string, string>, jobIds: number[], signal: AbortSignal): Promise<JobLedger> {
-  const started = await startLedger(amqp.vhost.uri, { onReset: publishJob });
-  ledger = started;
-  const worker = await amqp.start({ ...env, TRAVIS_WORKER_BUILD_API_URI: buildApi.uri, TRAVIS_WORKER_POOL_SIZE: '2' });
+  const started = await fault.startLedger({ onReset: publishJob });
+  const worker = await amqp.start({ ...env, TRAVIS_WORKER_BUILD_API_URI: fault.buildApiUri, TRAVIS_WORKER_POOL_SIZE: '2' });
   for (const jobId of jobIds) await publishJob(jobId);
   await started.untilFinished(jobIds, signal);
   await worker.stop();

@@ -484,6 +484,31 @@ describe('AmqpJobQueue', () => {
     await source.close();
   });
 
+  it('counts ready jobs on a channel of its own: a count of a missing queue fails alone, and counting works again once the queue is back', async () => {
+    const harness = await openQueue();
+    await enqueue(harness.queueName, payload(31));
+    expect(await harness.queue.readyJobs()).toBe(1);
+    await withConnection(vhost.uri, async (connection) => {
+      const channel = await connection.createChannel();
+      await channel.deleteQueue(harness.queueName);
+      await channel.close();
+    });
+    // The passive declare of a missing queue closes its channel (404): only the counter's.
+    await expect(harness.queue.readyJobs()).rejects.toThrow(/NOT_FOUND/);
+    expect(harness.queue.notReadyReason()).toBeUndefined();
+    const heard = new Promise<CancelCommand>((resolve) => harness.queue.onCancel(resolve));
+    await publishRaw(vhost.uri, 'worker.commands', '', JSON.stringify({ type: 'cancel_job', job_id: '31', source: 'api', reason: 'by user' }));
+    expect((await heard).jobId).toBe(31);
+
+    // Another worker declares the queue again; the next count opens a fresh channel.
+    const other = new AmqpJobQueue({ config: amqpConfig(), queueName: harness.queueName, logger: harness.log.logger, payloadMaxBytes: 1024, hostname: 'other-host' });
+    await other.open();
+    cleanups.push(() => other.close());
+    await enqueue(harness.queueName, payload(32));
+    await enqueue(harness.queueName, payload(33));
+    expect(await harness.queue.readyJobs()).toBe(2);
+  });
+
   it('stops taking jobs on source close but lets the job in flight finish first', async () => {
     const harness = await openQueue();
     const source = await openSource(harness);

@@ -8,26 +8,14 @@ import { CompleteLifecycleActionCommand } from '@aws-sdk/client-auto-scaling';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { findAutoScalingMember, NotInAutoScalingGroupError } from '../../src/fleet/aws/auto-scaling.js';
 import { ImdsClient } from '../../src/fleet/aws/imds.js';
-import { FakeAutoScaling } from '../fakes/autoscaling-server.js';
 import { FakeImds } from '../fakes/imds-server.js';
-import { setProcessEnv } from '../helpers/process-env.js';
+import { useAwsHost } from '../helpers/aws-host.js';
 
 describe('the host in its Auto Scaling group', () => {
-  let autoScaling: FakeAutoScaling;
-  let imds: FakeImds;
-  let restoreEnv: () => void;
-
-  beforeAll(async () => {
-    autoScaling = await FakeAutoScaling.start();
-    imds = await FakeImds.start({ credentials: autoScaling });
-    restoreEnv = setProcessEnv({ AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint, AWS_ENDPOINT_URL_AUTO_SCALING: autoScaling.endpoint });
-  });
-  afterAll(async () => {
-    restoreEnv();
-    await Promise.all([autoScaling.close(), imds.close()]);
-  });
+  const host = useAwsHost();
 
   it('learns its instance id, its group and its state, signing with the instance profile', async () => {
+    const { autoScaling, imds } = host;
     autoScaling.addGroup('mayfly-fleet', ['drain']);
     autoScaling.addInstance('mayfly-fleet', imds.instanceId);
     const member = await findAutoScalingMember(new ImdsClient(), AbortSignal.timeout(10_000));
@@ -47,7 +35,7 @@ describe('the host in its Auto Scaling group', () => {
   });
 
   it('says so when the instance is in no group', async () => {
-    autoScaling.instances.clear();
+    host.autoScaling.instances.clear();
     await expect(findAutoScalingMember(new ImdsClient(), AbortSignal.timeout(10_000))).rejects.toBeInstanceOf(NotInAutoScalingGroupError);
   });
 });

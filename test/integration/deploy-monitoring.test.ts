@@ -32,6 +32,7 @@ async function exportedNames(): Promise<Set<string>> {
     brokerConnected: () => true,
     brokerNodes: () => ({ jobs: 'amqp://rabbit-1.example.com:5672/' }),
     breakerOpen: () => false,
+    readyJobs: async () => 3,
   });
   const requeued: JobResult = { outcome: 'requeued', cause: 'E_NO_CAPACITY', instanceReady: false };
   metrics.jobEnded(requeued);

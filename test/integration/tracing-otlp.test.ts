@@ -1,13 +1,15 @@
 /**
  * With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans leave the process over
  * OTLP/HTTP (protobuf, the SDK's default) to `<endpoint>/v1/traces`; without
- * it, no SDK starts and spans go nowhere. The collector is a local HTTP server.
+ * it, no SDK starts and spans go nowhere. Metrics made with `otlp` go to
+ * `<endpoint>/v1/metrics` the same way. The collector is a local HTTP server.
  */
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/logger.js';
+import { createPrometheusMetrics } from '../../src/telemetry/metrics.js';
 import { startTracing, tracingOff } from '../../src/telemetry/tracing.js';
 
 interface Received {
@@ -72,5 +74,34 @@ describe('tracing', () => {
     const body = traces[0]?.body.toString('latin1') ?? '';
     expect(body).toContain('job.id');
     expect(body).toContain('mayfly');
+  });
+});
+
+describe('metrics over OTLP', () => {
+  it('pushes the gauges, the demand for an autoscaler included, to the endpoint (at the latest on shutdown)', async () => {
+    const metrics = createPrometheusMetrics({ backend: 'gce', queue: 'amqp' }, { otlp: true });
+    metrics.observe({
+      state: () => 'RUNNING',
+      poolSize: () => 4,
+      processors: () => ({ busy: 3, idle: 1, paused: 0 }),
+      brokerConnected: () => true,
+      brokerNodes: () => ({}),
+      breakerOpen: () => false,
+      readyJobs: async () => 17,
+    });
+    await metrics.shutdown();
+    const pushed = received.filter((request) => request.url === '/v1/metrics');
+    expect(pushed).toHaveLength(1);
+    expect(pushed[0]?.contentType).toBe('application/x-protobuf');
+    const body = pushed[0]?.body.toString('latin1') ?? '';
+    for (const name of ['mayfly_queue_ready_jobs', 'mayfly_processors', 'mayfly_pool_size']) expect(body).toContain(name);
+  });
+
+  it('pushes nothing without otlp', async () => {
+    const before = received.length;
+    const metrics = createPrometheusMetrics({ backend: 'gce', queue: 'amqp' });
+    metrics.jobEnded({ outcome: 'finished', state: 'passed' });
+    await metrics.shutdown();
+    expect(received.slice(before).filter((request) => request.url === '/v1/metrics')).toEqual([]);
   });
 });

@@ -119,6 +119,7 @@ describe('loadConfig defaults', () => {
       requeueLimit: 10,
       reaper: { intervalMs: 300_000, graceMs: 600_000 },
       host: { cloud: 'none', noticeMarginMs: 20_000, noticePollMs: 5_000, asgHeartbeatMs: 60_000 },
+      lifetime: { idleShutdownAfterMs: 0, maxJobs: 0, maxUptimeMs: 0, hostTerminate: false },
     });
   });
 
@@ -133,6 +134,21 @@ describe('loadConfig defaults', () => {
     expect(config.host).toEqual({ cloud: 'aws', noticeMarginMs: 30_000, noticePollMs: 2_000, asgLifecycleHook: 'mayfly-drain', asgHeartbeatMs: 300_000 });
     expect(configErrorOf({ TRAVIS_WORKER_HOST_CLOUD: 'azure' })).toContain('TRAVIS_WORKER_HOST_CLOUD: must be aws, gce or none');
     expect(configErrorOf({ TRAVIS_WORKER_ASG_LIFECYCLE_HOOK: 'mayfly-drain' })).toContain('TRAVIS_WORKER_ASG_LIFECYCLE_HOOK: needs TRAVIS_WORKER_HOST_CLOUD=aws');
+  });
+
+  it('reads the host lifetime policy', () => {
+    const config = loadConfig(BACKENDS, {
+      TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER: '10m',
+      TRAVIS_WORKER_MAX_JOBS: '100',
+      TRAVIS_WORKER_MAX_UPTIME: '24h',
+    });
+    expect(config.lifetime).toEqual({ idleShutdownAfterMs: 600_000, maxJobs: 100, maxUptimeMs: 86_400_000, hostTerminate: false });
+    expect(configErrorOf({ TRAVIS_WORKER_MAX_JOBS: '-1' })).toContain('TRAVIS_WORKER_MAX_JOBS');
+    expect(configErrorOf({ TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER: 'soon' })).toContain('TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER');
+    // Leaving the group needs to know which cloud's group it is.
+    expect(configErrorOf({ TRAVIS_WORKER_HOST_TERMINATE: 'true' })).toContain('TRAVIS_WORKER_HOST_TERMINATE: needs TRAVIS_WORKER_HOST_CLOUD=aws or gce');
+    const leaving = loadConfig(BACKENDS, { TRAVIS_WORKER_HOST_TERMINATE: 'true', TRAVIS_WORKER_HOST_CLOUD: 'gce', TRAVIS_WORKER_HOST_GCE_API_ENDPOINT: 'http://127.0.0.1:9' });
+    expect([leaving.host.cloud, leaving.lifetime.hostTerminate, leaving.lifetime.gceApiEndpoint]).toEqual(['gce', true, 'http://127.0.0.1:9']);
   });
 
   it('reads the circuit breaker and reaper settings, and refuses a maximum backoff below the first', () => {
@@ -646,15 +662,20 @@ export TRAVIS_WORKER_HEARTBEAT_URL="https://****:****@supervisor.example.com/hb"
 export TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN="********"
 export TRAVIS_WORKER_HOSTNAME="worker-7"
 export TRAVIS_WORKER_HOST_CLOUD="none"
+export TRAVIS_WORKER_HOST_GCE_API_ENDPOINT=""
 export TRAVIS_WORKER_HOST_NOTICE_MARGIN="20s"
 export TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL="5s"
+export TRAVIS_WORKER_HOST_TERMINATE="false"
+export TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER="0s"
 export TRAVIS_WORKER_INFRA="gce"
 export TRAVIS_WORKER_INITIAL_SLEEP="1s"
 # TRAVIS_WORKER_LOGS_AMQP_TLS_CERT: 59 characters of PEM (not shown)
 export TRAVIS_WORKER_LOGS_AMQP_URI="amqps://****:****@logs.example.com"
 export TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT="2m0s"
 export TRAVIS_WORKER_LOG_TIMEOUT="10m0s"
+export TRAVIS_WORKER_MAX_JOBS="0"
 export TRAVIS_WORKER_MAX_LOG_LENGTH="4500000"
+export TRAVIS_WORKER_MAX_UPTIME="0s"
 export TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE=""
 export TRAVIS_WORKER_PAYLOAD_MAX_SIZE="1048576"
 export TRAVIS_WORKER_POOL_SIZE="7"
@@ -737,15 +758,20 @@ export TRAVIS_WORKER_HEARTBEAT_URL=""
 export TRAVIS_WORKER_HEARTBEAT_URL_AUTH_TOKEN=""
 export TRAVIS_WORKER_HOSTNAME="worker-1"
 export TRAVIS_WORKER_HOST_CLOUD="none"
+export TRAVIS_WORKER_HOST_GCE_API_ENDPOINT=""
 export TRAVIS_WORKER_HOST_NOTICE_MARGIN="20s"
 export TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL="5s"
+export TRAVIS_WORKER_HOST_TERMINATE="false"
+export TRAVIS_WORKER_IDLE_SHUTDOWN_AFTER="0s"
 export TRAVIS_WORKER_INFRA=""
 export TRAVIS_WORKER_INITIAL_SLEEP="1s"
 export TRAVIS_WORKER_LOGS_AMQP_TLS_CERT=""
 export TRAVIS_WORKER_LOGS_AMQP_URI=""
 export TRAVIS_WORKER_LOG_DELIVERY_TIMEOUT="2m0s"
 export TRAVIS_WORKER_LOG_TIMEOUT="10m0s"
+export TRAVIS_WORKER_MAX_JOBS="0"
 export TRAVIS_WORKER_MAX_LOG_LENGTH="4500000"
+export TRAVIS_WORKER_MAX_UPTIME="0s"
 export TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE=""
 export TRAVIS_WORKER_PAYLOAD_MAX_SIZE="1048576"
 export TRAVIS_WORKER_POOL_SIZE="1"

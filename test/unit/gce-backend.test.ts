@@ -6,7 +6,7 @@ import { classifyGceError, GceOperationError } from '../../backends/gce/errors.j
 import { checkAliases, imagePattern, newestImage } from '../../backends/gce/images.js';
 import { implodeMinutes, labelValue, regionOf } from '../../backends/gce/instance-spec.js';
 import { machineFor } from '../../backends/gce/machine.js';
-import { endpointOptions } from '../../backends/gce/api.js';
+import { endpointOptions } from '../../src/util/google-endpoint.js';
 import { parseAccountJson } from '../../backends/gce/auth.js';
 import { resolveJobNetwork } from '../../backends/gce/network.js';
 import { usesVmCredentials } from '../../backends/gce/scopes.js';

@@ -27,6 +27,7 @@ function emptyQueue(): JobQueue {
     },
     onCancel: () => {},
     notReadyReason: () => undefined,
+    readyJobs: async () => 0,
     onReadinessChange: () => {},
     close: async () => {},
   };

@@ -88,6 +88,7 @@ describe('URL-valued settings', () => {
       'TRAVIS_WORKER_AMQP_URI',
       'TRAVIS_WORKER_BUILD_API_URI',
       'TRAVIS_WORKER_HEARTBEAT_URL',
+      'TRAVIS_WORKER_HOST_GCE_API_ENDPOINT',
       'TRAVIS_WORKER_LOGS_AMQP_URI',
     ]);
     for (const { variable } of validated) {

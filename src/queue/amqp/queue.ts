@@ -21,6 +21,7 @@ import { openConnection } from './connection.js';
 import { BrokerNodes } from './nodes.js';
 import { declareJobObjects, declareLogObjects, type QueueKind } from './declare.js';
 import { ReconnectingConnection } from './reconnecting.js';
+import { ReadyJobsCounter } from './ready-jobs.js';
 import { ReportedJobs } from './reported-jobs.js';
 import { AmqpJobSource } from './source.js';
 import { closeChannel } from './close-channel.js';
@@ -44,6 +45,7 @@ export class AmqpJobQueue implements JobQueue {
   private jobs: ReconnectingConnection | undefined;
   private logs: ReconnectingConnection | undefined;
   private commands: Channel | undefined;
+  private readyCounter: ReadyJobsCounter | undefined;
   private readonly cancelListeners: Array<(command: CancelCommand) => void> = [];
   private readonly sources = new Set<AmqpJobSource>();
   private readonly reported = new ReportedJobs();
@@ -90,6 +92,7 @@ export class AmqpJobQueue implements JobQueue {
       logger: this.logger,
     });
     this.jobs = jobs;
+    this.readyCounter = new ReadyJobsCounter(jobs, queueName, this.logger);
     if (separateLogs) {
       this.logs = new ReconnectingConnection({
         role: 'logs',
@@ -159,6 +162,11 @@ export class AmqpJobQueue implements JobQueue {
     this.cancelListeners.push(listener);
   }
 
+  readyJobs(): Promise<number> {
+    if (this.state !== 'open' || !this.readyCounter) return Promise.reject(new Error(`the amqp queue is ${this.state}`));
+    return this.readyCounter.count();
+  }
+
   /**
    * Close the command channel and the connections. Sources still open are
    * not waited for: their unacknowledged jobs go back to the queue with
@@ -173,6 +181,7 @@ export class AmqpJobQueue implements JobQueue {
     const commands = this.commands;
     this.commands = undefined;
     if (commands) await closeChannel(commands, this.logger, 'commands');
+    await this.readyCounter?.close();
     await this.closeConnections();
     this.state = 'closed';
   }

@@ -22,6 +22,11 @@ const SIBLING_SUFFIXES: readonly SiblingSuffix[] = ['.state', '.state.tmp', '.er
  */
 export const MAX_JOB_FILE_NAME_BYTES = NAME_MAX_BYTES - Math.max(...SIBLING_SUFFIXES.map((suffix) => Buffer.byteLength(suffix))) + '.json'.length;
 
+/** Whether a name in `10-created.d` is a job file (`<id>.json`); other files there are left alone. */
+export function isJobFileName(name: string): boolean {
+  return name.endsWith('.json');
+}
+
 /** The name of the file kept beside job file `name` (`<id>.json`). */
 export function sibling(name: string, suffix: SiblingSuffix): string {
   return name.replace(/\.json$/, suffix);

@@ -14,14 +14,14 @@
  * and files.
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FileQueueConfig } from '../../config/types.js';
 import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { abortableSleep } from '../../util/abort.js';
 import type { CancelCommand, JobQueue, JobSource } from '../contract.js';
-import { STAGES, type Stage } from './layout.js';
+import { STAGES, isJobFileName, type Stage } from './layout.js';
 import { FileJobSource } from './source.js';
 
 export interface FileQueueOptions {
@@ -65,6 +65,11 @@ export class FileJobQueue implements JobQueue {
 
   onCancel(_listener: (command: CancelCommand) => void): void {
     // The file queue has no command channel.
+  }
+
+  /** Job files waiting in `10-created.d`. */
+  async readyJobs(): Promise<number> {
+    return (await readdir(this.dir('created'))).filter(isJobFileName).length;
   }
 
   notReadyReason(): undefined {

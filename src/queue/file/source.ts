@@ -10,7 +10,7 @@ import { errorMessage } from '../../errors.js';
 import { parseJobPayload } from '../../job/payload.js';
 import type { JobSource, QueuedJob } from '../contract.js';
 import { FileJob } from './job.js';
-import { MAX_JOB_FILE_NAME_BYTES, STAGES, shortenedName, sibling } from './layout.js';
+import { MAX_JOB_FILE_NAME_BYTES, STAGES, isJobFileName, shortenedName, sibling } from './layout.js';
 import type { FileJobQueue } from './queue.js';
 import { readJobFile } from './read-job-file.js';
 
@@ -49,7 +49,7 @@ export class FileJobSource implements JobSource {
   /** Claim the oldest-named job file by moving it to `30-received.d`. */
   private async claimOne(): Promise<QueuedJob | undefined> {
     const names = (await readdir(this.queue.dir('created')))
-      .filter((name) => name.endsWith('.json'))
+      .filter(isJobFileName)
       .sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
     for (const name of names) {
       try {
