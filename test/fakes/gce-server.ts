@@ -503,7 +503,7 @@ export class FakeGce {
    * answers for it and instances.get finds it. It is not a job VM, so
    * `record` and `liveInstances` leave it out.
    */
-  workerVm(options: { name: string; zone: string; network: string; subnetwork?: string; scopes?: readonly string[] }): void {
+  workerVm(options: { name: string; zone: string; network: string; subnetwork?: string; scopes?: readonly string[]; createdBy?: string }): void {
     const nic = { network: options.network, ...(options.subnetwork === undefined ? {} : { subnetwork: options.subnetwork }) };
     this.#addRunning(options.name, options.zone, { networkInterfaces: [nic] }, Date.now());
     this.metadata = {
@@ -512,6 +512,7 @@ export class FakeGce {
       network: options.network.split('/').pop() ?? options.network,
       instanceName: options.name,
       ...(options.scopes === undefined ? {} : { scopes: options.scopes }),
+      ...(options.createdBy === undefined ? {} : { createdBy: options.createdBy }),
     };
   }
 

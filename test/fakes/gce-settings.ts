@@ -6,7 +6,7 @@
  */
 import { userInfo } from 'node:os';
 import type { GceSettings } from '../../backends/gce/settings.js';
-import type { FakeGce, FakeMetadata } from './gce-server.js';
+import type { FakeGce } from './gce-server.js';
 
 export const TEST_ZONES = ['us-central1-a', 'us-central1-b'];
 
@@ -81,13 +81,18 @@ export function travisImages(): { name: string; creationTimestamp: string }[] {
   ];
 }
 
-/** What the metadata server says on host `instanceName`, a member of the zonal managed group `group` (its `created-by`). */
-export function managedHostMetadata(fake: FakeGce, zone: string, instanceName: string, group = 'mayfly-fleet'): FakeMetadata {
-  return {
-    projectId: fake.project,
+/**
+ * Run the worker on host `instanceName`, a VM of the fake on the project's
+ * default network and a member of the zonal managed group `group` (what its
+ * `created-by` attribute says).
+ */
+export function placeManagedHost(fake: FakeGce, zone: string, instanceName: string, group = 'mayfly-fleet'): void {
+  const region = zone.slice(0, zone.lastIndexOf('-'));
+  fake.workerVm({
+    name: instanceName,
     zone,
-    network: 'default',
-    instanceName,
+    network: `https://www.googleapis.com/compute/v1/projects/${fake.project}/global/networks/default`,
+    subnetwork: `https://www.googleapis.com/compute/v1/projects/${fake.project}/regions/${region}/subnetworks/default`,
     createdBy: `projects/123456789/zones/${zone}/instanceGroupManagers/${group}`,
-  };
+  });
 }

@@ -13,7 +13,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeAutoScalingCall } from '../fakes/autoscaling-server.js';
 import { FakeGce } from '../fakes/gce-server.js';
-import { gceEnv, managedHostMetadata, travisImages } from '../fakes/gce-settings.js';
+import { gceEnv, placeManagedHost, travisImages } from '../fakes/gce-settings.js';
 import { useAwsHost } from '../helpers/aws-host.js';
 import { useFaultWorker } from '../helpers/fault-worker.js';
 import { setProcessEnv } from '../helpers/process-env.js';
@@ -30,7 +30,7 @@ describe('fault: MAX_JOBS on a host in a GCE managed instance group', () => {
 
   beforeAll(async () => {
     fake = await FakeGce.start({ images: travisImages() });
-    fake.metadata = managedHostMetadata(fake, ZONE, 'mayfly-host-1');
+    placeManagedHost(fake, ZONE, 'mayfly-host-1');
     restoreEnv = setProcessEnv({ GCE_METADATA_HOST: fake.host });
   });
   afterAll(async () => {

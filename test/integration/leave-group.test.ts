@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { leaveGroup } from '../../src/fleet/leave-group.js';
 import { FakeGce } from '../fakes/gce-server.js';
-import { managedHostMetadata } from '../fakes/gce-settings.js';
+import { placeManagedHost } from '../fakes/gce-settings.js';
 import { useAwsHost } from '../helpers/aws-host.js';
 import { captureLog } from '../helpers/log-capture.js';
 import { setProcessEnv } from '../helpers/process-env.js';
@@ -18,10 +18,13 @@ const ZONE = 'us-central1-b';
 describe('leaving a GCE managed instance group', () => {
   let fake: FakeGce;
   let restoreEnv: () => void;
+  let hostMetadata: FakeGce['metadata'];
 
   beforeAll(async () => {
     fake = await FakeGce.start();
     restoreEnv = setProcessEnv({ GCE_METADATA_HOST: fake.host });
+    placeManagedHost(fake, ZONE, 'mayfly-host-7');
+    hostMetadata = fake.metadata;
   });
   afterAll(async () => {
     restoreEnv?.();
@@ -29,7 +32,7 @@ describe('leaving a GCE managed instance group', () => {
   });
   beforeEach(() => {
     fake.permissions = undefined;
-    fake.metadata = managedHostMetadata(fake, ZONE, 'mayfly-host-7');
+    fake.metadata = hostMetadata;
   });
 
   const leave = async (): Promise<{ left: boolean; errors: string[] }> => {
