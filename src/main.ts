@@ -11,6 +11,7 @@
  * fails halfway.
  */
 import type { Tracer } from '@opentelemetry/api';
+import { CircuitBreaker } from './backend/breaker.js';
 import type { BackendDefinition } from './backend/contract.js';
 import type { WorkerConfig } from './config/types.js';
 import { ConfigError } from './errors.js';
@@ -25,6 +26,7 @@ import { createQueue } from './queue/create.js';
 import { Releasers } from './releasers.js';
 import { createPrometheusMetrics, noopMetrics, type WorkerMetrics } from './telemetry/metrics.js';
 import { startTracing } from './telemetry/tracing.js';
+import { createWarmPool } from './warm-pool/create.js';
 import { Worker } from './worker.js';
 
 /** What tests (and embedders) may supply instead of what the config would make. */
@@ -60,13 +62,20 @@ export async function startWorker(
     await queue.open();
     releasers.add('the queue', () => queue.close());
 
+    const breaker = new CircuitBreaker({ ...config.breaker, logger: logger.child({ backend: config.providerName }) });
+    releasers.add('the circuit breaker', async () => breaker.dispose());
+
     const held = new HeldInstances();
     const backendLogger = logger.child({ backend: definition.name });
-    const backend = held.wrap(definition.create(config.backendSettings, { logger: backendLogger, hostname: config.hostname, metrics: metrics.backend }));
+    const made = held.wrap(definition.create(config.backendSettings, { logger: backendLogger, hostname: config.hostname, metrics: metrics.backend }));
+    // The warm pool wraps the held backend: its boots are held too, so the reaper spares them.
+    const warmPool = createWarmPool({ config, backend: made, breaker, logger: backendLogger, metrics });
+    const backend = warmPool ?? made;
+    // Closing the pool destroys its idle instances, then closes the backend.
     releasers.add('the backend', () => backend.close());
 
     let reaper: Reaper | undefined;
-    const { listManaged, destroyManaged } = backend;
+    const { listManaged, destroyManaged } = made;
     if (config.reaper.intervalMs > 0 && listManaged && destroyManaged) {
       const running = startReaper({
         backend: { listManaged, destroyManaged },
@@ -82,8 +91,9 @@ export async function startWorker(
       releasers.add('the reaper', () => running.stop());
     }
 
-    const worker = new Worker({ config, logger, queue, backend, metrics, tracer, reaper, releasers });
+    const worker = new Worker({ config, logger, queue, backend, metrics, tracer, reaper, breaker, warmPool, releasers });
     metrics.observe({
+      ...(warmPool === undefined ? {} : { warmPool: () => warmPool.counts() }),
       state: () => worker.state,
       poolSize: () => worker.pool.size,
       processors: () => worker.pool.counts(),
@@ -104,6 +114,7 @@ export async function startWorker(
     releasers.add('background loops', async () => background.abort());
     if (config.hooks.start) await runHook('start', config.hooks.start, logger, background.signal);
     await worker.start();
+    await warmPool?.fill();
     if (config.heartbeat) {
       void watchHeartbeat({ ...config.heartbeat, logger, signal: background.signal, onDown: () => worker.drain('heartbeat says down') });
     }

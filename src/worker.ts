@@ -15,7 +15,7 @@
  */
 import { EventEmitter, setMaxListeners } from 'node:events';
 import type { Tracer } from '@opentelemetry/api';
-import { CircuitBreaker } from './backend/breaker.js';
+import type { CircuitBreaker } from './backend/breaker.js';
 import type { Backend } from './backend/contract.js';
 import type { WorkerConfig } from './config/types.js';
 import type { HttpListener } from './control/http.js';
@@ -33,6 +33,7 @@ import type { CancelCommand, JobQueue } from './queue/contract.js';
 import type { Reaper } from './reaper/reaper.js';
 import type { Releasers } from './releasers.js';
 import type { WorkerMetrics } from './telemetry/metrics.js';
+import type { WarmPool } from './warm-pool/pool.js';
 import { GENERATED, REVISION, VERSION } from './version.js';
 
 export type { JobDone } from './job/runner.js';
@@ -64,6 +65,10 @@ export interface WorkerParts {
   tracer: Tracer;
   /** The orphan reaper, when it runs (a backend that can list its instances, a non-zero interval). */
   reaper: Reaper | undefined;
+  /** Holds jobs back while the backend keeps failing to start instances; shared with the warm pool, whose boots count too. */
+  breaker: CircuitBreaker;
+  /** The warm pool, when there is one (it is also `backend`): destroyed first when the worker drains or stops, shown in the status. */
+  warmPool?: Pick<WarmPool, 'drain' | 'status'> | undefined;
   /** What was started for the worker so far; the worker adds its own and releases them all when it stops. */
   releasers: Releasers;
 }
@@ -96,8 +101,7 @@ export class Worker implements WorkerControl, SignalControl {
       this.events.emit('state', to, from);
     });
 
-    this.breaker = new CircuitBreaker({ ...config.breaker, logger: logger.child({ backend: config.providerName }) });
-    this.parts.releasers.add('the circuit breaker', async () => this.breaker.dispose());
+    this.breaker = parts.breaker;
     this.breaker.on('open', () => {
       parts.metrics.breakerOpened();
       this.pause('breaker');
@@ -188,6 +192,7 @@ export class Worker implements WorkerControl, SignalControl {
       expectedPoolSize: this.pool.size,
       totalProcessed: this.pool.processed,
       processors: this.pool.status(),
+      warmPool: this.parts.warmPool?.status(),
     });
   }
 
@@ -269,6 +274,8 @@ export class Worker implements WorkerControl, SignalControl {
       'draining: taking no more jobs; running jobs may finish within the shutdown timeout, then are requeued',
     );
     this.pool.stopTaking();
+    // No job will take a warm instance now: give them back at once, not after the running jobs.
+    void this.parts.warmPool?.drain();
     this.drainTimer = setTimeout(() => {
       this.parts.logger.warn({ shutdown_timeout_ms: shutdownMs }, 'shutdown timeout passed: requeueing the jobs still running');
       void this.stop('shutdown timeout');
@@ -288,6 +295,7 @@ export class Worker implements WorkerControl, SignalControl {
       const running = this.runningJobs();
       this.parts.logger.info({ reason, requeued_jobs: running }, running.length > 0 ? 'stopping: requeueing running jobs' : 'stopping');
       this.shutdown.abort();
+      void this.parts.warmPool?.drain();
       await this.parts.releasers.releaseAll();
       if (this.parts.config.hooks.stop) await runHook('stop', this.parts.config.hooks.stop, this.parts.logger);
       this.lifecycle.transition('STOPPED');

@@ -24,6 +24,7 @@ import {
   type Backend,
   type BackendContext,
   type Instance,
+  type MachineShape,
   type ManagedInstance,
   type StartAttributes,
   type StartOptions,
@@ -103,6 +104,18 @@ export class Ec2Backend implements Backend {
     this.#customTags = parseCustomTags(settings.customTags);
     this.#extraUserData = decodeUserData(settings.userData);
     this.#api = new Ec2Api(settings, context);
+  }
+
+  /** The instance `start` would launch: its AMI (as resolved now) and instance type (from size and arch). */
+  async shape(attributes: StartAttributes, signal: AbortSignal): Promise<MachineShape> {
+    const settings = this.#settings;
+    const image = await resolveImage(imageSetting(attributes, settings.images, settings.imageDefault), this.#api, settings.imageOwners, signal);
+    const mappedType = mappedInstanceType(attributes);
+    const instanceType = mappedType ?? defaultInstanceType(attributes, settings);
+    return {
+      key: `image=${image.imageId} type=${instanceType} vm_size=${mappedType ?? attributes.vmSize ?? '-'}`,
+      image: image.name,
+    };
   }
 
   async start(attributes: StartAttributes, options: StartOptions): Promise<Instance> {

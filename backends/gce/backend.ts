@@ -18,6 +18,7 @@ import {
   type Backend,
   type BackendContext,
   type Instance,
+  type MachineShape,
   type ManagedInstance,
   type StartAttributes,
   type StartOptions,
@@ -135,6 +136,21 @@ export class GceBackend implements Backend {
   #zoneOrder(zones: readonly string[]): string[] {
     const first = this.#nextZone++ % zones.length;
     return [...zones.slice(first), ...zones.slice(0, first)];
+  }
+
+  /** The VM `start` would boot: image (as resolved now), machine type, GPUs, disk, a pinned zone (`*`: any). */
+  async shape(attributes: StartAttributes, signal: AbortSignal): Promise<MachineShape> {
+    const settings = this.#settings;
+    await raceAbort(this.placement(), signal);
+    const image = await this.#images.resolve(imagePattern(attributes, settings.images, settings.imageDefault), signal);
+    const machine = machineFor(attributes, settings);
+    const gpu = machine.gpu === undefined ? 'none' : `${machine.gpu.count}x${machine.gpu.type}`;
+    const zone = attributes.vmConfig.zone?.trim() || '*';
+    const name = String(image.name);
+    return {
+      key: `image=${name} machine=${machine.machineType} gpu=${gpu} disk=${machine.diskSizeGb} zone=${zone} vm_size=${machine.reportedVmSize ?? '-'}`,
+      image: name,
+    };
   }
 
   async start(attributes: StartAttributes, options: StartOptions): Promise<Instance> {

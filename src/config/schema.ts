@@ -248,6 +248,17 @@ export const CORE_SETTINGS = {
     intervalMs: duration('TRAVIS_WORKER_REAPER_INTERVAL', '5m', 'How often to look for and destroy orphaned instances (expired lease, or left by an earlier run of this worker); 0: off (mayfly only)'),
     graceMs: duration('TRAVIS_WORKER_REAPER_GRACE', '10m', 'An instance of this worker that no job here holds is destroyed only once it is older than this (mayfly only)'),
   },
+  warmPool: {
+    size: wholeNumber('TRAVIS_WORKER_WARM_POOL_SIZE', 0, 'Most instances booted ahead of jobs (idle and booting) kept ready for jobs of the same shape; 0: no warm pool (mayfly only)'),
+    mode: {
+      env: 'TRAVIS_WORKER_WARM_POOL_MODE',
+      doc: 'fixed: always WARM_POOL_SIZE instances, shared among the shapes seen since start; adaptive: as many as jobs of each shape came within WARM_POOL_WINDOW, none when none came (mayfly only)',
+      format: ['fixed', 'adaptive'],
+      default: 'adaptive',
+    } satisfies CoreSettingSchema<'fixed' | 'adaptive'>,
+    maxAgeMs: duration('TRAVIS_WORKER_WARM_POOL_MAX_AGE', '30m', 'A warm instance idle this long after its boot began is replaced by a fresh one (mayfly only)'),
+    windowMs: duration('TRAVIS_WORKER_WARM_POOL_WINDOW', '10m', 'Adaptive warm pool: how long a job counts towards keeping instances of its shape ready (mayfly only)'),
+  },
 } satisfies CoreSchema<CoreConfig>;
 
 /** A core setting: where it sits in the config, and its declaration (which names its variables). */

@@ -140,6 +140,17 @@ export interface WorkerConfig {
     /** `TRAVIS_WORKER_REAPER_GRACE`: an unclaimed instance of this worker younger than this is left alone, in ms. */
     graceMs: number;
   };
+  /** The warm pool (src/warm-pool/, docs/warm-pool.md). */
+  warmPool: {
+    /** `TRAVIS_WORKER_WARM_POOL_SIZE`: most instances idle and booting at once; 0 = off. */
+    size: number;
+    /** `TRAVIS_WORKER_WARM_POOL_MODE`: `fixed` (always `size`) or `adaptive` (as recent jobs ask). */
+    mode: 'fixed' | 'adaptive';
+    /** `TRAVIS_WORKER_WARM_POOL_MAX_AGE`: an idle instance this old (since its boot began) is replaced, in ms. */
+    maxAgeMs: number;
+    /** `TRAVIS_WORKER_WARM_POOL_WINDOW`: adaptive mode, how long a job counts towards its shape's demand, in ms. */
+    windowMs: number;
+  };
 }
 
 /** A warning about settings that were set but have no effect. */

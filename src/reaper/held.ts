@@ -28,12 +28,13 @@ export class HeldInstances {
     return this.#held.size;
   }
 
-  /** `backend`, with every start and destroy recorded here. The optional reaper methods pass through. */
+  /** `backend`, with every start and destroy recorded here. The optional methods (shape, the reaper's) pass through. */
   wrap(backend: Backend): Backend {
     const wrapped: Backend = {
       start: (attributes, options) => this.#start(backend, attributes, options),
       close: () => backend.close(),
     };
+    if (backend.shape) wrapped.shape = (attributes, signal) => (backend.shape as NonNullable<Backend['shape']>).call(backend, attributes, signal);
     if (backend.listManaged) wrapped.listManaged = (signal) => (backend.listManaged as NonNullable<Backend['listManaged']>).call(backend, signal);
     if (backend.destroyManaged) {
       wrapped.destroyManaged = (id, signal) => (backend.destroyManaged as NonNullable<Backend['destroyManaged']>).call(backend, id, signal);
@@ -58,10 +59,14 @@ export class HeldInstances {
 
 /** An instance that lets go of its hold once its destroy has settled (a failed destroy leaves it to the reaper). */
 class HeldInstance implements Instance {
+  readonly probe?: (signal: AbortSignal) => Promise<void>;
+
   constructor(
     private readonly inner: Instance,
     private readonly release: () => void,
-  ) {}
+  ) {
+    if (inner.probe) this.probe = (signal) => (inner.probe as NonNullable<Instance['probe']>).call(inner, signal);
+  }
 
   get id(): string {
     return this.inner.id;

@@ -53,6 +53,20 @@ export interface WorkerGauges {
   brokerNodes(): Readonly<Record<string, string>>;
   /** True while the circuit breaker holds jobs back (open or half-open). */
   breakerOpen(): boolean;
+  /** The warm pool's idle and booting instances per shape, when there is a pool. */
+  warmPool?(): ReadonlyMap<string, { idle: number; booting: number }>;
+}
+
+/** What the warm pool records (src/warm-pool/); `shape` is a `MachineShape.key`. */
+export interface WarmPoolMetrics {
+  /** A job got a warm instance. */
+  hit(shape: string): void;
+  /** A job found no warm instance of its shape and got a cold start. */
+  miss(shape: string): void;
+  /** An idle instance left the pool, `used` by a job or evicted (why), after sitting idle `idleMs`. */
+  left(how: 'used' | 'age' | 'image' | 'surplus' | 'capacity' | 'drain', idleMs: number): void;
+  /** A pool boot failed: the start itself, or the readiness probe after it. */
+  bootFailed(stage: 'start' | 'probe'): void;
 }
 
 /** Why the reaper destroyed an instance: its lease expired, or this worker made it and no job here holds it. */
@@ -71,6 +85,7 @@ export interface WorkerMetrics extends JobMetrics {
   reaped(reason: ReapReason): void;
   /** The reaper could not list or destroy (`operation`) instances. */
   reaperFailed(operation: 'list' | 'destroy'): void;
+  readonly warmPool: WarmPoolMetrics;
   /** Answer a scrape with the Prometheus text; undefined when metrics are off. */
   readonly handle: ((request: IncomingMessage, response: ServerResponse) => void) | undefined;
   shutdown(): Promise<void>;
@@ -98,6 +113,7 @@ export const noopMetrics: WorkerMetrics = {
   brokerLost() {},
   reaped() {},
   reaperFailed() {},
+  warmPool: { hit() {}, miss() {}, left() {}, bootFailed() {} },
   handle: undefined,
   async shutdown() {},
 };
@@ -131,6 +147,10 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
   });
   const reaped = meter.createCounter('mayfly_reaped_instances', { description: 'Orphaned instances the reaper destroyed, by reason' });
   const reaperFailures = meter.createCounter('mayfly_reaper_failures', { description: 'Reaper calls that failed, by operation (list, destroy)' });
+  const warmHits = meter.createCounter('mayfly_warm_pool_hits', { description: 'Jobs that got a warm instance, by shape' });
+  const warmMisses = meter.createCounter('mayfly_warm_pool_misses', { description: 'Jobs that found no warm instance of their shape (a cold start), by shape' });
+  const warmIdle = seconds('mayfly_warm_pool_idle_seconds', 'How long warm instances sat idle, by how they left the pool (used, or evicted: age, image, surplus, capacity, drain)');
+  const warmBootFailures = meter.createCounter('mayfly_warm_pool_boot_failures', { description: 'Warm pool boots that failed, by stage (start, probe)' });
 
   return {
     jobEnded(result) {
@@ -157,7 +177,29 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
     brokerLost: () => brokerOutages.add(1, { queue: labels.queue }),
     reaped: (reason) => reaped.add(1, { ...base, reason }),
     reaperFailed: (operation) => reaperFailures.add(1, { ...base, operation }),
+    warmPool: {
+      hit: (shape) => warmHits.add(1, { ...base, shape }),
+      miss: (shape) => warmMisses.add(1, { ...base, shape }),
+      left: (how, idleMs) => warmIdle.record(idleMs / 1000, { ...base, how }),
+      bootFailed: (stage) => warmBootFailures.add(1, { ...base, stage }),
+    },
     observe(gauges) {
+      const { warmPool } = gauges;
+      if (warmPool !== undefined) {
+        // As with broker nodes: a shape seen once is reported as 0 when it has no instances left.
+        const shapesSeen = new Set<string>();
+        meter
+          .createObservableGauge('mayfly_warm_pool_instances', { description: 'Warm pool instances by shape and state (idle: ready for a job; booting)' })
+          .addCallback((result) => {
+            const counts = warmPool();
+            for (const shape of counts.keys()) shapesSeen.add(shape);
+            for (const shape of shapesSeen) {
+              const count = counts.get(shape);
+              result.observe(count?.idle ?? 0, { ...base, shape, state: 'idle' });
+              result.observe(count?.booting ?? 0, { ...base, shape, state: 'booting' });
+            }
+          });
+      }
       meter
         .createObservableGauge('mayfly_breaker_open', { description: '1 while the circuit breaker holds jobs back (open or half-open)' })
         .addCallback((result) => result.observe(gauges.breakerOpen() ? 1 : 0, base));

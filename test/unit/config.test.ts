@@ -118,7 +118,27 @@ describe('loadConfig defaults', () => {
       breaker: { threshold: 5, backoffMs: 30_000, maxBackoffMs: 600_000 },
       requeueLimit: 10,
       reaper: { intervalMs: 300_000, graceMs: 600_000 },
+      warmPool: { size: 0, mode: 'adaptive', maxAgeMs: 1_800_000, windowMs: 600_000 },
     });
+  });
+
+  it('reads the warm pool settings, and refuses an age or window of zero while the pool is on', () => {
+    const config = loadConfig(BACKENDS, {
+      TRAVIS_WORKER_WARM_POOL_SIZE: '4',
+      TRAVIS_WORKER_WARM_POOL_MODE: 'fixed',
+      TRAVIS_WORKER_WARM_POOL_MAX_AGE: '5m',
+      TRAVIS_WORKER_WARM_POOL_WINDOW: '1h',
+    });
+    expect(config.warmPool).toEqual({ size: 4, mode: 'fixed', maxAgeMs: 300_000, windowMs: 3_600_000 });
+    expect(configErrorOf({ TRAVIS_WORKER_WARM_POOL_MODE: 'sometimes' })).toContain('TRAVIS_WORKER_WARM_POOL_MODE');
+    expect(configErrorOf({ TRAVIS_WORKER_WARM_POOL_SIZE: '2', TRAVIS_WORKER_WARM_POOL_MAX_AGE: '0s' })).toContain(
+      'TRAVIS_WORKER_WARM_POOL_MAX_AGE: must be longer than 0s while the warm pool is on',
+    );
+    expect(configErrorOf({ TRAVIS_WORKER_WARM_POOL_SIZE: '2', TRAVIS_WORKER_WARM_POOL_WINDOW: '0s' })).toContain(
+      'TRAVIS_WORKER_WARM_POOL_WINDOW: must be longer than 0s while the adaptive warm pool is on',
+    );
+    // Off, the pool's other settings are not checked.
+    expect(loadConfig(BACKENDS, { TRAVIS_WORKER_WARM_POOL_MAX_AGE: '0s' }).warmPool.size).toBe(0);
   });
 
   it('reads the circuit breaker and reaper settings, and refuses a maximum backoff below the first', () => {
