@@ -20,7 +20,8 @@
  *   instance before anything else closes.
  */
 import { randomBytes } from 'node:crypto';
-import type { BreakerState, StartFailureCode } from '../backend/breaker.js';
+import { EventEmitter } from 'node:events';
+import type { BreakerEvents, BreakerState, StartFailureCode } from '../backend/breaker.js';
 import { isStartFailureCode } from '../backend/breaker.js';
 import type { Backend, BootPhase, Instance, MachineShape, RunOptions, RunResult, StartAttributes, StartOptions, UploadOptions } from '../backend/contract.js';
 import { NoCapacityError, errorMessage, isMayflyError } from '../errors.js';
@@ -47,11 +48,23 @@ const DESTROY_TIMEOUT_MS = 5 * 60_000;
 /** Why an idle instance was destroyed without serving a job. */
 export type EvictReason = 'age' | 'image' | 'surplus' | 'capacity' | 'drain';
 
-/** What the pool asks of the circuit breaker (src/backend/breaker.ts). */
+/** What the pool asks of the circuit breaker (src/backend/breaker.ts): whether to boot, and to hear how boots went. */
 export interface BootGate {
   readonly state: BreakerState;
   recordFailure(code: StartFailureCode): void;
   recordSuccess(): void;
+  on(event: 'close', listener: (...args: BreakerEvents['close']) => void): unknown;
+}
+
+export interface WarmPoolEvents {
+  /** An instance passed its probe and joined the pool. */
+  ready: [id: string, shape: string];
+  /** An idle instance left the pool without serving a job; `destroyed` once it is gone. */
+  evicted: [id: string, reason: EvictReason];
+  /** A pool boot failed at `stage`; what it made is destroyed. */
+  'boot-failed': [stage: 'start' | 'probe', err: unknown];
+  /** A pass over the pool (evict, boot what is missing) ended. */
+  reconciled: [];
 }
 
 export interface WarmPoolOptions {
@@ -110,6 +123,7 @@ interface Idle {
 }
 
 export class WarmPool implements Backend {
+  readonly events = new EventEmitter<WarmPoolEvents>();
   readonly #options: WarmPoolOptions;
   readonly #backend: WarmPoolOptions['backend'];
   readonly #demand: Demand<StartAttributes>;
@@ -135,6 +149,8 @@ export class WarmPool implements Backend {
     this.#backend = options.backend;
     this.#demand = new Demand(options.mode, options.windowMs);
     this.shape = options.backend.shape.bind(options.backend);
+    // Boots wait while the breaker is not closed; once it closes, the pool fills again at once.
+    options.breaker.on('close', () => this.#kick());
     if (options.backend.listManaged) this.listManaged = options.backend.listManaged.bind(options.backend);
     if (options.backend.destroyManaged) this.destroyManaged = options.backend.destroyManaged.bind(options.backend);
   }
@@ -288,6 +304,7 @@ export class WarmPool implements Backend {
         }
       } while (this.#reconcileAgain && !this.#closing.signal.aborted);
       this.#reconciling = undefined;
+      this.events.emit('reconciled');
     })();
   }
 
@@ -381,17 +398,20 @@ export class WarmPool implements Backend {
         if (this.#closing.signal.aborted) throw this.#closing.signal.reason;
         this.#idle.push({ instance, shape, image: instance.imageName, bootedAt, readyAt: Date.now(), leaseUntil: bootedAt + attributes.hardTimeoutMs });
         logger.info({ instance: instance.id, boot_ms: Date.now() - bootedAt }, 'warm instance ready');
+        this.events.emit('ready', instance.id, shape);
       } catch (err) {
         const made = instance;
         if (made !== undefined) await this.#destroy(made, logger);
         if (this.#closing.signal.aborted) return;
-        options.metrics.bootFailed(made === undefined ? 'start' : 'probe');
+        const stage = made === undefined ? 'start' : 'probe';
+        options.metrics.bootFailed(stage);
         const code = timeout.aborted ? 'E_STARTUP_TIMEOUT' : isMayflyError(err) ? err.code : undefined;
         if (code !== undefined && isStartFailureCode(code)) options.breaker.recordFailure(code);
         logger.warn(
           { instance: made?.id, err: errorMessage(err) },
           made === undefined ? 'warm pool: a boot failed' : 'warm pool: an instance failed its readiness probe; destroyed it',
         );
+        this.events.emit('boot-failed', stage, err);
       } finally {
         const left = (this.#booting.get(shape) ?? 1) - 1;
         if (left > 0) this.#booting.set(shape, left);
@@ -408,6 +428,7 @@ export class WarmPool implements Backend {
     if (index >= 0) this.#idle.splice(index, 1);
     this.#options.metrics.left(reason, Date.now() - idle.readyAt);
     this.#options.logger.info({ instance: idle.instance.id, shape: idle.shape, reason }, 'warm instance evicted');
+    this.events.emit('evicted', idle.instance.id, reason);
     return this.#track(this.#destroy(idle.instance, this.#options.logger));
   }
 
