@@ -68,7 +68,7 @@ export interface WorkerParts {
   /** Holds jobs back while the backend keeps failing to start instances; shared with the warm pool, whose boots count too. */
   breaker: CircuitBreaker;
   /** The warm pool, when there is one (it is also `backend`): destroyed first when the worker drains or stops, shown in the status. */
-  warmPool?: Pick<WarmPool, 'drain' | 'status'> | undefined;
+  warmPool?: WarmPool | undefined;
   /** What was started for the worker so far; the worker adds its own and releases them all when it stops. */
   releasers: Releasers;
 }
@@ -145,6 +145,11 @@ export class Worker implements WorkerControl, SignalControl {
   /** The orphan reaper, when it runs. */
   get reaper(): Reaper | undefined {
     return this.parts.reaper;
+  }
+
+  /** The warm pool, when there is one (`TRAVIS_WORKER_WARM_POOL_SIZE` > 0). */
+  get warmPool(): WarmPool | undefined {
+    return this.parts.warmPool;
   }
 
   get state(): WorkerState {

@@ -26,10 +26,13 @@ import { reapOnce } from '../../src/reaper/reaper.js';
 import type { WarmPoolMetrics } from '../../src/telemetry/metrics.js';
 import type { WarmPoolMode } from '../../src/warm-pool/demand.js';
 import { WARM_JOB_ID, WarmPool, type EvictReason } from '../../src/warm-pool/pool.js';
+import { useAmqpWorker } from '../helpers/amqp-worker.js';
 import { testAttributes } from '../helpers/attributes.js';
+import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
 import { testBackendContext } from '../helpers/backend-context.js';
 import { CollectingWritable } from '../helpers/collect.js';
 import {
+  TEST_DOCKER_NETWORK,
   TEST_DOCKER_SOCKET,
   TEST_IMAGE,
   containersOf,
@@ -40,6 +43,7 @@ import {
   testEngine,
   testWorkerName,
 } from '../helpers/docker.js';
+import { drain, messageCount, publishRaw } from '../helpers/rabbitmq.js';
 
 const unavailable = await dockerUnavailable();
 const run = promisify(execFile);
@@ -105,6 +109,11 @@ async function poolEvent<K extends 'ready' | 'evicted' | 'boot-failed'>(
     const args = (await once(pool.events, event, { signal })) as unknown[];
     if (match(...args)) return args;
   }
+}
+
+/** Resolves once the pool holds `count` idle instances. */
+async function untilIdle(pool: WarmPool, count: number): Promise<void> {
+  while (idleIds(pool).length < count) await poolEvent(pool, 'ready');
 }
 
 const readyOnce = async (pool: WarmPool): Promise<string> => (await poolEvent(pool, 'ready'))[0] as string;
@@ -327,5 +336,84 @@ describeWithDocker('the warm pool on docker (real engine)', unavailable, () => {
     const instance = await pool.start(testAttributes({ jobId: 3 }), jobOptions());
     await instance.destroy();
     expect(pool.status().shapes.every((shape) => shape.idle.length === 0 && shape.booting === 0)).toBe(true);
+  });
+});
+
+describeWithDocker('the warm pool in a whole worker (docker, real broker)', unavailable, () => {
+  const QUEUE = 'builds.warm';
+  let buildApi: FakeBuildApi;
+
+  beforeAll(async () => {
+    engine = testEngine();
+    buildApi = await startBuildApi();
+  });
+  afterAll(async () => {
+    buildApi?.close();
+    await removeContainersOf(engine, workerName);
+    await engine.api.close();
+  });
+  afterEach(async () => {
+    // Runs once the worker is stopped (registered before the fixture's own hook).
+    expect(await containersOf(engine, workerName)).toEqual([]);
+  });
+  const amqp = useAmqpWorker(QUEUE);
+
+  it('starts a job on a warm container, shows the pool on /worker, and leaves nothing once drained', async () => {
+    const w = await amqp.start({
+      TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
+      TRAVIS_WORKER_HOSTNAME: workerName,
+      TRAVIS_WORKER_PROVIDER_NAME: 'docker',
+      TRAVIS_WORKER_PROGRESS_TYPE: 'text',
+      TRAVIS_WORKER_DOCKER_ENDPOINT: `unix://${TEST_DOCKER_SOCKET}`,
+      TRAVIS_WORKER_DOCKER_NETWORK: TEST_DOCKER_NETWORK,
+      TRAVIS_WORKER_DOCKER_CPUS: '0',
+      TRAVIS_WORKER_DOCKER_STOP_TIMEOUT: '2s',
+      TRAVIS_WORKER_WARM_POOL_SIZE: '1',
+      TRAVIS_WORKER_WARM_POOL_MODE: 'fixed',
+    });
+    const pool = w.worker.warmPool;
+    if (pool === undefined) throw new Error('no warm pool');
+    await untilIdle(pool, 1);
+    const [warm] = idleIds(pool);
+    expect(w.worker.status().warmPool).toEqual({
+      mode: 'fixed',
+      size: 1,
+      hits: 0,
+      misses: 0,
+      shapes: [{ shape: expect.stringContaining(`image=${TEST_IMAGE}`), target: 1, booting: 0, idle: [expect.objectContaining({ id: warm })] }],
+    });
+
+    const jobId = 760_000 + Math.floor(Math.random() * 10_000);
+    buildApi.scripts.set(jobId, 'echo "warm job on $(hostname)"');
+    const done = w.jobDone(jobId);
+    await publishRaw(
+      amqp.vhost.uri,
+      '',
+      QUEUE,
+      JSON.stringify({
+        type: 'test',
+        vm_type: 'default',
+        queue: QUEUE,
+        uuid: `uuid-${jobId}`,
+        config: { language: 'ruby', os: 'linux', group: 'stable', dist: 'bookworm' },
+        env_vars: [],
+        job: { id: jobId, number: '1.1', commit: 'abc', branch: 'main', pull_request: false, queued_at: '2026-12-04T00:00:00Z' },
+        source: { id: 1, number: '1', event_type: 'push' },
+        repository: { id: 2, slug: 'octo/warm' },
+        ssh_key: null,
+        timeouts: { hard_limit: 600, log_silence: null },
+      }),
+    );
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    const parts = await drain(amqp.vhost.uri, 'reporting.jobs.logs', await messageCount(amqp.vhost.uri, 'reporting.jobs.logs'), AbortSignal.timeout(10_000));
+    const log = parts.map((part) => (part.body as { log: string }).log).join('');
+    expect(log).toContain(`Using warm instance ${warm}`);
+    expect(log).toContain('warm job on');
+    expect(w.worker.status().warmPool).toMatchObject({ hits: 1, misses: 0 });
+
+    // The refill may be idle or still booting: draining destroys it either way.
+    w.worker.drain('test');
+    await w.worker.stopped;
+    expect(await containersOf(engine, workerName)).toEqual([]);
   });
 });
