@@ -9,20 +9,23 @@
  *   the same jobs on the same worker settings without a pool (a cold boot
  *   each). Baseline: the fake's boot and one OpenSSH `ssh host true`.
  * - **adaptive against fixed**: the same mixed stream of jobs of three
- *   shapes, in three phases with a quiet spell, through an adaptive and a
- *   fixed pool of the same size at once, each on its own simulated backend
- *   (a boot takes `SIM_BOOT_MS`). Time is scaled: one second here stands
- *   for a minute. Reported: each pool's hit rate and the idle
+ *   shapes (`vm_size`), in three phases with a quiet spell, through an
+ *   adaptive and a fixed pool of the same size at once, each on its own
+ *   `fake` backend (a boot takes `SIM_BOOT_MS`), each made from the
+ *   settings as the worker makes it. Time is scaled: one second here
+ *   stands for a minute. Reported: each pool's hit rate and the idle
  *   instance-seconds it cost (every second a machine sat ready, until it
  *   served a job or was destroyed).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CircuitBreaker } from '../../src/backend/breaker.js';
-import type { Backend, Instance, MachineShape, StartAttributes } from '../../src/backend/contract.js';
+import { definition as fakeBackend, type FakeSettings } from '../../backends/fake/index.js';
+import { loadConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/logger.js';
+import { noopMetrics } from '../../src/telemetry/metrics.js';
 import type { WorkerStatus } from '../../src/lifecycle/status.js';
 import type { WarmPoolMode } from '../../src/warm-pool/demand.js';
-import { WarmPool } from '../../src/warm-pool/pool.js';
+import { createWarmPool } from '../../src/warm-pool/create.js';
 import { FakeGce } from '../../test/fakes/gce-server.js';
 import { gceEnv, travisImages } from '../../test/fakes/gce-settings.js';
 import { testAttributes } from '../../test/helpers/attributes.js';
@@ -159,29 +162,8 @@ async function gceRows(context: BenchContext, counts: Counts): Promise<Row[]> {
   }
 }
 
-/** A backend whose machines take `SIM_BOOT_MS` to boot and whose shape is the job's `vm_size`. */
-class SimulatedBackend implements Backend {
-  #next = 0;
-
-  async shape(attributes: StartAttributes): Promise<MachineShape> {
-    return { key: `size=${attributes.vmSize ?? 'default'}`, image: 'sim' };
-  }
-
-  async start(attributes: StartAttributes, options: { signal: AbortSignal }): Promise<Instance> {
-    await sleep(SIM_BOOT_MS, undefined, { signal: options.signal });
-    this.#next += 1;
-    return {
-      id: `sim-${this.#next}`,
-      imageName: 'sim',
-      startupMs: SIM_BOOT_MS,
-      upload: async () => {},
-      run: async () => ({ exitCode: 0 }),
-      destroy: async () => {},
-    };
-  }
-
-  async close(): Promise<void> {}
-}
+/** Jobs that ask for no `vm_size`: the shape a fixed pool warms before the first job. */
+const DEFAULT_SIZE = 'default';
 
 /** One job of the stream: when (ms from the start) and which shape. */
 interface Arrival {
@@ -197,17 +179,17 @@ function steady(size: string, fromMs: number, toMs: number, everyMs: number): Ar
 }
 
 /**
- * Three shapes in three phases (minutes, scaled to seconds): a busy
- * `medium` hour with some `large`, then mostly `gpu`, a quiet spell, then
- * a burst of `large`.
+ * Three shapes in three phases (minutes, scaled to seconds): busy with
+ * default-sized jobs and some `large`, then mostly `gpu-medium`, a quiet
+ * spell, then a burst of `large`.
  */
 function mixedStream(scale: number): Arrival[] {
   const s = (seconds: number): number => seconds * 1000 * scale;
   return [
-    ...steady('medium', 0, s(8), s(0.5)),
+    ...steady(DEFAULT_SIZE, 0, s(8), s(0.5)),
     ...steady('large', s(0.25), s(8), s(2)),
-    ...steady('gpu', s(8), s(16), s(0.5)),
-    ...steady('medium', s(8.25), s(16), s(2)),
+    ...steady('gpu-medium', s(8), s(16), s(0.5)),
+    ...steady(DEFAULT_SIZE, s(8.25), s(16), s(2)),
     ...steady('large', s(26), s(30), s(0.5)),
   ].sort((a, b) => a.atMs - b.atMs);
 }
@@ -219,32 +201,40 @@ interface PoolRun {
   durationSeconds: number;
 }
 
-/** The stream through a pool of `mode`, in real (scaled) time. */
+/** The stream through a pool of `mode`, made as the worker makes it (settings, `createWarmPool`), in real (scaled) time. */
 async function runStream(mode: WarmPoolMode, stream: Arrival[], signal: AbortSignal): Promise<PoolRun> {
   let idleMs = 0;
   let hits = 0;
   let misses = 0;
-  const breaker = new CircuitBreaker({ threshold: 0, backoffMs: 1_000, maxBackoffMs: 1_000, logger: silentLogger });
-  const pool = new WarmPool({
-    backend: new SimulatedBackend(),
-    size: SIM_SIZE,
-    mode,
-    maxAgeMs: 60 * 60_000,
-    windowMs: SIM_WINDOW_MS,
-    hardTimeoutMs: 60_000,
-    bootTimeoutMs: 60_000,
-    // The worker's defaults are the `medium` jobs' shape.
-    defaults: testAttributes({ jobId: 0, vmSize: 'medium' }),
+  const config = loadConfig([fakeBackend], {
+    TRAVIS_WORKER_PROVIDER_NAME: 'fake',
+    TRAVIS_WORKER_FAKE_STARTUP_DURATION: `${SIM_BOOT_MS}ms`,
+    TRAVIS_WORKER_WARM_POOL_SIZE: String(SIM_SIZE),
+    TRAVIS_WORKER_WARM_POOL_MODE: mode,
+    TRAVIS_WORKER_WARM_POOL_WINDOW: `${SIM_WINDOW_MS}ms`,
+  });
+  const breaker = new CircuitBreaker({ ...config.breaker, logger: silentLogger });
+  const backend = fakeBackend.create(config.backendSettings as unknown as FakeSettings, {
+    logger: silentLogger,
+    hostname: 'bench',
+    metrics: { apiCall: () => {} },
+  });
+  const pool = createWarmPool({
+    config,
+    backend,
     breaker,
     logger: silentLogger,
     metrics: {
-      hit: () => (hits += 1),
-      miss: () => (misses += 1),
-      left: (_how, ms) => (idleMs += ms),
-      bootFailed: () => {},
+      ...noopMetrics,
+      warmPool: {
+        hit: () => (hits += 1),
+        miss: () => (misses += 1),
+        left: (_how, ms) => (idleMs += ms),
+        bootFailed: () => {},
+      },
     },
-    recordPhase: () => {},
   });
+  if (pool === undefined) throw new Error('no warm pool was made');
   const began = performance.now();
   try {
     await pool.fill();
@@ -254,7 +244,8 @@ async function runStream(mode: WarmPoolMode, stream: Arrival[], signal: AbortSig
       if (wait > 0) await sleep(wait, undefined, { signal });
       jobs.push(
         (async () => {
-          const instance = await pool.start(testAttributes({ jobId: index + 1, vmSize: arrival.size }), {
+          const size = arrival.size === DEFAULT_SIZE ? {} : { vmSize: arrival.size };
+          const instance = await pool.start(testAttributes({ jobId: index + 1, ...size }), {
             signal,
             progress: () => {},
             logger: silentLogger,
@@ -276,7 +267,7 @@ async function runStream(mode: WarmPoolMode, stream: Arrival[], signal: AbortSig
 
 async function mixRows(context: BenchContext): Promise<Row[]> {
   const stream = mixedStream(context.quick ? 0.5 : 1);
-  context.progress(`warm-pool: ${stream.length} jobs of three shapes through an adaptive and a fixed pool of ${SIM_SIZE} (simulated backend)`);
+  context.progress(`warm-pool: ${stream.length} jobs of three shapes through an adaptive and a fixed pool of ${SIM_SIZE} (fake backend)`);
   const [adaptive, fixedPool] = await Promise.all([runStream('adaptive', stream, context.signal), runStream('fixed', stream, context.signal)]);
   const rate = (run: PoolRun): number => run.hits / Math.max(1, run.hits + run.misses);
   const describe = (run: PoolRun): string =>

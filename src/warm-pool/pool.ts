@@ -14,7 +14,8 @@
  *   life (`maxAgeMs`) plus the hard timeout of the job it will serve, and a
  *   job whose own hard limit would outlive that lease is not given it;
  * - no boot while the circuit breaker is not closed; a failed boot or probe
- *   counts as a failed start;
+ *   counts as a failed start (unless the backend had no room: jobs come
+ *   first), and the next boot waits, longer after each failure in a row;
  * - idle + booting never exceeds `size`;
  * - `drain` (on drain and stop) aborts the boots and destroys every idle
  *   instance before anything else closes.
@@ -42,6 +43,14 @@ export const WARM_OWNER = 'mayfly-warm-pool';
 export const FRESHNESS_CHECK_MS = 60_000;
 /** Adaptive mode: the targets are recomputed at least this many times per window as demand decays. */
 const DECAY_STEPS_PER_WINDOW = 20;
+/**
+ * After a failed pool boot, the next waits this long, in ms, doubling with
+ * each failure in a row up to `MAX_BOOT_RETRY_MS`: a backend without room
+ * (or one that keeps failing below the breaker's threshold) is not asked
+ * again at once.
+ */
+export const BOOT_RETRY_MS = 5_000;
+const MAX_BOOT_RETRY_MS = 5 * 60_000;
 /** Destroying one warm instance may take this long (a cloud delete); then the reaper's lease takes over. */
 const DESTROY_TIMEOUT_MS = 5 * 60_000;
 
@@ -89,6 +98,8 @@ export interface WarmPoolOptions {
   recordPhase: (phase: BootPhase, durationMs: number) => void;
   /** Between freshness checks, in ms; default `FRESHNESS_CHECK_MS`. */
   checkIntervalMs?: number;
+  /** The first wait after a failed boot, in ms; default `BOOT_RETRY_MS`. */
+  bootRetryMs?: number;
 }
 
 /** One idle instance, as `GET /worker` shows it. */
@@ -138,6 +149,9 @@ export class WarmPool implements Backend {
   #reconcileAgain = false;
   #timer: NodeJS.Timeout | undefined;
   #nextCheck = 0;
+  /** Failed boots in a row, and until when no boot starts because of them. */
+  #failedBoots = 0;
+  #bootsResumeAt = 0;
   #hits = 0;
   #misses = 0;
   readonly shape: NonNullable<Backend['shape']>;
@@ -325,7 +339,7 @@ export class WarmPool implements Backend {
       const oldestFirst = this.#idleOf(shape).sort((a, b) => a.bootedAt - b.bootedAt);
       for (const idle of oldestFirst.slice(0, Math.max(0, extra))) void this.#evict(idle, 'surplus');
     }
-    if (breaker.state === 'closed') {
+    if (breaker.state === 'closed' && now >= this.#bootsResumeAt) {
       let room = size - this.#idle.length - [...this.#booting.values()].reduce((a, b) => a + b, 0);
       for (const [shape, target] of targets) {
         let missing = target.count - this.#idleOf(shape).length - (this.#booting.get(shape) ?? 0);
@@ -341,6 +355,7 @@ export class WarmPool implements Backend {
     let next = this.#nextCheck;
     for (const idle of this.#idle) next = Math.min(next, idle.bootedAt + maxAgeMs);
     if (mode === 'adaptive') next = Math.min(next, now + windowMs / DECAY_STEPS_PER_WINDOW);
+    if (this.#bootsResumeAt > now) next = Math.min(next, this.#bootsResumeAt);
     clearTimeout(this.#timer);
     this.#timer = setTimeout(() => this.#kick(), Math.max(0, next - now));
     // The pool alone never keeps the process alive.
@@ -391,11 +406,22 @@ export class WarmPool implements Backend {
     const bootedAt = Date.now();
     const booting = (async () => {
       let instance: Instance | undefined;
+      let booked = true;
+      /** No longer booting: counted as idle from now on, or gone. */
+      const unbook = (): void => {
+        if (!booked) return;
+        booked = false;
+        const left = (this.#booting.get(shape) ?? 1) - 1;
+        if (left > 0) this.#booting.set(shape, left);
+        else this.#booting.delete(shape);
+      };
       try {
         instance = await this.#backend.start(attributes, { signal, progress: () => {}, logger, recordPhase: options.recordPhase });
         await instance.probe?.(signal);
         options.breaker.recordSuccess();
+        this.#failedBoots = 0;
         if (this.#closing.signal.aborted) throw this.#closing.signal.reason;
+        unbook();
         this.#idle.push({ instance, shape, image: instance.imageName, bootedAt, readyAt: Date.now(), leaseUntil: bootedAt + attributes.hardTimeoutMs });
         logger.info({ instance: instance.id, boot_ms: Date.now() - bootedAt }, 'warm instance ready');
         this.events.emit('ready', instance.id, shape);
@@ -405,17 +431,19 @@ export class WarmPool implements Backend {
         if (this.#closing.signal.aborted) return;
         const stage = made === undefined ? 'start' : 'probe';
         options.metrics.bootFailed(stage);
+        this.#failedBoots += 1;
+        const retryMs = Math.min(MAX_BOOT_RETRY_MS, (options.bootRetryMs ?? BOOT_RETRY_MS) * 2 ** Math.min(this.#failedBoots - 1, 20));
+        this.#bootsResumeAt = Date.now() + retryMs;
+        // No room is the pool competing with jobs for the backend's capacity, not a backend that fails: jobs come first.
         const code = timeout.aborted ? 'E_STARTUP_TIMEOUT' : isMayflyError(err) ? err.code : undefined;
-        if (code !== undefined && isStartFailureCode(code)) options.breaker.recordFailure(code);
+        if (code !== undefined && code !== 'E_NO_CAPACITY' && isStartFailureCode(code)) options.breaker.recordFailure(code);
         logger.warn(
-          { instance: made?.id, err: errorMessage(err) },
+          { instance: made?.id, err: errorMessage(err), retry_ms: retryMs },
           made === undefined ? 'warm pool: a boot failed' : 'warm pool: an instance failed its readiness probe; destroyed it',
         );
         this.events.emit('boot-failed', stage, err);
       } finally {
-        const left = (this.#booting.get(shape) ?? 1) - 1;
-        if (left > 0) this.#booting.set(shape, left);
-        else this.#booting.delete(shape);
+        unbook();
         this.#kick();
       }
     })();

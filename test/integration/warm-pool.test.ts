@@ -230,6 +230,32 @@ describeWithDocker('the warm pool on docker (real engine)', unavailable, () => {
     }
   });
 
+  it('makes a warm container give way to a job that finds no free cores', async () => {
+    const tag = `warm-cores:${randomBytes(4).toString('hex')}`;
+    await dockerCli('tag', TEST_IMAGE, tag);
+    try {
+      // One core per container out of two: the warm container holds one.
+      const { pool, metrics, breaker } = makePool({ settings: { cpus: 1, cpuSetSize: 2 } });
+      const ready = readyOnce(pool);
+      await pool.fill();
+      const warm = await ready;
+      const first = await pool.start(testAttributes({ jobId: 4, imageName: tag }), jobOptions());
+      const evicted = poolEvent(pool, 'evicted', (id) => id === warm);
+      const second = await pool.start(testAttributes({ jobId: 5, imageName: tag }), jobOptions());
+      try {
+        expect((await evicted)[1]).toBe<EvictReason>('capacity');
+        expect(metrics.recorded.left).toEqual(['capacity']);
+        expect(metrics.recorded.misses).toHaveLength(2);
+        // The pool's own boots that find no room are no outage of the backend.
+        expect(breaker.consecutiveFailures).toBe(0);
+      } finally {
+        await Promise.all([first.destroy(), second.destroy()]);
+      }
+    } finally {
+      await dockerCli('rmi', tag);
+    }
+  });
+
   it('replaces an idle container once it reaches the maximum age', async () => {
     const { pool, metrics } = makePool({ maxAgeMs: 1_500 });
     const first = readyOnce(pool);
