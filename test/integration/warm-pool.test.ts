@@ -22,6 +22,8 @@ import type { DockerEngine } from '../../backends/docker/engine.js';
 import { definition as docker } from '../../backends/docker/index.js';
 import type { DockerSettings } from '../../backends/docker/settings.js';
 import { TAG_JOB_ID, TAG_WORKER } from '../../backends/ec2/tags.js';
+import { definition as gce } from '../../backends/gce/index.js';
+import { LABELS as GCE_LABELS } from '../../backends/gce/instance-spec.js';
 import { CircuitBreaker } from '../../src/backend/breaker.js';
 import type { Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
 import { silentLogger } from '../../src/logger.js';
@@ -32,6 +34,8 @@ import type { WarmPoolMode } from '../../src/warm-pool/demand.js';
 import { WARM_JOB_ID, WarmPool, type EvictReason } from '../../src/warm-pool/pool.js';
 import { FakeEc2, type FakeEc2Instance } from '../fakes/ec2-server.js';
 import { ec2Env, registerDefaultImage } from '../fakes/ec2-settings.js';
+import { FakeGce } from '../fakes/gce-server.js';
+import { gceSettings, travisImages } from '../fakes/gce-settings.js';
 import { useAmqpWorker } from '../helpers/amqp-worker.js';
 import { testAttributes } from '../helpers/attributes.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
@@ -119,6 +123,15 @@ async function poolEvent<K extends 'ready' | 'evicted' | 'boot-failed'>(
   }
 }
 
+/** Upload and run `script` on `instance`, returning its output. */
+async function runOn(instance: Instance, script: string): Promise<string> {
+  await instance.upload(Buffer.from(script), { signal: AbortSignal.timeout(20_000) });
+  const output = new CollectingWritable();
+  const result = await instance.run({ output, signal: AbortSignal.timeout(20_000) });
+  expect(result.exitCode).toBe(0);
+  return output.text;
+}
+
 /** Resolves once the pool holds `count` idle instances. */
 async function untilIdle(pool: WarmPool, count: number): Promise<void> {
   while (idleIds(pool).length < count) await poolEvent(pool, 'ready');
@@ -176,15 +189,6 @@ describeWithDocker('the warm pool on docker (real engine)', unavailable, () => {
     const fixture = { pool, held, breaker, metrics };
     fixtures.push(fixture);
     return fixture;
-  }
-
-  /** Upload and run `script` on `instance`, returning its output. */
-  async function runOn(instance: Instance, script: string): Promise<string> {
-    await instance.upload(Buffer.from(script), { signal: AbortSignal.timeout(20_000) });
-    const output = new CollectingWritable();
-    const result = await instance.run({ output, signal: AbortSignal.timeout(20_000) });
-    expect(result.exitCode).toBe(0);
-    return output.text;
   }
 
   it('hands a warm container to a job of the same shape (a hit), which runs its script there, and refills', async () => {
@@ -491,5 +495,64 @@ describe('a worker with a warm pool killed with SIGKILL (ec2, fake EC2, real SDK
     const summary = await successor.worker.reaper?.firstPass;
     expect(summary?.reaped.map((reaped) => reaped.reason)).toEqual(['orphaned', 'orphaned']);
     expect(fake.live()).toEqual([]);
+  }, 60_000);
+});
+
+describe('the warm pool on gce (fake GCE, real SDK)', () => {
+  const host = 'warm-gce-worker';
+  let fake: FakeGce;
+  let pool: WarmPool | undefined;
+  const breaker = new CircuitBreaker({ threshold: 5, backoffMs: HOUR, maxBackoffMs: HOUR, logger: silentLogger });
+
+  beforeEach(async () => {
+    fake = await FakeGce.start({ images: travisImages() });
+  });
+  afterEach(async () => {
+    await pool?.close();
+    pool = undefined;
+    expect(fake.liveInstances()).toEqual([]);
+    await fake.close();
+  });
+  afterAll(() => breaker.dispose());
+
+  it('boots a VM with the labels and a lease for its idle life and a job, hands it to a job of its machine and not to one of another size', async () => {
+    const backend = new HeldInstances().wrap(gce.create(gceSettings(fake), testBackendContext({ hostname: host })));
+    const { shape } = backend;
+    if (shape === undefined) throw new Error('the gce backend tells no shapes');
+    const made = new WarmPool({
+      backend: { ...backend, shape },
+      size: 1,
+      mode: 'fixed',
+      maxAgeMs: HOUR,
+      windowMs: HOUR,
+      hardTimeoutMs: 10 * 60_000,
+      bootTimeoutMs: 30_000,
+      defaults: testAttributes({ jobId: WARM_JOB_ID }),
+      breaker,
+      logger: silentLogger,
+      metrics: recordingMetrics(),
+      recordPhase: () => {},
+    });
+    pool = made;
+    const before = Date.now();
+    const ready = poolEvent(made, 'ready');
+    await made.fill();
+    const [warm, warmShape] = await ready;
+    expect(warmShape).toMatch(/^image=travis-ci-sugilite-trusty-\S+ machine=n1-standard-2 gpu=none disk=\d+ zone=\* vm_size=-$/);
+    const [record] = fake.record;
+    expect(record?.labels).toMatchObject({ [GCE_LABELS.jobId]: String(WARM_JOB_ID), [GCE_LABELS.worker]: host });
+    expect(record?.labels[GCE_LABELS.repository]).toMatch(/^mayfly-warm-pool-[0-9a-f]{8}$/);
+    // Its idle life (1 h) and a job's hard timeout (10 min), plus the backend's margin: never less.
+    expect(Number(record?.labels[GCE_LABELS.leaseExpiry])).toBeGreaterThanOrEqual(Math.floor((before + HOUR + 10 * 60_000) / 1000));
+
+    const large = await made.start(testAttributes({ jobId: 7, vmSize: 'large' }), jobOptions());
+    const same = await made.start(testAttributes({ jobId: 8 }), jobOptions());
+    try {
+      expect(large.id).not.toBe(warm);
+      expect(same.id).toBe(warm);
+      expect(await runOn(same, 'echo warm-gce')).toContain('warm-gce');
+    } finally {
+      await Promise.all([large.destroy(), same.destroy()]);
+    }
   }, 60_000);
 });
