@@ -5,7 +5,8 @@
  * (an instance is held from the moment `start` returns it until its
  * `destroy` settles) and needs nothing from the job pipeline.
  */
-import type { Backend, Instance, RunOptions, RunResult, StartAttributes, StartOptions, UploadOptions } from '../backend/contract.js';
+import type { Backend, Instance, StartAttributes, StartOptions } from '../backend/contract.js';
+import { DelegatingInstance } from '../backend/delegating-instance.js';
 
 export class HeldInstances {
   /** Job id -> starts in flight for it. */
@@ -58,43 +59,17 @@ export class HeldInstances {
 }
 
 /** An instance that lets go of its hold once its destroy has settled (a failed destroy leaves it to the reaper). */
-class HeldInstance implements Instance {
-  readonly probe?: (signal: AbortSignal) => Promise<void>;
-
+class HeldInstance extends DelegatingInstance {
   constructor(
-    private readonly inner: Instance,
+    inner: Instance,
     private readonly release: () => void,
   ) {
-    if (inner.probe) this.probe = (signal) => (inner.probe as NonNullable<Instance['probe']>).call(inner, signal);
+    super(inner);
   }
 
-  get id(): string {
-    return this.inner.id;
-  }
-
-  get imageName(): string {
-    return this.inner.imageName;
-  }
-
-  get startupMs(): number {
-    return this.inner.startupMs;
-  }
-
-  get vmSize(): string | undefined {
-    return this.inner.vmSize;
-  }
-
-  upload(script: Buffer, options: UploadOptions): Promise<void> {
-    return this.inner.upload(script, options);
-  }
-
-  run(options: RunOptions): Promise<RunResult> {
-    return this.inner.run(options);
-  }
-
-  async destroy(): Promise<void> {
+  override async destroy(): Promise<void> {
     try {
-      await this.inner.destroy();
+      await super.destroy();
     } finally {
       this.release();
     }

@@ -24,7 +24,8 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { BreakerEvents, BreakerState, StartFailureCode } from '../backend/breaker.js';
 import { isStartFailureCode } from '../backend/breaker.js';
-import type { Backend, BootPhase, Instance, MachineShape, RunOptions, RunResult, StartAttributes, StartOptions, UploadOptions } from '../backend/contract.js';
+import type { Backend, BootPhase, Instance, MachineShape, StartAttributes, StartOptions } from '../backend/contract.js';
+import { DelegatingInstance } from '../backend/delegating-instance.js';
 import { NoCapacityError, errorMessage, isMayflyError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { WarmPoolMetrics } from '../telemetry/metrics.js';
@@ -477,33 +478,15 @@ export class WarmPool implements Backend {
 }
 
 /** A warm instance handed to a job: its start took as long as taking it from the pool. */
-class WarmInstance implements Instance {
+class WarmInstance extends DelegatingInstance {
   constructor(
-    private readonly inner: Instance,
-    readonly startupMs: number,
-  ) {}
-
-  get id(): string {
-    return this.inner.id;
+    inner: Instance,
+    private readonly takenMs: number,
+  ) {
+    super(inner);
   }
 
-  get imageName(): string {
-    return this.inner.imageName;
-  }
-
-  get vmSize(): string | undefined {
-    return this.inner.vmSize;
-  }
-
-  upload(script: Buffer, options: UploadOptions): Promise<void> {
-    return this.inner.upload(script, options);
-  }
-
-  run(options: RunOptions): Promise<RunResult> {
-    return this.inner.run(options);
-  }
-
-  destroy(): Promise<void> {
-    return this.inner.destroy();
+  override get startupMs(): number {
+    return this.takenMs;
   }
 }
