@@ -114,7 +114,8 @@ export async function startWorker(
     releasers.add('background loops', async () => background.abort());
     if (config.hooks.start) await runHook('start', config.hooks.start, logger, background.signal);
     await worker.start();
-    await warmPool?.fill();
+    // In the background: resolving the defaults' shape may wait on a cloud API, and startup must not.
+    void warmPool?.fill();
     if (config.heartbeat) {
       void watchHeartbeat({ ...config.heartbeat, logger, signal: background.signal, onDown: () => worker.drain('heartbeat says down') });
     }

@@ -170,7 +170,7 @@ export class WarmPool implements Backend {
     if (options.backend.destroyManaged) this.destroyManaged = options.backend.destroyManaged.bind(options.backend);
   }
 
-  /** Start filling: in fixed mode at once, with the defaults' shape; in adaptive mode as jobs come. */
+  /** Start filling: in fixed mode at once, with the defaults' shape; in adaptive mode as jobs come. Never rejects. */
   async fill(): Promise<void> {
     const { defaults } = this.#options;
     if (this.#options.mode === 'fixed' && defaults !== undefined) {
@@ -178,6 +178,7 @@ export class WarmPool implements Backend {
         const shape = await this.#backend.shape(defaults, this.#closing.signal);
         this.#demand.record(shape.key, defaults, Date.now());
       } catch (err) {
+        if (this.#closing.signal.aborted) return;
         this.#options.logger.warn({ err: errorMessage(err) }, 'warm pool: cannot tell the shape of a job with the default settings; filling as jobs come');
       }
     }
