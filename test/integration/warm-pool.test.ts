@@ -23,6 +23,7 @@ import { definition as gce } from '../../backends/gce/index.js';
 import { LABELS as GCE_LABELS } from '../../backends/gce/instance-spec.js';
 import { CircuitBreaker } from '../../src/backend/breaker.js';
 import type { Instance, StartAttributes, StartOptions } from '../../src/backend/contract.js';
+import type { WorkerStatus } from '../../src/lifecycle/status.js';
 import { silentLogger } from '../../src/logger.js';
 import { HeldInstances } from '../../src/reaper/held.js';
 import { reapOnce } from '../../src/reaper/reaper.js';
@@ -372,6 +373,7 @@ describeWithDocker('the warm pool on docker (real engine)', unavailable, () => {
 
 describeWithDocker('the warm pool in a whole worker (docker, real broker)', unavailable, () => {
   const QUEUE = 'builds.warm';
+  const CONTROL_AUTH = 'operator:secret';
   let buildApi: FakeBuildApi;
 
   beforeAll(async () => {
@@ -389,7 +391,7 @@ describeWithDocker('the warm pool in a whole worker (docker, real broker)', unav
   });
   const amqp = useAmqpWorker(QUEUE);
 
-  it('starts a job on a warm container, shows the pool on /worker, and leaves nothing once drained', async () => {
+  it('shows the pool on GET /worker, starts a job on a warm container, and leaves nothing once drained', async () => {
     const w = await amqp.start({
       TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
       TRAVIS_WORKER_HOSTNAME: workerName,
@@ -401,12 +403,17 @@ describeWithDocker('the warm pool in a whole worker (docker, real broker)', unav
       TRAVIS_WORKER_DOCKER_STOP_TIMEOUT: '2s',
       TRAVIS_WORKER_WARM_POOL_SIZE: '1',
       TRAVIS_WORKER_WARM_POOL_MODE: 'fixed',
+      TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: '127.0.0.1:0',
+      TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: CONTROL_AUTH,
     });
     const pool = w.worker.warmPool;
     if (pool === undefined) throw new Error('no warm pool');
     await untilIdle(pool, 1);
     const [warm] = idleIds(pool);
-    expect(w.worker.status().warmPool).toEqual({
+    const answer = await fetch(`${w.worker.controlUrl}/worker`, {
+      headers: { authorization: `Basic ${Buffer.from(CONTROL_AUTH).toString('base64')}` },
+    });
+    expect(((await answer.json()) as WorkerStatus).warmPool).toEqual({
       mode: 'fixed',
       size: 1,
       hits: 0,
