@@ -295,7 +295,7 @@ describeWithDocker('the warm pool on docker (real engine)', unavailable, () => {
 
   it('destroys a container that fails its readiness probe, and counts it as a failed start', async () => {
     // No sshd in the container: the probe never gets an answer within the boot timeout.
-    const { pool, metrics, breaker } = makePool({ settings: { cmd: 'sleep infinity' }, bootTimeoutMs: 2_000 });
+    const { pool, metrics, breaker } = makePool({ settings: { cmd: 'sleep infinity' }, bootTimeoutMs: 5_000 });
     const failed = poolEvent(pool, 'boot-failed');
     await pool.fill();
     const [stage] = await failed;
