@@ -132,6 +132,13 @@ async function untilIdle(pool: WarmPool, count: number): Promise<void> {
 }
 
 const readyOnce = async (pool: WarmPool): Promise<string> => (await poolEvent(pool, 'ready'))[0] as string;
+
+/** Fill `pool`; resolves with the first instance that joins it. */
+async function fillOne(pool: WarmPool): Promise<string> {
+  const ready = readyOnce(pool);
+  await pool.fill();
+  return ready;
+}
 const idleIds = (pool: WarmPool): string[] => pool.status().shapes.flatMap((shape) => shape.idle.map((idle) => idle.id));
 
 describeWithDocker('the warm pool on docker (real engine)', unavailable, () => {
@@ -187,9 +194,7 @@ describeWithDocker('the warm pool on docker (real engine)', unavailable, () => {
 
   it('hands a warm container to a job of the same shape (a hit), which runs its script there, and refills', async () => {
     const { pool, metrics } = makePool();
-    const ready = readyOnce(pool);
-    await pool.fill();
-    const warm = await ready;
+    const warm = await fillOne(pool);
     expect(pool.status().shapes).toEqual([
       expect.objectContaining({ target: 1, booting: 0, idle: [expect.objectContaining({ id: warm, image: TEST_IMAGE })] }),
     ]);
@@ -211,9 +216,7 @@ describeWithDocker('the warm pool on docker (real engine)', unavailable, () => {
     await dockerCli('tag', TEST_IMAGE, tag);
     try {
       const { pool, metrics } = makePool();
-      const ready = readyOnce(pool);
-      await pool.fill();
-      const warm = await ready;
+      const warm = await fillOne(pool);
       const instance = await pool.start(testAttributes({ jobId: 2, imageName: tag }), jobOptions());
       try {
         expect(instance.id).not.toBe(warm);
@@ -234,9 +237,7 @@ describeWithDocker('the warm pool on docker (real engine)', unavailable, () => {
     try {
       // One core per container out of two: the warm container holds one.
       const { pool, metrics, breaker } = makePool({ settings: { cpus: 1, cpuSetSize: 2 } });
-      const ready = readyOnce(pool);
-      await pool.fill();
-      const warm = await ready;
+      const warm = await fillOne(pool);
       const first = await pool.start(testAttributes({ jobId: 4, imageName: tag }), jobOptions());
       const evicted = poolEvent(pool, 'evicted', (id) => id === warm);
       const second = await pool.start(testAttributes({ jobId: 5, imageName: tag }), jobOptions());
@@ -256,9 +257,7 @@ describeWithDocker('the warm pool on docker (real engine)', unavailable, () => {
 
   it('replaces an idle container once it reaches the maximum age', async () => {
     const { pool, metrics } = makePool({ maxAgeMs: 1_500 });
-    const first = readyOnce(pool);
-    await pool.fill();
-    const old = await first;
+    const old = await fillOne(pool);
     const [, reason] = await poolEvent(pool, 'evicted', (id) => id === old);
     expect(reason).toBe<EvictReason>('age');
     const fresh = await readyOnce(pool);
@@ -328,9 +327,7 @@ describeWithDocker('the warm pool on docker (real engine)', unavailable, () => {
 
   it('is spared by the reaper of this process, and taken by the reaper of a process that is gone', async () => {
     const { pool, held } = makePool();
-    const ready = readyOnce(pool);
-    await pool.fill();
-    const warm = await ready;
+    const warm = await fillOne(pool);
     const backend = held.wrap(docker.create(testDockerSettings(), testBackendContext({ hostname: workerName })));
     const reap = (holding: HeldInstances) =>
       reapOnce(
@@ -358,9 +355,7 @@ describeWithDocker('the warm pool on docker (real engine)', unavailable, () => {
 
   it('destroys every idle container and boot in flight when drained, and boots no more', async () => {
     const { pool, metrics } = makePool({ size: 3 });
-    const ready = readyOnce(pool);
-    await pool.fill();
-    await ready;
+    await fillOne(pool);
     await pool.drain();
     expect(await containersOf(engine, workerName)).toEqual([]);
     expect(metrics.recorded.left).toContain('drain');
