@@ -16,6 +16,7 @@ import type { ApiCallOutcome, BackendMetrics, BootPhase } from '../backend/contr
 import type { JobResult } from '../job/outcome.js';
 import type { WorkerState } from '../lifecycle/state.js';
 import type { PoolCounts } from '../pool.js';
+import type { EvictReason } from '../warm-pool/pool.js';
 
 /** How a job ended, as counted: a terminal state, `reset` (requeued) or `abandoned` (left to the broker). */
 type JobEndLabel = 'passed' | 'failed' | 'errored' | 'cancelled' | 'reset' | 'abandoned';
@@ -64,7 +65,7 @@ export interface WarmPoolMetrics {
   /** A job found no warm instance of its shape and got a cold start. */
   miss(shape: string): void;
   /** An idle instance left the pool, `used` by a job or evicted (why), after sitting idle `idleMs`. */
-  left(how: 'used' | 'age' | 'image' | 'surplus' | 'capacity' | 'drain', idleMs: number): void;
+  left(how: 'used' | EvictReason, idleMs: number): void;
   /** A pool boot failed: the start itself, or the readiness probe after it. */
   bootFailed(stage: 'start' | 'probe'): void;
 }
@@ -149,7 +150,7 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
   const reaperFailures = meter.createCounter('mayfly_reaper_failures', { description: 'Reaper calls that failed, by operation (list, destroy)' });
   const warmHits = meter.createCounter('mayfly_warm_pool_hits', { description: 'Jobs that got a warm instance, by shape' });
   const warmMisses = meter.createCounter('mayfly_warm_pool_misses', { description: 'Jobs that found no warm instance of their shape (a cold start), by shape' });
-  const warmIdle = seconds('mayfly_warm_pool_idle_seconds', 'How long warm instances sat idle, by how they left the pool (used, or evicted: age, image, surplus, capacity, drain)');
+  const warmIdle = seconds('mayfly_warm_pool_idle_seconds', 'How long warm instances sat idle, by how they left the pool (used, or evicted: age, image, surplus, capacity, drain, dead)');
   const warmBootFailures = meter.createCounter('mayfly_warm_pool_boot_failures', { description: 'Warm pool boots that failed, by stage (start, probe)' });
 
   return {

@@ -52,11 +52,18 @@ const DECAY_STEPS_PER_WINDOW = 20;
  */
 export const BOOT_RETRY_MS = 5_000;
 const MAX_BOOT_RETRY_MS = 5 * 60_000;
+/**
+ * A warm instance is probed once more when a job comes for it (over its
+ * open connection: one round trip), for at most this long, in ms: a VM
+ * preempted or a container killed while idle goes, and the job gets
+ * another instead of failing on it.
+ */
+const HIT_CHECK_TIMEOUT_MS = 5_000;
 /** Destroying one warm instance may take this long (a cloud delete); then the reaper's lease takes over. */
 const DESTROY_TIMEOUT_MS = 5 * 60_000;
 
-/** Why an idle instance was destroyed without serving a job. */
-export type EvictReason = 'age' | 'image' | 'surplus' | 'capacity' | 'drain';
+/** Why an idle instance was destroyed without serving a job (`dead`: it no longer answered when a job came for it). */
+export type EvictReason = 'age' | 'image' | 'surplus' | 'capacity' | 'drain' | 'dead';
 
 /** What the pool asks of the circuit breaker (src/backend/breaker.ts): whether to boot, and to hear how boots went. */
 export interface BootGate {
@@ -197,7 +204,8 @@ export class WarmPool implements Backend {
       return this.#backend.start(attributes, options);
     }
     this.#demand.record(shape.key, attributes, began);
-    const taken = this.#take(shape.key, began + attributes.hardTimeoutMs);
+    let taken = this.#take(shape.key, began + attributes.hardTimeoutMs);
+    while (taken !== undefined && !(await this.#stillAnswers(taken, options))) taken = this.#take(shape.key, began + attributes.hardTimeoutMs);
     if (taken !== undefined) {
       this.#hits += 1;
       const idleMs = Date.now() - taken.readyAt;
@@ -283,6 +291,24 @@ export class WarmPool implements Backend {
     }
     if (best !== undefined) this.#idle.splice(this.#idle.indexOf(best), 1);
     return best;
+  }
+
+  /** Probe `idle`, taken for a job, once more; one that does not answer is evicted. Rethrows the job's abort (`idle` goes back). */
+  async #stillAnswers(idle: Idle, options: StartOptions): Promise<boolean> {
+    const { probe } = idle.instance;
+    if (probe === undefined) return true;
+    try {
+      await probe.call(idle.instance, AbortSignal.any([options.signal, AbortSignal.timeout(HIT_CHECK_TIMEOUT_MS)]));
+      return true;
+    } catch (err) {
+      if (options.signal.aborted) {
+        this.#idle.push(idle);
+        throw options.signal.reason;
+      }
+      options.logger.warn({ instance: idle.instance.id, err: errorMessage(err) }, 'warm instance no longer answers; destroying it');
+      void this.#evict(idle, 'dead');
+      return false;
+    }
   }
 
   /**

@@ -211,6 +211,22 @@ describeWithDocker('the warm pool on docker (real engine)', unavailable, () => {
     expect(idleIds(pool)).toHaveLength(1);
   });
 
+  it('destroys a warm container that died while idle, and gives the job a new one', async () => {
+    const { pool, metrics } = makePool();
+    const warm = await fillOne(pool);
+    await engine.killContainer(warm, AbortSignal.timeout(10_000));
+    const evicted = poolEvent(pool, 'evicted', (id) => id === warm);
+    const instance = await pool.start(testAttributes({ jobId: 6 }), jobOptions());
+    try {
+      expect((await evicted)[1]).toBe<EvictReason>('dead');
+      expect(instance.id).not.toBe(warm);
+      expect(metrics.recorded).toMatchObject({ hits: [], misses: [expect.stringContaining(`image=${TEST_IMAGE}`)], left: ['dead'] });
+      expect(await runOn(instance, 'echo alive')).toContain('alive');
+    } finally {
+      await instance.destroy();
+    }
+  });
+
   it('gives a job of another shape a cold start (a miss), leaving the warm one be', async () => {
     const tag = `warm-other:${randomBytes(4).toString('hex')}`;
     await dockerCli('tag', TEST_IMAGE, tag);
