@@ -265,6 +265,9 @@ async function runStream(mode: WarmPoolMode, stream: Arrival[], signal: AbortSig
   return { hits, misses, idleSeconds: idleMs / 1000, durationSeconds: (performance.now() - began) / 1000 };
 }
 
+/** `+3`, `−2`, `+0`: a difference, signed. */
+const signed = (value: number): string => `${value < 0 ? '−' : '+'}${fixed(Math.abs(value), 0)}`;
+
 async function mixRows(context: BenchContext): Promise<Row[]> {
   const stream = mixedStream(context.quick ? 0.5 : 1);
   context.progress(`warm-pool: ${stream.length} jobs of three shapes through an adaptive and a fixed pool of ${SIM_SIZE} (fake backend)`);
@@ -280,7 +283,7 @@ async function mixRows(context: BenchContext): Promise<Row[]> {
       baseline: `fixed pool of ${SIM_SIZE}: ${describe(fixedPool)}`,
       target: 'fewer idle instance-s than fixed',
       met: adaptive.idleSeconds < fixedPool.idleSeconds ? 'yes' : 'no',
-      note: `${fixed(100 * (1 - adaptive.idleSeconds / fixedPool.idleSeconds), 0)}% less idle, hit rate ${fixed(100 * (rate(adaptive) - rate(fixedPool)), 0)} points`,
+      note: `${fixed(100 * (1 - adaptive.idleSeconds / fixedPool.idleSeconds), 0)}% less idle; hit rate ${signed(100 * (rate(adaptive) - rate(fixedPool)))} points`,
       data: { adaptive, fixed: fixedPool, jobs: stream.length, size: SIM_SIZE, bootMs: SIM_BOOT_MS, windowMs: SIM_WINDOW_MS },
     },
   ];

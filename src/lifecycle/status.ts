@@ -5,7 +5,7 @@
  */
 import { formatGoDuration } from '../config/formats.js';
 import type { ProcessorStatus } from '../processor.js';
-import type { WarmPoolStatus } from '../warm-pool/pool.js';
+import type { WarmPoolStatus } from '../warm-pool/types.js';
 import type { WorkerState } from './state.js';
 
 export interface ProcessorInfo {

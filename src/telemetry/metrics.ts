@@ -16,7 +16,7 @@ import type { ApiCallOutcome, BackendMetrics, BootPhase } from '../backend/contr
 import type { JobResult } from '../job/outcome.js';
 import type { WorkerState } from '../lifecycle/state.js';
 import type { PoolCounts } from '../pool.js';
-import type { EvictReason } from '../warm-pool/pool.js';
+import type { EvictReason } from '../warm-pool/types.js';
 
 /** How a job ended, as counted: a terminal state, `reset` (requeued) or `abandoned` (left to the broker). */
 type JobEndLabel = 'passed' | 'failed' | 'errored' | 'cancelled' | 'reset' | 'abandoned';
