@@ -12,6 +12,7 @@
  * fails halfway.
  */
 import type { Tracer } from '@opentelemetry/api';
+import { CircuitBreaker } from './backend/breaker.js';
 import type { BackendDefinition } from './backend/contract.js';
 import type { WorkerConfig } from './config/types.js';
 import { ConfigError } from './errors.js';
@@ -29,6 +30,7 @@ import { createQueue } from './queue/create.js';
 import { Releasers } from './releasers.js';
 import { createPrometheusMetrics, noopMetrics, type WorkerMetrics } from './telemetry/metrics.js';
 import { startTracing } from './telemetry/tracing.js';
+import { createWarmPool } from './warm-pool/create.js';
 import { Worker } from './worker.js';
 
 /**
@@ -78,19 +80,28 @@ export async function startWorker(
     await queue.open();
     releasers.add('the queue', () => queue.close());
 
+    const breaker = new CircuitBreaker({ ...config.breaker, logger: logger.child({ backend: config.providerName }) });
+    releasers.add('the circuit breaker', async () => breaker.dispose());
+
     const held = new HeldInstances();
     const backendLogger = logger.child({ backend: definition.name });
     const created = definition.create(config.backendSettings, { logger: backendLogger, hostname: config.hostname, metrics: metrics.backend });
-    releasers.add('the backend', () => created.close());
+    // The backend as it is closed: once there is a warm pool, the pool, which destroys its idle instances first.
+    let closing: { close(): Promise<void> } = created;
+    releasers.add('the backend', () => closing.close());
     const readyDeadline = AbortSignal.timeout(BACKEND_READY_TIMEOUT_MS);
     await created.ready?.(readyDeadline).catch((err: unknown) => {
       if (!readyDeadline.aborted) throw err;
       throw new Error(`the ${definition.name} backend's startup checks did not finish in ${BACKEND_READY_TIMEOUT_MS / 60_000} minutes`, { cause: err });
     });
-    const backend = held.wrap(created);
+    const made = held.wrap(created);
+    // The warm pool wraps the held backend: its boots are held too, so the reaper spares them.
+    const warmPool = createWarmPool({ config, backend: made, breaker, logger: backendLogger, metrics });
+    const backend = warmPool ?? made;
+    closing = backend;
 
     let reaper: Reaper | undefined;
-    const { listManaged, destroyManaged } = backend;
+    const { listManaged, destroyManaged } = made;
     if (config.reaper.intervalMs > 0 && listManaged && destroyManaged) {
       const running = startReaper({
         backend: { listManaged, destroyManaged },
@@ -106,8 +117,9 @@ export async function startWorker(
       releasers.add('the reaper', () => running.stop());
     }
 
-    const worker = new Worker({ config, logger, queue, backend, metrics, tracer, reaper, releasers });
+    const worker = new Worker({ config, logger, queue, backend, metrics, tracer, reaper, breaker, warmPool, releasers });
     metrics.observe({
+      ...(warmPool === undefined ? {} : { warmPool: () => warmPool.counts() }),
       state: () => worker.state,
       poolSize: () => worker.pool.size,
       processors: () => worker.pool.counts(),
@@ -146,6 +158,8 @@ export async function startWorker(
         });
       });
     }
+    // In the background: resolving the defaults' shape may wait on a cloud API, and startup must not.
+    void warmPool?.fill();
     if (config.heartbeat) {
       void watchHeartbeat({ ...config.heartbeat, logger, signal: background.signal, onDown: () => worker.drain('heartbeat says down') });
     }

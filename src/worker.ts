@@ -15,7 +15,7 @@
  */
 import { EventEmitter, setMaxListeners } from 'node:events';
 import type { Tracer } from '@opentelemetry/api';
-import { CircuitBreaker } from './backend/breaker.js';
+import type { CircuitBreaker } from './backend/breaker.js';
 import type { Backend } from './backend/contract.js';
 import type { WorkerConfig } from './config/types.js';
 import type { HttpListener } from './control/http.js';
@@ -35,6 +35,7 @@ import type { CancelCommand, JobQueue } from './queue/contract.js';
 import type { Reaper } from './reaper/reaper.js';
 import type { Releasers } from './releasers.js';
 import type { WorkerMetrics } from './telemetry/metrics.js';
+import type { WarmPool } from './warm-pool/pool.js';
 import { GENERATED, REVISION, VERSION } from './version.js';
 
 export type { JobDone } from './job/runner.js';
@@ -84,6 +85,10 @@ export interface WorkerParts {
   tracer: Tracer;
   /** The orphan reaper, when it runs (a backend that can list its instances, a non-zero interval). */
   reaper: Reaper | undefined;
+  /** Holds jobs back while the backend keeps failing to start instances; shared with the warm pool, whose boots count too. */
+  breaker: CircuitBreaker;
+  /** The warm pool, when there is one (it is also `backend`): destroyed first when the worker drains or stops, shown in the status. */
+  warmPool?: WarmPool | undefined;
   /** What was started for the worker so far; the worker adds its own and releases them all when it stops. */
   releasers: Releasers;
 }
@@ -118,8 +123,7 @@ export class Worker implements WorkerControl, SignalControl {
       this.events.emit('state', to, from);
     });
 
-    this.breaker = new CircuitBreaker({ ...config.breaker, logger: logger.child({ backend: config.providerName }) });
-    this.parts.releasers.add('the circuit breaker', async () => this.breaker.dispose());
+    this.breaker = parts.breaker;
     this.breaker.on('open', () => {
       parts.metrics.breakerOpened();
       this.pause('breaker');
@@ -163,6 +167,11 @@ export class Worker implements WorkerControl, SignalControl {
   /** The orphan reaper, when it runs. */
   get reaper(): Reaper | undefined {
     return this.parts.reaper;
+  }
+
+  /** The warm pool, when there is one (`TRAVIS_WORKER_WARM_POOL_SIZE` > 0). */
+  get warmPool(): WarmPool | undefined {
+    return this.parts.warmPool;
   }
 
   get state(): WorkerState {
@@ -210,6 +219,7 @@ export class Worker implements WorkerControl, SignalControl {
       expectedPoolSize: this.pool.size,
       totalProcessed: this.pool.processed,
       processors: this.pool.status(),
+      warmPool: this.parts.warmPool?.status(),
     });
   }
 
@@ -300,6 +310,8 @@ export class Worker implements WorkerControl, SignalControl {
     this.lifecycle.transition('DRAINING');
     this.parts.logger.info(fields, 'draining: taking no more jobs; running jobs may finish within the budget, then are requeued');
     this.pool.stopTaking();
+    // No job will take a warm instance now: give them back at once, not after the running jobs.
+    void this.parts.warmPool?.drain();
     this.endDrainIn(budgetMs);
     void this.pool.settled().then(() => {
       if (this.stopping) return;
@@ -316,6 +328,7 @@ export class Worker implements WorkerControl, SignalControl {
       const running = this.runningJobs();
       this.parts.logger.info({ reason, requeued_jobs: running }, running.length > 0 ? 'stopping: requeueing running jobs' : 'stopping');
       this.shutdown.abort();
+      void this.parts.warmPool?.drain();
       await this.parts.releasers.releaseAll();
       if (this.parts.config.hooks.stop) await runHook('stop', this.parts.config.hooks.stop, this.parts.logger);
       this.lifecycle.transition('STOPPED');

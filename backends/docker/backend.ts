@@ -17,6 +17,7 @@ import {
   type Backend,
   type BackendContext,
   type Instance,
+  type MachineShape,
   type ManagedInstance,
   type StartAttributes,
   type StartOptions,
@@ -108,6 +109,18 @@ export class DockerBackend implements Backend {
   /** Cores not reserved by a running job. */
   get freeCores(): number {
     return this.#cpusets.free;
+  }
+
+  /**
+   * The container `start` would make differs between jobs only by its image:
+   * the one chosen now, named with the id the engine has for it, so a tag
+   * moved to a new image is a new shape. Pulls a missing image when `PULL`
+   * is set, as `start` would.
+   */
+  async shape(attributes: StartAttributes, signal: AbortSignal): Promise<MachineShape> {
+    const image = await this.#selectImage(attributes, () => {}, signal);
+    const id = image.ref === image.name ? ((await this.#engine.imageId(image.name, signal)) ?? image.ref) : image.ref;
+    return { key: `image=${image.name} id=${id.replace(/^sha256:/, '').slice(0, 12)}`, image: image.name };
   }
 
   async start(attributes: StartAttributes, options: StartOptions): Promise<Instance> {

@@ -9,6 +9,7 @@
  */
 import {
   ConnectionLostError,
+  InstanceStartError,
   errorMessage,
   abortableSleep,
   timeoutSignal,
@@ -98,6 +99,21 @@ export class DockerInstance implements Instance {
       return;
     }
     await ssh.timedUpload(script, { signal: options.signal, maxAttempts: SSH_READY_ATTEMPTS }, recordPhase);
+  }
+
+  /**
+   * The warm pool's readiness probe: in SSH mode, wait for sshd and run a
+   * no-op over the connection `upload` then reuses; in native mode (no
+   * sshd), the container must still be running.
+   */
+  async probe(signal: AbortSignal): Promise<void> {
+    const { ssh, engine, containerId } = this.#options;
+    if (ssh !== undefined) {
+      await ssh.probe(signal, SSH_READY_ATTEMPTS);
+      return;
+    }
+    const info = await engine.inspectContainer(containerId, signal);
+    if (info?.State.Running !== true) throw new InstanceStartError(`container ${this.id} is not running`);
   }
 
   async run(options: RunOptions): Promise<RunResult> {

@@ -25,6 +25,7 @@ import {
   type Backend,
   type BackendContext,
   type Instance,
+  type MachineShape,
   type ManagedInstance,
   type StartAttributes,
   type StartOptions,
@@ -33,7 +34,7 @@ import {
 } from '../../src/backend/kit.js';
 import { Ec2Api, type Ec2InstanceDescription } from './api.js';
 import { ec2ErrorCode, isUnsupportedAnywhere } from './classify.js';
-import { imageSetting, resolveImage } from './images.js';
+import { imageSetting, resolveImage, type SelectedImage } from './images.js';
 import { Ec2Instance } from './instance.js';
 import { defaultInstanceType, launchRequest, mappedInstanceType } from './launch.js';
 import { MANAGED_FILTERS, managedInstance } from './managed.js';
@@ -117,6 +118,24 @@ export class Ec2Backend implements Backend {
     this.#api = new Ec2Api(settings, context);
   }
 
+  /** The instance `start` would launch: its AMI (as resolved now) and instance type (from size and arch). */
+  async shape(attributes: StartAttributes, signal: AbortSignal): Promise<MachineShape> {
+    const { image, instanceType, mappedType } = await this.#machine(attributes, signal);
+    return { key: `image=${image.imageId} type=${instanceType} vm_size=${mappedType ?? attributes.vmSize ?? '-'}`, image: image.name };
+  }
+
+  /**
+   * The AMI (as resolved now) and instance type a job's instance gets: what
+   * `start` launches and `shape` reports. `mappedType`: the type its
+   * `vm_size` maps to, which travis reports as its size.
+   */
+  async #machine(attributes: StartAttributes, signal: AbortSignal): Promise<{ image: SelectedImage; instanceType: string; mappedType: string | undefined }> {
+    const settings = this.#settings;
+    const image = await resolveImage(imageSetting(attributes, settings.images, settings.imageDefault), this.#api, settings.imageOwners, signal);
+    const mappedType = mappedInstanceType(attributes);
+    return { image, mappedType, instanceType: mappedType ?? defaultInstanceType(attributes, settings) };
+  }
+
   async start(attributes: StartAttributes, options: StartOptions): Promise<Instance> {
     const { signal, progress, recordPhase } = options;
     const logger = options.logger.child({ backend: 'ec2' });
@@ -125,17 +144,18 @@ export class Ec2Backend implements Backend {
     const settings = this.#settings;
 
     // travis reports a mapped size as the instance type it became.
-    const mappedType = mappedInstanceType(attributes);
+    let mappedType: string | undefined;
     let request: RunInstancesRequest;
     let imageName: string;
     let keys: ReturnType<typeof generateJobKeyPair>;
     try {
-      const image = await resolveImage(imageSetting(attributes, settings.images, settings.imageDefault), this.#api, settings.imageOwners, signal);
+      const machine = await this.#machine(attributes, signal);
+      const { image, instanceType } = machine;
+      mappedType = machine.mappedType;
       imageName = image.name;
       // Made here, held in memory only: its public half goes in the user data, its private half to SshMachine.
       keys = generateJobKeyPair();
       const clientToken = randomUUID();
-      const instanceType = mappedType ?? defaultInstanceType(attributes, settings);
       request = launchRequest({
         settings,
         image,

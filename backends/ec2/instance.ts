@@ -75,6 +75,11 @@ export class Ec2Instance implements Instance {
     await ssh.timedUpload(script, { signal: options.signal, maxAttempts: uploadRetries }, recordPhase);
   }
 
+  /** Wait for SSH and run a no-op there (the warm pool's readiness probe); the connection stays for `upload`. */
+  probe(signal: AbortSignal): Promise<void> {
+    return this.#options.ssh.probe(signal, this.#options.uploadRetries);
+  }
+
   async run(options: RunOptions): Promise<RunResult> {
     const watchStop = new AbortController();
     const taken = new AbortController();

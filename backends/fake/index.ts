@@ -9,6 +9,8 @@ import {
   type Backend,
   type BackendDefinition,
   type Instance,
+  type MachineShape,
+  type StartAttributes,
   type StartOptions,
 } from '../../src/backend/kit.js';
 import { FakeInstance } from './instance.js';
@@ -41,6 +43,12 @@ class FakeBackend implements Backend {
     }
     this.started++;
     return new FakeInstance(`fake-${attributes.jobId}-${this.started}`, this.settings);
+  }
+
+  /** Fake machines differ by what a job could ask of a real one: its image and its size. */
+  async shape(attributes: StartAttributes): Promise<MachineShape> {
+    const image = attributes.imageName ?? 'fake';
+    return { key: `image=${image} vm_size=${attributes.vmSize ?? 'default'}`, image };
   }
 
   async close(): Promise<void> {}

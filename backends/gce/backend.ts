@@ -18,6 +18,7 @@ import {
   type Backend,
   type BackendContext,
   type Instance,
+  type MachineShape,
   type ManagedInstance,
   type StartAttributes,
   type StartOptions,
@@ -29,7 +30,7 @@ import { GceOperationError, classifyGceError, needsSubnetwork, notOfferedInZone 
 import { ImageResolver, imagePattern } from './images.js';
 import { GceInstance } from './instance.js';
 import { instanceName, instanceSpec, regionOf } from './instance-spec.js';
-import { machineFor } from './machine.js';
+import { machineFor, type Machine } from './machine.js';
 import { MANAGED_FILTER, managedInstance } from './managed.js';
 import { metadataHostOf, resolvePlacement, type GcePlacement } from './metadata.js';
 import { checkVmScopes, usesVmCredentials } from './scopes.js';
@@ -148,6 +149,26 @@ export class GceBackend implements Backend {
     return [...zones.slice(first), ...zones.slice(0, first)];
   }
 
+  /** The VM `start` would boot: image (as resolved now), machine type, GPUs, disk, a pinned zone (`*`: any). */
+  async shape(attributes: StartAttributes, signal: AbortSignal): Promise<MachineShape> {
+    await raceAbort(this.placement(), signal);
+    const { image, machine } = await this.#machine(attributes, signal);
+    const gpu = machine.gpu === undefined ? 'none' : `${machine.gpu.count}x${machine.gpu.type}`;
+    const zone = attributes.vmConfig.zone?.trim() || '*';
+    const name = String(image.name);
+    return {
+      key: `image=${name} machine=${machine.machineType} gpu=${gpu} disk=${machine.diskSizeGb} zone=${zone} vm_size=${machine.reportedVmSize ?? '-'}`,
+      image: name,
+    };
+  }
+
+  /** The image (as resolved now) and machine a job's VM gets: what `start` boots and `shape` reports. */
+  async #machine(attributes: StartAttributes, signal: AbortSignal): Promise<{ image: GceImage; machine: Machine }> {
+    const settings = this.#settings;
+    const image = await this.#images.resolve(imagePattern(attributes, settings.images, settings.imageDefault), signal);
+    return { image, machine: machineFor(attributes, settings) };
+  }
+
   async start(attributes: StartAttributes, options: StartOptions): Promise<Instance> {
     const began = Date.now();
     const { signal, progress, recordPhase } = options;
@@ -156,8 +177,9 @@ export class GceBackend implements Backend {
     const placement = await raceAbort(this.placement(), signal);
     const name = instanceName();
     let image: GceImage;
+    let machine: Machine;
     try {
-      image = await this.#images.resolve(imagePattern(attributes, settings.images, settings.imageDefault), signal);
+      ({ image, machine } = await this.#machine(attributes, signal));
     } catch (err) {
       if (signal.aborted) throw err;
       throw this.#startError(name, err);
@@ -166,7 +188,6 @@ export class GceBackend implements Backend {
 
     const logger = options.logger.child({ instance: name });
     const keys = generateJobKeyPair();
-    const machine = machineFor(attributes, settings);
     const pinned = attributes.vmConfig.zone?.trim();
     const zones = pinned ? [pinned] : this.#zoneOrder(placement.zones);
     const sent: InsertSent[] = [];

@@ -60,6 +60,11 @@ export class GceInstance implements Instance {
     });
   }
 
+  /** Wait for SSH and run a no-op there (the warm pool's readiness probe); the connection stays for `upload`. */
+  probe(signal: AbortSignal): Promise<void> {
+    return this.#options.ssh.probe(signal, this.#options.sshAttempts);
+  }
+
   /**
    * Run the script; when the run broke (connection lost, killed) or the VM
    * is preemptible, ask GCE whether the VM was preempted: then the job's

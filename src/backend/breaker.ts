@@ -51,6 +51,11 @@ export type StartFailureCode = (typeof START_FAILURE_CODES)[number];
 
 const startFailureCodes: ReadonlySet<RequeueCause> = new Set(START_FAILURE_CODES);
 
+/** True when an error with `code` means an instance could not be started (the codes above). */
+export function isStartFailureCode(code: string): code is StartFailureCode {
+  return startFailureCodes.has(code as RequeueCause);
+}
+
 /** A job run the breaker counts as a failed start. */
 export type StartFailure = Extract<JobResult, { outcome: 'requeued' }> & { cause: StartFailureCode; instanceReady: false };
 

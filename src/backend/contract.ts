@@ -102,8 +102,34 @@ export interface Instance {
    * (either way).
    */
   run(options: RunOptions): Promise<RunResult>;
+  /**
+   * Optional (backends whose machines answer SSH): wait until the machine
+   * accepts a connection and runs a no-op command, keeping that connection
+   * for `upload`. The warm pool (src/warm-pool/) probes an instance with it
+   * before offering it to jobs; throws like `upload` when the machine does
+   * not answer, or when the command fails.
+   */
+  probe?(signal: AbortSignal): Promise<void>;
   /** Release everything the instance holds. Idempotent; safe after a failed start or upload. */
   destroy(): Promise<void>;
+}
+
+/**
+ * What machine a job's start attributes map to on one backend, resolved the
+ * way `start` resolves them. Two jobs whose shapes have the same `key` get
+ * interchangeable machines, so a machine booted ahead for one can run the
+ * other (the warm pool, src/warm-pool/).
+ */
+export interface MachineShape {
+  /**
+   * Everything that decides the machine, the resolved image included, as
+   * one short readable text (e.g. `image=travis-ci-focal-123 machine=n2-standard-2`):
+   * equal keys, interchangeable machines. It labels metrics and `/worker`, so
+   * it never holds a secret.
+   */
+  key: string;
+  /** The image the machine would boot from now. */
+  image: string;
 }
 
 /**
@@ -137,6 +163,13 @@ export interface Backend {
    * the worker with its message, instead of failing every job.
    */
   ready?(signal: AbortSignal): Promise<void>;
+  /**
+   * Optional (backends that can boot machines ahead of jobs): the shape of
+   * the machine `start` would make for `attributes`, resolved the same way
+   * (image lookups included) but making nothing. Throws what `start` would
+   * throw for attributes it cannot serve.
+   */
+  shape?(attributes: StartAttributes, signal: AbortSignal): Promise<MachineShape>;
   /** Release backend-wide resources (clients, pools) at worker shutdown. */
   close(): Promise<void>;
   /**

@@ -16,6 +16,7 @@ export type {
   BackendMetrics,
   BootPhase,
   Instance,
+  MachineShape,
   ManagedInstance,
   RunOptions,
   RunResult,

@@ -32,6 +32,11 @@ function optional<T>(env: string, doc: string, format: InlineFormat): Optional<T
   return { env, doc, format, default: null, nullable: true };
 }
 
+/** One of a few words (`values`, as written in the variable). */
+export function oneOf<T extends string>(env: string, values: readonly T[], defaultValue: NoInfer<T>, doc: string): CoreSettingSchema<T> {
+  return { env, doc, format: [...values], default: defaultValue };
+}
+
 export function text(env: string, defaultValue: string, doc: string): CoreSettingSchema<string> {
   return { env, doc, format: String, default: defaultValue };
 }

@@ -103,7 +103,7 @@ export function loadConfig(
 
 /** Problems no single setting shows: settings that must agree with each other. */
 function checkTogether(core: CoreConfig, problems: Problems): void {
-  const { debug, breaker, amqp } = core;
+  const { debug, breaker, amqp, warmPool } = core;
   if (debug && core.remoteAuth === undefined) {
     if (!isLoopback(debug.host)) {
       problems.add(CORE_SETTINGS.debug.host.env, 'is not a loopback address, so the debug port needs TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH to protect it');
@@ -136,4 +136,11 @@ function checkTogether(core: CoreConfig, problems: Problems): void {
   // Zero would read the metadata service (or retry a failed read) in a tight loop.
   if (host.noticePollMs <= 0) problems.add(CORE_SETTINGS.host.noticePollMs.env, 'must be longer than 0s');
   if (host.asgHeartbeatMs <= 0) problems.add(CORE_SETTINGS.host.asgHeartbeatMs.env, 'must be longer than 0s');
+  if (warmPool.size > 0) {
+    // Zero would replace every warm instance the moment it is ready; a zero window would never keep one.
+    if (warmPool.maxAgeMs <= 0) problems.add(CORE_SETTINGS.warmPool.maxAgeMs.env, 'must be longer than 0s while the warm pool is on (WARM_POOL_SIZE > 0)');
+    if (warmPool.mode === 'adaptive' && warmPool.windowMs <= 0) {
+      problems.add(CORE_SETTINGS.warmPool.windowMs.env, 'must be longer than 0s while the adaptive warm pool is on (WARM_POOL_SIZE > 0)');
+    }
+  }
 }

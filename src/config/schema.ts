@@ -21,6 +21,7 @@ import {
   hostName,
   listenAddress,
   logLevel,
+  oneOf,
   optionalPort,
   optionalText,
   optionalUrl,
@@ -86,12 +87,12 @@ export const CORE_SETTINGS = {
   } satisfies CoreSettingSchema<number>,
   hostname: hostName('TRAVIS_WORKER_HOSTNAME', "Names this worker in job logs and state updates (empty: this machine's host name)"),
   infra: text('TRAVIS_WORKER_INFRA', '', 'Infrastructure tag sent with the first log part, e.g. gce or ec2'),
-  progressType: {
-    env: 'TRAVIS_WORKER_PROGRESS_TYPE',
-    doc: "Backend progress in the job log while the instance starts: text (in a fold, as travis writes it) or empty (none, travis' default)",
-    format: ['', 'text'],
-    default: '',
-  } satisfies CoreSettingSchema<'' | 'text'>,
+  progressType: oneOf(
+    'TRAVIS_WORKER_PROGRESS_TYPE',
+    ['', 'text'],
+    '',
+    "Backend progress in the job log while the instance starts: text (in a fold, as travis writes it) or empty (none, travis' default)",
+  ),
   payloadFilterExecutable: optionalText(
     'TRAVIS_WORKER_PAYLOAD_FILTER_EXECUTABLE',
     'Executable the job payload is piped through (JSON on stdin, JSON on stdout) before it goes to the build API; a failing filter errors the job',
@@ -305,6 +306,18 @@ export const CORE_SETTINGS = {
       'Compute API base URL a GCE host calls to leave its managed instance group (HOST_TERMINATE); empty: https://compute.googleapis.com (mayfly only)',
       ['http', 'https'],
     ),
+  },
+  // The warm pool (docs/warm-pool.md).
+  warmPool: {
+    size: wholeNumber('TRAVIS_WORKER_WARM_POOL_SIZE', 0, 'Most instances booted ahead of jobs (idle and booting) kept ready for jobs of the same shape; 0: no warm pool (mayfly only)'),
+    mode: oneOf(
+      'TRAVIS_WORKER_WARM_POOL_MODE',
+      ['fixed', 'adaptive'],
+      'adaptive',
+      'fixed: always WARM_POOL_SIZE instances, shared among the shapes seen since start; adaptive: as many as jobs of each shape came within WARM_POOL_WINDOW, none when none came (mayfly only)',
+    ),
+    maxAgeMs: duration('TRAVIS_WORKER_WARM_POOL_MAX_AGE', '30m', 'A warm instance idle this long after its boot began is replaced by a fresh one (mayfly only)'),
+    windowMs: duration('TRAVIS_WORKER_WARM_POOL_WINDOW', '10m', 'Adaptive warm pool: how long a job counts towards keeping instances of its shape ready (mayfly only)'),
   },
 } satisfies CoreSchema<CoreConfig>;
 

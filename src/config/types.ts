@@ -155,6 +155,17 @@ export interface WorkerConfig {
   };
   /** When the host drains and exits by itself (src/fleet/lifetime.ts); every limit 0 = none. */
   lifetime: LifetimeConfig;
+  /** The warm pool (src/warm-pool/, docs/warm-pool.md). */
+  warmPool: {
+    /** `TRAVIS_WORKER_WARM_POOL_SIZE`: most instances idle and booting at once; 0 = off. */
+    size: number;
+    /** `TRAVIS_WORKER_WARM_POOL_MODE`: `fixed` (always `size`) or `adaptive` (as recent jobs ask). */
+    mode: 'fixed' | 'adaptive';
+    /** `TRAVIS_WORKER_WARM_POOL_MAX_AGE`: an idle instance this old (since its boot began) is replaced, in ms. */
+    maxAgeMs: number;
+    /** `TRAVIS_WORKER_WARM_POOL_WINDOW`: adaptive mode, how long a job counts towards its shape's demand, in ms. */
+    windowMs: number;
+  };
 }
 
 /** The host's lifetime policy: each limit, once reached, drains the worker and exits. */

@@ -38,3 +38,11 @@ export function startAttributesOf(
   if (payload.vmSize) attributes.vmSize = payload.vmSize;
   return attributes;
 }
+
+/**
+ * What a job that asks for nothing special gets: the worker's defaults, a
+ * default VM. The fixed warm pool boots this shape before any job came.
+ */
+export function defaultStartAttributes(defaults: WorkerConfig['defaults'], hardTimeoutMs: number): StartAttributes {
+  return { jobId: 0, repository: '', ...defaults, vmType: 'default', vmConfig: {}, hardTimeoutMs, warmer: false };
+}

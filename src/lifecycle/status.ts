@@ -5,6 +5,7 @@
  */
 import { formatGoDuration } from '../config/formats.js';
 import type { ProcessorStatus } from '../processor.js';
+import type { WarmPoolStatus } from '../warm-pool/types.js';
 import type { WorkerState } from './state.js';
 
 export interface ProcessorInfo {
@@ -34,6 +35,8 @@ export interface WorkerStatus {
   expectedPoolSize: number;
   totalProcessed: number;
   processors: ProcessorInfo[];
+  /** The warm pool, when there is one (mayfly only): idle instances per shape with their ages, boots in flight. */
+  warmPool?: WarmPoolStatus;
 }
 
 export function buildStatus(input: {
@@ -45,6 +48,7 @@ export function buildStatus(input: {
   expectedPoolSize: number;
   totalProcessed: number;
   processors: ProcessorStatus[];
+  warmPool?: WarmPoolStatus | undefined;
 }): WorkerStatus {
   const uptimeMs = Date.now() - input.startedAt;
   return {
@@ -64,6 +68,7 @@ export function buildStatus(input: {
       lastJobId: p.lastJobId ?? 0,
       ...(p.jobId === undefined ? {} : { currentJobId: p.jobId }),
     })),
+    ...(input.warmPool === undefined ? {} : { warmPool: input.warmPool }),
   };
 }
 

@@ -5,7 +5,8 @@
  * (an instance is held from the moment `start` returns it until its
  * `destroy` settles) and needs nothing from the job pipeline.
  */
-import type { Backend, Instance, RunOptions, RunResult, StartAttributes, StartOptions, UploadOptions } from '../backend/contract.js';
+import type { Backend, Instance, StartAttributes, StartOptions } from '../backend/contract.js';
+import { DelegatingInstance } from '../backend/delegating-instance.js';
 
 export class HeldInstances {
   /** Job id -> starts in flight for it. */
@@ -28,12 +29,13 @@ export class HeldInstances {
     return this.#held.size;
   }
 
-  /** `backend`, with every start and destroy recorded here. The optional reaper methods pass through. */
+  /** `backend`, with every start and destroy recorded here. The optional methods (shape, the reaper's) pass through. */
   wrap(backend: Backend): Backend {
     const wrapped: Backend = {
       start: (attributes, options) => this.#start(backend, attributes, options),
       close: () => backend.close(),
     };
+    if (backend.shape) wrapped.shape = (attributes, signal) => (backend.shape as NonNullable<Backend['shape']>).call(backend, attributes, signal);
     if (backend.listManaged) wrapped.listManaged = (signal) => (backend.listManaged as NonNullable<Backend['listManaged']>).call(backend, signal);
     if (backend.destroyManaged) {
       wrapped.destroyManaged = (id, signal) => (backend.destroyManaged as NonNullable<Backend['destroyManaged']>).call(backend, id, signal);
@@ -57,39 +59,17 @@ export class HeldInstances {
 }
 
 /** An instance that lets go of its hold once its destroy has settled (a failed destroy leaves it to the reaper). */
-class HeldInstance implements Instance {
+class HeldInstance extends DelegatingInstance {
   constructor(
-    private readonly inner: Instance,
+    inner: Instance,
     private readonly release: () => void,
-  ) {}
-
-  get id(): string {
-    return this.inner.id;
+  ) {
+    super(inner);
   }
 
-  get imageName(): string {
-    return this.inner.imageName;
-  }
-
-  get startupMs(): number {
-    return this.inner.startupMs;
-  }
-
-  get vmSize(): string | undefined {
-    return this.inner.vmSize;
-  }
-
-  upload(script: Buffer, options: UploadOptions): Promise<void> {
-    return this.inner.upload(script, options);
-  }
-
-  run(options: RunOptions): Promise<RunResult> {
-    return this.inner.run(options);
-  }
-
-  async destroy(): Promise<void> {
+  override async destroy(): Promise<void> {
     try {
-      await this.inner.destroy();
+      await super.destroy();
     } finally {
       this.release();
     }

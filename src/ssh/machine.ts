@@ -158,6 +158,20 @@ export class SshMachine implements Instance {
   }
 
   /**
+   * Wait for SSH (up to `maxAttempts` connection attempts, default the
+   * machine's own) and run `true` there; the connection stays open for
+   * `upload`. Throws like `upload` when SSH does not come up, `UploadError`
+   * when the command does not succeed (a shell that cannot run anything
+   * would not run the script either).
+   */
+  async probe(signal: AbortSignal, maxAttempts = this.#options.maxAttempts): Promise<void> {
+    const result = await this.exec('true', { signal, ...(maxAttempts === undefined ? {} : { maxAttempts }) });
+    if (result.exitCode !== 0) {
+      throw new UploadError(`instance ${this.id} answered SSH, but \`true\` exited with ${result.exitCode ?? `signal ${result.signal ?? '?'}`}`);
+    }
+  }
+
+  /**
    * Run a housekeeping command without a terminal (removing the script,
    * resetting a persistent host), over the open connection or a new one.
    * Throws like `upload` does when it can't connect, `ConnectionLostError`

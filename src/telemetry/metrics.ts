@@ -20,6 +20,7 @@ import type { HostNoticeKind } from '../fleet/notices.js';
 import type { JobResult } from '../job/outcome.js';
 import type { WorkerState } from '../lifecycle/state.js';
 import type { PoolCounts } from '../pool.js';
+import type { EvictReason } from '../warm-pool/types.js';
 
 /** How a job ended, as counted: a terminal state, `reset` (requeued) or `abandoned` (left to the broker). */
 type JobEndLabel = 'passed' | 'failed' | 'errored' | 'cancelled' | 'reset' | 'abandoned';
@@ -59,6 +60,20 @@ export interface WorkerGauges {
   breakerOpen(): boolean;
   /** Jobs ready in the queue (JobQueue.readyJobs); rejects when that can't be known now. */
   readyJobs(): Promise<number>;
+  /** The warm pool's idle and booting instances per shape, when there is a pool. */
+  warmPool?(): ReadonlyMap<string, { idle: number; booting: number }>;
+}
+
+/** What the warm pool records (src/warm-pool/); `shape` is a `MachineShape.key`. */
+export interface WarmPoolMetrics {
+  /** A job got a warm instance. */
+  hit(shape: string): void;
+  /** A job found no warm instance of its shape and got a cold start. */
+  miss(shape: string): void;
+  /** An idle instance left the pool, `used` by a job or evicted (why), after sitting idle `idleMs`. */
+  left(how: 'used' | EvictReason, idleMs: number): void;
+  /** A pool boot failed: the start itself, or the readiness probe after it. */
+  bootFailed(stage: 'start' | 'probe'): void;
 }
 
 /** Why the reaper destroyed an instance: its lease expired, or this worker made it and no job here holds it. */
@@ -79,6 +94,7 @@ export interface WorkerMetrics extends JobMetrics {
   reaperFailed(operation: 'list' | 'destroy'): void;
   /** The cloud gave this host a notice (spot interruption, scale-in, rebalance, preemption, maintenance). */
   hostNotice(kind: HostNoticeKind): void;
+  readonly warmPool: WarmPoolMetrics;
   /** Answer a scrape with the Prometheus text; undefined when metrics are off. */
   readonly handle: ((request: IncomingMessage, response: ServerResponse) => void) | undefined;
   shutdown(): Promise<void>;
@@ -107,6 +123,7 @@ export const noopMetrics: WorkerMetrics = {
   reaped() {},
   reaperFailed() {},
   hostNotice() {},
+  warmPool: { hit() {}, miss() {}, left() {}, bootFailed() {} },
   handle: undefined,
   async shutdown() {},
 };
@@ -151,6 +168,10 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
   const hostNotices = meter.createCounter('mayfly_host_notices', {
     description: "Notices the cloud gave this host, by kind (spot-interruption, scale-in, rebalance, preemption, maintenance)",
   });
+  const warmHits = meter.createCounter('mayfly_warm_pool_hits', { description: 'Jobs that got a warm instance, by shape' });
+  const warmMisses = meter.createCounter('mayfly_warm_pool_misses', { description: 'Jobs that found no warm instance of their shape (a cold start), by shape' });
+  const warmIdle = seconds('mayfly_warm_pool_idle_seconds', 'How long warm instances sat idle, by how they left the pool (used, or evicted: age, image, surplus, capacity, drain, dead)');
+  const warmBootFailures = meter.createCounter('mayfly_warm_pool_boot_failures', { description: 'Warm pool boots that failed, by stage (start, probe)' });
 
   return {
     jobEnded(result) {
@@ -178,7 +199,29 @@ export function createPrometheusMetrics(labels: { backend: string; queue: string
     reaped: (reason) => reaped.add(1, { ...base, reason }),
     reaperFailed: (operation) => reaperFailures.add(1, { ...base, operation }),
     hostNotice: (kind) => hostNotices.add(1, { ...base, kind }),
+    warmPool: {
+      hit: (shape) => warmHits.add(1, { ...base, shape }),
+      miss: (shape) => warmMisses.add(1, { ...base, shape }),
+      left: (how, idleMs) => warmIdle.record(idleMs / 1000, { ...base, how }),
+      bootFailed: (stage) => warmBootFailures.add(1, { ...base, stage }),
+    },
     observe(gauges) {
+      const { warmPool } = gauges;
+      if (warmPool !== undefined) {
+        // As with broker nodes: a shape seen once is reported as 0 when it has no instances left.
+        const shapesSeen = new Set<string>();
+        meter
+          .createObservableGauge('mayfly_warm_pool_instances', { description: 'Warm pool instances by shape and state (idle: ready for a job; booting)' })
+          .addCallback((result) => {
+            const counts = warmPool();
+            for (const shape of counts.keys()) shapesSeen.add(shape);
+            for (const shape of shapesSeen) {
+              const count = counts.get(shape);
+              result.observe(count?.idle ?? 0, { ...base, shape, state: 'idle' });
+              result.observe(count?.booting ?? 0, { ...base, shape, state: 'booting' });
+            }
+          });
+      }
       meter
         .createObservableGauge('mayfly_breaker_open', { description: '1 while the circuit breaker holds jobs back (open or half-open)' })
         .addCallback((result) => result.observe(gauges.breakerOpen() ? 1 : 0, base));

@@ -33,7 +33,12 @@ function startOptions(signal: AbortSignal = never): StartOptions {
 /** Terminals end lines with \r\n, pipes with \n; the contract is about the text. */
 const lines = (text: string): string => text.replace(/\r\n/g, '\n');
 
-export function describeBackendConformance(name: string, setup: () => Promise<ConformanceTarget>): void {
+export interface ConformanceOptions {
+  /** The backend serves the warm pool (docs/warm-pool.md): it tells machine shapes, and its instances answer a probe. */
+  warmPool?: boolean;
+}
+
+export function describeBackendConformance(name: string, setup: () => Promise<ConformanceTarget>, options: ConformanceOptions = {}): void {
   describe(`backend conformance: ${name}`, () => {
     let target: ConformanceTarget;
     const instances: Instance[] = [];
@@ -76,6 +81,24 @@ export function describeBackendConformance(name: string, setup: () => Promise<Co
       const instance = await uploaded(`exit ${code}`);
       expect(await instance.run({ output: new CollectingWritable(), signal: never })).toEqual({ exitCode: code });
     });
+
+    if (options.warmPool) {
+      it('tells the shape start boots (image included, job and repository aside), and answers a probe before taking its script', async () => {
+        const { shape } = target.backend;
+        if (shape === undefined) throw new Error(`${name} tells no machine shapes`);
+        const first = await shape.call(target.backend, conformanceAttributes, never);
+        const other = await shape.call(target.backend, { ...conformanceAttributes, jobId: 9_999, repository: 'another/repository' }, never);
+        expect(other).toEqual(first);
+        const instance = await started();
+        expect(instance.imageName).toBe(first.image);
+        if (instance.probe === undefined) throw new Error(`${name} instances have no probe`);
+        await instance.probe(never);
+        await instance.upload(Buffer.from('echo probed'), { signal: never });
+        const output = new CollectingWritable();
+        expect(await instance.run({ output, signal: never })).toEqual({ exitCode: 0 });
+        expect(lines(output.text)).toContain('probed\n');
+      });
+    }
 
     it('refuses a second script: the instance is stale', async () => {
       const instance = await uploaded('true');

@@ -28,7 +28,7 @@ function target(overrides: Partial<DockerSettings>): () => Promise<ConformanceTa
 }
 
 describeWithDocker('docker backend (real engine)', unavailable, () => {
-  describeBackendConformance('docker over ssh', target({}));
-  describeBackendConformance('docker native, with a terminal', target({ native: true }));
-  describeBackendConformance('docker native, demultiplexed', target({ native: true, nativeTty: false }));
+  describeBackendConformance('docker over ssh', target({}), { warmPool: true });
+  describeBackendConformance('docker native, with a terminal', target({ native: true }), { warmPool: true });
+  describeBackendConformance('docker native, demultiplexed', target({ native: true, nativeTty: false }), { warmPool: true });
 });

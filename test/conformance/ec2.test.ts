@@ -14,4 +14,4 @@ describeBackendConformance('ec2', async () => {
     liveInstances: async () => fake.live().length,
     close: () => fake.close(),
   };
-});
+}, { warmPool: true });

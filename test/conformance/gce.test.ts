@@ -12,4 +12,4 @@ describeBackendConformance('gce', async () => {
     liveInstances: async () => fake.liveInstances().length,
     close: () => fake.close(),
   };
-});
+}, { warmPool: true });

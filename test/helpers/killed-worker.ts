@@ -34,18 +34,22 @@ export async function killWorkerProcess(worker: WorkerProcess | undefined): Prom
   }
 }
 
-/**
- * Start a worker named `hostname` with `env` (its backend's settings) on a
- * file queue under `base`, give it a job, and kill it with SIGKILL as soon
- * as the job has started. `track` receives the process at once, so the test
- * can clean up whatever happens here.
- */
-export async function killWorkerMidJob(
+/** A worker process on a file queue under `base`, and what to watch it with. */
+interface SpawnedWorker {
+  worker: WorkerProcess;
+  /** The file queue's directory. */
+  queue: string;
+  /** Rejects, with the worker's stderr, if it exits. */
+  exited: Promise<never>;
+}
+
+/** Start bin/mayfly.ts from the sources, named `hostname`, on a file queue under `base`, its reaper off. */
+async function spawnWorker(
   base: string,
   hostname: string,
   backendEnv: Record<string, string>,
   track: (worker: WorkerProcess) => void,
-): Promise<WorkerProcess> {
+): Promise<SpawnedWorker> {
   const queue = join(base, 'queue');
   for (const stage of Object.values(STAGES)) await mkdir(join(queue, 'builds', stage), { recursive: true });
   const env = {
@@ -69,11 +73,36 @@ export async function killWorkerMidJob(
     stderr += chunk.toString();
   });
   const exited = once(child, 'exit').then(() => {
-    throw new Error(`the worker exited before its job started:\n${stderr}`);
+    throw new Error(`the worker exited before it was killed:\n${stderr}`);
   });
-  const started = fileAppears(join(queue, 'builds', STAGES.started, `${KILLED_JOB_ID}.json`));
+  exited.catch(() => undefined);
+  return { worker, queue, exited };
+}
+
+/** Kill a spawned worker with SIGKILL once `moment` has come (or fail if it exits first). */
+async function killAt(spawned: SpawnedWorker, moment: Promise<unknown>): Promise<WorkerProcess> {
+  await Promise.race([moment, spawned.exited]);
+  spawned.worker.child.kill('SIGKILL');
+  await once(spawned.worker.child, 'exit').catch(() => undefined);
+  return spawned.worker;
+}
+
+/**
+ * Start a worker named `hostname` with `env` (its backend's settings) on a
+ * file queue under `base`, give it a job, and kill it with SIGKILL as soon
+ * as the job has started. `track` receives the process at once, so the test
+ * can clean up whatever happens here.
+ */
+export async function killWorkerMidJob(
+  base: string,
+  hostname: string,
+  backendEnv: Record<string, string>,
+  track: (worker: WorkerProcess) => void,
+): Promise<WorkerProcess> {
+  const spawned = await spawnWorker(base, hostname, backendEnv, track);
+  const started = fileAppears(join(spawned.queue, 'builds', STAGES.started, `${KILLED_JOB_ID}.json`));
   await writeFile(
-    join(queue, 'builds', STAGES.created, `${KILLED_JOB_ID}.json`),
+    join(spawned.queue, 'builds', STAGES.created, `${KILLED_JOB_ID}.json`),
     JSON.stringify({
       type: 'test',
       job: { id: KILLED_JOB_ID, number: '1.1' },
@@ -82,9 +111,20 @@ export async function killWorkerMidJob(
       timeouts: {},
     }),
   );
-  await Promise.race([started, exited]);
-  exited.catch(() => undefined);
-  child.kill('SIGKILL');
-  await once(child, 'exit').catch(() => undefined);
-  return worker;
+  return killAt(spawned, started);
+}
+
+/**
+ * Start a worker as `killWorkerMidJob` does, with no job, and kill it with
+ * SIGKILL once `moment` (given the process) has come: e.g. once its warm
+ * pool has made instances.
+ */
+export async function killWorkerWhen(
+  base: string,
+  hostname: string,
+  backendEnv: Record<string, string>,
+  moment: Promise<unknown>,
+  track: (worker: WorkerProcess) => void,
+): Promise<WorkerProcess> {
+  return killAt(await spawnWorker(base, hostname, backendEnv, track), moment);
 }

@@ -33,6 +33,7 @@ async function exportedNames(): Promise<Set<string>> {
     brokerNodes: () => ({ jobs: 'amqp://rabbit-1.example.com:5672/' }),
     breakerOpen: () => false,
     readyJobs: async () => 3,
+    warmPool: () => new Map([['image=travis-ci-focal machine=n2-standard-2', { idle: 1, booting: 0 }]]),
   });
   const requeued: JobResult = { outcome: 'requeued', cause: 'E_NO_CAPACITY', instanceReady: false };
   metrics.jobEnded(requeued);
@@ -47,6 +48,10 @@ async function exportedNames(): Promise<Set<string>> {
   metrics.brokerLost();
   metrics.reaped('orphaned');
   metrics.reaperFailed('list');
+  metrics.warmPool.hit('image=travis-ci-focal machine=n2-standard-2');
+  metrics.warmPool.miss('image=travis-ci-focal machine=n2-standard-2');
+  metrics.warmPool.left('used', 1);
+  metrics.warmPool.bootFailed('probe');
   const handle = metrics.handle;
   if (handle === undefined) throw new Error('metrics are off');
   const server = createServer(handle).listen(0, '127.0.0.1');

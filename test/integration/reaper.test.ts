@@ -4,8 +4,9 @@
  * engine): instances made behind the worker's back are destroyed when their
  * lease expired or when this worker's earlier run left them, never when
  * another worker's lease is live, and never when they lack mayfly's labels.
- * Then the real thing: a worker process running a job is killed with
- * SIGKILL, and the next worker of the same name cleans up after it.
+ * Then the real thing: a worker process running a job, or holding a full
+ * warm pool, is killed with SIGKILL, and the next worker of the same name
+ * cleans up after it.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,19 +16,20 @@ import { LABELS as DOCKER_LABELS } from '../../backends/docker/backend.js';
 import { definition as docker } from '../../backends/docker/index.js';
 import { definition as ec2 } from '../../backends/ec2/index.js';
 import { TAG_JOB_ID, TAG_LEASE_EXPIRES, TAG_WORKER } from '../../backends/ec2/tags.js';
+import { WARM_JOB_ID } from '../../src/warm-pool/pool.js';
 import { definition as gce } from '../../backends/gce/index.js';
 import { LABELS as GCE_LABELS, labelValue } from '../../backends/gce/instance-spec.js';
 import type { Backend } from '../../src/backend/contract.js';
 import { silentLogger } from '../../src/logger.js';
 import { HeldInstances } from '../../src/reaper/held.js';
 import { reapOnce, type ReapSummary } from '../../src/reaper/reaper.js';
-import { FakeEc2 } from '../fakes/ec2-server.js';
+import { FakeEc2, type FakeEc2Instance } from '../fakes/ec2-server.js';
 import { ec2Env, ec2Settings, registerDefaultImage } from '../fakes/ec2-settings.js';
 import { FakeGce } from '../fakes/gce-server.js';
 import { TEST_ZONES, gceSettings, travisImages } from '../fakes/gce-settings.js';
 import { testBackendContext, type RecordedApiCall } from '../helpers/backend-context.js';
 import { TEST_IMAGE, describeWithDocker, dockerUnavailable, testDockerSettings, testEngine, testWorkerName } from '../helpers/docker.js';
-import { KILLED_JOB_ID, killWorkerMidJob, killWorkerProcess, type WorkerProcess } from '../helpers/killed-worker.js';
+import { KILLED_JOB_ID, killWorkerMidJob, killWorkerProcess, killWorkerWhen, type WorkerProcess } from '../helpers/killed-worker.js';
 import { startTestWorker, type TestWorker } from '../helpers/worker.js';
 
 const HOUR = 3_600_000;
@@ -228,7 +230,7 @@ describeWithDocker('reaper on docker (real engine)', dockerMissing, () => {
   });
 });
 
-describe('a worker killed with SIGKILL mid-job (ec2)', () => {
+describe('a worker killed with SIGKILL (ec2)', () => {
   const host = 'reaper-kill9-worker';
   let fake: FakeEc2;
   let base: string;
@@ -247,7 +249,7 @@ describe('a worker killed with SIGKILL mid-job (ec2)', () => {
     await rm(base, { recursive: true, force: true });
   });
 
-  it("leaves an instance behind, which the next worker of the same name destroys in its reaper's first pass", async () => {
+  it("mid-job: leaves an instance behind, which the next worker of the same name destroys in its reaper's first pass", async () => {
     const { env } = await killWorkerMidJob(base, host, { TRAVIS_WORKER_PROVIDER_NAME: 'ec2', ...ec2Env(fake) }, (worker) => (killed = worker));
     const [left] = fake.live();
     expect(fake.live().map((instance) => [instance.state, instance.tags[TAG_WORKER], instance.tags[TAG_JOB_ID]])).toEqual([['running', host, String(KILLED_JOB_ID)]]);
@@ -256,6 +258,28 @@ describe('a worker killed with SIGKILL mid-job (ec2)', () => {
     successor = await startTestWorker({ ...env, TRAVIS_WORKER_REAPER_GRACE: '0s', TRAVIS_WORKER_REAPER_INTERVAL: '1h' });
     const summary = await successor.worker.reaper?.firstPass;
     expect(summary?.reaped).toEqual([{ id: left?.instanceId, reason: 'orphaned' }]);
+    expect(fake.live()).toEqual([]);
+  }, 60_000);
+
+  it("with a full warm pool: leaves its warm instances behind, which the next worker of the same name destroys in its reaper's first pass", async () => {
+    const launched: FakeEc2Instance[] = [];
+    const twoWarm = new Promise<void>((resolve) => {
+      fake.on('launched', (instance: FakeEc2Instance) => {
+        launched.push(instance);
+        if (launched.length === 2) resolve();
+      });
+    });
+    const env = { TRAVIS_WORKER_PROVIDER_NAME: 'ec2', ...ec2Env(fake), TRAVIS_WORKER_WARM_POOL_SIZE: '2', TRAVIS_WORKER_WARM_POOL_MODE: 'fixed' };
+    killed = await killWorkerWhen(base, host, env, twoWarm, (worker) => (killed = worker));
+    expect(fake.live().map((instance) => [instance.tags[TAG_WORKER], instance.tags[TAG_JOB_ID]])).toEqual([
+      [host, String(WARM_JOB_ID)],
+      [host, String(WARM_JOB_ID)],
+    ]);
+
+    // The grace period covers a start in flight; this worker has none, and the instances are seconds old.
+    successor = await startTestWorker({ ...killed.env, TRAVIS_WORKER_WARM_POOL_SIZE: '0', TRAVIS_WORKER_REAPER_GRACE: '0s', TRAVIS_WORKER_REAPER_INTERVAL: '1h' });
+    const summary = await successor.worker.reaper?.firstPass;
+    expect(summary?.reaped.map((reaped) => reaped.reason)).toEqual(['orphaned', 'orphaned']);
     expect(fake.live()).toEqual([]);
   }, 60_000);
 });

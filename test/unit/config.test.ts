@@ -120,6 +120,7 @@ describe('loadConfig defaults', () => {
       reaper: { intervalMs: 300_000, graceMs: 600_000 },
       host: { cloud: 'none', noticeMarginMs: 20_000, noticePollMs: 5_000, asgHeartbeatMs: 60_000 },
       lifetime: { idleShutdownAfterMs: 0, maxJobs: 0, maxUptimeMs: 0, hostTerminate: false },
+      warmPool: { size: 0, mode: 'adaptive', maxAgeMs: 1_800_000, windowMs: 600_000 },
     });
   });
 
@@ -149,6 +150,25 @@ describe('loadConfig defaults', () => {
     expect(configErrorOf({ TRAVIS_WORKER_HOST_TERMINATE: 'true' })).toContain('TRAVIS_WORKER_HOST_TERMINATE: needs TRAVIS_WORKER_HOST_CLOUD=aws or gce');
     const leaving = loadConfig(BACKENDS, { TRAVIS_WORKER_HOST_TERMINATE: 'true', TRAVIS_WORKER_HOST_CLOUD: 'gce', TRAVIS_WORKER_HOST_GCE_API_ENDPOINT: 'http://127.0.0.1:9' });
     expect([leaving.host.cloud, leaving.lifetime.hostTerminate, leaving.lifetime.gceApiEndpoint]).toEqual(['gce', true, 'http://127.0.0.1:9']);
+  });
+
+  it('reads the warm pool settings, and refuses an age or window of zero while the pool is on', () => {
+    const config = loadConfig(BACKENDS, {
+      TRAVIS_WORKER_WARM_POOL_SIZE: '4',
+      TRAVIS_WORKER_WARM_POOL_MODE: 'fixed',
+      TRAVIS_WORKER_WARM_POOL_MAX_AGE: '5m',
+      TRAVIS_WORKER_WARM_POOL_WINDOW: '1h',
+    });
+    expect(config.warmPool).toEqual({ size: 4, mode: 'fixed', maxAgeMs: 300_000, windowMs: 3_600_000 });
+    expect(configErrorOf({ TRAVIS_WORKER_WARM_POOL_MODE: 'sometimes' })).toContain('TRAVIS_WORKER_WARM_POOL_MODE');
+    expect(configErrorOf({ TRAVIS_WORKER_WARM_POOL_SIZE: '2', TRAVIS_WORKER_WARM_POOL_MAX_AGE: '0s' })).toContain(
+      'TRAVIS_WORKER_WARM_POOL_MAX_AGE: must be longer than 0s while the warm pool is on',
+    );
+    expect(configErrorOf({ TRAVIS_WORKER_WARM_POOL_SIZE: '2', TRAVIS_WORKER_WARM_POOL_WINDOW: '0s' })).toContain(
+      'TRAVIS_WORKER_WARM_POOL_WINDOW: must be longer than 0s while the adaptive warm pool is on',
+    );
+    // Off, the pool's other settings are not checked.
+    expect(loadConfig(BACKENDS, { TRAVIS_WORKER_WARM_POOL_MAX_AGE: '0s' }).warmPool.size).toBe(0);
   });
 
   it('reads the circuit breaker and reaper settings, and refuses a maximum backoff below the first', () => {
@@ -698,6 +718,10 @@ export TRAVIS_WORKER_STARTUP_TIMEOUT="4m0s"
 export TRAVIS_WORKER_START_HOOK="/usr/local/bin/register  --up"
 export TRAVIS_WORKER_STOP_HOOK=""
 export TRAVIS_WORKER_STRICT_CONFIG="false"
+export TRAVIS_WORKER_WARM_POOL_MAX_AGE="30m0s"
+export TRAVIS_WORKER_WARM_POOL_MODE="adaptive"
+export TRAVIS_WORKER_WARM_POOL_SIZE="0"
+export TRAVIS_WORKER_WARM_POOL_WINDOW="10m0s"
 
 # provider settings (testcloud)
 export TRAVIS_WORKER_TESTCLOUD_API_TOKEN="********"
@@ -794,6 +818,10 @@ export TRAVIS_WORKER_STARTUP_TIMEOUT="4m0s"
 export TRAVIS_WORKER_START_HOOK=""
 export TRAVIS_WORKER_STOP_HOOK=""
 export TRAVIS_WORKER_STRICT_CONFIG="false"
+export TRAVIS_WORKER_WARM_POOL_MAX_AGE="30m0s"
+export TRAVIS_WORKER_WARM_POOL_MODE="adaptive"
+export TRAVIS_WORKER_WARM_POOL_SIZE="0"
+export TRAVIS_WORKER_WARM_POOL_WINDOW="10m0s"
 
 # provider settings (local)
 export TRAVIS_WORKER_LOCAL_SCRIPTS_DIR="./var/local"
