@@ -1,0 +1,243 @@
+/**
+ * The instance is asked for while the build script is made (run-job.ts):
+ * a whole worker on the real broker, a build API on loopback whose answers
+ * the test holds and chooses, and a backend whose starts the test holds,
+ * fails or lets through, recording what happened to each instance.
+ */
+import { EventEmitter, once } from 'node:events';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { backends } from '../../backends/index.js';
+import { InstanceStartError, raceAbort, type Backend, type BackendDefinition, type Instance, type StartOptions } from '../../src/backend/kit.js';
+import { loadConfig } from '../../src/config/load.js';
+import { silentLogger } from '../../src/logger.js';
+import { startWorker } from '../../src/main.js';
+import type { JobDone, Worker } from '../../src/worker.js';
+import { createVhost, drain, messageCount, publishRaw, purge, type DrainedMessage, type TestVhost } from '../helpers/rabbitmq.js';
+
+const QUEUE = 'builds.overlap';
+
+/** What a start should do once called: wait for the test (`release` or `fail`), or resolve at once. */
+type StartPlan = 'hold' | 'ready';
+
+/** A backend whose starts the test steers; `events` says what happened, in order. */
+class ProbeBackend implements Backend {
+  readonly events = new EventEmitter();
+  readonly log: string[] = [];
+  plan: StartPlan = 'ready';
+  #settle: ((error?: Error) => void) | undefined;
+
+  async start(attributes: { jobId: number }, options: StartOptions): Promise<Instance> {
+    this.#record('start');
+    if (this.plan === 'hold') {
+      const held = new Promise<void>((resolve, reject) => {
+        this.#settle = (error) => (error ? reject(error) : resolve());
+      });
+      try {
+        await raceAbort(held, options.signal);
+      } catch (err) {
+        this.#record(options.signal.aborted ? 'start aborted' : 'start failed');
+        throw err;
+      }
+    }
+    const id = `probe-${attributes.jobId}`;
+    this.#record('instance');
+    return {
+      id,
+      imageName: 'probe-image',
+      startupMs: 0,
+      upload: async () => this.#record('upload'),
+      run: async () => ({ exitCode: 0 }),
+      destroy: async () => this.#record('destroyed'),
+    };
+  }
+
+  /** Make a held start fail as a cloud refusing the instance would. */
+  fail(): void {
+    this.#settle?.(new InstanceStartError('the probe backend fails this start'));
+  }
+
+  async close(): Promise<void> {}
+
+  #record(event: string): void {
+    this.log.push(event);
+    this.events.emit(event);
+  }
+}
+
+const probe = new ProbeBackend();
+const probeDefinition: BackendDefinition = {
+  name: 'probe',
+  description: 'a backend the overlap test steers',
+  settings: {},
+  create: () => probe,
+};
+
+/** A build API whose answers the test gives by hand: `requested` fires per request, `answer` replies to the pending one. */
+class HeldBuildApi {
+  readonly events = new EventEmitter();
+  #pending: ServerResponse | undefined;
+  readonly server: Server = createServer((request, response) => {
+    request.resume();
+    request.on('end', () => {
+      this.#pending = response;
+      response.on('close', () => {
+        if (!response.writableEnded) this.events.emit('abandoned');
+      });
+      this.events.emit('requested');
+    });
+  });
+
+  get uri(): string {
+    return `http://token@127.0.0.1:${(this.server.address() as AddressInfo).port}/script`;
+  }
+
+  answer(status: number, body: string): void {
+    this.#pending?.writeHead(status).end(body);
+    this.#pending = undefined;
+  }
+}
+
+const buildApi = new HeldBuildApi();
+let vhost: TestVhost;
+let worker: Worker | undefined;
+
+beforeAll(async () => {
+  vhost = await createVhost();
+  buildApi.server.listen(0, '127.0.0.1');
+  await once(buildApi.server, 'listening');
+});
+
+afterAll(async () => {
+  buildApi.server.closeAllConnections();
+  buildApi.server.close();
+  await vhost?.delete();
+});
+
+afterEach(async () => {
+  await worker?.stop();
+  worker = undefined;
+  probe.log.length = 0;
+  await purge(vhost.uri, QUEUE, 'reporting.jobs.builds', 'reporting.jobs.logs');
+});
+
+const withinTest = (): AbortSignal => AbortSignal.timeout(20_000);
+
+async function start(env: Record<string, string> = {}): Promise<Worker> {
+  const all = [...backends, probeDefinition];
+  const config = loadConfig(all, {
+    TRAVIS_WORKER_QUEUE_TYPE: 'amqp',
+    TRAVIS_WORKER_AMQP_URI: vhost.uri,
+    TRAVIS_WORKER_QUEUE_NAME: QUEUE,
+    TRAVIS_WORKER_PROVIDER_NAME: 'probe',
+    TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
+    TRAVIS_WORKER_INITIAL_SLEEP: '0s',
+    TRAVIS_WORKER_HOSTNAME: 'overlap-worker',
+    TRAVIS_WORKER_BREAKER_THRESHOLD: '0',
+    ...env,
+  });
+  worker = await startWorker(config, all, silentLogger);
+  return worker;
+}
+
+function jobDone(w: Worker, jobId: number): Promise<JobDone> {
+  return new Promise((resolve) => {
+    const listen = (done: JobDone): void => {
+      if (done.jobId !== jobId) return;
+      w.events.off('job-done', listen);
+      resolve(done);
+    };
+    w.events.on('job-done', listen);
+  });
+}
+
+async function publishJob(id: number): Promise<void> {
+  const payload = {
+    type: 'test',
+    vm_type: 'default',
+    queue: QUEUE,
+    uuid: `uuid-${id}`,
+    config: { language: 'ruby', os: 'linux', dist: 'trusty' },
+    job: { id, number: '1.1', queued_at: '2018-05-14T14:26:50Z' },
+    source: { id: 1, number: '1' },
+    repository: { id: 1, slug: 'octo/overlap' },
+    timeouts: { hard_limit: 3000 },
+  };
+  await publishRaw(vhost.uri, '', QUEUE, JSON.stringify(payload));
+}
+
+const statesOf = (messages: DrainedMessage[]): string[] => messages.map((m) => (m.body as { state: string }).state);
+
+async function everything(queue: string): Promise<DrainedMessage[]> {
+  return drain(vhost.uri, queue, await messageCount(vhost.uri, queue), withinTest());
+}
+
+describe('the instance starts while the build script is made', () => {
+  it('asks the backend for the instance before the build API has answered, and reports the states in order', async () => {
+    const w = await start({ TRAVIS_WORKER_PROGRESS_TYPE: 'text' });
+    probe.plan = 'ready';
+    const done = jobDone(w, 1);
+    const requested = once(buildApi.events, 'requested', { signal: withinTest() });
+    const instance = once(probe.events, 'instance', { signal: withinTest() });
+    await publishJob(1);
+    await Promise.all([requested, instance]);
+    buildApi.answer(200, 'echo hi');
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    expect(probe.log).toEqual(['start', 'instance', 'upload', 'destroyed']);
+    expect(statesOf(await everything('reporting.jobs.builds'))).toEqual(['received', 'started', 'passed']);
+    // The start's fold comes before the worker information, as when the start followed the script.
+    const log = (await everything('reporting.jobs.logs')).map((m) => (m.body as { log: string }).log).join('');
+    expect(log.indexOf('travis_fold:end:step_start_instance')).toBeGreaterThanOrEqual(0);
+    expect(log.indexOf('travis_fold:end:step_start_instance')).toBeLessThan(log.indexOf('travis_fold:start:worker_info'));
+  });
+
+  it('destroys an instance that started at once when the build API refuses the script (4xx), ending the job errored as before', async () => {
+    const w = await start({ TRAVIS_WORKER_PROGRESS_TYPE: 'text' });
+    probe.plan = 'ready';
+    const done = jobDone(w, 2);
+    const requested = once(buildApi.events, 'requested', { signal: withinTest() });
+    const instance = once(probe.events, 'instance', { signal: withinTest() });
+    await publishJob(2);
+    await Promise.all([requested, instance]);
+    buildApi.answer(403, 'no such job');
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
+    expect(probe.log).toEqual(['start', 'instance', 'destroyed']);
+    expect(statesOf(await everything('reporting.jobs.builds'))).toEqual(['received', 'errored']);
+    // Only what a job whose script failed always logged: no start fold.
+    const log = (await everything('reporting.jobs.logs')).map((m) => (m.body as { log: string }).log).join('');
+    expect(log).toContain('The build script could not be generated (HTTP 403).');
+    expect(log).not.toContain('step_start_instance');
+  });
+
+  it('aborts a start still under way when the build API refuses the script', async () => {
+    const w = await start();
+    probe.plan = 'hold';
+    const done = jobDone(w, 3);
+    const requested = once(buildApi.events, 'requested', { signal: withinTest() });
+    const starting = once(probe.events, 'start', { signal: withinTest() });
+    await publishJob(3);
+    await Promise.all([requested, starting]);
+    buildApi.answer(404, 'gone');
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
+    expect(probe.log).toEqual(['start', 'start aborted']);
+    expect(statesOf(await everything('reporting.jobs.builds'))).toEqual(['received', 'errored']);
+  });
+
+  it('requeues a job whose instance fails to start while its script is fetched, abandoning the script request', async () => {
+    const w = await start();
+    probe.plan = 'hold';
+    const done = jobDone(w, 4);
+    const requested = once(buildApi.events, 'requested', { signal: withinTest() });
+    const starting = once(probe.events, 'start', { signal: withinTest() });
+    await publishJob(4);
+    await Promise.all([requested, starting]);
+    const abandoned = once(buildApi.events, 'abandoned', { signal: withinTest() });
+    probe.fail();
+    // The build API never answers: only the failed start can end the job, and it drops the script request.
+    expect((await done).result).toEqual({ outcome: 'requeued', cause: 'E_INSTANCE_START', instanceReady: false });
+    await abandoned;
+    expect(probe.log).toEqual(['start', 'start failed']);
+    expect(statesOf(await everything('reporting.jobs.builds'))).toEqual(['received', 'reset']);
+  });
+});
