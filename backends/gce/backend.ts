@@ -14,6 +14,7 @@ import {
   SshMachine,
   generateJobKeyPair,
   abortableSleep,
+  growingDelays,
   type CloudErrorKind,
   type Backend,
   type BackendContext,
@@ -40,6 +41,8 @@ const SSH_PORT = 22;
 export const DELETE_ATTEMPTS = 3;
 /** A deletion (all attempts) gives up after this, in ms; the VM's lease label and auto-implode remain. */
 const DELETE_DEADLINE_MS = 5 * 60_000;
+/** First pause between status checks of a VM whose insert is DONE but which is not RUNNING yet, in ms; they double up to BOOT_POLL_SLEEP. */
+const STATUS_POLL_FIRST_MS = 100;
 /** Asking whether a VM was preempted, in ms. */
 const PREEMPTION_CHECK_MS = 30_000;
 /** Instance states of a VM that no longer runs (preempted, stopped by someone). */
@@ -195,7 +198,7 @@ export class GceBackend implements Backend {
           });
           inserted = Date.now();
           recordPhase('create', inserted - calling);
-          const done = await this.#awaitOperation(candidate, operation, settings.bootPrePollSleep, settings.bootPollSleep, signal);
+          const done = await this.#awaitOperation(candidate, operation, signal);
           const failure = operationFailure(done);
           if (failure) throw failure;
           zone = candidate;
@@ -285,18 +288,24 @@ export class GceBackend implements Backend {
     });
   }
 
-  /** Poll a zone operation (travis: sleep, then get every poll interval) until it is DONE. */
-  async #awaitOperation(zone: string, operation: GceOperation, preSleepMs: number, pollMs: number, signal: AbortSignal): Promise<GceOperation> {
+  /**
+   * A zone operation once it is DONE, through the API's own wait (each call
+   * held up to two minutes) rather than travis' sleep-then-poll: the
+   * answer comes as the operation finishes.
+   */
+  async #awaitOperation(zone: string, operation: GceOperation, signal: AbortSignal): Promise<GceOperation> {
     let current = operation;
-    if (current.status !== 'DONE') await abortableSleep(preSleepMs, signal);
-    while (current.status !== 'DONE') {
-      current = await this.#api.getOperation(this.#project, zone, operation.name, signal);
-      if (current.status !== 'DONE') await abortableSleep(pollMs, signal);
-    }
+    while (current.status !== 'DONE') current = await this.#api.waitOperation(this.#project, zone, operation.name, signal);
     return current;
   }
 
+  /**
+   * The VM once RUNNING. Its insert operation is DONE by now, which mostly
+   * means RUNNING already; when not, it is asked again after pauses growing
+   * from STATUS_POLL_FIRST_MS up to BOOT_POLL_SLEEP.
+   */
   async #awaitRunning(zone: string, name: string, signal: AbortSignal): Promise<{ instance: GceInstanceResource; runningAt: number }> {
+    const pauses = growingDelays(STATUS_POLL_FIRST_MS, this.#settings.bootPollSleep);
     for (;;) {
       const instance = await this.#api.getInstance(this.#project, zone, name, signal);
       if (instance.status === 'RUNNING') return { instance, runningAt: Date.now() };
@@ -305,7 +314,7 @@ export class GceBackend implements Backend {
           userMessage: 'The build VM stopped while booting; the job will be run again.',
         });
       }
-      await abortableSleep(this.#settings.bootPollSleep, signal);
+      await abortableSleep(pauses.next().value, signal);
     }
   }
 
@@ -343,7 +352,7 @@ export class GceBackend implements Backend {
         throw err;
       }
       if (settings.skipStopPoll) return;
-      const done = await this.#awaitOperation(zone, operation, settings.stopPrePollSleep, settings.stopPollSleep, signal);
+      const done = await this.#awaitOperation(zone, operation, signal);
       const failure = operationFailure(done);
       try {
         const still = await this.#api.getInstance(this.#project, zone, name, signal);
