@@ -9,6 +9,7 @@ import ssh2 from 'ssh2';
 import type { ConnectConfig } from 'ssh2';
 import { SshUnreachableError, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { growingDelays } from '../util/backoff.js';
 import { SshConnection } from './connection.js';
 import { Semaphore } from './semaphore.js';
 import { describeTarget, type SshTarget } from './target.js';
@@ -19,6 +20,14 @@ export const DEFAULT_DIAL_TIMEOUT_MS = 5_000;
 export const DEFAULT_RETRY_SLEEP_MS = 1_000;
 /** Attempts before giving up (travis-ci/worker `UPLOAD_RETRIES`, 120). */
 export const DEFAULT_MAX_ATTEMPTS = 120;
+/**
+ * First pause after a refused connection, in ms; the pauses double up to
+ * the retry sleep. A booting VM refuses until sshd listens, which it then
+ * does within milliseconds (about 20 ms for OpenSSH on an idle machine):
+ * a short pause notices it about as soon as it happens, where a fixed
+ * sleep would add up to its whole length to every start.
+ */
+export const REFUSED_FIRST_PAUSE_MS = 50;
 /**
  * Keepalives on an established connection: a machine that vanishes without
  * closing TCP (host crash, network partition) is noticed after about
@@ -59,7 +68,7 @@ export interface DialOptions {
   signal: AbortSignal;
   /** Per attempt, in ms; default 5000. */
   dialTimeoutMs?: number;
-  /** Between attempts, in ms; default 1000. */
+  /** Between attempts, in ms; default 1000. After a refused connection the pauses start at REFUSED_FIRST_PAUSE_MS and double up to this. */
   retrySleepMs?: number;
   /** Attempts in all; default 120. The signal bounds the total time too. */
   maxAttempts?: number;
@@ -191,6 +200,7 @@ export async function dial(target: SshTarget, options: DialOptions): Promise<Ssh
   const timeoutMs = options.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
   const retrySleepMs = options.retrySleepMs ?? DEFAULT_RETRY_SLEEP_MS;
   const where = describeTarget(target);
+  const refusedPauses = growingDelays(REFUSED_FIRST_PAUSE_MS, retrySleepMs);
   let lastError: unknown;
   for (let attempt = 1; attempt <= maxAttempts; attempt += 1) {
     if (signal.aborted) throw signal.reason;
@@ -203,8 +213,10 @@ export async function dial(target: SshTarget, options: DialOptions): Promise<Ssh
       logger.debug({ target: where, attempt, maxAttempts, err: errorMessage(err) }, 'ssh connection attempt failed');
     }
     if (attempt < maxAttempts) {
+      // Refused: nothing listens yet, and the attempt took no time. Anything else (a timeout, a reset) waits the full sleep.
+      const pause = (lastError as NodeJS.ErrnoException | undefined)?.code === 'ECONNREFUSED' ? refusedPauses.next().value : retrySleepMs;
       try {
-        await sleep(retrySleepMs, undefined, { signal });
+        await sleep(pause, undefined, { signal });
       } catch {
         throw signal.reason;
       }
