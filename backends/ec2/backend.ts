@@ -21,6 +21,7 @@ import {
   SshMachine,
   generateJobKeyPair,
   abortableSleep,
+  growingDelays,
   type Backend,
   type BackendContext,
   type Instance,
@@ -45,6 +46,13 @@ import { buildUserData } from './user-data.js';
 const SSH_PORT = 22;
 /** While an instance boots, a progress line at least this often (and on every state change). */
 const PROGRESS_EVERY_MS = 10_000;
+/**
+ * First pause before asking whether a launched instance runs, in ms; the
+ * pauses double up to BOOT_POLL_SLEEP. DescribeInstances is a
+ * non-mutating call, whose bucket (100 calls, refilled 20 a second, EC2's
+ * "Request throttling" page) a boot costs about a call a second of at most.
+ */
+const BOOT_POLL_FIRST_MS = 250;
 /**
  * Terminating what a job made gets its own deadline, independent of the
  * job's (already aborted) signal: long enough for throttling retries and
@@ -253,7 +261,13 @@ export class Ec2Backend implements Backend {
     if (sent > 0 && (!refused || sent > 1)) await terminateLostLaunch(request, options);
   }
 
-  /** Poll until the instance runs; throws if it ends instead (capacity, or anything else). */
+  /**
+   * Poll until the instance runs; throws if it ends instead (capacity, or
+   * anything else). The pauses start at BOOT_POLL_FIRST_MS and double up to
+   * BOOT_POLL_SLEEP: a boot is seen soon after it is done, and a long one
+   * is asked about no more often than the setting allows. Each call goes
+   * through the backend's rate limiter like any other.
+   */
   async #waitUntilRunning(
     id: string,
     signal: AbortSignal,
@@ -263,8 +277,9 @@ export class Ec2Backend implements Backend {
     const began = Date.now();
     let lastState = 'pending';
     let lastProgress = began;
+    const pauses = growingDelays(BOOT_POLL_FIRST_MS, this.#settings.bootPollSleep);
     for (;;) {
-      await abortableSleep(this.#settings.bootPollSleep, signal);
+      await abortableSleep(pauses.next().value, signal);
       let found: Ec2InstanceDescription | undefined;
       try {
         [found] = await this.#api.describeInstances({ ids: [id] }, signal);
