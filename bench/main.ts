@@ -3,7 +3,7 @@
  * docs/benchmarks.md against the real broker and real sshd, with the machine's raw
  * figures beside the worker's, prints one table and writes it as JSON.
  *
- *   node dist/bench/run.js [--quick] [--only overhead,throughput,logs,scale,qemu]
+ *   node dist/bench/run.js [--quick] [--only overhead,throughput,logs,scale,qemu,job-start]
  *                          [--out FILE] [--keep-logs DIR]
  *
  * It reports and never fails: exit 0 whatever the figures (1 only when it
@@ -23,8 +23,9 @@ import { throughput } from './scenarios/throughput.js';
 import { logs } from './scenarios/logs.js';
 import { scale } from './scenarios/scale.js';
 import { qemu } from './scenarios/qemu.js';
+import { jobStart } from './scenarios/job-start.js';
 
-const SCENARIOS: readonly Scenario[] = [overhead, throughput, logs, scale, qemu];
+const SCENARIOS: readonly Scenario[] = [overhead, throughput, logs, scale, qemu, jobStart];
 const DEFAULT_OUT = fileURLToPath(new URL('../../bench/results/latest.json', import.meta.url));
 
 const USAGE = `usage: npm run bench -- [--quick] [--only NAME[,NAME...]] [--out FILE] [--keep-logs DIR] [--profile DIR]
