@@ -32,6 +32,7 @@ import { GceInstance } from './instance.js';
 import { instanceName, instanceSpec, regionOf } from './instance-spec.js';
 import { machineFor } from './machine.js';
 import { MANAGED_FILTER, managedInstance } from './managed.js';
+import { WarmerError, requestWarmedInstance, type WarmedInstance } from './warmer.js';
 import { resolvePlacement, type GcePlacement } from './metadata.js';
 import type { GceSettings } from './settings.js';
 
@@ -156,11 +157,15 @@ export class GceBackend implements Backend {
     }
     progress(`Using image ${image.name}`);
 
-    const logger = options.logger.child({ instance: name });
-    const keys = generateJobKeyPair();
     const machine = machineFor(attributes, settings);
     const pinned = attributes.vmConfig.zone?.trim();
     const zones = pinned ? [pinned] : this.#zoneOrder(placement.zones);
+    if (attributes.warmer && settings.warmerUrl.trim() !== '') {
+      const warmed = await this.#fromWarmer(zones[0] as string, image, machine.machineType, options);
+      if (warmed) return this.#instance(warmed, image, machine.reportedVmSize, began, options, options.logger.child({ instance: warmed.name }));
+    }
+    const logger = options.logger.child({ instance: name });
+    const keys = generateJobKeyPair();
     const sent: InsertSent[] = [];
     try {
       const failures: string[] = [];
@@ -237,29 +242,8 @@ export class GceBackend implements Backend {
         throw new MalformedAnswerError('wrong-shape', `instances.get answered that instance ${name} is RUNNING but has no IP address`);
       }
       recordPhase('ip', Date.now() - runningAt);
-      const vmZone = zone;
       logger.info({ zone, address, image: image.name }, 'instance running');
-      return new GceInstance({
-        ssh: new SshMachine({
-          id: name,
-          imageName: String(image.name),
-          startupMs: Date.now() - began,
-          target: { host: address, port: SSH_PORT, username: settings.sshUser, privateKey: keys.privateKey },
-          dialTimeoutMs: settings.sshDialTimeout,
-          retrySleepMs: settings.uploadRetrySleep,
-          maxAttempts: settings.uploadRetries,
-          logger,
-        }),
-        address,
-        vmSize: machine.reportedVmSize,
-        sshAttempts: settings.uploadRetries,
-        preemptible: settings.preemptible,
-        wasPreempted: () => this.#wasPreempted(vmZone, name, logger),
-        delete: () => this.#deleteEverywhere(name, [vmZone], logger),
-        progress,
-        recordPhase,
-        logger,
-      });
+      return this.#instance({ name, zone, address, privateKey: keys.privateKey }, image, machine.reportedVmSize, began, options, logger);
     } catch (err) {
       // Nothing half-made stays: wait for inserts still on the wire, then delete in every zone tried.
       await Promise.allSettled(sent.flatMap((insert) => insert.attempts));
@@ -270,6 +254,73 @@ export class GceBackend implements Backend {
       ).catch((deleteErr: unknown) => logger.error({ err: errorMessage(deleteErr) }, 'could not delete a half-started instance'));
       if (signal.aborted) throw signal.reason;
       throw this.#startError(name, err);
+    }
+  }
+
+  /** The job's instance: a VM at `vm.address`, reached over SSH with `vm.privateKey`. */
+  #instance(vm: WarmedInstance, image: GceImage, vmSize: string | undefined, began: number, options: StartOptions, logger: Logger): GceInstance {
+    const settings = this.#settings;
+    const { name, zone, address } = vm;
+    return new GceInstance({
+      ssh: new SshMachine({
+        id: name,
+        imageName: String(image.name),
+        startupMs: Date.now() - began,
+        target: { host: address, port: SSH_PORT, username: settings.sshUser, privateKey: vm.privateKey },
+        dialTimeoutMs: settings.sshDialTimeout,
+        retrySleepMs: settings.uploadRetrySleep,
+        maxAttempts: settings.uploadRetries,
+        logger,
+      }),
+      address,
+      vmSize,
+      sshAttempts: settings.uploadRetries,
+      preemptible: settings.preemptible,
+      wasPreempted: () => this.#wasPreempted(zone, name, logger),
+      delete: () => this.#deleteEverywhere(name, [zone], logger),
+      progress: options.progress,
+      recordPhase: options.recordPhase,
+      logger,
+    });
+  }
+
+  /**
+   * A running VM from travis' warmer service, or undefined (logged) when it
+   * has none to give: the caller boots one.
+   */
+  async #fromWarmer(zone: string, image: GceImage, machineType: string, options: StartOptions): Promise<WarmedInstance | undefined> {
+    const settings = this.#settings;
+    try {
+      const warmed = await requestWarmedInstance(
+        {
+          site: settings.travisSite,
+          zone,
+          image_name: String(image.selfLink),
+          machine_type: `zones/${zone}/machineTypes/${machineType}`,
+          public_ip: settings.publicIp,
+        },
+        {
+          url: settings.warmerUrl,
+          timeoutMs: settings.warmerTimeout,
+          passphrase: settings.warmerSshPassphrase,
+          publicIpConnect: settings.publicIp && settings.publicIpConnect,
+          signal: options.signal,
+        },
+      );
+      options.logger.info({ instance: warmed.name, zone: warmed.zone, address: warmed.address }, 'got an instance from the warmer');
+      options.progress('obtained instance');
+      return warmed;
+    } catch (err) {
+      if (!(err instanceof WarmerError)) throw err;
+      options.logger.warn({ err: err.message }, 'could not obtain an instance from the warmer; booting one');
+      const unusable = err.unusable;
+      if (unusable) {
+        // Handed over all the same: nobody else will delete it.
+        void this.#deleteEverywhere(unusable.name, [unusable.zone], options.logger).catch((deleteErr: unknown) =>
+          options.logger.error({ instance: unusable.name, err: errorMessage(deleteErr) }, 'could not delete the unusable instance from the warmer'),
+        );
+      }
+      return undefined;
     }
   }
 

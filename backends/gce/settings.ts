@@ -75,6 +75,12 @@ export interface GceSettings {
   apiEndpoint: string;
   /** Metadata server `host[:port]`; empty = `$GCE_METADATA_HOST`, else `metadata.google.internal`. */
   metadataHost: string;
+  /** travis' warmer service (`http[s]://[user:password@]host[:port]`); empty = none. Jobs whose payload says `warmer: true` ask it for a VM first. */
+  warmerUrl: string;
+  /** One request to the warmer, in ms (default 5 s, as travis). */
+  warmerTimeout: number;
+  /** Decrypts the SSH key the warmer hands over with a VM. */
+  warmerSshPassphrase: string;
 }
 
 /** Keys filled by the config loader from `TRAVIS_WORKER_GCE_IMAGE_<NAME>`. */
@@ -138,6 +144,14 @@ export const settingsSchema: SettingsSchema<Omit<GceSettings, GceFamilies>> = {
     format: String,
     default: '',
   },
+  warmerUrl: {
+    doc: "travis' warmer service: jobs whose payload says warmer ask it for a ready VM first, and boot their own when it has none (empty: off)",
+    format: String,
+    default: '',
+    url: true,
+  },
+  warmerTimeout: { doc: 'time allowed for one request to the warmer service', format: 'duration', default: 5_000 },
+  warmerSshPassphrase: { doc: 'passphrase of the encrypted SSH keys the warmer service hands over with its VMs', format: String, default: '', sensitive: true },
 };
 
 export const settingFamilies: Record<GceFamilies, SettingFamily> = {
@@ -163,5 +177,6 @@ export function validateSettings(settings: GceSettings): SettingProblem[] {
     ['imageSelectorType', () => checkImageSelectorType(settings.images)],
     ['sshUser', () => checkUserName(settings.sshUser)],
     ['travisSite', () => checkNetworkTag(settings.travisSite)],
+    ['warmerUrl', () => settings.warmerUrl.trim() !== '' && endpointOptions(settings.warmerUrl)],
   ]);
 }
