@@ -29,6 +29,12 @@ export const DEFAULT_MAX_ATTEMPTS = 120;
  */
 export const REFUSED_FIRST_PAUSE_MS = 50;
 /**
+ * Longest pause after a refused connection, in ms (or the retry sleep, if
+ * shorter). A refusal costs a SYN and a RST, nothing a machine notices, so
+ * sshd is found within a quarter of a second of listening.
+ */
+export const REFUSED_MAX_PAUSE_MS = 250;
+/**
  * Keepalives on an established connection: a machine that vanishes without
  * closing TCP (host crash, network partition) is noticed after about
  * 30 s instead of when the job's log-silence timeout fires.
@@ -68,9 +74,9 @@ export interface DialOptions {
   signal: AbortSignal;
   /** Per attempt, in ms; default 5000. */
   dialTimeoutMs?: number;
-  /** Between attempts, in ms; default 1000. After a refused connection the pauses start at REFUSED_FIRST_PAUSE_MS and double up to this. */
+  /** Between attempts, in ms; default 1000. After a refused connection the pauses start at REFUSED_FIRST_PAUSE_MS and double up to REFUSED_MAX_PAUSE_MS (or this, if shorter). */
   retrySleepMs?: number;
-  /** Attempts in all; default 120. The signal bounds the total time too. */
+  /** Attempts in all, a refused one counting for the share of `retrySleepMs` it waited; default 120. The signal bounds the total time too. */
   maxAttempts?: number;
   logger: Logger;
 }
@@ -200,9 +206,17 @@ export async function dial(target: SshTarget, options: DialOptions): Promise<Ssh
   const timeoutMs = options.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
   const retrySleepMs = options.retrySleepMs ?? DEFAULT_RETRY_SLEEP_MS;
   const where = describeTarget(target);
-  const refusedPauses = growingDelays(REFUSED_FIRST_PAUSE_MS, retrySleepMs);
+  const refusedPauses = growingDelays(REFUSED_FIRST_PAUSE_MS, Math.min(REFUSED_MAX_PAUSE_MS, retrySleepMs));
+  /**
+   * Attempts used up. A refused one counts for the share of a retry sleep
+   * it waits after, so the attempts last as long as travis' did however
+   * many of them were refused.
+   */
+  let used = 0;
+  let attempt = 0;
   let lastError: unknown;
-  for (let attempt = 1; attempt <= maxAttempts; attempt += 1) {
+  for (;;) {
+    attempt += 1;
     if (signal.aborted) throw signal.reason;
     try {
       return await connectOnce(target, { signal, timeoutMs });
@@ -212,18 +226,19 @@ export async function dial(target: SshTarget, options: DialOptions): Promise<Ssh
       lastError = err;
       logger.debug({ target: where, attempt, maxAttempts, err: errorMessage(err) }, 'ssh connection attempt failed');
     }
-    if (attempt < maxAttempts) {
-      // Refused: nothing listens yet, and the attempt took no time. Anything else (a timeout, a reset) waits the full sleep.
-      const pause = (lastError as NodeJS.ErrnoException | undefined)?.code === 'ECONNREFUSED' ? refusedPauses.next().value : retrySleepMs;
-      try {
-        await sleep(pause, undefined, { signal });
-      } catch {
-        throw signal.reason;
-      }
+    // Refused: nothing listens yet, and the attempt took no time. Anything else (a timeout, a reset) waits the full sleep.
+    const refused = (lastError as NodeJS.ErrnoException | undefined)?.code === 'ECONNREFUSED';
+    const pause = refused ? refusedPauses.next().value : retrySleepMs;
+    used += refused && retrySleepMs > 0 ? pause / retrySleepMs : 1;
+    if (used >= maxAttempts) break;
+    try {
+      await sleep(pause, undefined, { signal });
+    } catch {
+      throw signal.reason;
     }
   }
   throw new SshUnreachableError(
-    `could not connect to ${where} after ${maxAttempts} attempts: ${errorMessage(lastError)}`,
+    `could not connect to ${where} after ${attempt} attempts: ${errorMessage(lastError)}`,
     { cause: lastError, userMessage: 'The build machine could not be reached over SSH.' },
   );
 }
