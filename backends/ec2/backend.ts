@@ -21,7 +21,6 @@ import {
   SshMachine,
   generateJobKeyPair,
   abortableSleep,
-  growingDelays,
   type Backend,
   type BackendContext,
   type Instance,
@@ -31,6 +30,7 @@ import {
   type CloudErrorKind,
   type Logger,
 } from '../../src/backend/kit.js';
+import { BootPolls } from './boot-polls.js';
 import { Ec2Api, type Ec2InstanceDescription } from './api.js';
 import { ec2ErrorCode } from './classify.js';
 import { imageSetting, resolveImage } from './images.js';
@@ -103,6 +103,8 @@ export class Ec2Backend implements Backend {
   readonly #extraUserData: string;
   /** Instances the last `listManaged` found: `destroyManaged` terminates only these. */
   #managed = new Set<string>();
+  /** When to ask whether a boot is done, learned from the last boots. */
+  readonly #bootPolls: BootPolls;
 
   /** Takes settings that passed `validateSettings` (the loader's `validate` hook). */
   constructor(settings: Ec2Settings, context: BackendContext) {
@@ -111,6 +113,7 @@ export class Ec2Backend implements Backend {
     this.#customTags = parseCustomTags(settings.customTags);
     this.#extraUserData = decodeUserData(settings.userData);
     this.#api = new Ec2Api(settings, context);
+    this.#bootPolls = new BootPolls(BOOT_POLL_FIRST_MS, settings.bootPollSleep);
   }
 
   async start(attributes: StartAttributes, options: StartOptions): Promise<Instance> {
@@ -263,10 +266,11 @@ export class Ec2Backend implements Backend {
 
   /**
    * Poll until the instance runs; throws if it ends instead (capacity, or
-   * anything else). The pauses start at BOOT_POLL_FIRST_MS and double up to
-   * BOOT_POLL_SLEEP: a boot is seen soon after it is done, and a long one
-   * is asked about no more often than the setting allows. Each call goes
-   * through the backend's rate limiter like any other.
+   * anything else). The pauses (boot-polls.ts) start at BOOT_POLL_FIRST_MS,
+   * double up to BOOT_POLL_SLEEP and start short again at the usual boot
+   * time: a boot is seen soon after it is done, and a long one is asked
+   * about no more often than the setting allows. Each call goes through
+   * the backend's rate limiter like any other.
    */
   async #waitUntilRunning(
     id: string,
@@ -277,7 +281,7 @@ export class Ec2Backend implements Backend {
     const began = Date.now();
     let lastState = 'pending';
     let lastProgress = began;
-    const pauses = growingDelays(BOOT_POLL_FIRST_MS, this.#settings.bootPollSleep);
+    const pauses = this.#bootPolls.pauses(began);
     for (;;) {
       await abortableSleep(pauses.next().value, signal);
       let found: Ec2InstanceDescription | undefined;
@@ -288,7 +292,10 @@ export class Ec2Backend implements Backend {
         if (kindOf(err) !== 'not-found') throw err;
       }
       const state = found?.State?.Name ?? 'pending';
-      if (state === 'running' && found !== undefined) return found;
+      if (state === 'running' && found !== undefined) {
+        this.#bootPolls.record(Date.now() - began);
+        return found;
+      }
       if (state !== 'pending') {
         const reason = found?.StateReason;
         logger.warn({ instance: id, state, reason: reason?.Code }, 'instance ended while booting');

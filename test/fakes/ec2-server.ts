@@ -145,6 +145,8 @@ export interface FakeEc2Instance {
   terminateRequests: number;
   /** The running sshd, while there is one. */
   sshd: SshdTarget | undefined;
+  /** When its sshd started listening (ms since the epoch): the end of its boot as a client can see it. */
+  sshdListeningAt?: number;
 }
 
 /** One API call the fake answered, for assertions. */
@@ -591,6 +593,7 @@ export class FakeEc2 extends EventEmitter {
           return;
         }
         instance.sshd = sshd;
+        instance.sshdListeningAt = Date.now();
         if (expected === 'running') return;
         if (instance.associatePublicIp) instance.publicIp = instance.privateIp;
         this.#setState(instance, 'running');

@@ -80,6 +80,8 @@ export interface FakeInstanceRecord {
   /** The instance's own loopback address (internal and external), once its sshd listens. */
   address?: string;
   createdAt: number;
+  /** When its sshd started listening (ms since the epoch): the end of its boot as a client can see it. */
+  sshdListeningAt?: number;
 }
 
 export interface FakeGceOptions {
@@ -670,6 +672,7 @@ export class FakeGce {
           return;
         }
         live.sshd = sshd;
+        record.sshdListeningAt = Date.now();
         record.address = sshd.host;
         record.status = 'STAGING';
       },
@@ -703,6 +706,7 @@ export class FakeGce {
       if (record.deleted || record.status !== 'RUNNING' || this.#closed) return;
       try {
         live.sshd = await startSshd({ authorizedKeys, host, port: 22 });
+        record.sshdListeningAt = Date.now();
       } catch {
         record.status = 'TERMINATED';
       }
