@@ -14,6 +14,7 @@ import { loadConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/logger.js';
 import { startWorker } from '../../src/main.js';
 import type { JobDone, Worker } from '../../src/worker.js';
+import { nextJobDone } from '../helpers/worker.js';
 import { createVhost, drain, messageCount, publishRaw, purge, type DrainedMessage, type TestVhost } from '../helpers/rabbitmq.js';
 
 const QUEUE = 'builds.overlap';
@@ -141,16 +142,6 @@ async function start(env: Record<string, string> = {}): Promise<Worker> {
   return worker;
 }
 
-function jobDone(w: Worker, jobId: number): Promise<JobDone> {
-  return new Promise((resolve) => {
-    const listen = (done: JobDone): void => {
-      if (done.jobId !== jobId) return;
-      w.events.off('job-done', listen);
-      resolve(done);
-    };
-    w.events.on('job-done', listen);
-  });
-}
 
 async function publishJob(id: number): Promise<void> {
   const payload = {
@@ -167,27 +158,42 @@ async function publishJob(id: number): Promise<void> {
   await publishRaw(vhost.uri, '', QUEUE, JSON.stringify(payload));
 }
 
+/**
+ * Publish job `id` and resolve once the build API holds its script request
+ * and the backend has reported `backendEvent` for it; the job's end is returned.
+ */
+async function publishUntil(w: Worker, id: number, backendEvent: 'start' | 'instance'): Promise<{ done: Promise<JobDone> }> {
+  const done = nextJobDone(w, id);
+  const requested = once(buildApi.events, 'requested', { signal: withinTest() });
+  const reported = once(probe.events, backendEvent, { signal: withinTest() });
+  await publishJob(id);
+  await Promise.all([requested, reported]);
+  // In an object: an async function returning the promise itself would wait for it.
+  return { done };
+}
+
 const statesOf = (messages: DrainedMessage[]): string[] => messages.map((m) => (m.body as { state: string }).state);
 
 async function everything(queue: string): Promise<DrainedMessage[]> {
   return drain(vhost.uri, queue, await messageCount(vhost.uri, queue), withinTest());
 }
 
+/** The text of every log part published so far. */
+async function jobLog(): Promise<string> {
+  return (await everything('reporting.jobs.logs')).map((m) => (m.body as { log: string }).log).join('');
+}
+
 describe('the instance starts while the build script is made', () => {
   it('asks the backend for the instance before the build API has answered, and reports the states in order', async () => {
     const w = await start({ TRAVIS_WORKER_PROGRESS_TYPE: 'text' });
     probe.plan = 'ready';
-    const done = jobDone(w, 1);
-    const requested = once(buildApi.events, 'requested', { signal: withinTest() });
-    const instance = once(probe.events, 'instance', { signal: withinTest() });
-    await publishJob(1);
-    await Promise.all([requested, instance]);
+    const { done } = await publishUntil(w, 1, 'instance');
     buildApi.answer(200, 'echo hi');
     expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
     expect(probe.log).toEqual(['start', 'instance', 'upload', 'destroyed']);
     expect(statesOf(await everything('reporting.jobs.builds'))).toEqual(['received', 'started', 'passed']);
     // The start's fold comes before the worker information, as when the start followed the script.
-    const log = (await everything('reporting.jobs.logs')).map((m) => (m.body as { log: string }).log).join('');
+    const log = await jobLog();
     expect(log.indexOf('travis_fold:end:step_start_instance')).toBeGreaterThanOrEqual(0);
     expect(log.indexOf('travis_fold:end:step_start_instance')).toBeLessThan(log.indexOf('travis_fold:start:worker_info'));
   });
@@ -195,17 +201,13 @@ describe('the instance starts while the build script is made', () => {
   it('destroys an instance that started at once when the build API refuses the script (4xx), ending the job errored as before', async () => {
     const w = await start({ TRAVIS_WORKER_PROGRESS_TYPE: 'text' });
     probe.plan = 'ready';
-    const done = jobDone(w, 2);
-    const requested = once(buildApi.events, 'requested', { signal: withinTest() });
-    const instance = once(probe.events, 'instance', { signal: withinTest() });
-    await publishJob(2);
-    await Promise.all([requested, instance]);
+    const { done } = await publishUntil(w, 2, 'instance');
     buildApi.answer(403, 'no such job');
     expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
     expect(probe.log).toEqual(['start', 'instance', 'destroyed']);
     expect(statesOf(await everything('reporting.jobs.builds'))).toEqual(['received', 'errored']);
     // Only what a job whose script failed always logged: no start fold.
-    const log = (await everything('reporting.jobs.logs')).map((m) => (m.body as { log: string }).log).join('');
+    const log = await jobLog();
     expect(log).toContain('The build script could not be generated (HTTP 403).');
     expect(log).not.toContain('step_start_instance');
   });
@@ -213,11 +215,7 @@ describe('the instance starts while the build script is made', () => {
   it('aborts a start still under way when the build API refuses the script', async () => {
     const w = await start();
     probe.plan = 'hold';
-    const done = jobDone(w, 3);
-    const requested = once(buildApi.events, 'requested', { signal: withinTest() });
-    const starting = once(probe.events, 'start', { signal: withinTest() });
-    await publishJob(3);
-    await Promise.all([requested, starting]);
+    const { done } = await publishUntil(w, 3, 'start');
     buildApi.answer(404, 'gone');
     expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
     expect(probe.log).toEqual(['start', 'start aborted']);
@@ -227,11 +225,7 @@ describe('the instance starts while the build script is made', () => {
   it('requeues a job whose instance fails to start while its script is fetched, abandoning the script request', async () => {
     const w = await start();
     probe.plan = 'hold';
-    const done = jobDone(w, 4);
-    const requested = once(buildApi.events, 'requested', { signal: withinTest() });
-    const starting = once(probe.events, 'start', { signal: withinTest() });
-    await publishJob(4);
-    await Promise.all([requested, starting]);
+    const { done } = await publishUntil(w, 4, 'start');
     const abandoned = once(buildApi.events, 'abandoned', { signal: withinTest() });
     probe.fail();
     // The build API never answers: only the failed start can end the job, and it drops the script request.
