@@ -280,6 +280,8 @@ export class Ec2Backend implements Backend {
   ): Promise<Ec2InstanceDescription> {
     const began = Date.now();
     let lastState = 'pending';
+    /** When it was last seen pending: the boot ended after this, so it is what the polls learn (never more than the boot took). */
+    let pendingAt = began;
     let lastProgress = began;
     const pauses = this.#bootPolls.pauses(began);
     for (;;) {
@@ -293,7 +295,7 @@ export class Ec2Backend implements Backend {
       }
       const state = found?.State?.Name ?? 'pending';
       if (state === 'running' && found !== undefined) {
-        this.#bootPolls.record(Date.now() - began);
+        this.#bootPolls.record(pendingAt - began);
         return found;
       }
       if (state !== 'pending') {
@@ -304,6 +306,7 @@ export class Ec2Backend implements Backend {
         throw new InstanceStartError(message);
       }
       const now = Date.now();
+      pendingAt = now;
       if (state !== lastState || now - lastProgress >= PROGRESS_EVERY_MS) {
         progress(`Instance ${id} is ${state} (${((now - began) / 1000).toFixed(0)}s)`);
         lastState = state;

@@ -25,7 +25,7 @@ export class BootPolls {
     private readonly ceilingMs: number,
   ) {}
 
-  /** A boot took `ms` from launch until it was seen running. */
+  /** A boot was still pending `ms` after launch and running at the next check. */
   record(ms: number): void {
     this.#recent.push(ms);
     if (this.#recent.length > RECENT_BOOTS) this.#recent.shift();
