@@ -39,7 +39,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--only NAME[,NAME...]] [--out 
 scenarios:
 ${SCENARIOS.map((s) => `  ${s.name.padEnd(12)}${s.description}`).join('\n')}
 
-A full run takes about five minutes on a 2-core machine; it prints one table
+A full run takes about nine minutes on a 2-core machine (job-start's realistic boots about four of them); it prints one table
 (Markdown) and writes the same rows, with the machine, as JSON.`;
 
 interface Options {
