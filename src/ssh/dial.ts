@@ -76,7 +76,7 @@ export interface DialOptions {
   dialTimeoutMs?: number;
   /** Between attempts, in ms; default 1000. After a refused connection the pauses start at REFUSED_FIRST_PAUSE_MS and double up to REFUSED_MAX_PAUSE_MS (or this, if shorter). */
   retrySleepMs?: number;
-  /** Attempts in all, a refused one counting for the share of `retrySleepMs` it waited; default 120. The signal bounds the total time too. */
+  /** Attempts in all, as long as `maxAttempts - 1` retry sleeps last (refused attempts come faster); default 120. The signal bounds the total time too. */
   maxAttempts?: number;
   logger: Logger;
 }
@@ -208,11 +208,11 @@ export async function dial(target: SshTarget, options: DialOptions): Promise<Ssh
   const where = describeTarget(target);
   const refusedPauses = growingDelays(REFUSED_FIRST_PAUSE_MS, Math.min(REFUSED_MAX_PAUSE_MS, retrySleepMs));
   /**
-   * Attempts used up. A refused one counts for the share of a retry sleep
-   * it waits after, so the attempts last as long as travis' did however
-   * many of them were refused.
+   * Retry sleeps used up, of the `maxAttempts - 1` travis waits between its
+   * attempts. A pause after a refusal counts for its share of one, so the
+   * attempts last as long as travis' did however many were refused.
    */
-  let used = 0;
+  let sleepsUsed = 0;
   let attempt = 0;
   let lastError: unknown;
   for (;;) {
@@ -228,9 +228,9 @@ export async function dial(target: SshTarget, options: DialOptions): Promise<Ssh
     }
     // Refused: nothing listens yet, and the attempt took no time. Anything else (a timeout, a reset) waits the full sleep.
     const refused = (lastError as NodeJS.ErrnoException | undefined)?.code === 'ECONNREFUSED';
+    if (sleepsUsed >= maxAttempts - 1) break;
     const pause = refused ? refusedPauses.next().value : retrySleepMs;
-    used += refused && retrySleepMs > 0 ? pause / retrySleepMs : 1;
-    if (used >= maxAttempts) break;
+    sleepsUsed += refused && retrySleepMs > 0 ? pause / retrySleepMs : 1;
     try {
       await sleep(pause, undefined, { signal });
     } catch {
