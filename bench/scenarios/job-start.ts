@@ -3,9 +3,9 @@
  * and the fake EC2 (test/fakes/), driven through the real SDKs by a worker
  * child, with a realistic boot (BOOT_MS until the VM runs, SSHD_DELAY_MS
  * more until its sshd listens, refusing until then) and a build API that
- * takes BUILD_API_MS to answer. A batch of jobs is published at once to a
- * worker with a processor each; every variant runs on both fakes in the
- * same run:
+ * takes BUILD_API_MS to answer. A batch of jobs is published
+ * PUBLISH_SPACING_MS apart to a worker with a processor each; every variant
+ * runs on both fakes in the same run:
  *
  * - today's path: the script is fetched first and the instance started
  *   after it (`sequentialStart`), as travis does;
@@ -22,6 +22,7 @@
  * (a warm pool's hit) join the table the same way.
  */
 import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FakeEc2 } from '../../test/fakes/ec2-server.js';
@@ -45,6 +46,12 @@ const BUILD_API_MS = 1_000;
 const QUICK_SCALE = 10;
 /** The target: a cold start adds less than this to the floor (p50). */
 const COLD_ADDED_TARGET_MS = 1_000;
+/**
+ * Jobs of a batch are published this far apart, in ms: a stream of jobs, as
+ * a worker sees them, rather than a burst whose VMs would all start sshd and
+ * take their handshakes in the same instant on the bench's two cores.
+ */
+const PUBLISH_SPACING_MS = 500;
 /** OpenSSH `ssh host true` runs for the floor (the first, cold, is dropped). */
 const SSH_TRUE_RUNS = 10;
 
@@ -72,6 +79,7 @@ export const JOB_START_VARIANTS: readonly JobStartVariant[] = [
 
 interface Timing {
   bootMs: number;
+  spacingMs: number;
   sshdDelayMs: number;
   jobs: number;
   scaled: boolean;
@@ -117,8 +125,8 @@ function backendEnv(backend: JobStartBackend, fakes: { gce: FakeGce; ec2: FakeEc
   };
 }
 
-/** Publish `count` jobs at once; publish → `started` of each, once every one has been settled by the worker. */
-async function startBatch(context: BenchContext, worker: BenchChild, queue: string, count: number): Promise<number[]> {
+/** Publish `count` jobs, `spacingMs` apart; publish → `started` of each, once every one has been settled by the worker. */
+async function startBatch(context: BenchContext, worker: BenchChild, queue: string, count: number, spacingMs: number): Promise<number[]> {
   const ids = jobIds(count);
   const pending = new Set(ids);
   const settled = new Promise<void>((resolve) => {
@@ -129,7 +137,11 @@ async function startBatch(context: BenchContext, worker: BenchChild, queue: stri
       resolve();
     });
   });
-  const published = new Map(ids.map((id) => [id, context.broker.publishJob(queue, id, ['true'])]));
+  const published = new Map<number, number>();
+  for (const [index, id] of ids.entries()) {
+    if (index > 0) await sleep(spacingMs, undefined, { signal: context.signal });
+    published.set(id, context.broker.publishJob(queue, id, ['true']));
+  }
   const startedMs: number[] = [];
   for (const id of ids) {
     const times = await context.broker.terminal(id, context.signal);
@@ -165,7 +177,7 @@ function variantRow(variant: JobStartVariant, backend: JobStartBackend, started:
   const scale = timing.scaled ? `; boot scaled 1/${QUICK_SCALE}` : '';
   return {
     scenario: SCENARIO,
-    metric: `${backend}: publish → started, ${variant.name} (${timing.jobs} at once${scale})`,
+    metric: `${backend}: publish → started, ${variant.name} (${timing.jobs} jobs ${fixed(timing.spacingMs / 1000, 2)} s apart${scale})`,
     worker: formatSeconds(started),
     baseline: floorText,
     target,
@@ -198,8 +210,8 @@ export function jobStartScenario(variants: readonly JobStartVariant[]): Scenario
     description: 'publish → started on the fake GCE and EC2 with a 20 s + 5 s boot and a 1 s build API: today\'s path vs overlap and waits (p50, p99)',
     async run(context) {
       const timing: Timing = context.quick
-        ? { bootMs: BOOT_MS / QUICK_SCALE, sshdDelayMs: SSHD_DELAY_MS / QUICK_SCALE, jobs: 5, scaled: true }
-        : { bootMs: BOOT_MS, sshdDelayMs: SSHD_DELAY_MS, jobs: 20, scaled: false };
+        ? { bootMs: BOOT_MS / QUICK_SCALE, sshdDelayMs: SSHD_DELAY_MS / QUICK_SCALE, spacingMs: PUBLISH_SPACING_MS / QUICK_SCALE, jobs: 5, scaled: true }
+        : { bootMs: BOOT_MS, sshdDelayMs: SSHD_DELAY_MS, spacingMs: PUBLISH_SPACING_MS, jobs: 20, scaled: false };
       context.progress(`job-start: ${SSH_TRUE_RUNS} × OpenSSH ssh host true`);
       const ssh = await sshTrue(context);
 
@@ -235,11 +247,11 @@ export function jobStartScenario(variants: readonly JobStartVariant[]): Scenario
               );
               try {
                 context.progress(`job-start: a first job (not counted) on ${label}`);
-                await startBatch(context, worker, queue, 1);
+                await startBatch(context, worker, queue, 1, 0);
                 await variant.prepare?.(worker, backend, context);
                 context.progress(`job-start: ${timing.jobs} jobs on ${label}`);
                 const since = Date.now();
-                const started = summarize(await startBatch(context, worker, queue, timing.jobs));
+                const started = summarize(await startBatch(context, worker, queue, timing.jobs, timing.spacingMs));
                 rows.push(variantRow(variant, backend, started, summarize(fakeBoots(backend, { gce, ec2 }, since)), ssh, timing));
               } finally {
                 await worker.release();

@@ -21,7 +21,7 @@ import { loadConfig } from '../../src/config/load.js';
 import { handleSignals } from '../../src/lifecycle/signals.js';
 import { silentLogger } from '../../src/logger.js';
 import { startWorker, type StartWorkerOptions } from '../../src/main.js';
-import type { JobDone, Worker } from '../../src/worker.js';
+import type { Worker } from '../../src/worker.js';
 import { allPaused, nextJobDone as jobDone, untilProcessors } from '../helpers/worker.js';
 import { createVhost, drain, purge, publishRaw, withConnection, type TestVhost } from '../helpers/rabbitmq.js';
 import { fileAppears } from '../helpers/files.js';
