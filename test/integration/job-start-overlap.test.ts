@@ -12,7 +12,7 @@ import { backends } from '../../backends/index.js';
 import { InstanceStartError, raceAbort, type Backend, type BackendDefinition, type Instance, type StartOptions } from '../../src/backend/kit.js';
 import { loadConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/logger.js';
-import { startWorker } from '../../src/main.js';
+import { startWorker, type StartWorkerOptions } from '../../src/main.js';
 import type { JobDone, Worker } from '../../src/worker.js';
 import { nextJobDone } from '../helpers/worker.js';
 import { createVhost, drain, messageCount, publishRaw, purge, type DrainedMessage, type TestVhost } from '../helpers/rabbitmq.js';
@@ -125,7 +125,7 @@ afterEach(async () => {
 
 const withinTest = (): AbortSignal => AbortSignal.timeout(20_000);
 
-async function start(env: Record<string, string> = {}): Promise<Worker> {
+async function start(env: Record<string, string> = {}, options: StartWorkerOptions = {}): Promise<Worker> {
   const all = [...backends, probeDefinition];
   const config = loadConfig(all, {
     TRAVIS_WORKER_QUEUE_TYPE: 'amqp',
@@ -138,7 +138,7 @@ async function start(env: Record<string, string> = {}): Promise<Worker> {
     TRAVIS_WORKER_BREAKER_THRESHOLD: '0',
     ...env,
   });
-  worker = await startWorker(config, all, silentLogger);
+  worker = await startWorker(config, all, silentLogger, options);
   return worker;
 }
 
@@ -233,5 +233,19 @@ describe('the instance starts while the build script is made', () => {
     await abandoned;
     expect(probe.log).toEqual(['start', 'start failed']);
     expect(statesOf(await everything('reporting.jobs.builds'))).toEqual(['received', 'reset']);
+  });
+
+  it('keeps the old order with sequentialStart (the bench\'s baseline): the instance is asked for once the script is in', async () => {
+    const w = await start({}, { sequentialStart: true });
+    probe.plan = 'ready';
+    const done = nextJobDone(w, 5);
+    const requested = once(buildApi.events, 'requested', { signal: withinTest() });
+    await publishJob(5);
+    await requested;
+    probe.log.push('script answered');
+    buildApi.answer(200, 'echo hi');
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    expect(probe.log).toEqual(['script answered', 'start', 'instance', 'upload', 'destroyed']);
+    expect(statesOf(await everything('reporting.jobs.builds'))).toEqual(['received', 'started', 'passed']);
   });
 });
