@@ -148,6 +148,8 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
   });
 
   let instance: Instance | undefined;
+  /** A start stopped because the script failed: it may still resolve (setting `instance`) after the job has been reported. */
+  let stoppedStart: Promise<void> | undefined;
   /** Set once the instance started and took its script: a requeue after that is no failed start. */
   let instanceReady = false;
   let result: JobResult;
@@ -165,6 +167,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     unlinkLogFailed();
     unsubscribeCancel();
   }
+  await stoppedStart;
   const started = instance;
   if (started) await step('destroy', () => destroyInstance(started, logger));
   if (result.outcome !== 'abandoned') {
@@ -263,7 +266,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
       );
       if (!outcome.ok) {
         if (outcome.failed === 'second') releaseProgress();
-        else if (instance) logger.info({ instance: instance.id }, 'the script failed after the instance started; destroying it');
+        else stoppedStart = outcome.settled;
         throw outcome.error;
       }
       [script, started] = outcome.values;
