@@ -27,6 +27,8 @@ class ProbeBackend implements Backend {
   readonly events = new EventEmitter();
   readonly log: string[] = [];
   plan: StartPlan = 'ready';
+  /** Set: an aborted start winds down (as a cloud deleting a half-made VM) only once this resolves. */
+  windDown: Promise<void> | undefined;
   #settle: ((error?: Error) => void) | undefined;
 
   async start(attributes: { jobId: number }, options: StartOptions): Promise<Instance> {
@@ -38,6 +40,7 @@ class ProbeBackend implements Backend {
       try {
         await raceAbort(held, options.signal);
       } catch (err) {
+        if (options.signal.aborted) await this.windDown;
         this.#record(options.signal.aborted ? 'start aborted' : 'start failed');
         throw err;
       }
@@ -120,6 +123,7 @@ afterEach(async () => {
   await worker?.stop();
   worker = undefined;
   probe.log.length = 0;
+  probe.windDown = undefined;
   await purge(vhost.uri, QUEUE, 'reporting.jobs.builds', 'reporting.jobs.logs');
 });
 
@@ -247,5 +251,21 @@ describe('the instance starts while the build script is made', () => {
     expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
     expect(probe.log).toEqual(['script answered', 'start', 'instance', 'upload', 'destroyed']);
     expect(statesOf(await everything('reporting.jobs.builds'))).toEqual(['received', 'started', 'passed']);
+  });
+
+  it('reports a refused script at once, while the start it stopped is still winding down', async () => {
+    const w = await start();
+    probe.plan = 'hold';
+    let finishWindDown!: () => void;
+    probe.windDown = new Promise((resolve) => (finishWindDown = resolve));
+    const { done } = await publishUntil(w, 6, 'start');
+    buildApi.answer(404, 'gone');
+    // Both states are out before the start has let go of what it made.
+    const states = await drain(vhost.uri, 'reporting.jobs.builds', 2, withinTest());
+    expect(statesOf(states)).toEqual(['received', 'errored']);
+    expect(probe.log).toEqual(['start']);
+    finishWindDown();
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'errored' });
+    expect(probe.log).toEqual(['start', 'start aborted']);
   });
 });
