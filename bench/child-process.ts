@@ -67,9 +67,9 @@ export class BenchChild {
     return this.#child.pid as number;
   }
 
-  /** Start a worker with `env` (the `TRAVIS_WORKER_*` variables), logging to `logPath`. */
-  async startWorker(env: Record<string, string>, logPath: string, signal: AbortSignal): Promise<void> {
-    await this.#request({ type: 'start-worker', env, logPath }, 'ready', signal);
+  /** Start a worker with `env` (the `TRAVIS_WORKER_*` variables), logging to `logPath`; `sequentialStart` as `StartWorkerOptions` says. */
+  async startWorker(env: Record<string, string>, logPath: string, signal: AbortSignal, sequentialStart = false): Promise<void> {
+    await this.#request({ type: 'start-worker', env, logPath, sequentialStart }, 'ready', signal);
   }
 
   async startEcho(uri: string, from: string, to: string, signal: AbortSignal): Promise<void> {

@@ -1,8 +1,12 @@
 /** The messages between the bench and its child processes (bench/child.ts). */
 
 export type ChildRequest =
-  /** Start a worker with these `TRAVIS_WORKER_*` variables, logging (info level) to `logPath`. */
-  | { type: 'start-worker'; env: Record<string, string>; logPath: string }
+  /**
+   * Start a worker with these `TRAVIS_WORKER_*` variables, logging (info
+   * level) to `logPath`; `sequentialStart`: fetch each script before
+   * starting its instance (the same-run baseline of the job-start scenario).
+   */
+  | { type: 'start-worker'; env: Record<string, string>; logPath: string; sequentialStart: boolean }
   /** Echo every message of queue `from` to queue `to`. */
   | { type: 'start-echo'; uri: string; from: string; to: string }
   | { type: 'usage' }

@@ -29,7 +29,7 @@ function usage(): Extract<ChildReply, { type: 'usage' }> {
   return { type: 'usage', userUs: cpu.user, systemUs: cpu.system, rssBytes: memory.rss, heapUsedBytes: memory.heapUsed };
 }
 
-async function startBenchWorker(env: Record<string, string>, logPath: string): Promise<void> {
+async function startBenchWorker(env: Record<string, string>, logPath: string, sequentialStart: boolean): Promise<void> {
   // Loaded here, not at the top: the echo needs none of it, and it takes seconds on a busy machine.
   const [{ pino }, { backends }, { loadConfig }, { startWorker }] = await Promise.all([
     import('pino'),
@@ -41,7 +41,7 @@ async function startBenchWorker(env: Record<string, string>, logPath: string): P
   // Info level, as in production: the worker's own logging is part of its cost.
   logFile = createWriteStream(logPath, { flags: 'a' });
   const logger = pino({ level: 'info', base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, logFile);
-  worker = await startWorker(config, backends, logger);
+  worker = await startWorker(config, backends, logger, { sequentialStart });
   worker.events.on('job-done', (done) => {
     const state = done.result.outcome === 'finished' ? done.result.state : done.result.outcome;
     send({ type: 'job-done', jobId: done.jobId, state, atUs: wallUs() });
@@ -76,7 +76,7 @@ async function handle(request: ChildRequest): Promise<void> {
   try {
     switch (request.type) {
       case 'start-worker':
-        await startBenchWorker(request.env, request.logPath);
+        await startBenchWorker(request.env, request.logPath, request.sequentialStart);
         send({ type: 'ready' });
         return;
       case 'start-echo':

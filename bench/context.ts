@@ -34,14 +34,19 @@ export interface Scenario {
 
 let workerCount = 0;
 
-/** A worker child started with `env` on the run's vhost, amqp queue, and the other settings given. */
-export async function startBenchWorker(context: BenchContext, label: string, env: Record<string, string>): Promise<BenchChild> {
+/**
+ * A worker child started with `env` on the run's vhost, amqp queue, and the
+ * other settings given; `sequentialStart`: each script is fetched before its
+ * instance is started (`StartWorkerOptions.sequentialStart`).
+ */
+export async function startBenchWorker(context: BenchContext, label: string, env: Record<string, string>, sequentialStart = false): Promise<BenchChild> {
   const child = new BenchChild(context.resources, `worker ${label}`, context.profileDir);
   workerCount += 1;
   await child.startWorker(
     { TRAVIS_WORKER_QUEUE_TYPE: 'amqp', TRAVIS_WORKER_AMQP_URI: context.amqpUri, ...env },
     join(context.logDir, `worker-${workerCount}-${label.replaceAll(/[^a-z0-9]+/gi, '-')}.log`),
     context.signal,
+    sequentialStart,
   );
   return child;
 }

@@ -3,7 +3,7 @@
  * docs/benchmarks.md against the real broker and real sshd, with the machine's raw
  * figures beside the worker's, prints one table and writes it as JSON.
  *
- *   node dist/bench/run.js [--quick] [--only overhead,throughput,logs,scale,qemu,warm-pool]
+ *   node dist/bench/run.js [--quick] [--only overhead,throughput,logs,scale,qemu,job-start,warm-pool]
  *                          [--out FILE] [--keep-logs DIR]
  *
  * It reports and never fails: exit 0 whatever the figures (1 only when it
@@ -23,9 +23,10 @@ import { throughput } from './scenarios/throughput.js';
 import { logs } from './scenarios/logs.js';
 import { scale } from './scenarios/scale.js';
 import { qemu } from './scenarios/qemu.js';
+import { jobStart } from './scenarios/job-start.js';
 import { warmPool } from './scenarios/warm-pool.js';
 
-const SCENARIOS: readonly Scenario[] = [overhead, throughput, logs, scale, qemu, warmPool];
+const SCENARIOS: readonly Scenario[] = [overhead, throughput, logs, scale, qemu, jobStart, warmPool];
 const DEFAULT_OUT = fileURLToPath(new URL('../../bench/results/latest.json', import.meta.url));
 
 const USAGE = `usage: npm run bench -- [--quick] [--only NAME[,NAME...]] [--out FILE] [--keep-logs DIR] [--profile DIR]
@@ -39,7 +40,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--only NAME[,NAME...]] [--out 
 scenarios:
 ${SCENARIOS.map((s) => `  ${s.name.padEnd(12)}${s.description}`).join('\n')}
 
-A full run takes about five minutes on a 2-core machine; it prints one table
+A full run takes about nine minutes on a 2-core machine (job-start's realistic boots about four of them); it prints one table
 (Markdown) and writes the same rows, with the machine, as JSON.`;
 
 interface Options {

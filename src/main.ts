@@ -46,6 +46,8 @@ export interface StartWorkerOptions {
   tracer?: Tracer;
   /** Metrics to record into; else Prometheus metrics when a listener serves them, or none. */
   metrics?: WorkerMetrics;
+  /** Fetch each job's script before starting its instance (as travis does), not both at once: the bench's same-run baseline. */
+  sequentialStart?: boolean;
 }
 
 export async function startWorker(
@@ -117,7 +119,7 @@ export async function startWorker(
       releasers.add('the reaper', () => running.stop());
     }
 
-    const worker = new Worker({ config, logger, queue, backend, metrics, tracer, reaper, breaker, warmPool, releasers });
+    const worker = new Worker({ config, logger, queue, backend, metrics, tracer, reaper, breaker, warmPool, releasers, sequentialStart: options.sequentialStart === true });
     metrics.observe({
       ...(warmPool === undefined ? {} : { warmPool: () => warmPool.counts() }),
       state: () => worker.state,

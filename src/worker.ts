@@ -91,6 +91,8 @@ export interface WorkerParts {
   warmPool?: WarmPool | undefined;
   /** What was started for the worker so far; the worker adds its own and releases them all when it stops. */
   releasers: Releasers;
+  /** Fetch each job's script before starting its instance instead of both at once (run-job.ts). */
+  sequentialStart?: boolean;
 }
 
 export class Worker implements WorkerControl, SignalControl {

@@ -32,6 +32,7 @@ import {
   type CloudErrorKind,
   type Logger,
 } from '../../src/backend/kit.js';
+import { BootPolls } from './boot-polls.js';
 import { Ec2Api, type Ec2InstanceDescription } from './api.js';
 import { ec2ErrorCode, isUnsupportedAnywhere } from './classify.js';
 import { imageSetting, resolveImage, type SelectedImage } from './images.js';
@@ -47,6 +48,13 @@ import { buildUserData } from './user-data.js';
 const SSH_PORT = 22;
 /** While an instance boots, a progress line at least this often (and on every state change). */
 const PROGRESS_EVERY_MS = 10_000;
+/**
+ * First pause before asking whether a launched instance runs, in ms; the
+ * pauses double up to BOOT_POLL_SLEEP. DescribeInstances is a
+ * non-mutating call, whose bucket (100 calls, refilled 20 a second, EC2's
+ * "Request throttling" page) a boot costs about a call a second of at most.
+ */
+const BOOT_POLL_FIRST_MS = 250;
 /**
  * Terminating what a job made gets its own deadline, independent of the
  * job's (already aborted) signal: long enough for throttling retries and
@@ -108,6 +116,8 @@ export class Ec2Backend implements Backend {
   readonly #extraUserData: string;
   /** Instances the last `listManaged` found: `destroyManaged` terminates only these. */
   #managed = new Set<string>();
+  /** When to ask whether a boot is done, learned from the last boots. */
+  readonly #bootPolls: BootPolls;
 
   /** Takes settings that passed `validateSettings` (the loader's `validate` hook). */
   constructor(settings: Ec2Settings, context: BackendContext) {
@@ -116,6 +126,7 @@ export class Ec2Backend implements Backend {
     this.#customTags = parseCustomTags(settings.customTags);
     this.#extraUserData = decodeUserData(settings.userData);
     this.#api = new Ec2Api(settings, context);
+    this.#bootPolls = new BootPolls(BOOT_POLL_FIRST_MS, settings.bootPollSleep);
   }
 
   /** The instance `start` would launch: its AMI (as resolved now) and instance type (from size and arch). */
@@ -285,7 +296,14 @@ export class Ec2Backend implements Backend {
     if (sent > 0 && (!refused || sent > 1)) await terminateLostLaunch(request, options);
   }
 
-  /** Poll until the instance runs; throws if it ends instead (capacity, or anything else). */
+  /**
+   * Poll until the instance runs; throws if it ends instead (capacity, or
+   * anything else). The pauses (boot-polls.ts) start at BOOT_POLL_FIRST_MS,
+   * double up to BOOT_POLL_SLEEP and start short again at the usual boot
+   * time: a boot is seen soon after it is done, and a long one is asked
+   * about no more often than the setting allows. Each call goes through
+   * the backend's rate limiter like any other.
+   */
   async #waitUntilRunning(
     id: string,
     signal: AbortSignal,
@@ -294,9 +312,12 @@ export class Ec2Backend implements Backend {
   ): Promise<Ec2InstanceDescription> {
     const began = Date.now();
     let lastState = 'pending';
+    /** When it was last seen pending: the boot ended after this, so it is what the polls learn (never more than the boot took). */
+    let pendingAt = began;
     let lastProgress = began;
+    const pauses = this.#bootPolls.pauses(began);
     for (;;) {
-      await abortableSleep(this.#settings.bootPollSleep, signal);
+      await abortableSleep(pauses.next().value, signal);
       let found: Ec2InstanceDescription | undefined;
       try {
         [found] = await this.#api.describeInstances({ ids: [id] }, signal);
@@ -305,7 +326,10 @@ export class Ec2Backend implements Backend {
         if (kindOf(err) !== 'not-found') throw err;
       }
       const state = found?.State?.Name ?? 'pending';
-      if (state === 'running' && found !== undefined) return found;
+      if (state === 'running' && found !== undefined) {
+        this.#bootPolls.record(pendingAt - began);
+        return found;
+      }
       if (state !== 'pending') {
         const reason = found?.StateReason;
         logger.warn({ instance: id, state, reason: reason?.Code }, 'instance ended while booting');
@@ -314,6 +338,7 @@ export class Ec2Backend implements Backend {
         throw new InstanceStartError(message);
       }
       const now = Date.now();
+      pendingAt = now;
       if (state !== lastState || now - lastProgress >= PROGRESS_EVERY_MS) {
         progress(`Instance ${id} is ${state} (${((now - began) / 1000).toFixed(0)}s)`);
         lastState = state;

@@ -24,6 +24,12 @@ export type GceImage = protos.google.cloud.compute.v1.IImage;
 const CALL_TIMEOUT_MS = 60_000;
 /** What every call passes to the SDK: no SDK retries (CloudApi retries), a bounded wait. */
 const CALL_OPTIONS = { timeout: CALL_TIMEOUT_MS, maxRetries: 0 };
+/**
+ * `zoneOperations.wait` holds the request until the operation is DONE or
+ * about two minutes have passed (Compute API reference), so its call gets
+ * that plus the usual bound.
+ */
+const WAIT_CALL_OPTIONS = { timeout: 2 * 60_000 + CALL_TIMEOUT_MS, maxRetries: 0 };
 
 export interface GceApiOptions {
   /** e.g. `https://compute.googleapis.com` or `http://127.0.0.1:8080`. */
@@ -148,12 +154,17 @@ export class GceApi {
     );
   }
 
-  getOperation(project: string, zone: string, operation: string, signal: AbortSignal): Promise<GceOperation> {
+  /**
+   * The operation once it is DONE, or as it stands when the API's own wait
+   * (up to two minutes) ran out: the API answers as soon as it finishes,
+   * where polling would notice up to a poll interval late.
+   */
+  waitOperation(project: string, zone: string, operation: string, signal: AbortSignal): Promise<GceOperation> {
     return this.#cloud.call(
-      'zoneOperations.get',
+      'zoneOperations.wait',
       async () => {
         const { operations } = await this.#sdk();
-        const [answer] = await read(operations.get({ project, zone, operation }, CALL_OPTIONS));
+        const [answer] = await read(operations.wait({ project, zone, operation }, WAIT_CALL_OPTIONS));
         return checkAnswer(OPERATION, answer, `operation ${operation}`);
       },
       signal,

@@ -14,6 +14,7 @@ import {
   SshMachine,
   generateJobKeyPair,
   abortableSleep,
+  growingDelays,
   type CloudErrorKind,
   type Backend,
   type BackendContext,
@@ -34,6 +35,7 @@ import { machineFor, type Machine } from './machine.js';
 import { MANAGED_FILTER, managedInstance } from './managed.js';
 import { metadataHostOf, resolvePlacement, type GcePlacement } from './metadata.js';
 import { checkVmScopes, usesVmCredentials } from './scopes.js';
+import { WarmerError, requestWarmedInstance, type WarmedInstance } from './warmer.js';
 import type { GceSettings } from './settings.js';
 
 /** Job VMs listen for SSH where every image does. */
@@ -42,6 +44,8 @@ const SSH_PORT = 22;
 export const DELETE_ATTEMPTS = 3;
 /** A deletion (all attempts) gives up after this, in ms; the VM's lease label and auto-implode remain. */
 const DELETE_DEADLINE_MS = 5 * 60_000;
+/** First pause between status checks of a VM whose insert is DONE but which is not RUNNING yet, in ms; they double up to BOOT_POLL_SLEEP. */
+const STATUS_POLL_FIRST_MS = 100;
 /** Asking whether a VM was preempted, in ms. */
 const PREEMPTION_CHECK_MS = 30_000;
 /** Instance states of a VM that no longer runs (preempted, stopped by someone). */
@@ -186,10 +190,14 @@ export class GceBackend implements Backend {
     }
     progress(`Using image ${image.name}`);
 
-    const logger = options.logger.child({ instance: name });
-    const keys = generateJobKeyPair();
     const pinned = attributes.vmConfig.zone?.trim();
     const zones = pinned ? [pinned] : this.#zoneOrder(placement.zones);
+    if (attributes.warmer && settings.warmerUrl.trim() !== '') {
+      const warmed = await this.#fromWarmer(zones[0] as string, image, machine.machineType, options);
+      if (warmed) return this.#instance(warmed, image, machine.reportedVmSize, began, options, options.logger.child({ instance: warmed.name }));
+    }
+    const logger = options.logger.child({ instance: name });
+    const keys = generateJobKeyPair();
     const sent: InsertSent[] = [];
     try {
       const failures: string[] = [];
@@ -226,7 +234,7 @@ export class GceBackend implements Backend {
           });
           inserted = Date.now();
           recordPhase('create', inserted - calling);
-          const done = await this.#awaitOperation(candidate, operation, settings.bootPrePollSleep, settings.bootPollSleep, signal);
+          const done = await this.#awaitOperation(candidate, operation, signal);
           const failure = operationFailure(done);
           if (failure) throw failure;
           zone = candidate;
@@ -265,29 +273,8 @@ export class GceBackend implements Backend {
         throw new MalformedAnswerError('wrong-shape', `instances.get answered that instance ${name} is RUNNING but has no IP address`);
       }
       recordPhase('ip', Date.now() - runningAt);
-      const vmZone = zone;
       logger.info({ zone, address, image: image.name }, 'instance running');
-      return new GceInstance({
-        ssh: new SshMachine({
-          id: name,
-          imageName: String(image.name),
-          startupMs: Date.now() - began,
-          target: { host: address, port: SSH_PORT, username: settings.sshUser, privateKey: keys.privateKey },
-          dialTimeoutMs: settings.sshDialTimeout,
-          retrySleepMs: settings.uploadRetrySleep,
-          maxAttempts: settings.uploadRetries,
-          logger,
-        }),
-        address,
-        vmSize: machine.reportedVmSize,
-        sshAttempts: settings.uploadRetries,
-        preemptible: settings.preemptible,
-        wasPreempted: () => this.#wasPreempted(vmZone, name, logger),
-        delete: () => this.#deleteEverywhere(name, [vmZone], logger),
-        progress,
-        recordPhase,
-        logger,
-      });
+      return this.#instance({ name, zone, address, privateKey: keys.privateKey }, image, machine.reportedVmSize, began, options, logger);
     } catch (err) {
       // Nothing half-made stays: wait for inserts still on the wire, then delete in every zone tried.
       await Promise.allSettled(sent.flatMap((insert) => insert.attempts));
@@ -298,6 +285,73 @@ export class GceBackend implements Backend {
       ).catch((deleteErr: unknown) => logger.error({ err: errorMessage(deleteErr) }, 'could not delete a half-started instance'));
       if (signal.aborted) throw signal.reason;
       throw this.#startError(name, err);
+    }
+  }
+
+  /** The job's instance: a VM at `vm.address`, reached over SSH with `vm.privateKey`. */
+  #instance(vm: WarmedInstance, image: GceImage, vmSize: string | undefined, began: number, options: StartOptions, logger: Logger): GceInstance {
+    const settings = this.#settings;
+    const { name, zone, address } = vm;
+    return new GceInstance({
+      ssh: new SshMachine({
+        id: name,
+        imageName: String(image.name),
+        startupMs: Date.now() - began,
+        target: { host: address, port: SSH_PORT, username: settings.sshUser, privateKey: vm.privateKey },
+        dialTimeoutMs: settings.sshDialTimeout,
+        retrySleepMs: settings.uploadRetrySleep,
+        maxAttempts: settings.uploadRetries,
+        logger,
+      }),
+      address,
+      vmSize,
+      sshAttempts: settings.uploadRetries,
+      preemptible: settings.preemptible,
+      wasPreempted: () => this.#wasPreempted(zone, name, logger),
+      delete: () => this.#deleteEverywhere(name, [zone], logger),
+      progress: options.progress,
+      recordPhase: options.recordPhase,
+      logger,
+    });
+  }
+
+  /**
+   * A running VM from travis' warmer service, or undefined (logged) when it
+   * has none to give: the caller boots one.
+   */
+  async #fromWarmer(zone: string, image: GceImage, machineType: string, options: StartOptions): Promise<WarmedInstance | undefined> {
+    const settings = this.#settings;
+    try {
+      const warmed = await requestWarmedInstance(
+        {
+          site: settings.travisSite,
+          zone,
+          image_name: String(image.selfLink),
+          machine_type: `zones/${zone}/machineTypes/${machineType}`,
+          public_ip: settings.publicIp,
+        },
+        {
+          url: settings.warmerUrl,
+          timeoutMs: settings.warmerTimeout,
+          passphrase: settings.warmerSshPassphrase,
+          publicIpConnect: settings.publicIp && settings.publicIpConnect,
+          signal: options.signal,
+        },
+      );
+      options.logger.info({ instance: warmed.name, zone: warmed.zone, address: warmed.address }, 'got an instance from the warmer');
+      options.progress('obtained instance');
+      return warmed;
+    } catch (err) {
+      if (!(err instanceof WarmerError)) throw err;
+      options.logger.warn({ err: err.message }, 'could not obtain an instance from the warmer; booting one');
+      const unusable = err.unusable;
+      if (unusable) {
+        // Handed over all the same: nobody else will delete it.
+        void this.#deleteEverywhere(unusable.name, [unusable.zone], options.logger).catch((deleteErr: unknown) =>
+          options.logger.error({ instance: unusable.name, err: errorMessage(deleteErr) }, 'could not delete the unusable instance from the warmer'),
+        );
+      }
+      return undefined;
     }
   }
 
@@ -317,18 +371,24 @@ export class GceBackend implements Backend {
     });
   }
 
-  /** Poll a zone operation (travis: sleep, then get every poll interval) until it is DONE. */
-  async #awaitOperation(zone: string, operation: GceOperation, preSleepMs: number, pollMs: number, signal: AbortSignal): Promise<GceOperation> {
+  /**
+   * A zone operation once it is DONE, through the API's own wait (each call
+   * held up to two minutes) rather than travis' sleep-then-poll: the
+   * answer comes as the operation finishes.
+   */
+  async #awaitOperation(zone: string, operation: GceOperation, signal: AbortSignal): Promise<GceOperation> {
     let current = operation;
-    if (current.status !== 'DONE') await abortableSleep(preSleepMs, signal);
-    while (current.status !== 'DONE') {
-      current = await this.#api.getOperation(this.#project, zone, operation.name, signal);
-      if (current.status !== 'DONE') await abortableSleep(pollMs, signal);
-    }
+    while (current.status !== 'DONE') current = await this.#api.waitOperation(this.#project, zone, operation.name, signal);
     return current;
   }
 
+  /**
+   * The VM once RUNNING. Its insert operation is DONE by now, which mostly
+   * means RUNNING already; when not, it is asked again after pauses growing
+   * from STATUS_POLL_FIRST_MS up to BOOT_POLL_SLEEP.
+   */
   async #awaitRunning(zone: string, name: string, signal: AbortSignal): Promise<{ instance: GceInstanceResource; runningAt: number }> {
+    const pauses = growingDelays(STATUS_POLL_FIRST_MS, this.#settings.bootPollSleep);
     for (;;) {
       const instance = await this.#api.getInstance(this.#project, zone, name, signal);
       if (instance.status === 'RUNNING') return { instance, runningAt: Date.now() };
@@ -337,7 +397,7 @@ export class GceBackend implements Backend {
           userMessage: 'The build VM stopped while booting; the job will be run again.',
         });
       }
-      await abortableSleep(this.#settings.bootPollSleep, signal);
+      await abortableSleep(pauses.next().value, signal);
     }
   }
 
@@ -375,7 +435,7 @@ export class GceBackend implements Backend {
         throw err;
       }
       if (settings.skipStopPoll) return;
-      const done = await this.#awaitOperation(zone, operation, settings.stopPrePollSleep, settings.stopPollSleep, signal);
+      const done = await this.#awaitOperation(zone, operation, signal);
       const failure = operationFailure(done);
       try {
         const still = await this.#api.getInstance(this.#project, zone, name, signal);

@@ -79,6 +79,12 @@ export interface GceSettings {
   apiEndpoint: string;
   /** Metadata server `host[:port]`; empty = `$GCE_METADATA_HOST`, else `metadata.google.internal`. */
   metadataHost: string;
+  /** travis' warmer service (`http[s]://[user:password@]host[:port]`); empty = none. Jobs whose payload says `warmer: true` ask it for a VM first. */
+  warmerUrl: string;
+  /** One request to the warmer, in ms (default 5 s, as travis). */
+  warmerTimeout: number;
+  /** Decrypts the SSH key the warmer hands over with a VM. */
+  warmerSshPassphrase: string;
 }
 
 /** Keys filled by the config loader from `TRAVIS_WORKER_GCE_IMAGE_<NAME>`. */
@@ -125,10 +131,10 @@ export const settingsSchema: SettingsSchema<Omit<GceSettings, GceFamilies>> = {
   preemptible: { doc: 'boot preemptible VMs (a preempted job is requeued)', format: 'loose-boolean', default: false },
   publicIp: { doc: 'give each VM an external address (false for NAT)', format: 'loose-boolean', default: true },
   publicIpConnect: { doc: 'connect to the external address (if PUBLIC_IP), else the internal one', format: 'loose-boolean', default: true },
-  bootPrePollSleep: { doc: 'sleep before first checking the instance insert', format: 'duration', default: 15_000 },
-  bootPollSleep: { doc: 'sleep between checks of the instance insert', format: 'duration', default: 3_000 },
-  stopPrePollSleep: { doc: 'sleep before first checking the instance deletion', format: 'duration', default: 15_000 },
-  stopPollSleep: { doc: 'sleep between checks of the instance deletion', format: 'duration', default: 3_000 },
+  bootPrePollSleep: { doc: "travis' sleep before checking the insert; accepted, no longer waited: the insert operation is awaited with zoneOperations.wait", format: 'duration', default: 15_000 },
+  bootPollSleep: { doc: 'longest pause between checks of a VM whose insert is done but which is not RUNNING yet (pauses start at 100ms and double)', format: 'duration', default: 3_000 },
+  stopPrePollSleep: { doc: "travis' sleep before checking the deletion; accepted, no longer waited: the delete operation is awaited with zoneOperations.wait", format: 'duration', default: 15_000 },
+  stopPollSleep: { doc: "travis' sleep between checks of the deletion; accepted, no longer waited (zoneOperations.wait)", format: 'duration', default: 3_000 },
   skipStopPoll: { doc: 'return as soon as the deletion is requested, without waiting for it', format: Boolean, default: false },
   uploadRetries: { doc: 'SSH connection attempts before the VM counts as unreachable', format: 'nat', default: 120 },
   uploadRetrySleep: { doc: 'sleep between SSH connection attempts', format: 'duration', default: 1_000 },
@@ -150,6 +156,14 @@ export const settingsSchema: SettingsSchema<Omit<GceSettings, GceFamilies>> = {
     format: String,
     default: '',
   },
+  warmerUrl: {
+    doc: "travis' warmer service: jobs whose payload says warmer ask it for a ready VM first, and boot their own when it has none (empty: off)",
+    format: String,
+    default: '',
+    url: true,
+  },
+  warmerTimeout: { doc: 'time allowed for one request to the warmer service', format: 'duration', default: 5_000 },
+  warmerSshPassphrase: { doc: 'passphrase of the encrypted SSH keys the warmer service hands over with its VMs', format: String, default: '', sensitive: true },
 };
 
 export const settingFamilies: Record<GceFamilies, SettingFamily> = {
@@ -175,5 +189,6 @@ export function validateSettings(settings: GceSettings): SettingProblem[] {
     ['imageSelectorType', () => checkImageSelectorType(settings.images)],
     ['sshUser', () => checkUserName(settings.sshUser)],
     ['travisSite', () => checkNetworkTag(settings.travisSite)],
+    ['warmerUrl', () => settings.warmerUrl.trim() !== '' && endpointOptions(settings.warmerUrl)],
   ]);
 }

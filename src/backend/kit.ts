@@ -66,6 +66,7 @@ export { checkUserName, startupScript, type StartupScriptOptions } from './start
 
 /** Waiting that ends when the job's signal aborts; processes and output of locally run jobs. */
 export { abortableSleep, raceAbort } from '../util/abort.js';
+export { growingDelays } from '../util/backoff.js';
 export { timeoutSignal } from '../util/timers.js';
 export { killProcessGroup, killProcessTree } from '../util/process-tree.js';
 export { outputFlushed } from '../util/streams.js';

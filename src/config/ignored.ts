@@ -52,7 +52,6 @@ export const IGNORED_SETTINGS: readonly IgnoredSetting[] = [
   { name: 'TRAVIS_WORKER_SELF_IMAGE', why: WRAPPER },
 ];
 
-const GCE_WARMER = 'mayfly has no warmer service client: every VM is started for its job';
 const GCE_REDIS_RATE_LIMIT = 'mayfly limits its API calls per worker (RATE_LIMIT_MAX_CALLS, RATE_LIMIT_DURATION), not through Redis';
 const EC2_HELP_ONLY = 'travis-ci/worker lists it in its help but never reads it';
 
@@ -63,9 +62,6 @@ const EC2_HELP_ONLY = 'travis-ci/worker lists it in its help but never reads it'
  */
 export const IGNORED_PROVIDER_SETTINGS: Readonly<Record<string, readonly IgnoredSetting[]>> = {
   gce: [
-    { name: 'WARMER_URL', why: GCE_WARMER },
-    { name: 'WARMER_TIMEOUT', why: GCE_WARMER },
-    { name: 'WARMER_SSH_PASSPHRASE', why: GCE_WARMER, sensitive: true },
     { name: 'RATE_LIMIT_REDIS_URL', why: GCE_REDIS_RATE_LIMIT, sensitive: true },
     { name: 'RATE_LIMIT_PREFIX', why: GCE_REDIS_RATE_LIMIT },
     { name: 'RATE_LIMIT_DYNAMIC_CONFIG', why: GCE_REDIS_RATE_LIMIT },

@@ -1,7 +1,7 @@
 /**
  * One job, start to end (docs/failure-modes.md, "How a job runs").
  *
- *   received -> payload filter -> script -> start instance -> upload -> started -> worker info
+ *   received -> (payload filter -> script) while the instance starts -> upload -> started -> worker info
  *   -> run under a PTY -> terminal state -> instance destroyed -> ack
  *
  * Every step runs under the job's stop signal (shutdown, cancel, hard
@@ -33,6 +33,7 @@ import { UNEXPECTED_ERROR_CODE, endOf, endPastRequeueLimit, stateOfExit, type En
 import { JobStopController, type StopReason } from './stop.js';
 import { JobClock } from './timers.js';
 import { filterPayload } from './payload-filter.js';
+import { both } from './overlap.js';
 import { START_INSTANCE_FOLD_END, START_INSTANCE_FOLD_START, progressLine, workerInfoFold } from './worker-info.js';
 import { abortableSleep } from '../util/abort.js';
 import { noopMetrics, type JobMetrics } from '../telemetry/metrics.js';
@@ -60,6 +61,11 @@ export interface JobRunnerDeps {
   tracer?: Tracer;
   /** Called once the job's instance has started and taken its script: the circuit breaker counts it as a working start. */
   onInstanceReady?: () => void;
+  /**
+   * Fetch the script first and start the instance after it, as travis
+   * does, instead of both at once. Internal: the bench's same-run baseline.
+   */
+  sequentialStart?: boolean;
 }
 
 /** A stop as worker-log fields: the limit that stopped the job goes here, since the job log keeps travis' text without it. */
@@ -142,6 +148,8 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
   });
 
   let instance: Instance | undefined;
+  /** A start stopped because the script failed: it may still resolve (setting `instance`) after the job has been reported. */
+  let stoppedStart: Promise<void> | undefined;
   /** Set once the instance started and took its script: a requeue after that is no failed start. */
   let instanceReady = false;
   let result: JobResult;
@@ -159,6 +167,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     unlinkLogFailed();
     unsubscribeCancel();
   }
+  await stoppedStart;
   const started = instance;
   if (started) await step('destroy', () => destroyInstance(started, logger));
   if (result.outcome !== 'abandoned') {
@@ -187,43 +196,86 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     throwIfStopped();
     await abortableSleep(config.timeouts.initialSleepMs, stop.signal);
     const filterExecutable = config.payloadFilterExecutable;
-    const toGenerate = filterExecutable
-      ? { ...payload, raw: await step('filter', () => filterPayload(filterExecutable, payload.raw, { maxBytes: config.payloadMaxBytes, signal: stop.signal })) }
-      : payload;
-    const script = await step('script', () => deps.scripts.generate(toGenerate, stop.signal));
+    const generateScript = async (signal: AbortSignal): Promise<Buffer> => {
+      const toGenerate = filterExecutable
+        ? { ...payload, raw: await step('filter', () => filterPayload(filterExecutable, payload.raw, { maxBytes: config.payloadMaxBytes, signal })) }
+        : payload;
+      return step('script', () => deps.scripts.generate(toGenerate, signal));
+    };
 
     const attributes = startAttributesOf(payload, config.defaults, hardTimeoutMs);
-    const startup = clock.startupDeadline();
     // As travis: progress goes into the job log only when asked for, inside a fold.
     const textProgress = config.progressType === 'text';
+    /**
+     * While the start overlaps the script, its progress lines wait here: a
+     * job whose script fails logs what it logged when nothing was started
+     * for it.
+     */
+    let heldProgress: string[] | undefined = deps.sequentialStart ? undefined : [];
+    const releaseProgress = (): void => {
+      const held = heldProgress ?? [];
+      heldProgress = undefined;
+      for (const text of held) writeLog(text);
+    };
     // A failed sink also fails the close that follows; no need to hear of it twice.
-    const writeLog = (text: string): void => void log.write(text).catch(() => {});
-    if (textProgress) writeLog(START_INSTANCE_FOLD_START);
-    try {
-      instance = await step('start', () =>
-        backend.start(attributes, {
-          signal: startup.signal,
-          progress: textProgress ? (line) => writeLog(progressLine(line)) : () => {},
-          logger,
-          recordPhase: (phase, durationMs) => {
-            metrics.bootPhase(phase, durationMs);
-            logger.debug({ phase, duration_ms: durationMs }, 'boot phase');
-          },
+    const writeLog = (text: string): void => {
+      if (heldProgress) heldProgress.push(text);
+      else void log.write(text).catch(() => {});
+    };
+    /** Start the instance; `instance` is set as soon as there is one, so it is destroyed on every path. */
+    const startInstance = async (sibling: AbortSignal): Promise<Instance> => {
+      const startup = clock.startupDeadline();
+      const signal = AbortSignal.any([startup.signal, sibling]);
+      if (textProgress) writeLog(START_INSTANCE_FOLD_START);
+      try {
+        const started = await step('start', () =>
+          backend.start(attributes, {
+            signal,
+            progress: textProgress ? (line) => writeLog(progressLine(line)) : () => {},
+            logger,
+            recordPhase: (phase, durationMs) => {
+              metrics.bootPhase(phase, durationMs);
+              logger.debug({ phase, duration_ms: durationMs }, 'boot phase');
+            },
+          }),
+        );
+        instance = started;
+        root.setAttribute('instance.id', started.id);
+        return started;
+      } catch (err) {
+        throw signal.aborted ? signal.reason : err;
+      } finally {
+        startup.dispose();
+        if (textProgress) writeLog(START_INSTANCE_FOLD_END);
+      }
+    };
+
+    let script: Buffer;
+    let started: Instance;
+    if (deps.sequentialStart) {
+      script = await generateScript(stop.signal);
+      started = await startInstance(stop.signal);
+    } else {
+      // The instance boots while the script is made: whichever fails first stops the other.
+      const outcome = await both(
+        (signal) => generateScript(AbortSignal.any([stop.signal, signal])).then((made) => {
+          releaseProgress();
+          return made;
         }),
+        (signal) => startInstance(signal),
       );
-      root.setAttribute('instance.id', instance.id);
-    } catch (err) {
-      throw startup.signal.aborted ? startup.signal.reason : err;
-    } finally {
-      startup.dispose();
-      if (textProgress) writeLog(START_INSTANCE_FOLD_END);
+      if (!outcome.ok) {
+        if (outcome.failed === 'second') releaseProgress();
+        else stoppedStart = outcome.settled;
+        throw outcome.error;
+      }
+      [script, started] = outcome.values;
     }
-    logger.info({ instance: instance.id, startup_ms: instance.startupMs }, 'instance started');
+    logger.info({ instance: started.id, startup_ms: started.startupMs }, 'instance started');
 
     const upload = clock.uploadDeadline();
     try {
-      const target = instance;
-      await step('upload', () => target.upload(script, { signal: upload.signal }));
+      await step('upload', () => started.upload(script, { signal: upload.signal }));
     } catch (err) {
       throw upload.signal.aborted ? upload.signal.reason : err;
     } finally {
@@ -233,7 +285,7 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
     deps.onInstanceReady?.();
     throwIfStopped();
 
-    const ready = instance;
+    const ready = started;
     await step('started', () => job.started(ready.id, ready.vmSize));
     metrics.timeToStarted(Date.now() - takenAt);
     // travis' JobStartedMeta: every key, in its order.
@@ -248,10 +300,10 @@ export async function runJob(job: QueuedJob, processorId: string, deps: JobRunne
         hostname: processorId,
         version: deps.version,
         revision: deps.revision,
-        instanceId: instance.id,
-        imageName: instance.imageName,
+        instanceId: ready.id,
+        imageName: ready.imageName,
         via: deps.queueType,
-        startupMs: instance.startupMs,
+        startupMs: ready.startupMs,
       }),
     );
 

@@ -40,6 +40,8 @@ export interface JobRunnerParts {
   shutdown: AbortSignal;
   /** Called after each job is settled. */
   onDone: (done: JobDone) => void;
+  /** Fetch each job's script before starting its instance instead of both at once (run-job.ts). */
+  sequentialStart?: boolean;
 }
 
 export function createJobRunner(parts: JobRunnerParts): RunJob {
@@ -61,6 +63,7 @@ export function createJobRunner(parts: JobRunnerParts): RunJob {
       metrics: parts.metrics,
       tracer: parts.tracer,
       onInstanceReady: () => breaker.recordSuccess(),
+      sequentialStart: parts.sequentialStart === true,
     });
     if (isStartFailure(result)) breaker.recordFailure(result.cause);
     parts.onDone({ jobId: job.payload.jobId, processorId, result });

@@ -9,6 +9,7 @@ import ssh2 from 'ssh2';
 import type { ConnectConfig } from 'ssh2';
 import { SshUnreachableError, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { growingDelays } from '../util/backoff.js';
 import { SshConnection } from './connection.js';
 import { Semaphore } from './semaphore.js';
 import { describeTarget, type SshTarget } from './target.js';
@@ -19,6 +20,20 @@ export const DEFAULT_DIAL_TIMEOUT_MS = 5_000;
 export const DEFAULT_RETRY_SLEEP_MS = 1_000;
 /** Attempts before giving up (travis-ci/worker `UPLOAD_RETRIES`, 120). */
 export const DEFAULT_MAX_ATTEMPTS = 120;
+/**
+ * First pause after a refused connection, in ms; the pauses double up to
+ * the retry sleep. A booting VM refuses until sshd listens, which it then
+ * does within milliseconds (about 20 ms for OpenSSH on an idle machine):
+ * a short pause notices it about as soon as it happens, where a fixed
+ * sleep would add up to its whole length to every start.
+ */
+export const REFUSED_FIRST_PAUSE_MS = 50;
+/**
+ * Longest pause after a refused connection, in ms (or the retry sleep, if
+ * shorter). A refusal costs a SYN and a RST, nothing a machine notices, so
+ * sshd is found within a quarter of a second of listening.
+ */
+export const REFUSED_MAX_PAUSE_MS = 250;
 /**
  * Keepalives on an established connection: a machine that vanishes without
  * closing TCP (host crash, network partition) is noticed after about
@@ -59,9 +74,9 @@ export interface DialOptions {
   signal: AbortSignal;
   /** Per attempt, in ms; default 5000. */
   dialTimeoutMs?: number;
-  /** Between attempts, in ms; default 1000. */
+  /** Between attempts, in ms; default 1000. After a refused connection the pauses start at REFUSED_FIRST_PAUSE_MS and double up to REFUSED_MAX_PAUSE_MS (or this, if shorter). */
   retrySleepMs?: number;
-  /** Attempts in all; default 120. The signal bounds the total time too. */
+  /** Attempts in all, as long as `maxAttempts - 1` retry sleeps last (refused attempts come faster); default 120. The signal bounds the total time too. */
   maxAttempts?: number;
   logger: Logger;
 }
@@ -191,8 +206,17 @@ export async function dial(target: SshTarget, options: DialOptions): Promise<Ssh
   const timeoutMs = options.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
   const retrySleepMs = options.retrySleepMs ?? DEFAULT_RETRY_SLEEP_MS;
   const where = describeTarget(target);
+  const refusedPauses = growingDelays(REFUSED_FIRST_PAUSE_MS, Math.min(REFUSED_MAX_PAUSE_MS, retrySleepMs));
+  /**
+   * Retry sleeps used up, of the `maxAttempts - 1` travis waits between its
+   * attempts. A pause after a refusal counts for its share of one, so the
+   * attempts last as long as travis' did however many were refused.
+   */
+  let sleepsUsed = 0;
+  let attempt = 0;
   let lastError: unknown;
-  for (let attempt = 1; attempt <= maxAttempts; attempt += 1) {
+  for (;;) {
+    attempt += 1;
     if (signal.aborted) throw signal.reason;
     try {
       return await connectOnce(target, { signal, timeoutMs });
@@ -202,16 +226,19 @@ export async function dial(target: SshTarget, options: DialOptions): Promise<Ssh
       lastError = err;
       logger.debug({ target: where, attempt, maxAttempts, err: errorMessage(err) }, 'ssh connection attempt failed');
     }
-    if (attempt < maxAttempts) {
-      try {
-        await sleep(retrySleepMs, undefined, { signal });
-      } catch {
-        throw signal.reason;
-      }
+    // Refused: nothing listens yet, and the attempt took no time. Anything else (a timeout, a reset) waits the full sleep.
+    const refused = (lastError as NodeJS.ErrnoException | undefined)?.code === 'ECONNREFUSED';
+    if (sleepsUsed >= maxAttempts - 1) break;
+    const pause = refused ? refusedPauses.next().value : retrySleepMs;
+    sleepsUsed += refused && retrySleepMs > 0 ? pause / retrySleepMs : 1;
+    try {
+      await sleep(pause, undefined, { signal });
+    } catch {
+      throw signal.reason;
     }
   }
   throw new SshUnreachableError(
-    `could not connect to ${where} after ${maxAttempts} attempts: ${errorMessage(lastError)}`,
+    `could not connect to ${where} after ${attempt} attempts: ${errorMessage(lastError)}`,
     { cause: lastError, userMessage: 'The build machine could not be reached over SSH.' },
   );
 }

@@ -131,6 +131,8 @@ export interface FakeEc2Instance {
   terminateRequests: number;
   /** The running sshd, while there is one. */
   sshd: SshdTarget | undefined;
+  /** When its sshd started listening (ms since the epoch): the end of its boot as a client can see it. */
+  sshdListeningAt?: number;
 }
 
 /** One API call the fake answered, for assertions. */
@@ -148,6 +150,8 @@ export interface FakeEc2Options {
   bootDelayMs?: number;
   /** See `FakeEc2.notVisibleMs`; default 0. */
   notVisibleMs?: number;
+  /** See `FakeEc2.sshdDelayMs`; default 0. */
+  sshdDelayMs?: number;
 }
 
 export interface InterruptOptions {
@@ -199,6 +203,12 @@ export class FakeEc2 extends EventEmitter {
    */
   notVisibleMs: number;
   /**
+   * How long after an instance is running its sshd starts listening, in ms,
+   * as on a real instance whose guest boots after EC2 calls it running (0:
+   * sshd listens before). Until then connections to it are refused.
+   */
+  sshdDelayMs: number;
+  /**
    * The IAM actions the caller is allowed (`ec2:RunInstances`, ...);
    * undefined: every action. A call needing one it lacks is refused with
    * 403 `UnauthorizedOperation`, naming it, as IAM's messages do.
@@ -232,6 +242,7 @@ export class FakeEc2 extends EventEmitter {
     super();
     this.#server = server;
     this.bootDelayMs = options.bootDelayMs ?? 50;
+    this.sshdDelayMs = options.sshdDelayMs ?? 0;
     this.notVisibleMs = options.notVisibleMs ?? 0;
   }
 
@@ -538,17 +549,36 @@ export class FakeEc2 extends EventEmitter {
   #boot(instance: FakeEc2Instance): void {
     this.#bootTimers.delete(instance.instanceId);
     if (instance.state !== 'pending' || this.#closed) return;
+    if (this.sshdDelayMs > 0) {
+      // Running (with its addresses) now, sshd later: connections are refused until then.
+      if (instance.associatePublicIp) instance.publicIp = instance.privateIp;
+      this.#setState(instance, 'running');
+      this.#bootTimers.set(
+        instance.instanceId,
+        setTimeout(() => this.#startSshd(instance, 'running'), this.sshdDelayMs),
+      );
+      return;
+    }
+    this.#startSshd(instance, 'pending');
+  }
+
+  /** Start the instance's sshd; an instance no longer in `expected` state by then is left without one. */
+  #startSshd(instance: FakeEc2Instance, expected: InstanceStateName): void {
+    this.#bootTimers.delete(instance.instanceId);
+    if (instance.state !== expected || this.#closed) return;
     const booting = startSshd({
       authorizedKeys: instance.publicKey ? [instance.publicKey] : [],
       host: instance.privateIp,
       port: SSH_PORT,
     }).then(
       async (sshd) => {
-        if (instance.state !== 'pending' || this.#closed) {
+        if (instance.state !== expected || this.#closed) {
           await sshd.stop(); // terminated while booting
           return;
         }
         instance.sshd = sshd;
+        instance.sshdListeningAt = Date.now();
+        if (expected === 'running') return;
         if (instance.associatePublicIp) instance.publicIp = instance.privateIp;
         this.#setState(instance, 'running');
       },

@@ -30,7 +30,7 @@ import { createVerify, generateKeyPairSync, randomBytes, randomUUID } from 'node
 import { EventEmitter, once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { startSshd, type SshdTarget } from '../helpers/sshd.js';
+import { nextLoopbackAddress, startSshd, type SshdTarget } from '../helpers/sshd.js';
 import { isMalformed, type MalformedAnswer } from './malformed.js';
 
 export type FakeGceOperationName =
@@ -88,6 +88,8 @@ export interface FakeInstanceRecord {
   /** The instance's own loopback address (internal and external), once its sshd listens. */
   address?: string;
   createdAt: number;
+  /** When its sshd started listening (ms since the epoch): the end of its boot as a client can see it. */
+  sshdListeningAt?: number;
 }
 
 export interface FakeGceOptions {
@@ -95,6 +97,8 @@ export interface FakeGceOptions {
   project?: string;
   /** How long an insert takes to reach DONE / RUNNING, in ms (besides starting sshd). Default 0. */
   bootMs?: number;
+  /** See `FakeGce.sshdDelayMs`. Default 0. */
+  sshdDelayMs?: number;
   images?: FakeImage[];
 }
 
@@ -160,6 +164,21 @@ interface LiveInstance {
   /** Resolves once sshd is up (or failed to start). */
   sshdStarted: Promise<void>;
   bootTimer?: NodeJS.Timeout;
+  /** Ends the wait for a late sshd (`sshdDelayMs`) at once: the VM is going away. */
+  skipSshdDelay?: () => void;
+}
+
+/** Resolves after `ms`, or at once when the returned `skip` is called. */
+function skippableDelay(ms: number): { waited: Promise<void>; skip: () => void } {
+  let skip!: () => void;
+  const waited = new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    skip = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+  });
+  return { waited, skip };
 }
 
 interface InjectedFault {
@@ -310,6 +329,12 @@ export class FakeGce {
   readonly events = new EventEmitter();
   /** Per insert, ms until DONE / RUNNING. */
   bootMs: number;
+  /**
+   * Per insert, ms after RUNNING until sshd listens, as on a real VM whose
+   * guest boots after GCE calls it RUNNING (0: sshd listens before). Until
+   * then connections to its address are refused.
+   */
+  sshdDelayMs: number;
   images: FakeImage[];
   /** What the metadata server says; undefined: it answers 404 (not on GCE). */
   metadata: FakeMetadata | undefined;
@@ -363,6 +388,7 @@ export class FakeGce {
     this.#server = server;
     this.project = options.project ?? 'mayfly-test';
     this.bootMs = options.bootMs ?? 0;
+    this.sshdDelayMs = options.sshdDelayMs ?? 0;
     this.images = options.images ?? [];
     this.networks = [{ project: this.project, name: 'default', mode: 'auto' }];
     const { privateKey, publicKey } = generateKeyPairSync('rsa', {
@@ -543,6 +569,7 @@ export class FakeGce {
     await Promise.all(
       [...this.#instances.values()].map(async (live) => {
         clearTimeout(live.bootTimer);
+        live.skipSshdDelay?.();
         await live.sshdStarted;
         await live.sshd?.stop();
       }),
@@ -800,6 +827,17 @@ export class FakeGce {
           .filter((key) => key !== '')
       : startupScriptKeys(metadata['startup-script'] ?? '');
     const live: LiveInstance = { record, sshdStarted: Promise.resolve() };
+    this.#instances.set(`${zone}/${name}`, live);
+    this.#records.push(record);
+    this.events.emit('insert', record);
+    if (this.sshdDelayMs > 0) this.#bootWithLateSshd(live, op, authorizedKeys);
+    else this.#bootWithSshd(live, op, authorizedKeys);
+    return this.#json(response, operationName, request, this.#operationJson(op));
+  }
+
+  /** sshd listens first, then the VM is RUNNING after `bootMs`. */
+  #bootWithSshd(live: LiveInstance, op: FakeOperation, authorizedKeys: string[]): void {
+    const { record } = live;
     live.sshdStarted = startSshd({ authorizedKeys, port: 22 }).then(
       async (sshd) => {
         if (record.deleted || this.#closed) {
@@ -807,6 +845,7 @@ export class FakeGce {
           return;
         }
         live.sshd = sshd;
+        record.sshdListeningAt = Date.now();
         record.address = sshd.host;
         record.status = 'STAGING';
       },
@@ -822,10 +861,29 @@ export class FakeGce {
         op.finish();
       }, Math.max(0, booted - Date.now()));
     });
-    this.#instances.set(`${zone}/${name}`, live);
-    this.#records.push(record);
-    this.events.emit('insert', record);
-    return this.#json(response, operationName, request, this.#operationJson(op));
+  }
+
+  /** RUNNING (with its address) after `bootMs`; sshd listens `sshdDelayMs` later. */
+  #bootWithLateSshd(live: LiveInstance, op: FakeOperation, authorizedKeys: string[]): void {
+    const { record } = live;
+    const host = nextLoopbackAddress();
+    record.status = 'STAGING';
+    record.address = host;
+    live.bootTimer = setTimeout(() => {
+      if (record.status === 'STAGING') record.status = 'RUNNING';
+      op.finish();
+    }, this.bootMs);
+    const late = skippableDelay(this.bootMs + this.sshdDelayMs);
+    live.skipSshdDelay = late.skip;
+    live.sshdStarted = late.waited.then(async () => {
+      if (record.deleted || record.status !== 'RUNNING' || this.#closed) return;
+      try {
+        live.sshd = await startSshd({ authorizedKeys, host, port: 22 });
+        record.sshdListeningAt = Date.now();
+      } catch {
+        record.status = 'TERMINATED';
+      }
+    });
   }
 
   async #delete(request: IncomingMessage, response: ServerResponse, zone: string, name: string, requestId: string | null): Promise<void> {
@@ -843,6 +901,7 @@ export class FakeGce {
     }
     live.record.status = 'STOPPING';
     clearTimeout(live.bootTimer);
+    live.skipSshdDelay?.();
     this.#instances.delete(`${zone}/${name}`);
     const deleting = (async () => {
       await live.sshdStarted;

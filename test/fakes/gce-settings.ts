@@ -48,6 +48,9 @@ export function gceSettings(fake: FakeGce, overrides: Partial<GceSettings> = {})
     apiEndpoint: fake.endpoint,
     // Never the real metadata server: the fake answers (404 unless told otherwise).
     metadataHost: fake.host,
+    warmerUrl: '',
+    warmerTimeout: 5_000,
+    warmerSshPassphrase: '',
     ...overrides,
   };
 }

@@ -35,6 +35,18 @@ export async function startTestWorker(env: Record<string, string>, logger: Logge
   };
 }
 
+/** Resolves with the first job-done event of `worker` for `jobId` from now on (its listener removed then). */
+export function nextJobDone(worker: Worker, jobId: number): Promise<JobDone> {
+  return new Promise((resolve) => {
+    const listener = (done: JobDone): void => {
+      if (done.jobId !== jobId) return;
+      worker.events.off('job-done', listener);
+      resolve(done);
+    };
+    worker.events.on('job-done', listener);
+  });
+}
+
 /** Resolves once `predicate` holds for the worker's processors, checked on each of its `processor` events. */
 export async function untilProcessors(worker: Worker, predicate: (processors: ProcessorStatus[]) => boolean, signal?: AbortSignal): Promise<void> {
   while (!predicate(worker.pool.status())) {

@@ -265,6 +265,14 @@ describe('ec2 backend', () => {
     expect(fake.instance(instance.id).state).toBe('terminated');
   });
 
+  it('notices a running instance soon after it runs, not a whole BOOT_POLL_SLEEP later', async () => {
+    // Ten minutes between checks: only the short first pauses let this boot end within the test.
+    const { backend } = ec2Backend({ TRAVIS_WORKER_EC2_BOOT_POLL_SLEEP: '10m' });
+    const run = boot(AbortSignal.timeout(20_000));
+    const instance = await started(backend, testAttributes(), run);
+    expect(fake.instance(instance.id).state).toBe('running');
+  });
+
   it('backs off and retries throttled and failed calls, reusing the client token so only one instance is launched', async () => {
     const { backend, apiCalls } = ec2Backend();
     const before = fake.instances.length;

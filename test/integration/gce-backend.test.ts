@@ -232,16 +232,29 @@ describe('gce backend against the fake GCE', () => {
   it('retries throttled (429), failing (5xx) and reset calls with backoff, and counts every attempt', async () => {
     fake.inject('instances.insert', 'throttled', 2);
     fake.inject('instances.get', 'server', 1);
-    fake.inject('zoneOperations.get', 'reset', 1);
-    fake.bootMs = 100; // the insert operation is polled at least once
+    fake.inject('zoneOperations.wait', 'reset', 1);
+    fake.bootMs = 100; // the insert operation is waited on at least once
     const started = makeBackend();
     const instance = await startOn(started);
     expect((await runScript(instance, 'exit 0')).exitCode).toBe(0);
     const outcomes = (operation: string): string[] => started.apiCalls.filter((c) => c.operation === operation).map((c) => c.outcome);
     expect(outcomes('instances.insert')).toEqual(['throttled', 'throttled', 'ok']);
     expect(outcomes('instances.get')[0]).toBe('error');
-    expect(outcomes('zoneOperations.get')[0]).toBe('error');
+    expect(outcomes('zoneOperations.wait')[0]).toBe('error');
     expect(fake.record).toHaveLength(1);
+  });
+
+  it("waits for the insert and delete operations with zoneOperations.wait, never sleeping travis' pre-poll or polling the operation", async () => {
+    fake.bootMs = 300;
+    // travis would sleep ten minutes before its first look: a start that sleeps would not end within the test.
+    const started = makeBackend({ bootPrePollSleep: 10 * 60_000, stopPrePollSleep: 10 * 60_000, stopPollSleep: 10 * 60_000 });
+    const instance = await started.backend.start(testAttributes(), started.options(AbortSignal.timeout(20_000)));
+    expect(fake.count('zoneOperations.wait')).toBeGreaterThanOrEqual(1);
+    const waits = fake.count('zoneOperations.wait');
+    await instance.destroy();
+    expect(fake.count('zoneOperations.wait')).toBeGreaterThan(waits);
+    expect(fake.count('zoneOperations.get')).toBe(0);
+    expect(fake.record[0]).toMatchObject({ deleted: true });
   });
 
   it('makes one VM when an insert is carried out but its answer is lost (the retry reuses the request id)', async () => {
@@ -259,7 +272,7 @@ describe('gce backend against the fake GCE', () => {
     const timeout = new AbortController();
     const starting = started.backend.start(testAttributes(), started.options(timeout.signal));
     const record = await fake.nextInsert();
-    await fake.nextRequest('zoneOperations.get');
+    await fake.nextRequest('zoneOperations.wait');
     const reason = new StartupTimeoutError('instance not ready within the startup timeout');
     timeout.abort(reason);
     await expect(starting).rejects.toBe(reason);

@@ -37,19 +37,19 @@ afterEach(async () => {
 describe('gce backend and malformed Compute API answers', () => {
   it('asks again after a proxy page, an answer cut short and an empty body, and boots one VM that runs the job', async () => {
     fake.inject('instances.insert', 'malformed-html');
-    fake.inject('zoneOperations.get', 'malformed-truncated');
+    fake.inject('zoneOperations.wait', 'malformed-truncated');
     fake.inject('instances.get', 'malformed-empty');
     const harness = backends.harness();
     const instance = await harness.start();
     expect(fake.record.map((record) => record.name)).toEqual([instance.id]);
     expect(harness.outcomes('instances.insert')).toEqual(['error', 'ok']);
-    expect(harness.outcomes('zoneOperations.get')[0]).toBe('error');
+    expect(harness.outcomes('zoneOperations.wait')[0]).toBe('error');
     expect(harness.outcomes('instances.get')[0]).toBe('error');
     const said = (operation: string): unknown[] => harness.retries(operation).map((line) => line['err']);
     expect(said('instances.insert')).toEqual([expect.stringMatching(/^instances\.insert failed \(malformed\): the answer is not valid JSON( \(at character \d+\))?: a proxy's page, or an answer cut short$/)]);
     // Where the answer stops, never the parser's excerpt of it: an answer may carry what the job's VM was given.
-    expect(said('zoneOperations.get')).toEqual([
-      expect.stringMatching(/^zoneOperations\.get failed \(malformed\): the answer is not valid JSON \(at character \d+\): a proxy's page, or an answer cut short$/),
+    expect(said('zoneOperations.wait')).toEqual([
+      expect.stringMatching(/^zoneOperations\.wait failed \(malformed\): the answer is not valid JSON \(at character \d+\): a proxy's page, or an answer cut short$/),
     ]);
     expect(said('instances.get')).toEqual(['instances.get failed (malformed): the answer has an empty body']);
 
@@ -74,7 +74,7 @@ describe('gce backend and malformed Compute API answers', () => {
   it.each<[FakeGceOperationName, MalformedGceAnswer, RegExp]>([
     ['instances.insert', 'malformed-shape', /instances\.insert failed \(fatal\): the insert operation is not what the API sends: name: missing; status: missing$/],
     // The SDK drops an operation status it has no enum value for: it reads as missing.
-    ['zoneOperations.get', 'malformed-state', /zoneOperations\.get failed \(fatal\): operation operation-\S+ is not what the API sends: status: missing$/],
+    ['zoneOperations.wait', 'malformed-state', /zoneOperations\.wait failed \(fatal\): operation operation-\S+ is not what the API sends: status: missing$/],
     ['instances.get', 'malformed-state', /instances\.get failed \(fatal\): instance travis-job-\S+ is not what the API sends: status: unknown status "MELTING"$/],
     [
       'instances.get',

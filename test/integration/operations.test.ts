@@ -21,8 +21,8 @@ import { loadConfig } from '../../src/config/load.js';
 import { handleSignals } from '../../src/lifecycle/signals.js';
 import { silentLogger } from '../../src/logger.js';
 import { startWorker, type StartWorkerOptions } from '../../src/main.js';
-import type { JobDone, Worker } from '../../src/worker.js';
-import { allPaused, untilProcessors } from '../helpers/worker.js';
+import type { Worker } from '../../src/worker.js';
+import { allPaused, nextJobDone as jobDone, untilProcessors } from '../helpers/worker.js';
 import { createVhost, drain, purge, publishRaw, withConnection, type TestVhost } from '../helpers/rabbitmq.js';
 import { fileAppears } from '../helpers/files.js';
 
@@ -80,16 +80,6 @@ async function publishJob(id: number): Promise<void> {
 const running = (id: number): Promise<void> => fileAppears(join(dir, `${id}.running`));
 const release = (id: number): Promise<void> => writeFile(join(dir, `${id}.go`), '');
 
-function jobDone(w: Worker, jobId: number): Promise<JobDone> {
-  return new Promise((resolve) => {
-    const listener = (done: JobDone): void => {
-      if (done.jobId !== jobId) return;
-      w.events.off('job-done', listener);
-      resolve(done);
-    };
-    w.events.on('job-done', listener);
-  });
-}
 
 /** The job queue's ready messages and consumers, as the broker sees them. */
 async function queueInfo(): Promise<{ messageCount: number; consumerCount: number }> {

@@ -6,7 +6,9 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { afterEach, expect, it } from 'vitest';
-import { connectOnce, MAX_CONCURRENT_HANDSHAKES } from '../../src/ssh/dial.js';
+import { connectOnce, dial, MAX_CONCURRENT_HANDSHAKES } from '../../src/ssh/dial.js';
+import { captureLog } from '../helpers/log-capture.js';
+import { freePort } from '../helpers/ports.js';
 import { generateClientKey, nextLoopbackAddress, startSshd } from '../helpers/sshd.js';
 
 const key = generateClientKey();
@@ -89,4 +91,23 @@ it('starts at most MAX_CONCURRENT_HANDSHAKES handshakes, lets the others wait wi
     }),
   );
   await Promise.all(connections.map((connection) => connection.close()));
+});
+
+it('tries again soon after a refused connection, not after the whole retry sleep', async () => {
+  const host = nextLoopbackAddress();
+  const port = await freePort(host);
+  const log = captureLog();
+  // Ten minutes between attempts: only the short pauses after a refusal let this dial end within the test.
+  const signal = AbortSignal.timeout(20_000);
+  const dialling = dial(
+    { host, port, username: 'root', privateKey: key.privateKey },
+    { signal, retrySleepMs: 10 * 60_000, maxAttempts: 50, logger: log.logger },
+  );
+  const refused = await log.waitFor((line) => line.msg === 'ssh connection attempt failed', signal);
+  expect(String(refused['err'])).toContain('ECONNREFUSED');
+  // sshd starts listening once the machine has refused once, as a booting VM's would.
+  const sshd = await startSshd({ authorizedKeys: [key.publicKey], host, port });
+  cleanups.push(() => sshd.stop());
+  const connection = await dialling;
+  await connection.close();
 });

@@ -12,6 +12,8 @@ import { resolveJobNetwork } from '../../backends/gce/network.js';
 import { usesVmCredentials } from '../../backends/gce/scopes.js';
 import { definition } from '../../backends/gce/index.js';
 import { configErrorOf } from '../helpers/config-error.js';
+import { loadConfig } from '../../src/config/load.js';
+import { echoConfig } from '../../src/config/echo.js';
 
 const defaults = { machineType: 'n1-standard-2', premiumMachineType: 'n1-standard-4', diskSize: 20, gpuType: 'nvidia-tesla-p100' };
 
@@ -190,5 +192,28 @@ describe('the network of gce job VMs from the settings alone (no worker VM to sh
     expect((await resolve({ network: '', subnetwork: '', region: '' })).network).toBe('projects/ci-project/global/networks/default');
     expect((await resolve({ network: 'projects/host/global/networks/x', subnetwork: '', region: '' })).network).toBe('projects/host/global/networks/x');
     expect((await resolve({ network: 'x', subnetwork: '', region: '' })).subnetworkFor('us-central1')).toBeUndefined();
+  });
+});
+
+describe("gce settings of travis' warmer", () => {
+  it('reads WARMER_URL, WARMER_TIMEOUT and WARMER_SSH_PASSPHRASE (travis\' plain names too) as settings, masking the secrets in --echo-config', () => {
+    const env = {
+      TRAVIS_WORKER_PROVIDER_NAME: 'gce',
+      GCE_WARMER_URL: 'https://warm:s3cr3t-pw@warmer.example.com',
+      TRAVIS_WORKER_GCE_WARMER_TIMEOUT: '750ms',
+      TRAVIS_WORKER_GCE_WARMER_SSH_PASSPHRASE: 'pass-S3CR3T',
+    };
+    const config = loadConfig([definition], env);
+    expect(config.backendSettings).toMatchObject({ warmerUrl: env.GCE_WARMER_URL, warmerTimeout: 750, warmerSshPassphrase: 'pass-S3CR3T' });
+    expect(loadConfig([definition], { TRAVIS_WORKER_PROVIDER_NAME: 'gce' }).backendSettings).toMatchObject({ warmerUrl: '', warmerTimeout: 5_000 });
+    const echoed = echoConfig(config, [definition]);
+    expect(echoed).toContain('warmer.example.com');
+    expect(echoed).not.toMatch(/s3cr3t-pw|S3CR3T/);
+  });
+
+  it('refuses a WARMER_URL that is not an http(s) URL, naming it', () => {
+    expect(configErrorOf({ TRAVIS_WORKER_PROVIDER_NAME: 'gce', TRAVIS_WORKER_GCE_WARMER_URL: 'warmer:8080' }, [definition])).toMatch(
+      /TRAVIS_WORKER_GCE_WARMER_URL: must be an http:\/\/ or https:\/\/ URL/,
+    );
   });
 });
