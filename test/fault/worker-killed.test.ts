@@ -68,9 +68,10 @@ describe('fault: worker process killed with SIGKILL mid-script (ec2)', () => {
   /**
    * A worker process (bin/mayfly.ts) runs job `jobId`'s endless script; once
    * it prints, `kill` ends the process; a successor worker must run the job
-   * to passed and reap the VM left behind.
+   * to passed and reap the VM left behind. `scenario` names its row in the
+   * fault report.
    */
-  async function killMidScript(jobId: number, kill: (killed: ChildProcess, output: () => string) => Promise<void>): Promise<void> {
+  async function killMidScript(scenario: string, jobId: number, kill: (killed: ChildProcess, output: () => string) => Promise<void>): Promise<void> {
     const signal = AbortSignal.timeout(25_000);
     ledger = await startLedger(amqp.vhost.uri);
     buildApi.scripts.set(jobId, ENDLESS_SCRIPT);
@@ -133,19 +134,19 @@ describe('fault: worker process killed with SIGKILL mid-script (ec2)', () => {
     const runs = instancesOf(jobId);
     expect(runs.map((instance) => instance.state)).toEqual(['terminated', 'terminated']);
 
-    const report = ledger.report('worker killed with SIGKILL mid-script', [jobId], { vmsLeaked: fake.live().length });
+    const report = ledger.report(scenario, [jobId], { vmsLeaked: fake.live().length });
     expect(report.problems).toEqual([]);
     expect(report).toMatchObject({ jobsRun: 1, jobsLost: 0, partsLost: 0, duplicateTerminalStates: 0, vmsLeaked: 0 });
   }
 
   it("redelivers the job to the next worker, which runs it to passed and reaps the killed worker's VM", async () => {
-    await killMidScript(7401, async (killed) => {
+    await killMidScript('worker killed with SIGKILL mid-script', 7401, async (killed) => {
       killed.kill('SIGKILL');
     });
   });
 
   it('loses no job when SIGKILL follows SIGTERM while the worker drains (a stop timeout shorter than the drain)', async () => {
-    await killMidScript(7402, async (killed, output) => {
+    await killMidScript('worker killed with SIGKILL while it drains after SIGTERM', 7402, async (killed, output) => {
       killed.kill('SIGTERM');
       // Killed once it drains, as systemd does when TimeoutStopSec passes first.
       const draining = (): boolean => output().includes('"state":"DRAINING"');
