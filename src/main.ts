@@ -20,7 +20,7 @@ import type { Logger } from './logger.js';
 import { startControlServer } from './control/routes.js';
 import { startDebugServer } from './debug/server.js';
 import { HostFleet } from './fleet/host.js';
-import { leaveGroup } from './fleet/leave-group.js';
+import { leaveGroupWhenLifetimeEnds } from './fleet/leave-group.js';
 import { watchLifetime } from './fleet/lifetime.js';
 import { watchHeartbeat } from './lifecycle/heartbeat.js';
 import { runHook } from './lifecycle/hooks.js';
@@ -145,21 +145,7 @@ export async function startWorker(
     await worker.start();
     fleet.watch(worker, background.signal);
     const lifetime = watchLifetime(config.lifetime, worker.lifetimeSubject(), logger, background.signal);
-    const hostCloud = config.host.cloud;
-    if (config.lifetime.hostTerminate && hostCloud !== 'none') {
-      // Last of all: every job has settled and its instance is destroyed by then.
-      releasers.addFinal('leaving the autoscaled group', async () => {
-        if (lifetime.reached === undefined) return;
-        const { gceApiEndpoint } = config.lifetime;
-        const { asgLifecycleHook } = config.host;
-        await leaveGroup({
-          cloud: hostCloud,
-          logger,
-          ...(gceApiEndpoint === undefined ? {} : { gceApiEndpoint }),
-          ...(asgLifecycleHook === undefined ? {} : { asgLifecycleHook }),
-        });
-      });
-    }
+    leaveGroupWhenLifetimeEnds(config, lifetime, releasers, logger);
     // In the background: resolving the defaults' shape may wait on a cloud API, and startup must not.
     void warmPool?.fill();
     if (config.heartbeat) {

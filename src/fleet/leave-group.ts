@@ -4,8 +4,11 @@
  * shrinks by one instead of replacing it (docs/fleet.md, "Host lifetime").
  * Each cloud's SDK is loaded only when that cloud is the host's.
  */
+import type { WorkerConfig } from '../config/types.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { Releasers } from '../releasers.js';
+import type { LifetimeWatch } from './lifetime.js';
 
 /** The Compute API, unless `TRAVIS_WORKER_HOST_GCE_API_ENDPOINT` says otherwise. */
 const DEFAULT_COMPUTE_ENDPOINT = 'https://compute.googleapis.com';
@@ -37,4 +40,26 @@ export async function leaveGroup({ cloud, gceApiEndpoint, asgLifecycleHook, logg
     logger.error({ cloud, err: errorMessage(err) }, 'could not leave the autoscaled group: the host stays in it, drained (its autoscaler or an operator removes it)');
     return false;
   }
+}
+
+/**
+ * With `TRAVIS_WORKER_HOST_TERMINATE`, leave the group once `lifetime` has
+ * drained the worker: registered as the last releaser, so every job has
+ * settled and its instance is destroyed by then. A drain for any other
+ * reason (SIGTERM, a notice) leaves the group to its autoscaler.
+ */
+export function leaveGroupWhenLifetimeEnds(config: WorkerConfig, lifetime: LifetimeWatch, releasers: Releasers, logger: Logger): void {
+  const cloud = config.host.cloud;
+  if (!config.lifetime.hostTerminate || cloud === 'none') return;
+  const { gceApiEndpoint } = config.lifetime;
+  const { asgLifecycleHook } = config.host;
+  releasers.addFinal('leaving the autoscaled group', async () => {
+    if (lifetime.reached === undefined) return;
+    await leaveGroup({
+      cloud,
+      logger,
+      ...(gceApiEndpoint === undefined ? {} : { gceApiEndpoint }),
+      ...(asgLifecycleHook === undefined ? {} : { asgLifecycleHook }),
+    });
+  });
 }
