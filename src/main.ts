@@ -126,7 +126,7 @@ export async function startWorker(
       poolSize: () => worker.pool.size,
       processors: () => worker.pool.counts(),
       brokerConnected: () => queue.notReadyReason() === undefined,
-      brokerNodes: () => queue.brokerNodes?.() ?? {},
+      brokerNodes: () => worker.brokerNodes(),
       breakerOpen: () => worker.breaker.state !== 'closed',
       readyJobs: () => queue.readyJobs(),
     });

@@ -305,7 +305,7 @@ export class Worker implements WorkerControl, SignalControl {
       this.endDrainIn(budgetMs);
       return;
     }
-    if (this.state !== 'RUNNING' && this.state !== 'PAUSED') {
+    if (!this.lifecycle.active) {
       this.parts.logger.info({ state: this.state, reason }, 'already stopping');
       return;
     }
@@ -344,7 +344,7 @@ export class Worker implements WorkerControl, SignalControl {
   lifetimeSubject(): LifetimeSubject {
     return {
       drain: (reason) => this.drain(reason),
-      acceptsDrain: () => this.state === 'RUNNING' || this.state === 'PAUSED',
+      acceptsDrain: () => this.lifecycle.active,
       runningJobs: () => this.pool.counts().busy,
       onProcessorChange: (listener) => {
         this.events.on('processor', listener);
@@ -375,8 +375,9 @@ export class Worker implements WorkerControl, SignalControl {
   /** Tell the pool which processors take jobs, from what holds the worker now. */
   private applyHolds(): void {
     let hold: PoolHold = 'none';
-    // The operator's pause, the broker's and a rebalance recommendation hold every processor, a half-open trial too.
-    if (this.state === 'PAUSED' || this.holds.has('broker') || this.holds.has('rebalance')) hold = 'all';
+    // The operator's pause and every hold but the breaker's (the broker, a rebalance recommendation) hold every processor;
+    // the breaker alone may let one half-open trial through.
+    if (this.state === 'PAUSED' || [...this.holds].some((held) => held !== 'breaker')) hold = 'all';
     else if (this.holds.has('breaker')) hold = this.trialWanted ? 'trial' : 'all';
     this.pool.hold(hold);
   }

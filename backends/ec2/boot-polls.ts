@@ -13,6 +13,7 @@
  *   boot is seen within about `firstMs` of being done, for a call or two
  *   more than a fixed interval would make.
  */
+import { growingDelays } from '../../src/backend/kit.js';
 
 /** Boots remembered. */
 const RECENT_BOOTS = 20;
@@ -42,15 +43,15 @@ export class BootPolls {
   *pauses(launchedAt: number, now: () => number = Date.now): Generator<number, never> {
     const usual = this.usualMs();
     let reachedUsual = usual === undefined;
-    let delay = Math.min(this.firstMs, this.ceilingMs);
+    let delays = growingDelays(this.firstMs, this.ceilingMs);
     for (;;) {
       const elapsed = now() - launchedAt;
       if (!reachedUsual && usual !== undefined && elapsed >= usual) {
         reachedUsual = true;
-        delay = Math.min(this.firstMs, this.ceilingMs);
+        delays = growingDelays(this.firstMs, this.ceilingMs);
       }
+      const delay = delays.next().value;
       yield reachedUsual || usual === undefined ? delay : Math.min(delay, usual - elapsed);
-      delay = Math.min(delay * 2, this.ceilingMs);
     }
   }
 }

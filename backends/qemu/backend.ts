@@ -16,6 +16,7 @@ import {
   NoCapacityError,
   SshMachine,
   errorMessage,
+  freePort,
   generateJobKeyPair,
   isMayflyError,
   type Backend,
@@ -30,7 +31,7 @@ import { LOOPBACK, qemuCommand, vmFiles, type VmFiles, type VmNetwork } from './
 import { selectImage } from './images.js';
 import { QemuInstance } from './instance.js';
 import { listVms, removeVm, vmName, writeLease } from './lease.js';
-import { AddressPool, freeLoopbackPort, randomMac } from './network.js';
+import { AddressPool, randomMac } from './network.js';
 import { writeSeed, type StaticAddress } from './seed.js';
 import { cpuSetSizeOf, findProgram, maxVmsOf, parseAddresses, type QemuSettings } from './settings.js';
 import { runTool } from './tools.js';
@@ -243,7 +244,7 @@ export class QemuBackend implements Backend {
   async #reach(address: string | undefined): Promise<Reach> {
     const settings = this.#settings;
     if (address === undefined) {
-      const port = await freeLoopbackPort();
+      const port = await freePort(LOOPBACK);
       return { network: { mode: 'user', sshPort: port }, host: LOOPBACK, port, staticAddress: undefined };
     }
     const mac = randomMac();
@@ -280,7 +281,7 @@ export class QemuBackend implements Backend {
       } catch (err) {
         if (signal.aborted || network.mode !== 'user' || attempt >= PORT_ATTEMPTS || !PORT_TAKEN.test(errorMessage(err))) throw err;
         logger.warn({ port: network.sshPort }, 'the SSH forward port was taken before QEMU bound it; picking another');
-        const port = await freeLoopbackPort();
+        const port = await freePort(LOOPBACK);
         network = { mode: 'user', sshPort: port };
         reach.port = port;
       }

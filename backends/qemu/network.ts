@@ -1,26 +1,9 @@
 /**
- * What each VM's network needs from the host: in user mode a loopback port
- * for the SSH forward, in bridge mode one of the operator's addresses and a
- * MAC address of its own.
+ * What each VM's network needs from the host in bridge mode: one of the
+ * operator's addresses and a MAC address of its own. (User mode needs only
+ * a free loopback port for the SSH forward: the kit's `freePort`.)
  */
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
-import { LOOPBACK } from './command.js';
-
-/** A loopback port nothing listens on right now (the kernel picks it). QEMU binds it a moment later. */
-export function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, LOOPBACK, () => {
-      const address = server.address();
-      server.close(() => {
-        if (address !== null && typeof address === 'object') resolve(address.port);
-        else reject(new Error('the kernel gave no port'));
-      });
-    });
-  });
-}
 
 /** A MAC address in QEMU's locally administered range (52:54:00), random in the rest. */
 export function randomMac(): string {

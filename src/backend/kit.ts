@@ -71,3 +71,4 @@ export { timeoutSignal } from '../util/timers.js';
 export { killProcessGroup, killProcessTree } from '../util/process-tree.js';
 export { outputFlushed } from '../util/streams.js';
 export { endpointOptions } from '../util/google-endpoint.js';
+export { freePort } from '../util/net.js';

@@ -85,8 +85,9 @@ export class JobClock {
   /** The job printed something (the log writer's `onOutput`): the silence measurement starts again. */
   output(): void {
     if (!this.#scriptRunning || this.#silenceFired) return;
-    this.#clearSilence();
-    this.#armSilence();
+    // Called for every chunk the script prints: restart the armed timer rather than make a new one.
+    if (this.#silenceTimer) this.#silenceTimer.refresh();
+    else this.#armSilence();
   }
 
   /** Release every timer (the job's run is over). */
@@ -106,7 +107,7 @@ export class JobClock {
       this.#silenceFired = true;
       this.stop.stop({ kind: 'log-silence', limitMs });
     });
-    // Re-armed on every write: it must not be what keeps the process alive.
+    // Restarted on every write: it must not be what keeps the process alive.
     this.#silenceTimer.unref();
   }
 

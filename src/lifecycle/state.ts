@@ -68,8 +68,13 @@ export class Lifecycle extends EventEmitter<LifecycleEvents> {
   }
 
   /** Throw a `LifecycleError` unless the worker is running or paused (e.g. before resizing the pool). */
+  /** Taking jobs, or paused: what a drain, a pause or a resize can still act on. */
+  get active(): boolean {
+    return this.current === 'RUNNING' || this.current === 'PAUSED';
+  }
+
   assertActive(action: string): void {
-    if (this.current !== 'RUNNING' && this.current !== 'PAUSED') {
+    if (!this.active) {
       throw new LifecycleError(`cannot ${action} while the worker is ${this.current}`);
     }
   }

@@ -1,4 +1,5 @@
-/** Listen addresses, as operators write them (Go's net.Listen form), and which ones are loopback. */
+/** Listen addresses, as operators write them (Go's net.Listen form), which ones are loopback, and a free port. */
+import { createServer } from 'node:net';
 
 /** Where an HTTP listener binds. */
 export interface ListenConfig {
@@ -32,3 +33,21 @@ export function formatListenAddress({ host, port }: ListenConfig): string {
   return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
+
+/**
+ * A port nothing listens on at `host` right now (the kernel picks it): a
+ * connection to it is refused until someone binds it, a moment later.
+ */
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const address = server.address();
+      server.close(() => {
+        if (address !== null && typeof address === 'object') resolve(address.port);
+        else reject(new Error('the kernel gave no port'));
+      });
+    });
+  });
+}

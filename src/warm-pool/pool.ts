@@ -29,6 +29,7 @@ import { DelegatingInstance } from '../backend/delegating-instance.js';
 import { NoCapacityError, errorMessage, isMayflyError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { raceAbort } from '../util/abort.js';
+import { timeoutSignal } from '../util/timers.js';
 import { Demand } from './demand.js';
 import type { EvictReason, WarmPoolEvents, WarmPoolOptions, WarmPoolStatus } from './types.js';
 
@@ -355,7 +356,8 @@ export class WarmPool implements Backend {
   #boot(shape: string, template: StartAttributes): void {
     const options = this.#options;
     this.#booting.set(shape, (this.#booting.get(shape) ?? 0) + 1);
-    const timeout = AbortSignal.timeout(options.bootTimeoutMs);
+    // A sum of two settings, each bounded alone: timeoutSignal keeps it within what a timer can hold.
+    const timeout = timeoutSignal(options.bootTimeoutMs);
     const signal = AbortSignal.any([this.#closing.signal, timeout]);
     const attributes: StartAttributes = {
       ...template,

@@ -4,12 +4,11 @@
  * queues by the job ledger; rejected deliveries from a dead-letter queue.
  */
 import { randomBytes } from 'node:crypto';
-import type { AmqpConfig } from '../../src/config/types.js';
 import { silentLogger } from '../../src/logger.js';
 import { AmqpJobQueue } from '../../src/queue/amqp/queue.js';
 import type { JobState } from '../../src/queue/contract.js';
 import { startLedger } from '../helpers/job-ledger.js';
-import { closeConnections, connectionNames, createVhost, drain, publishRaw, routeDeadLetters } from '../helpers/rabbitmq.js';
+import { closeConnections, connectionNames, createVhost, drain, publishRaw, routeDeadLetters, testAmqpConfig } from '../helpers/rabbitmq.js';
 import { describeQueueConformance } from './queue-conformance.js';
 
 const DEAD_LETTERS = 'dead';
@@ -36,17 +35,7 @@ describeQueueConformance('amqp', { commands: true, connectionLoss: true }, async
       const queueName = `builds.conformance-${tag}`;
       // The connections' names start with it: what the test closes and counts is this test's only.
       const hostname = `conformance-${tag}`;
-      const config: AmqpConfig = {
-        uri: vhost.uri,
-        heartbeatMs: 10_000,
-        consumerPriority: 0,
-        insecure: false,
-        sharding: false,
-        reconnect: { initialMs: 50, maxMs: 500 },
-        logDeliveryTimeoutMs: 10_000,
-        queueType: 'classic',
-        deliveryLimit: 20,
-      };
+      const config = testAmqpConfig(vhost.uri);
       return {
         createQueue: () => new AmqpJobQueue({ config, queueName, logger: silentLogger, payloadMaxBytes: PAYLOAD_MAX_BYTES, hostname }),
         async publish(body) {

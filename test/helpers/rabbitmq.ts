@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { connect, type ChannelModel, type MessageFields, type MessageProperties, type Options } from 'amqplib';
+import type { AmqpConfig } from '../../src/config/types.js';
 
 const run = promisify(execFile);
 
@@ -57,6 +58,22 @@ export async function routeDeadLetters(vhost: TestVhost, queuePattern: string, d
 }
 
 /** Connect, run `use`, always close. */
+/** The worker's AMQP settings for a test on `uri`: quick reconnects and a short delivery timeout. */
+export function testAmqpConfig(uri: string, overrides: Partial<AmqpConfig> = {}): AmqpConfig {
+  return {
+    uri,
+    heartbeatMs: 10_000,
+    consumerPriority: 0,
+    insecure: false,
+    sharding: false,
+    reconnect: { initialMs: 50, maxMs: 500 },
+    logDeliveryTimeoutMs: 10_000,
+    queueType: 'classic',
+    deliveryLimit: 20,
+    ...overrides,
+  };
+}
+
 export async function withConnection<T>(uri: string, use: (connection: ChannelModel) => Promise<T>): Promise<T> {
   const connection = await connect(uri);
   connection.on('error', () => undefined);

@@ -29,6 +29,7 @@ import {
   withConnection,
   type DrainedMessage,
   type TestVhost,
+  testAmqpConfig,
 } from '../helpers/rabbitmq.js';
 
 const DEAD_LETTERS = 'dead';
@@ -56,18 +57,7 @@ afterEach(async () => {
 });
 
 function amqpConfig(overrides: Partial<AmqpConfig> = {}): AmqpConfig {
-  return {
-    uri: vhost.uri,
-    heartbeatMs: 10_000,
-    consumerPriority: 3,
-    insecure: false,
-    sharding: false,
-    reconnect: { initialMs: 50, maxMs: 500 },
-    logDeliveryTimeoutMs: 10_000,
-    queueType: 'classic',
-    deliveryLimit: 20,
-    ...overrides,
-  };
+  return testAmqpConfig(vhost.uri, { consumerPriority: 3, ...overrides });
 }
 
 interface Harness {

@@ -8,7 +8,7 @@
  *
  * The lifecycle hook and the host's self-termination both start here.
  */
-import { AutoScalingClient, DescribeAutoScalingInstancesCommand } from '@aws-sdk/client-auto-scaling';
+import { AutoScalingClient, CompleteLifecycleActionCommand, DescribeAutoScalingInstancesCommand } from '@aws-sdk/client-auto-scaling';
 import { HostMetadataError } from '../../errors.js';
 import type { ImdsClient } from './imds.js';
 
@@ -68,4 +68,17 @@ export async function findAutoScalingMember(imds: ImdsClient, signal: AbortSigna
     client.destroy();
     throw err;
   }
+}
+
+/** Let the group go on with `member`'s pending lifecycle action of `hookName` (CONTINUE, by instance id). */
+export async function completeLifecycleAction(member: AutoScalingMember, hookName: string, signal: AbortSignal): Promise<void> {
+  await member.client.send(
+    new CompleteLifecycleActionCommand({
+      AutoScalingGroupName: member.groupName,
+      LifecycleHookName: hookName,
+      InstanceId: member.instanceId,
+      LifecycleActionResult: 'CONTINUE',
+    }),
+    { abortSignal: signal },
+  );
 }

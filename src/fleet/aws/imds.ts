@@ -13,7 +13,7 @@
  * never hears a notice again.
  */
 import { getInstanceMetadataEndpoint } from '@smithy/credential-provider-imds';
-import { HostMetadataError } from '../../errors.js';
+import { errorMessage, HostMetadataError } from '../../errors.js';
 
 /** IMDS's longest token lifetime, in seconds (EC2 user guide, "Use IMDSv2"). */
 export const IMDS_MAX_TOKEN_TTL_SECONDS = 21_600;
@@ -50,6 +50,8 @@ export class ImdsClient {
   async get(path: string, signal: AbortSignal): Promise<string | undefined> {
     let response = await this.#read(path, await this.#currentToken(signal), signal);
     if (response.status === 401) {
+      // Read the refusal off its connection, as the other answers below are, before asking again.
+      await response.body?.cancel();
       this.#token = undefined;
       response = await this.#read(path, await this.#currentToken(signal), signal);
     }
@@ -101,7 +103,7 @@ export class ImdsClient {
       return await fetch(url, { ...init, redirect: 'error', signal: AbortSignal.any([signal, AbortSignal.timeout(this.#requestTimeoutMs)]) });
     } catch (err) {
       signal.throwIfAborted();
-      throw new HostMetadataError(`instance metadata ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new HostMetadataError(`instance metadata ${path}: ${errorMessage(err)}`, { cause: err });
     }
   }
 }

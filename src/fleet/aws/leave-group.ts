@@ -4,11 +4,11 @@
  * terminates it and does not launch a replacement. The instance, its region
  * and its group are found as the lifecycle hook finds them (auto-scaling.ts).
  */
-import { CompleteLifecycleActionCommand, TerminateInstanceInAutoScalingGroupCommand } from '@aws-sdk/client-auto-scaling';
+import { TerminateInstanceInAutoScalingGroupCommand } from '@aws-sdk/client-auto-scaling';
 import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { abortableSleep } from '../../util/abort.js';
-import { findAutoScalingMember, type AutoScalingMember } from './auto-scaling.js';
+import { completeLifecycleAction, findAutoScalingMember, type AutoScalingMember } from './auto-scaling.js';
 import { ImdsClient } from './imds.js';
 
 /**
@@ -45,15 +45,9 @@ export async function leaveAutoScalingGroup(logger: Logger, signal: AbortSignal,
 }
 
 async function completeOwnHook(member: AutoScalingMember, hookName: string, logger: Logger, signal: AbortSignal): Promise<void> {
-  const command = new CompleteLifecycleActionCommand({
-    AutoScalingGroupName: member.groupName,
-    LifecycleHookName: hookName,
-    InstanceId: member.instanceId,
-    LifecycleActionResult: 'CONTINUE',
-  });
   for (let attempt = 1; ; attempt++) {
     try {
-      await member.client.send(command, { abortSignal: signal });
+      await completeLifecycleAction(member, hookName, signal);
       logger.info({ hook: hookName, group: member.groupName }, 'lifecycle action of its own termination completed: no wait for the hook');
       return;
     } catch (err) {

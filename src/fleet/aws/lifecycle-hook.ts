@@ -12,11 +12,11 @@
  * host that cannot complete the action is still terminated when the hook
  * times out, only later.
  */
-import { CompleteLifecycleActionCommand, RecordLifecycleActionHeartbeatCommand } from '@aws-sdk/client-auto-scaling';
+import { RecordLifecycleActionHeartbeatCommand } from '@aws-sdk/client-auto-scaling';
 import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { abortableSleep } from '../../util/abort.js';
-import { findAutoScalingMember, type AutoScalingMember } from './auto-scaling.js';
+import { completeLifecycleAction, findAutoScalingMember, type AutoScalingMember } from './auto-scaling.js';
 import type { ImdsClient } from './imds.js';
 
 /** Longest the completion may take while the worker stops: Auto Scaling answers in well under a second, the SDK retries thrice. */
@@ -55,15 +55,7 @@ export class LifecycleHook {
     if (!member) return;
     const { hookName, logger } = this.#options;
     try {
-      await member.client.send(
-        new CompleteLifecycleActionCommand({
-          AutoScalingGroupName: member.groupName,
-          LifecycleHookName: hookName,
-          InstanceId: member.instanceId,
-          LifecycleActionResult: 'CONTINUE',
-        }),
-        { abortSignal: signal },
-      );
+      await completeLifecycleAction(member, hookName, signal);
       logger.info({ hook: hookName, group: member.groupName, instance_id: member.instanceId }, 'lifecycle action completed: the group may terminate this instance');
     } catch (err) {
       logger.error({ hook: hookName, group: member.groupName, err: errorMessage(err) }, 'completing the lifecycle action failed: the group terminates this instance when the hook times out');

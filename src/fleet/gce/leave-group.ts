@@ -11,7 +11,7 @@
  */
 import { instance, project } from 'gcp-metadata';
 import { Compute } from 'google-auth-library';
-import { HostMetadataError } from '../../errors.js';
+import { errorMessage, HostMetadataError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { endpointOptions } from '../../util/google-endpoint.js';
 
@@ -38,7 +38,7 @@ async function metadataValue(read: () => Promise<unknown>, key: string, pattern:
   try {
     value = await read();
   } catch (err) {
-    throw new HostMetadataError(`GCE metadata ${key}: could not be read (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+    throw new HostMetadataError(`GCE metadata ${key}: could not be read (${errorMessage(err)})`, { cause: err });
   }
   const text = typeof value === 'string' ? value.trim() : '';
   if (!pattern.test(text)) throw new HostMetadataError(`GCE metadata ${key}: "${String(value).slice(0, 80)}" is not what GCE serves there`);

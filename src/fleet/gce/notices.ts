@@ -16,7 +16,7 @@
  * of the values above; anything else, like a failed poll, is logged and the
  * poll starts over after `TRAVIS_WORKER_HOST_NOTICE_POLL_INTERVAL`.
  */
-import { HostMetadataError } from '../../errors.js';
+import { errorMessage, HostMetadataError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { abortableSleep } from '../../util/abort.js';
 import { MetadataFailures, type HostNotice } from '../notices.js';
@@ -74,7 +74,7 @@ async function read(key: string, etag: string | undefined, signal: AbortSignal):
     });
   } catch (err) {
     signal.throwIfAborted();
-    throw new HostMetadataError(`metadata ${key}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    throw new HostMetadataError(`metadata ${key}: ${errorMessage(err)}`, { cause: err });
   }
   const text = await response.text();
   if (response.status !== 200) throw new HostMetadataError(`metadata ${key}: HTTP ${response.status}`);

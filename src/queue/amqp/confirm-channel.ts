@@ -10,6 +10,7 @@ import type { ChannelModel, ConfirmChannel, Options } from 'amqplib';
 import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { raceAbort } from '../../util/abort.js';
+import { growingDelays } from '../../util/backoff.js';
 import { BrokerError } from './errors.js';
 import { closeChannel } from './close-channel.js';
 
@@ -19,12 +20,8 @@ import { closeChannel } from './close-channel.js';
  * reopened channel is used at once, long enough that a channel which keeps
  * dying (a refused exchange) is not reopened in a tight loop.
  */
-export const REPUBLISH_FIRST_PAUSE_MS = 100;
-const REPUBLISH_MAX_PAUSE_MS = 5_000;
-
-/** The pause after `pause` in the republish backoff. */
-export function nextRepublishPause(pause: number): number {
-  return Math.min(REPUBLISH_MAX_PAUSE_MS, Math.max(REPUBLISH_FIRST_PAUSE_MS, pause * 2));
+export function republishPauses(): Generator<number, never> {
+  return growingDelays(100, 5_000);
 }
 
 export interface PublishResult {

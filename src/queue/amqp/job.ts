@@ -9,7 +9,7 @@ import { errorMessage } from '../../errors.js';
 import type { JobPayload } from '../../job/payload.js';
 import type { Logger } from '../../logger.js';
 import type { JobState, QueuedJob, TerminalState } from '../contract.js';
-import { REPUBLISH_FIRST_PAUSE_MS, nextRepublishPause, type ConfirmPublisher } from './confirm-channel.js';
+import { republishPauses, type ConfirmPublisher } from './confirm-channel.js';
 import type { ReportedJobs } from './reported-jobs.js';
 import { abortableSleep, raceAbort } from '../../util/abort.js';
 import { BrokerError } from './errors.js';
@@ -67,7 +67,7 @@ export class AmqpQueuedJob implements QueuedJob {
       sharding: options.sharding,
       deliveryTimeoutMs: options.deliveryTimeoutMs,
       lost: this.lostController.signal,
-      logger: options.logger,
+      logger: this.logger,
     });
   }
 
@@ -209,7 +209,7 @@ export class AmqpQueuedJob implements QueuedJob {
    */
   private async publishConfirmed(state: JobState, count: number, body: Buffer): Promise<void> {
     const deadline = Date.now() + this.options.deliveryTimeoutMs;
-    for (let pause = REPUBLISH_FIRST_PAUSE_MS; ; pause = nextRepublishPause(pause)) {
+    for (const pause of republishPauses()) {
       try {
         const result = await this.options.states.publish('', STATE_QUEUE, body, publishOptions(STATE_EVENT[state]), this.lost);
         await raceAbort(result.confirmed, this.lost);

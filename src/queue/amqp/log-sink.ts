@@ -18,7 +18,7 @@ import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import { abortableSleep } from '../../util/abort.js';
 import { timerDelay } from '../../util/timers.js';
-import { nextRepublishPause, type ConfirmPublisher } from './confirm-channel.js';
+import { republishPauses, type ConfirmPublisher } from './confirm-channel.js';
 import { BrokerError } from './errors.js';
 import { LOG_EVENT, LOG_QUEUE, REPORTING_EXCHANGE, SHARDED_LOG_EXCHANGE, logPartBody, publishOptions } from './messages.js';
 
@@ -43,6 +43,7 @@ export interface AmqpLogSinkOptions {
   deliveryTimeoutMs: number;
   /** Aborts when the job's delivery is lost: its parts are void, nothing more is sent. */
   lost: AbortSignal;
+  /** The job's logger (it names the job already). */
   logger: Logger;
   /** Parts unconfirmed at most before `publish` waits; `LOG_PUBLISH_WINDOW` by default. */
   window?: number;
@@ -86,14 +87,14 @@ export class AmqpLogSink implements LogSink {
    * its own, so a pause kept per resend would let a broker that nacks at
    * once drive a hot loop.
    */
-  private resendPause = 0;
+  private resendPauses: Generator<number, never> | undefined;
   private deadline: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: AmqpLogSinkOptions) {
     this.exchange = options.sharding ? SHARDED_LOG_EXCHANGE : REPORTING_EXCHANGE;
     this.routingKey = options.sharding ? String(options.jobId) : LOG_QUEUE;
     this.window = options.window ?? LOG_PUBLISH_WINDOW;
-    this.logger = options.logger.child({ job_id: options.jobId });
+    this.logger = options.logger;
     const onLost = (): void => this.fail(options.lost.reason);
     if (options.lost.aborted) onLost();
     else options.lost.addEventListener('abort', onLost, { once: true });
@@ -151,7 +152,7 @@ export class AmqpLogSink implements LogSink {
   private confirmed(entry: Unconfirmed): void {
     if (this.unconfirmed.get(entry.number) !== entry) return;
     this.unconfirmed.delete(entry.number);
-    this.resendPause = 0;
+    this.resendPauses = undefined;
     this.wake();
   }
 
@@ -177,11 +178,11 @@ export class AmqpLogSink implements LogSink {
   private async resend(): Promise<void> {
     for (;;) {
       try {
-        await abortableSleep(this.resendPause, this.failure.signal);
+        await abortableSleep(this.resendPauses?.next().value ?? 0, this.failure.signal);
       } catch {
         return;
       }
-      this.resendPause = nextRepublishPause(this.resendPause);
+      this.resendPauses ??= republishPauses();
       this.resendAgain = false;
       this.resentFrom = this.attempts;
       for (const entry of [...this.unconfirmed.values()]) {
