@@ -91,7 +91,7 @@ export class ProcessorPool extends EventEmitter<PoolEvents> {
       added.push(processor);
     }
     this.apply();
-    // A source that fails to open stops its processor; wait until each has left `starting`.
+    // A processor whose source fails to open tries again later; wait until each has tried once.
     await Promise.all(added.map((p) => p.started));
     this.logger.info({ pool_size: this.size }, 'processors started');
   }

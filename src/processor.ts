@@ -11,11 +11,16 @@
  * hand, if any, runs on; its channel stays open until it is settled. On
  * resume the processor opens a fresh source.
  *
+ * A source that fails is closed, and a fresh one opened after a pause that
+ * doubles up to 30 s: the processor stays in the pool.
+ *
  * A source is open only on a permit of the pool's job budget
  * (src/job-budget.ts, `TRAVIS_WORKER_MAX_JOBS`); a processor that gets none
  * leaves the pool.
  */
 import { errorMessage } from './errors.js';
+import { abortableSleep } from './util/abort.js';
+import { growingDelays } from './util/backoff.js';
 import type { JobBudget } from './job-budget.js';
 import type { Logger } from './logger.js';
 import type { JobQueue, JobSource, QueuedJob } from './queue/contract.js';
@@ -41,6 +46,11 @@ export interface ProcessorStatus {
   /** Jobs this processor has settled. */
   processed: number;
 }
+
+/** The first pause before a processor opens a fresh source after its source failed; it doubles on each failure in a row. */
+const SOURCE_RETRY_FIRST_MS = 1_000;
+/** The longest such pause: an operator's fix (the queue declared again, access granted) is picked up within it. */
+const SOURCE_RETRY_CEILING_MS = 30_000;
 
 export type RunJob = (job: QueuedJob, processorId: string) => Promise<JobResult>;
 
@@ -125,7 +135,7 @@ export class Processor {
     this.unpause.open();
   }
 
-  /** Resolves once the processor has opened its first source, is paused, or has stopped. */
+  /** Resolves once the processor has opened its first source (or failed to), is paused, or has stopped. */
   get started(): Promise<void> {
     return this.settledIn.wait();
   }
@@ -166,6 +176,8 @@ export class Processor {
   }
 
   private async loop(): Promise<void> {
+    /** Pauses before the next fresh source while sources keep failing; reset once a job is taken. */
+    let retryPauses: Generator<number, never> | undefined;
     try {
       for (;;) {
         if (this.retired) break;
@@ -176,34 +188,57 @@ export class Processor {
           await this.unpause.wait();
           continue;
         }
-        if (!this.source) {
-          await this.closingSource;
-          if (!this.holdPermit()) continue;
-          this.take = new AbortController();
-          this.state = 'starting';
-          const source = await this.queue.openSource(this.id);
-          this.source = source;
-          this.settledIn.open();
-          // Paused or retired while opening: give it back at once.
-          if (this.paused || this.retired) continue;
+        try {
+          if (!this.source) {
+            await this.closingSource;
+            if (!this.holdPermit()) continue;
+            this.take = new AbortController();
+            this.state = 'starting';
+            const source = await this.queue.openSource(this.id);
+            this.source = source;
+            this.settledIn.open();
+            // Paused or retired while opening: give it back at once.
+            if (this.paused || this.retired) continue;
+          }
+          this.state = 'waiting';
+          const job = await this.source.next(this.take.signal);
+          if (!job) continue;
+          retryPauses = undefined;
+          this.permit = false;
+          this.budget.spend();
+          // Before the job starts (and so before it is acknowledged, which lets the broker push another): the next permit, or no consumer.
+          this.holdPermit();
+          await this.process(job);
+        } catch (err) {
+          retryPauses ??= growingDelays(SOURCE_RETRY_FIRST_MS, SOURCE_RETRY_CEILING_MS);
+          await this.retrySource(err, retryPauses.next().value);
         }
-        this.state = 'waiting';
-        const job = await this.source.next(this.take.signal);
-        if (!job) continue;
-        this.permit = false;
-        this.budget.spend();
-        // Before the job starts (and so before it is acknowledged, which lets the broker push another): the next permit, or no consumer.
-        this.holdPermit();
-        await this.process(job);
       }
     } catch (err) {
-      this.logger.error({ processor: this.id, err: errorMessage(err) }, 'processor stopped: its job source failed');
+      // Every failure of a source is retried above; reaching here is a bug.
+      this.logger.error({ processor: this.id, err: errorMessage(err) }, 'processor stopped');
     } finally {
       await this.closeSource();
       this.state = 'stopped';
       this.settledIn.open();
       this.onStopped(this);
     }
+  }
+
+  /**
+   * The source failed (its queue was deleted, access to it refused, a
+   * broker node could not serve it): close it and, after `pauseMs`, let the
+   * loop open a fresh one. A processor that left the pool instead would
+   * leave the worker running with fewer processors, or none, and no sign
+   * of it but this line.
+   */
+  private async retrySource(err: unknown, pauseMs: number): Promise<void> {
+    this.logger.error({ processor: this.id, err: errorMessage(err), retry_in_ms: pauseMs }, 'the job source failed; opening a fresh one');
+    await this.closeSource();
+    this.state = 'starting';
+    this.settledIn.open();
+    // A pause or retirement ends the wait early (it aborts `take`); the loop then does what it asks.
+    await abortableSleep(pauseMs, this.take.signal).catch(() => undefined);
   }
 
   /** Hold a permit of the job budget; without one, leave the pool (closing the source). False when it left. */

@@ -5,6 +5,7 @@
  * message against the wire protocol (docs/protocol.md).
  */
 import { once } from 'node:events';
+import type { Channel } from 'amqplib';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,9 +14,11 @@ import { DEFAULT_REQUEUE_LIMIT } from '../../src/job/requeues.js';
 import { MAX_SCRIPT_BYTES } from '../../src/job/script.js';
 import type { JobDone } from '../../src/worker.js';
 import type { CancelCommand } from '../../src/queue/contract.js';
+import type { Logger } from '../../src/logger.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
 import { useAmqpWorker } from '../helpers/amqp-worker.js';
-import { drain, messageCount, publishRaw, type DrainedMessage } from '../helpers/rabbitmq.js';
+import { drain, messageCount, publishRaw, withConnection, type DrainedMessage } from '../helpers/rabbitmq.js';
+import { captureLog } from '../helpers/log-capture.js';
 import { freePort } from '../helpers/ports.js';
 import { generateClientKey, startSshd, type SshdTarget } from '../helpers/sshd.js';
 import type { TestWorker } from '../helpers/worker.js';
@@ -37,8 +40,9 @@ afterAll(async () => {
   await target?.stop();
 });
 
-function start(env: Record<string, string> = {}): Promise<TestWorker> {
-  return amqp.start({
+function start(env: Record<string, string> = {}, logger?: Logger): Promise<TestWorker> {
+  return amqp.start(
+    {
     TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
     TRAVIS_WORKER_PROVIDER_NAME: 'ssh',
     TRAVIS_WORKER_SSH_HOSTS: `${target.host}:${target.port}`,
@@ -46,7 +50,7 @@ function start(env: Record<string, string> = {}): Promise<TestWorker> {
     TRAVIS_WORKER_SSH_KEY: key.privateKey,
     TRAVIS_WORKER_INFRA: 'test-infra',
     ...env,
-  });
+  }, logger);
 }
 
 /** A payload in the shape of a real one (docs/protocol.md's example), for job `id`. */
@@ -344,6 +348,32 @@ describe('amqp worker on ssh hosts', () => {
     const log = logTextOf(await drainAll('reporting.jobs.logs'));
     expect(log).toContain('never mind');
     expect(log).not.toContain('this must not run');
+  });
+
+  // travis' processor ends with its consumer, and the worker with its last processor: the supervisor's restart drops every running job.
+  it('keeps its processor when the job queue is deleted: it consumes again once the queue is declared again, and runs the next job', async () => {
+    const log = captureLog();
+    const w = await start({}, log.logger);
+    const onQueue = (use: (channel: Channel) => Promise<unknown>): Promise<void> =>
+      withConnection(amqp.vhost.uri, async (connection) => {
+        const channel = await connection.createChannel();
+        await use(channel);
+        await channel.close();
+      });
+    await onQueue((channel) => channel.deleteQueue(QUEUE));
+    const failed = await log.waitFor((line) => line.msg === 'the job source failed; opening a fresh one', timeout());
+    expect(failed).toMatchObject({ level: 'error', processor: 'test-worker:1', err: expect.stringMatching(/NOT_FOUND/) });
+    // It fails again (the queue is still gone), a longer pause later, and is still in the pool.
+    await log.waitFor((line) => line.msg === 'the job source failed; opening a fresh one' && line !== failed, timeout());
+    expect(w.worker.pool.status()).toEqual([expect.objectContaining({ id: 'test-worker:1', state: 'starting' })]);
+
+    await onQueue((channel) => channel.assertQueue(QUEUE, { durable: true }));
+    const jobId = 905;
+    buildApi.scripts.set(jobId, 'echo back');
+    const done = w.jobDone(jobId);
+    await publishJob(travisPayload(jobId));
+    expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+    expect(statesOf(await drainAll('reporting.jobs.builds'))).toEqual(['received', 'started', 'passed']);
   });
 
   it('drops a payload that is not a job without stalling, and runs the next one', async () => {
