@@ -12,6 +12,10 @@
  * log). Jobs are taken only when none holds, so a worker the operator paused
  * stays paused when the breaker closes; while the breaker is half-open one
  * processor takes a trial job.
+ *
+ * Over the usual size: each transition acts on the pool, the drain timer
+ * and the holds at once; split apart, each part would reach into the
+ * others' state.
  */
 import { EventEmitter, setMaxListeners } from 'node:events';
 import type { Tracer } from '@opentelemetry/api';

@@ -5,6 +5,9 @@
  * engine could not be reached at all, so a request is never sent twice), and
  * every error answer is parsed (`{"message": ...}`) into a `DockerApiError`
  * that carries the HTTP status. Responses are validated with zod.
+ *
+ * Over the usual size: the transport (socket, TCP, TLS), its error
+ * handling and the version negotiation are one client.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';

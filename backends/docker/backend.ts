@@ -5,6 +5,9 @@
  * container (with the job's SSH key put in, in SSH mode), and hands back an
  * instance; anything half-made is removed again when a step fails or the
  * start is aborted.
+ *
+ * Over the usual size: as with the other backends, the start and its
+ * clean-up share one attempt's state; the Engine calls are engine.ts.
  */
 import {
   InstanceStartError,

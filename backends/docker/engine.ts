@@ -2,6 +2,9 @@
  * The Engine API operations the backend uses, typed: containers, exec,
  * archive, images. Each validates what it reads and turns "not there" (404)
  * into a value where the caller treats it as an outcome rather than a failure.
+ *
+ * Over the usual size: one typed function per Engine API operation, each
+ * small; split by resource they would share the same schemas.
  */
 import type { Readable } from 'node:stream';
 import { z } from 'zod';

@@ -8,6 +8,10 @@
  * If start() fails or is aborted after RunInstances was sent, whatever it
  * launched is terminated before start() rejects, even when the RunInstances
  * answer never arrived (found again by its client token).
+ *
+ * Over the usual size for the same reason: the start and its clean-up
+ * share one attempt's state; launch, polls, tags and termination are
+ * modules of their own.
  */
 import { randomUUID } from 'node:crypto';
 import type { RunInstancesRequest } from '@aws-sdk/client-ec2';

@@ -2,6 +2,10 @@
  * The `gce` backend: a fresh Compute Engine VM per job, booted in the
  * first zone with room, reached over SSH with a key made for the job, and
  * deleted on every path (including a start that is aborted mid-way).
+ *
+ * Over the usual size: the start (zones, insert, boot wait, SSH) and its
+ * clean-up on every failure share the state of one attempt; the calls,
+ * answers, spec, network and images live in their own modules.
  */
 import {
   raceAbort,

@@ -5,6 +5,10 @@
  * copy-on-write overlay), launches QEMU pinned to its cores, and waits
  * until SSH answers. Anything half-made is removed again when a step fails,
  * QEMU dies during boot, or the start is aborted (startup timeout, cancel).
+ *
+ * Over the usual size: each step of the start undoes the steps before it
+ * when it fails, so they read best in one place; the VM, its network,
+ * seed, lease and QMP are modules of their own.
  */
 import { accessSync, constants } from 'node:fs';
 import { mkdir } from 'node:fs/promises';

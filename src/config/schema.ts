@@ -7,6 +7,8 @@
  * `PROVIDER_NAME=local`, `QUEUE_TYPE=file`). Durations are milliseconds
  * once loaded; `config.example.env` and docs/configuration.md document each
  * variable.
+ *
+ * Over the usual size: it is a table, one entry per setting.
  */
 import { DEFAULT_MAX_PAYLOAD_BYTES } from '../job/payload.js';
 import { DEFAULT_REQUEUE_LIMIT } from '../job/requeues.js';

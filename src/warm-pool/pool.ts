@@ -20,6 +20,10 @@
  * - idle + booting never exceeds `size`;
  * - `drain` (on drain and stop) aborts the boots and destroys every idle
  *   instance before anything else closes.
+ *
+ * Over the usual size: these rules hold only together (a boot, its probe,
+ * its lease and the drain share one count); what can stand apart does
+ * (demand.ts, types.ts, src/backend/delegating-instance.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
