@@ -6,7 +6,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
-import type { Channel, Message } from 'amqplib';
+import { connect, type Channel, type Message } from 'amqplib';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { AmqpConfig } from '../../src/config/types.js';
 import { ConfigError } from '../../src/errors.js';
@@ -472,6 +472,38 @@ describe('AmqpJobQueue', () => {
     await job.acknowledge();
     await expect(source.next(AbortSignal.timeout(10_000))).rejects.toThrow(/could not consume the job queue .*NOT_FOUND/);
     await source.close();
+  });
+
+  it('consumes again on a fresh channel when jobs wait and the broker delivers none to its idle consumer', async () => {
+    // A single-active-consumer queue whose active consumer (another client) holds a job unacknowledged: the
+    // worker's consumer is registered and given nothing while a job waits, as a stalled consumer is.
+    const queueName = `builds.test-${randomBytes(4).toString('hex')}`;
+    const holder = await connect(vhost.uri);
+    holder.on('error', () => undefined);
+    cleanups.push(() => holder.close().catch(() => undefined));
+    const holding = await holder.createChannel();
+    await holding.assertQueue(queueName, { durable: true, arguments: { 'x-single-active-consumer': true } });
+    await holding.prefetch(1);
+    const held = new Promise<void>((resolve) => void holding.consume(queueName, (message) => message && resolve()));
+    await enqueue(queueName, payload(41));
+    await held;
+    const log = captureLog();
+    const queue = new AmqpJobQueue({ config: amqpConfig(), queueName, logger: log.logger, payloadMaxBytes: 1024 * 1024, hostname: 'test-host', stallCheckMs: 100 });
+    await queue.open();
+    cleanups.push(() => queue.close());
+    const source = await queue.openSource('p1');
+    await enqueue(queueName, payload(42));
+
+    const next = source.next(AbortSignal.timeout(20_000));
+    const stalled = await log.waitFor((line) => line.msg?.startsWith('jobs wait in the queue but the broker delivers none') === true, AbortSignal.timeout(10_000));
+    expect(stalled).toMatchObject({ level: 'warn', processor: 'p1', ready_jobs: 1 });
+    // The holder goes: its job goes back to the head of the queue, and the fresh consumer, now the active one, is given it.
+    await holder.close();
+    const job = await next;
+    expect(job?.payload.jobId).toBe(41);
+    await job?.finish('passed');
+    await job?.acknowledge();
+    expect((await nextJob(source)).payload.jobId).toBe(42);
   });
 
   it('counts ready jobs on a channel of its own: a count of a missing queue fails alone, and counting works again once the queue is back', async () => {

@@ -35,7 +35,12 @@ export interface AmqpQueueOptions {
   payloadMaxBytes: number;
   /** Shown in the broker's connection name; `os.hostname()` by default. */
   hostname?: string;
+  /** How often an idle consumer asks whether jobs wait that it is not given (see `AmqpJobSource`); 30 s by default. */
+  stallCheckMs?: number;
 }
+
+/** An idle consumer asks this often whether jobs wait in the queue that the broker does not deliver to it. */
+const STALL_CHECK_MS = 30_000;
 
 type QueueState = 'new' | 'opening' | 'open' | 'closing' | 'closed';
 
@@ -133,6 +138,8 @@ export class AmqpJobQueue implements JobQueue {
       reported: this.reported,
       jobs: this.jobs,
       logs: this.logs ?? this.jobs,
+      readyJobs: () => this.readyJobs(),
+      stallCheckMs: this.options.stallCheckMs ?? STALL_CHECK_MS,
       logger: this.logger,
       onClosed: () => this.sources.delete(source),
     });

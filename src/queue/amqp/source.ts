@@ -9,6 +9,13 @@
  * and the next `next()` opens a fresh channel and consumer, once the
  * connection is back.
  *
+ * RabbitMQ can keep a consumer registered and deliver it nothing: after a
+ * whole cluster restarted, a quorum job queue listed the worker's consumer
+ * and held jobs for minutes while none came; a consumer made afresh got
+ * them. So an idle consumer asks every `stallCheckMs` whether jobs wait;
+ * when they did at two asks in a row with none delivered in between, it is
+ * dropped and the next `next()` consumes again on a fresh channel.
+ *
  * Over the usual size on purpose: the channel's life, the consumer, the
  * delivery in flight and what a lost channel means for it are one state
  * machine, and reading it whole is what makes its races visible.
@@ -43,6 +50,10 @@ export interface AmqpJobSourceOptions {
   jobs: BrokerLink;
   /** The logs connection (may be the jobs one). */
   logs: BrokerLink;
+  /** Jobs ready in the queue now (throws when that can't be known). */
+  readyJobs: () => Promise<number>;
+  /** How often an idle consumer asks `readyJobs`, in ms. */
+  stallCheckMs: number;
   logger: Logger;
   /** Called once the source is closed, so the queue forgets it. */
   onClosed: () => void;
@@ -79,6 +90,8 @@ export class AmqpJobSource implements JobSource {
   private closing: Promise<void> | undefined;
   /** Aborts a wait for the connection when the source closes. */
   private readonly closed = new AbortController();
+  /** Asks in a row, by an idle consumer, that found jobs waiting. */
+  private waitingSeen = 0;
 
   constructor(private readonly options: AmqpJobSourceOptions) {
     this.logger = options.logger.child({ processor: options.processorId });
@@ -111,8 +124,30 @@ export class AmqpJobSource implements JobSource {
       }
       // No consumer: `start`'s attempt, which does not wait for the broker, lost it; this call waits.
       if (this.ready.length > 0 || !consumer || consumer.gone) continue;
-      await this.wake(signal);
+      if (!(await this.wake(signal, this.options.stallCheckMs))) await this.checkStalled(consumer);
     }
+  }
+
+  /** After `stallCheckMs` idle on `consumer`: drop it when jobs waited at this ask and the one before (see the header). */
+  private async checkStalled(consumer: Consumer): Promise<void> {
+    let waiting: number;
+    try {
+      waiting = await this.options.readyJobs();
+    } catch {
+      // The broker is away or the queue unreadable: the consumer's own channel says so.
+      this.waitingSeen = 0;
+      return;
+    }
+    if (consumer.gone || this.ready.length > 0) return;
+    this.waitingSeen = waiting > 0 ? this.waitingSeen + 1 : 0;
+    if (this.waitingSeen < 2) return;
+    this.waitingSeen = 0;
+    this.logger.warn(
+      { ready_jobs: waiting, idle_ms: 2 * this.options.stallCheckMs },
+      'jobs wait in the queue but the broker delivers none to this idle consumer; consuming again on a fresh channel',
+    );
+    consumer.gone = true;
+    await closeChannel(consumer.channel, this.logger, 'jobs');
   }
 
   /**
@@ -148,6 +183,7 @@ export class AmqpJobSource implements JobSource {
   }
 
   private handOut({ message, payload, consumer }: Ready): QueuedJob {
+    this.waitingSeen = 0;
     const job: AmqpQueuedJob = new AmqpQueuedJob({
       payload,
       message,
@@ -329,13 +365,17 @@ export class AmqpJobSource implements JobSource {
     }
   }
 
-  private wake(signal: AbortSignal): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const done = (): void => {
+  /** Resolves true when woken (a delivery, a lost consumer, close) or `signal` aborts; false once `timeoutMs` passed without. */
+  private wake(signal: AbortSignal, timeoutMs: number): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      const settle = (woken: boolean): void => {
+        clearTimeout(timer);
         this.wakers.delete(done);
         signal.removeEventListener('abort', done);
-        resolve();
+        resolve(woken);
       };
+      const done = (): void => settle(true);
+      const timer = setTimeout(() => settle(false), timeoutMs);
       this.wakers.add(done);
       signal.addEventListener('abort', done, { once: true });
     });
