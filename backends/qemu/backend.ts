@@ -11,7 +11,7 @@
  * seed, lease and QMP are modules of their own.
  */
 import { accessSync, constants } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   ConfigError,
@@ -27,6 +27,7 @@ import {
   type BackendContext,
   type Instance,
   type Logger,
+  type MachineShape,
   type ManagedInstance,
   type StartAttributes,
   type StartOptions,
@@ -106,6 +107,24 @@ export class QemuBackend implements Backend {
   /** VMs running (or starting) now. */
   get running(): number {
     return this.#running;
+  }
+
+  /**
+   * The image `start` would boot, and which file that is now: its inode and
+   * mtime, so a golden image replaced in place (renamed over, or rewritten)
+   * is a new shape and idle VMs booted from the old one are replaced. CPUs,
+   * memory, disk size and kernel are settings, the same for every job, so
+   * the image alone tells VMs apart.
+   */
+  async shape(attributes: StartAttributes, signal: AbortSignal): Promise<MachineShape> {
+    signal.throwIfAborted();
+    const settings = this.#settings;
+    const image = await selectImage(attributes, settings.images, settings.imageDir);
+    const file = await stat(image.path).catch((err: unknown) => {
+      // Gone between the check and the look: what `start` says of a missing image.
+      throw new InstanceStartError(`image ${image.path} cannot be read: ${errorMessage(err)}`, { cause: err });
+    });
+    return { key: `image=${image.name} inode=${file.ino} mtime=${Math.trunc(file.mtimeMs)}`, image: image.name };
   }
 
   async start(attributes: StartAttributes, options: StartOptions): Promise<Instance> {

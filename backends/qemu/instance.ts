@@ -1,6 +1,6 @@
 /**
- * One job's VM once SSH answers: upload and run go over SSH (`SshMachine`,
- * with the job's own key). While the script runs, the QEMU process is
+ * One job's VM once SSH answers: probe (the warm pool's), upload and run
+ * go over SSH (`SshMachine`, with the job's own key). While the script runs, the QEMU process is
  * watched: a VM that ends under the script (QEMU crashed or was killed, the
  * guest panicked or rebooted) ends the run with `ConnectionLostError`,
  * which requeues the job. Destroy powers the VM off (gently, then surely),
@@ -65,6 +65,16 @@ export class QemuInstance implements Instance {
       throw this.#lostOr(err);
     });
     this.#options.recordPhase('upload', Date.now() - began);
+  }
+
+  /**
+   * The warm pool's readiness probe: a no-op over the connection start
+   * opened (redialled if it dropped), ended at once by the VM's death.
+   */
+  async probe(signal: AbortSignal): Promise<void> {
+    await this.#options.ssh.probe(AbortSignal.any([signal, this.#options.vm.died])).catch((err: unknown) => {
+      throw this.#lostOr(err);
+    });
   }
 
   async run(options: RunOptions): Promise<RunResult> {

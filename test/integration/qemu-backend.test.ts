@@ -1,7 +1,8 @@
 /**
  * The qemu backend with real VMs (TCG): a job through the worker on the real
- * broker, a QEMU killed under a running job, the startup timeout, a cancel
- * during boot, MAX_VMS, a QEMU that dies while booting, and the reaper
+ * broker, a job on a VM the warm pool booted ahead, a QEMU killed under a
+ * running job, the startup timeout, a cancel during boot, MAX_VMS, a QEMU
+ * that dies while booting, and the reaper
  * after a worker is killed with SIGKILL. After each test nothing of its VMs
  * is left: no VM directory (overlay, seed, pidfile) and no QEMU process.
  *
@@ -10,6 +11,7 @@
  * the boot is surely still under way when the test acts, whatever the
  * machine's speed, and costs no kernel boot.
  */
+import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +21,7 @@ import { QemuBackend } from '../../backends/qemu/backend.js';
 import type { StartOptions } from '../../src/backend/contract.js';
 import { InstanceStartError, NoCapacityError } from '../../src/errors.js';
 import { silentLogger } from '../../src/logger.js';
+import { WARM_JOB_ID } from '../../src/warm-pool/pool.js';
 import { useAmqpWorker } from '../helpers/amqp-worker.js';
 import { testAttributes } from '../helpers/attributes.js';
 import { testBackendContext } from '../helpers/backend-context.js';
@@ -104,6 +107,37 @@ describeWithQemu('qemu backend (real VMs)', () => {
       process.kill(await qemuPidIn(workDir), 'SIGKILL');
       expect((await requeued).result).toEqual({ outcome: 'requeued', cause: 'E_CONNECTION_LOST', instanceReady: true });
       expect(await statesOf(killed)).toEqual(['received', 'started', 'reset']);
+    });
+
+    it('boots a VM ahead with the warm pool; a job takes it (a hit) and passes; stopping leaves nothing, the refill boot included', async () => {
+      const w = await amqp.start({
+        TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
+        TRAVIS_WORKER_PROGRESS_TYPE: 'text',
+        TRAVIS_WORKER_WARM_POOL_SIZE: '1',
+        TRAVIS_WORKER_WARM_POOL_MODE: 'fixed',
+        ...testQemuEnv(workDir),
+      });
+      const pool = w.worker.warmPool;
+      if (pool === undefined) throw new Error('no warm pool');
+      const idle = (): string[] => pool.status().shapes.flatMap((shape) => shape.idle.map((vm) => vm.id));
+      while (idle().length === 0) await once(pool.events, 'ready', { signal: timeout() });
+      const [warm] = idle();
+      expect(warm).toMatch(new RegExp(`^mayfly-job-${WARM_JOB_ID}-[0-9a-f]{8}$`));
+      expect(pool.status().shapes).toEqual([expect.objectContaining({ shape: expect.stringMatching(/^image=golden\.qcow2 inode=\d+ mtime=\d+$/) })]);
+
+      const jobId = job('echo "warm job on $(hostname)"');
+      const done = w.jobDone(jobId);
+      await publish(faultPayload(QUEUE, jobId));
+      const text = await logUntil('warm job on');
+      expect((await done).result).toEqual({ outcome: 'finished', state: 'passed' });
+      expect(text).toContain(`Using warm instance ${warm}`);
+      expect(text).toContain(`warm job on ${warm}`);
+      expect(w.worker.status().warmPool).toMatchObject({ hits: 1, misses: 0 });
+
+      // The refill may be idle or still booting: stopping ends it either way.
+      w.worker.drain('test');
+      await w.worker.stopped;
+      expect(await leftIn(workDir)).toEqual(nothingLeft);
     });
 
     it('requeues a job whose VM is not up within the startup timeout', async () => {

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -10,6 +10,7 @@ import { selectImage } from '../../backends/qemu/images.js';
 import { listVms, writeLease } from '../../backends/qemu/lease.js';
 import { seedFiles, writeSeed, type SeedOptions } from '../../backends/qemu/seed.js';
 import { InstanceStartError, PayloadError } from '../../src/errors.js';
+import { silentLogger } from '../../src/logger.js';
 import { testAttributes } from '../helpers/attributes.js';
 import { testBackendContext } from '../helpers/backend-context.js';
 import { captureLog } from '../helpers/log-capture.js';
@@ -188,6 +189,35 @@ describe('qemu images', () => {
     expect((missing as InstanceStartError).message).toBe(`image ${join(dir, 'gone.qcow2')} (from TRAVIS_WORKER_QEMU_IMAGE_DEFAULT) does not exist or cannot be read`);
     const none = await selectImage(attributes, {}, dir).catch((err: unknown) => err);
     expect((none as InstanceStartError).message).toMatch(/^no image for this job: set TRAVIS_WORKER_QEMU_IMAGE_DEFAULT/);
+  });
+});
+
+describe('qemu machine shapes', () => {
+  const signal = (): AbortSignal => AbortSignal.timeout(5_000);
+
+  it('keys the image and its file: the same for jobs of one image, new once the file is replaced; a missing image fails as start does', async () => {
+    await writeFile(join(dir, 'golden.qcow2'), 'first');
+    const backend = new QemuBackend(testQemuSettings(dir, { imageDir: dir, images: { default: 'golden.qcow2' } }), testBackendContext(), false);
+    const ruby = await backend.shape(testAttributes({ jobId: 1, language: 'ruby' }), signal());
+    expect(ruby.image).toBe('golden.qcow2');
+    expect(ruby.key).toMatch(/^image=golden\.qcow2 inode=\d+ mtime=\d+$/);
+    expect(await backend.shape(testAttributes({ jobId: 2, language: 'python' }), signal())).toEqual(ruby);
+
+    // How an operator swaps a golden image: a new file renamed over the old one.
+    await writeFile(join(dir, 'golden.qcow2.new'), 'second');
+    await rename(join(dir, 'golden.qcow2.new'), join(dir, 'golden.qcow2'));
+    const replaced = await backend.shape(testAttributes({ jobId: 3 }), signal());
+    expect(replaced.image).toBe('golden.qcow2');
+    expect(replaced.key).not.toBe(ruby.key);
+
+    const attributes = testAttributes({ jobId: 4, imageName: 'gone.qcow2' });
+    const fromShape = await backend.shape(attributes, signal()).catch((err: unknown) => err);
+    const fromStart = await backend
+      .start(attributes, { signal: signal(), progress: () => {}, logger: silentLogger, recordPhase: () => {} })
+      .catch((err: unknown) => err);
+    expect(fromShape).toBeInstanceOf(InstanceStartError);
+    expect(fromShape).toEqual(fromStart);
+    expect((fromShape as InstanceStartError).message).toBe(`image ${join(dir, 'gone.qcow2')} (from config.image_name) does not exist or cannot be read`);
   });
 });
 
