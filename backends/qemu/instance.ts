@@ -1,10 +1,11 @@
 /**
  * One job's VM once SSH answers: probe (the warm pool's), upload and run
- * go over SSH (`SshMachine`, with the job's own key). While the script runs, the QEMU process is
- * watched: a VM that ends under the script (QEMU crashed or was killed, the
- * guest panicked or rebooted) ends the run with `ConnectionLostError`,
- * which requeues the job. Destroy powers the VM off (gently, then surely),
- * removes its files and gives back what it held, on every path.
+ * go over SSH (`SshMachine`, with the job's own key). While the script
+ * runs, the QEMU process is watched: a VM that ends under the script
+ * (QEMU crashed or was killed, the guest panicked or rebooted) ends the run
+ * with `ConnectionLostError`, which requeues the job. Destroy powers the VM
+ * off (gently, then surely), removes its files and gives back what it held,
+ * on every path.
  */
 import {
   ConnectionLostError,
