@@ -6,7 +6,9 @@
  * - start → SSH ready: the backend's `start` called by the bench (overlay,
  *   seed, QEMU launched, until the job's key logs in), with its phases;
  * - publish → `started`: whole jobs through a worker on the broker, which
- *   adds the boot to everything the overhead scenario measures.
+ *   adds the boot to everything the overhead scenario measures;
+ * - the same with a warm pool of one, each job published once the pool
+ *   holds a ready VM: a hit, no boot waited for.
  *
  * Accelerator: `MAYFLY_BENCH_QEMU_ACCEL` (default `tcg`, what CI has; `kvm`
  * on a host with working KVM). Beside the figures, peers' published ones:
@@ -21,6 +23,7 @@ import { testBackendContext } from '../../test/helpers/backend-context.js';
 import { qemuUnavailable, testQemuEnv, testQemuSettings, testWorkDir } from '../../test/helpers/qemu.js';
 import { failedRow, jobIds, startBenchWorker, type BenchContext, type Scenario } from '../context.js';
 import type { Row } from '../report.js';
+import { untilWarm, warmStatusEndpoint } from '../warm-status.js';
 import { fixed, summarize, type Summary } from '../stats.js';
 
 const SCENARIO = 'qemu';
@@ -56,15 +59,24 @@ async function bootRows(context: BenchContext, accel: string, count: number): Pr
   return [row(`${accel}: start → SSH ready`, summarize(totals), `overlay+seed ${p50('create')}, QEMU up ${p50('running')}, kernel to SSH ${p50('ssh-ready')}`)];
 }
 
-async function jobRows(context: BenchContext, accel: string, count: number): Promise<Row[]> {
+/** Whole jobs through a worker, one at a time: each a cold boot, or with `warm` a warm-pool hit (published once the pool holds a ready VM). */
+async function jobRows(context: BenchContext, accel: string, count: number, warm: boolean): Promise<Row[]> {
   const workDir = await testWorkDir();
   const queue = 'builds.bench-qemu';
   await context.broker.declareJobQueue(queue);
-  const worker = await startBenchWorker(context, 'qemu', { ...testQemuEnv(workDir, { TRAVIS_WORKER_QEMU_ACCEL: accel }), TRAVIS_WORKER_QUEUE_NAME: queue, TRAVIS_WORKER_POOL_SIZE: '1' });
+  const status = warm ? await warmStatusEndpoint() : undefined;
+  const pool = status ? { TRAVIS_WORKER_WARM_POOL_SIZE: '1', TRAVIS_WORKER_WARM_POOL_MODE: 'fixed', ...status.env } : {};
+  const worker = await startBenchWorker(context, warm ? 'qemu-warm' : 'qemu', {
+    ...testQemuEnv(workDir, { TRAVIS_WORKER_QEMU_ACCEL: accel }),
+    TRAVIS_WORKER_QUEUE_NAME: queue,
+    TRAVIS_WORKER_POOL_SIZE: '1',
+    ...pool,
+  });
   const started: number[] = [];
   try {
     for (const id of jobIds(count)) {
-      context.progress(`qemu: job ${id} through the worker (${accel})`);
+      if (status) await untilWarm(status, 1, context.signal);
+      context.progress(`qemu: job ${id} through the worker (${accel}${warm ? ', warm hit' : ''})`);
       const publishedUs = context.broker.publishJob(queue, id, ['true']);
       const times = await context.broker.terminal(id, context.signal);
       if (times.terminalState !== 'passed') throw new Error(`job ${id} ended ${times.terminalState}, not passed`);
@@ -74,12 +86,14 @@ async function jobRows(context: BenchContext, accel: string, count: number): Pro
     await worker.release();
     await rm(workDir, { recursive: true, force: true });
   }
-  return [row(`${accel}: publish → started`, summarize(started), 'the boot plus the job pipeline (broker hops, script upload)')];
+  return warm
+    ? [row(`${accel}: publish → started, warm-pool hit`, summarize(started), 'a VM booted ahead: the job pipeline and one SSH command, no boot')]
+    : [row(`${accel}: publish → started`, summarize(started), 'the boot plus the job pipeline (broker hops, script upload)')];
 }
 
 export const qemu: Scenario = {
   name: SCENARIO,
-  description: 'qemu VMs of the test guest: start → SSH ready, and publish → started through a worker (TCG unless MAYFLY_BENCH_QEMU_ACCEL=kvm)',
+  description: 'qemu VMs of the test guest: start → SSH ready, and publish → started through a worker, cold and as a warm-pool hit (TCG unless MAYFLY_BENCH_QEMU_ACCEL=kvm)',
   async run(context) {
     const unavailable = qemuUnavailable();
     if (unavailable !== undefined) return [failedRow(SCENARIO, 'boot', new Error(`${unavailable} (scripts/test-prerequisites.sh builds the guest)`))];
@@ -92,11 +106,13 @@ export const qemu: Scenario = {
       context.signal.throwIfAborted();
       rows.push(failedRow(SCENARIO, 'start → SSH ready', err));
     }
-    try {
-      rows.push(...(await jobRows(context, accel, counts.jobs)));
-    } catch (err) {
-      context.signal.throwIfAborted();
-      rows.push(failedRow(SCENARIO, 'publish → started', err));
+    for (const warm of [false, true]) {
+      try {
+        rows.push(...(await jobRows(context, accel, counts.jobs, warm)));
+      } catch (err) {
+        context.signal.throwIfAborted();
+        rows.push(failedRow(SCENARIO, warm ? 'publish → started, warm-pool hit' : 'publish → started', err));
+      }
     }
     return rows;
   },

@@ -23,17 +23,16 @@ import { definition as fakeBackend, type FakeSettings } from '../../backends/fak
 import { loadConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/logger.js';
 import { noopMetrics } from '../../src/telemetry/metrics.js';
-import type { WorkerStatus } from '../../src/lifecycle/status.js';
 import type { WarmPoolMode } from '../../src/warm-pool/demand.js';
 import { createWarmPool } from '../../src/warm-pool/create.js';
 import { FakeGce } from '../../test/fakes/gce-server.js';
 import { gceEnv, travisImages } from '../../test/fakes/gce-settings.js';
 import { testAttributes } from '../../test/helpers/attributes.js';
-import { freePort } from '../../test/helpers/ports.js';
 import type { SshdTarget } from '../../test/helpers/sshd.js';
 import type { BenchChild } from '../child-process.js';
 import { failedRow, jobIds, startBenchWorker, targets, type BenchContext, type Scenario } from '../context.js';
 import { runOpenSsh } from '../openssh.js';
+import { untilWarm, warmStatusEndpoint } from '../warm-status.js';
 import type { Row } from '../report.js';
 import { fixed, formatLatency, summarize, type Summary } from '../stats.js';
 
@@ -42,9 +41,6 @@ const SCENARIO = 'warm-pool';
 const BOOT_MS = 2_000;
 /** The target (issue): a warm hit starts its job in under half a second (p50). */
 const HIT_P50_TARGET_MS = 500;
-/** Between looks at `/worker` while waiting for the pool to hold a ready VM. */
-const STATUS_POLL_MS = 50;
-const CONTROL_AUTH = 'bench:bench';
 
 /** The simulated backend's boot: 25 s scaled (1 s stands for a minute). */
 const SIM_BOOT_MS = 400;
@@ -58,17 +54,6 @@ interface Counts {
   hits: number;
   cold: number;
   ssh: number;
-}
-
-/** Wait until the worker's pool holds a ready VM (nothing to await across processes: its status is polled). */
-async function untilWarm(controlUrl: string, signal: AbortSignal): Promise<void> {
-  const authorization = `Basic ${Buffer.from(CONTROL_AUTH).toString('base64')}`;
-  for (;;) {
-    const answer = await fetch(`${controlUrl}/worker`, { headers: { authorization }, signal });
-    const status = (await answer.json()) as WorkerStatus;
-    if (status.warmPool?.shapes.some((shape) => shape.idle.length > 0)) return;
-    await sleep(STATUS_POLL_MS, undefined, { signal });
-  }
 }
 
 /** Run `ids` one at a time on `worker`, before each waiting for `before`; publish -> `started` of each, in ms. */
@@ -108,7 +93,6 @@ async function gceRows(context: BenchContext, counts: Counts): Promise<Row[]> {
 
     const queue = 'builds.bench-warm-gce';
     await context.broker.declareJobQueue(queue);
-    const port = await freePort();
     const env = { ...gceEnv(fake), TRAVIS_WORKER_QUEUE_NAME: queue, TRAVIS_WORKER_POOL_SIZE: '1' };
 
     context.progress(`warm-pool: ${counts.cold} cold starts on fake GCE (pool off)`);
@@ -121,17 +105,16 @@ async function gceRows(context: BenchContext, counts: Counts): Promise<Row[]> {
     }
 
     context.progress(`warm-pool: ${counts.hits} warm hits on fake GCE`);
+    const status = await warmStatusEndpoint();
     const warmWorker = await startBenchWorker(context, 'warm-pool-on', {
       ...env,
       TRAVIS_WORKER_WARM_POOL_SIZE: '1',
       TRAVIS_WORKER_WARM_POOL_MODE: 'fixed',
-      TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: `127.0.0.1:${port}`,
-      TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: CONTROL_AUTH,
+      ...status.env,
     });
     let hits: Summary;
     try {
-      const controlUrl = `http://127.0.0.1:${port}`;
-      hits = summarize(await timeToStarted(context, warmWorker, queue, jobIds(counts.hits), () => untilWarm(controlUrl, context.signal)));
+      hits = summarize(await timeToStarted(context, warmWorker, queue, jobIds(counts.hits), () => untilWarm(status, 1, context.signal)));
     } finally {
       await warmWorker.release();
     }
