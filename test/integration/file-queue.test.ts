@@ -8,7 +8,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { EventEmitter } from 'node:events';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { handleSignals } from '../../src/lifecycle/signals.js';
+import { MAX_POOL_SIZE } from '../../src/pool.js';
 import { DEFAULT_REQUEUE_LIMIT } from '../../src/job/requeues.js';
 import { LOG_TRAILER_RESERVE_BYTES } from '../../src/job-log/writer.js';
 import { STAGES } from '../../src/queue/file/layout.js';
@@ -294,6 +297,34 @@ describe('file queue with the fake backend', () => {
     expect(busy.map((p) => p.jobId).sort()).toEqual([50, 51, 52]);
     expect(new Set(busy.map((p) => p.id)).size).toBe(3);
     expect(await readdir(queueDir('created'))).toEqual(['53.json']);
+  });
+
+  // Every way of resizing meets one cap: past the broker's channel limit, processors died and state updates failed.
+  it(`holds the pool at MAX_POOL_SIZE (${MAX_POOL_SIZE}) against the control API and SIGTTIN, saying why`, async () => {
+    const log = captureLog();
+    const w = await start({ TRAVIS_WORKER_POOL_SIZE: String(MAX_POOL_SIZE), TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: '127.0.0.1:0', TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: 'op:cap' }, log.logger);
+    const call = (method: string, path: string, body?: unknown): Promise<Response> =>
+      fetch(`${w.worker.controlUrl}${path}`, {
+        method,
+        headers: { authorization: `Basic ${Buffer.from('op:cap').toString('base64')}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    const refusal = `the pool cannot grow to ${MAX_POOL_SIZE + 1} processors: ${MAX_POOL_SIZE} at most`;
+
+    const increment = await call('POST', '/pool/increment');
+    expect([increment.status, ((await increment.json()) as { error: string }).error]).toEqual([409, refusal]);
+    const resize = await call('PATCH', '/worker', { poolSize: MAX_POOL_SIZE + 1 });
+    // A size past the cap is bad input, refused before anything grows.
+    expect([resize.status, ((await resize.json()) as { error: string }).error]).toEqual([400, `poolSize: Too big: expected number to be <=${MAX_POOL_SIZE}`]);
+    const signals = new EventEmitter();
+    const unhandle = handleSignals(w.worker, log.logger, signals);
+    try {
+      signals.emit('SIGTTIN', 'SIGTTIN');
+      expect(await log.waitFor((line) => line.msg === 'signal ignored', AbortSignal.timeout(10_000))).toMatchObject({ level: 'warn', signal: 'SIGTTIN', err: refusal });
+    } finally {
+      unhandle();
+    }
+    expect(w.worker.pool.size).toBe(MAX_POOL_SIZE);
   });
 
   it('requeues the running job when the worker stops', async () => {
