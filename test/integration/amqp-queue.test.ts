@@ -474,7 +474,7 @@ describe('AmqpJobQueue', () => {
     await source.close();
   });
 
-  it('consumes again on a fresh channel when jobs wait and the broker delivers none to its idle consumer', async () => {
+  it('consumes again on a fresh channel when jobs wait and the broker delivers none to its idle consumer, and moves to another node when that one stalls too', async () => {
     // A single-active-consumer queue whose active consumer (another client) holds a job unacknowledged: the
     // worker's consumer is registered and given nothing while a job waits, as a stalled consumer is.
     const queueName = `builds.test-${randomBytes(4).toString('hex')}`;
@@ -496,7 +496,11 @@ describe('AmqpJobQueue', () => {
 
     const next = source.next(AbortSignal.timeout(20_000));
     const stalled = await log.waitFor((line) => line.msg?.startsWith('jobs wait in the queue but the broker delivers none') === true, AbortSignal.timeout(10_000));
-    expect(stalled).toMatchObject({ level: 'warn', processor: 'p1', ready_jobs: 1 });
+    expect(stalled).toMatchObject({ level: 'warn', processor: 'p1', ready_jobs: 1, in_a_row: 1 });
+    // The fresh consumer stalls too, and no job runs: the connection moves on (here, one broker: to the same node again).
+    const moved = await log.waitFor((line) => line.msg === 'lost the broker connection; reconnecting', AbortSignal.timeout(10_000));
+    expect(moved['err']).toBe('consumers on this broker node got no jobs while jobs waited: moving to another node');
+    await log.waitFor((line) => line.msg === 'reconnected to the broker', AbortSignal.timeout(10_000));
     // The holder goes: its job goes back to the head of the queue, and the fresh consumer, now the active one, is given it.
     await holder.close();
     const job = await next;
@@ -504,6 +508,38 @@ describe('AmqpJobQueue', () => {
     await job?.finish('passed');
     await job?.acknowledge();
     expect((await nextJob(source)).payload.jobId).toBe(42);
+  });
+
+  it('stays on its node while a job runs on the connection, however long another consumer stalls', async () => {
+    // A single-active-consumer queue: the first source is the active consumer and runs a job; the second is given nothing.
+    const queueName = `builds.test-${randomBytes(4).toString('hex')}`;
+    await withConnection(vhost.uri, async (connection) => {
+      const channel = await connection.createChannel();
+      await channel.assertQueue(queueName, { durable: true, arguments: { 'x-single-active-consumer': true } });
+      await channel.close();
+    });
+    const log = captureLog();
+    const queue = new AmqpJobQueue({ config: amqpConfig(), queueName, logger: log.logger, payloadMaxBytes: 1024 * 1024, hostname: 'test-host', stallCheckMs: 100 });
+    await queue.open();
+    cleanups.push(() => queue.close());
+    const active = await queue.openSource('p1');
+    await enqueue(queueName, payload(43));
+    const running = await nextJob(active);
+    const standby = await queue.openSource('p2');
+    await enqueue(queueName, payload(44));
+
+    const waiting = standby.next(AbortSignal.timeout(20_000));
+    await log.waitFor((line) => line.msg === 'consumers on this broker node get no jobs; staying while jobs run on it', AbortSignal.timeout(10_000));
+    expect(log.lines.filter((line) => line.msg === 'lost the broker connection; reconnecting')).toEqual([]);
+    expect(queue.notReadyReason()).toBeUndefined();
+    await running.finish('passed');
+    await running.acknowledge();
+    const next = await nextJob(active);
+    expect(next.payload.jobId).toBe(44);
+    await next.finish('passed');
+    await next.acknowledge();
+    await standby.close();
+    expect(await waiting).toBeUndefined();
   });
 
   it('counts ready jobs on a channel of its own: a count of a missing queue fails alone, and counting works again once the queue is back', async () => {

@@ -140,12 +140,26 @@ export class AmqpJobQueue implements JobQueue {
       logs: this.logs ?? this.jobs,
       readyJobs: () => this.readyJobs(),
       stallCheckMs: this.options.stallCheckMs ?? STALL_CHECK_MS,
+      onStalled: () => void this.moveOnFromStalledNode(),
       logger: this.logger,
       onClosed: () => this.sources.delete(source),
     });
     await source.start();
     this.sources.add(source);
     return source;
+  }
+
+  /**
+   * A processor's fresh consumer stalled as its last one did: the node
+   * keeps consumers it does not deliver to. Move the jobs connection to
+   * another node, but only while no job runs on it: a move ends their runs.
+   */
+  private async moveOnFromStalledNode(): Promise<void> {
+    if ([...this.sources].some((source) => source.busy)) {
+      this.logger.warn('consumers on this broker node get no jobs; staying while jobs run on it');
+      return;
+    }
+    await this.jobs?.moveOn('consumers on this broker node got no jobs while jobs waited: moving to another node');
   }
 
   /** Why jobs can't flow now (a broker connection is down and reconnecting), or undefined when they can. */

@@ -117,6 +117,18 @@ export class ReconnectingConnection extends EventEmitter<ReconnectingConnectionE
     }
   }
 
+  /**
+   * Leave the node in use for the next one that answers, as after a loss
+   * (everyone on the connection hears `lost`): for a node that keeps the
+   * connection but cannot serve what it is asked. Does nothing unless up.
+   */
+  async moveOn(reason: string): Promise<void> {
+    const connection = this.connection;
+    if (this.state !== 'up' || !connection) return;
+    this.lost(connection, new BrokerError(reason, 'closed'));
+    await connection.close();
+  }
+
   /** Close for good: stop reconnecting and close the connection. Never throws. */
   async close(): Promise<void> {
     if (this.state === 'closed') return;

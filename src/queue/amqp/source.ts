@@ -12,9 +12,12 @@
  * RabbitMQ can keep a consumer registered and deliver it nothing: after a
  * whole cluster restarted, a quorum job queue listed the worker's consumer
  * and held jobs for minutes while none came; a consumer made afresh got
- * them. So an idle consumer asks every `stallCheckMs` whether jobs wait;
- * when they did at two asks in a row with none delivered in between, it is
- * dropped and the next `next()` consumes again on a fresh channel.
+ * them, and where a fresh one on the same node got nothing either, one on
+ * another node did. So an idle consumer asks every `stallCheckMs` whether
+ * jobs wait; when they did at two asks in a row with none delivered in
+ * between, it is dropped and the next `next()` consumes again on a fresh
+ * channel; when that one stalls too, the queue is told (`onStalled`), which
+ * moves the connection to another node once no job runs on it.
  *
  * Over the usual size on purpose: the channel's life, the consumer, the
  * delivery in flight and what a lost channel means for it are one state
@@ -54,6 +57,8 @@ export interface AmqpJobSourceOptions {
   readyJobs: () => Promise<number>;
   /** How often an idle consumer asks `readyJobs`, in ms. */
   stallCheckMs: number;
+  /** A fresh consumer stalled as the one before it did: its node does not serve the queue. */
+  onStalled: () => void;
   logger: Logger;
   /** Called once the source is closed, so the queue forgets it. */
   onClosed: () => void;
@@ -92,6 +97,8 @@ export class AmqpJobSource implements JobSource {
   private readonly closed = new AbortController();
   /** Asks in a row, by an idle consumer, that found jobs waiting. */
   private waitingSeen = 0;
+  /** Consumers in a row dropped as stalled, with no job delivered since. */
+  private stalledInRow = 0;
 
   constructor(private readonly options: AmqpJobSourceOptions) {
     this.logger = options.logger.child({ processor: options.processorId });
@@ -142,12 +149,19 @@ export class AmqpJobSource implements JobSource {
     this.waitingSeen = waiting > 0 ? this.waitingSeen + 1 : 0;
     if (this.waitingSeen < 2) return;
     this.waitingSeen = 0;
+    this.stalledInRow += 1;
     this.logger.warn(
-      { ready_jobs: waiting, idle_ms: 2 * this.options.stallCheckMs },
+      { ready_jobs: waiting, idle_ms: 2 * this.options.stallCheckMs, in_a_row: this.stalledInRow },
       'jobs wait in the queue but the broker delivers none to this idle consumer; consuming again on a fresh channel',
     );
     consumer.gone = true;
     await closeChannel(consumer.channel, this.logger, 'jobs');
+    if (this.stalledInRow > 1) this.options.onStalled();
+  }
+
+  /** Jobs handed out and not yet settled. */
+  get busy(): boolean {
+    return this.inFlight.size > 0;
   }
 
   /**
@@ -184,6 +198,7 @@ export class AmqpJobSource implements JobSource {
 
   private handOut({ message, payload, consumer }: Ready): QueuedJob {
     this.waitingSeen = 0;
+    this.stalledInRow = 0;
     const job: AmqpQueuedJob = new AmqpQueuedJob({
       payload,
       message,
