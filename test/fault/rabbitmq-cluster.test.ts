@@ -26,7 +26,7 @@ import { maskUrl } from '../../src/redact.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
 import { ENDLESS_SCRIPT, FINISHING_SCRIPT, SLOW_SCRIPT, faultPayload } from '../helpers/fault-jobs.js';
 import { declareReporting, startLedger, type JobLedger } from '../helpers/job-ledger.js';
-import { captureLog } from '../helpers/log-capture.js';
+import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
 import { startRabbitCluster, type ClusterNode, type RabbitCluster } from '../helpers/rabbitmq-cluster.js';
 import { publishRaw, purge, rabbitmqctl, withConnection } from '../helpers/rabbitmq.js';
 import { allPaused, startTestWorker, untilProcessors, type TestWorker } from '../helpers/worker.js';
@@ -42,6 +42,18 @@ const CONTROL_AUTH = 'operator:cluster-suite';
 const basicAuth = (credentials: string): string => `Basic ${Buffer.from(credentials).toString('base64')}`;
 /** Booting three nodes at once takes about 25 s on two cores. */
 const CLUSTER_BOOT_TIMEOUT_MS = 150_000;
+/** The whole-cluster scenario up to the cluster's stop and the worker's pause, stops included. */
+const BEFORE_RESTART_MS = 90_000;
+/**
+ * How long the jobs of the whole-cluster scenario may take once every node
+ * is back. A consumer that reaches a node before its quorum queues have a
+ * leader waits: in one measurement a consume that never got a leader was
+ * answered after 65 s, by the broker closing the connection; the worker
+ * then connects again.
+ */
+const AFTER_RESTART_MS = 150_000;
+/** The worker log lines shown when a scenario fails. */
+const LOG_LINES_SHOWN = 40;
 
 describe('fault: a RabbitMQ cluster with quorum queues', () => {
   let cluster: RabbitCluster;
@@ -126,6 +138,16 @@ describe('fault: a RabbitMQ cluster with quorum queues', () => {
   async function queueLeaders(): Promise<Record<string, string>> {
     const rows = await rabbitmqctl('-n', node(2).name, 'list_queues', '--no-table-headers', 'name', 'leader');
     return Object.fromEntries(rows.trim().split('\n').map((row) => row.split('\t')));
+  }
+
+  /** `waiting`, its failure carrying the worker's last log lines: what it was doing meanwhile. */
+  async function withWorkerLog<T>(log: CapturedLog, waiting: Promise<T>): Promise<T> {
+    try {
+      return await waiting;
+    } catch (err) {
+      const lines = log.lines.slice(-LOG_LINES_SHOWN).map((line) => JSON.stringify(line));
+      throw new Error(`${(err as Error).message}\nthe worker's last log lines:\n${lines.join('\n')}`, { cause: err });
+    }
   }
 
   function expectCleanReport(ledger: JobLedger, scenario: string, jobId: number): void {
@@ -230,15 +252,15 @@ describe('fault: a RabbitMQ cluster with quorum queues', () => {
 
   it('the whole cluster stops with a job running and one queued, then comes back: the worker waits, never stops, and runs both to the end', async () => {
     const [runningId, queuedId] = [7403, 7404];
-    const signal = AbortSignal.timeout(150_000);
+    const signal = AbortSignal.timeout(BEFORE_RESTART_MS);
     const journal = await openLedger(node(2));
     buildApi.scripts.set(runningId, ENDLESS_SCRIPT);
     buildApi.scripts.set(queuedId, FINISHING_SCRIPT);
-    const running = await startWorker({
-      TRAVIS_WORKER_AMQP_URI: cluster.uris(),
-      TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: '127.0.0.1:0',
-      TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: CONTROL_AUTH,
-    });
+    const log = captureLog();
+    const running = await startWorker(
+      { TRAVIS_WORKER_AMQP_URI: cluster.uris(), TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: '127.0.0.1:0', TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: CONTROL_AUTH },
+      log.logger,
+    );
     const lifecycle: string[] = [];
     running.worker.events.on('state', (to) => lifecycle.push(to));
     const firstRun = running.jobDone(runningId);
@@ -259,10 +281,11 @@ describe('fault: a RabbitMQ cluster with quorum queues', () => {
     // A node waits at boot for the peers it last saw: all three start at once, as after a power cut.
     await Promise.all(cluster.nodes.map((one) => cluster.start(one)));
     stopped.clear();
-    await journal.reconnect(node(2).uri);
-    await journal.untilFinished([runningId, queuedId], signal);
-    await journal.untilLogged(runningId, FINISHING_LAST_LINE, signal);
-    await journal.untilLogged(queuedId, FINISHING_LAST_LINE, signal);
+    const back = AbortSignal.timeout(AFTER_RESTART_MS);
+    await journal.reconnect(node(2).uri, back);
+    await withWorkerLog(log, journal.untilFinished([runningId, queuedId], back));
+    await journal.untilLogged(runningId, FINISHING_LAST_LINE, back);
+    await journal.untilLogged(queuedId, FINISHING_LAST_LINE, back);
 
     // While the nodes stop one by one, the worker may reconnect to one about to go and lose a delivery again.
     for (const id of [runningId, queuedId]) expect(journal.states(id).slice(-3)).toEqual(['received', 'started', 'passed']);
@@ -272,5 +295,5 @@ describe('fault: a RabbitMQ cluster with quorum queues', () => {
     const report = journal.report('cluster: every node stops with a job running and one queued, then comes back', [runningId, queuedId]);
     expect(report.problems).toEqual([]);
     expect(report).toMatchObject({ jobsRun: 2, jobsLost: 0, partsLost: 0, duplicateTerminalStates: 0 });
-  }, 180_000);
+  }, BEFORE_RESTART_MS + CLUSTER_BOOT_TIMEOUT_MS + AFTER_RESTART_MS);
 });

@@ -16,6 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { connect, type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import { LOG_QUEUE, REPORTING_EXCHANGE, STATE_QUEUE } from '../../src/queue/amqp/messages.js';
+import { abortableSleep } from '../../src/util/abort.js';
 
 /** What `report` found for one scenario; one JSON line of `MAYFLY_FAULT_REPORT`. */
 export interface LedgerReport {
@@ -70,9 +71,11 @@ export interface JobLedger {
   /**
    * Consume again, on `uri`, after the ledger's connection was lost (its
    * broker went away and is back): the messages it had not acknowledged
-   * come again, so nothing published meanwhile is missed.
+   * come again, so nothing published meanwhile is missed. Tries until it
+   * consumes or `signal` aborts: a node just back may not serve its quorum
+   * queues yet (the broker then closes the connection).
    */
-  reconnect(uri: string): Promise<void>;
+  reconnect(uri: string, signal: AbortSignal): Promise<void>;
   /**
    * Checks the invariants for jobIds and returns the counts. `measured.deadline`
    * (ms since the epoch), for a scenario with a notice from the cloud: every
@@ -94,6 +97,8 @@ const DURABLE_QUEUE = { durable: true, exclusive: false, autoDelete: false } as 
 const DURABLE_EXCHANGE = { durable: true, autoDelete: false, internal: false } as const;
 /** The AMQP `type` of the ledger's own markers (see `settled`); never a protocol type. */
 const MARKER_TYPE = 'mayfly-test:ledger-marker';
+/** Between attempts of `reconnect`. */
+const RECONNECT_PAUSE_MS = 200;
 /** Missing part numbers named in one problem, at most (the count is exact). */
 const MISSING_SHOWN = 10;
 
@@ -205,9 +210,16 @@ class Ledger implements JobLedger {
     }
   }
 
-  async reconnect(uri: string): Promise<void> {
+  async reconnect(uri: string, signal: AbortSignal): Promise<void> {
     await this.#connection?.close().catch(() => undefined);
-    await this.attach(uri);
+    for (;;) {
+      try {
+        return await this.attach(uri);
+      } catch (err) {
+        if (signal.aborted) throw new Error(`the ledger could not consume on ${uri}: ${(err as Error).message}`, { cause: signal.reason });
+        await abortableSleep(RECONNECT_PAUSE_MS, signal).catch(() => undefined);
+      }
+    }
   }
 
   untilFinished(jobIds: number[], signal: AbortSignal): Promise<void> {
@@ -216,7 +228,7 @@ class Ledger implements JobLedger {
       `jobs without a terminal state: ${jobIds
         .filter((id) => !finished(id))
         .map((id) => `${id} (${this.states(id).join(', ') || 'no state'})`)
-        .join('; ')}`;
+        .join('; ')}${this.#disconnected ? ' (the ledger lost its broker connection: it read nothing after that)' : ''}`;
     return waitFor(this.#waiters, () => jobIds.every(finished), signal, describe).then(() => this.settled(signal));
   }
 
