@@ -83,6 +83,18 @@ async function openQueue(overrides: Partial<AmqpConfig> = {}, options: Partial<A
   return { queue, queueName, log };
 }
 
+/** A queue whose standby consumers the broker keeps and gives nothing: what a stalled consumer looks like from the worker. */
+const SINGLE_ACTIVE_CONSUMER = { durable: true, arguments: { 'x-single-active-consumer': true } };
+
+/** An open queue on the existing `queueName`, its idle consumers asking for stalls every 100 ms; closed after the test. */
+async function openStallWatched(queueName: string): Promise<{ queue: AmqpJobQueue; log: CapturedLog }> {
+  const log = captureLog();
+  const queue = new AmqpJobQueue({ config: amqpConfig(), queueName, logger: log.logger, payloadMaxBytes: 1024 * 1024, hostname: 'test-host', stallCheckMs: 100 });
+  await queue.open();
+  cleanups.push(() => queue.close());
+  return { queue, log };
+}
+
 async function openSource(harness: Harness, id = 'p1'): Promise<JobSource> {
   return harness.queue.openSource(id);
 }
@@ -482,15 +494,12 @@ describe('AmqpJobQueue', () => {
     holder.on('error', () => undefined);
     cleanups.push(() => holder.close().catch(() => undefined));
     const holding = await holder.createChannel();
-    await holding.assertQueue(queueName, { durable: true, arguments: { 'x-single-active-consumer': true } });
+    await holding.assertQueue(queueName, SINGLE_ACTIVE_CONSUMER);
     await holding.prefetch(1);
     const held = new Promise<void>((resolve) => void holding.consume(queueName, (message) => message && resolve()));
     await enqueue(queueName, payload(41));
     await held;
-    const log = captureLog();
-    const queue = new AmqpJobQueue({ config: amqpConfig(), queueName, logger: log.logger, payloadMaxBytes: 1024 * 1024, hostname: 'test-host', stallCheckMs: 100 });
-    await queue.open();
-    cleanups.push(() => queue.close());
+    const { queue, log } = await openStallWatched(queueName);
     const source = await queue.openSource('p1');
     await enqueue(queueName, payload(42));
 
@@ -515,13 +524,10 @@ describe('AmqpJobQueue', () => {
     const queueName = `builds.test-${randomBytes(4).toString('hex')}`;
     await withConnection(vhost.uri, async (connection) => {
       const channel = await connection.createChannel();
-      await channel.assertQueue(queueName, { durable: true, arguments: { 'x-single-active-consumer': true } });
+      await channel.assertQueue(queueName, SINGLE_ACTIVE_CONSUMER);
       await channel.close();
     });
-    const log = captureLog();
-    const queue = new AmqpJobQueue({ config: amqpConfig(), queueName, logger: log.logger, payloadMaxBytes: 1024 * 1024, hostname: 'test-host', stallCheckMs: 100 });
-    await queue.open();
-    cleanups.push(() => queue.close());
+    const { queue, log } = await openStallWatched(queueName);
     const active = await queue.openSource('p1');
     await enqueue(queueName, payload(43));
     const running = await nextJob(active);
