@@ -54,13 +54,17 @@ export class AmqpJobQueue implements JobQueue {
   private readonly cancelListeners: Array<(command: CancelCommand) => void> = [];
   private readonly sources = new Set<AmqpJobSource>();
   private readonly reported = new ReportedJobs();
+  /** The last ready count asked for the stall checks, and when. */
+  private stallCount: { at: number; count: Promise<number> } | undefined;
   private readonly readinessListeners: Array<(notReadyReason: string | undefined) => void> = [];
   /** Whether listeners last heard "ready", so they hear each change once. */
   private toldReady = true;
   private readonly logger: Logger;
+  private readonly stallCheckMs: number;
 
   constructor(private readonly options: AmqpQueueOptions) {
     this.logger = options.logger.child({ queue: `amqp:${options.queueName}` });
+    this.stallCheckMs = options.stallCheckMs ?? STALL_CHECK_MS;
   }
 
   async open(): Promise<void> {
@@ -138,8 +142,8 @@ export class AmqpJobQueue implements JobQueue {
       reported: this.reported,
       jobs: this.jobs,
       logs: this.logs ?? this.jobs,
-      readyJobs: () => this.readyJobs(),
-      stallCheckMs: this.options.stallCheckMs ?? STALL_CHECK_MS,
+      readyJobs: () => this.readyJobsForStallChecks(),
+      stallCheckMs: this.stallCheckMs,
       onStalled: () => void this.moveOnFromStalledNode(),
       logger: this.logger,
       onClosed: () => this.sources.delete(source),
@@ -147,6 +151,20 @@ export class AmqpJobQueue implements JobQueue {
     await source.start();
     this.sources.add(source);
     return source;
+  }
+
+  /**
+   * The ready count for the sources' stall checks, asked of the broker at
+   * most twice per check period however many processors wait: a fleet of
+   * hosts with hundreds of idle processors each would otherwise send the
+   * broker a passive declare per processor every period.
+   */
+  private readyJobsForStallChecks(): Promise<number> {
+    const now = Date.now();
+    if (this.stallCount === undefined || now - this.stallCount.at >= this.stallCheckMs / 2) {
+      this.stallCount = { at: now, count: this.readyJobs() };
+    }
+    return this.stallCount.count;
   }
 
   /**
