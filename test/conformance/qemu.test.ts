@@ -24,5 +24,5 @@ describeWithQemu('qemu backend (real VMs)', () => {
       },
       close: () => rm(workDir, { recursive: true, force: true }),
     };
-  });
+  }, { warmPool: true });
 });
