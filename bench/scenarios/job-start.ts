@@ -35,7 +35,7 @@ import type { SshdTarget } from '../../test/helpers/sshd.js';
 import type { BenchChild } from '../child-process.js';
 import { failedRow, jobIds, startBenchWorker, targets, type BenchContext, type Scenario } from '../context.js';
 import { runOpenSsh } from '../openssh.js';
-import { untilWarm, warmStatusEndpoint, type WarmStatusEndpoint } from '../warm-status.js';
+import { untilWarm, warmStatusEndpoint } from '../warm-status.js';
 import type { Row } from '../report.js';
 import { fixed, summarize, type Summary } from '../stats.js';
 
@@ -62,16 +62,22 @@ const SSH_TRUE_RUNS = 10;
 
 export type JobStartBackend = 'gce' | 'ec2';
 
+/** What a variant adds to one worker. */
+export interface VariantSetup {
+  /** Worker settings beyond the backend's and the scenario's. */
+  env: Record<string, string>;
+  /** Resolves once the worker is ready for the batch (e.g. its pool is full). */
+  ready: (signal: AbortSignal) => Promise<void>;
+}
+
 /** One way of starting jobs measured by the scenario: a row per backend. */
 export interface JobStartVariant {
   /** Names the row, e.g. `cold, overlap and waits`. */
   name: string;
-  /** Worker settings beyond the backend's and the scenario's (e.g. a pool's), for a batch of `jobs`; made afresh for each worker. */
-  env?: (jobs: number) => Promise<Record<string, string>>;
+  /** Made afresh for each worker, for a batch of `jobs`: what the variant adds to it (e.g. a pool). */
+  setup?: (jobs: number) => Promise<VariantSetup>;
   /** Fetch each script before starting its instance (today's path). */
   sequentialStart?: boolean;
-  /** Called once the worker runs, before the batch of `jobs` is published (e.g. wait for a pool to fill). */
-  prepare?: (jobs: number, signal: AbortSignal) => Promise<void>;
   /** The floor beside the row: the fake's boot plus an SSH command (`boot`, the default), or the build API's answer plus one (`script`: no boot is waited for). */
   floor?: 'boot' | 'script';
   /** The row's target: a bound on the p50 added to the floor, or on the p50 itself; none when absent. */
@@ -84,25 +90,24 @@ export interface JobStartVariant {
  * the build API's answer plus one SSH command, and the target what a hit
  * may add to that (docs/warm-pool.md).
  */
-function warmHit(): JobStartVariant {
-  let status: WarmStatusEndpoint | undefined;
-  return {
-    name: `warm-pool hit (its ${fixed(BUILD_API_MS / 1000, 0)} s script included)`,
-    async env(jobs) {
-      status = await warmStatusEndpoint();
-      return { TRAVIS_WORKER_WARM_POOL_SIZE: String(jobs), TRAVIS_WORKER_WARM_POOL_MODE: 'fixed', ...status.env };
-    },
-    prepare: (jobs, signal) => untilWarm(status as WarmStatusEndpoint, jobs, signal),
-    floor: 'script',
-    target: { addedP50Ms: HIT_ADDED_TARGET_MS },
-  };
-}
+const WARM_HIT: JobStartVariant = {
+  name: `warm-pool hit (its ${fixed(BUILD_API_MS / 1000, 0)} s script included)`,
+  async setup(jobs) {
+    const status = await warmStatusEndpoint();
+    return {
+      env: { TRAVIS_WORKER_WARM_POOL_SIZE: String(jobs), TRAVIS_WORKER_WARM_POOL_MODE: 'fixed', ...status.env },
+      ready: (signal) => untilWarm(status, jobs, signal),
+    };
+  },
+  floor: 'script',
+  target: { addedP50Ms: HIT_ADDED_TARGET_MS },
+};
 
 /** The variants of the scenario as shipped: today's path beside the cold start with overlap and waits, and a warm hit. */
 export const JOB_START_VARIANTS: readonly JobStartVariant[] = [
   { name: "today's path (script, then start)", sequentialStart: true },
   { name: 'cold, overlap and waits', target: { addedP50Ms: COLD_ADDED_TARGET_MS } },
-  warmHit(),
+  WARM_HIT,
 ];
 
 interface Timing {
@@ -265,6 +270,7 @@ export function jobStartScenario(variants: readonly JobStartVariant[]): Scenario
             try {
               const queue = `builds.bench-job-start-${backend}`;
               await context.broker.declareJobQueue(queue);
+              const setup = await variant.setup?.(timing.jobs);
               const worker = await startBenchWorker(
                 context,
                 `job-start ${label}`,
@@ -273,14 +279,14 @@ export function jobStartScenario(variants: readonly JobStartVariant[]): Scenario
                   TRAVIS_WORKER_QUEUE_NAME: queue,
                   TRAVIS_WORKER_POOL_SIZE: String(timing.jobs),
                   TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
-                  ...(await variant.env?.(timing.jobs)),
+                  ...setup?.env,
                 },
                 variant.sequentialStart === true,
               );
               try {
                 context.progress(`job-start: a first job (not counted) on ${label}`);
                 await startBatch(context, worker, queue, 1, 0);
-                await variant.prepare?.(timing.jobs, context.signal);
+                await setup?.ready(context.signal);
                 context.progress(`job-start: ${timing.jobs} jobs on ${label}`);
                 const since = Date.now();
                 const started = summarize(await startBatch(context, worker, queue, timing.jobs, timing.spacingMs));

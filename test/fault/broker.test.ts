@@ -30,7 +30,7 @@ import { startLedger, type JobLedger } from '../helpers/job-ledger.js';
 import { BROKER, messageCount, publishRaw } from '../helpers/rabbitmq.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import type { ProcessorStatus } from '../../src/processor.js';
-import { allPaused, untilProcessors, type TestWorker } from '../helpers/worker.js';
+import { allPaused, basicAuth, untilProcessors, type TestWorker } from '../helpers/worker.js';
 
 const QUEUE = 'builds.ec2';
 const SLOW_LAST_LINE = 'line 60\r\n';
@@ -58,7 +58,6 @@ async function chunksWritten(progress: string): Promise<number> {
 }
 
 const CONTROL_AUTH = 'operator:fault-suite';
-const basicAuth = (credentials: string): string => `Basic ${Buffer.from(credentials).toString('base64')}`;
 
 /** More than heartbeats (8-byte frames) add up to while a part is on its way: a log part's publish is a few hundred bytes. */
 const LOG_PART_ON_THE_WIRE_BYTES = 200;

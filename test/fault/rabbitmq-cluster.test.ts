@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BROKER_NODES_HEADER } from '../../src/control/routes.js';
+import { errorMessage } from '../../src/errors.js';
 import type { Logger } from '../../src/logger.js';
 import { LOG_QUEUE, STATE_QUEUE } from '../../src/queue/amqp/messages.js';
 import { maskUrl } from '../../src/redact.js';
@@ -28,8 +29,8 @@ import { ENDLESS_SCRIPT, FINISHING_SCRIPT, SLOW_SCRIPT, faultPayload } from '../
 import { declareReporting, startLedger, type JobLedger } from '../helpers/job-ledger.js';
 import { captureLog, type CapturedLog } from '../helpers/log-capture.js';
 import { startRabbitCluster, type ClusterNode, type RabbitCluster } from '../helpers/rabbitmq-cluster.js';
-import { publishRaw, purge, rabbitmqctl, withConnection } from '../helpers/rabbitmq.js';
-import { allPaused, startTestWorker, untilProcessors, type TestWorker } from '../helpers/worker.js';
+import { publishRaw, purge, rabbitmqctl, withChannel } from '../helpers/rabbitmq.js';
+import { allPaused, basicAuth, startTestWorker, untilProcessors, type TestWorker } from '../helpers/worker.js';
 
 const QUEUE = 'builds.cluster';
 /** The local backend runs scripts without a terminal: lines end in a bare newline. */
@@ -39,7 +40,6 @@ const FIFTH_LINE = 'line 5\n';
 /** The last line of the streaming job in the in-flight scenario. */
 const STREAM_END = 'streamed';
 const CONTROL_AUTH = 'operator:cluster-suite';
-const basicAuth = (credentials: string): string => `Basic ${Buffer.from(credentials).toString('base64')}`;
 /** Booting three nodes at once takes about 25 s on two cores. */
 const CLUSTER_BOOT_TIMEOUT_MS = 150_000;
 /** The whole-cluster scenario up to the cluster's stop and the worker's pause, stops included. */
@@ -148,7 +148,7 @@ describe('fault: a RabbitMQ cluster with quorum queues', () => {
       return await waiting;
     } catch (err) {
       const lines = log.lines.slice(-LOG_LINES_SHOWN).map((line) => JSON.stringify(line));
-      throw new Error(`${(err as Error).message}\nthe worker's last log lines:\n${lines.join('\n')}`, { cause: err });
+      throw new Error(`${errorMessage(err)}\nthe worker's last log lines:\n${lines.join('\n')}`, { cause: err });
     }
   }
 
@@ -213,11 +213,9 @@ describe('fault: a RabbitMQ cluster with quorum queues', () => {
     buildApi.scripts.set(warmUpId, FINISHING_SCRIPT);
     buildApi.scripts.set(arrivingId, FINISHING_SCRIPT);
     // Queues made afresh, so node 1 leads the reporting queues and node 0 (the worker's jobs node) the job queue.
-    await withConnection(node(1).uri, async (connection) => {
-      const channel = await connection.createChannel();
+    await withChannel(node(1).uri, async (channel) => {
       for (const queue of [QUEUE, STATE_QUEUE, LOG_QUEUE]) await channel.deleteQueue(queue);
       await declareReporting(channel, { quorum: true });
-      await channel.close();
     });
     const journal = await openLedger(node(2));
     const log = captureLog();

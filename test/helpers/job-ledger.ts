@@ -16,6 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
 import { connect, type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import { LOG_QUEUE, REPORTING_EXCHANGE, STATE_QUEUE } from '../../src/queue/amqp/messages.js';
+import { errorMessage } from '../../src/errors.js';
 import { abortableSleep } from '../../src/util/abort.js';
 
 /** What `report` found for one scenario; one JSON line of `MAYFLY_FAULT_REPORT`. */
@@ -216,7 +217,7 @@ class Ledger implements JobLedger {
       try {
         return await this.attach(uri);
       } catch (err) {
-        if (signal.aborted) throw new Error(`the ledger could not consume on ${uri}: ${(err as Error).message}`, { cause: signal.reason });
+        if (signal.aborted) throw new Error(`the ledger could not consume on ${uri}: ${errorMessage(err)}`, { cause: signal.reason });
         await abortableSleep(RECONNECT_PAUSE_MS, signal).catch(() => undefined);
       }
     }

@@ -8,7 +8,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
-import { connect, type ChannelModel, type MessageFields, type MessageProperties, type Options } from 'amqplib';
+import { connect, type Channel, type ChannelModel, type MessageFields, type MessageProperties, type Options } from 'amqplib';
 import type { AmqpConfig } from '../../src/config/types.js';
 
 const run = promisify(execFile);
@@ -48,13 +48,16 @@ export async function createVhost(): Promise<TestVhost> {
  */
 export async function routeDeadLetters(vhost: TestVhost, queuePattern: string, deadLetters: string): Promise<void> {
   await rabbitmqctl('set_policy', '-p', vhost.name, 'dead-letters', queuePattern, '{"dead-letter-exchange":"dlx"}', '--apply-to', 'queues');
-  await withConnection(vhost.uri, async (connection) => {
-    const channel = await connection.createChannel();
+  await withChannel(vhost.uri, async (channel) => {
     await channel.assertExchange('dlx', 'fanout', { durable: false });
     await channel.assertQueue(deadLetters, { durable: false });
     await channel.bindQueue(deadLetters, 'dlx', '');
-    await channel.close();
   });
+}
+
+/** `use` a fresh channel on a connection of its own, closed after. */
+export function withChannel<T>(uri: string, use: (channel: Channel) => Promise<T>): Promise<T> {
+  return withConnection(uri, async (connection) => use(await connection.createChannel()));
 }
 
 /** Connect, run `use`, always close. */
@@ -98,8 +101,7 @@ export interface DrainedMessage {
  * order. Rejects with the signal's reason if they don't all come.
  */
 export async function drain(uri: string, queue: string, count: number, signal: AbortSignal): Promise<DrainedMessage[]> {
-  return withConnection(uri, async (connection) => {
-    const channel = await connection.createChannel();
+  return withChannel(uri, async (channel) => {
     channel.on('error', () => undefined);
     const messages: DrainedMessage[] = [];
     try {
@@ -153,12 +155,7 @@ export async function publishRaw(
 
 /** Messages ready in `queue` (not counting unacknowledged ones). */
 export async function messageCount(uri: string, queue: string): Promise<number> {
-  return withConnection(uri, async (connection) => {
-    const channel = await connection.createChannel();
-    const { messageCount: count } = await channel.checkQueue(queue);
-    await channel.close();
-    return count;
-  });
+  return withChannel(uri, async (channel) => (await channel.checkQueue(queue)).messageCount);
 }
 
 /** Empty the named queues (those that exist). */

@@ -57,3 +57,15 @@ export async function untilProcessors(worker: Worker, predicate: (processors: Pr
 
 /** Every processor is paused (none takes jobs). */
 export const allPaused = (processors: ProcessorStatus[]): boolean => processors.every((processor) => processor.state === 'paused');
+
+/** The `authorization` header value for `user:password` credentials. */
+export const basicAuth = (credentials: string): string => `Basic ${Buffer.from(credentials).toString('base64')}`;
+
+/** A request to `worker`'s control API: with `credentials` (none when null), and `body` sent as JSON (a string as it is). */
+export function callControl(worker: Worker, credentials: string | null, method: string, path: string, body?: unknown): Promise<Response> {
+  return fetch(`${worker.controlUrl}${path}`, {
+    method,
+    headers: { ...(credentials === null ? {} : { authorization: basicAuth(credentials) }), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+  });
+}

@@ -26,7 +26,7 @@ import {
   purge,
   rabbitmqctl,
   routeDeadLetters,
-  withConnection,
+  withChannel,
   type DrainedMessage,
   type TestVhost,
   testAmqpConfig,
@@ -167,12 +167,10 @@ describe('AmqpJobQueue', () => {
     ]);
 
     // Passive declares agree, and the names are what a travis installation has.
-    await withConnection(vhost.uri, async (connection) => {
-      const channel = await connection.createChannel();
+    await withChannel(vhost.uri, async (channel) => {
       await channel.checkQueue(harness.queueName);
       await channel.checkQueue('reporting.jobs.builds');
       await channel.checkExchange('reporting');
-      await channel.close();
     });
   }, 60_000);
 
@@ -473,10 +471,8 @@ describe('AmqpJobQueue', () => {
     const source = await openSource(harness);
     await enqueue(harness.queueName, payload(21));
     const job = await nextJob(source);
-    await withConnection(vhost.uri, async (connection) => {
-      const channel = await connection.createChannel();
+    await withChannel(vhost.uri, async (channel) => {
       await channel.deleteQueue(harness.queueName);
-      await channel.close();
     });
     await harness.log.waitFor((line) => line.msg?.startsWith('the broker cancelled the job consumer') === true, AbortSignal.timeout(10_000));
     expect(job.lost.aborted).toBe(false);
@@ -522,10 +518,8 @@ describe('AmqpJobQueue', () => {
   it('stays on its node while a job runs on the connection, however long another consumer stalls', async () => {
     // A single-active-consumer queue: the first source is the active consumer and runs a job; the second is given nothing.
     const queueName = `builds.test-${randomBytes(4).toString('hex')}`;
-    await withConnection(vhost.uri, async (connection) => {
-      const channel = await connection.createChannel();
+    await withChannel(vhost.uri, async (channel) => {
       await channel.assertQueue(queueName, SINGLE_ACTIVE_CONSUMER);
-      await channel.close();
     });
     const { queue, log } = await openStallWatched(queueName);
     const active = await queue.openSource('p1');
@@ -552,10 +546,8 @@ describe('AmqpJobQueue', () => {
     const harness = await openQueue();
     await enqueue(harness.queueName, payload(31));
     expect(await harness.queue.readyJobs()).toBe(1);
-    await withConnection(vhost.uri, async (connection) => {
-      const channel = await connection.createChannel();
+    await withChannel(vhost.uri, async (channel) => {
       await channel.deleteQueue(harness.queueName);
-      await channel.close();
     });
     // The passive declare of a missing queue closes its channel (404): only the counter's.
     await expect(harness.queue.readyJobs()).rejects.toThrow(/NOT_FOUND/);
@@ -627,11 +619,9 @@ describe('AmqpJobQueue with log sharding', () => {
 
     // An operator's sharding policy would add the shard queues; one bound queue stands in for them.
     const shard = `shard-${randomBytes(4).toString('hex')}`;
-    await withConnection(vhost.uri, async (connection) => {
-      const channel = await connection.createChannel();
+    await withChannel(vhost.uri, async (channel) => {
       await channel.assertQueue(shard, { durable: false });
       await channel.bindQueue(shard, 'reporting.jobs.logs_sharded', '');
-      await channel.close();
     });
     const source = await openSource(harness);
     await enqueue(harness.queueName, payload(721270));
@@ -695,11 +685,9 @@ describe('AmqpJobQueue with quorum queues', () => {
 
   it('uses existing queues of the other type as they are instead of failing on the declare', async () => {
     const queueName = `builds.test-${randomBytes(4).toString('hex')}`;
-    await withConnection(quorumVhost.uri, async (connection) => {
-      const channel = await connection.createChannel();
+    await withChannel(quorumVhost.uri, async (channel) => {
       await channel.assertQueue(queueName, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
       await channel.assertQueue('reporting.jobs.builds', { durable: true, arguments: { 'x-queue-type': 'quorum' } });
-      await channel.close();
     });
 
     const harness = await openQueue({ uri: quorumVhost.uri, queueType: 'classic' }, { queueName });
@@ -735,13 +723,11 @@ describe('AmqpJobQueue with quorum queues', () => {
 
     // A job whose worker keeps dying before it acknowledges: returned to the queue each time.
     await publishRaw(quorumVhost.uri, '', queueName, JSON.stringify(payload(42)));
-    await withConnection(quorumVhost.uri, async (connection) => {
-      const channel = await connection.createChannel();
+    await withChannel(quorumVhost.uri, async (channel) => {
       for (let delivery = 1; delivery <= 3; delivery++) {
         const message = await waitForMessage(channel, queueName);
         channel.nack(message, false, true);
       }
-      await channel.close();
     });
     const [dead] = await drain(quorumVhost.uri, `${queueName}.dead-letter`, 1, AbortSignal.timeout(10_000));
     expect(dead?.body).toMatchObject({ job: { id: 42 } });

@@ -5,7 +5,6 @@
  * message against the wire protocol (docs/protocol.md).
  */
 import { once } from 'node:events';
-import type { Channel } from 'amqplib';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +16,7 @@ import type { CancelCommand } from '../../src/queue/contract.js';
 import type { Logger } from '../../src/logger.js';
 import { startBuildApi, type FakeBuildApi } from '../helpers/build-api.js';
 import { useAmqpWorker } from '../helpers/amqp-worker.js';
-import { drain, messageCount, publishRaw, withConnection, type DrainedMessage } from '../helpers/rabbitmq.js';
+import { drain, messageCount, publishRaw, withChannel, type DrainedMessage } from '../helpers/rabbitmq.js';
 import { captureLog } from '../helpers/log-capture.js';
 import { freePort } from '../helpers/ports.js';
 import { generateClientKey, startSshd, type SshdTarget } from '../helpers/sshd.js';
@@ -41,16 +40,15 @@ afterAll(async () => {
 });
 
 function start(env: Record<string, string> = {}, logger?: Logger): Promise<TestWorker> {
-  return amqp.start(
-    {
+  const settings = {
     TRAVIS_WORKER_BUILD_API_URI: buildApi.uri,
     TRAVIS_WORKER_PROVIDER_NAME: 'ssh',
     TRAVIS_WORKER_SSH_HOSTS: `${target.host}:${target.port}`,
     TRAVIS_WORKER_SSH_USER: target.username,
     TRAVIS_WORKER_SSH_KEY: key.privateKey,
     TRAVIS_WORKER_INFRA: 'test-infra',
-    ...env,
-  }, logger);
+  };
+  return amqp.start({ ...settings, ...env }, logger);
 }
 
 /** A payload in the shape of a real one (docs/protocol.md's example), for job `id`. */
@@ -354,20 +352,14 @@ describe('amqp worker on ssh hosts', () => {
   it('keeps its processor when the job queue is deleted: it consumes again once the queue is declared again, and runs the next job', async () => {
     const log = captureLog();
     const w = await start({}, log.logger);
-    const onQueue = (use: (channel: Channel) => Promise<unknown>): Promise<void> =>
-      withConnection(amqp.vhost.uri, async (connection) => {
-        const channel = await connection.createChannel();
-        await use(channel);
-        await channel.close();
-      });
-    await onQueue((channel) => channel.deleteQueue(QUEUE));
+    await withChannel(amqp.vhost.uri, (channel) => channel.deleteQueue(QUEUE));
     const failed = await log.waitFor((line) => line.msg === 'the job source failed; opening a fresh one', timeout());
     expect(failed).toMatchObject({ level: 'error', processor: 'test-worker:1', err: expect.stringMatching(/NOT_FOUND/) });
     // It fails again (the queue is still gone), a longer pause later, and is still in the pool.
     await log.waitFor((line) => line.msg === 'the job source failed; opening a fresh one' && line !== failed, timeout());
     expect(w.worker.pool.status()).toEqual([expect.objectContaining({ id: 'test-worker:1', state: 'starting' })]);
 
-    await onQueue((channel) => channel.assertQueue(QUEUE, { durable: true }));
+    await withChannel(amqp.vhost.uri, (channel) => channel.assertQueue(QUEUE, { durable: true }));
     const jobId = 905;
     buildApi.scripts.set(jobId, 'echo back');
     const done = w.jobDone(jobId);

@@ -19,7 +19,7 @@ import { silentLogger, type Logger } from '../../src/logger.js';
 import { fileAppears } from '../helpers/files.js';
 import { captureLog } from '../helpers/log-capture.js';
 import { freePort } from '../helpers/ports.js';
-import { startTestWorker, type TestWorker } from '../helpers/worker.js';
+import { callControl, startTestWorker, type TestWorker } from '../helpers/worker.js';
 
 let base: string;
 let worker: TestWorker | undefined;
@@ -303,12 +303,7 @@ describe('file queue with the fake backend', () => {
   it(`holds the pool at MAX_POOL_SIZE (${MAX_POOL_SIZE}) against the control API and SIGTTIN, saying why`, async () => {
     const log = captureLog();
     const w = await start({ TRAVIS_WORKER_POOL_SIZE: String(MAX_POOL_SIZE), TRAVIS_WORKER_REMOTE_CONTROLLER_ADDR: '127.0.0.1:0', TRAVIS_WORKER_REMOTE_CONTROLLER_AUTH: 'op:cap' }, log.logger);
-    const call = (method: string, path: string, body?: unknown): Promise<Response> =>
-      fetch(`${w.worker.controlUrl}${path}`, {
-        method,
-        headers: { authorization: `Basic ${Buffer.from('op:cap').toString('base64')}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
+    const call = (method: string, path: string, body?: unknown): Promise<Response> => callControl(w.worker, 'op:cap', method, path, body);
     const refusal = `the pool cannot grow to ${MAX_POOL_SIZE + 1} processors: ${MAX_POOL_SIZE} at most`;
 
     const increment = await call('POST', '/pool/increment');

@@ -22,8 +22,8 @@ import { handleSignals } from '../../src/lifecycle/signals.js';
 import { silentLogger } from '../../src/logger.js';
 import { startWorker, type StartWorkerOptions } from '../../src/main.js';
 import type { Worker } from '../../src/worker.js';
-import { allPaused, nextJobDone as jobDone, untilProcessors } from '../helpers/worker.js';
-import { createVhost, drain, purge, publishRaw, withConnection, type TestVhost } from '../helpers/rabbitmq.js';
+import { allPaused, callControl, nextJobDone as jobDone, untilProcessors } from '../helpers/worker.js';
+import { createVhost, drain, purge, publishRaw, withChannel, type TestVhost } from '../helpers/rabbitmq.js';
 import { fileAppears } from '../helpers/files.js';
 
 const QUEUE = 'builds.ops';
@@ -83,12 +83,7 @@ const release = (id: number): Promise<void> => writeFile(join(dir, `${id}.go`), 
 
 /** The job queue's ready messages and consumers, as the broker sees them. */
 async function queueInfo(): Promise<{ messageCount: number; consumerCount: number }> {
-  return withConnection(vhost.uri, async (connection) => {
-    const channel = await connection.createChannel();
-    const info = await channel.checkQueue(QUEUE);
-    await channel.close();
-    return info;
-  });
+  return withChannel(vhost.uri, (channel) => channel.checkQueue(QUEUE));
 }
 
 /** The states published for `jobId` so far (reads the whole state queue). */
@@ -97,17 +92,8 @@ async function statesOf(jobId: number, count: number): Promise<string[]> {
   return messages.map((m) => m.body as { id: number; state: string }).filter((b) => b.id === jobId).map((b) => b.state);
 }
 
-function basic(credentials: string): Record<string, string> {
-  return { authorization: `Basic ${Buffer.from(credentials).toString('base64')}` };
-}
-
-async function call(w: Worker, method: string, path: string, options: { body?: unknown; auth?: string | null } = {}): Promise<Response> {
-  const auth = options.auth === undefined ? AUTH : options.auth;
-  return fetch(`${w.controlUrl}${path}`, {
-    method,
-    headers: { ...(auth === null ? {} : basic(auth)), ...(options.body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(options.body === undefined ? {} : { body: typeof options.body === 'string' ? options.body : JSON.stringify(options.body) }),
-  });
+function call(w: Worker, method: string, path: string, options: { body?: unknown; auth?: string | null } = {}): Promise<Response> {
+  return callControl(w, options.auth === undefined ? AUTH : options.auth, method, path, options.body);
 }
 
 describe('drain', () => {
